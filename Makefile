@@ -1,0 +1,47 @@
+# The two commands a user needs: `make run` and `make test`. Everything else is
+# installed by them into .venv (Python) and the user cache (Kafka jars).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+RUN_ARGS ?=
+
+.PHONY: install run test lint format kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the main job on the embedded default (built-in simulator, no broker).
+run: $(STAMP)
+	$(VENV)/bin/wayfinder run $(RUN_ARGS)
+
+## Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), run every test, stop Kafka.
+test: $(STAMP)
+	@trap 'scripts/kafka down' EXIT; \
+	scripts/kafka up && \
+	export KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" && \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+kafka-up:
+	scripts/kafka up
+
+kafka-down:
+	scripts/kafka down
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

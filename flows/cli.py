@@ -1,0 +1,250 @@
+"""The `wayfinder` command: run the flow, feed it, set up topics, export schemas."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+from kafka import KafkaProducer
+from rich.console import Console
+
+from flows.orchestrate import embedded_flow, kafka_flow
+from flows.runner import RecoveryOptions, print_summary, run_flow
+from flows.settings import DEFAULT_CHANNELS, KafkaSettings, SettingsError
+from flows.simulator import SimulationConfig, simulate
+from flows.sources import EventFileSource, SimulatorSource
+from flows.topics import ensure_topics
+from schemas.topics import TOPIC_SCHEMAS, json_schema
+
+DEFAULT_OUT = Path("out")
+
+
+def _add_simulation_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("simulator")
+    defaults = SimulationConfig()
+    group.add_argument(
+        "--customers", type=int, default=defaults.customers, help="simulated customers (size)"
+    )
+    group.add_argument("--seed", type=int, default=defaults.seed, help="simulator seed")
+    group.add_argument(
+        "--hours",
+        type=float,
+        default=defaults.hours,
+        help="simulated span of event time (duration)",
+    )
+
+
+def _simulation(args: argparse.Namespace) -> SimulationConfig:
+    if args.customers < 1:
+        raise SystemExit("--customers must be at least 1")
+    if args.hours <= 0:
+        raise SystemExit("--hours must be positive")
+    return SimulationConfig(customers=args.customers, seed=args.seed, hours=args.hours)
+
+
+def _recovery(args: argparse.Namespace) -> RecoveryOptions | None:
+    if args.recovery_dir is None:
+        return None
+    return RecoveryOptions(
+        directory=args.recovery_dir,
+        snapshot_interval=args.snapshot_interval,
+        backup_interval=args.backup_interval,
+    )
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+
+    recovery = _recovery(args)
+    if args.kafka:
+        settings = KafkaSettings.from_env()
+        created, _ = ensure_topics(settings)
+        if created:
+            console.print(f"created {len(created)} topics on {settings.bootstrap_servers}")
+        title = f"wayfinder on Kafka {settings.bootstrap_servers} ({settings.topic('events')})"
+        summary = run_flow(
+            kafka_flow(settings),
+            console=console,
+            title=title,
+            workers=args.workers,
+            recovery=recovery,
+            progress=not args.no_progress,
+        )
+        summary.outputs = {"topics": settings.topic_prefix + "*"}
+    else:
+        if args.events is not None:
+            if not args.events.is_file():
+                console.print(f"[red]no such events file: {args.events}[/]")
+                return 2
+            source = EventFileSource(args.events)
+            title = f"wayfinder on {args.events}"
+        else:
+            sim = _simulation(args)
+            source = SimulatorSource(sim)
+            title = (
+                f"wayfinder on the simulator ({sim.customers:,} customers, "
+                f"{sim.hours:g} h, seed {sim.seed})"
+            )
+        flow, sink = embedded_flow(source, args.out)
+        summary = run_flow(
+            flow,
+            console=console,
+            title=title,
+            workers=args.workers,
+            recovery=recovery,
+            progress=not args.no_progress,
+        )
+        topics = sorted(p.stem for p in args.out.glob("*.jsonl"))
+        summary.outputs = {topic: str(sink.path(topic)) for topic in topics}
+        summary_path = args.out / "summary.json"
+        summary.outputs["summary"] = str(summary_path)
+        summary_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    print_summary(summary, console)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    sim = _simulation(args)
+    if args.kafka:
+        return _produce_simulation(sim, console)
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with out.open("wb") as f:
+        for _ts, raw in simulate(sim):
+            f.write(raw + b"\n")
+            n += 1
+    console.print(f"wrote {n:,} events of {sim.customers:,} customers to {out}")
+    return 0
+
+
+def _produce_simulation(sim: SimulationConfig, console: Console) -> int:
+    settings = KafkaSettings.from_env()
+    ensure_topics(settings)
+    topic = settings.topic("events")
+    producer = KafkaProducer(linger_ms=20, acks="all", **settings.kafka_python_config())
+    key_reader = msgspec.json.Decoder(_KeyFields)
+    n = 0
+    for _ts, raw in simulate(sim):
+        producer.send(topic, key=_partition_key(key_reader, raw), value=raw)
+        n += 1
+    producer.flush()
+    producer.close()
+    console.print(f"produced {n:,} events of {sim.customers:,} customers to {topic}")
+    return 0
+
+
+class _KeyFields(msgspec.Struct):
+    customer_id: str | None = None
+    anonymous_id: str | None = None
+
+
+def _partition_key(reader: msgspec.json.Decoder, raw: bytes) -> bytes | None:
+    """Key by customer so one customer's events stay in order on one partition."""
+    try:
+        fields = reader.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    key = fields.customer_id or fields.anonymous_id
+    return key.encode() if key else None
+
+
+def cmd_topics(args: argparse.Namespace, console: Console) -> int:
+    settings = KafkaSettings.from_env()
+    created, existing = ensure_topics(settings)
+    for topic in created:
+        console.print(f"created  {topic}")
+    for topic in existing:
+        console.print(f"exists   {topic}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, console: Console) -> int:
+    if args.out is None:
+        document = {topic: json_schema(topic) for topic in TOPIC_SCHEMAS}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for topic in TOPIC_SCHEMAS:
+        path = args.out / f"{topic}.schema.json"
+        path.write_text(json.dumps(json_schema(topic), indent=2) + "\n")
+        console.print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wayfinder", description="Real-time customer journey orchestration."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the orchestrate flow (simulator by default)",
+        description=(
+            "Run the orchestrate flow. Without --events or --kafka it runs embedded on the "
+            "built-in simulator and writes one JSON-lines file per topic under --out."
+        ),
+    )
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--events", type=Path, help="JSON-lines file of events (wire format)")
+    source.add_argument(
+        "--kafka",
+        action="store_true",
+        help="read and write Kafka topics (KAFKA_BOOTSTRAP_SERVERS, WAYFINDER_TOPIC_PREFIX)",
+    )
+    _add_simulation_args(run)
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (embedded)")
+    run.add_argument("--workers", type=int, default=1, help="bytewax workers in this process")
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    recovery = run.add_argument_group("recovery (bytewax snapshots)")
+    recovery.add_argument("--recovery-dir", type=Path, help="snapshot folder; resumes if present")
+    recovery.add_argument("--snapshot-interval", type=float, default=10.0, help="seconds")
+    recovery.add_argument("--backup-interval", type=float, default=0.0, help="seconds")
+    run.set_defaults(handler=cmd_run)
+
+    simulate_cmd = sub.add_parser(
+        "simulate",
+        help="write simulated events to a file or the events topic",
+        description="Write the simulator's events (wire format) to a JSON-lines file or Kafka.",
+    )
+    target = simulate_cmd.add_mutually_exclusive_group()
+    target.add_argument("--out", type=Path, default=Path("events.jsonl"), help="JSON-lines file")
+    target.add_argument("--kafka", action="store_true", help="produce to the events topic")
+    _add_simulation_args(simulate_cmd)
+    simulate_cmd.set_defaults(handler=cmd_simulate)
+
+    topics = sub.add_parser(
+        "topics",
+        help="create the Kafka topics (idempotent)",
+        description=(
+            "Create every Wayfinder topic that is missing: events, "
+            + ", ".join(f"actions.{c}" for c in DEFAULT_CHANNELS)
+            + ", journeys, decisions, audiences, analytics, dlq. Partitions from "
+            "WAYFINDER_TOPIC_PARTITIONS."
+        ),
+    )
+    topics.set_defaults(handler=cmd_topics)
+
+    schema = sub.add_parser(
+        "schema",
+        help="export the JSON Schema of every topic",
+        description="Export a JSON Schema per topic, so producers in any language can validate.",
+    )
+    schema.add_argument("--out", type=Path, help="folder for <topic>.schema.json files")
+    schema.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=args.command == "schema")
+    try:
+        return args.handler(args, console)
+    except SettingsError as exc:
+        console.print(f"[red]settings: {exc}[/]")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The flow's Prometheus metrics. Labels are bounded vocabularies, never personal data."""
+
+from prometheus_client import REGISTRY, Counter
+
+EVENTS_RECEIVED = Counter("wayfinder_events_received", "Records read from the input, good or bad.")
+DEAD_LETTERS = Counter(
+    "wayfinder_dead_letters", "Records sent to the dead-letter output, by reason.", ["reason"]
+)
+EVENTS_FOLDED = Counter("wayfinder_events_folded", "Valid events that reached the customer step.")
+DUPLICATE_EVENTS = Counter(
+    "wayfinder_duplicate_events", "Events ignored because their id was already folded."
+)
+CONTEXTS_CREATED = Counter(
+    "wayfinder_customer_contexts_created",
+    "Contexts created: known customers, or anonymous visitors not yet identified.",
+    ["kind"],
+)
+ERASURES = Counter("wayfinder_erasures", "Customers erased on request.")
+DECISIONS = Counter("wayfinder_decisions", "Decisions made, by outcome.", ["outcome"])
+ACTIONS = Counter(
+    "wayfinder_actions", "Actions emitted, by channel and action.", ["channel", "action"]
+)
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    """Current value of a counter sample (0 when it has never been touched)."""
+    return REGISTRY.get_sample_value(name + "_total", labels or {}) or 0.0
+
+
+def samples_by_label(name: str, label: str) -> dict[str, float]:
+    """{label value: count} for one labelled counter, summed over other labels."""
+    totals: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        if metric.name != name:
+            continue
+        for s in metric.samples:
+            if s.name == name + "_total":
+                key = s.labels[label]
+                totals[key] = totals.get(key, 0.0) + s.value
+    return totals

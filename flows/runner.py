@@ -1,0 +1,217 @@
+"""Run a dataflow in this process with a live progress display and a summary.
+
+Progress and summary read the same Prometheus counters the flow exports, so
+what the terminal shows is what an operator's dashboard shows.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from flows import metrics
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """bytewax recovery: where the snapshot partitions live and how often to snapshot."""
+
+    directory: Path
+    snapshot_interval: float = 10.0
+    backup_interval: float = 0.0
+    partitions: int = 1
+
+    def config(self) -> RecoveryConfig:
+        # A new directory gets its partitions; an existing one is resumed from.
+        if not self.directory.exists() or not any(self.directory.iterdir()):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            init_db_dir(self.directory, self.partitions)
+        return RecoveryConfig(self.directory, timedelta(seconds=self.backup_interval))
+
+
+@dataclass
+class RunSummary:
+    """What a run did, from the flow's counters."""
+
+    seconds: float
+    events: int
+    dead_letters: dict[str, int]
+    customers: int
+    visitors: int
+    duplicates: int
+    erasures: int
+    decisions: dict[str, int]
+    actions: dict[str, int]
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "seconds": round(self.seconds, 3),
+            "events": self.events,
+            "events_per_second": round(self.events_per_second, 1),
+            "customers": self.customers,
+            "anonymous_visitors": self.visitors,
+            "duplicates": self.duplicates,
+            "erasures": self.erasures,
+            "dead_letters": self.dead_letters,
+            "decisions": self.decisions,
+            "actions": self.actions,
+            "outputs": self.outputs,
+        }
+
+
+class _Counts:
+    """A consistent reading of the counters, relative to when the run started."""
+
+    def __init__(self) -> None:
+        self._base = self._read()
+
+    @staticmethod
+    def _read() -> dict[str, float]:
+        return {
+            "events": metrics.sample("wayfinder_events_received"),
+            "customers": metrics.sample("wayfinder_customer_contexts_created", {"kind": "known"}),
+            "visitors": metrics.sample(
+                "wayfinder_customer_contexts_created", {"kind": "anonymous"}
+            ),
+            "duplicates": metrics.sample("wayfinder_duplicate_events"),
+            "erasures": metrics.sample("wayfinder_erasures"),
+            "dead_letters": sum(
+                metrics.samples_by_label("wayfinder_dead_letters", "reason").values()
+            ),
+            "decisions": sum(metrics.samples_by_label("wayfinder_decisions", "outcome").values()),
+            "actions": sum(metrics.samples_by_label("wayfinder_actions", "channel").values()),
+        }
+
+    def now(self) -> dict[str, int]:
+        current = self._read()
+        return {k: int(current[k] - self._base[k]) for k in current}
+
+    def by_label(self, name: str, label: str, base: dict[str, float]) -> dict[str, int]:
+        current = metrics.samples_by_label(name, label)
+        return {
+            k: int(v - base.get(k, 0.0))
+            for k, v in sorted(current.items())
+            if v - base.get(k, 0.0) > 0
+        }
+
+
+def _progress_table(counts: dict[str, int], seconds: float, rate: float, title: str) -> Table:
+    table = Table(title=title, show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("elapsed", f"{seconds:,.1f} s")
+    table.add_row("events", f"{counts['events']:,}")
+    table.add_row("events/s", f"{rate:,.0f}")
+    table.add_row("customers", f"{counts['customers']:,}")
+    table.add_row("decisions", f"{counts['decisions']:,}")
+    table.add_row("actions", f"{counts['actions']:,}")
+    table.add_row("dead letters", f"{counts['dead_letters']:,}")
+    return table
+
+
+def run_flow(
+    flow: Dataflow,
+    *,
+    console: Console,
+    title: str,
+    workers: int = 1,
+    recovery: RecoveryOptions | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Run `flow` to completion (or Ctrl-C) in this process and summarise it."""
+    counts = _Counts()
+    label_bases = {
+        name: metrics.samples_by_label(name, label)
+        for name, label in (
+            ("wayfinder_dead_letters", "reason"),
+            ("wayfinder_decisions", "outcome"),
+            ("wayfinder_actions", "channel"),
+        )
+    }
+    started = time.perf_counter()
+    done = threading.Event()
+
+    def show() -> None:
+        last_events, last_t = 0, started
+        rate = 0.0
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            while not done.wait(0.25):
+                now = time.perf_counter()
+                current = counts.now()
+                if now - last_t >= 1.0:
+                    rate = (current["events"] - last_events) / (now - last_t)
+                    last_events, last_t = current["events"], now
+                live.update(_progress_table(current, now - started, rate, title))
+
+    display = threading.Thread(target=show, daemon=True) if progress else None
+    if display is not None:
+        display.start()
+    kwargs: dict = {"workers_per_process": workers}
+    if recovery is not None:
+        kwargs["epoch_interval"] = timedelta(seconds=recovery.snapshot_interval)
+        kwargs["recovery_config"] = recovery.config()
+    try:
+        cli_main(flow, **kwargs)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: summarising what ran[/]")
+    finally:
+        done.set()
+        if display is not None:
+            display.join()
+    seconds = time.perf_counter() - started
+    final = counts.now()
+    return RunSummary(
+        seconds=seconds,
+        events=final["events"],
+        customers=final["customers"],
+        visitors=final["visitors"],
+        duplicates=final["duplicates"],
+        erasures=final["erasures"],
+        dead_letters=counts.by_label(
+            "wayfinder_dead_letters", "reason", label_bases["wayfinder_dead_letters"]
+        ),
+        decisions=counts.by_label(
+            "wayfinder_decisions", "outcome", label_bases["wayfinder_decisions"]
+        ),
+        actions=counts.by_label("wayfinder_actions", "channel", label_bases["wayfinder_actions"]),
+    )
+
+
+def print_summary(summary: RunSummary, console: Console) -> None:
+    table = Table(title="Wayfinder run", show_header=False, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("events", f"{summary.events:,}")
+    table.add_row(
+        "elapsed", f"{summary.seconds:,.1f} s ({summary.events_per_second:,.0f} events/s)"
+    )
+    table.add_row("customers", f"{summary.customers:,}")
+    table.add_row("anonymous visitors", f"{summary.visitors:,}")
+    table.add_row("duplicates ignored", f"{summary.duplicates:,}")
+    for outcome, n in summary.decisions.items():
+        table.add_row(f"decisions: {outcome}", f"{n:,}")
+    for channel, n in summary.actions.items():
+        table.add_row(f"actions on {channel}", f"{n:,}")
+    if not summary.actions:
+        table.add_row("actions", "0")
+    table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
+    for reason, n in summary.dead_letters.items():
+        table.add_row(f"  {reason}", f"{n:,}")
+    console.print(table)
+    if summary.outputs:
+        console.print("[bold]wrote[/]")
+        for name, path in summary.outputs.items():
+            console.print(f"  {name:<22} {path}")

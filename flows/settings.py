@@ -1,0 +1,123 @@
+"""Settings from the environment, and the Kafka client configs derived from them.
+
+Security settings are given once and passed through to every client: librdkafka
+(the bytewax data path) and kafka-python (admin, tools, tests) spell them
+differently, so both spellings are derived here.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+#: The channels Wayfinder can act on; each gets an `actions.<channel>` topic.
+DEFAULT_CHANNELS: tuple[str, ...] = (
+    "web",
+    "app",
+    "email",
+    "sms",
+    "push",
+    "ivr",
+    "call_centre",
+    "chat",
+    "store",
+    "partner",
+)
+
+#: Topics besides the per-channel action topics (without prefix).
+CORE_TOPICS: tuple[str, ...] = ("events", "journeys", "decisions", "audiences", "analytics", "dlq")
+
+_SECURITY_ENV = {
+    # env var: (librdkafka key, kafka-python key)
+    "KAFKA_SECURITY_PROTOCOL": ("security.protocol", "security_protocol"),
+    "KAFKA_SASL_MECHANISM": ("sasl.mechanism", "sasl_mechanism"),
+    "KAFKA_SASL_USERNAME": ("sasl.username", "sasl_plain_username"),
+    "KAFKA_SASL_PASSWORD": ("sasl.password", "sasl_plain_password"),
+    "KAFKA_SSL_CA_LOCATION": ("ssl.ca.location", "ssl_cafile"),
+    "KAFKA_SSL_CERTIFICATE_LOCATION": ("ssl.certificate.location", "ssl_certfile"),
+    "KAFKA_SSL_KEY_LOCATION": ("ssl.key.location", "ssl_keyfile"),
+}
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is unusable; the message names the variable."""
+
+
+def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
+
+
+def _env_int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the cluster is and how to talk to it."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "wayfinder."
+    partitions: int = 4
+    replication_factor: int = 1
+    #: Keep waiting for new events at the end of the topic (a service), or stop there.
+    tail: bool = True
+    #: Where to start without a recovery snapshot: earliest or latest.
+    start_at: str = "earliest"
+    security: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "KafkaSettings":
+        env = dict(os.environ if env is None else env)
+        start_at = env.get("WAYFINDER_START_AT", "earliest").strip().lower()
+        if start_at not in {"earliest", "latest"}:
+            raise SettingsError(f"WAYFINDER_START_AT={start_at!r}: expected earliest or latest")
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or cls.bootstrap_servers,
+            topic_prefix=env.get("WAYFINDER_TOPIC_PREFIX", cls.topic_prefix),
+            partitions=_env_int(env, "WAYFINDER_TOPIC_PARTITIONS", cls.partitions),
+            replication_factor=_env_int(env, "WAYFINDER_TOPIC_REPLICATION", cls.replication_factor),
+            tail=_env_bool(env, "WAYFINDER_KAFKA_TAIL", cls.tail),
+            start_at=start_at,
+            security={name: env[name] for name in _SECURITY_ENV if env.get(name)},
+        )
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """Security settings in librdkafka's spelling (bytewax's Kafka connector)."""
+        return {_SECURITY_ENV[name][0]: value for name, value in self.security.items()}
+
+    def kafka_python_config(self) -> dict[str, str]:
+        """Bootstrap and security settings in kafka-python's spelling."""
+        config = {_SECURITY_ENV[name][1]: value for name, value in self.security.items()}
+        config["bootstrap_servers"] = self.bootstrap_servers
+        return config
+
+
+def action_topics(channels: tuple[str, ...] = DEFAULT_CHANNELS) -> list[str]:
+    return [f"actions.{channel}" for channel in channels]
+
+
+def all_topics(channels: tuple[str, ...] = DEFAULT_CHANNELS) -> list[str]:
+    """Every topic (without prefix) a Wayfinder deployment reads or writes."""
+    return [*CORE_TOPICS, *action_topics(channels)]

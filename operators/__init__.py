@@ -1,0 +1,1 @@
+"""The decisions, as pure cores: plain Python driven by events and a clock."""

@@ -1,0 +1,17 @@
+"""Which customer an event belongs to: the partitioning key of the dataflow."""
+
+from schemas.event import Event
+
+ANONYMOUS_PREFIX = "anon:"
+
+
+def customer_key(event: Event) -> str:
+    """The known customer id, else the anonymous (device or cookie) id, prefixed.
+
+    The prefix keeps the two id spaces apart: an anonymous id can never collide
+    with a customer id.
+    """
+    customer_id = event.customer_id
+    if customer_id is not None:
+        return customer_id
+    return ANONYMOUS_PREFIX + event.anonymous_id  # type: ignore[operator]

@@ -1,0 +1,41 @@
+"""The decision audit record: every decision, sent or not, with every candidate."""
+
+from datetime import datetime
+from typing import Literal
+
+from msgspec import Struct
+
+CandidateStatus = Literal["sent", "suppressed", "ineligible"]
+DecisionOutcome = Literal["sent", "suppressed", "no_action"]
+
+
+class Candidate(Struct, kw_only=True, omit_defaults=True):
+    """One action considered for the customer, and what became of it and why."""
+
+    action: str
+    status: CandidateStatus
+    score: float
+    reasons: list[str]
+    channel: str | None = None
+    journey: str | None = None
+
+
+class Decision(Struct, kw_only=True, omit_defaults=True):
+    """What was decided on a trigger event, and what it was decided with.
+
+    `rules_version` and `model_version` pin the inputs so any decision can be
+    explained and re-run later.
+    """
+
+    decision_id: str
+    customer_id: str
+    trigger_event_id: str
+    trigger_type: str
+    trigger_channel: str
+    created_at: datetime
+    outcome: DecisionOutcome
+    candidates: list[Candidate]
+    rules_version: str
+    model_version: str | None = None
+    action_id: str | None = None
+    request_id: str | None = None

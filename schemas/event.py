@@ -1,0 +1,67 @@
+"""The inbound Event: what every channel sends to the events topic."""
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+from schemas.types import FreeText, Identifier, Properties, Timestamp, Vocab
+
+SurveyScore = Annotated[float, Meta(ge=0, le=100, description="survey score: NPS 0-10, CSAT")]
+Outcome = Literal["delivered", "opened", "clicked", "converted", "dismissed"]
+
+
+class Consent(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A grant or revocation; a missing channel or purpose means "all of them"."""
+
+    granted: bool
+    channel: Vocab | None = None
+    purpose: Vocab | None = None
+
+
+#: Event types that need fields beyond the common ones.
+SPECIAL_TYPES = frozenset({"identify", "consent", "erase", "decision_request", "action_outcome"})
+
+
+class Event(Struct, kw_only=True, omit_defaults=True):
+    """One interaction of one customer (or anonymous visitor) on one channel.
+
+    `type`, `channel` and `touchpoint` are open vocabularies: a value the playbook
+    does not know is folded like any other. Well-known `properties` keys the fold
+    reads: `value_tier`, `lifetime_value`, `timezone`, `preferred_channel`, and
+    references that tie interactions to one matter, such as `transfer_id`.
+    """
+
+    event_id: Identifier
+    ts: Timestamp
+    type: Vocab
+    channel: Vocab
+    customer_id: Identifier | None = None
+    anonymous_id: Identifier | None = None
+    touchpoint: Vocab | None = None
+    partner_id: Identifier | None = None
+    properties: Properties = {}
+    text: FreeText | None = None
+    score: SurveyScore | None = None
+    request_id: Identifier | None = None
+    action_id: Identifier | None = None
+    outcome: Outcome | None = None
+    consent: Consent | None = None
+
+    def __post_init__(self) -> None:
+        # Raising ValueError here makes msgspec report a ValidationError, so the
+        # special-type rules are enforced in the same single decode pass.
+        if self.customer_id is None and self.anonymous_id is None:
+            raise ValueError("event needs `customer_id` or `anonymous_id`")
+        kind = self.type
+        if kind not in SPECIAL_TYPES:
+            return
+        if kind == "identify" and (self.customer_id is None or self.anonymous_id is None):
+            raise ValueError("`identify` needs both `customer_id` and `anonymous_id`")
+        if kind == "consent" and self.consent is None:
+            raise ValueError("`consent` needs the `consent` object")
+        if kind == "erase" and self.customer_id is None:
+            raise ValueError("`erase` needs `customer_id`")
+        if kind == "decision_request" and self.request_id is None:
+            raise ValueError("`decision_request` needs `request_id`")
+        if kind == "action_outcome" and (self.action_id is None or self.outcome is None):
+            raise ValueError("`action_outcome` needs `action_id` and `outcome`")

@@ -1,0 +1,221 @@
+"""The running customer context and the pure fold of one event into it.
+
+Everything a decision may need about a customer, across channels and devices,
+kept bounded so that millions of customers fit in a worker's memory and a
+snapshot stays small. The fold is pure: time comes from the event, never from
+the wall clock, so a replay folds to the same context.
+"""
+
+from bisect import insort
+
+import msgspec
+from msgspec import Struct
+
+from schemas.event import Event
+
+#: How many recent interactions a context keeps (oldest dropped first).
+MAX_RECENT = 48
+#: How many distinct contact points, anonymous ids and partners a context keeps.
+MAX_TOUCHPOINTS = 128
+MAX_ANONYMOUS_IDS = 16
+MAX_PARTNERS = 16
+
+#: Property keys that tie interactions to one matter (a transfer, an order...).
+#: The first one present on an event becomes the interaction's `ref`.
+REFERENCE_KEYS = ("transfer_id", "order_id", "case_id", "bill_id", "device_id", "vehicle_id")
+
+#: Value tiers in ascending order; unknown tiers rank below all of them.
+VALUE_TIERS = ("low", "medium", "high", "vip")
+
+#: Purposes a customer must opt in to; any other purpose (e.g. service) is allowed
+#: until revoked.
+OPT_IN_PURPOSES = frozenset({"marketing"})
+
+ANY = "*"
+
+
+class ChannelStats(Struct, array_like=True):
+    """How often and how recently the customer used one channel."""
+
+    count: int = 0
+    last_seen: float = 0.0
+
+
+class Interaction(Struct, array_like=True, frozen=True):
+    """One remembered interaction; `ref` is "key=value" of its matter, if any."""
+
+    event_id: str
+    ts: float
+    type: str
+    channel: str
+    touchpoint: str | None = None
+    partner_id: str | None = None
+    ref: str | None = None
+
+
+class CustomerContext(Struct):
+    """Everything seen so far about one customer (or one anonymous visitor)."""
+
+    key: str
+    known: bool
+    first_seen: float
+    last_seen: float
+    events: int = 0
+    anonymous_ids: list[str] = []
+    channels: dict[str, ChannelStats] = {}
+    recent: list[Interaction] = []
+    touchpoints: dict[str, int] = {}
+    partners: list[str] = []
+    consent: dict[str, bool] = {}
+    value_tier: str | None = None
+    lifetime_value: float | None = None
+    timezone: str | None = None
+    preferred_channel: str | None = None
+    last_action_at: dict[str, float] = {}
+
+
+def new_context(key: str, event: Event) -> CustomerContext:
+    ts = event.ts.timestamp()
+    return CustomerContext(
+        key=key, known=event.customer_id is not None, first_seen=ts, last_seen=ts
+    )
+
+
+def is_duplicate(ctx: CustomerContext, event: Event) -> bool:
+    """True if this event id is among the remembered ones (at-least-once producers)."""
+    event_id = event.event_id
+    return any(i.event_id == event_id for i in ctx.recent)
+
+
+def _reference(properties: dict) -> str | None:
+    for ref_key in REFERENCE_KEYS:
+        value = properties.get(ref_key)
+        if value is not None:
+            return f"{ref_key}={value}"
+    return None
+
+
+def fold(ctx: CustomerContext, event: Event) -> CustomerContext:
+    """Fold one event into the context, in place, and return it.
+
+    Out-of-order events (other devices, other partitions) land at their place
+    in the recent history; last-seen times only move forward.
+    """
+    ts = event.ts.timestamp()
+    channel = event.channel
+    ctx.events += 1
+    ctx.first_seen = min(ctx.first_seen, ts)
+    ctx.last_seen = max(ctx.last_seen, ts)
+    if event.customer_id is not None:
+        ctx.known = True
+
+    stats = ctx.channels.get(channel)
+    if stats is None:
+        stats = ctx.channels[channel] = ChannelStats()
+    stats.count += 1
+    stats.last_seen = max(stats.last_seen, ts)
+
+    touchpoint = event.touchpoint
+    if touchpoint is not None and (
+        touchpoint in ctx.touchpoints or len(ctx.touchpoints) < MAX_TOUCHPOINTS
+    ):
+        ctx.touchpoints[touchpoint] = ctx.touchpoints.get(touchpoint, 0) + 1
+
+    anonymous_id = event.anonymous_id
+    if anonymous_id is not None and anonymous_id not in ctx.anonymous_ids:
+        _append_bounded(ctx.anonymous_ids, anonymous_id, MAX_ANONYMOUS_IDS)
+    partner_id = event.partner_id
+    if partner_id is not None and partner_id not in ctx.partners:
+        _append_bounded(ctx.partners, partner_id, MAX_PARTNERS)
+
+    properties = event.properties
+    if properties:
+        _fold_profile(ctx, properties)
+    if event.consent is not None:
+        c = event.consent
+        ctx.consent[f"{c.channel or ANY}/{c.purpose or ANY}"] = c.granted
+
+    interaction = Interaction(
+        event_id=event.event_id,
+        ts=ts,
+        type=event.type,
+        channel=channel,
+        touchpoint=touchpoint,
+        partner_id=partner_id,
+        ref=_reference(properties) if properties else None,
+    )
+    recent = ctx.recent
+    if not recent or recent[-1].ts <= ts:
+        recent.append(interaction)
+    else:
+        insort(recent, interaction, key=_interaction_ts)
+    if len(recent) > MAX_RECENT:
+        del recent[0]
+    return ctx
+
+
+def _interaction_ts(interaction: Interaction) -> float:
+    return interaction.ts
+
+
+def _append_bounded(items: list[str], item: str, limit: int) -> None:
+    items.append(item)
+    if len(items) > limit:
+        del items[0]
+
+
+def _fold_profile(ctx: CustomerContext, properties: dict) -> None:
+    tier = properties.get("value_tier")
+    if isinstance(tier, str):
+        ctx.value_tier = tier
+    ltv = properties.get("lifetime_value")
+    if isinstance(ltv, int | float) and not isinstance(ltv, bool):
+        ctx.lifetime_value = float(ltv)
+    tz = properties.get("timezone")
+    if isinstance(tz, str):
+        ctx.timezone = tz
+    preferred = properties.get("preferred_channel")
+    if isinstance(preferred, str):
+        ctx.preferred_channel = preferred
+
+
+def consent_allows(ctx: CustomerContext, channel: str, purpose: str) -> bool:
+    """Whether the customer agreed to be contacted on `channel` for `purpose`.
+
+    The most specific statement wins (channel and purpose, then channel, then
+    purpose, then everything). Without any statement, opt-in purposes are denied
+    and the others allowed.
+    """
+    consent = ctx.consent
+    if consent:
+        for scope in (
+            f"{channel}/{purpose}",
+            f"{channel}/{ANY}",
+            f"{ANY}/{purpose}",
+            f"{ANY}/{ANY}",
+        ):
+            granted = consent.get(scope)
+            if granted is not None:
+                return granted
+    return purpose not in OPT_IN_PURPOSES
+
+
+def tier_rank(tier: str | None) -> int:
+    """Position of a value tier in VALUE_TIERS; -1 when unknown."""
+    try:
+        return VALUE_TIERS.index(tier)  # type: ignore[arg-type]
+    except ValueError:
+        return -1
+
+
+_SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(CustomerContext)
+
+
+def to_snapshot(ctx: CustomerContext) -> bytes:
+    """Compact immutable bytes of the context, for recovery snapshots."""
+    return _SNAPSHOT_ENCODER.encode(ctx)
+
+
+def from_snapshot(data: bytes) -> CustomerContext:
+    return _SNAPSHOT_DECODER.decode(data)

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real Kafka broker that `make test` starts, and per-test topics."""
+
+import os
+import uuid
+
+import pytest
+
+from flows.settings import KafkaSettings
+from flows.topics import ensure_topics
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """An integration test that skips has not run: in this suite that is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("integration") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"integration test was skipped ({report.longrepr}); it must run"
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers() -> str:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not servers:
+        pytest.fail(
+            "KAFKA_BOOTSTRAP_SERVERS is not set: run the suite with `make test`, which starts Kafka"
+        )
+    return servers
+
+
+@pytest.fixture
+def kafka(bootstrap_servers: str) -> KafkaSettings:
+    """Settings with a topic prefix of this test's own, and its topics created."""
+    settings = KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=f"wf-test-{uuid.uuid4().hex[:10]}.",
+        partitions=3,
+        tail=False,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def kafka_env(settings: KafkaSettings) -> dict[str, str]:
+    """The environment a user would set to point the flow at these topics."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "WAYFINDER_TOPIC_PREFIX": settings.topic_prefix,
+        "WAYFINDER_TOPIC_PARTITIONS": str(settings.partitions),
+        "WAYFINDER_KAFKA_TAIL": "false",
+    }

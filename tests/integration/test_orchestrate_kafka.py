@@ -1,0 +1,93 @@
+"""The orchestrate flow on the real broker: mixed good and bad input in, the right outputs out."""
+
+import subprocess
+import sys
+from collections import Counter
+
+import msgspec
+import pytest
+
+from flows.settings import DEFAULT_CHANNELS
+from schemas.action import Action
+from schemas.deadletter import DeadLetter
+from schemas.decision import Decision
+from tests.conftest import kafka_env
+from tests.helpers import ev, stuck_transfer, wire
+from tests.kafka_io import produce, read_all
+
+pytestmark = pytest.mark.integration
+
+BAD = {
+    b'{"event_id":"x1","ts":"2026-03-02T12:00:00Z","type":': "malformed_json",
+    b'{"event_id":"x2","type":"page_view","channel":"web","customer_id":"c9"}': "invalid_event",
+    b'{"event_id":"x3","ts":1772452800,"type":"page_view","channel":"web",'
+    b'"customer_id":"c9"}': "invalid_event",
+    b'{"event_id":42,"ts":"2026-03-02T12:00:00Z","type":"page_view","channel":"web",'
+    b'"customer_id":"c9"}': "invalid_event",
+    b'{"event_id":"x5","ts":"2026-03-02T12:00:00Z","type":"page_view","channel":"w\xffb",'
+    b'"customer_id":"c9"}': "invalid_utf8",
+    b"": "empty",
+}
+
+
+def mixed_batch() -> list[tuple[bytes | None, bytes]]:
+    good = [
+        *stuck_transfer(customer="cust-A", tier="high", transfer="tx-A"),
+        *stuck_transfer(customer="cust-B", tier="medium", transfer="tx-B"),
+        ev("page_view", "web", customer="cust-C", touchpoint="home"),
+        ev("page_view", "web", customer=None, anon="dev-7", touchpoint="offers"),
+    ]
+    good.sort(key=lambda e: e.ts)
+    messages = [((e.customer_id or e.anonymous_id).encode(), wire(e)) for e in good]
+    bad = [(None, raw) for raw in BAD]
+    # Bad input scattered among the good, as it arrives in life.
+    for i, item in enumerate(bad):
+        messages.insert(1 + i * 3, item)
+    return messages
+
+
+def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka):
+    produce(kafka, "events", mixed_batch())
+
+    run = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.orchestrate:flow"],
+        env=kafka_env(kafka),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    chat = read_all(kafka, "actions.chat")
+    assert len(chat) == 1
+    key, value = chat[0]
+    action = msgspec.json.decode(value, type=Action)
+    assert key == b"cust-A"
+    assert (action.customer_id, action.action, action.channel) == (
+        "cust-A",
+        "priority_agent",
+        "chat",
+    )
+    reasons = " ".join(action.reasons)
+    assert "money transfer journey" in reasons and "tx-A" in reasons
+    assert "web at" in reasons and "IVR at" in reasons
+
+    for channel in DEFAULT_CHANNELS:
+        if channel != "chat":
+            assert read_all(kafka, f"actions.{channel}") == [], channel
+
+    decisions = [msgspec.json.decode(v, type=Decision) for _, v in read_all(kafka, "decisions")]
+    assert sorted((d.customer_id, d.outcome) for d in decisions) == [
+        ("cust-A", "sent"),
+        ("cust-B", "no_action"),
+    ]
+    assert next(d for d in decisions if d.customer_id == "cust-A").action_id == action.action_id
+
+    letters = [msgspec.json.decode(v, type=DeadLetter) for _, v in read_all(kafka, "dlq")]
+    assert Counter(letter.raw for letter in letters) == Counter(BAD)
+    for letter in letters:
+        assert letter.reason == BAD[letter.raw]
+        assert letter.detail
+        assert letter.source == kafka.topic("events")
+        assert letter.offset is not None and letter.received_at is not None

@@ -26,7 +26,7 @@ run: $(STAMP)
 test: $(STAMP)
 	@trap 'scripts/kafka down' EXIT; \
 	scripts/kafka up && \
-	export KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" && \
+	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

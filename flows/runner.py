@@ -214,4 +214,5 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if summary.outputs:
         console.print("[bold]wrote[/]")
         for name, path in summary.outputs.items():
-            console.print(f"  {name:<22} {path}")
+            # soft_wrap: a path must stay one line, whatever the terminal width
+            console.print(f"  {name:<22} {path}", soft_wrap=True, highlight=False)

@@ -85,7 +85,7 @@ def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka
     assert next(d for d in decisions if d.customer_id == "cust-A").action_id == action.action_id
 
     letters = [msgspec.json.decode(v, type=DeadLetter) for _, v in read_all(kafka, "dlq")]
-    assert Counter(letter.raw for letter in letters) == Counter(BAD)
+    assert Counter(letter.raw for letter in letters) == Counter(list(BAD))
     for letter in letters:
         assert letter.reason == BAD[letter.raw]
         assert letter.detail

@@ -1,0 +1,123 @@
+"""The README commands, run as a user runs them."""
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from flows.simulator import SimulationConfig, simulate
+from schemas.action import Action
+from schemas.codec import BadInput, EventDecoder
+from schemas.deadletter import DeadLetter
+from tests.e2e.cli import REPO, lines, summary, wayfinder
+from tests.helpers import ev, stuck_transfer, wire
+
+pytestmark = pytest.mark.e2e
+
+SMALL = ["--customers", "300", "--hours", "24", "--seed", "11"]
+
+
+def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):
+    out = tmp_path / "out"
+    stdout = wayfinder("run", *SMALL, "--out", str(out))
+
+    records = [raw for _ts, raw in simulate(SimulationConfig(customers=300, hours=24, seed=11))]
+    decoder = EventDecoder()
+    known = set()
+    for raw in records:
+        with contextlib.suppress(BadInput):
+            known.add(decoder.decode(raw).customer_id)
+    result = summary(out)
+    assert result["events"] == len(records)
+    assert result["customers"] == len(known - {None}) > 250
+    dead = lines(out / "dlq.jsonl")
+    assert sum(result["dead_letters"].values()) == len(dead) > 0
+    assert sum(result["decisions"].values()) == len(lines(out / "decisions.jsonl")) > 0
+    chat = [msgspec.json.decode(raw, type=Action) for raw in lines(out / "actions.chat.jsonl")]
+    assert result["actions"] == {"chat": len(chat)}
+    assert chat and all(a.action == "priority_agent" for a in chat)
+    for name in ("events", "customers", "actions on chat", "dead letters", "summary.json"):
+        assert name in stdout
+    assert str(out / "actions.chat.jsonl") in stdout
+
+
+def test_run_on_an_events_file_dead_letters_bad_lines(tmp_path):
+    good = stuck_transfer(customer="cust-F", transfer="tx-F")
+    bad = [b'{"event_id": "broken"', b'{"event_id":"n1","ts":"2026-03-02T12:00:00Z"}', b"\xff\xfe"]
+    body = [wire(good[0]), bad[0], *[wire(e) for e in good[1:3]], bad[1], b"", bad[2]]
+    body += [wire(e) for e in good[3:]]
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(body) + b"\n")
+    out = tmp_path / "out"
+
+    wayfinder("run", "--events", str(events), "--out", str(out), "--no-progress")
+
+    (action,) = [msgspec.json.decode(r, type=Action) for r in lines(out / "actions.chat.jsonl")]
+    assert action.customer_id == "cust-F"
+    assert action.trigger_event_id == good[-1].event_id
+    letters = [msgspec.json.decode(r, type=DeadLetter) for r in lines(out / "dlq.jsonl")]
+    assert [(d.raw, d.offset) for d in letters] == [(bad[0], 2), (bad[1], 5), (bad[2], 7)]
+    assert [d.reason for d in letters] == ["malformed_json", "invalid_event", "invalid_utf8"]
+    assert summary(out)["events"] == len(good) + len(bad)
+
+
+def test_same_input_gives_the_same_outputs_with_more_workers(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    wayfinder("run", *SMALL, "--out", str(one), "--no-progress")
+    wayfinder("run", *SMALL, "--out", str(two), "--no-progress", "--workers", "2")
+    files = sorted(p.name for p in one.glob("*.jsonl"))
+    assert files == sorted(p.name for p in two.glob("*.jsonl"))
+    for name in files:
+        assert sorted(lines(one / name)) == sorted(lines(two / name)), name
+
+
+def test_resumed_run_continues_from_the_snapshot_without_repeating_outputs(tmp_path):
+    events = tmp_path / "events.jsonl"
+    first = stuck_transfer(customer="cust-R", transfer="tx-R")
+    events.write_bytes(b"\n".join(wire(e) for e in first) + b"\n")
+    out, recovery = tmp_path / "out", tmp_path / "recovery"
+    args = ["run", "--events", str(events), "--out", str(out), "--no-progress"]
+    args += ["--recovery-dir", str(recovery), "--snapshot-interval", "0.2"]
+
+    wayfinder(*args)
+    assert len(lines(out / "actions.chat.jsonl")) == 1
+
+    # More events arrive in the file; the resumed run folds only those, into the
+    # recovered context, and keeps the first run's outputs exactly once.
+    later = ev("chat_started", "chat", minutes=55, customer="cust-R", touchpoint="chat_support")
+    with events.open("ab") as f:
+        f.write(wire(later) + b"\n")
+    wayfinder(*args)
+    assert summary(out)["events"] == 1
+    actions = [msgspec.json.decode(r, type=Action) for r in lines(out / "actions.chat.jsonl")]
+    assert [a.trigger_event_id for a in actions] == [first[-1].event_id, later.event_id]
+
+
+def test_schema_command_exports_one_json_schema_per_topic(tmp_path):
+    wayfinder("schema", "--out", str(tmp_path))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        f"{t}.schema.json" for t in sorted(["actions", "decisions", "dlq", "events", "journeys"])
+    ]
+
+
+def test_every_subcommand_has_help():
+    for command in ("run", "simulate", "topics", "schema"):
+        assert "usage: wayfinder" in wayfinder(command, "--help")
+
+
+def test_make_run_is_the_readme_command(tmp_path: Path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["make", "run", f"RUN_ARGS=--customers 200 --hours 6 --out {out}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 150 < summary(out)["customers"] <= 200
+    assert "Wayfinder run" in done.stdout

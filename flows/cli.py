@@ -78,9 +78,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 return 2
             source = EventFileSource(args.events)
             title = f"wayfinder on {args.events}"
+            span = None
         else:
             sim = _simulation(args)
             source = SimulatorSource(sim)
+            span = source.span()
             title = (
                 f"wayfinder on the simulator ({sim.customers:,} customers, "
                 f"{sim.hours:g} h, seed {sim.seed})"
@@ -90,6 +92,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             flow,
             console=console,
             title=title,
+            span=span,
             workers=args.workers,
             recovery=recovery,
             progress=not args.no_progress,

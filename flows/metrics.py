@@ -1,6 +1,6 @@
 """The flow's Prometheus metrics. Labels are bounded vocabularies, never personal data."""
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge
 
 EVENTS_RECEIVED = Counter("wayfinder_events_received", "Records read from the input, good or bad.")
 DEAD_LETTERS = Counter(
@@ -17,6 +17,11 @@ CONTEXTS_CREATED = Counter(
 )
 ERASURES = Counter("wayfinder_erasures", "Customers erased on request.")
 DECISIONS = Counter("wayfinder_decisions", "Decisions made, by outcome.", ["outcome"])
+INPUT_EVENT_TIME = Gauge(
+    "wayfinder_input_event_time_seconds",
+    "Event time reached by each embedded input partition (how far a replay has got).",
+    ["partition"],
+)
 ACTIONS = Counter(
     "wayfinder_actions", "Actions emitted, by channel and action.", ["channel", "action"]
 )
@@ -38,3 +43,11 @@ def samples_by_label(name: str, label: str) -> dict[str, float]:
                 key = s.labels[label]
                 totals[key] = totals.get(key, 0.0) + s.value
     return totals
+
+
+def low_watermark(name: str) -> float | None:
+    """The smallest value of a gauge over its label sets (None when never set)."""
+    values = [
+        s.value for metric in REGISTRY.collect() if metric.name == name for s in metric.samples
+    ]
+    return min(values) if values else None

@@ -7,15 +7,17 @@ what the terminal shows is what an operator's dashboard shows.
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from flows import metrics
 
@@ -108,18 +110,32 @@ class _Counts:
         }
 
 
-def _progress_table(counts: dict[str, int], seconds: float, rate: float, title: str) -> Table:
-    table = Table(title=title, show_header=False, box=None, padding=(0, 2))
+def _progress_view(
+    counts: dict[str, int],
+    seconds: float,
+    rate: float,
+    title: str,
+    span: tuple[float, float] | None,
+) -> Group:
+    table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("elapsed", f"{seconds:,.1f} s")
+    event_time = metrics.low_watermark("wayfinder_input_event_time_seconds")
+    if event_time is not None:
+        clock = datetime.fromtimestamp(event_time, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row("event time", clock)
+        if span is not None:
+            start, end = span
+            done = min(max((event_time - start) / (end - start), 0.0), 1.0)
+            table.add_row("progress", ProgressBar(total=1.0, completed=done, width=30))
     table.add_row("events", f"{counts['events']:,}")
     table.add_row("events/s", f"{rate:,.0f}")
     table.add_row("customers", f"{counts['customers']:,}")
     table.add_row("decisions", f"{counts['decisions']:,}")
     table.add_row("actions", f"{counts['actions']:,}")
     table.add_row("dead letters", f"{counts['dead_letters']:,}")
-    return table
+    return Group(Text(title, style="bold"), table)
 
 
 def run_flow(
@@ -127,11 +143,15 @@ def run_flow(
     *,
     console: Console,
     title: str,
+    span: tuple[float, float] | None = None,
     workers: int = 1,
     recovery: RecoveryOptions | None = None,
     progress: bool = True,
 ) -> RunSummary:
-    """Run `flow` to completion (or Ctrl-C) in this process and summarise it."""
+    """Run `flow` to completion (or Ctrl-C) in this process and summarise it.
+
+    `span` is the input's event-time span when known (the simulator's), for a bar.
+    """
     counts = _Counts()
     label_bases = {
         name: metrics.samples_by_label(name, label)
@@ -154,7 +174,7 @@ def run_flow(
                 if now - last_t >= 1.0:
                     rate = (current["events"] - last_events) / (now - last_t)
                     last_events, last_t = current["events"], now
-                live.update(_progress_table(current, now - started, rate, title))
+                live.update(_progress_view(current, now - started, rate, title, span))
 
     display = threading.Thread(target=show, daemon=True) if progress else None
     if display is not None:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from flows import metrics
 from flows.simulator import SimulationConfig, simulate_partition
 
 BATCH_SIZE = 512
@@ -27,6 +28,7 @@ class RawRecord(NamedTuple):
 class _SimulatorPartition(StatefulSourcePartition[RawRecord, int]):
     def __init__(self, config: SimulationConfig, partition: int, resume_state: int | None):
         self._source = f"simulator/{partition}"
+        self._clock = metrics.INPUT_EVENT_TIME.labels(self._source)
         self._position = resume_state or 0
         # The simulator is deterministic: resuming is replaying and skipping.
         self._records = islice(simulate_partition(config, partition), self._position, None)
@@ -34,12 +36,14 @@ class _SimulatorPartition(StatefulSourcePartition[RawRecord, int]):
     def next_batch(self) -> list[RawRecord]:
         batch = []
         position = self._position
-        for _ts, raw in islice(self._records, BATCH_SIZE):
+        ts = 0.0
+        for ts, raw in islice(self._records, BATCH_SIZE):  # noqa: B007  (last ts is used)
             batch.append(RawRecord(raw, self._source, position))
             position += 1
         if not batch:
             raise StopIteration
         self._position = position
+        self._clock.set(ts)
         return batch
 
     def snapshot(self) -> int:
@@ -54,6 +58,11 @@ class SimulatorSource(FixedPartitionedSource[RawRecord, int]):
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self.config.partitions)]
+
+    def span(self) -> tuple[float, float]:
+        """Event-time span of the simulation, for progress."""
+        start = self.config.start.timestamp()
+        return start, start + self.config.hours * 3600
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None

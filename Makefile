@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: install run test lint format kafka-up kafka-down clean
+.PHONY: install run test bench lint format kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 	scripts/kafka up && \
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Hot-path benchmark: pure cores vs the embedded bytewax flow (figures, not assertions).
+bench: $(STAMP)
+	$(PY) scripts/bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,7 +6,6 @@ EVENTS_RECEIVED = Counter("wayfinder_events_received", "Records read from the in
 DEAD_LETTERS = Counter(
     "wayfinder_dead_letters", "Records sent to the dead-letter output, by reason.", ["reason"]
 )
-EVENTS_FOLDED = Counter("wayfinder_events_folded", "Valid events that reached the customer step.")
 DUPLICATE_EVENTS = Counter(
     "wayfinder_duplicate_events", "Events ignored because their id was already folded."
 )

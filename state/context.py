@@ -82,7 +82,13 @@ def new_context(key: str, event: Event) -> CustomerContext:
 
 
 def is_duplicate(ctx: CustomerContext, event: Event) -> bool:
-    """True if this event id is among the remembered ones (at-least-once producers)."""
+    """True if this event id is among the remembered ones (at-least-once producers).
+
+    A redelivered event carries its original time, never later than the last one
+    folded, so the common case (a new event, in order) skips the scan.
+    """
+    if event.ts.timestamp() > ctx.last_seen:
+        return False
     event_id = event.event_id
     return any(i.event_id == event_id for i in ctx.recent)
 

@@ -11,10 +11,16 @@ from rich.console import Console
 
 from flows.orchestrate import embedded_flow, kafka_flow
 from flows.runner import RecoveryOptions, print_summary, run_flow
-from flows.settings import DEFAULT_CHANNELS, KafkaSettings, SettingsError
+from flows.settings import (
+    KafkaSettings,
+    SettingsError,
+    load_compiled,
+    playbook_path,
+)
 from flows.simulator import SimulationConfig, simulate
 from flows.sources import EventFileSource, SimulatorSource
 from flows.topics import ensure_topics
+from schemas.playbook import PlaybookError
 from schemas.topics import TOPIC_SCHEMAS, json_schema
 
 DEFAULT_OUT = Path("out")
@@ -56,14 +62,15 @@ def _recovery(args: argparse.Namespace) -> RecoveryOptions | None:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     recovery = _recovery(args)
+    playbook = load_compiled(args.playbook or playbook_path())
     if args.kafka:
         settings = KafkaSettings.from_env()
-        created, _ = ensure_topics(settings)
+        created, _ = ensure_topics(settings, playbook.channels)
         if created:
             console.print(f"created {len(created)} topics on {settings.bootstrap_servers}")
         title = f"wayfinder on Kafka {settings.bootstrap_servers} ({settings.topic('events')})"
         summary = run_flow(
-            kafka_flow(settings),
+            kafka_flow(settings, playbook=playbook),
             console=console,
             title=title,
             workers=args.workers,
@@ -87,7 +94,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 f"wayfinder on the simulator ({sim.customers:,} customers, "
                 f"{sim.hours:g} h, seed {sim.seed})"
             )
-        flow, sink = embedded_flow(source, args.out)
+        flow, sink = embedded_flow(source, args.out, playbook=playbook)
         summary = run_flow(
             flow,
             console=console,
@@ -162,6 +169,19 @@ def cmd_topics(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_playbook(args: argparse.Namespace, console: Console) -> int:
+    path = args.file or playbook_path()
+    playbook = load_compiled(path)
+    console.print(
+        f"{path}: valid (version {playbook.version}): {len(playbook.contact_points)} contact "
+        f"points, {len(playbook.journeys)} journeys, {len(playbook.segments)} segments, "
+        f"{len(playbook.actions)} actions",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, console: Console) -> int:
     if args.out is None:
         document = {topic: json_schema(topic) for topic in TOPIC_SCHEMAS}
@@ -198,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_simulation_args(run)
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (embedded)")
+    run.add_argument(
+        "--playbook", type=Path, help="playbook TOML (default: WAYFINDER_PLAYBOOK or the built-in)"
+    )
     run.add_argument("--workers", type=int, default=1, help="bytewax workers in this process")
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     recovery = run.add_argument_group("recovery (bytewax snapshots)")
@@ -221,13 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
         "topics",
         help="create the Kafka topics (idempotent)",
         description=(
-            "Create every Wayfinder topic that is missing: events, "
-            + ", ".join(f"actions.{c}" for c in DEFAULT_CHANNELS)
-            + ", journeys, decisions, audiences, analytics, dlq. Partitions from "
-            "WAYFINDER_TOPIC_PARTITIONS."
+            "Create every Wayfinder topic that is missing: events, journeys, decisions, "
+            "audiences, analytics, dlq, and actions.<channel> for each playbook channel. "
+            "Partitions from WAYFINDER_TOPIC_PARTITIONS."
         ),
     )
     topics.set_defaults(handler=cmd_topics)
+
+    playbook = sub.add_parser(
+        "playbook",
+        help="validate a playbook",
+        description="Validate a playbook TOML file; errors name the file, the entry and the field.",
+    )
+    playbook.add_argument(
+        "file", type=Path, nargs="?", help="playbook TOML (default: the one `run` would use)"
+    )
+    playbook.set_defaults(handler=cmd_playbook)
 
     schema = sub.add_parser(
         "schema",
@@ -246,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args, console)
     except SettingsError as exc:
         console.print(f"[red]settings: {exc}[/]")
+        return 2
+    except PlaybookError as exc:
+        Console(stderr=True).print(
+            f"[red]playbook error: {exc}[/]", soft_wrap=True, highlight=False
+        )
         return 2
 
 

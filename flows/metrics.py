@@ -2,7 +2,13 @@
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
-EVENTS_RECEIVED = Counter("wayfinder_events_received", "Records read from the input, good or bad.")
+EVENTS_RECEIVED = Counter(
+    "wayfinder_events_received", "Records read from the input, good or bad (loop included)."
+)
+LOOP_EVENTS = Counter(
+    "wayfinder_loop_events",
+    "Events Wayfinder wrote to its own events topic and read back (merges, forwards, erasures).",
+)
 DEAD_LETTERS = Counter(
     "wayfinder_dead_letters", "Records sent to the dead-letter output, by reason.", ["reason"]
 )
@@ -16,6 +22,8 @@ CONTEXTS_CREATED = Counter(
 )
 ERASURES = Counter("wayfinder_erasures", "Customers erased on request.")
 DECISIONS = Counter("wayfinder_decisions", "Decisions made, by outcome.", ["outcome"])
+TRANSITIONS = Counter("wayfinder_journey_transitions", "Journey transitions, by kind.", ["kind"])
+AUDIENCE_CHANGES = Counter("wayfinder_audience_changes", "Segment entries and exits.", ["change"])
 INPUT_EVENT_TIME = Gauge(
     "wayfinder_input_event_time_seconds",
     "Event time reached by each embedded input partition (how far a replay has got).",

@@ -1,13 +1,13 @@
-"""The orchestrate dataflow: events in, actions and decisions out.
+"""The orchestrate dataflow: events in; actions, decisions, journeys, audiences out.
 
-    input ─► decode ──bad──► dead letters ─┐
-               │                          ├─► output (topics or topic files)
-               ▼ keyed by customer        │
-         customer step (fold, decide) ────┘
+    input ─► decode ──bad──► dead letters ──────────────────────┐
+               │                                               ├─► output
+               ▼ keyed by customer (identify: both keys)       │   (topics, or
+         customer step (fold, journeys, segments, decide) ─────┘    topic files)
 
-The same flow runs embedded (simulator or event file in, JSON-lines files out)
-and on Kafka. `python -m bytewax.run flows.orchestrate:flow` runs the Kafka
-flow configured from the environment (see flows/settings.py).
+The same flow runs embedded (simulator or event file in, JSON-lines files out,
+event time) and on Kafka (live: wall-clock timers). `python -m bytewax.run
+flows.orchestrate:flow` runs the Kafka flow configured from the environment.
 """
 
 from collections.abc import Callable, Iterable
@@ -18,19 +18,23 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from msgspec import Struct
 
 from flows import metrics
-from flows.settings import DEFAULT_CHANNELS, KafkaSettings, all_topics
+from flows.clock import EventClock
+from flows.loopback import LOOP_TOPIC, EmbeddedSource, Loopback
+from flows.settings import KafkaSettings, all_topics, load_default_playbook
 from flows.sinks import TopicFileSink
 from flows.sources import RawRecord
 from operators.customer_step import CustomerStep
-from operators.identity import customer_key
+from operators.identity import ANONYMOUS_PREFIX, customer_key
+from operators.playbook import CompiledPlaybook
 from schemas.action import Action
+from schemas.audience import AudienceChange, Tombstone
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, BadInput, EventDecoder, encode
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
@@ -38,91 +42,156 @@ from schemas.event import Event
 from schemas.journey import JourneyTransition
 from state.context import CustomerContext, from_snapshot, to_snapshot
 
-#: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes).
-Output = tuple[str, str | None, bytes]
+#: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
+#: None for a tombstone).
+Output = tuple[str, str | None, bytes | None]
+Keyed = tuple[str, Event]
+#: Event types the step acts on without folding them into the context.
+_NOT_FOLDED = frozenset({"identify", "profile_merge"})
 
 
-class CustomerLogic(StatefulBatchLogic[Event, Struct, bytes]):
-    """bytewax state for one customer: the context, snapshotted as msgpack bytes."""
+class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
+    """bytewax state for one customer: the context, snapshotted as msgpack bytes.
 
-    def __init__(self, step: CustomerStep, resume_state: bytes | None) -> None:
+    `live`: wake the customer with bytewax timers on the wall clock. Otherwise
+    time is event time: due stalls fire on the customer's next event or, for a
+    customer who goes quiet, at the end of the input against the watermark.
+    """
+
+    def __init__(
+        self,
+        step: CustomerStep,
+        resume_state: bytes | None,
+        *,
+        live: bool,
+        clock: EventClock,
+        loop: Loopback | None,
+    ) -> None:
         self._step = step
+        self._live = live
+        self._clock = clock
+        self._loop = loop
         self._ctx: CustomerContext | None = (
             from_snapshot(resume_state) if resume_state is not None else None
         )
 
-    def on_batch(self, values: list[Event]) -> tuple[Iterable[Struct], bool]:
+    def on_batch(self, values: list[Keyed]) -> tuple[Iterable[Struct], bool]:
         step = self._step
         ctx = self._ctx
         emitted: list[Struct] = []
-        for event in values:
+        for key, event in values:
             if ctx is None:
-                if event.type == "erase":
-                    continue
-                kind = "known" if event.customer_id is not None else "anonymous"
+                kind = "anonymous" if key.startswith(ANONYMOUS_PREFIX) else "known"
                 metrics.CONTEXTS_CREATED.labels(kind).inc()
-                folded_before = 0
+                folded_before = -1
             else:
                 folded_before = ctx.events
-            ctx, outputs = step.on_event(ctx, event)
+            ctx, outputs = step.on_event(key, ctx, event)
             if ctx is None:
                 metrics.ERASURES.inc()
-            elif ctx.events == folded_before:
+            elif (
+                ctx.events == folded_before
+                and ctx.alias_of is None
+                and event.type not in _NOT_FOLDED
+            ):
                 metrics.DUPLICATE_EVENTS.inc()
             if outputs:
                 emitted.extend(outputs)
         self._ctx = ctx
+        self._account(len(values), emitted)
         return emitted, ctx is None
+
+    def on_notify(self) -> tuple[Iterable[Struct], bool]:
+        return self._wake(datetime.now(UTC).timestamp())
+
+    def on_eof(self) -> tuple[Iterable[Struct], bool]:
+        if self._live:
+            return [], self._ctx is None
+        return self._wake(self._clock.watermark)
+
+    def notify_at(self) -> datetime | None:
+        if not self._live:
+            return None
+        due = self._step.next_deadline(self._ctx)
+        return None if due is None else datetime.fromtimestamp(due, UTC)
 
     def snapshot(self) -> bytes:
         assert self._ctx is not None  # a discarded logic is never snapshotted
         return to_snapshot(self._ctx)
 
+    def _wake(self, now: float) -> tuple[Iterable[Struct], bool]:
+        if self._ctx is None:
+            return [], True
+        outputs = self._step.on_time(self._ctx, now)
+        self._account(0, outputs)
+        return outputs, False
 
-def _to_output(item: tuple[str, Struct]) -> Output:
-    """Route one customer-step output to its topic and encode it once."""
+    def _account(self, consumed: int, emitted: list[Struct]) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.started(sum(1 for o in emitted if type(o) is Event))
+            loop.settled(consumed)
+
+
+def _route(item: tuple[str, Struct]) -> Output:
+    """Send one customer-step output to its topic, encoded once."""
     key, value = item
-    if isinstance(value, Action):
-        metrics.ACTIONS.labels(value.channel, value.action).inc()
-        return (f"actions.{value.channel}", key, encode(value))
-    if isinstance(value, Decision):
-        metrics.DECISIONS.labels(value.outcome).inc()
+    kind = type(value)
+    if kind is Decision:
+        metrics.DECISIONS.labels(value.outcome).inc()  # type: ignore[attr-defined]
         return ("decisions", key, encode(value))
-    if isinstance(value, JourneyTransition):
-        return ("journeys", key, encode(value))
-    raise TypeError(f"customer step emitted an unroutable {type(value).__name__}")
+    if kind is JourneyTransition:
+        metrics.TRANSITIONS.labels(value.kind).inc()  # type: ignore[attr-defined]
+        return ("journeys", value.customer_id, encode(value))  # type: ignore[attr-defined]
+    if kind is Action:
+        metrics.ACTIONS.labels(value.channel, value.action).inc()  # type: ignore[attr-defined]
+        return (f"actions.{value.channel}", key, encode(value))  # type: ignore[attr-defined]
+    if kind is AudienceChange:
+        metrics.AUDIENCE_CHANGES.labels(value.change).inc()  # type: ignore[attr-defined]
+        return ("audiences", key, encode(value))
+    if kind is Event:
+        customer = value.customer_id or value.anonymous_id  # type: ignore[attr-defined]
+        return (LOOP_TOPIC, customer, encode(value))
+    if kind is Tombstone:
+        return ("audiences", value.customer_id, None)  # type: ignore[attr-defined]
+    raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
 
 
 def _dead_letter_output(letter: DeadLetter) -> Output:
     return ("dlq", None, encode(letter))
 
 
-def _make_decoder(
-    max_bytes: int,
-    unpack: Callable[[Any], tuple[bytes | None, str, int | None, int | None, datetime | None]],
-) -> Callable[[list[Any]], list[tuple[str, Event] | DeadLetter]]:
-    """Decode a batch of raw inputs into (customer key, Event) or DeadLetter items.
+Unpacked = tuple[bytes | None, str, int | None, int | None, datetime | None]
 
-    Batch-wise, so the per-record work is the decode itself: metrics are counted
-    once per batch, not once per record.
+
+def _make_decoder(
+    max_bytes: int, unpack: Callable[[Any], Unpacked], clock: EventClock, loop: Loopback | None
+) -> Callable[[list[Any]], list[tuple[str, Keyed] | DeadLetter]]:
+    """Decode a batch of raw inputs into keyed events or dead letters.
+
+    Batch-wise, so the per-record work is the decode itself. An identify event
+    goes to both its keys: the customer folds it, the visitor hands over.
     """
     decoder = EventDecoder(max_bytes)
     received = metrics.EVENTS_RECEIVED
     dead = metrics.DEAD_LETTERS
 
-    def decode(batch: list[Any]) -> list[tuple[str, Event] | DeadLetter]:
+    def decode(batch: list[Any]) -> list[tuple[str, Keyed] | DeadLetter]:
         received.inc(len(batch))
-        out: list[tuple[str, Event] | DeadLetter] = []
+        out: list[tuple[str, Keyed] | DeadLetter] = []
+        latest = float("-inf")
+        bad = extra = 0
         for item in batch:
             raw, source, partition, offset, received_at = unpack(item)
             try:
                 event = decoder.decode(raw)
-            except BadInput as bad:
-                dead.labels(bad.reason).inc()
+            except BadInput as exc:
+                dead.labels(exc.reason).inc()
+                bad += 1
                 out.append(
                     DeadLetter(
-                        reason=bad.reason,
-                        detail=bad.detail,
+                        reason=exc.reason,
+                        detail=exc.detail,
                         raw=raw or b"",
                         source=source,
                         partition=partition,
@@ -131,17 +200,28 @@ def _make_decoder(
                     )
                 )
                 continue
-            out.append((customer_key(event), event))
+            ts = event.ts.timestamp()
+            latest = max(latest, ts)
+            key = customer_key(event)
+            out.append((key, (key, event)))
+            if event.type == "identify":
+                visitor = ANONYMOUS_PREFIX + event.anonymous_id  # type: ignore[operator]
+                out.append((visitor, (visitor, event)))
+                extra += 1
+        clock.advance(latest)
+        if loop is not None:
+            loop.started(extra)
+            loop.settled(bad)
         return out
 
     return decode
 
 
-def _unpack_raw(record: RawRecord) -> tuple[bytes, str, None, int, None]:
+def _unpack_raw(record: RawRecord) -> Unpacked:
     return record.value, record.source, None, record.position, None
 
 
-def _unpack_kafka(msg: KafkaSourceMessage) -> tuple[bytes | None, str, int, int, datetime | None]:
+def _unpack_kafka(msg: KafkaSourceMessage) -> Unpacked:
     _kind, ts_ms = msg.timestamp
     received_at = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms > 0 else None
     return msg.value, msg.topic or "", msg.partition, msg.offset, received_at
@@ -151,22 +231,27 @@ def build_flow(
     source: Source,
     sink: Sink,
     *,
-    unpack: Callable[[Any], tuple],
+    unpack: Callable[[Any], Unpacked],
     shape: Callable[[Output], Any],
-    step: CustomerStep | None = None,
+    playbook: CompiledPlaybook,
+    live: bool,
+    loop: Loopback | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     flow_id: str = "wayfinder",
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters."""
-    step = step or CustomerStep()
+    step = CustomerStep(playbook)
+    clock = EventClock()
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
-    decoded = op.flat_map_batch("decode", raw, _make_decoder(max_event_bytes, unpack))
+    decoded = op.flat_map_batch("decode", raw, _make_decoder(max_event_bytes, unpack, clock, loop))
     split = op.branch("valid", decoded, lambda x: type(x) is tuple)
     customers = op.stateful_batch(
-        "customer", split.trues, lambda resume: CustomerLogic(step, resume)
+        "customer",
+        split.trues,
+        lambda resume: CustomerLogic(step, resume, live=live, clock=clock, loop=loop),
     )
-    results = op.map("route", customers, _to_output)
+    results = op.map("route", customers, _route)
     dead = op.map("dead_letter", split.falses, _dead_letter_output)
     merged = op.merge("all_outputs", results, dead)
     op.output("out", op.map("shape", merged, shape), sink)
@@ -174,26 +259,39 @@ def build_flow(
 
 
 def embedded_flow(
-    source: Source,
+    primary: FixedPartitionedSource,
     out_dir: Path,
     *,
-    channels: tuple[str, ...] = DEFAULT_CHANNELS,
-    step: CustomerStep | None = None,
+    playbook: CompiledPlaybook | None = None,
 ) -> tuple[Dataflow, TopicFileSink]:
     """The flow with local JSON-lines files for topics (simulator or event file in)."""
-    sink = TopicFileSink(out_dir, all_topics(channels))
+    playbook = playbook or load_default_playbook()
+    loop = Loopback(out_dir / f"{LOOP_TOPIC}.jsonl", len(primary.list_parts()))
+    sink = TopicFileSink(out_dir, all_topics(playbook.channels), loop=loop)
     flow = build_flow(
-        source,
+        EmbeddedSource(primary, loop),
         sink,
         unpack=_unpack_raw,
-        shape=lambda out: (out[0], out[2]),
-        step=step,
+        shape=lambda out: (out[0], out[2] if out[2] is not None else _file_tombstone(out[1])),
+        playbook=playbook,
+        live=False,
+        loop=loop,
     )
     return flow, sink
 
 
-def kafka_flow(settings: KafkaSettings, *, step: CustomerStep | None = None) -> Dataflow:
-    """The production flow: the events topic in, every output topic out."""
+def _file_tombstone(key: str | None) -> bytes:
+    """A topic file has no null value: a tombstone is a line naming the erased key."""
+    return encode({"tombstone": key})
+
+
+def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = None) -> Dataflow:
+    """The production flow: the events topic in, every output topic out.
+
+    Tailing the topic is a live service (wall-clock timers); a bounded run
+    (WAYFINDER_KAFKA_TAIL=false) is a replay in event time.
+    """
+    playbook = playbook or load_default_playbook()
     config = settings.librdkafka_config()
     source = KafkaSource(
         settings.brokers,
@@ -211,7 +309,9 @@ def kafka_flow(settings: KafkaSettings, *, step: CustomerStep | None = None) -> 
             key=key.encode() if key is not None else None, value=value, topic=prefix + topic
         )
 
-    return build_flow(source, sink, unpack=_unpack_kafka, shape=shape, step=step)
+    return build_flow(
+        source, sink, unpack=_unpack_kafka, shape=shape, playbook=playbook, live=settings.tail
+    )
 
 
 def __getattr__(name: str) -> Dataflow:

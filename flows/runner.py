@@ -52,6 +52,9 @@ class RunSummary:
     erasures: int
     decisions: dict[str, int]
     actions: dict[str, int]
+    transitions: dict[str, int]
+    audience_changes: dict[str, int]
+    loop_events: int
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -70,6 +73,9 @@ class RunSummary:
             "dead_letters": self.dead_letters,
             "decisions": self.decisions,
             "actions": self.actions,
+            "transitions": self.transitions,
+            "audience_changes": self.audience_changes,
+            "loop_events": self.loop_events,
             "outputs": self.outputs,
         }
 
@@ -83,7 +89,9 @@ class _Counts:
     @staticmethod
     def _read() -> dict[str, float]:
         return {
-            "events": metrics.sample("wayfinder_events_received"),
+            "events": metrics.sample("wayfinder_events_received")
+            - metrics.sample("wayfinder_loop_events"),
+            "loop_events": metrics.sample("wayfinder_loop_events"),
             "customers": metrics.sample("wayfinder_customer_contexts_created", {"kind": "known"}),
             "visitors": metrics.sample(
                 "wayfinder_customer_contexts_created", {"kind": "anonymous"}
@@ -159,6 +167,8 @@ def run_flow(
             ("wayfinder_dead_letters", "reason"),
             ("wayfinder_decisions", "outcome"),
             ("wayfinder_actions", "channel"),
+            ("wayfinder_journey_transitions", "kind"),
+            ("wayfinder_audience_changes", "change"),
         )
     }
     started = time.perf_counter()
@@ -207,6 +217,13 @@ def run_flow(
             "wayfinder_decisions", "outcome", label_bases["wayfinder_decisions"]
         ),
         actions=counts.by_label("wayfinder_actions", "channel", label_bases["wayfinder_actions"]),
+        transitions=counts.by_label(
+            "wayfinder_journey_transitions", "kind", label_bases["wayfinder_journey_transitions"]
+        ),
+        audience_changes=counts.by_label(
+            "wayfinder_audience_changes", "change", label_bases["wayfinder_audience_changes"]
+        ),
+        loop_events=final["loop_events"],
     )
 
 
@@ -227,6 +244,13 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         table.add_row(f"actions on {channel}", f"{n:,}")
     if not summary.actions:
         table.add_row("actions", "0")
+    if summary.transitions:
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in summary.transitions.items())
+        table.add_row("journey transitions", kinds)
+    if summary.audience_changes:
+        changes = ", ".join(f"{n:,} {c}" for c, n in summary.audience_changes.items())
+        table.add_row("segment changes", changes)
+    table.add_row("identity merges & forwards", f"{summary.loop_events:,}")
     table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
     for reason, n in summary.dead_letters.items():
         table.add_row(f"  {reason}", f"{n:,}")

@@ -7,20 +7,15 @@ differently, so both spellings are derived here.
 
 import os
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
-#: The channels Wayfinder can act on; each gets an `actions.<channel>` topic.
-DEFAULT_CHANNELS: tuple[str, ...] = (
-    "web",
-    "app",
-    "email",
-    "sms",
-    "push",
-    "ivr",
-    "call_centre",
-    "chat",
-    "store",
-    "partner",
-)
+from operators.playbook import CompiledPlaybook, compile_playbook
+from schemas.playbook import load_playbook
+
+#: The playbook that ships with Wayfinder (telco, banking, dealer partners).
+DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.toml")
+
 
 #: Topics besides the per-channel action topics (without prefix).
 CORE_TOPICS: tuple[str, ...] = ("events", "journeys", "decisions", "audiences", "analytics", "dlq")
@@ -114,10 +109,26 @@ class KafkaSettings:
         return config
 
 
-def action_topics(channels: tuple[str, ...] = DEFAULT_CHANNELS) -> list[str]:
+def action_topics(channels: tuple[str, ...]) -> list[str]:
     return [f"actions.{channel}" for channel in channels]
 
 
-def all_topics(channels: tuple[str, ...] = DEFAULT_CHANNELS) -> list[str]:
+def all_topics(channels: tuple[str, ...]) -> list[str]:
     """Every topic (without prefix) a Wayfinder deployment reads or writes."""
     return [*CORE_TOPICS, *action_topics(channels)]
+
+
+def playbook_path(env: dict[str, str] | None = None) -> Path:
+    """The playbook to run: WAYFINDER_PLAYBOOK, else the default one."""
+    env = dict(os.environ if env is None else env)
+    return Path(env["WAYFINDER_PLAYBOOK"]) if env.get("WAYFINDER_PLAYBOOK") else DEFAULT_PLAYBOOK
+
+
+@cache
+def load_compiled(path: Path) -> CompiledPlaybook:
+    """Load, validate and compile a playbook (raises PlaybookError naming what is wrong)."""
+    return compile_playbook(load_playbook(path))
+
+
+def load_default_playbook() -> CompiledPlaybook:
+    return load_compiled(playbook_path())

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from flows.loopback import LOOP_TOPIC, Loopback
+
 
 class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
-    def __init__(self, path: Path, resume_state: int | None):
+    def __init__(self, path: Path, resume_state: int | None, loop: Loopback | None = None):
         self.path = path
+        self._loop = loop
         self._file = None
         if resume_state is None:
             path.unlink(missing_ok=True)
@@ -25,6 +28,9 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
         if self._file is None:
             self._file = self.path.open("ab")
         self._file.write(b"\n".join(values) + b"\n")
+        if self._loop is not None:
+            self._file.flush()  # the loopback input reads it back right away
+            self._loop.written(len(values))
 
     def snapshot(self) -> int:
         if self._file is not None:
@@ -40,8 +46,9 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
 class TopicFileSink(FixedPartitionedSink[bytes, int]):
     """Writes `(topic, line)` items to `<directory>/<topic>.jsonl`."""
 
-    def __init__(self, directory: Path, topics: list[str]) -> None:
+    def __init__(self, directory: Path, topics: list[str], loop: Loopback | None = None) -> None:
         self.directory = directory
+        self.loop = loop
         self._parts = sorted(topics)
         self._index = {topic: i for i, topic in enumerate(self._parts)}
 
@@ -58,4 +65,5 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _TopicFilePartition:
         self.directory.mkdir(parents=True, exist_ok=True)
-        return _TopicFilePartition(self.path(for_part), resume_state)
+        loop = self.loop if for_part == LOOP_TOPIC else None
+        return _TopicFilePartition(self.path(for_part), resume_state, loop)

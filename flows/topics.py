@@ -3,13 +3,19 @@
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from flows.settings import DEFAULT_CHANNELS, KafkaSettings, all_topics
+from flows.settings import KafkaSettings, all_topics, load_default_playbook
 
 
 def ensure_topics(
-    settings: KafkaSettings, channels: tuple[str, ...] = DEFAULT_CHANNELS
+    settings: KafkaSettings, channels: tuple[str, ...] | None = None
 ) -> tuple[list[str], list[str]]:
-    """Create every missing Wayfinder topic; return (created, already there), prefixed."""
+    """Create every missing Wayfinder topic; return (created, already there), prefixed.
+
+    There is an action topic per playbook channel (the default playbook's unless
+    `channels` is given).
+    """
+    if channels is None:
+        channels = load_default_playbook().channels
     wanted = [settings.topic(name) for name in all_topics(channels)]
     admin = KafkaAdminClient(client_id="wayfinder-topics", **settings.kafka_python_config())
     try:

@@ -1,39 +1,209 @@
-"""One event through the customer step: fold, then decide.
+"""One event (or one tick of time) through the customer step.
 
-This is the whole per-customer hot path as a pure function of (context, event),
-so the embedded run, the Kafka run and a replay all execute exactly this.
-Journeys, identity merges and models plug in here in later slices.
+fold → sentiment → journeys → segments → decisions, as a pure function of
+(key, context, event), so the embedded run, the Kafka run and a replay all
+execute exactly this. Identity is handled here too: an anonymous visitor who
+identifies hands their context to the customer through a `profile_merge`
+event written to the events topic (the dataflow has no cycle), and becomes an
+alias that forwards the device's later anonymous events the same way.
 """
 
+from datetime import UTC
+
+import msgspec
 from msgspec import Struct
 
-from operators.decide import DEFAULT_RULES, RuleSet, decide
-from operators.identity import customer_key
-from schemas.event import Event
-from state.context import CustomerContext, fold, is_duplicate, new_context
+from operators.decide import DecisionMaker, Trigger
+from operators.identity import ANONYMOUS_PREFIX
+from operators.ids import derived_event_id
+from operators.journeys import JourneyTracker
+from operators.playbook import CompiledPlaybook
+from operators.segments import SegmentEvaluator
+from operators.sentiment import event_sentiment, observe
+from schemas.audience import AudienceChange, Tombstone
+from schemas.event import Event, ProfileMerge
+from schemas.journey import JourneyTransition
+from state.context import (
+    CustomerContext,
+    absorb_visitor,
+    fold,
+    from_snapshot,
+    is_duplicate,
+    new_context,
+    to_snapshot,
+)
+
+#: Outputs: transitions, audience changes, decisions, actions, tombstones, and
+#: Events for the events topic (merges, forwards, erasures of linked devices).
+Output = Struct
 
 
 class CustomerStep:
-    """Applies events to one customer's context and says what to emit."""
+    """Applies events and time to one customer's context and says what to emit."""
 
-    def __init__(self, rules: RuleSet = DEFAULT_RULES) -> None:
-        self.rules = rules
+    def __init__(self, playbook: CompiledPlaybook) -> None:
+        self.playbook = playbook
+        self.journeys = JourneyTracker(playbook)
+        self.segments = SegmentEvaluator(playbook)
+        self.decisions = DecisionMaker(playbook)
 
+    # ------------------------------------------------------------------ events
     def on_event(
-        self, ctx: CustomerContext | None, event: Event
-    ) -> tuple[CustomerContext | None, list[Struct]]:
-        """Return the new context (None once the customer is erased) and the outputs."""
-        if event.type == "erase":
-            return None, []
+        self, key: str, ctx: CustomerContext | None, event: Event
+    ) -> tuple[CustomerContext | None, list[Output]]:
+        """Return the new context (None once erased) and the outputs, in order."""
+        kind = event.type
+        if kind == "erase":
+            return None, self._erase(key, ctx, event)
+        if key.startswith(ANONYMOUS_PREFIX):
+            if kind == "identify":
+                return self._identified(key, ctx, event)
+            if ctx is not None and ctx.alias_of is not None:
+                forward = msgspec.structs.replace(event, customer_id=ctx.alias_of)
+                return ctx, [forward]
+        if kind == "profile_merge":
+            return self._merge(key, ctx, event)
+
         if ctx is None:
-            ctx = new_context(customer_key(event), event)
+            ctx = new_context(key, event)
         elif is_duplicate(ctx, event):
             return ctx, []
-        fold(ctx, event)
-        action, decision = decide(ctx, event, self.rules)
-        if decision is None:
+        ts = event.ts.timestamp()
+        outputs = self._tick(ctx, ts)
+        fold(ctx, event, self.playbook.profile_keys)
+        sample = event_sentiment(event.text, event.score)
+        if sample is not None:
+            observe(ctx.sentiment, sample, ts)
+        transitions = self.journeys.on_event(ctx, event, sample)
+        changes = self.segments.update(ctx, ts, event.event_id)
+        outputs += transitions
+        outputs += changes
+        self._decide(ctx, Trigger.of_event(event), outputs)
+        self._react(ctx, transitions, changes, outputs)
+        return ctx, outputs
+
+    # ------------------------------------------------------------------ time
+    def on_time(self, ctx: CustomerContext, now: float) -> list[Output]:
+        """Fire what falls due by `now` (stalls, abandonments) and decide on it."""
+        return self._tick(ctx, now)
+
+    def next_deadline(self, ctx: CustomerContext | None) -> float | None:
+        """When this customer next needs waking; None holds no timer."""
+        if ctx is None or ctx.alias_of is not None:
+            return None
+        return self.journeys.next_deadline(ctx)
+
+    def _tick(self, ctx: CustomerContext, now: float) -> list[Output]:
+        if not ctx.journeys:
+            return []
+        transitions = self.journeys.on_time(ctx, now)
+        outputs: list[Output] = list(transitions)
+        self._react(ctx, transitions, [], outputs)
+        return outputs
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, ctx: CustomerContext, trigger: Trigger, outputs: list[Output]) -> None:
+        action, decision = self.decisions.decide(ctx, trigger)
+        if decision is not None:
+            outputs.append(decision)
+        if action is not None:
+            outputs.append(action)
+
+    def _react(
+        self,
+        ctx: CustomerContext,
+        transitions: list[JourneyTransition],
+        changes: list[AudienceChange],
+        outputs: list[Output],
+    ) -> None:
+        for transition in transitions:
+            if transition.customer_id == ctx.key:
+                self._decide(ctx, Trigger.of_transition(transition), outputs)
+        for change in changes:
+            if change.change == "entered":
+                trigger = Trigger(
+                    trigger_id=change.change_id,
+                    type="segment_entered",
+                    at=change.at.timestamp(),
+                    segment=change.segment,
+                    segment_reasons=tuple(change.reasons),
+                )
+                self._decide(ctx, trigger, outputs)
+
+    # ------------------------------------------------------------------ identity
+    def _identified(
+        self, key: str, ctx: CustomerContext | None, event: Event
+    ) -> tuple[CustomerContext, list[Output]]:
+        """The visitor behind `key` logged in: hand over their history, become an alias."""
+        customer = event.customer_id
+        assert customer is not None  # identify always carries both ids
+        outputs: list[Output] = []
+        if ctx is not None and ctx.alias_of is None and ctx.events:
+            outputs.append(
+                Event(
+                    event_id=derived_event_id("merge", key, event.event_id),
+                    ts=event.ts,
+                    type="profile_merge",
+                    channel=event.channel,
+                    customer_id=customer,
+                    anonymous_id=event.anonymous_id,
+                    merge=ProfileMerge(source_key=key, context=to_snapshot(ctx)),
+                )
+            )
+        ts = event.ts.timestamp()
+        alias = CustomerContext(
+            key=key, known=False, first_seen=ts, last_seen=ts, alias_of=customer
+        )
+        return alias, outputs
+
+    def _merge(
+        self, key: str, ctx: CustomerContext | None, event: Event
+    ) -> tuple[CustomerContext, list[Output]]:
+        merge = event.merge
+        assert merge is not None  # validated at decode
+        if ctx is None:
+            ctx = new_context(key, event)
+        visitor = from_snapshot(merge.context)
+        if _already_merged(ctx, visitor):
             return ctx, []
-        if action is None:
-            return ctx, [decision]
-        ctx.last_action_at[action.action] = event.ts.timestamp()
-        return ctx, [decision, action]
+        ts = event.ts.timestamp()
+        outputs = self._tick(ctx, ts)
+        absorb_visitor(ctx, visitor)
+        transitions = self.journeys.absorb(ctx, visitor, event.event_id, ts)
+        changes = self.segments.update(ctx, ts, event.event_id)
+        outputs += transitions
+        outputs += changes
+        self._react(ctx, transitions, changes, outputs)
+        return ctx, outputs
+
+    # ------------------------------------------------------------------ erasure
+    @staticmethod
+    def _erase(key: str, ctx: CustomerContext | None, event: Event) -> list[Output]:
+        """Forget the customer; tell consumers (tombstone) and the linked devices."""
+        outputs: list[Output] = [
+            Tombstone(
+                customer_id=key,
+                erased_at=event.ts.astimezone(UTC),
+                trigger_event_id=event.event_id,
+            )
+        ]
+        if ctx is not None and not key.startswith(ANONYMOUS_PREFIX):
+            for anonymous_id in ctx.anonymous_ids:
+                outputs.append(
+                    Event(
+                        event_id=derived_event_id("erase", key, anonymous_id, event.event_id),
+                        ts=event.ts,
+                        type="erase",
+                        channel=event.channel,
+                        anonymous_id=anonymous_id,
+                    )
+                )
+        return outputs
+
+
+def _already_merged(ctx: CustomerContext, visitor: CustomerContext) -> bool:
+    """A merge replayed after recovery must not add the visitor's history twice."""
+    if not visitor.recent:
+        return False
+    known = {i.event_id for i in ctx.recent}
+    return all(i.event_id in known for i in visitor.recent)

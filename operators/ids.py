@@ -17,3 +17,18 @@ def action_id(customer: str, trigger_event_id: str, action: str) -> str:
 
 def decision_id(customer: str, trigger_event_id: str) -> str:
     return "dec-" + _digest("decision", customer, trigger_event_id)
+
+
+def transition_id(
+    customer: str, journey: str, instance: str, kind: str, detail: str, at: float
+) -> str:
+    return "jt-" + _digest("transition", customer, journey, instance, kind, detail, f"{at:.3f}")
+
+
+def audience_change_id(customer: str, segment: str, change: str, trigger: str) -> str:
+    return "aud-" + _digest("audience", customer, segment, change, trigger)
+
+
+def derived_event_id(kind: str, *parts: str) -> str:
+    """Id of an event Wayfinder writes itself (merges, forwards, erasures), stable on replay."""
+    return f"wf-{kind}-" + _digest(kind, *parts)

@@ -21,21 +21,22 @@ class Candidate(Struct, kw_only=True, omit_defaults=True):
 
 
 class Decision(Struct, kw_only=True, omit_defaults=True):
-    """What was decided on a trigger event, and what it was decided with.
+    """What was decided on a trigger, and what it was decided with.
 
-    `rules_version` and `model_version` pin the inputs so any decision can be
-    explained and re-run later.
+    A trigger is an event, a journey transition (e.g. a stall found by a timer)
+    or a segment entry; `trigger_id` is its id. `playbook_version` and
+    `model_version` pin the inputs so any decision can be explained and re-run.
     """
 
     decision_id: str
     customer_id: str
-    trigger_event_id: str
+    trigger_id: str
     trigger_type: str
-    trigger_channel: str
     created_at: datetime
     outcome: DecisionOutcome
     candidates: list[Candidate]
-    rules_version: str
+    playbook_version: str
+    trigger_channel: str | None = None
     model_version: str | None = None
     action_id: str | None = None
     request_id: str | None = None

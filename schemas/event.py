@@ -18,8 +18,21 @@ class Consent(Struct, kw_only=True, forbid_unknown_fields=True):
     purpose: Vocab | None = None
 
 
+class ProfileMerge(Struct, kw_only=True, forbid_unknown_fields=True):
+    """An anonymous visitor's context, handed to the customer it turned out to be.
+
+    Wayfinder writes these itself (on the events topic, so the dataflow has no
+    cycle); `context` is the visitor's state, msgpack-encoded (base64 in JSON).
+    """
+
+    source_key: Annotated[str, Meta(min_length=1, max_length=160)]
+    context: Annotated[bytes, Meta(max_length=32 * 1024)]
+
+
 #: Event types that need fields beyond the common ones.
-SPECIAL_TYPES = frozenset({"identify", "consent", "erase", "decision_request", "action_outcome"})
+SPECIAL_TYPES = frozenset(
+    {"identify", "consent", "erase", "decision_request", "action_outcome", "profile_merge"}
+)
 
 
 class Event(Struct, kw_only=True, omit_defaults=True):
@@ -46,6 +59,7 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     action_id: Identifier | None = None
     outcome: Outcome | None = None
     consent: Consent | None = None
+    merge: ProfileMerge | None = None
 
     def __post_init__(self) -> None:
         # Raising ValueError here makes msgspec report a ValidationError, so the
@@ -59,8 +73,8 @@ class Event(Struct, kw_only=True, omit_defaults=True):
             raise ValueError("`identify` needs both `customer_id` and `anonymous_id`")
         if kind == "consent" and self.consent is None:
             raise ValueError("`consent` needs the `consent` object")
-        if kind == "erase" and self.customer_id is None:
-            raise ValueError("`erase` needs `customer_id`")
+        if kind == "profile_merge" and (self.merge is None or self.customer_id is None):
+            raise ValueError("`profile_merge` needs `customer_id` and `merge`")
         if kind == "decision_request" and self.request_id is None:
             raise ValueError("`decision_request` needs `request_id`")
         if kind == "action_outcome" and (self.action_id is None or self.outcome is None):

@@ -5,7 +5,11 @@ from typing import Literal
 
 from msgspec import Struct
 
-TransitionKind = Literal["entered", "progressed", "stalled", "completed", "abandoned", "resumed"]
+#: `merged`: an anonymous visitor's journey ends here and continues in the
+#: identified customer's (count distinct journeys as entered minus merged).
+TransitionKind = Literal[
+    "entered", "progressed", "stalled", "resumed", "completed", "abandoned", "merged"
+]
 
 
 class JourneyTransition(Struct, kw_only=True, omit_defaults=True):
@@ -14,11 +18,17 @@ class JourneyTransition(Struct, kw_only=True, omit_defaults=True):
     transition_id: str
     customer_id: str
     journey: str
+    category: str
     kind: TransitionKind
     at: datetime
     duration_seconds: float
     contact_points: list[str]
     channels: list[str]
-    trigger_event_id: str | None = None
+    #: The instance key value (e.g. the transfer id) when the journey has one.
+    instance: str | None = None
+    stage: str | None = None
     milestone: str | None = None
+    loops: int = 0
+    trigger_event_id: str | None = None
     partner_id: str | None = None
+    merged_into: str | None = None

@@ -5,6 +5,7 @@ from typing import Any
 import msgspec
 
 from schemas.action import Action
+from schemas.audience import AudienceChange
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
 from schemas.event import Event
@@ -17,6 +18,7 @@ TOPIC_SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "actions": Action,
     "decisions": Decision,
     "journeys": JourneyTransition,
+    "audiences": AudienceChange,
     "dlq": DeadLetter,
 }
 

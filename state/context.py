@@ -19,6 +19,10 @@ MAX_RECENT = 48
 MAX_TOUCHPOINTS = 128
 MAX_ANONYMOUS_IDS = 16
 MAX_PARTNERS = 16
+#: Journeys: open instances, steps remembered per instance, summaries of finished ones.
+MAX_OPEN_JOURNEYS = 16
+MAX_JOURNEY_PATH = 32
+MAX_FINISHED_JOURNEYS = 16
 
 #: Property keys that tie interactions to one matter (a transfer, an order...).
 #: The first one present on an event becomes the interaction's `ref`.
@@ -53,6 +57,56 @@ class Interaction(Struct, array_like=True, frozen=True):
     ref: str | None = None
 
 
+class SentimentSignal(Struct, array_like=True):
+    """What the customer's words and scores say, weighted towards the recent."""
+
+    value: float = 0.0
+    samples: int = 0
+    last_at: float = 0.0
+    lowest: float = 0.0
+
+
+class Touch(Struct, array_like=True, frozen=True):
+    """One step of a journey: when, where, on which channel, by which event."""
+
+    ts: float
+    channel: str
+    touchpoint: str | None
+    event_id: str
+
+
+class JourneyInstance(Struct):
+    """A journey in flight for this customer (one per journey and instance key)."""
+
+    journey: str
+    key: str
+    started_at: float
+    last_at: float
+    entry_event_id: str
+    status: str = "open"  # open | stalled
+    milestones: dict[str, float] = {}
+    stage: str | None = None
+    path: list[Touch] = []
+    loops: int = 0
+    failures: int = 0
+    #: The partner leading this journey (co-selling: one owner per journey).
+    owner: str | None = None
+    sentiment: float | None = None
+
+
+class JourneySummary(Struct, array_like=True, frozen=True):
+    """What remains of a finished journey: enough for history, nothing more."""
+
+    journey: str
+    key: str
+    outcome: str  # completed | abandoned | merged
+    started_at: float
+    ended_at: float
+    stage: str | None
+    touches: int
+    loops: int
+
+
 class CustomerContext(Struct):
     """Everything seen so far about one customer (or one anonymous visitor)."""
 
@@ -71,7 +125,15 @@ class CustomerContext(Struct):
     lifetime_value: float | None = None
     timezone: str | None = None
     preferred_channel: str | None = None
+    #: Profile properties the playbook asks to keep (`profile_properties`).
+    attributes: dict[str, str | int | float | bool] = {}
+    sentiment: SentimentSignal = msgspec.field(default_factory=SentimentSignal)
+    journeys: list[JourneyInstance] = []
+    finished: list[JourneySummary] = []
+    segments: list[str] = []
     last_action_at: dict[str, float] = {}
+    #: For an anonymous visitor who has identified: the customer it now belongs to.
+    alias_of: str | None = None
 
 
 def new_context(key: str, event: Event) -> CustomerContext:
@@ -101,7 +163,9 @@ def _reference(properties: dict) -> str | None:
     return None
 
 
-def fold(ctx: CustomerContext, event: Event) -> CustomerContext:
+def fold(
+    ctx: CustomerContext, event: Event, profile_keys: frozenset[str] = frozenset()
+) -> CustomerContext:
     """Fold one event into the context, in place, and return it.
 
     Out-of-order events (other devices, other partitions) land at their place
@@ -137,6 +201,11 @@ def fold(ctx: CustomerContext, event: Event) -> CustomerContext:
     properties = event.properties
     if properties:
         _fold_profile(ctx, properties)
+        if profile_keys:
+            for name in profile_keys.intersection(properties):
+                value = properties[name]
+                if value is not None:
+                    ctx.attributes[name] = value
     if event.consent is not None:
         c = event.consent
         ctx.consent[f"{c.channel or ANY}/{c.purpose or ANY}"] = c.granted
@@ -225,3 +294,46 @@ def to_snapshot(ctx: CustomerContext) -> bytes:
 
 def from_snapshot(data: bytes) -> CustomerContext:
     return _SNAPSHOT_DECODER.decode(data)
+
+
+def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:
+    """Fold an identified visitor's context (their anonymous history) into the customer's.
+
+    Journeys are combined by the journey tracker; this merges everything else.
+    The customer's own statements (consent, profile) win over the visitor's.
+    """
+    ctx.events += visitor.events
+    ctx.first_seen = min(ctx.first_seen, visitor.first_seen)
+    ctx.last_seen = max(ctx.last_seen, visitor.last_seen)
+    for channel, theirs in visitor.channels.items():
+        ours = ctx.channels.get(channel)
+        if ours is None:
+            ctx.channels[channel] = ChannelStats(theirs.count, theirs.last_seen)
+        else:
+            ours.count += theirs.count
+            ours.last_seen = max(ours.last_seen, theirs.last_seen)
+    for point, visits in visitor.touchpoints.items():
+        if point in ctx.touchpoints or len(ctx.touchpoints) < MAX_TOUCHPOINTS:
+            ctx.touchpoints[point] = ctx.touchpoints.get(point, 0) + visits
+    known = {i.event_id for i in ctx.recent}
+    merged = [*ctx.recent, *(i for i in visitor.recent if i.event_id not in known)]
+    merged.sort(key=_interaction_ts)
+    ctx.recent = merged[-MAX_RECENT:]
+    device = visitor.key.split(":", 1)[-1]
+    for anonymous_id in [device, *visitor.anonymous_ids]:
+        if anonymous_id not in ctx.anonymous_ids:
+            _append_bounded(ctx.anonymous_ids, anonymous_id, MAX_ANONYMOUS_IDS)
+    for partner in visitor.partners:
+        if partner not in ctx.partners:
+            _append_bounded(ctx.partners, partner, MAX_PARTNERS)
+    for scope, granted in visitor.consent.items():
+        ctx.consent.setdefault(scope, granted)
+    for name, value in visitor.attributes.items():
+        ctx.attributes.setdefault(name, value)
+    ours_s, theirs_s = ctx.sentiment, visitor.sentiment
+    if theirs_s.samples:
+        total = ours_s.samples + theirs_s.samples
+        ours_s.value = (ours_s.value * ours_s.samples + theirs_s.value * theirs_s.samples) / total
+        ours_s.samples = total
+        ours_s.last_at = max(ours_s.last_at, theirs_s.last_at)
+        ours_s.lowest = min(ours_s.lowest, theirs_s.lowest)

@@ -4,8 +4,15 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
+from flows.settings import DEFAULT_PLAYBOOK, load_compiled
+from operators.playbook import CompiledPlaybook
+from operators.replay import Replay
+from schemas.action import Action
 from schemas.codec import encode
+from schemas.decision import Decision
 from schemas.event import Consent, Event
+from schemas.journey import JourneyTransition
+from state.context import CustomerContext
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 _ids = count()
@@ -72,7 +79,7 @@ def stuck_transfer(
             "app",
             minutes=0,
             customer=customer,
-            touchpoint="app_transfer",
+            touchpoint="transfers",
             transfer_id=transfer,
             amount=2500,
         ),
@@ -103,3 +110,51 @@ def stuck_transfer(
         ev("chat_started", "chat", minutes=chat_at, customer=customer, touchpoint="chat_support")
     )
     return sorted(events, key=lambda e: e.ts)
+
+
+def default_playbook() -> CompiledPlaybook:
+    return load_compiled(DEFAULT_PLAYBOOK)
+
+
+class Harness:
+    """The cores over a list of events in event time, with readable accessors."""
+
+    def __init__(self, playbook: CompiledPlaybook | None = None) -> None:
+        self.replay = Replay(playbook or default_playbook())
+
+    def run(self, events: list[Event], *, until_minutes: float | None = None) -> "Harness":
+        until = None if until_minutes is None else (T0 + timedelta(minutes=until_minutes))
+        self.replay.run(events, until=None if until is None else until.timestamp())
+        return self
+
+    def of(self, kind: type) -> list:
+        return [o for o in self.replay.outputs if type(o) is kind]
+
+    def actions(self, name: str | None = None, customer: str | None = None) -> list[Action]:
+        return [
+            a
+            for a in self.of(Action)
+            if (name is None or a.action == name)
+            and (customer is None or a.customer_id == customer)
+        ]
+
+    def decisions(self, action: str | None = None) -> list[Decision]:
+        return [
+            d
+            for d in self.of(Decision)
+            if action is None or any(c.action == action for c in d.candidates)
+        ]
+
+    def transitions(
+        self, journey: str | None = None, kind: str | None = None, customer: str | None = None
+    ) -> list[JourneyTransition]:
+        return [
+            t
+            for t in self.of(JourneyTransition)
+            if (journey is None or t.journey == journey)
+            and (kind is None or t.kind == kind)
+            and (customer is None or t.customer_id == customer)
+        ]
+
+    def context(self, key: str = "cust-1") -> CustomerContext | None:
+        return self.replay.contexts.get(key)

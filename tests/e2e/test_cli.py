@@ -35,9 +35,16 @@ def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):
     dead = lines(out / "dlq.jsonl")
     assert sum(result["dead_letters"].values()) == len(dead) > 0
     assert sum(result["decisions"].values()) == len(lines(out / "decisions.jsonl")) > 0
-    chat = [msgspec.json.decode(raw, type=Action) for raw in lines(out / "actions.chat.jsonl")]
-    assert result["actions"] == {"chat": len(chat)}
+    by_channel = {
+        path.name.removeprefix("actions.").removesuffix(".jsonl"): lines(path)
+        for path in out.glob("actions.*.jsonl")
+    }
+    assert result["actions"] == {ch: len(actions) for ch, actions in by_channel.items()}
+    chat = [msgspec.json.decode(raw, type=Action) for raw in by_channel["chat"]]
     assert chat and all(a.action == "priority_agent" for a in chat)
+    transitions = lines(out / "journeys.jsonl")
+    assert sum(result["transitions"].values()) == len(transitions) > 0
+    assert sum(result["audience_changes"].values()) == len(lines(out / "audiences.jsonl")) > 0
     for name in ("events", "customers", "actions on chat", "dead letters", "summary.json"):
         assert name in stdout
     assert str(out / "actions.chat.jsonl") in stdout
@@ -99,7 +106,8 @@ def test_schema_command_exports_one_json_schema_per_topic(tmp_path):
     wayfinder("schema", "--out", str(tmp_path))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
-        f"{t}.schema.json" for t in sorted(["actions", "decisions", "dlq", "events", "journeys"])
+        f"{t}.schema.json"
+        for t in sorted(["actions", "audiences", "decisions", "dlq", "events", "journeys"])
     ]
 
 

@@ -7,12 +7,12 @@ from collections import Counter
 import msgspec
 import pytest
 
-from flows.settings import DEFAULT_CHANNELS
 from schemas.action import Action
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
+from schemas.journey import JourneyTransition
 from tests.conftest import kafka_env
-from tests.helpers import ev, stuck_transfer, wire
+from tests.helpers import default_playbook, ev, stuck_transfer, wire
 from tests.kafka_io import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -73,16 +73,23 @@ def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka
     assert "money transfer journey" in reasons and "tx-A" in reasons
     assert "web at" in reasons and "IVR at" in reasons
 
-    for channel in DEFAULT_CHANNELS:
+    for channel in default_playbook().channels:
         if channel != "chat":
             assert read_all(kafka, f"actions.{channel}") == [], channel
 
     decisions = [msgspec.json.decode(v, type=Decision) for _, v in read_all(kafka, "decisions")]
+    decisions = [d for d in decisions if any(c.action == "priority_agent" for c in d.candidates)]
     assert sorted((d.customer_id, d.outcome) for d in decisions) == [
         ("cust-A", "sent"),
         ("cust-B", "no_action"),
     ]
     assert next(d for d in decisions if d.customer_id == "cust-A").action_id == action.action_id
+
+    transitions = [
+        msgspec.json.decode(v, type=JourneyTransition) for _, v in read_all(kafka, "journeys")
+    ]
+    entered = {(t.customer_id, t.journey) for t in transitions if t.kind == "entered"}
+    assert {("cust-A", "money_transfer"), ("cust-B", "money_transfer")} <= entered
 
     letters = [msgspec.json.decode(v, type=DeadLetter) for _, v in read_all(kafka, "dlq")]
     assert Counter(letter.raw for letter in letters) == Counter(list(BAD))

@@ -16,7 +16,7 @@ the same outputs in any shape.
 """
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -26,8 +26,6 @@ from flows import metrics
 from flows.sources import RawRecord
 
 LOOP_TOPIC = "events"
-_POLL = timedelta(milliseconds=5)
-_WAIT = timedelta(milliseconds=0.2)
 
 
 class _Order(msgspec.Struct):
@@ -42,6 +40,39 @@ def _event_order(raw: bytes) -> tuple[str, str]:
     # Wayfinder wrote these lines itself, always in UTC ("...Z"), so the text sorts.
     order = _ORDER.decode(raw)
     return order.ts, order.event_id
+
+
+class _Login(msgspec.Struct):
+    type: str = ""
+    customer_id: str | None = None
+
+
+_LOGIN = msgspec.json.Decoder(_Login)
+
+
+def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[RawRecord]]:
+    """Split a batch so that a customer's records after their login wait for the merge.
+
+    Everyone else's records go ahead; the held ones go in the next round, once the
+    visitor's profile merge has come back round the loop. Order is kept per customer.
+    """
+    blocked: list[bytes] = []
+    now: list[RawRecord] = []
+    later: list[RawRecord] = []
+    for record in batch:
+        raw = record.value
+        if blocked and any(b in raw for b in blocked):
+            later.append(record)
+            continue
+        now.append(record)
+        if b"identify" in raw:
+            try:
+                login = _LOGIN.decode(raw)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                continue  # bad input: the decode step dead-letters it
+            if login.type == "identify" and login.customer_id:
+                blocked.append(msgspec.json.encode(login.customer_id))  # quoted, as in the JSON
+    return now, later
 
 
 class Loopback:
@@ -106,29 +137,36 @@ class Loopback:
 class CountedPartition(StatefulSourcePartition[RawRecord, object]):
     """A primary input partition that tells the loop what it started and when it ends."""
 
-    def __init__(self, inner: StatefulSourcePartition, loop: Loopback) -> None:
+    def __init__(
+        self, inner: StatefulSourcePartition, loop: Loopback, held: list[RawRecord] | None = None
+    ) -> None:
         self._inner = inner
         self._loop = loop
         self._done = False
+        self._held: list[RawRecord] = held or []
 
     def next_batch(self) -> list[RawRecord]:
         if not self._loop.settled_all():
             return []  # lockstep: wait for the previous batch and its loop events
-        try:
-            batch = self._inner.next_batch()
-        except StopIteration:
-            if not self._done:
-                self._done = True
-                self._loop.primary_finished()
-            raise
+        batch = self._held
+        if not batch:
+            try:
+                batch = self._inner.next_batch()
+            except StopIteration:
+                if not self._done:
+                    self._done = True
+                    self._loop.primary_finished()
+                raise
+        batch, self._held = _hold_after_logins(batch)
         self._loop.started(len(batch))
         return batch
 
     def next_awake(self) -> datetime | None:
-        return None if self._loop.settled_all() else datetime.now(UTC) + _WAIT
+        return None  # waiting for the loop is short: ask again at the next activation
 
     def snapshot(self) -> object:
-        return self._inner.snapshot()
+        # The inner position is past the records held back: keep them with it.
+        return (self._inner.snapshot(), list(self._held))
 
     def close(self) -> None:
         self._inner.close()
@@ -178,7 +216,8 @@ class LoopbackPartition(StatefulSourcePartition[RawRecord, int]):
         return []
 
     def next_awake(self) -> datetime | None:
-        return None if self._loop.pending() else datetime.now(UTC) + _POLL
+        # Rounds are short and the primary input waits on them: ask at every activation.
+        return None
 
     def snapshot(self) -> int:
         return self._offset
@@ -203,5 +242,6 @@ class EmbeddedSource(FixedPartitionedSource[RawRecord, object]):
     ) -> StatefulSourcePartition:
         if for_part == "loopback":
             return LoopbackPartition(self.loop, resume_state)  # type: ignore[arg-type]
-        inner = self.primary.build_part(step_id, for_part, resume_state)
-        return CountedPartition(inner, self.loop)
+        inner_state, held = resume_state if resume_state is not None else (None, [])  # type: ignore[misc]
+        inner = self.primary.build_part(step_id, for_part, inner_state)
+        return CountedPartition(inner, self.loop, held)

@@ -138,6 +138,14 @@ class CustomerStep:
         customer = event.customer_id
         assert customer is not None  # identify always carries both ids
         outputs: list[Output] = []
+        if ctx is not None and ctx.alias_of is None:
+            # The visitor's audiences move to the customer with the merge.
+            outputs += self.segments.leave_all(
+                ctx,
+                event.ts.timestamp(),
+                event.event_id,
+                "identified: now in the customer's profile",
+            )
         if ctx is not None and ctx.alias_of is None and ctx.events:
             outputs.append(
                 Event(

@@ -376,9 +376,8 @@ class DecisionMaker:
                 return
         partner_id = None
         if action.owner == "partner":
-            partner_id = (inst.owner if inst else None) or (
-                ctx.partners[-1] if ctx.partners else None
-            )
+            # Only the partner leading this journey; never one met on another journey.
+            partner_id = inst.owner if inst else None
         elif (
             inst is not None and inst.owner is not None and action.category in {"sales", "partner"}
         ):

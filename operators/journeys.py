@@ -34,6 +34,8 @@ class JourneyTracker:
 
     def __init__(self, playbook: CompiledPlaybook) -> None:
         self.playbook = playbook
+        #: Properties that name an instance of some journey (transfer_id, ...).
+        self._instance_keys = frozenset(j.key for j in playbook.journeys if j.key)
 
     # ------------------------------------------------------------------ events
     def on_event(
@@ -59,6 +61,8 @@ class JourneyTracker:
         if spec.key is not None:
             raw = event.properties.get(spec.key)
             key_value = None if raw is None else str(raw)
+        elif self._instance_keys and not self._instance_keys.isdisjoint(event.properties):
+            return  # about a specific transfer (or other keyed matter): not this journey's
         inst = self.find(ctx, spec.name, key_value)
         reached = [m for m in spec.milestones if m.matches(event)]
         entered = False
@@ -199,7 +203,10 @@ class JourneyTracker:
                 continue
             ours.started_at = min(ours.started_at, theirs.started_at)
             ours.last_at = max(ours.last_at, theirs.last_at)
+            gained = []
             for name, ts in theirs.milestones.items():
+                if name not in ours.milestones:
+                    gained.append((ts, name))
                 if name not in ours.milestones or ts < ours.milestones[name]:
                     ours.milestones[name] = ts
             ours.stage = self._stage(spec, ours)
@@ -210,8 +217,14 @@ class JourneyTracker:
             ours.loops += theirs.loops
             ours.failures += theirs.failures
             ours.owner = ours.owner or theirs.owner
-            if theirs.status == "open":
+            if ours.status == "stalled" and theirs.status == "open":
+                # Picked up again on another device while it was stalled here.
                 ours.status = "open"
+                out.append(self._transition(ctx.key, spec, ours, "resumed", at, trigger_event_id))
+            for ts, name in sorted(gained):
+                out.append(
+                    self._transition(ctx.key, spec, ours, "progressed", ts, trigger_event_id, name)
+                )
         visitor.journeys.clear()
         return out
 

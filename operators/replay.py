@@ -1,13 +1,13 @@
 """Drive the customer step over a whole stream in event time, without bytewax.
 
 The same cores as the dataflow, keyed the same way, with the events topic's
-loop (merges, forwards, erasures of linked devices) taken at once, and every
-customer's stalls and abandonments fired as event time passes them, even for
-customers who never send another event. Used for replays of history and as the
-reference the dataflow's transitions are compared with.
+loop (merges, forwards, erasures of linked devices) taken at once. Time works
+as in the embedded dataflow: a customer's due stalls and abandonments fire
+before their next event, and, for customers who go quiet, when the replay is
+told how far time has run (`advance`). Live runs fire the same deadlines on the
+wall clock; the transitions are the same.
 """
 
-import heapq
 from collections import deque
 from collections.abc import Iterable
 
@@ -21,15 +21,12 @@ from state.context import CustomerContext
 
 
 class Replay:
-    """All customers' contexts, fed one event at a time in event-time order."""
+    """All customers' contexts, fed one event at a time."""
 
     def __init__(self, playbook: CompiledPlaybook) -> None:
         self.step = CustomerStep(playbook)
         self.contexts: dict[str, CustomerContext] = {}
         self.outputs: list[Struct] = []
-        self._timers: list[tuple[float, str]] = []
-        self._scheduled: dict[str, float] = {}
-        self._now = float("-inf")
 
     def run(self, events: Iterable[Event], *, until: float | None = None) -> list[Struct]:
         """Feed every event (in the given order), then let time run to `until`."""
@@ -40,48 +37,34 @@ class Replay:
         return self.outputs
 
     def feed(self, event: Event) -> None:
-        """One event from the input: first the time it brings, then the event itself."""
-        self.advance(event.ts.timestamp())
-        pending: deque[Event] = deque([event])
+        """One event from the input, and whatever it sends round the events topic."""
+        self._drain(deque([event]))
+
+    def advance(self, now: float) -> None:
+        """Time has run to `now`: fire every customer's deadlines that fall due by then."""
+        for key in sorted(self.contexts):
+            ctx = self.contexts.get(key)
+            if ctx is None:
+                continue
+            due = self.step.next_deadline(ctx)
+            if due is not None and due <= now:
+                outputs = self._collect(self.step.on_time(ctx, now))
+                self._drain(deque(o for o in outputs if type(o) is Event))
+
+    def _drain(self, pending: deque[Event]) -> None:
         while pending:
             current = pending.popleft()
             keys = [customer_key(current)]
             if current.type == "identify":
                 keys.append(ANONYMOUS_PREFIX + current.anonymous_id)  # type: ignore[operator]
             for key in keys:
-                for output in self._apply(key, current):
-                    if type(output) is Event:
-                        pending.append(output)  # the events topic, without the wait
-
-    def advance(self, now: float) -> None:
-        """Fire every customer's deadlines that fall due by `now`, in time order."""
-        self._now = max(self._now, now)
-        while self._timers and self._timers[0][0] <= now:
-            due, key = heapq.heappop(self._timers)
-            ctx = self.contexts.get(key)
-            if ctx is None or self.step.next_deadline(ctx) != due:
-                continue  # moved or gone since it was scheduled
-            del self._scheduled[key]
-            loop = [o for o in self._collect(self.step.on_time(ctx, due)) if type(o) is Event]
-            self._schedule(key, ctx)
-            for event in loop:
-                self.feed(event)
-
-    def _apply(self, key: str, event: Event) -> list[Struct]:
-        ctx, outputs = self.step.on_event(key, self.contexts.get(key), event)
-        if ctx is None:
-            self.contexts.pop(key, None)
-        else:
-            self.contexts[key] = ctx
-            self._schedule(key, ctx)
-        return self._collect(outputs)
+                ctx, outputs = self.step.on_event(key, self.contexts.get(key), current)
+                if ctx is None:
+                    self.contexts.pop(key, None)
+                else:
+                    self.contexts[key] = ctx
+                pending.extend(o for o in self._collect(outputs) if type(o) is Event)
 
     def _collect(self, outputs: list[Struct]) -> list[Struct]:
         self.outputs.extend(outputs)
         return outputs
-
-    def _schedule(self, key: str, ctx: CustomerContext) -> None:
-        due = self.step.next_deadline(ctx)
-        if due is not None and self._scheduled.get(key) != due:
-            self._scheduled[key] = due
-            heapq.heappush(self._timers, (due, key))

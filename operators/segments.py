@@ -105,6 +105,18 @@ class SegmentEvaluator:
         ctx.segments = members
         return changes
 
+    def leave_all(
+        self, ctx: CustomerContext, now: float, trigger_event_id: str, reason: str
+    ) -> list[AudienceChange]:
+        """The customer leaves every segment (a visitor identified, or erased)."""
+        at = datetime.fromtimestamp(now, UTC)
+        changes = [
+            self._change(ctx, name, "exited", at, [reason], trigger_event_id, trigger_event_id)
+            for name in ctx.segments
+        ]
+        ctx.segments = []
+        return changes
+
     @staticmethod
     def _change(
         ctx: CustomerContext,

@@ -272,7 +272,7 @@ def _check(pb: Playbook, file: str) -> None:
             if (
                 m.channels
                 and m.touchpoints
-                and not any(points[tp].channel in m.channels for tp in m.touchpoints)
+                and not any(set(points[tp].channels) & set(m.channels) for tp in m.touchpoints)
             ):
                 fail(entry, where, "can never match: none of its contact points is on its channels")
 

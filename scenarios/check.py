@@ -1,0 +1,111 @@
+"""Check a run's output folder against a scenario's expected.json.
+
+    .venv/bin/wayfinder run --events scenarios/02_device_activation/events.jsonl --out out/s2
+    .venv/bin/python scenarios/check.py scenarios/02_device_activation out/s2
+
+Standard library only, so the same check reads the files a user's run wrote and
+the outputs the tests take from the cores. The format of expected.json is in
+scenarios/README.md.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+#: The topics an expected item may name, as written by `wayfinder run --out DIR`.
+TOPICS = ("journeys", "actions", "decisions", "audiences", "events")
+#: Keys of an expected item that are not fields of the output line.
+_META = frozenset({"topic", "count", "reasons_contain", "why"})
+
+
+def read_outputs(out_dir: Path | str) -> dict[str, list[dict]]:
+    """Every output line of a run, by topic; all `actions.<channel>` files are `actions`."""
+    out_dir = Path(out_dir)
+    outputs: dict[str, list[dict]] = {topic: [] for topic in TOPICS}
+    for path in sorted(out_dir.glob("*.jsonl")):
+        topic = "actions" if path.name.startswith("actions.") else path.stem
+        if topic in outputs:
+            outputs[topic] += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return outputs
+
+
+def _records(topic: str, lines: list[dict]) -> list[dict]:
+    """Decisions are matched per candidate: the decision's fields plus the candidate's."""
+    if topic != "decisions":
+        return lines
+    return [
+        {**{k: v for k, v in line.items() if k != "candidates"}, **candidate}
+        for line in lines
+        for candidate in line.get("candidates", [])
+    ]
+
+
+def _phrases(item: dict) -> list[str]:
+    wanted = item.get("reasons_contain", [])
+    return [wanted] if isinstance(wanted, str) else list(wanted)
+
+
+def matches(item: dict, record: dict) -> bool:
+    """Every field the item gives equals the record's (a list: all its elements are there)."""
+    for key, want in item.items():
+        if key in _META:
+            continue
+        have = record.get(key)
+        if isinstance(want, list) and isinstance(have, list):
+            if any(w not in have for w in want):
+                return False
+        elif have != want:
+            return False
+    text = " ".join(record.get("reasons", []))
+    return all(phrase in text for phrase in _phrases(item))
+
+
+def _describe(item: dict) -> str:
+    shown = {k: v for k, v in item.items() if k != "why"}
+    return json.dumps(shown, ensure_ascii=False)
+
+
+def problems(expected: dict, outputs: dict[str, list[dict]]) -> list[str]:
+    """What the outputs miss of `required` or hold of `forbidden`; empty when all holds."""
+    found: list[str] = []
+    for item in [*expected.get("required", []), *expected.get("forbidden", [])]:
+        if item.get("topic") not in TOPICS:
+            found.append(f"unknown topic (one of {', '.join(TOPICS)}): {_describe(item)}")
+    if found:
+        return found
+    for item in expected.get("required", []):
+        records = _records(item["topic"], outputs.get(item["topic"], []))
+        hits = sum(matches(item, r) for r in records)
+        count = item.get("count")
+        if count is None and hits == 0:
+            found.append(f"missing: {_describe(item)}")
+        elif count is not None and hits != count:
+            found.append(f"expected {count}, found {hits}: {_describe(item)}")
+    for item in expected.get("forbidden", []):
+        records = _records(item["topic"], outputs.get(item["topic"], []))
+        hits = sum(matches(item, r) for r in records)
+        if hits:
+            found.append(f"forbidden, found {hits}: {_describe(item)}")
+    return found
+
+
+def load_expected(scenario_dir: Path | str) -> dict:
+    return json.loads((Path(scenario_dir) / "expected.json").read_text())
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: check.py SCENARIO_DIR OUT_DIR", file=sys.stderr)
+        return 2
+    scenario, out = argv
+    expected = load_expected(scenario)
+    found = problems(expected, read_outputs(out))
+    for problem in found:
+        print(problem)
+    total = len(expected.get("required", [])) + len(expected.get("forbidden", []))
+    print(f"{Path(scenario).name}: {total - len(found)}/{total} expectations hold")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -42,36 +42,50 @@ def _event_order(raw: bytes) -> tuple[str, str]:
     return order.ts, order.event_id
 
 
-class _Login(msgspec.Struct):
+class _Ids(msgspec.Struct):
     type: str = ""
     customer_id: str | None = None
+    anonymous_id: str | None = None
 
 
-_LOGIN = msgspec.json.Decoder(_Login)
+_IDS = msgspec.json.Decoder(_Ids)
+
+
+def _ids(raw: bytes) -> _Ids | None:
+    try:
+        return _IDS.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None  # bad input: the decode step dead-letters it
 
 
 def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[RawRecord]]:
     """Split a batch so that a customer's records after their login wait for the merge.
 
     Everyone else's records go ahead; the held ones go in the next round, once the
-    visitor's profile merge has come back round the loop. Order is kept per customer.
+    visitor's profile merge has come back round the loop. Order is kept per customer
+    and per device: holding a record also holds what follows under its ids.
     """
-    blocked: list[bytes] = []
+    blocked: set[bytes] = set()
     now: list[RawRecord] = []
     later: list[RawRecord] = []
+
+    def block(ids: _Ids | None) -> None:
+        if ids is not None:
+            for value in (ids.customer_id, ids.anonymous_id):
+                if value:
+                    blocked.add(msgspec.json.encode(value))  # quoted, as in the JSON
+
     for record in batch:
         raw = record.value
         if blocked and any(b in raw for b in blocked):
             later.append(record)
+            block(_ids(raw))
             continue
         now.append(record)
         if b"identify" in raw:
-            try:
-                login = _LOGIN.decode(raw)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                continue  # bad input: the decode step dead-letters it
-            if login.type == "identify" and login.customer_id:
-                blocked.append(msgspec.json.encode(login.customer_id))  # quoted, as in the JSON
+            ids = _ids(raw)
+            if ids is not None and ids.type == "identify" and ids.customer_id:
+                blocked.add(msgspec.json.encode(ids.customer_id))
     return now, later
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from operators.ids import action_id, decision_id
 from operators.journeys import JourneyTracker
 from operators.playbook import ActionSpec, CompiledPlaybook, JourneySpec, TriggerSpec
-from operators.wording import ago, channel_list, channel_name, when
+from operators.wording import ago, channel_list, channel_name, clock, span, when
 from schemas.action import Action
 from schemas.decision import Candidate, CandidateStatus, Decision
 from schemas.event import Event
@@ -287,10 +287,10 @@ class DecisionMaker:
         t = trigger.transition
         if t is not None:
             label = t.journey.replace("_", " ")
-            if t.kind == "stalled" and inst is not None and journey is not None:
+            if t.kind == "stalled" and inst is not None:
                 return (
-                    f"The {label} journey stalled: no progress since "
-                    f"{when(inst.last_at, now)}, {_hours(journey.stall_s or 0)} ago."
+                    f"The {label} journey stalled: no progress for {span(now - inst.last_at)}, "
+                    f"since {clock(inst.last_at, now)}."
                 )
             return f"The {label} journey {t.kind}."
         if trigger.segment is not None:

@@ -23,20 +23,33 @@ def channel_list(channels: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def ago(seconds: float) -> str:
+def span(seconds: float) -> str:
+    """A duration as people say it: "40 min", "1 h 5 min", "2 d 3 h"."""
     minutes = int(seconds // 60)
     if minutes < 1:
-        return "just now"
+        return f"{int(seconds)} s"
     if minutes < 60:
-        return f"{minutes} min ago"
+        return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min ago" if minutes else f"{hours} h ago"
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
-def clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M UTC")
+def ago(seconds: float) -> str:
+    return "just now" if seconds < 60 else f"{span(seconds)} ago"
+
+
+def clock(ts: float, now: float | None = None) -> str:
+    """ "13:05 UTC", with the date when it is not the same day as `now`."""
+    moment = datetime.fromtimestamp(ts, UTC)
+    text = moment.strftime("%H:%M UTC")
+    if now is not None and moment.date() != datetime.fromtimestamp(now, UTC).date():
+        text += f" on {moment.day} {moment.strftime('%b')}"
+    return text
 
 
 def when(ts: float, now: float) -> str:
     """ "13:05 UTC (40 min ago)": absolute for the record, relative for the reader."""
-    return f"{clock(ts)} ({ago(now - ts)})"
+    return f"{clock(ts, now)} ({ago(now - ts)})"

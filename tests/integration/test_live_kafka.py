@@ -179,7 +179,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
     assert stalled[0].at == events[2].ts + timedelta(seconds=STALL_S)
     (help_action,) = [a for a in helped if a.action == "activation_help"]
     assert help_action.customer_id == "cust-K1" and help_action.channel != "sms"
-    assert "sms: no service consent" in " ".join(help_action.reasons)
+    assert "SMS: no service consent" in " ".join(help_action.reasons)
 
     # Scenario 6 live: the laptop's journey merged into the customer's: one journey.
     upgrade = [t for t in live if t.journey == "phone_upgrade"]

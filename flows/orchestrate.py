@@ -27,7 +27,7 @@ from msgspec import Struct
 from flows import metrics
 from flows.clock import EventClock
 from flows.loopback import LOOP_TOPIC, EmbeddedSource, Loopback
-from flows.settings import KafkaSettings, all_topics, load_default_playbook
+from flows.settings import KafkaSettings, all_topics, load_default_playbook, state_key
 from flows.sinks import TopicFileSink
 from flows.sources import RawRecord
 from operators.customer_step import CustomerStep
@@ -135,20 +135,21 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
 
 def _route(item: tuple[str, Struct]) -> Output:
     """Send one customer-step output to its topic, encoded once."""
-    key, value = item
+    _state_key, value = item
     kind = type(value)
     if kind is Decision:
         metrics.DECISIONS.labels(value.outcome).inc()  # type: ignore[attr-defined]
-        return ("decisions", key, encode(value))
+        return ("decisions", value.customer_id, encode(value))  # type: ignore[attr-defined]
     if kind is JourneyTransition:
         metrics.TRANSITIONS.labels(value.kind).inc()  # type: ignore[attr-defined]
         return ("journeys", value.customer_id, encode(value))  # type: ignore[attr-defined]
     if kind is Action:
         metrics.ACTIONS.labels(value.channel, value.action).inc()  # type: ignore[attr-defined]
-        return (f"actions.{value.channel}", key, encode(value))  # type: ignore[attr-defined]
+        topic = f"actions.{value.channel}"  # type: ignore[attr-defined]
+        return (topic, value.customer_id, encode(value))  # type: ignore[attr-defined]
     if kind is AudienceChange:
         metrics.AUDIENCE_CHANGES.labels(value.change).inc()  # type: ignore[attr-defined]
-        return ("audiences", key, encode(value))
+        return ("audiences", value.customer_id, encode(value))  # type: ignore[attr-defined]
     if kind is Event:
         customer = value.customer_id or value.anonymous_id  # type: ignore[attr-defined]
         return (LOOP_TOPIC, customer, encode(value))
@@ -203,10 +204,10 @@ def _make_decoder(
             ts = event.ts.timestamp()
             latest = max(latest, ts)
             key = customer_key(event)
-            out.append((key, (key, event)))
+            out.append((state_key(key), (key, event)))
             if event.type == "identify":
                 visitor = ANONYMOUS_PREFIX + event.anonymous_id  # type: ignore[operator]
-                out.append((visitor, (visitor, event)))
+                out.append((state_key(visitor), (visitor, event)))
                 extra += 1
         clock.advance(latest)
         if loop is not None:

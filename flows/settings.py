@@ -8,6 +8,7 @@ differently, so both spellings are derived here.
 import os
 from dataclasses import dataclass, field
 from functools import cache
+from hashlib import blake2b
 from pathlib import Path
 
 from operators.playbook import CompiledPlaybook, compile_playbook
@@ -132,3 +133,18 @@ def load_compiled(path: Path) -> CompiledPlaybook:
 
 def load_default_playbook() -> CompiledPlaybook:
     return load_compiled(playbook_path())
+
+
+#: Secret that makes state keys unlinkable to customer ids without it. Set
+#: WAYFINDER_STATE_KEY_SECRET per deployment (and keep it: state is keyed by it).
+_SECRET = os.environ.get("WAYFINDER_STATE_KEY_SECRET", "wayfinder-state").encode()[:64]
+
+
+def state_key(key: str) -> str:
+    """The key the dataflow's state and recovery snapshots are stored under.
+
+    A keyed hash of the customer key, never the id itself: once a customer is
+    erased, their snapshot is gone and what remains under this key (a deletion
+    marker) names nobody.
+    """
+    return blake2b(key.encode(), digest_size=16, key=_SECRET).hexdigest()

@@ -71,14 +71,6 @@ class _Verdict:
     content: dict = field(default_factory=dict)
 
 
-def _hours(seconds: float) -> str:
-    if seconds % 86400 == 0:
-        return f"{int(seconds // 86400)} d"
-    if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 60)} min"
-
-
 class DecisionMaker:
     """Turns triggers into decisions with the playbook's actions and policies."""
 
@@ -332,15 +324,15 @@ class DecisionMaker:
             elif ts is not None:
                 missing.append(
                     f"Last {channel_name(channel)} contact at {when(ts, now)}, outside the "
-                    f"{_hours(window)} window."
+                    f"{span(window)} window."
                 )
             else:
                 missing.append(f"No {channel_name(channel)} contact in this journey.")
         if missing:
             why_not.extend(missing)
         else:
-            span = f"within the last {_hours(window)}" if window != float("inf") else ""
-            why.append(f"Tried {' and '.join(tried)} {span}".rstrip() + ".")
+            recent = f"within the last {span(window)}" if window != float("inf") else ""
+            why.append(f"Tried {' and '.join(tried)} {recent}".rstrip() + ".")
 
     def _apply_policies(
         self,
@@ -361,7 +353,7 @@ class DecisionMaker:
         last = ctx.last_action_at.get(action.name)
         if action.cooldown_s is not None and last is not None and now - last < action.cooldown_s:
             suppress(
-                f"Not sent: already sent {ago(now - last)}; cooldown {_hours(action.cooldown_s)}."
+                f"Not sent: already sent {ago(now - last)}; cooldown {span(action.cooldown_s)}."
             )
             return
         for other in ctx.journeys:

@@ -51,7 +51,7 @@ class SimulationConfig:
 
     customers: int = 3000
     seed: int = 7
-    hours: float = 24.0  # simulated span of event time
+    hours: float = 72.0  # simulated span of event time
     start: datetime = _DEFAULT_START
     bad_input_share: float = 0.003  # share of records that are bad input
     partitions: int = 4
@@ -226,6 +226,7 @@ class _Customer:
         "kinds",
         "kinds_cum",
         "n",
+        "opted_in",
         "pages",
         "partner_id",
         "profile",
@@ -259,6 +260,12 @@ class _Customer:
             "preferred_channel": preferred,
             "vertical": vertical,
         }
+        # Own generators, so these facts leave every other draw as it was.
+        self.opted_in = random.Random(f"{config.seed}:{index}:opt-in").random() < 0.6
+        if vertical == "telco":
+            billing = random.Random(f"{config.seed}:{index}:billing")
+            self.profile["paper_bill"] = billing.random() < 0.45
+            self.profile["plan"] = billing.choice(("sim_only", "contract", "family"))
         self.tz = ZoneInfo(tz_name)
         self.currency = _CURRENCY.get(tz_name, "USD" if tz_name.startswith("America") else "EUR")
         self.partner_id = f"dealer-{rng.randint(1, 40):03d}" if vertical == "auto" else None
@@ -367,6 +374,11 @@ class _Customer:
     def identify(self, t: float, device: _Device) -> None:
         """Link a device to the customer: the stitch point for its earlier anonymous events."""
         self.emit(t, "identify", device.channel, "login", self.profile, device=device)
+        if self.opted_in:
+            # Opted in to marketing when they signed up; recorded at their first login here.
+            self.opted_in = False
+            grant = Consent(granted=True, purpose="marketing")
+            self.emit(t, "consent", device.channel, "login", consent=grant, device=device)
         if device.identified_at is None or t < device.identified_at:
             device.identified_at = t
 
@@ -646,6 +658,8 @@ def _phone_upgrade(c: _Customer, t: float) -> None:
         t = c.after(t, 60, 600)
         visit.emit(t, "purchase", "checkout", sale)
         activated = c.after(t, 6 * 3600, 30 * 3600)  # delivered, then switched on
+        if rng.random() < 0.25:
+            activated = c.after(t, 50 * 3600, 120 * 3600)  # stuck: help is due after 48 h
     elif route < 0.85:
         # In one of our stores, or at a reseller partner's shop.
         channel, shop = ("store", "store_high_street") if route < 0.7 else ("partner", "reseller")
@@ -663,6 +677,8 @@ def _phone_upgrade(c: _Customer, t: float) -> None:
     # Reported by the network for the customer; the new phone has no anonymous id yet.
     channel = "app" if c.app is not None else "web"
     c.emit(activated, "device_activated", channel, "activation", order)
+    if rng.random() < 0.35:  # cases and chargers for the new phone
+        c.emit(c.after(activated, 3600, 3 * 86400), "page_view", channel, "accessories", order)
 
 
 def _telco_store(c: _Customer, t: float) -> None:

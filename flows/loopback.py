@@ -65,27 +65,21 @@ def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[Ra
     visitor's profile merge has come back round the loop. Order is kept per customer
     and per device: holding a record also holds what follows under its ids.
     """
-    blocked: set[bytes] = set()
+    blocked: set[str] = set()
     now: list[RawRecord] = []
     later: list[RawRecord] = []
-
-    def block(ids: _Ids | None) -> None:
-        if ids is not None:
-            for value in (ids.customer_id, ids.anonymous_id):
-                if value:
-                    blocked.add(msgspec.json.encode(value))  # quoted, as in the JSON
-
     for record in batch:
         raw = record.value
-        if blocked and any(b in raw for b in blocked):
-            later.append(record)
-            block(_ids(raw))
-            continue
-        now.append(record)
-        if b"identify" in raw:
+        if blocked or b"identify" in raw:
             ids = _ids(raw)
-            if ids is not None and ids.type == "identify" and ids.customer_id:
-                blocked.add(msgspec.json.encode(ids.customer_id))
+            if ids is not None:
+                if ids.customer_id in blocked or ids.anonymous_id in blocked:
+                    later.append(record)
+                    blocked.update(i for i in (ids.customer_id, ids.anonymous_id) if i)
+                    continue
+                if ids.type == "identify" and ids.customer_id:
+                    blocked.add(ids.customer_id)
+        now.append(record)
     return now, later
 
 

@@ -5,11 +5,13 @@ turned once into a closure over frozensets instead of being interpreted.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from schemas.event import Event
 from schemas.playbook import EventMatch
 
 Predicate = Callable[[Event], bool]
+T = TypeVar("T")
 
 
 def _never(_event: Event) -> bool:
@@ -53,3 +55,45 @@ def compile_any(matches: Sequence[EventMatch]) -> Predicate:
         return any(p(event) for p in predicates)
 
     return any_matches
+
+
+def could_match(match: EventMatch, type_: str, channel: str, touchpoint: str | None) -> bool:
+    """Whether the condition can match an event of this kind, whatever its properties."""
+    return (
+        (not match.types or type_ in match.types)
+        and (not match.channels or channel in match.channels)
+        and (not match.touchpoints or touchpoint in match.touchpoints)
+    )
+
+
+class Prefilter(Generic[T]):
+    """Which playbook items might care about an event, by its type, channel and contact point.
+
+    Most events concern few journeys and no action; this answers from a bounded
+    cache so that the full predicates only run where they can succeed.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[tuple[T, Sequence[EventMatch], frozenset[str]]],
+        limit: int = 8192,
+    ) -> None:
+        self._items = items
+        self._limit = limit
+        self._cache: dict[tuple[str, str, str | None], tuple[T, ...]] = {}
+
+    def relevant(self, event: Event) -> tuple[T, ...]:
+        kind = (event.type, event.channel, event.touchpoint)
+        found = self._cache.get(kind)
+        if found is None:
+            type_, channel, touchpoint = kind
+            found = tuple(
+                item
+                for item, conditions, touchpoints in self._items
+                if (touchpoint is not None and touchpoint in touchpoints)
+                or any(could_match(m, type_, channel, touchpoint) for m in conditions)
+            )
+            if len(self._cache) >= self._limit:  # open vocabularies: stay bounded
+                self._cache.clear()
+            self._cache[kind] = found
+        return found

@@ -78,7 +78,8 @@ class CustomerStep:
         changes = self.segments.update(ctx, ts, event.event_id)
         outputs += transitions
         outputs += changes
-        self._decide(ctx, Trigger.of_event(event), outputs)
+        if self.decisions.wants(event):
+            self._decide(ctx, Trigger.of_event(event), outputs)
         self._react(ctx, transitions, changes, outputs)
         return ctx, outputs
 

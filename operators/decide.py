@@ -11,6 +11,7 @@ reasons in words, and the playbook version it was made with.
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from operators.conditions import Prefilter
 from operators.ids import action_id, decision_id
 from operators.journeys import JourneyTracker
 from operators.playbook import ActionSpec, CompiledPlaybook, JourneySpec, TriggerSpec
@@ -76,15 +77,25 @@ class DecisionMaker:
 
     def __init__(self, playbook: CompiledPlaybook) -> None:
         self.playbook = playbook
-        self._event_actions = tuple(
-            a for a in playbook.actions if any(t.on_event is not None for t in a.triggers)
+        self._event_actions = Prefilter(
+            [
+                (a, [m for t in a.triggers for m in t.event_conditions], frozenset())
+                for a in playbook.actions
+            ]
         )
+
+    def wants(self, event: Event) -> bool:
+        """Whether any action could be triggered by this event (cheap, cached)."""
+        return bool(self._event_actions.relevant(event))
 
     def decide(
         self, ctx: CustomerContext, trigger: Trigger
     ) -> tuple[Action | None, Decision | None]:
         """Decide on one trigger (its event already folded); (None, None) if no action applies."""
-        actions = self._event_actions if trigger.event is not None else self.playbook.actions
+        if trigger.event is not None:
+            actions = self._event_actions.relevant(trigger.event)
+        else:
+            actions = self.playbook.actions
         verdicts: list[_Verdict] = []
         for action in actions:
             verdict = self._consider(ctx, trigger, action)

@@ -10,6 +10,7 @@ live runs, event time in replays), so both give the same transitions.
 from bisect import insort
 from datetime import UTC, datetime
 
+from operators.conditions import Prefilter
 from operators.ids import transition_id
 from operators.playbook import CompiledPlaybook, JourneySpec
 from schemas.event import Event
@@ -36,6 +37,9 @@ class JourneyTracker:
         self.playbook = playbook
         #: Properties that name an instance of some journey (transfer_id, ...).
         self._instance_keys = frozenset(j.key for j in playbook.journeys if j.key)
+        self._prefilter = Prefilter(
+            [(j, j.conditions, j.contact_points) for j in playbook.journeys]
+        )
 
     # ------------------------------------------------------------------ events
     def on_event(
@@ -44,7 +48,7 @@ class JourneyTracker:
         """Move every journey this event belongs to; open those it starts."""
         out: list[JourneyTransition] = []
         ts = event.ts.timestamp()
-        for spec in self.playbook.journeys:
+        for spec in self._prefilter.relevant(event):
             self._apply(ctx, spec, event, ts, sentiment, out)
         return out
 

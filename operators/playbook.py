@@ -14,6 +14,7 @@ from operators.conditions import Predicate, compile_any
 from schemas.event import Event
 from schemas.playbook import (
     ContactPoint,
+    EventMatch,
     LifecycleSettings,
     Playbook,
     SegmentDef,
@@ -42,6 +43,8 @@ class JourneySpec:
     milestones: tuple[MilestoneSpec, ...]
     contact_points: frozenset[str]
     suppresses: frozenset[str]
+    #: Every event condition of the journey, for the prefilter.
+    conditions: tuple[EventMatch, ...] = ()
 
     @property
     def label(self) -> str:
@@ -70,6 +73,7 @@ class TriggerSpec:
     sentiment_below: float | None
     segments: frozenset[str]
     value_tiers: frozenset[str]
+    event_conditions: tuple[EventMatch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,12 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
             ),
             contact_points=frozenset(j.contact_points),
             suppresses=frozenset(j.suppresses),
+            conditions=(
+                *j.entry,
+                *j.goal,
+                *j.failures,
+                *(m for milestone in j.milestones for m in milestone.when),
+            ),
         )
         for j in playbook.journeys
     )
@@ -164,6 +174,7 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
                     sentiment_below=t.sentiment_below,
                     segments=frozenset(t.segments),
                     value_tiers=frozenset(t.value_tiers),
+                    event_conditions=tuple(t.events),
                 )
                 for t in a.when
             ),

@@ -33,42 +33,50 @@ class SegmentEvaluator:
 
     def __init__(self, playbook: CompiledPlaybook) -> None:
         self.playbook = playbook
+        #: Per segment, the contact points that reveal one of its interests.
+        self._interest_points = {
+            segment.name: frozenset(
+                point
+                for point, interests in playbook.interests_of.items()
+                if interests & set(segment.interests)
+            )
+            for segment in playbook.segments
+        }
 
-    def why(self, segment: SegmentDef, ctx: CustomerContext, now: float) -> list[str] | None:
-        """The reasons the customer is in the segment, or None if a rule fails."""
+    def holds(self, segment: SegmentDef, ctx: CustomerContext, now: float) -> bool:
+        """Whether every rule of the segment holds (the per-event check: no wording)."""
+        if segment.value_tiers and ctx.value_tier not in segment.value_tiers:
+            return False
+        if segment.min_lifetime_value is not None and (
+            ctx.lifetime_value is None or ctx.lifetime_value < segment.min_lifetime_value
+        ):
+            return False
+        if segment.lifecycle and lifecycle_stage(ctx, now, self.playbook) not in segment.lifecycle:
+            return False
+        touchpoints = ctx.touchpoints
+        for point, minimum in segment.visited.items():
+            if touchpoints.get(point, 0) < minimum:
+                return False
+        if segment.interests and self._interest_points[segment.name].isdisjoint(touchpoints):
+            return False
+        attributes = ctx.attributes
+        return all(attributes.get(name) == value for name, value in segment.attributes.items())
+
+    def why(self, segment: SegmentDef, ctx: CustomerContext, now: float) -> list[str]:
+        """The reasons, in words, that a customer for whom `holds` is true is in the segment."""
         reasons: list[str] = []
         if segment.value_tiers:
-            if ctx.value_tier not in segment.value_tiers:
-                return None
             reasons.append(f"value tier {ctx.value_tier}")
         if segment.min_lifetime_value is not None:
-            ltv = ctx.lifetime_value
-            if ltv is None or ltv < segment.min_lifetime_value:
-                return None
-            reasons.append(f"lifetime value {ltv:,.0f}")
+            reasons.append(f"lifetime value {ctx.lifetime_value:,.0f}")
         if segment.lifecycle:
-            stage = lifecycle_stage(ctx, now, self.playbook)
-            if stage not in segment.lifecycle:
-                return None
-            reasons.append(f"lifecycle {stage}")
-        for point, minimum in segment.visited.items():
-            visits = ctx.touchpoints.get(point, 0)
-            if visits < minimum:
-                return None
-            reasons.append(f"visited {point} {visits} times")
+            reasons.append(f"lifecycle {lifecycle_stage(ctx, now, self.playbook)}")
+        for point in segment.visited:
+            reasons.append(f"visited {point} {ctx.touchpoints.get(point, 0)} times")
         if segment.interests:
-            wanted = set(segment.interests)
-            shown = sorted(
-                point
-                for point in ctx.touchpoints
-                if self.playbook.interests_of.get(point, frozenset()) & wanted
-            )
-            if not shown:
-                return None
+            shown = sorted(self._interest_points[segment.name].intersection(ctx.touchpoints))
             reasons.append("interest shown at " + ", ".join(shown[:3]))
         for name, value in segment.attributes.items():
-            if ctx.attributes.get(name) != value:
-                return None
             reasons.append(f"{name} is {str(value).lower()}")
         return reasons
 
@@ -76,21 +84,21 @@ class SegmentEvaluator:
         self, ctx: CustomerContext, now: float, trigger_event_id: str | None
     ) -> list[AudienceChange]:
         """Re-evaluate membership; record it in the context and return the changes."""
+        current = ctx.segments
+        members = [s.name for s in self.playbook.segments if self.holds(s, ctx, now)]
+        if members == current:
+            return []
         changes: list[AudienceChange] = []
         at = datetime.fromtimestamp(now, UTC)
-        current = set(ctx.segments)
-        members: list[str] = []
         trigger = trigger_event_id or f"t={now:.3f}"
         for segment in self.playbook.segments:
-            reasons = self.why(segment, ctx, now)
             name = segment.name
-            if reasons is not None:
-                members.append(name)
-                if name not in current:
-                    changes.append(
-                        self._change(ctx, name, "entered", at, reasons, trigger, trigger_event_id)
-                    )
-            elif name in current:
+            if name in members and name not in current:
+                reasons = self.why(segment, ctx, now)
+                changes.append(
+                    self._change(ctx, name, "entered", at, reasons, trigger, trigger_event_id)
+                )
+            elif name in current and name not in members:
                 changes.append(
                     self._change(
                         ctx,

@@ -9,6 +9,7 @@ import msgspec
 from kafka import KafkaProducer
 from rich.console import Console
 
+from flows.map_files import map_from_snapshots, write_map_files
 from flows.orchestrate import embedded_flow, kafka_flow
 from flows.runner import RecoveryOptions, print_summary, run_flow
 from flows.settings import (
@@ -106,6 +107,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
         topics = sorted(p.stem for p in args.out.glob("*.jsonl"))
         summary.outputs = {topic: str(sink.path(topic)) for topic in topics}
+        analytics = sink.path("analytics")
+        if analytics.exists():
+            with analytics.open("rb") as snapshots:
+                cmap = map_from_snapshots(snapshots)
+            for name, path in write_map_files(cmap, args.out).items():
+                summary.outputs[name] = str(path)
         summary_path = args.out / "summary.json"
         summary.outputs["summary"] = str(summary_path)
         summary_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")

@@ -24,6 +24,14 @@ ERASURES = Counter("wayfinder_erasures", "Customers erased on request.")
 DECISIONS = Counter("wayfinder_decisions", "Decisions made, by outcome.", ["outcome"])
 TRANSITIONS = Counter("wayfinder_journey_transitions", "Journey transitions, by kind.", ["kind"])
 AUDIENCE_CHANGES = Counter("wayfinder_audience_changes", "Segment entries and exits.", ["change"])
+JOURNEY_CASES = Gauge(
+    "wayfinder_journey_finished_cases",
+    "Finished journeys folded into the map, by journey.",
+    ["journey"],
+)
+JOURNEY_GOAL_RATE = Gauge(
+    "wayfinder_journey_goal_rate", "Share of finished journeys that reached the goal.", ["journey"]
+)
 INPUT_EVENT_TIME = Gauge(
     "wayfinder_input_event_time_seconds",
     "Event time reached by each embedded input partition (how far a replay has got).",

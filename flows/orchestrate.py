@@ -25,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from msgspec import Struct
 
 from flows import metrics
+from flows.analytics_step import ScopeLogic, finished_journeys
 from flows.clock import EventClock
 from flows.loopback import LOOP_TOPIC, EmbeddedSource, Loopback
 from flows.settings import KafkaSettings, all_topics, load_default_playbook, state_key
@@ -34,6 +35,7 @@ from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
 from operators.playbook import CompiledPlaybook
 from schemas.action import Action
+from schemas.analytics import AnalyticsSnapshot
 from schemas.audience import AudienceChange, Tombstone
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, BadInput, EventDecoder, encode
 from schemas.deadletter import DeadLetter
@@ -158,6 +160,11 @@ def _route(item: tuple[str, Struct]) -> Output:
     raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
 
 
+def _analytics_output(item: tuple[str, AnalyticsSnapshot]) -> Output:
+    scope, snapshot = item
+    return ("analytics", scope, encode(snapshot))
+
+
 def _dead_letter_output(letter: DeadLetter) -> Output:
     return ("dlq", None, encode(letter))
 
@@ -253,8 +260,11 @@ def build_flow(
         lambda resume: CustomerLogic(step, resume, live=live, clock=clock, loop=loop),
     )
     results = op.map("route", customers, _route)
+    finished = op.flat_map("finished_journeys", customers, finished_journeys)
+    snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
+    analytics = op.map("analytics_out", snapshots, _analytics_output)
     dead = op.map("dead_letter", split.falses, _dead_letter_output)
-    merged = op.merge("all_outputs", results, dead)
+    merged = op.merge("all_outputs", results, analytics, dead)
     op.output("out", op.map("shape", merged, shape), sink)
     return flow
 

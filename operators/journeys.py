@@ -14,7 +14,7 @@ from operators.conditions import Prefilter
 from operators.ids import transition_id
 from operators.playbook import CompiledPlaybook, JourneySpec
 from schemas.event import Event
-from schemas.journey import JourneyTransition, TransitionKind
+from schemas.journey import JourneyTransition, PathStep, TransitionKind
 from state.context import (
     MAX_FINISHED_JOURNEYS,
     MAX_JOURNEY_PATH,
@@ -24,6 +24,9 @@ from state.context import (
     JourneySummary,
     Touch,
 )
+
+#: Transitions that end a journey; they carry its path for the contact-point map.
+_TERMINAL = frozenset({"completed", "abandoned"})
 
 
 def _touch_ts(touch: Touch) -> float:
@@ -319,4 +322,11 @@ class JourneyTracker:
             trigger_event_id=trigger_event_id,
             partner_id=inst.owner,
             merged_into=merged_into,
+            sentiment=inst.sentiment,
+            path=[
+                PathStep(datetime.fromtimestamp(t.ts, UTC), t.touchpoint, t.channel)
+                for t in inst.path
+            ]
+            if kind in _TERMINAL
+            else [],
         )

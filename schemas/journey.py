@@ -12,6 +12,14 @@ TransitionKind = Literal[
 ]
 
 
+class PathStep(Struct, array_like=True, frozen=True):
+    """One step of a finished journey: when, at which contact point, on which channel."""
+
+    at: datetime
+    contact_point: str | None
+    channel: str
+
+
 class JourneyTransition(Struct, kw_only=True, omit_defaults=True):
     """A customer's journey moved: entered, reached a milestone, stalled, ended."""
 
@@ -32,3 +40,6 @@ class JourneyTransition(Struct, kw_only=True, omit_defaults=True):
     trigger_event_id: str | None = None
     partner_id: str | None = None
     merged_into: str | None = None
+    sentiment: float | None = None
+    #: The steps taken, on `completed` and `abandoned`: what the contact-point map learns from.
+    path: list[PathStep] = []

@@ -5,6 +5,7 @@ from typing import Any
 import msgspec
 
 from schemas.action import Action
+from schemas.analytics import AnalyticsSnapshot
 from schemas.audience import AudienceChange
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
@@ -19,6 +20,7 @@ TOPIC_SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "decisions": Decision,
     "journeys": JourneyTransition,
     "audiences": AudienceChange,
+    "analytics": AnalyticsSnapshot,
     "dlq": DeadLetter,
 }
 

@@ -107,7 +107,9 @@ def test_schema_command_exports_one_json_schema_per_topic(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         f"{t}.schema.json"
-        for t in sorted(["actions", "audiences", "decisions", "dlq", "events", "journeys"])
+        for t in sorted(
+            ["actions", "analytics", "audiences", "decisions", "dlq", "events", "journeys"]
+        )
     ]
 
 

@@ -55,5 +55,7 @@ def write_map_files(cmap: ContactMap, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     edges = write_edges_csv(cmap, out / "contact_map_edges.csv")
     full = out / "contact_map.json"
-    full.write_bytes(msgspec.json.encode(cmap))
+    # Sorted keys: the same map is the same file, whatever order its paths came in.
+    as_json = msgspec.to_builtins(cmap, str_keys=True)
+    full.write_bytes(msgspec.json.encode(as_json, order="sorted"))
     return {"contact map edges": edges, "contact map": full}

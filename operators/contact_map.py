@@ -23,22 +23,26 @@ _BINS_PER_DOUBLING = 4
 
 
 class Durations(Struct):
-    """A log-binned histogram of durations in seconds, with an exact mean."""
+    """A log-binned histogram of durations in seconds, with an exact mean.
+
+    The total is whole milliseconds, so it sums to the same value in any order
+    (paths arrive in different orders with more workers, or live vs replay).
+    """
 
     count: int = 0
-    total: float = 0.0
+    total_ms: int = 0
     bins: dict[int, int] = field(default_factory=dict)
 
     def add(self, seconds: float) -> None:
         seconds = max(seconds, 0.0)
         self.count += 1
-        self.total += seconds
+        self.total_ms += round(seconds * 1000)
         b = int(math.log2(seconds + 1.0) * _BINS_PER_DOUBLING)
         self.bins[b] = self.bins.get(b, 0) + 1
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
+        return self.total_ms / 1000 / self.count if self.count else 0.0
 
     def quantile(self, q: float) -> float:
         """The q-quantile, at the middle of its bin (exact for zero durations)."""
@@ -70,7 +74,8 @@ class Node(Struct):
     drop_offs: int = 0
     loops: int = 0
     dwell: Durations = field(default_factory=Durations)
-    sentiment_total: float = 0.0
+    #: Sentiment in thousandths, summed as integers (the same in any order).
+    sentiment_milli: int = 0
     sentiment_cases: int = 0
 
 
@@ -84,7 +89,8 @@ class Kpis(Struct):
     events: int = 0
     time_to_goal: Durations = field(default_factory=Durations)
     case_durations: Durations = field(default_factory=Durations)
-    sentiment_total: float = 0.0
+    #: Sentiment in thousandths, summed as integers (the same in any order).
+    sentiment_milli: int = 0
     sentiment_cases: int = 0
     partners: dict[str, list[int]] = field(default_factory=dict)  # partner -> [cases, goal]
 
@@ -148,7 +154,7 @@ class ContactMap(Struct):
             k.goal_reached += 1
             k.time_to_goal.add(duration)
         if sentiment is not None:
-            k.sentiment_total += sentiment
+            k.sentiment_milli += round(sentiment * 1000)
             k.sentiment_cases += 1
         if partner is not None:
             tally = k.partners.setdefault(partner, [0, 0])
@@ -168,7 +174,7 @@ class ContactMap(Struct):
                 k.loops += 1
             seen_nodes.add(point)
             if sentiment is not None and i == len(path) - 2:
-                node.sentiment_total += sentiment
+                node.sentiment_milli += round(sentiment * 1000)
                 node.sentiment_cases += 1
             if i < len(path) - 2:
                 node.dwell.add(steps[i].ts - steps[i - 1].ts)
@@ -242,7 +248,7 @@ class ContactMap(Struct):
                 "p90": round(k.time_to_goal.quantile(0.9), 3),
             },
             "drop_off_by_last_contact_point": drop_off,
-            "sentiment": round(k.sentiment_total / k.sentiment_cases, 3)
+            "sentiment": round(k.sentiment_milli / 1000 / k.sentiment_cases, 3)
             if k.sentiment_cases
             else None,
             "by_partner": {
@@ -264,7 +270,7 @@ class ContactMap(Struct):
             if START not in key and END not in key and e.durations.count
         )
         typical_wait = p90s[len(p90s) // 2] if p90s else 0.0
-        avg_sentiment = k.sentiment_total / k.sentiment_cases if k.sentiment_cases else None
+        avg_sentiment = k.sentiment_milli / 1000 / k.sentiment_cases if k.sentiment_cases else None
         found: list[dict] = []
         for point, node in s.nodes.items():
             if node.visits < 5:
@@ -279,7 +285,7 @@ class ContactMap(Struct):
                 score = max(score, loop / avg_loop if avg_loop else 2.0)
                 reasons.append(f"revisited in {loop:.0%} of visits (loops)")
             if node.sentiment_cases and avg_sentiment is not None:
-                mood = node.sentiment_total / node.sentiment_cases
+                mood = node.sentiment_milli / 1000 / node.sentiment_cases
                 if mood < min(avg_sentiment - 0.2, -0.1):
                     score = max(score, 1.0 + (avg_sentiment - mood))
                     reasons.append(f"sentiment {mood:+.2f} vs {avg_sentiment:+.2f}")

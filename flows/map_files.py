@@ -42,6 +42,12 @@ def map_from_snapshots(messages: Iterable[bytes]) -> ContactMap:
     return cmap
 
 
+def canonical_json(cmap: ContactMap) -> bytes:
+    """The map as JSON with sorted keys: the same map gives the same bytes, whatever
+    order its paths came in."""
+    return msgspec.json.encode(msgspec.to_builtins(cmap, str_keys=True), order="sorted")
+
+
 def write_edges_csv(cmap: ContactMap, path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=EDGE_COLUMNS)
@@ -55,7 +61,5 @@ def write_map_files(cmap: ContactMap, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     edges = write_edges_csv(cmap, out / "contact_map_edges.csv")
     full = out / "contact_map.json"
-    # Sorted keys: the same map is the same file, whatever order its paths came in.
-    as_json = msgspec.to_builtins(cmap, str_keys=True)
-    full.write_bytes(msgspec.json.encode(as_json, order="sorted"))
+    full.write_bytes(canonical_json(cmap))
     return {"contact map edges": edges, "contact map": full}

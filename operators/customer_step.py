@@ -75,7 +75,7 @@ class CustomerStep:
         if sample is not None:
             observe(ctx.sentiment, sample, ts)
         transitions = self.journeys.on_event(ctx, event, sample)
-        changes = self.segments.update(ctx, ts, event.event_id)
+        changes = self.segments.update(ctx, ts, event.event_id, event)
         outputs += transitions
         outputs += changes
         if self.decisions.wants(event):

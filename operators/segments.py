@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from operators.ids import audience_change_id
 from operators.playbook import CompiledPlaybook
 from schemas.audience import AudienceChange
+from schemas.event import Event
 from schemas.playbook import SegmentDef
 from state.context import CustomerContext
 
@@ -42,6 +43,17 @@ class SegmentEvaluator:
             )
             for segment in playbook.segments
         }
+        self._watched_points = frozenset(
+            point
+            for segment in playbook.segments
+            for point in (*segment.visited, *self._interest_points[segment.name])
+        )
+        self._watched_properties = frozenset(
+            {"value_tier", "lifetime_value"}
+            | {name for segment in playbook.segments for name in segment.attributes}
+        )
+        #: Segments whose membership can change with time alone (lifecycle stage).
+        self._timed = tuple(s for s in playbook.segments if s.lifecycle)
 
     def holds(self, segment: SegmentDef, ctx: CustomerContext, now: float) -> bool:
         """Whether every rule of the segment holds (the per-event check: no wording)."""
@@ -80,12 +92,38 @@ class SegmentEvaluator:
             reasons.append(f"{name} is {str(value).lower()}")
         return reasons
 
+    def could_change(self, event: Event) -> bool:
+        """Whether folding this event can change anything a segment rule reads, besides time."""
+        if event.touchpoint is not None and event.touchpoint in self._watched_points:
+            return True
+        if event.type == "identify":
+            return True
+        return bool(event.properties) and not self._watched_properties.isdisjoint(event.properties)
+
     def update(
-        self, ctx: CustomerContext, now: float, trigger_event_id: str | None
+        self,
+        ctx: CustomerContext,
+        now: float,
+        trigger_event_id: str | None,
+        event: Event | None = None,
     ) -> list[AudienceChange]:
-        """Re-evaluate membership; record it in the context and return the changes."""
+        """Re-evaluate membership; record it in the context and return the changes.
+
+        Given the event just folded, only the segments it can affect are checked
+        again (and those that depend on time); the others keep their membership.
+        """
         current = ctx.segments
-        members = [s.name for s in self.playbook.segments if self.holds(s, ctx, now)]
+        if event is None or self.could_change(event) or (not ctx.known and ctx.events == 1):
+            checked = self.playbook.segments
+        else:
+            checked = self._timed
+            if not checked:
+                return []
+        members = [
+            s.name
+            for s in self.playbook.segments
+            if (self.holds(s, ctx, now) if s in checked else s.name in current)
+        ]
         if members == current:
             return []
         changes: list[AudienceChange] = []

@@ -11,6 +11,9 @@ from rich.console import Console
 
 from flows.map_files import map_from_snapshots, write_map_files
 from flows.orchestrate import embedded_flow, kafka_flow
+from flows.pictures import add_map_command
+from flows.replay import add_replay_command
+from flows.report import write_report
 from flows.runner import RecoveryOptions, print_summary, run_flow
 from flows.settings import (
     KafkaSettings,
@@ -113,6 +116,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 cmap = map_from_snapshots(snapshots)
             for name, path in write_map_files(cmap, args.out).items():
                 summary.outputs[name] = str(path)
+            if cmap.scopes:
+                report = write_report(cmap, summary.as_dict(), args.out / "report.html", title)
+                summary.outputs["report"] = str(report)
         summary_path = args.out / "summary.json"
         summary.outputs["summary"] = str(summary_path)
         summary_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
@@ -257,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     topics.set_defaults(handler=cmd_topics)
+
+    add_replay_command(sub)
+    add_map_command(sub)
 
     playbook = sub.add_parser(
         "playbook",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from msgspec import Struct, field
 
+from operators.wording import span
+
 START, END = "__start__", "__end__"
 ALL = "all"
 
@@ -31,12 +33,15 @@ class Durations(Struct):
 
     count: int = 0
     total_ms: int = 0
+    max_ms: int = 0
     bins: dict[int, int] = field(default_factory=dict)
 
     def add(self, seconds: float) -> None:
         seconds = max(seconds, 0.0)
         self.count += 1
-        self.total_ms += round(seconds * 1000)
+        ms = round(seconds * 1000)
+        self.total_ms += ms
+        self.max_ms = max(self.max_ms, ms)
         b = int(math.log2(seconds + 1.0) * _BINS_PER_DOUBLING)
         self.bins[b] = self.bins.get(b, 0) + 1
 
@@ -111,6 +116,15 @@ class Step:
 
 
 _SEP = "\x1f"
+
+
+def _summary(durations: Durations) -> dict[str, float]:
+    return {
+        "mean": round(durations.mean, 3),
+        "p50": round(durations.quantile(0.5), 3),
+        "p90": round(durations.quantile(0.9), 3),
+        "max": durations.max_ms / 1000,
+    }
 
 
 def edge_key(source: str, target: str) -> str:
@@ -242,11 +256,8 @@ class ContactMap(Struct):
             "events": k.events,
             "loops": k.loops,
             "channel_switches": k.channel_switches,
-            "time_to_goal_seconds": {
-                "mean": round(k.time_to_goal.mean, 3),
-                "p50": round(k.time_to_goal.quantile(0.5), 3),
-                "p90": round(k.time_to_goal.quantile(0.9), 3),
-            },
+            "time_to_goal_seconds": _summary(k.time_to_goal),
+            "case_duration_seconds": _summary(k.case_durations),
             "drop_off_by_last_contact_point": drop_off,
             "sentiment": round(k.sentiment_milli / 1000 / k.sentiment_cases, 3)
             if k.sentiment_cases
@@ -311,7 +322,7 @@ class ContactMap(Struct):
                         "where": f"{source} -> {target}",
                         "score": round(p90 / typical_wait, 3),
                         "visits": edge.count,
-                        "reasons": [f"p90 wait {p90:,.0f} s vs {typical_wait:,.0f} s typical"],
+                        "reasons": [f"p90 wait {span(p90)} vs {span(typical_wait)} typical"],
                     }
                 )
         found.sort(key=lambda p: (-p["score"], p["where"]))

@@ -134,3 +134,18 @@ def test_make_run_is_the_readme_command(tmp_path: Path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert 150 < summary(out)["customers"] <= 200
     assert "Wayfinder run" in done.stdout
+
+
+def test_replay_of_an_events_file_gives_the_map_the_run_gives(tmp_path):
+    events = tmp_path / "events.jsonl"
+    wayfinder("simulate", *SMALL, "--out", str(events))
+    run, replay = tmp_path / "run", tmp_path / "replay"
+    wayfinder("run", "--events", str(events), "--out", str(run), "--no-progress")
+    wayfinder("replay", "--events", str(events), "--out", str(replay))
+    ran = (run / "contact_map.json").read_bytes()
+    assert b"money_transfer" in ran
+    assert (replay / "contact_map.json").read_bytes() == ran
+    assert (replay / "contact_map_edges.csv").read_bytes() == (
+        run / "contact_map_edges.csv"
+    ).read_bytes()
+    assert (run / "report.html").exists() and (replay / "report.html").exists()

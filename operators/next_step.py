@@ -1,0 +1,581 @@
+"""Next-step prediction: which contact point a customer goes to next, learned online.
+
+Three models share one small contract (`predict` then `learn`, per customer
+prefix) and one evaluation, `prequential`: events in timestamp order, cases
+interleaved; each event after a case's first is predicted from that case's
+prefix and what is known of the case at that moment, before any model learns
+from it; then every model learns from it. The case end is not predicted.
+
+- `Markov1`: the most frequent successor of the last activity.
+- `BackoffNgram`: the most frequent successor of the longest suffix (up to
+  order 4) seen before, backing off to shorter suffixes.
+- `NextStepLearner` ("ours"): a pool of experts - the n-grams of every order,
+  their recency-weighted twins, and experts that condition the last activity
+  on what else is known (the set of contact points already visited, visits of
+  the last one, position, elapsed time, the gap between the last two events,
+  every case attribute and the last event's resource or group) - plus a river
+  classifier over the same features. A gate learns online, per last activity,
+  which expert has lately been right most often there and follows it.
+
+Pure core: no bytewax, no wall clock, no randomness; the same input order
+gives the same predictions. State is counts tables (bounded by a cap on the
+keys each table holds) and plain containers, so every model pickles.
+"""
+
+import math
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from river import naive_bayes
+
+Context = Mapping[str, str | float | None]
+Attributes = Mapping[str, str | float | None]
+
+#: Activities kept per case; older ones leave the prefix (the count stays in the context).
+MAX_PREFIX = 32
+#: Keys one counts table holds before it stops adding new ones (bounded memory, live).
+MAX_KEYS = 50_000
+
+#: Context keys the prefix tracker adds; everything else is an attribute.
+ELAPSED, SINCE_LAST, EVENTS = "elapsed_s", "since_last_s", "events"
+_DERIVED = (ELAPSED, SINCE_LAST, EVENTS)
+
+_DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+class NextStepModel(Protocol):
+    """Predicts a case's next activity from its prefix and context; learns from the answer."""
+
+    name: str
+
+    def predict(self, prefix: Sequence[str], context: Context) -> str | None: ...
+
+    def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None: ...
+
+
+# ---------------------------------------------------------------- counts tables
+
+
+def _argmax(counts: Mapping[str, float]) -> str | None:
+    """The most frequent key; ties go to the key seen first (insertion order)."""
+    best, best_count = None, 0.0
+    for key, count in counts.items():
+        if count > best_count:
+            best, best_count = key, count
+    return best
+
+
+def _argmax_signed(d):
+    best, bs = None, -math.inf
+    for k, v in d.items():
+        if v > bs:
+            best, bs = k, v
+    return best
+
+
+def _add(counts: dict[str, float], key: str, decay: float = 1.0) -> None:
+    """Count one more `key`; with decay < 1 the earlier counts of this table fade first."""
+    if decay < 1.0:
+        for k in counts:
+            counts[k] *= decay
+    counts[key] = counts.get(key, 0.0) + 1.0
+
+
+class _Table:
+    """Successor counts per context key, capped at `max_keys` keys."""
+
+    __slots__ = ("counts", "decay", "max_keys")
+
+    def __init__(self, decay: float = 1.0, max_keys: int = MAX_KEYS) -> None:
+        self.decay = decay
+        self.max_keys = max_keys
+        self.counts: dict[object, dict[str, float]] = {}
+
+    def predict(self, key: object) -> str | None:
+        successors = self.counts.get(key)
+        return _argmax(successors) if successors else None
+
+    def learn(self, key: object, next_step: str) -> None:
+        successors = self.counts.get(key)
+        if successors is None:
+            if len(self.counts) >= self.max_keys:
+                return
+            successors = self.counts[key] = {}
+        _add(successors, next_step, self.decay)
+
+    def __getstate__(self) -> dict:
+        return {"decay": self.decay, "max_keys": self.max_keys, "counts": self.counts}
+
+    def __setstate__(self, state: dict) -> None:
+        self.decay, self.max_keys, self.counts = state["decay"], state["max_keys"], state["counts"]
+
+
+# ---------------------------------------------------------------- baselines
+
+
+class Markov1:
+    """First-order Markov: the most frequent successor of the last activity.
+
+    An activity never seen with a successor falls back to the activity most often
+    seen as a successor overall (None before anything was learned).
+    """
+
+    name = "markov1"
+
+    def __init__(self) -> None:
+        self.successors = _Table()
+        self.overall: dict[str, float] = {}
+
+    def predict(self, prefix: Sequence[str], context: Context) -> str | None:
+        if prefix:
+            predicted = self.successors.predict(prefix[-1])
+            if predicted is not None:
+                return predicted
+        return _argmax(self.overall)
+
+    def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
+        if prefix:
+            self.successors.learn(prefix[-1], next_step)
+        _add(self.overall, next_step)
+
+
+class BackoffNgram:
+    """Back-off n-gram: the most frequent successor of the longest suffix seen before.
+
+    Suffixes of length `max_order` down to 1; then the activity most often seen as
+    a successor overall.
+    """
+
+    name = "ngram"
+
+    def __init__(self, max_order: int = 4) -> None:
+        self.max_order = max_order
+        self.successors = _Table()
+        self.overall: dict[str, float] = {}
+
+    def predict(self, prefix: Sequence[str], context: Context) -> str | None:
+        for order in range(min(self.max_order, len(prefix)), 0, -1):
+            predicted = self.successors.predict(tuple(prefix[-order:]))
+            if predicted is not None:
+                return predicted
+        return _argmax(self.overall)
+
+    def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
+        for order in range(1, min(self.max_order, len(prefix)) + 1):
+            self.successors.learn(tuple(prefix[-order:]), next_step)
+        _add(self.overall, next_step)
+
+
+# ---------------------------------------------------------------- ours
+
+
+def _bucket(value: float) -> int:
+    """Log2 buckets, symmetric around zero: 0, ±1, ±2-3, ±4-7, ..."""
+    magnitude = int(math.log2(1.0 + abs(value)))
+    return magnitude if value >= 0 else -magnitude
+
+
+def _duration_bucket(seconds: float | None) -> int | None:
+    """Log2 buckets of minutes: under a minute, 1-3 min, 3-7 min, ... ; None when unknown."""
+    if seconds is None:
+        return None
+    return int(math.log2(1.0 + max(seconds, 0.0) / 60.0))
+
+
+def _number(value: object) -> float | None:
+    """A finite number, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _attribute_value(value: str | float | None) -> str | int | None:
+    """A categorical value for an attribute: numbers bucketed, dates and blanks dropped."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return None if math.isnan(value) else _bucket(float(value))
+    value = str(value).strip()
+    if not value or _DATE_LIKE.match(value):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return None if math.isnan(number) else _bucket(number)
+
+
+@dataclass
+class _AttributeStats:
+    """Whether an attribute looks like an identifier: most values new in its first uses."""
+
+    seen: int = 0
+    values: set = field(default_factory=set)
+    dropped: bool = False
+
+    #: Uses looked at, and the share of distinct values among them that marks an identifier.
+    WINDOW: ClassVar[int] = 200
+    ID_SHARE: ClassVar[float] = 0.5
+
+    def observe(self, value: object) -> bool:
+        """Record one use; False once the attribute is dropped."""
+        if self.dropped or self.seen >= self.WINDOW:
+            return not self.dropped
+        self.seen += 1
+        self.values.add(value)
+        if len(self.values) > self.ID_SHARE * self.WINDOW:
+            self.dropped = True
+        if self.dropped or self.seen >= self.WINDOW:
+            self.values = set()
+        return not self.dropped
+
+
+class NextStepLearner:
+    """Ours: experts of every kind, and a gate that learns online which one to follow where.
+
+    Experts. Each is a counts table keyed by one view of (prefix, context) that
+    predicts the most frequent successor of its key, or, for a key it has not
+    seen yet, what the back-off n-gram predicts (so an expert is never silent):
+
+    - the n-grams of every order 0..`max_order`, and the back-off n-gram itself;
+    - the last activity with: the set of activities visited so far (where parallel
+      branches stand), the visits of the last activity (loops), the position, the
+      elapsed time, the gap between the last two events (log buckets), the visited
+      set and that gap;
+    - the last activity with each attribute's value (case attributes and the last
+      event's resource, group, ...), alone and with the visited set. Numbers are
+      log-bucketed, dates and blanks ignored, identifier-like attributes (nearly
+      every value new) dropped.
+
+    Every table exists twice: plain counts, and counts that fade by `recency` at
+    each new observation of the same key (so a process that changes is followed).
+    One more expert is river's multinomial naive Bayes over one-hot features (the
+    last 1-3 activities, the visited set, the attribute values), which adds up
+    evidence from several attributes at once; it ranks the candidates the other
+    experts put forward.
+
+    Gate. Per expert it keeps a fading hit rate (`trust_decay` per observation)
+    overall, per last activity, and per last activity and visited set; the finest
+    rate is shrunk towards the coarser ones (weight `prior_weight`). Each candidate
+    next step gets the best rate among the experts proposing it; the back-off
+    n-gram's candidate gets `margin` extra, so the gate leaves it only on
+    evidence. Ours therefore stays close to the back-off n-gram where the
+    context says nothing, and follows the context where it does.
+    """
+
+    name = "ours"
+
+    def __init__(
+        self,
+        max_order: int = 4,
+        recency: float = 0.9,
+        trust_decay: float = 0.995,
+        prior_weight: float = 10.0,
+        margin: float = 0.02,
+        naive_bayes_alpha: float = 0.1,
+        max_keys: int = MAX_KEYS,
+        exclude: frozenset[str] = frozenset(),
+        margin_mode: str = "fixed",
+    ) -> None:
+        self.margin_mode = margin_mode
+        self.max_order = max_order
+        self.recency = recency
+        self.trust_decay = trust_decay
+        self.prior_weight = prior_weight
+        self.margin = margin
+        self.naive_bayes_alpha = naive_bayes_alpha
+        self.max_keys = max_keys
+        self.exclude = exclude
+        self.decays = (1.0, recency) if recency < 1.0 else (1.0,)
+        self.tables: dict[tuple[str, float], _Table] = {}
+        # trust[(gate context, expert)] = [hits, predictions], both fading
+        self.trust: dict[tuple[object, str], list[float]] = {}
+        self.attributes: dict[str, _AttributeStats] = {}
+        self.paired = {}
+        self.classifier = naive_bayes.MultinomialNB(alpha=naive_bayes_alpha)
+        self._last: tuple | None = None  # (prefix, context, view, predictions) of the last call
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_last"] = None
+        return state
+
+    # -- what the learner sees of a prefix and its context
+
+    def _view(self, prefix: tuple[str, ...], context: Context) -> "_View":
+        attributes: list[tuple[str, str | int | bool]] = []
+        for name in sorted(context):
+            if name in _DERIVED:
+                continue
+            stats = self.attributes.get(name)
+            if stats is not None and stats.dropped:
+                continue
+            value = _attribute_value(context[name])
+            if value is not None:
+                attributes.append((name, value))
+
+        keys: list[tuple[str, object]] = [
+            (f"ngram{order}", prefix[len(prefix) - order :])
+            for order in range(min(self.max_order, len(prefix)), -1, -1)
+        ]
+        gates: list[object] = [()]
+        x: dict[str, float] = {}
+        if prefix:
+            last = prefix[-1]
+            seen = frozenset(prefix)
+            gates += [last, (last, seen)]
+            events = context.get(EVENTS)
+            position = int(events) if isinstance(events, int | float) else len(prefix)
+            elapsed = _duration_bucket(_number(context.get(ELAPSED)))
+            since_last = _duration_bucket(_number(context.get(SINCE_LAST)))
+            keys += [
+                ("seen", (last, seen)),
+                ("visits", (last, prefix.count(last))),
+                ("position", (last, min(position, 16))),
+                ("elapsed", (last, elapsed)),
+                ("since_last", (last, since_last)),
+                ("seen+since_last", (last, seen, since_last)),
+            ]
+            for name, value in attributes:
+                keys.append(("@" + name, (last, value)))
+                keys.append(("seen@" + name, (last, seen, value)))
+            for order in range(1, min(3, len(prefix)) + 1):
+                x[f"last{order}=" + "|".join(prefix[-order:])] = 1.0
+            for activity in seen:
+                x["seen=" + activity] = 1.0
+            for name, value in attributes:
+                x[f"{name}={value}"] = 1.0
+        if self.exclude:
+            keys = [(e, k) for e, k in keys if e not in self.exclude]
+        return _View(keys, gates, x, attributes)
+
+    # -- experts
+
+    def _predictions(
+        self, prefix: Sequence[str], context: Context
+    ) -> tuple["_View", dict[str, str | None]]:
+        """Every expert's prediction (computed once for a predict and the learn after it)."""
+        prefix = tuple(prefix)
+        if self._last is not None and self._last[0] == prefix and self._last[1] == context:
+            return self._last[2], self._last[3]
+        view = self._view(prefix, context)
+        predictions: dict[str, str | None] = {}
+        for decay in self.decays:
+            suffix = "" if decay == 1.0 else "~"
+            backoff = None
+            for expert, key in view.keys:
+                if backoff is None and expert.startswith("ngram"):
+                    table = self.tables.get((expert, decay))
+                    if table is not None:
+                        backoff = table.predict(key)
+            predictions["backoff" + suffix] = backoff
+            for expert, key in view.keys:
+                table = self.tables.get((expert, decay))
+                predicted = table.predict(key) if table is not None else None
+                predictions[expert + suffix] = backoff if predicted is None else predicted
+        if "river" not in self.exclude:
+            candidates = [p for p in dict.fromkeys(predictions.values()) if p is not None]
+            predictions["river"] = self._rank(view.x, candidates)
+        self._last = (prefix, dict(context), view, predictions)
+        return view, predictions
+
+    def _rank(self, x: dict[str, float], candidates: list[str]) -> str | None:
+        """The candidate river's naive Bayes finds most likely (its joint log-likelihood)."""
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
+        classifier = self.classifier
+        best, best_score = None, -math.inf
+        for candidate in candidates:
+            if candidate not in classifier.class_counts:
+                continue
+            score = math.log(classifier.p_class(candidate))
+            for feature, value in x.items():
+                score += value * math.log(classifier.p_feature_given_class(feature, candidate))
+            if score > best_score:
+                best, best_score = candidate, score
+        return best
+
+    # -- gate
+
+    def _trust(self, gates: list[object], expert: str) -> float:
+        """The expert's fading hit rate in the finest gate context, shrunk to coarser ones."""
+        rate, weight = 0.5, 2.0
+        for gate in gates:
+            hits, n = self.trust.get((gate, expert), (0.0, 0.0))
+            rate = (hits + weight * rate) / (n + weight)
+            weight = self.prior_weight
+        return rate
+
+    def predict(self, prefix: Sequence[str], context: Context) -> str | None:
+        view, predictions = self._predictions(prefix, context)
+        support: dict[str, float] = {}  # candidate: best trust among the experts proposing it
+        for expert, predicted in predictions.items():
+            if predicted is not None:
+                trust = self._trust(view.gates, expert)
+                if trust > support.get(predicted, -1.0):
+                    support[predicted] = trust
+        default = predictions.get("backoff")
+        if self.margin_mode == "paired":
+            return self._predict_paired(view, predictions, default)
+        if default is not None:
+            if self.margin_mode == "fixed":
+                support[default] += self.margin
+            else:
+                _, n = self.trust.get((view.gates[-1], "backoff"), (0.0, 0.0))
+                support[default] += self.margin / math.sqrt(1.0 + n)
+        return _argmax(support)
+
+    def _predict_paired(self, view, predictions, default):
+        support: dict[str, float] = {}
+        if default is not None:
+            support[default] = 0.0
+        z = self.margin
+        for expert, predicted in predictions.items():
+            if predicted is None or predicted == default:
+                continue
+            adv, weight = 0.0, self.prior_weight
+            wins = losses = n = 0.0
+            for gate in view.gates:
+                wins, losses, n = self.paired.get((gate, expert), (0.0, 0.0, 0.0))
+                adv = (wins - losses + weight * adv) / (n + weight)
+            score = adv - z * math.sqrt(wins + losses + 1.0) / (n + weight)
+            if score > support.get(predicted, 0.0 if default is not None else -math.inf):
+                support[predicted] = score
+        return _argmax_signed(support)
+
+    def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
+        view, predictions = self._predictions(prefix, context)
+        fade = self.trust_decay
+        b_hit = predictions.get("backoff") == next_step
+        for expert, predicted in predictions.items():
+            hit = predicted == next_step
+            for gate in view.gates:
+                st = self.paired.get((gate, expert))
+                if st is None:
+                    st = self.paired[(gate, expert)] = [0.0, 0.0, 0.0]
+                st[0] = st[0] * fade + (hit and not b_hit)
+                st[1] = st[1] * fade + (b_hit and not hit)
+                st[2] = st[2] * fade + 1.0
+        for expert, predicted in predictions.items():
+            hit = 1.0 if predicted == next_step else 0.0
+            for gate in view.gates:
+                stats = self.trust.get((gate, expert))
+                if stats is None:
+                    stats = self.trust[(gate, expert)] = [0.0, 0.0]
+                stats[0] = stats[0] * fade + hit
+                stats[1] = stats[1] * fade + 1.0
+        for expert, key in view.keys:
+            for decay in self.decays:
+                table = self.tables.get((expert, decay))
+                if table is None:
+                    table = self.tables[(expert, decay)] = _Table(decay, self.max_keys)
+                table.learn(key, next_step)
+        if view.x:
+            self.classifier.learn_one(view.x, next_step)
+        for name, value in view.attributes:
+            stats = self.attributes.get(name)
+            if stats is None:
+                stats = self.attributes[name] = _AttributeStats()
+            if not stats.observe(value):
+                for decay in self.decays:
+                    self.tables.pop(("@" + name, decay), None)
+                    self.tables.pop(("seen@" + name, decay), None)
+        self._last = None
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """One (prefix, context) as the learner sees it."""
+
+    keys: list[tuple[str, object]]  # (expert, key into its table)
+    gates: list[object]  # gate contexts, coarse to fine
+    x: dict[str, float]  # one-hot features for river
+    attributes: list[tuple[str, str | int | bool]]  # usable attributes, normalised
+
+
+def default_models() -> list[NextStepModel]:
+    """Ours and the two baselines it is measured against, in that order."""
+    return [NextStepLearner(), Markov1(), BackoffNgram(4)]
+
+
+# ---------------------------------------------------------------- prefixes and evaluation
+
+
+@dataclass
+class CasePrefix:
+    """What is known of one case after its latest event: the prefix and the context.
+
+    The prefix holds the last `MAX_PREFIX` activities; `events` counts them all.
+    The context gives the time from the case's first to its latest event, the gap
+    between its latest two events (None after one event), the number of events,
+    and the latest event's attributes (case attributes ride on every event).
+    """
+
+    activities: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_PREFIX))
+    events: int = 0
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    gap: float | None = None
+    attributes: dict[str, str | float | None] = field(default_factory=dict)
+
+    def add(self, activity: str, ts: float, attributes: Attributes) -> None:
+        """The case's next event has happened."""
+        if self.events:
+            self.gap = ts - self.last_ts
+        else:
+            self.first_ts = ts
+        self.activities.append(activity)
+        self.events += 1
+        self.last_ts = ts
+        self.attributes = dict(attributes)
+
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        return tuple(self.activities)
+
+    def context(self) -> dict[str, str | float | None]:
+        context = dict(self.attributes)
+        context[ELAPSED] = self.last_ts - self.first_ts
+        context[SINCE_LAST] = self.gap
+        context[EVENTS] = float(self.events)
+        return context
+
+
+def prequential(
+    stream: Iterable[tuple[str, str, float, Attributes]], models: Sequence[NextStepModel]
+) -> dict[str, dict]:
+    """Test-then-train on one stream of (case id, activity, epoch seconds, attributes).
+
+    Events come in timestamp order, cases interleaved. Each event after its
+    case's first is predicted by every model from the case's prefix and context
+    (built from earlier events only: this event's attributes and time reach the
+    context of the case's next prediction), then every model learns it.
+    Returns {model name: {"predicted": n, "correct": k, "accuracy": k / n}}.
+    """
+    cases: dict[str, CasePrefix] = {}
+    correct = [0] * len(models)
+    predicted = 0
+    for case_id, activity, ts, attributes in stream:
+        case = cases.get(case_id)
+        if case is None:
+            case = cases[case_id] = CasePrefix()
+        else:
+            prefix, context = case.prefix, case.context()
+            predicted += 1
+            for i, model in enumerate(models):
+                if model.predict(prefix, context) == activity:
+                    correct[i] += 1
+            for model in models:
+                model.learn(prefix, context, activity)
+        case.add(activity, ts, attributes)
+    return {
+        model.name: {
+            "predicted": predicted,
+            "correct": correct[i],
+            "accuracy": correct[i] / predicted if predicted else 0.0,
+        }
+        for i, model in enumerate(models)
+    }

@@ -10,16 +10,22 @@ from it; then every model learns from it. The case end is not predicted.
 - `BackoffNgram`: the most frequent successor of the longest suffix (up to
   order 4) seen before, backing off to shorter suffixes.
 - `NextStepLearner` ("ours"): a pool of experts - the n-grams of every order,
-  their recency-weighted twins, and experts that condition the last activity
-  on what else is known (the set of contact points already visited, visits of
-  the last one, position, elapsed time, the gap between the last two events,
-  every case attribute and the last event's resource or group) - plus a river
-  classifier over the same features. A gate learns online, per last activity,
-  which expert has lately been right most often there and follows it.
+  their recency-weighted twins, experts that condition the last activity on
+  what else is known (the set of contact points already visited, visits of the
+  last one, position, elapsed time, the gap between the last two events, each
+  case attribute and the last event's resource or group), and river's naive
+  Bayes over the same features - and a gate that learns online which expert
+  has lately been right most often in the current situation (the last activity
+  and what was visited), leaving the back-off n-gram only on evidence.
 
-Pure core: no bytewax, no wall clock, no randomness; the same input order
-gives the same predictions. State is counts tables (bounded by a cap on the
-keys each table holds) and plain containers, so every model pickles.
+`CasePrefix` keeps what is known of one case (the last `MAX_PREFIX` activities,
+times, the latest event's attributes) and gives the prefix and context to
+predict from: `prequential` uses it, and so can a live flow, per customer.
+
+Pure core: no bytewax, no wall clock, no randomness (nothing depends on hash
+order either); the same input order gives the same predictions. State is
+counts tables with a cap on their keys and plain containers: every model and
+`CasePrefix` pickles, so a flow can snapshot them.
 """
 
 import math
@@ -38,6 +44,8 @@ Attributes = Mapping[str, str | float | None]
 MAX_PREFIX = 32
 #: Keys one counts table holds before it stops adding new ones (bounded memory, live).
 MAX_KEYS = 50_000
+#: (gate context, expert) hit rates the gate of ours keeps, at most.
+MAX_TRUST = 500_000
 
 #: Context keys the prefix tracker adds; everything else is an attribute.
 ELAPSED, SINCE_LAST, EVENTS = "elapsed_s", "since_last_s", "events"
@@ -65,14 +73,6 @@ def _argmax(counts: Mapping[str, float]) -> str | None:
     for key, count in counts.items():
         if count > best_count:
             best, best_count = key, count
-    return best
-
-
-def _argmax_signed(d):
-    best, bs = None, -math.inf
-    for k, v in d.items():
-        if v > bs:
-            best, bs = k, v
     return best
 
 
@@ -197,7 +197,7 @@ def _attribute_value(value: str | float | None) -> str | int | None:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int | float):
-        return None if math.isnan(value) else _bucket(float(value))
+        return _bucket(float(value)) if math.isfinite(value) else None
     value = str(value).strip()
     if not value or _DATE_LIKE.match(value):
         return None
@@ -205,7 +205,7 @@ def _attribute_value(value: str | float | None) -> str | int | None:
         number = float(value)
     except ValueError:
         return value
-    return None if math.isnan(number) else _bucket(number)
+    return _bucket(number) if math.isfinite(number) else None
 
 
 @dataclass
@@ -264,6 +264,10 @@ class NextStepLearner:
     n-gram's candidate gets `margin` extra, so the gate leaves it only on
     evidence. Ours therefore stays close to the back-off n-gram where the
     context says nothing, and follows the context where it does.
+
+    `exclude` leaves experts out by name ("seen", "visits", "position", "elapsed",
+    "since_last", "seen+since_last", "@<attribute>", "seen@<attribute>", "river"),
+    for ablations. `max_keys` caps each table.
     """
 
     name = "ours"
@@ -278,9 +282,7 @@ class NextStepLearner:
         naive_bayes_alpha: float = 0.1,
         max_keys: int = MAX_KEYS,
         exclude: frozenset[str] = frozenset(),
-        margin_mode: str = "fixed",
     ) -> None:
-        self.margin_mode = margin_mode
         self.max_order = max_order
         self.recency = recency
         self.trust_decay = trust_decay
@@ -294,7 +296,6 @@ class NextStepLearner:
         # trust[(gate context, expert)] = [hits, predictions], both fading
         self.trust: dict[tuple[object, str], list[float]] = {}
         self.attributes: dict[str, _AttributeStats] = {}
-        self.paired = {}
         self.classifier = naive_bayes.MultinomialNB(alpha=naive_bayes_alpha)
         self._last: tuple | None = None  # (prefix, context, view, predictions) of the last call
 
@@ -327,8 +328,8 @@ class NextStepLearner:
             last = prefix[-1]
             seen = frozenset(prefix)
             gates += [last, (last, seen)]
-            events = context.get(EVENTS)
-            position = int(events) if isinstance(events, int | float) else len(prefix)
+            events = _number(context.get(EVENTS))
+            position = int(events) if events is not None else len(prefix)
             elapsed = _duration_bucket(_number(context.get(ELAPSED)))
             since_last = _duration_bucket(_number(context.get(SINCE_LAST)))
             keys += [
@@ -344,7 +345,7 @@ class NextStepLearner:
                 keys.append(("seen@" + name, (last, seen, value)))
             for order in range(1, min(3, len(prefix)) + 1):
                 x[f"last{order}=" + "|".join(prefix[-order:])] = 1.0
-            for activity in seen:
+            for activity in sorted(seen):
                 x["seen=" + activity] = 1.0
             for name, value in attributes:
                 x[f"{name}={value}"] = 1.0
@@ -418,52 +419,20 @@ class NextStepLearner:
                 if trust > support.get(predicted, -1.0):
                     support[predicted] = trust
         default = predictions.get("backoff")
-        if self.margin_mode == "paired":
-            return self._predict_paired(view, predictions, default)
         if default is not None:
-            if self.margin_mode == "fixed":
-                support[default] += self.margin
-            else:
-                _, n = self.trust.get((view.gates[-1], "backoff"), (0.0, 0.0))
-                support[default] += self.margin / math.sqrt(1.0 + n)
+            support[default] += self.margin
         return _argmax(support)
-
-    def _predict_paired(self, view, predictions, default):
-        support: dict[str, float] = {}
-        if default is not None:
-            support[default] = 0.0
-        z = self.margin
-        for expert, predicted in predictions.items():
-            if predicted is None or predicted == default:
-                continue
-            adv, weight = 0.0, self.prior_weight
-            wins = losses = n = 0.0
-            for gate in view.gates:
-                wins, losses, n = self.paired.get((gate, expert), (0.0, 0.0, 0.0))
-                adv = (wins - losses + weight * adv) / (n + weight)
-            score = adv - z * math.sqrt(wins + losses + 1.0) / (n + weight)
-            if score > support.get(predicted, 0.0 if default is not None else -math.inf):
-                support[predicted] = score
-        return _argmax_signed(support)
 
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
         view, predictions = self._predictions(prefix, context)
         fade = self.trust_decay
-        b_hit = predictions.get("backoff") == next_step
-        for expert, predicted in predictions.items():
-            hit = predicted == next_step
-            for gate in view.gates:
-                st = self.paired.get((gate, expert))
-                if st is None:
-                    st = self.paired[(gate, expert)] = [0.0, 0.0, 0.0]
-                st[0] = st[0] * fade + (hit and not b_hit)
-                st[1] = st[1] * fade + (b_hit and not hit)
-                st[2] = st[2] * fade + 1.0
         for expert, predicted in predictions.items():
             hit = 1.0 if predicted == next_step else 0.0
             for gate in view.gates:
                 stats = self.trust.get((gate, expert))
                 if stats is None:
+                    if len(self.trust) >= MAX_TRUST:
+                        continue  # full: this context is judged by its coarser ones
                     stats = self.trust[(gate, expert)] = [0.0, 0.0]
                 stats[0] = stats[0] * fade + hit
                 stats[1] = stats[1] * fade + 1.0

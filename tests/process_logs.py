@@ -19,7 +19,7 @@ counts, time spans and optional columns, and are deterministic for a seed:
 
 import csv
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -321,7 +321,3 @@ def generated_stream(name: str, seed: int | None = None) -> Stream:
     generator = GENERATORS[name]
     rows = generator() if seed is None else generator(seed=seed)
     return log_stream(rows)
-
-
-def iter_names() -> Iterator[str]:
-    yield from GENERATORS

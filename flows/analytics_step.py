@@ -13,15 +13,15 @@ import msgspec
 from bytewax.operators import StatefulBatchLogic
 
 from flows import metrics
-from operators.analytics import TERMINAL, fold_transition, scopes_of
-from operators.contact_map import ContactMap, Scope
+from operators.analytics import TERMINAL, InFlight, fold_in_flight, fold_transition, scopes_of
+from operators.contact_map import ALL, ContactMap, Scope
 from schemas.analytics import AnalyticsSnapshot
 from schemas.journey import JourneyTransition
 
 #: Event-time window between snapshots of a scope.
 WINDOW_SECONDS = 3600.0
 
-Scoped = tuple[str, JourneyTransition]
+Scoped = tuple[str, JourneyTransition | InFlight]
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -41,6 +41,8 @@ def finished_journeys(item: tuple[str, object]) -> list[tuple[str, Scoped]]:
     _key, value = item
     if type(value) is JourneyTransition and value.kind in TERMINAL and value.path:
         return [(scope, (scope, value)) for scope in scopes_of(value)]
+    if type(value) is InFlight:
+        return [(scope, (scope, value)) for scope in (value.journey, ALL)]
     return []
 
 
@@ -54,8 +56,8 @@ class ScopeLogic(StatefulBatchLogic[Scoped, AnalyticsSnapshot, bytes]):
 
     def on_batch(self, values: list[Scoped]) -> tuple[Iterable[AnalyticsSnapshot], bool]:
         out: list[AnalyticsSnapshot] = []
-        for scope, transition in values:
-            at = transition.at.timestamp()
+        for scope, item in values:
+            at = item.at.timestamp() if type(item) is JourneyTransition else item.steps[-1][1]
             state = self._state
             if state is None:
                 state = self._state = _State(scope, _window_end(at), at, False, Scope())
@@ -64,9 +66,12 @@ class ScopeLogic(StatefulBatchLogic[Scoped, AnalyticsSnapshot, bytes]):
                     out.append(self._publish())
                 state.window_end = _window_end(at)
             cmap = ContactMap(scopes={scope: state.map})
-            if fold_transition(cmap, transition, scope):
-                state.dirty = True
-                state.latest = max(state.latest, at)
+            if type(item) is InFlight:
+                fold_in_flight(cmap, item, scope)
+            elif not fold_transition(cmap, item, scope):
+                continue
+            state.dirty = True
+            state.latest = max(state.latest, at)
         return out, False
 
     def on_eof(self) -> tuple[Iterable[AnalyticsSnapshot], bool]:

@@ -31,6 +31,7 @@ from flows.loopback import LOOP_TOPIC, EmbeddedSource, Loopback
 from flows.settings import KafkaSettings, all_topics, load_default_playbook, state_key
 from flows.sinks import TopicFileSink
 from flows.sources import RawRecord
+from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
 from operators.playbook import CompiledPlaybook
@@ -109,7 +110,11 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
     def on_eof(self) -> tuple[Iterable[Struct], bool]:
         if self._live:
             return [], self._ctx is None
-        return self._wake(self._clock.watermark)
+        outputs, discard = self._wake(self._clock.watermark)
+        if self._ctx is not None:
+            # Where this customer is when the input ends, for the contact-point map.
+            outputs = [*outputs, *in_flight(self._ctx)]
+        return outputs, discard
 
     def notify_at(self) -> datetime | None:
         if not self._live:
@@ -135,8 +140,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
             loop.settled(consumed)
 
 
-def _route(item: tuple[str, Struct]) -> Output:
-    """Send one customer-step output to its topic, encoded once."""
+def _route(item: tuple[str, Struct]) -> Output | None:
+    """Send one customer-step output to its topic, encoded once (None: for analytics only)."""
     _state_key, value = item
     kind = type(value)
     if kind is Decision:
@@ -157,6 +162,8 @@ def _route(item: tuple[str, Struct]) -> Output:
         return (LOOP_TOPIC, customer, encode(value))
     if kind is Tombstone:
         return ("audiences", value.customer_id, None)  # type: ignore[attr-defined]
+    if kind is InFlight:
+        return None
     raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
 
 
@@ -259,7 +266,7 @@ def build_flow(
         split.trues,
         lambda resume: CustomerLogic(step, resume, live=live, clock=clock, loop=loop),
     )
-    results = op.map("route", customers, _route)
+    results = op.filter_map("route", customers, _route)
     finished = op.flat_map("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, _analytics_output)

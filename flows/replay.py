@@ -231,7 +231,8 @@ def journey_map(path: Path, playbook: CompiledPlaybook) -> ContactMap:
             latest = max(latest, event.ts.timestamp())
             replay.feed(event)
     replay.advance(latest)
-    return map_of(o for o in replay.outputs if type(o) is JourneyTransition)
+    finished = (o for o in replay.outputs if type(o) is JourneyTransition)
+    return map_of(finished, replay.in_flight())
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -274,7 +274,11 @@ def _kpi_table(cmap: ContactMap, scope: str, slug: str, kpis: dict) -> str:
     reached = kpis["goal_reached"]
     sentiment = kpis["sentiment"]
     rows = [
-        ("Started", _num(kpis["started"]), "cases that entered this scope and finished"),
+        (
+            "Started",
+            _num(kpis["started"]),
+            "cases in this scope: finished, or still open when the input ended",
+        ),
         ("Completed", _num(kpis["completed"]), "journeys that ended completed"),
         ("Goal reached", _num(reached), ""),
         ("Completion rate", _pct(kpis["completion_rate"]), "goal reached / started"),
@@ -282,6 +286,11 @@ def _kpi_table(cmap: ContactMap, scope: str, slug: str, kpis: dict) -> str:
             "Abandoned",
             f"{kpis['abandoned']:,} ({kpis['abandoned'] / started:.1%})",
             "journeys that stalled out",
+        ),
+        (
+            "Open at the end",
+            f"{kpis.get('open', 0):,} ({kpis.get('open', 0) / started:.1%})",
+            "still in flight when a bounded input ended (a run, a replay)",
         ),
         ("Events", _num(kpis["events"]), f"{kpis['events'] / started:.1f} per case"),
         (

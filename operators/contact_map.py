@@ -88,6 +88,8 @@ class Kpis(Struct):
     cases: int = 0
     completed: int = 0
     abandoned: int = 0
+    #: Still in flight when a bounded input ended (a replay, an embedded run).
+    open: int = 0
     goal_reached: int = 0
     loops: int = 0
     channel_switches: int = 0
@@ -162,6 +164,7 @@ class ContactMap(Struct):
         k.events += len(steps)
         k.completed += outcome == "completed"
         k.abandoned += outcome == "abandoned"
+        k.open += outcome == "open"
         duration = steps[-1].ts - steps[0].ts
         k.case_durations.add(duration)
         if goal:
@@ -253,6 +256,7 @@ class ContactMap(Struct):
             "goal_reached": k.goal_reached,
             "completion_rate": round(k.goal_reached / k.cases, 4) if k.cases else 0.0,
             "abandoned": k.abandoned,
+            "open": k.open,
             "events": k.events,
             "loops": k.loops,
             "channel_switches": k.channel_switches,

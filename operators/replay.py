@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from msgspec import Struct
 
+from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
 from operators.playbook import CompiledPlaybook
@@ -50,6 +51,10 @@ class Replay:
             if due is not None and due <= now:
                 outputs = self._collect(self.step.on_time(ctx, now))
                 self._drain(deque(o for o in outputs if type(o) is Event))
+
+    def in_flight(self) -> list[InFlight]:
+        """Every customer's journeys still open (call at the end of the input)."""
+        return [j for key in sorted(self.contexts) for j in in_flight(self.contexts[key])]
 
     def _drain(self, pending: deque[Event]) -> None:
         while pending:

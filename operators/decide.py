@@ -1,13 +1,15 @@
 """From a trigger to at most one action, with every candidate audited.
 
-A trigger is an event, a journey transition or a segment entry. Playbook
-actions whose trigger matches become candidates; their conditions decide
-eligibility; contact policies (consent, cooldown, suppression between journey
-categories, co-selling with partners) decide what may be sent; the channel is
-chosen last. The decision record keeps every candidate, its status and its
-reasons in words, and the playbook version it was made with.
+A trigger is an event, a journey transition, a segment entry or a decision
+request. Playbook actions whose trigger matches become candidates; their
+conditions decide eligibility; contact policies (operators/policies.py) decide
+what may be sent and where; the best is chosen by propensity x value x journey
+priority x business lever. A decision request always gets a reply: the action,
+or an explicit `no_action`. The decision record keeps every candidate, its
+status and its reasons in words, and the playbook and model versions.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -15,12 +17,20 @@ from operators.conditions import Prefilter
 from operators.ids import action_id, decision_id
 from operators.journeys import JourneyTracker
 from operators.playbook import ActionSpec, CompiledPlaybook, JourneySpec, TriggerSpec
-from operators.wording import ago, channel_list, channel_name, clock, span, when
+from operators.policies import ContactPolicies
+from operators.wording import channel_name, clock, span, when
 from schemas.action import Action
 from schemas.decision import Candidate, CandidateStatus, Decision
 from schemas.event import Event
 from schemas.journey import JourneyTransition
-from state.context import CustomerContext, JourneyInstance, consent_allows
+from state.context import CustomerContext, JourneyInstance, SentAction, record_sent
+
+#: Scores a candidate: (context, action, channel) -> probability the customer responds.
+Propensity = Callable[[CustomerContext, ActionSpec, str], float]
+#: Predicts the customer's next contact point: context -> (contact point, confidence).
+NextStep = Callable[[CustomerContext], tuple[str, float] | None]
+
+NO_ACTION = "no_action"
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,22 @@ class _Verdict:
 class DecisionMaker:
     """Turns triggers into decisions with the playbook's actions and policies."""
 
-    def __init__(self, playbook: CompiledPlaybook) -> None:
+    def __init__(
+        self,
+        playbook: CompiledPlaybook,
+        *,
+        propensity: Propensity | None = None,
+        next_step: NextStep | None = None,
+        model_version: Callable[[], str | None] | None = None,
+    ) -> None:
         self.playbook = playbook
+        self.policies = ContactPolicies(playbook)
+        self.propensity = propensity
+        self.next_step = next_step
+        self.model_version = model_version
+        self._request_actions = tuple(
+            a for a in playbook.actions if any(t.on_request for t in a.triggers)
+        )
         self._event_actions = Prefilter(
             [
                 (a, [m for t in a.triggers for m in t.event_conditions], frozenset())
@@ -86,13 +110,16 @@ class DecisionMaker:
 
     def wants(self, event: Event) -> bool:
         """Whether any action could be triggered by this event (cheap, cached)."""
-        return bool(self._event_actions.relevant(event))
+        return event.type == "decision_request" or bool(self._event_actions.relevant(event))
 
     def decide(
         self, ctx: CustomerContext, trigger: Trigger
     ) -> tuple[Action | None, Decision | None]:
         """Decide on one trigger (its event already folded); (None, None) if no action applies."""
-        if trigger.event is not None:
+        request = trigger.event is not None and trigger.event.type == "decision_request"
+        if request:
+            actions = tuple(a for a in self._request_actions if trigger.channel in a.channels)
+        elif trigger.event is not None:
             actions = self._event_actions.relevant(trigger.event)
         else:
             actions = self.playbook.actions
@@ -101,15 +128,24 @@ class DecisionMaker:
             verdict = self._consider(ctx, trigger, action)
             if verdict is not None:
                 verdicts.append(verdict)
-        if not verdicts:
+        if not verdicts and not request:
             return None, None
 
         sent = [v for v in verdicts if v.status == "sent"]
-        best = max(sent, key=lambda v: v.score) if sent else None
+        best = max(sent, key=lambda v: (v.score, v.action.name)) if sent else None
         for v in sent:
             if v is not best:
                 v.status = "suppressed"
                 v.reasons.append(f"Outranked by {best.action.label}.")  # type: ignore[union-attr]
+        holdout = best is not None and self.policies.in_holdout(ctx.key)
+        if holdout:
+            best.status = "holdout"  # type: ignore[union-attr]
+            best.reasons.append(  # type: ignore[union-attr]
+                f"Not sent: the customer is in the holdout group "
+                f"({self.policies.holdout_share:.0%} of customers, by id), so their outcomes "
+                "measure the uplift."
+            )
+            best = None
 
         customer = ctx.key
         created_at = datetime.fromtimestamp(trigger.at, UTC)
@@ -133,8 +169,31 @@ class DecisionMaker:
                 request_id=trigger.request_id,
                 partner_id=best.partner_id,
             )
-            ctx.last_action_at[spec.name] = trigger.at
-        if action is not None:
+            record_sent(
+                ctx,
+                SentAction(action.action_id, spec.name, action.channel, spec.purpose, trigger.at),
+            )
+        elif request:
+            # A decision request is always answered: explicitly with no action.
+            why = [f"No action for {channel_name(trigger.channel or '')} now."]
+            why += [f"{v.action.label}: {v.reasons[-1]}" for v in verdicts]
+            action = Action(
+                action_id=action_id(customer, trigger.trigger_id, NO_ACTION),
+                decision_id=dec_id,
+                customer_id=customer,
+                channel=trigger.channel or "",
+                action=NO_ACTION,
+                content={},
+                score=0.0,
+                reasons=why,
+                trigger_event_id=trigger.trigger_id,
+                created_at=created_at,
+                expires_at=created_at,
+                request_id=trigger.request_id,
+            )
+        if holdout:
+            outcome = "holdout"
+        elif action is not None and action.action != NO_ACTION:
             outcome = "sent"
         elif any(v.status == "suppressed" for v in verdicts):
             outcome = "suppressed"
@@ -160,8 +219,10 @@ class DecisionMaker:
                 for v in verdicts
             ],
             playbook_version=self.playbook.version,
+            model_version=self.model_version() if self.model_version else None,
             action_id=action.action_id if action else None,
             request_id=trigger.request_id,
+            holdout=holdout,
         )
         return action, decision
 
@@ -186,6 +247,8 @@ class DecisionMaker:
     @staticmethod
     def _fires(spec: TriggerSpec, trigger: Trigger) -> bool:
         if trigger.event is not None:
+            if trigger.event.type == "decision_request":
+                return spec.on_request
             return spec.on_event is not None and spec.on_event(trigger.event)
         if trigger.transition is not None:
             t = trigger.transition
@@ -268,15 +331,61 @@ class DecisionMaker:
                 shown = "unknown" if sentiment is None else f"{sentiment:+.2f}"
                 why_not.append(f"Sentiment {shown} is not below {spec.sentiment_below:+.2f}.")
 
-        priority = journey.priority if journey is not None else 0
-        score = action.value * (1.0 + priority / 100.0)
-        verdict = _Verdict(action=action, status="sent", score=score, reasons=why, journey=journey)
+        if spec.intents:
+            intent, confidence = ctx.intent, ctx.intent_confidence
+            if intent in spec.intents and confidence >= spec.min_confidence:
+                why.append(f"Predicted intent: {intent} ({confidence:.0%}).")
+            else:
+                seen = f"{intent} ({confidence:.0%})" if intent else "not known yet"
+                why_not.append(
+                    f"Predicted intent is {seen}; acts on {' or '.join(sorted(spec.intents))} "
+                    f"from {spec.min_confidence:.0%}."
+                )
+        if spec.heading_to:
+            predicted = self.next_step(ctx) if self.next_step else None
+            if (
+                predicted
+                and predicted[0] in spec.heading_to
+                and predicted[1] >= spec.min_confidence
+            ):
+                point, confidence = predicted
+                why.append(
+                    f"Heading for {point.replace('_', ' ')} next ({confidence:.0%} confidence): "
+                    "acting before the customer gets there."
+                )
+            else:
+                seen = f"{predicted[0]} ({predicted[1]:.0%})" if predicted else "no prediction"
+                why_not.append(f"Next step predicted: {seen}.")
+
+        verdict = _Verdict(action=action, status="sent", score=0.0, reasons=why, journey=journey)
         if why_not:
             verdict.status = "ineligible"
-            verdict.score = 0.0
             verdict.reasons = [why[0], *why_not]
             return verdict
-        self._apply_policies(ctx, trigger, action, journey, inst, verdict)
+        placement, refusal = self.policies.place(ctx, action, now, trigger.channel, journey, inst)
+        if placement is None:
+            verdict.status = "suppressed"
+            verdict.reasons.append(refusal)  # type: ignore[arg-type]
+            return verdict
+        priority = journey.priority if journey is not None else 0
+        propensity = self.propensity(ctx, action, placement.channel) if self.propensity else 1.0
+        verdict.score = propensity * action.value * (1.0 + priority / 100.0) * action.lever
+        verdict.channel = placement.channel
+        verdict.partner_id = placement.partner_id
+        verdict.content = {**action.content}
+        if inst is not None and inst.key and journey is not None and journey.key:
+            verdict.content[journey.key] = inst.key
+        if action.owner == "partner":
+            verdict.reasons.append(
+                f"Passed to partner {placement.partner_id} on the partner channel."
+                if placement.partner_id
+                else "Passed to the partner network (no partner leads this journey yet)."
+            )
+        if self.propensity:
+            verdict.reasons.append(f"Expected response {propensity:.0%}.")
+        verdict.reasons.append(
+            f"Action: {action.label} on {channel_name(placement.channel)}{placement.how}."
+        )
         return verdict
 
     def _situation(
@@ -344,94 +453,3 @@ class DecisionMaker:
         else:
             recent = f"within the last {span(window)}" if window != float("inf") else ""
             why.append(f"Tried {' and '.join(tried)} {recent}".rstrip() + ".")
-
-    def _apply_policies(
-        self,
-        ctx: CustomerContext,
-        trigger: Trigger,
-        action: ActionSpec,
-        journey: JourneySpec | None,
-        inst: JourneyInstance | None,
-        verdict: _Verdict,
-    ) -> None:
-        """Contact policies, always enforced; the channel is chosen last."""
-        now = trigger.at
-
-        def suppress(reason: str) -> None:
-            verdict.status = "suppressed"
-            verdict.reasons.append(reason)
-
-        last = ctx.last_action_at.get(action.name)
-        if action.cooldown_s is not None and last is not None and now - last < action.cooldown_s:
-            suppress(
-                f"Not sent: already sent {ago(now - last)}; cooldown {span(action.cooldown_s)}."
-            )
-            return
-        for other in ctx.journeys:
-            if other is inst:
-                continue
-            other_spec = self.playbook.journey(other.journey)
-            if action.category in other_spec.suppresses:
-                suppress(
-                    f"Not sent: the open {other_spec.label} journey ({other_spec.category}) "
-                    f"suppresses {action.category} actions."
-                )
-                return
-        partner_id = None
-        if action.owner == "partner":
-            # Only the partner leading this journey; never one met on another journey.
-            partner_id = inst.owner if inst else None
-        elif (
-            inst is not None and inst.owner is not None and action.category in {"sales", "partner"}
-        ):
-            suppress(
-                f"Not sent: partner {inst.owner} leads this {journey.label if journey else ''} "
-                "journey; the direct team stands back (co-selling: one owner per journey)."
-            )
-            return
-
-        candidates = list(action.channels)
-        if not ctx.known:
-            # Nobody to address yet: an anonymous visitor is answered where they are.
-            if action.owner == "partner" or trigger.channel not in candidates:
-                suppress(
-                    "Not sent: anonymous visitor, reachable only on "
-                    f"{channel_name(trigger.channel or 'their current channel')} until they log in."
-                )
-                return
-            candidates = [trigger.channel]  # type: ignore[list-item]
-        if action.reply_on_trigger_channel:
-            candidates = [c for c in candidates if c == trigger.channel]
-        consented = [c for c in candidates if consent_allows(ctx, c, action.purpose)]
-        if not consented:
-            where = channel_list(candidates) or "any channel"
-            suppress(f"Not sent: no {action.purpose} consent on {where}.")
-            return
-        channel, how = self._choose_channel(ctx, consented, candidates, action)
-        verdict.channel = channel
-        verdict.partner_id = partner_id
-        verdict.content = {**action.content}
-        if inst is not None and inst.key and journey is not None and journey.key:
-            verdict.content[journey.key] = inst.key
-        if action.owner == "partner":
-            verdict.reasons.append(
-                f"Passed to partner {partner_id} on the partner channel."
-                if partner_id
-                else "Passed to the partner network (no partner leads this journey yet)."
-            )
-        verdict.reasons.append(f"Action: {action.label} on {channel_name(channel)}{how}.")
-
-    @staticmethod
-    def _choose_channel(
-        ctx: CustomerContext, consented: list[str], candidates: list[str], action: ActionSpec
-    ) -> tuple[str, str]:
-        """Consented first; then the customer's preferred channel; then the most recent one."""
-        refused = [c for c in candidates if c not in consented]
-        note = f" ({channel_list(refused)}: no {action.purpose} consent)" if refused else ""
-        preferred = ctx.preferred_channel
-        if preferred in consented:
-            return preferred, f", the customer's preferred channel{note}"  # type: ignore[return-value]
-        used = [(ctx.channels[c].last_seen, c) for c in consented if c in ctx.channels]
-        if used:
-            return max(used)[1], f", the channel the customer used last{note}"
-        return consented[0], note

@@ -17,6 +17,7 @@ from schemas.playbook import (
     EventMatch,
     LifecycleSettings,
     Playbook,
+    Policies,
     SegmentDef,
     seconds,
 )
@@ -45,6 +46,7 @@ class JourneySpec:
     suppresses: frozenset[str]
     #: Every event condition of the journey, for the prefilter.
     conditions: tuple[EventMatch, ...] = ()
+    intent: str | None = None
 
     @property
     def label(self) -> str:
@@ -74,6 +76,10 @@ class TriggerSpec:
     segments: frozenset[str]
     value_tiers: frozenset[str]
     event_conditions: tuple[EventMatch, ...] = ()
+    on_request: bool = False
+    intents: frozenset[str] = frozenset()
+    heading_to: frozenset[str] = frozenset()
+    min_confidence: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class ActionSpec:
     cooldown_s: float | None
     expires_s: float
     owner: str
+    lever: float
     reply_on_trigger_channel: bool
     content: dict[str, str | int | float | bool]
     triggers: tuple[TriggerSpec, ...]
@@ -105,6 +112,8 @@ class CompiledPlaybook:
     profile_keys: frozenset[str]
     contact_points: dict[str, ContactPoint]
     lifecycle: LifecycleSettings
+    policies: Policies
+    intents: tuple[str, ...]
     interests_of: dict[str, frozenset[str]] = field(default_factory=dict)
     _by_name: dict[str, JourneySpec] = field(default_factory=dict)
 
@@ -139,6 +148,7 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
             ),
             contact_points=frozenset(j.contact_points),
             suppresses=frozenset(j.suppresses),
+            intent=j.intent,
             conditions=(
                 *j.entry,
                 *j.goal,
@@ -158,6 +168,7 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
             cooldown_s=_seconds(a.cooldown),
             expires_s=seconds(a.expires),
             owner=a.owner,
+            lever=a.lever,
             reply_on_trigger_channel=a.reply_on_trigger_channel,
             content=dict(a.content),
             triggers=tuple(
@@ -175,6 +186,10 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
                     segments=frozenset(t.segments),
                     value_tiers=frozenset(t.value_tiers),
                     event_conditions=tuple(t.events),
+                    on_request=t.on_request,
+                    intents=frozenset(t.intents),
+                    heading_to=frozenset(t.heading_to),
+                    min_confidence=t.min_confidence,
                 )
                 for t in a.when
             ),
@@ -190,6 +205,8 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
         profile_keys=frozenset(playbook.profile_properties),
         contact_points={cp.name: cp for cp in playbook.contact_points},
         lifecycle=playbook.lifecycle,
+        policies=playbook.policies,
+        intents=tuple(playbook.intents),
         interests_of={cp.name: frozenset(cp.interests) for cp in playbook.contact_points},
         _by_name={j.name: j for j in journeys},
     )

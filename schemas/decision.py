@@ -5,8 +5,9 @@ from typing import Literal
 
 from msgspec import Struct
 
-CandidateStatus = Literal["sent", "suppressed", "ineligible"]
-DecisionOutcome = Literal["sent", "suppressed", "no_action"]
+#: `holdout`: eligible and allowed, but the customer is in the control group.
+CandidateStatus = Literal["sent", "suppressed", "ineligible", "holdout"]
+DecisionOutcome = Literal["sent", "suppressed", "no_action", "holdout"]
 
 
 class Candidate(Struct, kw_only=True, omit_defaults=True):
@@ -40,3 +41,5 @@ class Decision(Struct, kw_only=True, omit_defaults=True):
     model_version: str | None = None
     action_id: str | None = None
     request_id: str | None = None
+    #: The customer is in the holdout (control) group: audited, never contacted.
+    holdout: bool = False

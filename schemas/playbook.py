@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from msgspec import Meta, Struct
@@ -94,6 +95,8 @@ class JourneyDef(Struct, kw_only=True, forbid_unknown_fields=True):
     failures: list[EventMatch] = []
     #: Categories of actions this journey suppresses while it is open.
     suppresses: list[Category] = []
+    #: The intent a customer on this journey has (the label the intent model learns).
+    intent: Vocab | None = None
     description: str = ""
 
 
@@ -129,6 +132,13 @@ class Trigger(Struct, kw_only=True, forbid_unknown_fields=True):
     sentiment_below: Annotated[float, Meta(ge=-1, le=1)] | None = None
     segments: list[Vocab] = []
     value_tiers: list[Vocab] = []
+    #: Fire on decision requests (a channel asking for the next action now).
+    on_request: bool = False
+    #: The customer's predicted intent is one of these (with `min_confidence`).
+    intents: list[Vocab] = []
+    #: The next-step model predicts one of these contact points next (proactive actions).
+    heading_to: list[Vocab] = []
+    min_confidence: Annotated[float, Meta(ge=0, le=1)] = 0.5
 
 
 class ActionDef(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -140,6 +150,8 @@ class ActionDef(Struct, kw_only=True, forbid_unknown_fields=True):
     channels: list[Vocab]
     when: list[Trigger]
     value: Annotated[float, Meta(ge=0)] = 1.0
+    #: Business lever: a multiplier the business sets to push or hold back an action.
+    lever: Annotated[float, Meta(ge=0)] = 1.0
     cooldown: Duration | None = None
     expires: Duration = "24h"
     #: Partner actions go to the partner leading the journey; direct ones to our channels.
@@ -150,6 +162,45 @@ class ActionDef(Struct, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
 
 
+class FrequencyCap(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """At most `max` actions of these purposes per `per`, on `channel` ("*": all channels)."""
+
+    max: Annotated[int, Meta(ge=0)]
+    per: Duration
+    channel: str = "*"
+    purposes: tuple[Purpose, ...] = ("marketing",)
+
+
+class QuietHours(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """No actions of these purposes between `start` and `end`, in the customer's time zone."""
+
+    start: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+    end: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+    purposes: tuple[Purpose, ...] = ("marketing",)
+    default_timezone: str = "UTC"
+
+
+class Fatigue(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """After `ignored` actions in a row with no response within `within`, pause for `pause`."""
+
+    ignored: Annotated[int, Meta(ge=1)] = 3
+    within: Duration = "14d"
+    pause: Duration = "14d"
+    purposes: tuple[Purpose, ...] = ("marketing",)
+
+
+class Policies(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Contact policies, enforced on every decision."""
+
+    #: Share of customers (by a hash of their id) held out: audited, never contacted.
+    holdout_share: Annotated[float, Meta(ge=0, le=0.5)] = 0.0
+    caps: tuple[FrequencyCap, ...] = ()
+    quiet_hours: QuietHours | None = None
+    fatigue: Fatigue | None = None
+    #: How long after an action an outcome is still credited to it.
+    attribution: Duration = "3d"
+
+
 class LifecycleSettings(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     new_days: Annotated[float, Meta(gt=0)] = 30.0
     dormant_days: Annotated[float, Meta(gt=0)] = 60.0
@@ -158,8 +209,11 @@ class LifecycleSettings(Struct, kw_only=True, forbid_unknown_fields=True, frozen
 class Playbook(Struct, kw_only=True, forbid_unknown_fields=True):
     version: str
     channels: list[Vocab]
+    #: What customers may be trying to do; journeys teach them, actions can require them.
+    intents: list[Vocab] = []
     profile_properties: list[str] = []
     lifecycle: LifecycleSettings = LifecycleSettings()
+    policies: Policies = Policies()
     contact_points: list[ContactPoint] = []
     journeys: list[JourneyDef] = []
     segments: list[SegmentDef] = []
@@ -325,6 +379,24 @@ def _check(pb: Playbook, file: str) -> None:
                 fail(entry, "attributes", f"'{attr}' is not in profile_properties")
 
     segment_names = {s.name for s in pb.segments}
+    intents = set(pb.intents)
+    for j in pb.journeys:
+        if j.intent is not None and j.intent not in intents:
+            fail(f"journeys '{j.name}'", "intent", f"unknown intent '{j.intent}'")
+    policies = pb.policies
+    for i, cap in enumerate(policies.caps):
+        check_duration("policies", f"caps[{i}].per", cap.per)
+        if cap.channel != "*" and cap.channel not in channels:
+            fail("policies", f"caps[{i}].channel", f"unknown channel '{cap.channel}'")
+    if policies.fatigue is not None:
+        check_duration("policies", "fatigue.within", policies.fatigue.within)
+        check_duration("policies", "fatigue.pause", policies.fatigue.pause)
+    check_duration("policies", "attribution", policies.attribution)
+    if policies.quiet_hours is not None:
+        try:
+            ZoneInfo(policies.quiet_hours.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            fail("policies", "quiet_hours.default_timezone", "unknown time zone")
     for a in pb.actions:
         entry = f"actions '{a.name}'"
         if not a.channels:
@@ -338,9 +410,19 @@ def _check(pb: Playbook, file: str) -> None:
             fail(entry, "when", "needs at least one trigger")
         for i, t in enumerate(a.when):
             where = f"when[{i}]"
-            ons = sum(bool(x) for x in (t.events, t.transitions, t.segment_entered))
+            ons = sum(bool(x) for x in (t.events, t.transitions, t.segment_entered, t.on_request))
             if ons != 1:
-                fail(entry, where, "needs exactly one of events, transitions or segment_entered")
+                fail(
+                    entry,
+                    where,
+                    "needs exactly one of events, transitions, segment_entered or on_request",
+                )
+            for intent in t.intents:
+                if intent not in intents:
+                    fail(entry, f"{where}.intents", f"unknown intent '{intent}'")
+            for point in t.heading_to:
+                if point not in points:
+                    fail(entry, f"{where}.heading_to", f"unknown contact point '{point}'")
             check_matches(entry, f"{where}.events", t.events)
             journey = pb.journey(t.journey) if t.journey else None
             if t.journey and journey is None:

@@ -23,6 +23,7 @@ MAX_PARTNERS = 16
 MAX_OPEN_JOURNEYS = 16
 MAX_JOURNEY_PATH = 32
 MAX_FINISHED_JOURNEYS = 16
+MAX_ACTIONS = 32
 
 #: Property keys that tie interactions to one matter (a transfer, an order...).
 #: The first one present on an event becomes the interaction's `ref`.
@@ -107,6 +108,23 @@ class JourneySummary(Struct, array_like=True, frozen=True):
     loops: int
 
 
+class SentAction(Struct, array_like=True):
+    """An action sent to the customer, and its outcome once one is reported."""
+
+    action_id: str
+    action: str
+    channel: str
+    purpose: str
+    at: float
+    outcome: str | None = None
+    outcome_at: float | None = None
+
+
+#: Outcomes that show the customer responded (the others: delivered, dismissed, none).
+RESPONSES = frozenset({"opened", "clicked", "converted"})
+_OUTCOME_RANK = {"delivered": 0, "dismissed": 1, "opened": 2, "clicked": 3, "converted": 4}
+
+
 class CustomerContext(Struct):
     """Everything seen so far about one customer (or one anonymous visitor)."""
 
@@ -131,7 +149,12 @@ class CustomerContext(Struct):
     journeys: list[JourneyInstance] = []
     finished: list[JourneySummary] = []
     segments: list[str] = []
-    last_action_at: dict[str, float] = {}
+    #: Actions sent to this customer (bounded) and what became of them: contact pressure
+    #: (caps, cooldowns, fatigue) is read from here, exact at the next event.
+    actions: list[SentAction] = []
+    #: The intent model's current view of what the customer is trying to do.
+    intent: str | None = None
+    intent_confidence: float = 0.0
     #: For an anonymous visitor who has identified: the customer it now belongs to.
     alias_of: str | None = None
 
@@ -209,6 +232,8 @@ def fold(
     if event.consent is not None:
         c = event.consent
         ctx.consent[f"{c.channel or ANY}/{c.purpose or ANY}"] = c.granted
+    if event.outcome is not None and event.action_id is not None:
+        record_outcome(ctx, event.action_id, event.outcome, ts)
 
     interaction = Interaction(
         event_id=event.event_id,
@@ -227,6 +252,24 @@ def fold(
     if len(recent) > MAX_RECENT:
         del recent[0]
     return ctx
+
+
+def record_sent(ctx: CustomerContext, sent: SentAction) -> None:
+    ctx.actions.append(sent)
+    if len(ctx.actions) > MAX_ACTIONS:
+        del ctx.actions[0]
+
+
+def record_outcome(
+    ctx: CustomerContext, action_id: str, outcome: str, at: float
+) -> SentAction | None:
+    """Credit an outcome to the action it reports on; the strongest outcome wins."""
+    for sent in reversed(ctx.actions):
+        if sent.action_id == action_id:
+            if sent.outcome is None or _OUTCOME_RANK[outcome] > _OUTCOME_RANK[sent.outcome]:
+                sent.outcome, sent.outcome_at = outcome, at
+            return sent
+    return None
 
 
 def _interaction_ts(interaction: Interaction) -> float:

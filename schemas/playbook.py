@@ -445,8 +445,12 @@ def _check(pb: Playbook, file: str) -> None:
             for seg in [*t.segments, *([t.segment_entered] if t.segment_entered else [])]:
                 if seg not in segment_names:
                     fail(entry, where, f"unknown segment '{seg}'")
-            if a.reply_on_trigger_channel and not t.events:
-                fail(entry, "reply_on_trigger_channel", "only for actions triggered by events")
+            if a.reply_on_trigger_channel and not (t.events or t.on_request):
+                fail(
+                    entry,
+                    "reply_on_trigger_channel",
+                    "only for actions triggered by events or decision requests",
+                )
 
 
 def _check_suppression_cycles(pb: Playbook, file: str) -> None:

@@ -32,6 +32,13 @@ JOURNEY_CASES = Gauge(
 JOURNEY_GOAL_RATE = Gauge(
     "wayfinder_journey_goal_rate", "Share of finished journeys that reached the goal.", ["journey"]
 )
+MODEL_EXAMPLES = Gauge("wayfinder_model_examples", "Examples a model has learned.", ["model"])
+MODEL_ACCURACY = Gauge(
+    "wayfinder_model_accuracy", "Prequential accuracy (predicted before learning).", ["model"]
+)
+MODEL_LOSS = Gauge("wayfinder_model_loss", "Mean online loss (log loss, or 0-1).", ["model"])
+MODEL_DRIFTS = Gauge("wayfinder_model_drifts", "Drifts detected (ADWIN on errors).", ["model"])
+INTENT_CHANGES = Counter("wayfinder_intent_changes", "Intent transitions published.")
 INPUT_EVENT_TIME = Gauge(
     "wayfinder_input_event_time_seconds",
     "Event time reached by each embedded input partition (how far a replay has got).",

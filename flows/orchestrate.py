@@ -27,6 +27,7 @@ from msgspec import Struct
 from flows import metrics
 from flows.analytics_step import ScopeLogic, finished_journeys
 from flows.clock import EventClock
+from flows.learning import ModelLogic, examples
 from flows.loopback import LOOP_TOPIC, EmbeddedSource, Loopback
 from flows.settings import KafkaSettings, all_topics, load_default_playbook, state_key
 from flows.sinks import TopicFileSink
@@ -34,6 +35,7 @@ from flows.sources import RawRecord
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
+from operators.models import Example, ModelSet
 from operators.playbook import CompiledPlaybook
 from schemas.action import Action
 from schemas.analytics import AnalyticsSnapshot
@@ -42,7 +44,7 @@ from schemas.codec import DEFAULT_MAX_EVENT_BYTES, BadInput, EventDecoder, encod
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
 from schemas.event import Event
-from schemas.journey import JourneyTransition
+from schemas.journey import IntentTransition, JourneyTransition
 from state.context import CustomerContext, from_snapshot, to_snapshot
 
 #: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
@@ -162,8 +164,11 @@ def _route(item: tuple[str, Struct]) -> Output | None:
         return (LOOP_TOPIC, customer, encode(value))
     if kind is Tombstone:
         return ("audiences", value.customer_id, None)  # type: ignore[attr-defined]
-    if kind is InFlight:
+    if kind is InFlight or kind is Example:
         return None
+    if kind is IntentTransition:
+        metrics.INTENT_CHANGES.inc()
+        return ("journeys", value.customer_id, encode(value))  # type: ignore[attr-defined]
     raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
 
 
@@ -255,7 +260,8 @@ def build_flow(
     flow_id: str = "wayfinder",
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters."""
-    step = CustomerStep(playbook)
+    models = ModelSet(playbook)
+    step = CustomerStep(playbook, models)
     clock = EventClock()
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
@@ -267,6 +273,8 @@ def build_flow(
         lambda resume: CustomerLogic(step, resume, live=live, clock=clock, loop=loop),
     )
     results = op.filter_map("route", customers, _route)
+    learned = op.flat_map("examples", customers, examples)
+    op.stateful_batch("learn", learned, lambda resume: ModelLogic(models, resume))
     finished = op.flat_map("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, _analytics_output)

@@ -15,16 +15,30 @@ from msgspec import Struct
 
 from operators.decide import DecisionMaker, Trigger
 from operators.identity import ANONYMOUS_PREFIX
-from operators.ids import derived_event_id
+from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
+from operators.models import (
+    INTENT,
+    INTENT_CONFIDENCE,
+    INTENT_MARGIN,
+    NEXT_STEP,
+    PROPENSITY,
+    Example,
+    ModelSet,
+    intent_features,
+    propensity_features,
+    recent_path,
+)
 from operators.playbook import CompiledPlaybook
 from operators.segments import SegmentEvaluator
 from operators.sentiment import event_sentiment, observe
 from schemas.audience import AudienceChange, Tombstone
 from schemas.event import Event, ProfileMerge
-from schemas.journey import JourneyTransition
+from schemas.journey import IntentTransition, JourneyTransition
+from schemas.playbook import seconds
 from state.context import (
     CustomerContext,
+    SentAction,
     absorb_visitor,
     fold,
     from_snapshot,
@@ -41,11 +55,21 @@ Output = Struct
 class CustomerStep:
     """Applies events and time to one customer's context and says what to emit."""
 
-    def __init__(self, playbook: CompiledPlaybook) -> None:
+    def __init__(self, playbook: CompiledPlaybook, models: ModelSet | None = None) -> None:
+        """`models`: the online models to predict with (the caller feeds them the
+        `Example`s this step emits); without, decisions use the rules alone."""
         self.playbook = playbook
+        self.models = models
         self.journeys = JourneyTracker(playbook)
         self.segments = SegmentEvaluator(playbook)
-        self.decisions = DecisionMaker(playbook)
+        self.decisions = DecisionMaker(
+            playbook,
+            propensity=models.propensity if models else None,
+            next_step=models.next_step if models else None,
+            model_version=models.version if models else None,
+        )
+        self._intent_of = {j.name: j.intent for j in playbook.journeys if j.intent}
+        self._attribution_s = seconds(playbook.policies.attribution)
 
     # ------------------------------------------------------------------ events
     def on_event(
@@ -70,6 +94,7 @@ class CustomerStep:
             return ctx, []
         ts = event.ts.timestamp()
         outputs = self._tick(ctx, ts)
+        before = recent_path(ctx) if event.touchpoint is not None else ()
         fold(ctx, event, self.playbook.profile_keys)
         sample = event_sentiment(event.text, event.score)
         if sample is not None:
@@ -78,10 +103,87 @@ class CustomerStep:
         changes = self.segments.update(ctx, ts, event.event_id, event)
         outputs += transitions
         outputs += changes
+        if self.models is not None:
+            self._learn_and_predict(ctx, event, ts, before, transitions, outputs)
         if self.decisions.wants(event):
             self._decide(ctx, Trigger.of_event(event), outputs)
         self._react(ctx, transitions, changes, outputs)
         return ctx, outputs
+
+    # ------------------------------------------------------------------ models
+    def _learn_and_predict(
+        self,
+        ctx: CustomerContext,
+        event: Event,
+        ts: float,
+        before: tuple[str, ...],
+        transitions: list[JourneyTransition],
+        outputs: list[Output],
+    ) -> None:
+        """Emit what the models learn from this event, and update the predicted intent."""
+        if before and event.touchpoint is not None:
+            outputs.append(Example(NEXT_STEP, event.event_id, event.touchpoint, ts, prefix=before))
+        if event.action_id is not None and event.outcome in (
+            "opened",
+            "clicked",
+            "converted",
+            "dismissed",
+        ):
+            sent = next((s for s in ctx.actions if s.action_id == event.action_id), None)
+            if sent is not None and not sent.labelled:
+                outputs.append(self._propensity_example(ctx, sent, event.outcome != "dismissed"))
+        for transition in transitions:
+            intent = self._intent_of.get(transition.journey)
+            if transition.kind == "completed" and intent is not None:
+                outputs.append(
+                    Example(INTENT, transition.transition_id, intent, ts, intent_features(ctx))
+                )
+        if event.touchpoint is None:
+            return
+        predicted = self.models.intent(ctx)  # type: ignore[union-attr]
+        if predicted is None:
+            return
+        intent, confidence, margin = predicted
+        if intent == ctx.intent:
+            ctx.intent_confidence = confidence
+        elif confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:
+            outputs.append(
+                IntentTransition(
+                    transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
+                    customer_id=ctx.key,
+                    intent=intent,
+                    previous_intent=ctx.intent,
+                    confidence=round(confidence, 4),
+                    margin=round(margin, 4),
+                    at=event.ts,
+                    trigger_event_id=event.event_id,
+                    model_version=self.models.version(),  # type: ignore[union-attr]
+                )
+            )
+            ctx.intent, ctx.intent_confidence = intent, confidence
+
+    def _propensity_example(
+        self, ctx: CustomerContext, sent: SentAction, responded: bool
+    ) -> Example:
+        sent.labelled = True
+        return Example(
+            PROPENSITY,
+            f"{sent.action}|{sent.action_id}",
+            "1" if responded else "0",
+            sent.at,
+            propensity_features(ctx, sent.action, sent.channel, sent.at),
+        )
+
+    def _expired_attributions(self, ctx: CustomerContext, now: float) -> list[Output]:
+        """Actions whose attribution window passed with no response: negative examples."""
+        if self.models is None or not ctx.actions:
+            return []
+        window = self._attribution_s
+        return [
+            self._propensity_example(ctx, sent, False)
+            for sent in ctx.actions
+            if not sent.labelled and now - sent.at > window and sent.action != "no_action"
+        ]
 
     # ------------------------------------------------------------------ time
     def on_time(self, ctx: CustomerContext, now: float) -> list[Output]:
@@ -95,10 +197,11 @@ class CustomerStep:
         return self.journeys.next_deadline(ctx)
 
     def _tick(self, ctx: CustomerContext, now: float) -> list[Output]:
+        expired = self._expired_attributions(ctx, now)
         if not ctx.journeys:
-            return []
+            return expired
         transitions = self.journeys.on_time(ctx, now)
-        outputs: list[Output] = list(transitions)
+        outputs: list[Output] = [*expired, *transitions]
         self._react(ctx, transitions, [], outputs)
         return outputs
 

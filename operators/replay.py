@@ -16,6 +16,7 @@ from msgspec import Struct
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
+from operators.models import Example, ModelSet
 from operators.playbook import CompiledPlaybook
 from schemas.event import Event
 from state.context import CustomerContext
@@ -24,8 +25,10 @@ from state.context import CustomerContext
 class Replay:
     """All customers' contexts, fed one event at a time."""
 
-    def __init__(self, playbook: CompiledPlaybook) -> None:
-        self.step = CustomerStep(playbook)
+    def __init__(self, playbook: CompiledPlaybook, *, learn: bool = True) -> None:
+        """`learn`: with the online models, learning from what happens as it happens."""
+        self.models = ModelSet(playbook) if learn else None
+        self.step = CustomerStep(playbook, self.models)
         self.contexts: dict[str, CustomerContext] = {}
         self.outputs: list[Struct] = []
 
@@ -71,5 +74,11 @@ class Replay:
                 pending.extend(o for o in self._collect(outputs) if type(o) is Event)
 
     def _collect(self, outputs: list[Struct]) -> list[Struct]:
-        self.outputs.extend(outputs)
+        models = self.models
+        for output in outputs:
+            if type(output) is Example:
+                if models is not None:
+                    models.learn(output)
+            else:
+                self.outputs.append(output)
         return outputs

@@ -43,3 +43,19 @@ class JourneyTransition(Struct, kw_only=True, omit_defaults=True):
     sentiment: float | None = None
     #: The steps taken, on `completed` and `abandoned`: what the contact-point map learns from.
     path: list[PathStep] = []
+
+
+class IntentTransition(Struct, kw_only=True):
+    """The intent model's view of what a customer is trying to do changed, with a clear
+    margin (published on the `journeys` topic beside journey transitions)."""
+
+    transition_id: str
+    customer_id: str
+    kind: Literal["intent_changed"] = "intent_changed"
+    intent: str
+    previous_intent: str | None = None
+    confidence: float
+    margin: float
+    at: datetime
+    trigger_event_id: str | None = None
+    model_version: str | None = None

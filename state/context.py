@@ -118,6 +118,8 @@ class SentAction(Struct, array_like=True):
     at: float
     outcome: str | None = None
     outcome_at: float | None = None
+    #: The propensity model has learned from this action (a response, or none in time).
+    labelled: bool = False
 
 
 #: Outcomes that show the customer responded (the others: delivered, dismissed, none).

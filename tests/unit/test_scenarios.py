@@ -19,7 +19,7 @@ from schemas.audience import AudienceChange, Tombstone
 from schemas.codec import EventDecoder
 from schemas.decision import Candidate, Decision
 from schemas.event import Consent, Event
-from schemas.journey import JourneyTransition
+from schemas.journey import IntentTransition, JourneyTransition
 from tests.helpers import T0, Harness, ev, stuck_transfer
 
 HOUR = 60.0
@@ -499,6 +499,7 @@ def test_late_store_event_from_before_the_deadline_never_resumes_before_the_stal
 # ---------------------------------------------------------------- the shipped files
 _TOPIC_OF = {
     JourneyTransition: "journeys",
+    IntentTransition: "journeys",
     Action: "actions",
     Decision: "decisions",
     AudienceChange: "audiences",

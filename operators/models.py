@@ -1,0 +1,277 @@
+"""The online models of the live flow: intent, response propensity, next step.
+
+Each model is a pure, picklable object that learns from `Example`s and is
+asked for predictions by the customer step. Every model learns prequentially:
+it predicts each example before learning from it, so its accuracy and loss are
+honest online figures, watched by a drift detector (river ADWIN) on its errors.
+Examples carry deterministic ids; a model counts them and keeps an
+order-independent digest of their ids, so a recovered run can be checked to
+have learned exactly the same examples as an uninterrupted one.
+"""
+
+import math
+from hashlib import blake2b
+
+from msgspec import Struct
+from river import drift, linear_model, optim
+
+from operators.next_step import BackoffNgram
+from operators.playbook import ActionSpec, CompiledPlaybook
+from state.context import CustomerContext
+
+INTENT, PROPENSITY, NEXT_STEP = "intent", "propensity", "next_step"
+
+#: A change of intent is announced when the new one leads by this margin.
+INTENT_MARGIN = 0.2
+INTENT_CONFIDENCE = 0.4
+#: Examples a model learns before its predictions are used.
+WARM_UP = 30
+#: Prior response rate before an action has outcomes, and the exploration bonus.
+PRIOR_PROPENSITY = 0.1
+EXPLORATION = 0.15
+
+
+class Example(Struct, array_like=True, frozen=True):
+    """One labelled example for one model, with a deterministic id."""
+
+    model: str
+    example_id: str
+    label: str
+    at: float
+    features: dict[str, float] = {}
+    prefix: tuple[str, ...] = ()
+
+
+class Learning(Struct):
+    """A model's online record: what it learned and how well it predicted it first."""
+
+    learned: int = 0
+    digest: int = 0
+    correct: int = 0
+    loss_total: float = 0.0
+    drifts: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.learned if self.learned else 0.0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_total / self.learned if self.learned else 0.0
+
+
+def _id_hash(example_id: str) -> int:
+    return int.from_bytes(blake2b(example_id.encode(), digest_size=8).digest(), "big")
+
+
+class _Online:
+    """Common bookkeeping: prequential score, loss, drift on errors, example digest."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.record = Learning()
+        self._drift = drift.ADWIN()
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}@{self.record.learned}"
+
+    def learn(self, example: Example) -> None:
+        correct, loss = self._score(example)
+        record = self.record
+        record.learned += 1
+        record.digest ^= _id_hash(example.example_id)
+        record.correct += correct
+        record.loss_total += loss
+        self._drift.update(0.0 if correct else 1.0)
+        if self._drift.drift_detected:
+            record.drifts += 1
+        self._learn(example)
+
+    def _score(self, example: Example) -> tuple[bool, float]:
+        raise NotImplementedError
+
+    def _learn(self, example: Example) -> None:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- intent
+
+
+def intent_features(ctx: CustomerContext) -> dict[str, float]:
+    """What the customer has been doing lately: contact points, channels, profile."""
+    x: dict[str, float] = {}
+    for interaction in ctx.recent[-24:]:
+        if interaction.touchpoint is not None:
+            key = "tp=" + interaction.touchpoint
+            x[key] = x.get(key, 0.0) + 1.0
+        key = "type=" + interaction.type
+        x[key] = x.get(key, 0.0) + 0.5
+    for key, value in x.items():
+        x[key] = math.log1p(value)
+    if ctx.value_tier:
+        x["tier=" + ctx.value_tier] = 1.0
+    for segment in ctx.segments:
+        x["seg=" + segment] = 1.0
+    return x
+
+
+class IntentModel(_Online):
+    """Multi-class online intent (river softmax regression); labels come when journeys end."""
+
+    name = INTENT
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = linear_model.SoftmaxRegression(optimizer=optim.SGD(0.05))
+        self.seen = False
+
+    def predict(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+        """(top intent, its probability, its lead over the second), or None while warming up."""
+        if self.record.learned < WARM_UP:
+            return None
+        probabilities = self.model.predict_proba_one(intent_features(ctx))
+        if not probabilities:
+            return None
+        ranked = sorted(probabilities.items(), key=lambda kv: (-kv[1], kv[0]))
+        top, p = ranked[0]
+        second = ranked[1][1] if len(ranked) > 1 else 0.0
+        return top, p, p - second
+
+    def _score(self, example: Example) -> tuple[bool, float]:
+        if not self.seen:
+            return False, math.log(2)
+        probabilities = self.model.predict_proba_one(example.features)
+        p = probabilities.get(example.label, 1e-9)
+        best = max(probabilities, key=lambda k: (probabilities[k], k)) if probabilities else None
+        return best == example.label, -math.log(max(p, 1e-9))
+
+    def _learn(self, example: Example) -> None:
+        self.model.learn_one(example.features, example.label)
+        self.seen = True
+
+
+# ---------------------------------------------------------------- propensity
+
+
+def propensity_features(
+    ctx: CustomerContext, action: str, channel: str, at: float
+) -> dict[str, float]:
+    """The action in its context: channel, value tier, intent, segments, time of day."""
+    hour = int((at % 86400) // 3600) // 6
+    x = {
+        "bias": 1.0,
+        f"{action}": 1.0,
+        f"{action}|ch={channel}": 1.0,
+        f"ch={channel}": 1.0,
+        f"{action}|tier={ctx.value_tier}": 1.0,
+        f"{action}|hour={hour}": 1.0,
+    }
+    if ctx.intent:
+        x[f"{action}|intent={ctx.intent}"] = 1.0
+    for segment in ctx.segments:
+        x[f"{action}|seg={segment}"] = 1.0
+    return x
+
+
+class PropensityModel(_Online):
+    """Probability that the customer responds to an action (river logistic regression),
+    learned from action outcomes; an exploration bonus for actions with few outcomes."""
+
+    name = PROPENSITY
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+        self.outcomes: dict[str, int] = {}
+
+    def predict(self, ctx: CustomerContext, action: ActionSpec, channel: str, at: float) -> float:
+        n = self.outcomes.get(action.name, 0)
+        if n == 0:
+            return PRIOR_PROPENSITY + EXPLORATION
+        x = propensity_features(ctx, action.name, channel, at)
+        p = self.model.predict_proba_one(x).get(True, PRIOR_PROPENSITY)
+        return min(1.0, p + EXPLORATION / math.sqrt(1 + n))
+
+    def _score(self, example: Example) -> tuple[bool, float]:
+        p = self.model.predict_proba_one(example.features).get(True, 0.5)
+        responded = example.label == "1"
+        q = p if responded else 1 - p
+        return (p >= 0.5) == responded, -math.log(max(q, 1e-9))
+
+    def _learn(self, example: Example) -> None:
+        self.model.learn_one(example.features, example.label == "1")
+        action = example.example_id.split("|", 1)[0]
+        self.outcomes[action] = self.outcomes.get(action, 0) + 1
+
+
+# ---------------------------------------------------------------- next step
+
+
+class FlowNextStep(_Online):
+    """The next contact point from the recent path: a back-off n-gram of order <= 4,
+    fast enough to learn from every step of every customer."""
+
+    name = NEXT_STEP
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = BackoffNgram(4)
+
+    def predict(self, prefix: tuple[str, ...]) -> tuple[str, float] | None:
+        """(next contact point, the share of times it followed this suffix) or None."""
+        table = self.model.successors.counts
+        for order in range(min(4, len(prefix)), 0, -1):
+            successors = table.get(tuple(prefix[-order:]))
+            if successors:
+                total = sum(successors.values())
+                best = max(successors, key=lambda k: (successors[k], k))
+                return best, successors[best] / total
+        return None
+
+    def _score(self, example: Example) -> tuple[bool, float]:
+        predicted = self.model.predict(example.prefix, {})
+        return predicted == example.label, 0.0 if predicted == example.label else 1.0
+
+    def _learn(self, example: Example) -> None:
+        self.model.learn(example.prefix, {}, example.label)
+
+
+def recent_path(ctx: CustomerContext, limit: int = 4) -> tuple[str, ...]:
+    """The customer's last contact points, oldest first."""
+    path: list[str] = []
+    for interaction in reversed(ctx.recent):
+        if interaction.touchpoint is not None:
+            path.append(interaction.touchpoint)
+            if len(path) == limit:
+                break
+    return tuple(reversed(path))
+
+
+class ModelSet:
+    """The three models, as the customer step sees them (read) and the learner feeds them."""
+
+    def __init__(self, playbook: CompiledPlaybook) -> None:
+        self.playbook = playbook
+        self.models: dict[str, _Online] = {
+            INTENT: IntentModel(),
+            PROPENSITY: PropensityModel(),
+            NEXT_STEP: FlowNextStep(),
+        }
+
+    def learn(self, example: Example) -> None:
+        self.models[example.model].learn(example)
+
+    def version(self) -> str:
+        return " ".join(m.version for m in self.models.values())
+
+    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+        return self.models[INTENT].predict(ctx)  # type: ignore[attr-defined]
+
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
+        at = ctx.last_seen
+        return self.models[PROPENSITY].predict(ctx, action, channel, at)  # type: ignore[attr-defined]
+
+    def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
+        return self.models[NEXT_STEP].predict(recent_path(ctx))  # type: ignore[attr-defined]

@@ -8,7 +8,9 @@ from pathlib import Path
 import msgspec
 from kafka import KafkaProducer
 from rich.console import Console
+from rich.table import Table
 
+from flows.evaluate import POLICIES, closed_loop
 from flows.map_files import map_from_snapshots, write_map_files
 from flows.orchestrate import embedded_flow, kafka_flow
 from flows.pictures import add_map_command
@@ -30,17 +32,22 @@ from schemas.topics import TOPIC_SCHEMAS, json_schema
 DEFAULT_OUT = Path("out")
 
 
-def _add_simulation_args(parser: argparse.ArgumentParser) -> None:
+def _add_simulation_args(
+    parser: argparse.ArgumentParser, customers: int | None = None, hours: float | None = None
+) -> None:
     group = parser.add_argument_group("simulator")
     defaults = SimulationConfig()
     group.add_argument(
-        "--customers", type=int, default=defaults.customers, help="simulated customers (size)"
+        "--customers",
+        type=int,
+        default=customers or defaults.customers,
+        help="simulated customers (size)",
     )
     group.add_argument("--seed", type=int, default=defaults.seed, help="simulator seed")
     group.add_argument(
         "--hours",
         type=float,
-        default=defaults.hours,
+        default=hours or defaults.hours,
         help="simulated span of event time (duration)",
     )
 
@@ -182,6 +189,63 @@ def cmd_topics(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    sim = _simulation(args)
+    playbook = load_compiled(args.playbook or playbook_path())
+    console.print(
+        f"evaluating {', '.join(POLICIES)} on {sim.customers:,} simulated customers, "
+        f"{sim.hours:g} h, seed {sim.seed} ...",
+        highlight=False,
+    )
+    results = {}
+    for policy in POLICIES:
+        results[policy] = closed_loop(sim, policy, playbook)
+        console.print(f"  {policy}: done in {results[policy]['seconds']} s", highlight=False)
+    table = Table(title="Closed-loop evaluation (same population, same seed)")
+    for column in (
+        "policy",
+        "reward",
+        "goals/customer",
+        "conversions",
+        "sent",
+        "intent acc.",
+        "violations",
+    ):
+        table.add_column(column, justify="right" if column != "policy" else "left")
+    for policy, r in results.items():
+        accuracy = r.get("intent_accuracy")
+        table.add_row(
+            policy,
+            f"{r['reward']:,.0f}",
+            f"{r['goals_per_customer']:.3f}",
+            f"{r['conversions']:,}",
+            f"{r['actions_sent']:,}",
+            "–" if accuracy is None else f"{accuracy:.1%}",
+            str(r["violations"]),
+        )
+    console.print(table)
+    learned, rules, oracle = (results[p]["reward"] for p in ("learned", "rules", "oracle"))
+    ratios = {
+        "learned_vs_rules": round(learned / rules, 3) if rules else None,
+        "learned_vs_oracle": round(learned / oracle, 3) if oracle else None,
+    }
+    console.print(
+        f"learned / rules-only reward: {ratios['learned_vs_rules']}x; "
+        f"learned / oracle: {ratios['learned_vs_oracle']:.0%}",
+        highlight=False,
+    )
+    document = {
+        "population": {"customers": sim.customers, "hours": sim.hours, "seed": sim.seed},
+        "playbook_version": playbook.version,
+        "policies": results,
+        "ratios": ratios,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
+    console.print(f"wrote {args.json}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def cmd_playbook(args: argparse.Namespace, console: Console) -> int:
     path = args.file or playbook_path()
     playbook = load_compiled(path)
@@ -266,6 +330,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_command(sub)
     add_map_command(sub)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="compare policies in a closed loop with the simulator",
+        description=(
+            "Run Wayfinder's learned policy, rules only, random and an oracle (which knows "
+            "the simulated customers' hidden truth) on the same simulated population and "
+            "seed; the customers react to what they are sent. Prints reward, goals reached "
+            "per customer, intent accuracy and policy violations, and writes them as JSON."
+        ),
+    )
+    _add_simulation_args(evaluate, customers=1000, hours=168.0)
+    evaluate.add_argument("--playbook", type=Path, help="playbook TOML (default: the built-in)")
+    evaluate.add_argument(
+        "--json", type=Path, default=Path("out/evaluation.json"), help="where to write the JSON"
+    )
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     playbook = sub.add_parser(
         "playbook",

@@ -53,6 +53,7 @@ class RunSummary:
     decisions: dict[str, int]
     actions: dict[str, int]
     transitions: dict[str, int]
+    intent_changes: int
     audience_changes: dict[str, int]
     loop_events: int
     outputs: dict[str, str] = field(default_factory=dict)
@@ -74,6 +75,7 @@ class RunSummary:
             "decisions": self.decisions,
             "actions": self.actions,
             "transitions": self.transitions,
+            "intent_changes": self.intent_changes,
             "audience_changes": self.audience_changes,
             "loop_events": self.loop_events,
             "outputs": self.outputs,
@@ -92,6 +94,7 @@ class _Counts:
             "events": metrics.sample("wayfinder_events_received")
             - metrics.sample("wayfinder_loop_events"),
             "loop_events": metrics.sample("wayfinder_loop_events"),
+            "intent_changes": metrics.sample("wayfinder_intent_changes"),
             "customers": metrics.sample("wayfinder_customer_contexts_created", {"kind": "known"}),
             "visitors": metrics.sample(
                 "wayfinder_customer_contexts_created", {"kind": "anonymous"}
@@ -224,6 +227,7 @@ def run_flow(
             "wayfinder_audience_changes", "change", label_bases["wayfinder_audience_changes"]
         ),
         loop_events=final["loop_events"],
+        intent_changes=final["intent_changes"],
     )
 
 
@@ -247,6 +251,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if summary.transitions:
         kinds = ", ".join(f"{n:,} {kind}" for kind, n in summary.transitions.items())
         table.add_row("journey transitions", kinds)
+    table.add_row("intent changes", f"{summary.intent_changes:,}")
     if summary.audience_changes:
         changes = ", ".join(f"{n:,} {c}" for c, n in summary.audience_changes.items())
         table.add_row("segment changes", changes)

@@ -188,6 +188,42 @@ _Session = Callable[["_Customer", float], None]
 _Entry = tuple[float, int, int, Any]
 
 
+#: Pages that ask for the next best content when a known customer opens them.
+_REQUEST_PAGES = frozenset({"home", "app_home", "offers", "phones", "plans", "accounts"})
+_REQUEST_SHARE = 0.5
+
+
+def _draw_profile(rng: random.Random) -> tuple[str, str, str, str]:
+    """A customer's vertical, value tier, time zone and preferred channel: the first draws
+    of their generator, so `customer_profile` can tell them without simulating."""
+    vertical = rng.choices(_VERTICALS, weights=_VERTICAL_WEIGHTS)[0]
+    tier = rng.choices(_TIERS, weights=_TIER_WEIGHTS)[0]
+    tz_name = _weighted(rng, _TIMEZONES)
+    preferred = _weighted(rng, _PREFERRED)
+    return vertical, tier, tz_name, preferred
+
+
+def true_intent(seed: int, index: int) -> str:
+    """What simulated customer `index` is really trying to do (hidden from Wayfinder)."""
+    vertical = _draw_profile(random.Random(f"{seed}:{index}"))[0]
+    roll = random.Random(f"{seed}:{index}:truth").random()
+    if vertical == "banking":
+        return "pay" if roll < 0.7 else "get_support"
+    if vertical == "auto":
+        return "buy" if roll < 0.85 else "get_support"
+    if roll < 0.45:
+        return "upgrade"
+    if roll < 0.7:
+        return "get_support"
+    return "billing" if roll < 0.9 else "activate"
+
+
+def customer_profile(seed: int, index: int) -> dict[str, str]:
+    """Who simulated customer `index` is (the closed-loop world's hidden truth starts here)."""
+    vertical, tier, tz_name, preferred = _draw_profile(random.Random(f"{seed}:{index}"))
+    return {"vertical": vertical, "value_tier": tier, "timezone": tz_name, "preferred": preferred}
+
+
 def _weighted(rng: random.Random, table: dict[str, float]) -> str:
     return rng.choices(list(table), weights=list(table.values()))[0]
 
@@ -231,10 +267,13 @@ class _Customer:
         "partner_id",
         "profile",
         "rate",
+        "requests",
         "revoked",
         "rng",
         "searches",
+        "seed",
         "transfers",
+        "true_intent",
         "tz",
         "vertical",
         "web",
@@ -248,11 +287,9 @@ class _Customer:
         self.id_prefix = f"sim-{config.seed}-{index}-"
         self.n = 0
         self.customer_id = f"cust-{index:06d}"
-        vertical = self.vertical = rng.choices(_VERTICALS, weights=_VERTICAL_WEIGHTS)[0]
-        tier = rng.choices(_TIERS, weights=_TIER_WEIGHTS)[0]
+        vertical, tier, tz_name, preferred = _draw_profile(rng)
+        self.vertical = vertical
         lo, hi = _TIER_LTV[tier]
-        tz_name = _weighted(rng, _TIMEZONES)
-        preferred = _weighted(rng, _PREFERRED)
         self.profile = {
             "value_tier": tier,
             "lifetime_value": round(lo * (hi / lo) ** rng.random(), 2),  # log-uniform
@@ -262,6 +299,9 @@ class _Customer:
         }
         # Own generators, so these facts leave every other draw as it was.
         self.opted_in = random.Random(f"{config.seed}:{index}:opt-in").random() < 0.6
+        self.seed = config.seed
+        self.true_intent = true_intent(config.seed, index)
+        self.requests = random.Random(f"{config.seed}:{index}:requests")
         if vertical == "telco":
             billing = random.Random(f"{config.seed}:{index}:billing")
             self.profile["paper_bill"] = billing.random() < 0.45
@@ -305,6 +345,14 @@ class _Customer:
         for k, (session, p) in enumerate(specials):
             if p and rng.random() < p:
                 heapq.heappush(heap, (self.rhythm_time(start), index, -2 - k, (self, session)))
+        # What the customer is really after shows in what they do (the hidden truth the
+        # closed-loop evaluation knows and Wayfinder has to learn). Its own generator.
+        wants = random.Random(f"{self.seed}:{index}:wants")
+        intent_sessions = _INTENT_SESSIONS.get((self.vertical, self.true_intent), ())
+        for k, (session, p) in enumerate(intent_sessions):
+            if wants.random() < p:
+                at = self.rhythm_time(start)
+                heapq.heappush(heap, (at, index, -2 - len(specials) - k, (self, session)))
 
     # ----------------------------------------------------------------- time
 
@@ -349,6 +397,7 @@ class _Customer:
         text: str | None = None,
         score: float | None = None,
         consent: Consent | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Queue one event; events past the simulated span are dropped."""
         if t >= self.end:
@@ -368,6 +417,7 @@ class _Customer:
             text=text,
             score=score,
             consent=consent,
+            request_id=request_id,
         )
         heapq.heappush(self.heap, (t, self.index, n, event))
 
@@ -410,9 +460,24 @@ class _Visit:
         self.channel = device.channel
 
     def emit(self, t: float, kind: str, touchpoint: str, props: dict | None = None) -> None:
-        self.customer.emit(
+        customer = self.customer
+        customer.emit(
             t, kind, self.channel, touchpoint, props, device=self.device, known=self.known
         )
+        if (
+            self.known
+            and touchpoint in _REQUEST_PAGES
+            and customer.requests.random() < _REQUEST_SHARE
+        ):
+            # The page asks Wayfinder what to show this customer, right now.
+            customer.emit(
+                t + 0.2,
+                "decision_request",
+                self.channel,
+                touchpoint,
+                device=self.device,
+                request_id=f"req-{customer.index}-{customer.n}",
+            )
 
     def browse(self, t: float, pages: int) -> float:
         c = self.customer
@@ -887,6 +952,17 @@ _BY_VERTICAL: dict[str, dict[_Session, float]] = {
     "auto": {_auto_research: 24.0, _auto_contact: 2.0, _auto_service: 1.0},
 }
 _PREFERENCE_BOOST = {"email": _email, "sms": _sms, "push": _push}
+#: Extra journeys a customer's true intent leads to: (session, chance), per vertical and intent.
+_INTENT_SESSIONS: dict[tuple[str, str], tuple[tuple[_Session, float], ...]] = {
+    ("telco", "upgrade"): ((_phone_upgrade, 0.6), (_telco_store, 0.3)),
+    ("telco", "get_support"): ((_telco_support, 0.6), (_telco_support, 0.3)),
+    ("telco", "billing"): ((_bill_shock, 0.6), (_telco_bill, 0.5)),
+    ("telco", "activate"): ((_phone_upgrade, 0.4),),
+    ("banking", "pay"): ((_transfer_trouble, 0.2), (_bank_web, 0.5)),
+    ("banking", "get_support"): ((_card_problem, 0.5), (_transfer_trouble, 0.3)),
+    ("auto", "buy"): ((_test_drive, 0.5), (_auto_research, 0.6)),
+    ("auto", "get_support"): ((_auto_service, 0.6),),
+}
 
 
 def _session_mix(

@@ -25,6 +25,7 @@ from operators.models import (
     PROPENSITY,
     Example,
     ModelSet,
+    Predictors,
     intent_features,
     propensity_features,
     recent_path,
@@ -47,6 +48,10 @@ from state.context import (
     to_snapshot,
 )
 
+#: Outcomes that settle what an action taught the propensity model (which predicts
+#: conversion); anything else is settled as "no" when the attribution window ends.
+_LABELLED_OUTCOMES = frozenset({"converted", "dismissed"})
+
 #: Outputs: transitions, audience changes, decisions, actions, tombstones, and
 #: Events for the events topic (merges, forwards, erasures of linked devices).
 Output = Struct
@@ -55,18 +60,25 @@ Output = Struct
 class CustomerStep:
     """Applies events and time to one customer's context and says what to emit."""
 
-    def __init__(self, playbook: CompiledPlaybook, models: ModelSet | None = None) -> None:
-        """`models`: the online models to predict with (the caller feeds them the
-        `Example`s this step emits); without, decisions use the rules alone."""
+    def __init__(
+        self,
+        playbook: CompiledPlaybook,
+        models: ModelSet | None = None,
+        predictors: Predictors | None = None,
+    ) -> None:
+        """`models`: the online models, which learn from the `Example`s this step emits
+        (the caller feeds them); `predictors`: what decisions ask (the models by
+        default; an oracle or a random policy in evaluations). Neither: rules alone."""
         self.playbook = playbook
         self.models = models
+        self.predictors = predictors = predictors if predictors is not None else models
         self.journeys = JourneyTracker(playbook)
         self.segments = SegmentEvaluator(playbook)
         self.decisions = DecisionMaker(
             playbook,
-            propensity=models.propensity if models else None,
-            next_step=models.next_step if models else None,
-            model_version=models.version if models else None,
+            propensity=predictors.propensity if predictors else None,
+            next_step=predictors.next_step if predictors else None,
+            model_version=predictors.version if predictors else None,
         )
         self._intent_of = {j.name: j.intent for j in playbook.journeys if j.intent}
         self._attribution_s = seconds(playbook.policies.attribution)
@@ -103,7 +115,7 @@ class CustomerStep:
         changes = self.segments.update(ctx, ts, event.event_id, event)
         outputs += transitions
         outputs += changes
-        if self.models is not None:
+        if self.predictors is not None:
             self._learn_and_predict(ctx, event, ts, before, transitions, outputs)
         if self.decisions.wants(event):
             self._decide(ctx, Trigger.of_event(event), outputs)
@@ -121,26 +133,48 @@ class CustomerStep:
         outputs: list[Output],
     ) -> None:
         """Emit what the models learn from this event, and update the predicted intent."""
+        if self.models is not None:
+            outputs += self._examples(ctx, event, ts, before, transitions)
+        if event.touchpoint is not None:
+            self._update_intent(ctx, event, ts, outputs)
+
+    def _examples(
+        self,
+        ctx: CustomerContext,
+        event: Event,
+        ts: float,
+        before: tuple[str, ...],
+        transitions: list[JourneyTransition],
+    ) -> list[Output]:
+        """Next step from every step, propensity from responses, intent from ended journeys."""
+        found: list[Output] = []
         if before and event.touchpoint is not None:
-            outputs.append(Example(NEXT_STEP, event.event_id, event.touchpoint, ts, prefix=before))
-        if event.action_id is not None and event.outcome in (
-            "opened",
-            "clicked",
-            "converted",
-            "dismissed",
-        ):
+            found.append(Example(NEXT_STEP, event.event_id, event.touchpoint, ts, prefix=before))
+        if event.action_id is not None and event.outcome in _LABELLED_OUTCOMES:
             sent = next((s for s in ctx.actions if s.action_id == event.action_id), None)
             if sent is not None and not sent.labelled:
-                outputs.append(self._propensity_example(ctx, sent, event.outcome != "dismissed"))
+                found.append(self._propensity_example(ctx, sent, event.outcome == "converted"))
+        found += self._intent_examples(ctx, transitions, ts)
+        return found
+
+    def _intent_examples(
+        self, ctx: CustomerContext, transitions: list[JourneyTransition], at: float
+    ) -> list[Output]:
+        """A resolved journey (completed or abandoned) says what the customer wanted."""
+        found: list[Output] = []
         for transition in transitions:
             intent = self._intent_of.get(transition.journey)
-            if transition.kind == "completed" and intent is not None:
-                outputs.append(
-                    Example(INTENT, transition.transition_id, intent, ts, intent_features(ctx))
+            if transition.kind in ("completed", "abandoned") and intent is not None:
+                found.append(
+                    Example(INTENT, transition.transition_id, intent, at, intent_features(ctx))
                 )
-        if event.touchpoint is None:
-            return
-        predicted = self.models.intent(ctx)  # type: ignore[union-attr]
+        return found
+
+    def _update_intent(
+        self, ctx: CustomerContext, event: Event, ts: float, outputs: list[Output]
+    ) -> None:
+        """Announce a change of intent when the new one leads by a clear margin."""
+        predicted = self.predictors.intent(ctx)  # type: ignore[union-attr]
         if predicted is None:
             return
         intent, confidence, margin = predicted
@@ -157,7 +191,7 @@ class CustomerStep:
                     margin=round(margin, 4),
                     at=event.ts,
                     trigger_event_id=event.event_id,
-                    model_version=self.models.version(),  # type: ignore[union-attr]
+                    model_version=self.predictors.version(),  # type: ignore[union-attr]
                 )
             )
             ctx.intent, ctx.intent_confidence = intent, confidence
@@ -202,6 +236,8 @@ class CustomerStep:
             return expired
         transitions = self.journeys.on_time(ctx, now)
         outputs: list[Output] = [*expired, *transitions]
+        if self.models is not None:
+            outputs += self._intent_examples(ctx, transitions, now)
         self._react(ctx, transitions, [], outputs)
         return outputs
 

@@ -369,6 +369,13 @@ class DecisionMaker:
             return verdict
         priority = journey.priority if journey is not None else 0
         propensity = self.propensity(ctx, action, placement.channel) if self.propensity else 1.0
+        floor = self.playbook.policies.min_expected_response
+        if self.propensity and propensity < floor:
+            verdict.status = "suppressed"
+            verdict.reasons.append(
+                f"Not sent: expected response {propensity:.1%} is below {floor:.0%}."
+            )
+            return verdict
         verdict.score = propensity * action.value * (1.0 + priority / 100.0) * action.lever
         verdict.channel = placement.channel
         verdict.partner_id = placement.partner_id

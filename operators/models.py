@@ -11,13 +11,14 @@ have learned exactly the same examples as an uninterrupted one.
 
 import math
 from hashlib import blake2b
+from typing import Protocol
 
 from msgspec import Struct
 from river import drift, linear_model, optim
 
 from operators.next_step import BackoffNgram
 from operators.playbook import ActionSpec, CompiledPlaybook
-from state.context import CustomerContext
+from state.context import RESPONSES, CustomerContext
 
 INTENT, PROPENSITY, NEXT_STEP = "intent", "propensity", "next_step"
 
@@ -108,6 +109,12 @@ def intent_features(ctx: CustomerContext) -> dict[str, float]:
             x[key] = x.get(key, 0.0) + 1.0
         key = "type=" + interaction.type
         x[key] = x.get(key, 0.0) + 0.5
+    for inst in ctx.journeys:
+        key = "open=" + inst.journey
+        x[key] = x.get(key, 0.0) + 1.0
+    for summary in ctx.finished[-8:]:
+        key = "done=" + summary.journey
+        x[key] = x.get(key, 0.0) + 1.0
     for key, value in x.items():
         x[key] = math.log1p(value)
     if ctx.value_tier:
@@ -172,6 +179,11 @@ def propensity_features(
         x[f"{action}|intent={ctx.intent}"] = 1.0
     for segment in ctx.segments:
         x[f"{action}|seg={segment}"] = 1.0
+    if channel == ctx.preferred_channel:
+        x["preferred_channel"] = 1.0
+    answered = sum(1 for s in ctx.actions if s.channel == channel and s.outcome in RESPONSES)
+    if answered:
+        x["answered_here"] = math.log1p(answered)
     return x
 
 
@@ -247,6 +259,18 @@ def recent_path(ctx: CustomerContext, limit: int = 4) -> tuple[str, ...]:
             if len(path) == limit:
                 break
     return tuple(reversed(path))
+
+
+class Predictors(Protocol):
+    """What the customer step asks of models: learned ones, or an oracle's, or none."""
+
+    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None: ...
+
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float: ...
+
+    def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None: ...
+
+    def version(self) -> str: ...
 
 
 class ModelSet:

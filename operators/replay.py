@@ -16,7 +16,7 @@ from msgspec import Struct
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
-from operators.models import Example, ModelSet
+from operators.models import Example, ModelSet, Predictors
 from operators.playbook import CompiledPlaybook
 from schemas.event import Event
 from state.context import CustomerContext
@@ -25,10 +25,17 @@ from state.context import CustomerContext
 class Replay:
     """All customers' contexts, fed one event at a time."""
 
-    def __init__(self, playbook: CompiledPlaybook, *, learn: bool = True) -> None:
-        """`learn`: with the online models, learning from what happens as it happens."""
+    def __init__(
+        self,
+        playbook: CompiledPlaybook,
+        *,
+        learn: bool = True,
+        predictors: Predictors | None = None,
+    ) -> None:
+        """`learn`: with the online models, learning from what happens as it happens;
+        `predictors`: what decisions ask instead of them (evaluations)."""
         self.models = ModelSet(playbook) if learn else None
-        self.step = CustomerStep(playbook, self.models)
+        self.step = CustomerStep(playbook, self.models, predictors)
         self.contexts: dict[str, CustomerContext] = {}
         self.outputs: list[Struct] = []
 

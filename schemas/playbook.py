@@ -199,6 +199,9 @@ class Policies(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     fatigue: Fatigue | None = None
     #: How long after an action an outcome is still credited to it.
     attribution: Duration = "3d"
+    #: With a response model, actions whose expected response is lower are not sent
+    #: (contact pressure is spent where it works).
+    min_expected_response: Annotated[float, Meta(ge=0, le=1)] = 0.0
 
 
 class LifecycleSettings(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -43,7 +43,8 @@ def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):
     chat = [msgspec.json.decode(raw, type=Action) for raw in by_channel["chat"]]
     assert chat and all(a.action == "priority_agent" for a in chat)
     transitions = lines(out / "journeys.jsonl")
-    assert sum(result["transitions"].values()) == len(transitions) > 0
+    assert sum(result["transitions"].values()) + result["intent_changes"] == len(transitions)
+    assert result["intent_changes"] > 0
     assert sum(result["audience_changes"].values()) == len(lines(out / "audiences.jsonl")) > 0
     for name in ("events", "customers", "actions on chat", "dead letters", "summary.json"):
         assert name in stdout
@@ -74,13 +75,26 @@ def test_same_input_gives_the_same_outputs_with_more_workers(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     wayfinder("run", *SMALL, "--out", str(one), "--no-progress")
     wayfinder("run", *SMALL, "--out", str(two), "--no-progress", "--workers", "2")
-    files = sorted(p.name for p in one.glob("*.jsonl"))
-    assert files == sorted(p.name for p in two.glob("*.jsonl"))
-    # Analytics snapshots inside a window are as of arrival; the final map is not.
-    files.remove("analytics.jsonl")
-    files += ["contact_map_edges.csv", "contact_map.json"]
-    for name in files:
+    assert sorted(p.name for p in one.glob("*.jsonl")) == sorted(
+        p.name for p in two.glob("*.jsonl")
+    )
+    # What the rules and the journeys decide is the same whatever the shape. (Not
+    # compared: decisions a model took part in, since with more workers the learner
+    # may take a batch of examples in before or after a prediction, nor the visitors'
+    # contexts handed over in merges, which carry predictions; and analytics
+    # snapshots inside a window, which are as of arrival; the final map is compared.)
+    for name in (
+        "dlq.jsonl",
+        "audiences.jsonl",
+        "contact_map_edges.csv",
+        "contact_map.json",
+    ):
         assert sorted(lines(one / name)) == sorted(lines(two / name)), name
+    journeys = [
+        sorted(line for line in lines(folder / "journeys.jsonl") if b'"journey"' in line)
+        for folder in (one, two)
+    ]
+    assert journeys[0] == journeys[1]
 
 
 def test_resumed_run_continues_from_the_snapshot_without_repeating_outputs(tmp_path):

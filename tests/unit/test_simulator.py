@@ -277,7 +277,7 @@ def test_memory_does_not_grow_with_the_number_of_events():
 
     short_count, short_peak = peak(24)
     long_count, long_peak = peak(24 * 6)
-    assert long_count > 4 * short_count
+    assert long_count > 3 * short_count  # one-off journeys make the short span denser
     assert long_peak < 2 * short_peak
 
 

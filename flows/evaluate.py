@@ -1,0 +1,281 @@
+"""Closed-loop evaluation: policies compared on one simulated population and seed.
+
+The simulator's customers have hidden ground truth (flows/world.py) and react
+to what they are sent; their reactions (outcomes, and the events that move
+their journeys) come back into the stream at their own event time. Four
+policies decide on the same population with the same playbook and contact
+policies: Wayfinder's learned one (online models), rules only (no models),
+random (random choice among the allowed candidates) and an oracle that knows
+the hidden truth. An independent checker counts policy violations in what each
+sent. `wayfinder evaluate` prints the table and writes the JSON.
+"""
+
+import heapq
+import itertools
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from hashlib import blake2b
+from zoneinfo import ZoneInfo
+
+from flows.simulator import SimulationConfig, simulate
+from flows.world import World
+from operators.models import ModelSet
+from operators.playbook import ActionSpec, CompiledPlaybook
+from operators.replay import Replay
+from schemas.action import Action
+from schemas.codec import BadInput, EventDecoder
+from schemas.event import Event
+from schemas.journey import JourneyTransition
+from schemas.playbook import seconds
+from state.context import CustomerContext
+
+POLICIES = ("learned", "rules", "random", "oracle")
+
+
+class RandomScores:
+    """A random policy: the same playbook and contact policies, with guesses in place of
+    predictions (a random intent, a random next step) and random preferences."""
+
+    def __init__(self, seed: int, playbook: CompiledPlaybook) -> None:
+        self.seed = seed
+        self.intents = playbook.intents
+        self.points = sorted(playbook.contact_points)
+
+    def _draw(self, *parts: object) -> float:
+        text = "|".join(str(p) for p in (self.seed, *parts))
+        return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+        if not self.intents:
+            return None
+        pick = self.intents[int(self._draw(ctx.key, ctx.events, "i") * len(self.intents))]
+        return pick, 0.5 + self._draw(ctx.key, ctx.events, "c") / 2, 0.5
+
+    def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
+        pick = self.points[int(self._draw(ctx.key, ctx.events, "n") * len(self.points))]
+        return pick, self._draw(ctx.key, ctx.events, "p")
+
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
+        return self._draw(ctx.key, ctx.last_seen, action.name, channel)
+
+    def version(self) -> str:
+        return f"random@{self.seed}"
+
+
+class Oracle:
+    """Knows the hidden truth: each customer's real intent and real chance to convert."""
+
+    def __init__(self, world: World, models: ModelSet) -> None:
+        self.world = world
+        self.models = models  # next step: the learned one (the truth has no path model)
+
+    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+        truth = self.world.truth(ctx.key)
+        return None if truth is None else (truth.intent, 1.0, 1.0)
+
+    def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
+        return self.models.next_step(ctx)
+
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
+        return self.world.true_propensity(ctx.key, action.name, channel)
+
+    def version(self) -> str:
+        return "oracle"
+
+
+@dataclass
+class _Sent:
+    action: Action
+    purpose: str
+    category: str
+    value: float
+
+
+class ViolationChecker:
+    """Checks what was sent against the contact policies, independently of the engine:
+    consent (from the customer's own consent events), frequency caps, quiet hours,
+    and suppression by open journeys (from the journey transitions)."""
+
+    def __init__(self, playbook: CompiledPlaybook, world: World) -> None:
+        self.playbook = playbook
+        self.world = world
+        self.consent: dict[str, list[tuple[str | None, str | None, bool]]] = defaultdict(list)
+        self.open: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
+        self.sent: dict[str, list[_Sent]] = defaultdict(list)
+        self.violations: dict[str, int] = defaultdict(int)
+        self.suppressors = {j.name: j.suppresses for j in playbook.journeys}
+
+    def saw(self, event: Event) -> None:
+        if event.consent is not None and event.customer_id is not None:
+            c = event.consent
+            self.consent[event.customer_id].append((c.channel, c.purpose, c.granted))
+
+    def transition(self, t: JourneyTransition) -> None:
+        key = (t.journey, t.instance or "")
+        if t.kind in ("entered", "resumed", "progressed", "stalled"):
+            self.open[t.customer_id][key] = t.journey
+        elif t.kind in ("completed", "abandoned", "merged"):
+            self.open[t.customer_id].pop(key, None)
+
+    def check(self, action: Action, spec: ActionSpec) -> None:
+        if action.action == "no_action":
+            return
+        customer, channel, now = action.customer_id, action.channel, action.created_at.timestamp()
+        granted = None
+        for scope_channel, scope_purpose, value in self.consent[customer]:
+            if scope_channel in (None, channel) and scope_purpose in (None, spec.purpose):
+                rank = (scope_channel is not None) * 2 + (scope_purpose is not None)
+                if granted is None or rank >= granted[0]:
+                    granted = (rank, value)
+        allowed = granted[1] if granted else spec.purpose != "marketing"
+        if not allowed:
+            self.violations["consent"] += 1
+        history = self.sent[customer]
+        for cap in self.playbook.policies.caps:
+            if spec.purpose not in cap.purposes or cap.channel not in ("*", channel):
+                continue
+            per = seconds(cap.per)
+            used = sum(
+                1
+                for s in history
+                if now - s.action.created_at.timestamp() < per
+                and s.purpose in cap.purposes
+                and (cap.channel == "*" or s.action.channel == channel)
+            )
+            if used >= cap.max:
+                self.violations["cap"] += 1
+                break
+        quiet = self.playbook.policies.quiet_hours
+        if quiet is not None and spec.purpose in quiet.purposes:
+            truth = self.world.truth(customer)
+            zone = ZoneInfo(_timezone_of(self.world, customer) or quiet.default_timezone)
+            local = datetime.fromtimestamp(now, UTC).astimezone(zone)
+            minute = local.hour * 60 + local.minute
+            start, end = (int(x[:2]) * 60 + int(x[3:]) for x in (quiet.start, quiet.end))
+            inside = start <= minute < end if start < end else minute >= start or minute < end
+            if inside and truth is not None:
+                self.violations["quiet_hours"] += 1
+        for journey in self.open[customer].values():
+            if spec.category in self.suppressors.get(journey, ()) and journey != action.journey:
+                self.violations["suppression"] += 1
+                break
+        history.append(_Sent(action, spec.purpose, spec.category, spec.value))
+
+    @property
+    def total(self) -> int:
+        return sum(self.violations.values())
+
+
+def _timezone_of(world: World, customer: str) -> str | None:
+    if not customer.startswith("cust-") or not customer[5:].isdigit():
+        return None
+    from flows.simulator import customer_profile  # noqa: PLC0415 (only for the checker)
+
+    return customer_profile(world.seed, int(customer[5:]))["timezone"]
+
+
+def closed_loop(
+    config: SimulationConfig, policy: str, playbook: CompiledPlaybook
+) -> dict[str, object]:
+    """Run one policy on the simulated population, the world reacting as it goes."""
+    world = World(config.seed)
+    if policy == "learned":
+        replay = Replay(playbook)
+    elif policy == "rules":
+        replay = Replay(playbook, learn=False)
+    elif policy == "random":
+        replay = Replay(playbook, learn=False, predictors=RandomScores(config.seed, playbook))
+    elif policy == "oracle":
+        models = ModelSet(playbook)
+        replay = Replay(playbook, predictors=Oracle(world, models))
+        replay.models = models  # the oracle still learns its next-step model
+        replay.step.models = models
+    else:
+        raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
+    specs = {a.name: a for a in playbook.actions}
+    checker = ViolationChecker(playbook, world)
+    decoder = EventDecoder()
+    counter = itertools.count()
+    queue: list[tuple[float, int, Event]] = []
+    for _ts, raw in simulate(config):
+        try:
+            event = decoder.decode(raw)
+        except BadInput:
+            continue
+        heapq.heappush(queue, (event.ts.timestamp(), next(counter), event))
+
+    started = time.perf_counter()
+    reward = 0.0
+    sent = converted = 0
+    goals: dict[str, int] = defaultdict(int)
+    by_action: dict[str, float] = defaultdict(float)
+    sent_by_action: dict[str, int] = defaultdict(int)
+    seen_outputs = 0
+    while queue:
+        _ts, _n, event = heapq.heappop(queue)
+        checker.saw(event)
+        if event.outcome == "converted" and event.action_id in _value_of:
+            name, value = _value_of[event.action_id]
+            reward += value
+            by_action[name] += value
+            converted += 1
+        replay.feed(event)
+        fresh = replay.outputs[seen_outputs:]
+        seen_outputs = len(replay.outputs)
+        for output in fresh:
+            kind = type(output)
+            if kind is JourneyTransition:
+                checker.transition(output)
+                if output.kind == "completed" and not output.customer_id.startswith("anon:"):
+                    goals[output.customer_id] += 1
+            elif kind is Action and output.action != "no_action":
+                spec = specs[output.action]
+                checker.check(output, spec)
+                sent += 1
+                _value_of[output.action_id] = (spec.name, spec.value)
+                sent_by_action[spec.name] += 1
+                for reaction in world.react(output):
+                    heapq.heappush(queue, (reaction.ts.timestamp(), next(counter), reaction))
+    _value_of.clear()
+
+    customers = [k for k in replay.contexts if k.startswith("cust-")]
+    predicted = [(k, replay.contexts[k].intent) for k in customers if replay.contexts[k].intent]
+    right = sum(1 for k, intent in predicted if world.truth(k).intent == intent)  # type: ignore[union-attr]
+    result: dict[str, object] = {
+        "customers": len(customers),
+        "reward": round(reward, 2),
+        "actions_sent": sent,
+        "conversions": converted,
+        "goals_reached": sum(goals.values()),
+        "goals_per_customer": round(sum(goals.values()) / max(len(customers), 1), 4),
+        "violations": checker.total,
+        "violations_by_policy": dict(checker.violations),
+        "reward_by_action": {k: round(v, 2) for k, v in sorted(by_action.items())},
+        "sent_by_action": dict(sorted(sent_by_action.items())),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if policy in ("learned", "oracle"):
+        result["intent_accuracy"] = round(right / len(predicted), 4) if predicted else 0.0
+        result["intent_predicted_share"] = round(len(predicted) / max(len(customers), 1), 4)
+    if replay.models is not None:
+        result["models"] = {
+            name: {
+                "examples": m.record.learned,
+                "prequential_accuracy": round(m.record.accuracy, 4),
+                "loss": round(m.record.loss, 4),
+                "drifts": m.record.drifts,
+            }
+            for name, m in replay.models.models.items()
+        }
+    return result
+
+
+#: action id -> (action, value), for crediting conversions (cleared after each run).
+_value_of: dict[str, tuple[str, float]] = {}
+
+
+def evaluate(config: SimulationConfig, playbook: CompiledPlaybook) -> dict[str, dict]:
+    """Every policy on the same population and seed."""
+    return {policy: closed_loop(config, policy, playbook) for policy in POLICIES}

@@ -1,0 +1,91 @@
+"""The online models: prequential records, exactly-once learning, closed-loop evaluation."""
+
+import pickle
+
+from flows.evaluate import POLICIES, closed_loop
+from flows.simulator import SimulationConfig
+from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, ModelSet
+from operators.replay import Replay
+from schemas.codec import BadInput, EventDecoder
+from schemas.journey import IntentTransition
+from tests.helpers import default_playbook
+
+
+def examples(n: int) -> list[Example]:
+    out = []
+    for i in range(n):
+        out.append(Example(NEXT_STEP, f"n{i}", ["b", "c", "a"][i % 3], float(i), prefix=("a",)))
+        out.append(
+            Example(INTENT, f"i{i}", ["pay", "upgrade"][i % 2], float(i), {f"f{i % 2}": 1.0})
+        )
+        out.append(Example(PROPENSITY, f"x|{i}", str(i % 2), float(i), {"bias": 1.0}))
+    return out
+
+
+def test_every_model_predicts_each_example_before_learning_it():
+    models = ModelSet(default_playbook())
+    for example in examples(60):
+        models.learn(example)
+    for name in (INTENT, PROPENSITY, NEXT_STEP):
+        record = models.models[name].record
+        assert record.learned == 60
+        assert 0 <= record.correct <= 60
+    assert models.models[INTENT].record.accuracy > 0.8  # two separable intents
+    assert "intent@60" in models.version()
+
+
+def test_resuming_from_a_pickled_model_learns_exactly_the_same_examples():
+    stream = examples(80)
+    straight = ModelSet(default_playbook())
+    for example in stream:
+        straight.learn(example)
+    first = ModelSet(default_playbook())
+    for example in stream[:100]:
+        first.learn(example)
+    resumed = ModelSet(default_playbook())
+    resumed.models = pickle.loads(pickle.dumps(first.models))  # the snapshot at the crash
+    for example in stream[100:]:
+        resumed.learn(example)
+    for name in (INTENT, PROPENSITY, NEXT_STEP):
+        a, b = straight.models[name].record, resumed.models[name].record
+        assert (a.learned, a.digest, a.correct) == (b.learned, b.digest, b.correct)
+
+
+def test_the_example_digest_does_not_depend_on_order():
+    forward, backward = ModelSet(default_playbook()), ModelSet(default_playbook())
+    stream = [e for e in examples(30) if e.model == NEXT_STEP]
+    for example in stream:
+        forward.learn(example)
+    for example in reversed(stream):
+        backward.learn(example)
+    assert forward.models[NEXT_STEP].record.digest == backward.models[NEXT_STEP].record.digest
+
+
+def test_intent_changes_are_announced_once_the_model_has_learned():
+    from flows.simulator import simulate  # noqa: PLC0415
+
+    decoder = EventDecoder()
+    events = []
+    for _ts, raw in simulate(SimulationConfig(customers=400, hours=72)):
+        try:
+            events.append(decoder.decode(raw))
+        except BadInput:
+            continue
+    replay = Replay(default_playbook())
+    replay.run(events)
+    changes = [o for o in replay.outputs if type(o) is IntentTransition]
+    assert changes
+    assert all(c.confidence >= 0.4 and c.margin >= 0.2 for c in changes)
+    assert replay.models.models[INTENT].record.learned >= 30
+
+
+def test_closed_loop_policies_report_reward_goals_and_no_violations():
+    config = SimulationConfig(customers=150, hours=48)
+    results = {p: closed_loop(config, p, default_playbook()) for p in POLICIES}
+    for name, result in results.items():
+        assert {"reward", "goals_reached", "customers", "violations"} <= set(result), name
+        assert result["violations"] == 0, (name, result["violations_by_policy"])
+    assert "intent_accuracy" in results["learned"]
+    assert results["oracle"]["intent_accuracy"] == 1.0
+    again = closed_loop(config, "learned", default_playbook())
+    assert again["reward"] == results["learned"]["reward"]  # same population, same seed

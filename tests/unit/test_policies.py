@@ -1,0 +1,208 @@
+"""Contact policies and decision requests, on the cores."""
+
+import tomllib
+from datetime import timedelta
+
+from flows.settings import DEFAULT_PLAYBOOK
+from operators.playbook import compile_playbook
+from operators.policies import ContactPolicies
+from schemas.action import Action
+from schemas.event import Consent, Event
+from schemas.playbook import parse_playbook
+from state.context import SentAction
+from tests.helpers import T0, Harness, default_playbook, ev, profile
+
+
+def playbook_with(**policies):
+    raw = tomllib.loads(DEFAULT_PLAYBOOK.read_text())
+    raw["policies"] = {**raw.get("policies", {}), **policies}
+    return compile_playbook(parse_playbook(raw))
+
+
+def accessories_visits(times_minutes, customer="cust-1"):
+    """Marketing-consented customer visiting the accessories shop at the given minutes."""
+    events = [
+        profile("medium", customer=customer),
+        ev(
+            "consent",
+            "web",
+            minutes=-100,
+            customer=customer,
+            consent=Consent(granted=True, purpose="marketing"),
+        ),
+    ]
+    events += [
+        ev("page_view", "web", minutes=m, customer=customer, touchpoint="accessories")
+        for m in times_minutes
+    ]
+    return events
+
+
+def upsell_statuses(run):
+    return [
+        c.status
+        for d in run.decisions("accessories_upsell")
+        for c in d.candidates
+        if c.action == "accessories_upsell"
+    ]
+
+
+def test_frequency_cap_closes_a_channel_then_all_channels():
+    pb = playbook_with(
+        caps=[{"max": 1, "per": "7d", "channel": "*", "purposes": ["marketing"]}],
+        quiet_hours=None,
+        fatigue=None,
+        holdout_share=0.0,
+    )
+    # One week apart is outside the cooldown (7d) only once; use days 0 and 8 and 8.5.
+    minutes = [0, 8 * 1440, 8 * 1440 + 720]
+    run = Harness(pb).run(accessories_visits(minutes))
+    statuses = upsell_statuses(run)
+    assert statuses[0] == "sent"
+    assert statuses[1] == "sent"  # the first left the 7-day window
+    decision = run.decisions("accessories_upsell")[2]
+    reasons = " ".join(decision.candidates[0].reasons)
+    assert decision.outcome == "suppressed"
+    assert "cooldown" in reasons or "frequency cap of 1 marketing actions in all" in reasons
+
+
+def test_frequency_cap_is_counted_from_the_customer_log_exactly():
+    pb = playbook_with(
+        caps=[{"max": 2, "per": "1d", "channel": "email", "purposes": ["marketing"]}],
+        quiet_hours=None,
+        fatigue=None,
+        holdout_share=0.0,
+    )
+    policies = ContactPolicies(pb)
+    run = Harness(pb).run(accessories_visits([0]))
+    ctx = run.context()
+    action = next(a for a in pb.actions if a.name == "accessories_upsell")
+    now = (T0 + timedelta(minutes=10)).timestamp()
+    ctx.actions.clear()
+    ctx.preferred_channel = "email"
+    for i in range(2):
+        ctx.actions.append(SentAction(f"a{i}", "finance_offer", "email", "marketing", now))
+    placement, why = policies.place(ctx, action, now, "web", None, None)
+    assert why is None and placement is not None and placement.channel != "email"
+    assert "frequency cap of 2 marketing actions on email per 1 d reached" in placement.how
+
+
+def test_quiet_hours_hold_marketing_but_not_service():
+    pb = playbook_with(
+        quiet_hours={"start": "21:00", "end": "08:00", "purposes": ["marketing"]},
+        caps=[],
+        fatigue=None,
+        holdout_share=0.0,
+    )
+    # T0 is 12:00 UTC; the customer is in London; 11 h later is 23:00 there.
+    run = Harness(pb).run(accessories_visits([11 * 60]))
+    (decision,) = run.decisions("accessories_upsell")
+    assert decision.outcome == "suppressed"
+    assert "quiet hours 21:00-08:00 in Europe/London (it is 23:00 there)" in " ".join(
+        decision.candidates[0].reasons
+    )
+    policies = ContactPolicies(pb)
+    service = next(a for a in pb.actions if a.name == "activation_help")
+    ctx = run.context()
+    placement, why = policies.place(ctx, service, ctx.last_seen, "web", None, None)
+    assert why is None and placement is not None
+
+
+def test_fatigue_pauses_marketing_after_ignored_actions():
+    pb = playbook_with(
+        fatigue={"ignored": 2, "within": "14d", "pause": "14d"},
+        caps=[],
+        quiet_hours=None,
+        holdout_share=0.0,
+    )
+    ctx = Harness(pb).run(accessories_visits([0])).context()
+    start = ctx.last_seen
+    ctx.actions.clear()
+    for i in range(2):
+        ctx.actions.append(
+            SentAction(f"x{i}", "finance_offer", "email", "marketing", start + i * 7200)
+        )
+    action = next(a for a in pb.actions if a.name == "accessories_upsell")
+    placement, why = ContactPolicies(pb).place(ctx, action, start + 6 * 3600, "web", None, None)
+    assert placement is None and "unanswered" in why and "fatigue" in why
+    ctx.actions[-1].outcome = "clicked"  # a response ends the streak
+    placement, why = ContactPolicies(pb).place(ctx, action, start + 6 * 3600, "web", None, None)
+    assert why is None
+
+
+def test_holdout_is_a_stable_share_of_customers():
+    policies = ContactPolicies(playbook_with(holdout_share=0.05))
+    held = [c for c in (f"cust-{i:06d}" for i in range(20000)) if policies.in_holdout(c)]
+    assert 0.04 < len(held) / 20000 < 0.06
+    assert held == [c for c in held if policies.in_holdout(c)]
+
+
+def test_holdout_customer_is_audited_but_gets_nothing():
+    pb = playbook_with(holdout_share=0.5, caps=[], quiet_hours=None, fatigue=None)
+    policies = ContactPolicies(pb)
+    customer = next(c for c in (f"cust-{i}" for i in range(100)) if policies.in_holdout(c))
+    run = Harness(pb).run(accessories_visits([0], customer=customer))
+    assert run.actions("accessories_upsell") == []
+    (decision,) = run.decisions("accessories_upsell")
+    assert decision.holdout and decision.outcome == "holdout"
+    assert decision.candidates[0].status == "holdout"
+
+
+def request(minutes, channel="web", request_id="r-1"):
+    return Event(
+        event_id=f"req-{request_id}",
+        ts=T0 + timedelta(minutes=minutes),
+        type="decision_request",
+        channel=channel,
+        customer_id="cust-1",
+        touchpoint="home",
+        request_id=request_id,
+    )
+
+
+def test_decision_request_without_an_answer_gets_an_explicit_no_action_reply():
+    run = Harness().run([profile("low"), request(0)])
+    (reply,) = run.actions()
+    assert reply.action == "no_action" and reply.request_id == "r-1" and reply.channel == "web"
+
+
+def test_decision_request_during_a_support_journey_gets_the_service_status():
+    events = [
+        profile("low"),
+        ev("page_view", "web", minutes=1, touchpoint="help_network"),
+        request(2, request_id="r-2"),
+    ]
+    (reply,) = Harness().run(events).actions()
+    assert (reply.action, reply.request_id, reply.channel) == ("service_status", "r-2", "web")
+
+
+def test_every_decision_request_is_answered_once():
+    events = [profile("medium")] + [request(i, request_id=f"r{i}") for i in range(1, 6)]
+    replies = Harness().run(events).actions()
+    assert sorted(a.request_id for a in replies) == [f"r{i}" for i in range(1, 6)]
+    assert all(isinstance(a, Action) for a in replies)
+
+
+def test_outcome_is_credited_to_the_action_it_reports_on():
+    events = accessories_visits([0])
+    run = Harness(playbook_with(caps=[], quiet_hours=None, fatigue=None, holdout_share=0.0))
+    run.run(events)
+    (sent,) = run.actions("accessories_upsell")
+    outcome = Event(
+        event_id="o-1",
+        ts=sent.created_at + timedelta(minutes=5),
+        type="action_outcome",
+        channel=sent.channel,
+        customer_id="cust-1",
+        action_id=sent.action_id,
+        outcome="clicked",
+    )
+    run.run([outcome])
+    (logged,) = [s for s in run.context().actions if s.action_id == sent.action_id]
+    assert logged.outcome == "clicked"
+
+
+def test_default_playbook_policies_are_in_force():
+    policies = default_playbook().policies
+    assert policies.holdout_share > 0 and policies.quiet_hours is not None
+    assert policies.caps and policies.fatigue is not None

@@ -26,6 +26,7 @@ from flows.settings import (
 from flows.simulator import SimulationConfig, simulate
 from flows.sources import EventFileSource, SimulatorSource
 from flows.topics import ensure_topics
+from operators.models import ModelSet, model_records
 from schemas.playbook import PlaybookError
 from schemas.topics import TOPIC_SCHEMAS, json_schema
 
@@ -105,7 +106,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 f"wayfinder on the simulator ({sim.customers:,} customers, "
                 f"{sim.hours:g} h, seed {sim.seed})"
             )
-        flow, sink = embedded_flow(source, args.out, playbook=playbook)
+        models = ModelSet(playbook)
+        flow, sink = embedded_flow(source, args.out, playbook=playbook, models=models)
         summary = run_flow(
             flow,
             console=console,
@@ -126,6 +128,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             if cmap.scopes:
                 report = write_report(cmap, summary.as_dict(), args.out / "report.html", title)
                 summary.outputs["report"] = str(report)
+        models_path = args.out / "models.json"
+        models_path.write_text(json.dumps(model_records(models), indent=2) + "\n")
+        summary.outputs["models"] = str(models_path)
         summary_path = args.out / "summary.json"
         summary.outputs["summary"] = str(summary_path)
         summary_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")

@@ -10,6 +10,7 @@ event time) and on Kafka (live: wall-clock timers). `python -m bytewax.run
 flows.orchestrate:flow` runs the Kafka flow configured from the environment.
 """
 
+import os
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,14 @@ from flows.analytics_step import ScopeLogic, finished_journeys
 from flows.clock import EventClock
 from flows.learning import ModelLogic, examples
 from flows.loopback import LOOP_TOPIC, EmbeddedSource, Loopback
-from flows.settings import KafkaSettings, all_topics, load_default_playbook, state_key
+from flows.settings import (
+    FAULT_EXIT_CODE,
+    KafkaSettings,
+    all_topics,
+    fault_after_events,
+    load_default_playbook,
+    state_key,
+)
 from flows.sinks import TopicFileSink
 from flows.sources import RawRecord
 from operators.analytics import InFlight, in_flight
@@ -195,9 +203,15 @@ def _make_decoder(
     decoder = EventDecoder(max_bytes)
     received = metrics.EVENTS_RECEIVED
     dead = metrics.DEAD_LETTERS
+    crash_after = fault_after_events()
+    seen = [0]
 
     def decode(batch: list[Any]) -> list[tuple[str, Keyed] | DeadLetter]:
         received.inc(len(batch))
+        if crash_after is not None:
+            seen[0] += len(batch)
+            if seen[0] >= crash_after:
+                os._exit(FAULT_EXIT_CODE)  # a crash, on purpose: no clean-up, no flush
         out: list[tuple[str, Keyed] | DeadLetter] = []
         latest = float("-inf")
         bad = extra = 0
@@ -256,11 +270,16 @@ def build_flow(
     playbook: CompiledPlaybook,
     live: bool,
     loop: Loopback | None = None,
+    models: ModelSet | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     flow_id: str = "wayfinder",
 ) -> Dataflow:
-    """Wire input → decode → customer step → output; sources and sinks are parameters."""
-    models = ModelSet(playbook)
+    """Wire input → decode → customer step → output; sources and sinks are parameters.
+
+    `models`: this process's online models (the learner step feeds them, the customer
+    step reads them); a new set when not given.
+    """
+    models = models if models is not None else ModelSet(playbook)
     step = CustomerStep(playbook, models)
     clock = EventClock()
     flow = Dataflow(flow_id)
@@ -289,6 +308,7 @@ def embedded_flow(
     out_dir: Path,
     *,
     playbook: CompiledPlaybook | None = None,
+    models: ModelSet | None = None,
 ) -> tuple[Dataflow, TopicFileSink]:
     """The flow with local JSON-lines files for topics (simulator or event file in)."""
     playbook = playbook or load_default_playbook()
@@ -302,6 +322,7 @@ def embedded_flow(
         playbook=playbook,
         live=False,
         loop=loop,
+        models=models,
     )
     return flow, sink
 

@@ -148,3 +148,16 @@ def state_key(key: str) -> str:
     marker) names nobody.
     """
     return blake2b(key.encode(), digest_size=16, key=_SECRET).hexdigest()
+
+
+#: Exit status of a crash injected with WAYFINDER_FAULT_AFTER_EVENTS.
+FAULT_EXIT_CODE = 75
+
+
+def fault_after_events(env: dict[str, str] | None = None) -> int | None:
+    """Fault injection for recovery tests: crash the process (no clean-up) once this many
+    input records have been read. Unset in normal runs."""
+    env = dict(os.environ if env is None else env)
+    if not env.get("WAYFINDER_FAULT_AFTER_EVENTS"):
+        return None
+    return _env_int(env, "WAYFINDER_FAULT_AFTER_EVENTS", 1)

@@ -299,3 +299,18 @@ class ModelSet:
 
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
         return self.models[NEXT_STEP].predict(recent_path(ctx))  # type: ignore[attr-defined]
+
+
+def model_records(models: ModelSet) -> dict[str, dict[str, object]]:
+    """What each model has learned, and how well: for files, reports and recovery checks."""
+    return {
+        name: {
+            "version": model.version,
+            "examples": model.record.learned,
+            "example_digest": f"{model.record.digest:016x}",
+            "prequential_accuracy": round(model.record.accuracy, 4),
+            "loss": round(model.record.loss, 4),
+            "drifts": model.record.drifts,
+        }
+        for name, model in models.models.items()
+    }

@@ -26,6 +26,7 @@ from flows.settings import (
 from flows.simulator import SimulationConfig, simulate
 from flows.sources import EventFileSource, SimulatorSource
 from flows.topics import ensure_topics
+from flows.world import Reactions, World
 from operators.models import ModelSet, model_records
 from schemas.playbook import PlaybookError
 from schemas.topics import TOPIC_SCHEMAS, json_schema
@@ -98,16 +99,20 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             source = EventFileSource(args.events)
             title = f"wayfinder on {args.events}"
             span = None
+            reactions = None
         else:
             sim = _simulation(args)
-            source = SimulatorSource(sim)
+            reactions = None if args.no_reactions else Reactions(World(sim.seed), sim.partitions)
+            source = SimulatorSource(sim, reactions)
             span = source.span()
             title = (
                 f"wayfinder on the simulator ({sim.customers:,} customers, "
                 f"{sim.hours:g} h, seed {sim.seed})"
             )
         models = ModelSet(playbook)
-        flow, sink = embedded_flow(source, args.out, playbook=playbook, models=models)
+        flow, sink = embedded_flow(
+            source, args.out, playbook=playbook, models=models, reactions=reactions
+        )
         summary = run_flow(
             flow,
             console=console,
@@ -305,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", type=int, default=1, help="bytewax workers in this process")
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--no-reactions",
+        action="store_true",
+        help="simulated customers do not react to actions (open loop)",
+    )
     recovery = run.add_argument_group("recovery (bytewax snapshots)")
     recovery.add_argument("--recovery-dir", type=Path, help="snapshot folder; resumes if present")
     recovery.add_argument("--snapshot-interval", type=float, default=10.0, help="seconds")

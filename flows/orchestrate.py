@@ -40,6 +40,7 @@ from flows.settings import (
 )
 from flows.sinks import TopicFileSink
 from flows.sources import RawRecord
+from flows.world import Reactions
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
@@ -309,11 +310,13 @@ def embedded_flow(
     *,
     playbook: CompiledPlaybook | None = None,
     models: ModelSet | None = None,
+    reactions: Reactions | None = None,
 ) -> tuple[Dataflow, TopicFileSink]:
-    """The flow with local JSON-lines files for topics (simulator or event file in)."""
+    """The flow with local JSON-lines files for topics (simulator or event file in);
+    `reactions`: the simulated customers react to the actions written (closed loop)."""
     playbook = playbook or load_default_playbook()
     loop = Loopback(out_dir / f"{LOOP_TOPIC}.jsonl", len(primary.list_parts()))
-    sink = TopicFileSink(out_dir, all_topics(playbook.channels), loop=loop)
+    sink = TopicFileSink(out_dir, all_topics(playbook.channels), loop=loop, reactions=reactions)
     flow = build_flow(
         EmbeddedSource(primary, loop),
         sink,

@@ -10,12 +10,20 @@ from pathlib import Path
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.loopback import LOOP_TOPIC, Loopback
+from flows.world import Reactions
 
 
 class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
-    def __init__(self, path: Path, resume_state: int | None, loop: Loopback | None = None):
+    def __init__(
+        self,
+        path: Path,
+        resume_state: int | None,
+        loop: Loopback | None = None,
+        reactions: Reactions | None = None,
+    ):
         self.path = path
         self._loop = loop
+        self._reactions = reactions
         self._file = None
         if resume_state is None:
             path.unlink(missing_ok=True)
@@ -28,6 +36,9 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
         if self._file is None:
             self._file = self.path.open("ab")
         self._file.write(b"\n".join(values) + b"\n")
+        if self._reactions is not None:
+            for value in values:
+                self._reactions.add(value)  # the simulated customer sees it
         if self._loop is not None:
             self._file.flush()  # the loopback input reads it back right away
             self._loop.written(len(values))
@@ -46,9 +57,16 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
 class TopicFileSink(FixedPartitionedSink[bytes, int]):
     """Writes `(topic, line)` items to `<directory>/<topic>.jsonl`."""
 
-    def __init__(self, directory: Path, topics: list[str], loop: Loopback | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        topics: list[str],
+        loop: Loopback | None = None,
+        reactions: Reactions | None = None,
+    ) -> None:
         self.directory = directory
         self.loop = loop
+        self.reactions = reactions
         self._parts = sorted(topics)
         self._index = {topic: i for i, topic in enumerate(self._parts)}
 
@@ -66,4 +84,5 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
     ) -> _TopicFilePartition:
         self.directory.mkdir(parents=True, exist_ok=True)
         loop = self.loop if for_part == LOOP_TOPIC else None
-        return _TopicFilePartition(self.path(for_part), resume_state, loop)
+        reactions = self.reactions if for_part.startswith("actions.") else None
+        return _TopicFilePartition(self.path(for_part), resume_state, loop, reactions)

@@ -13,6 +13,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows import metrics
 from flows.simulator import SimulationConfig, simulate_partition
+from flows.world import Reactions
 
 BATCH_SIZE = 512
 
@@ -25,11 +26,24 @@ class RawRecord(NamedTuple):
     position: int
 
 
-class _SimulatorPartition(StatefulSourcePartition[RawRecord, int]):
-    def __init__(self, config: SimulationConfig, partition: int, resume_state: int | None):
+class _SimulatorPartition(StatefulSourcePartition[RawRecord, object]):
+    def __init__(
+        self,
+        config: SimulationConfig,
+        partition: int,
+        resume_state: object | None,
+        reactions: Reactions | None,
+    ):
         self._source = f"simulator/{partition}"
+        self._partition = partition
         self._clock = metrics.INPUT_EVENT_TIME.labels(self._source)
-        self._position = resume_state or 0
+        self._reactions = reactions
+        if isinstance(resume_state, tuple):
+            self._position, pending = resume_state
+            if reactions is not None:
+                reactions.restore(partition, pending)
+        else:
+            self._position = resume_state or 0  # type: ignore[assignment]
         # The simulator is deterministic: resuming is replaying and skipping.
         self._records = islice(simulate_partition(config, partition), self._position, None)
 
@@ -37,7 +51,17 @@ class _SimulatorPartition(StatefulSourcePartition[RawRecord, int]):
         batch = []
         position = self._position
         ts = 0.0
-        for ts, raw in islice(self._records, BATCH_SIZE):  # noqa: B007  (last ts is used)
+        reactions = self._reactions
+        for _ in range(BATCH_SIZE):
+            upcoming = next(self._records, None)
+            until = upcoming[0] if upcoming else float("inf")
+            due = reactions.due(self._partition, until) if reactions else []
+            for at, _order, raw in due:
+                batch.append(RawRecord(raw, "world", -1))
+                ts = at
+            if upcoming is None:
+                break
+            ts, raw = upcoming
             batch.append(RawRecord(raw, self._source, position))
             position += 1
         if not batch:
@@ -46,15 +70,19 @@ class _SimulatorPartition(StatefulSourcePartition[RawRecord, int]):
         self._clock.set(ts)
         return batch
 
-    def snapshot(self) -> int:
-        return self._position
+    def snapshot(self) -> object:
+        if self._reactions is None:
+            return self._position
+        return (self._position, self._reactions.pending(self._partition))
 
 
 class SimulatorSource(FixedPartitionedSource[RawRecord, int]):
     """The built-in traffic simulator, one input partition per simulator partition."""
 
-    def __init__(self, config: SimulationConfig) -> None:
+    def __init__(self, config: SimulationConfig, reactions: Reactions | None = None) -> None:
+        """`reactions`: the simulated customers react to what they are sent (closed loop)."""
         self.config = config
+        self.reactions = reactions
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self.config.partitions)]
@@ -65,9 +93,9 @@ class SimulatorSource(FixedPartitionedSource[RawRecord, int]):
         return start, start + self.config.hours * 3600
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: int | None
+        self, step_id: str, for_part: str, resume_state: object | None
     ) -> _SimulatorPartition:
-        return _SimulatorPartition(self.config, int(for_part), resume_state)
+        return _SimulatorPartition(self.config, int(for_part), resume_state, self.reactions)
 
 
 class _FilePosition(NamedTuple):

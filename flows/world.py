@@ -10,12 +10,18 @@ same reaction, so policies compared on one population and seed differ only in
 what they decide.
 """
 
+import heapq
+import itertools
 import random
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
+import msgspec
+
 from flows.simulator import customer_profile, true_intent
 from schemas.action import Action
+from schemas.codec import encode
 from schemas.event import Event
 
 #: Base chance that a message on a channel is opened (a conversation: engaged with).
@@ -160,3 +166,54 @@ class World:
             action_id=action.action_id,
             outcome=outcome,  # type: ignore[arg-type]
         )
+
+
+#: A reaction waiting for its time: (event time, order, wire bytes).
+Pending = tuple[float, int, bytes]
+
+
+class Reactions:
+    """Reactions on their way back into an embedded simulator run, per input partition.
+
+    The sink hands every action it writes to `add`; each simulator partition takes the
+    reactions of its customers back into its stream at their event time (`due`).
+    """
+
+    def __init__(self, world: World, partitions: int) -> None:
+        self.world = world
+        self.partitions = partitions
+        self._lock = threading.Lock()
+        self._pending: dict[int, list[Pending]] = {p: [] for p in range(partitions)}
+        self._order = itertools.count()
+        self._decoder = msgspec.json.Decoder(Action)
+
+    def add(self, raw_action: bytes) -> None:
+        action = self._decoder.decode(raw_action)
+        customer = action.customer_id
+        if not customer.startswith("cust-") or not customer[5:].isdigit():
+            return
+        partition = int(customer[5:]) % self.partitions
+        events = self.world.react(action)
+        if events:
+            with self._lock:
+                heap = self._pending[partition]
+                for event in events:
+                    heapq.heappush(heap, (event.ts.timestamp(), next(self._order), encode(event)))
+
+    def due(self, partition: int, until: float) -> list[Pending]:
+        """The partition's reactions whose time has come (at or before `until`), in order."""
+        with self._lock:
+            heap = self._pending[partition]
+            out = []
+            while heap and heap[0][0] <= until:
+                out.append(heapq.heappop(heap))
+            return out
+
+    def restore(self, partition: int, pending: list[Pending]) -> None:
+        with self._lock:
+            self._pending[partition] = list(pending)
+            heapq.heapify(self._pending[partition])
+
+    def pending(self, partition: int) -> list[Pending]:
+        with self._lock:
+            return list(self._pending[partition])

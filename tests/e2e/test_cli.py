@@ -1,6 +1,7 @@
 """The README commands, run as a user runs them."""
 
 import contextlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -11,17 +12,20 @@ from flows.simulator import SimulationConfig, simulate
 from schemas.action import Action
 from schemas.codec import BadInput, EventDecoder
 from schemas.deadletter import DeadLetter
+from schemas.decision import Decision
 from tests.e2e.cli import REPO, lines, summary, wayfinder
 from tests.helpers import ev, stuck_transfer, wire
 
 pytestmark = pytest.mark.e2e
 
 SMALL = ["--customers", "300", "--hours", "24", "--seed", "11"]
+#: Without the simulated customers' reactions: the input is exactly the simulation.
+OPEN_LOOP = [*SMALL, "--no-reactions"]
 
 
 def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):
     out = tmp_path / "out"
-    stdout = wayfinder("run", *SMALL, "--out", str(out))
+    stdout = wayfinder("run", *OPEN_LOOP, "--out", str(out))
 
     records = [raw for _ts, raw in simulate(SimulationConfig(customers=300, hours=24, seed=11))]
     decoder = EventDecoder()
@@ -73,8 +77,8 @@ def test_run_on_an_events_file_dead_letters_bad_lines(tmp_path):
 
 def test_same_input_gives_the_same_outputs_with_more_workers(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    wayfinder("run", *SMALL, "--out", str(one), "--no-progress")
-    wayfinder("run", *SMALL, "--out", str(two), "--no-progress", "--workers", "2")
+    wayfinder("run", *OPEN_LOOP, "--out", str(one), "--no-progress")
+    wayfinder("run", *OPEN_LOOP, "--out", str(two), "--no-progress", "--workers", "2")
     assert sorted(p.name for p in one.glob("*.jsonl")) == sorted(
         p.name for p in two.glob("*.jsonl")
     )
@@ -168,3 +172,14 @@ def test_replay_of_an_events_file_gives_the_map_the_run_gives(tmp_path):
         run / "contact_map_edges.csv"
     ).read_bytes()
     assert (run / "report.html").exists() and (replay / "report.html").exists()
+
+
+def test_simulated_customers_react_and_the_models_learn_from_it(tmp_path):
+    out = tmp_path / "out"
+    wayfinder("run", *SMALL, "--out", str(out), "--no-progress")
+    models = json.loads((out / "models.json").read_text())
+    assert models["propensity"]["examples"] > 0  # outcomes came back and were learned
+    assert models["intent"]["examples"] > 0 and models["next_step"]["examples"] > 1000
+    decisions = [msgspec.json.decode(r, type=Decision) for r in lines(out / "decisions.jsonl")]
+    assert any(d.model_version and "propensity@" in d.model_version for d in decisions)
+    assert any(d.holdout for d in decisions)

@@ -135,7 +135,8 @@ class CustomerStep:
         """Emit what the models learn from this event, and update the predicted intent."""
         if self.models is not None:
             outputs += self._examples(ctx, event, ts, before, transitions)
-        if event.touchpoint is not None:
+        if transitions or self.journeys.concerns(event):
+            # What the customer is after only changes with journey-relevant steps.
             self._update_intent(ctx, event, ts, outputs)
 
     def _examples(

@@ -44,6 +44,10 @@ class JourneyTracker:
             [(j, j.conditions, j.contact_points) for j in playbook.journeys]
         )
 
+    def concerns(self, event: Event) -> bool:
+        """Whether the event can matter to any journey (cheap, cached by event kind)."""
+        return bool(self._prefilter.relevant(event))
+
     # ------------------------------------------------------------------ events
     def on_event(
         self, ctx: CustomerContext, event: Event, sentiment: float | None = None

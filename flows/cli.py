@@ -1,6 +1,7 @@
 """The `wayfinder` command: run the flow, feed it, set up topics, export schemas."""
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from flows.evaluate import POLICIES, closed_loop
 from flows.map_files import map_from_snapshots, write_map_files
-from flows.orchestrate import embedded_flow, kafka_flow
+from flows.orchestrate import SHADOW_TOPIC, Challenger, embedded_flow, kafka_flow
 from flows.pictures import add_map_command
 from flows.replay import add_replay_command
 from flows.report import write_report
@@ -23,11 +24,13 @@ from flows.settings import (
     load_compiled,
     playbook_path,
 )
+from flows.shadow import compare, decisions_in, read_events, replay_shadow
 from flows.simulator import SimulationConfig, simulate
 from flows.sources import EventFileSource, SimulatorSource
 from flows.topics import ensure_topics
 from flows.world import Reactions, World
 from operators.models import ModelSet, model_records
+from schemas.codec import BadInput, EventDecoder
 from schemas.playbook import PlaybookError
 from schemas.topics import TOPIC_SCHEMAS, json_schema
 
@@ -110,8 +113,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 f"{sim.hours:g} h, seed {sim.seed})"
             )
         models = ModelSet(playbook)
+        challenger = (
+            Challenger(load_compiled(args.challenger), args.challenger_models)
+            if args.challenger
+            else None
+        )
         flow, sink = embedded_flow(
-            source, args.out, playbook=playbook, models=models, reactions=reactions
+            source,
+            args.out,
+            playbook=playbook,
+            models=models,
+            reactions=reactions,
+            challenger=challenger,
         )
         summary = run_flow(
             flow,
@@ -133,6 +146,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             if cmap.scopes:
                 report = write_report(cmap, summary.as_dict(), args.out / "report.html", title)
                 summary.outputs["report"] = str(report)
+        if challenger is not None:
+            report = compare(
+                decisions_in(sink.path("decisions")), decisions_in(sink.path(SHADOW_TOPIC))
+            )
+            report["versions"] = {
+                "champion": playbook.version,
+                "challenger": challenger.playbook.version,
+            }
+            shadow_path = args.out / "shadow_report.json"
+            shadow_path.write_text(json.dumps(report, indent=2) + "\n")
+            summary.outputs["shadow report"] = str(shadow_path)
+            _print_shadow(report, console)
         models_path = args.out / "models.json"
         models_path.write_text(json.dumps(model_records(models), indent=2) + "\n")
         summary.outputs["models"] = str(models_path)
@@ -140,6 +165,47 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         summary.outputs["summary"] = str(summary_path)
         summary_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     print_summary(summary, console)
+    return 0
+
+
+def _print_shadow(report: dict, console: Console) -> None:
+    value = report["expected_value"]
+    console.print(
+        f"challenger vs champion: {report['different_action']:,} of {report['triggers']:,} "
+        f"decisions differ; expected value {value['challenger']:,.0f} vs "
+        f"{value['champion']:,.0f}"
+        + (
+            f"; violations {report['violations']['challenger']} vs "
+            f"{report['violations']['champion']}"
+            if "violations" in report
+            else ""
+        ),
+        highlight=False,
+    )
+    for change, n in list(report["changes"].items())[:8]:
+        console.print(f"  {n:>6,}  {change}", highlight=False)
+
+
+def cmd_shadow(args: argparse.Namespace, console: Console) -> int:
+    champion = load_compiled(args.playbook or playbook_path())
+    challenger = load_compiled(args.challenger)
+    if args.events is not None:
+        events = read_events(args.events)
+    else:
+        sim = _simulation(args)
+        decoder = EventDecoder()
+        events = []
+        for _ts, raw in simulate(sim):
+            with contextlib.suppress(BadInput):
+                events.append(decoder.decode(raw))
+    report = replay_shadow(
+        events, champion, challenger, challenger_learns=args.challenger_models == "shared"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "shadow_report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    _print_shadow(report, console)
+    console.print(f"wrote {path}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -311,6 +377,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="bytewax workers in this process")
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument(
+        "--challenger",
+        type=Path,
+        help="a challenger playbook deciding beside the live one (decisions.shadow only)",
+    )
+    run.add_argument(
+        "--challenger-models",
+        choices=("shared", "none"),
+        default="shared",
+        help="the challenger reads the live models, or decides by rules alone",
+    )
+    run.add_argument(
         "--no-reactions",
         action="store_true",
         help="simulated customers do not react to actions (open loop)",
@@ -345,6 +422,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_command(sub)
     add_map_command(sub)
+
+    shadow = sub.add_parser(
+        "shadow",
+        help="champion vs challenger on a replayed log",
+        description=(
+            "Replay events (a file, or the simulator) through the live playbook and a "
+            "challenger side by side, and report where their decisions differ, the expected "
+            "value of each and their policy violations. The challenger never acts."
+        ),
+    )
+    shadow.add_argument("--challenger", type=Path, required=True, help="challenger playbook")
+    shadow.add_argument("--playbook", type=Path, help="champion playbook (default: built-in)")
+    shadow.add_argument(
+        "--challenger-models",
+        choices=("shared", "none"),
+        default="shared",
+        help="the challenger learns its own models too, or decides by rules alone",
+    )
+    shadow.add_argument("--events", type=Path, help="JSON-lines events (default: simulator)")
+    shadow.add_argument("--out", type=Path, default=Path("out/shadow"), help="output folder")
+    _add_simulation_args(shadow)
+    shadow.set_defaults(handler=cmd_shadow)
 
     evaluate = sub.add_parser(
         "evaluate",

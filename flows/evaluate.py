@@ -98,9 +98,9 @@ class ViolationChecker:
     consent (from the customer's own consent events), frequency caps, quiet hours,
     and suppression by open journeys (from the journey transitions)."""
 
-    def __init__(self, playbook: CompiledPlaybook, world: World) -> None:
+    def __init__(self, playbook: CompiledPlaybook) -> None:
         self.playbook = playbook
-        self.world = world
+        self.timezone: dict[str, str] = {}
         self.consent: dict[str, list[tuple[str | None, str | None, bool]]] = defaultdict(list)
         self.open: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
         self.sent: dict[str, list[_Sent]] = defaultdict(list)
@@ -108,6 +108,9 @@ class ViolationChecker:
         self.suppressors = {j.name: j.suppresses for j in playbook.journeys}
 
     def saw(self, event: Event) -> None:
+        zone = event.properties.get("timezone") if event.properties else None
+        if isinstance(zone, str) and event.customer_id is not None:
+            self.timezone[event.customer_id] = zone
         if event.consent is not None and event.customer_id is not None:
             c = event.consent
             self.consent[event.customer_id].append((c.channel, c.purpose, c.granted))
@@ -149,13 +152,16 @@ class ViolationChecker:
                 break
         quiet = self.playbook.policies.quiet_hours
         if quiet is not None and spec.purpose in quiet.purposes:
-            truth = self.world.truth(customer)
-            zone = ZoneInfo(_timezone_of(self.world, customer) or quiet.default_timezone)
-            local = datetime.fromtimestamp(now, UTC).astimezone(zone)
+            zone_name = self.timezone.get(customer)
+            if zone_name is None:
+                if quiet.unknown_timezone == "hold":
+                    self.violations["quiet_hours"] += 1  # sent without knowing local time
+                zone_name = quiet.default_timezone
+            local = datetime.fromtimestamp(now, UTC).astimezone(ZoneInfo(zone_name))
             minute = local.hour * 60 + local.minute
             start, end = (int(x[:2]) * 60 + int(x[3:]) for x in (quiet.start, quiet.end))
             inside = start <= minute < end if start < end else minute >= start or minute < end
-            if inside and truth is not None:
+            if inside:
                 self.violations["quiet_hours"] += 1
         for journey in self.open[customer].values():
             if spec.category in self.suppressors.get(journey, ()) and journey != action.journey:
@@ -166,14 +172,6 @@ class ViolationChecker:
     @property
     def total(self) -> int:
         return sum(self.violations.values())
-
-
-def _timezone_of(world: World, customer: str) -> str | None:
-    if not customer.startswith("cust-") or not customer[5:].isdigit():
-        return None
-    from flows.simulator import customer_profile  # noqa: PLC0415 (only for the checker)
-
-    return customer_profile(world.seed, int(customer[5:]))["timezone"]
 
 
 def closed_loop(
@@ -195,7 +193,7 @@ def closed_loop(
     else:
         raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
     specs = {a.name: a for a in playbook.actions}
-    checker = ViolationChecker(playbook, world)
+    checker = ViolationChecker(playbook)
     decoder = EventDecoder()
     counter = itertools.count()
     queue: list[tuple[float, int, Event]] = []

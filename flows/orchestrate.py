@@ -12,6 +12,7 @@ flows.orchestrate:flow` runs the Kafka flow configured from the environment.
 
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from flows.settings import (
     KafkaSettings,
     all_topics,
     fault_after_events,
+    load_compiled,
     load_default_playbook,
     state_key,
 )
@@ -186,6 +188,25 @@ def _analytics_output(item: tuple[str, AnalyticsSnapshot]) -> Output:
     return ("analytics", scope, encode(snapshot))
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """A second playbook deciding beside the live one; `models`: "shared" (read the live
+    models) or "none" (rules only)."""
+
+    playbook: CompiledPlaybook
+    models: str = "shared"
+
+
+SHADOW_TOPIC = "decisions.shadow"
+
+
+def _shadow_output(item: tuple[str, Struct]) -> Output | None:
+    _key, value = item
+    if type(value) is Decision:
+        return (SHADOW_TOPIC, value.customer_id, encode(value))  # type: ignore[attr-defined]
+    return None  # a challenger never acts, merges or forwards
+
+
 def _dead_letter_output(letter: DeadLetter) -> Output:
     return ("dlq", None, encode(letter))
 
@@ -272,6 +293,7 @@ def build_flow(
     live: bool,
     loop: Loopback | None = None,
     models: ModelSet | None = None,
+    challenger: Challenger | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     flow_id: str = "wayfinder",
 ) -> Dataflow:
@@ -299,7 +321,18 @@ def build_flow(
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, _analytics_output)
     dead = op.map("dead_letter", split.falses, _dead_letter_output)
-    merged = op.merge("all_outputs", results, analytics, dead)
+    streams = [results, analytics, dead]
+    if challenger is not None:
+        # Beside the live step, on the same stream: decisions to the shadow topic only.
+        predictors = models if challenger.models == "shared" else None
+        shadow_step = CustomerStep(challenger.playbook, None, predictors)
+        shadow = op.stateful_batch(
+            "challenger",
+            split.trues,
+            lambda resume: CustomerLogic(shadow_step, resume, live=live, clock=clock, loop=None),
+        )
+        streams.append(op.filter_map("shadow_decisions", shadow, _shadow_output))
+    merged = op.merge("all_outputs", *streams)
     op.output("out", op.map("shape", merged, shape), sink)
     return flow
 
@@ -311,6 +344,7 @@ def embedded_flow(
     playbook: CompiledPlaybook | None = None,
     models: ModelSet | None = None,
     reactions: Reactions | None = None,
+    challenger: Challenger | None = None,
 ) -> tuple[Dataflow, TopicFileSink]:
     """The flow with local JSON-lines files for topics (simulator or event file in);
     `reactions`: the simulated customers react to the actions written (closed loop)."""
@@ -326,6 +360,7 @@ def embedded_flow(
         live=False,
         loop=loop,
         models=models,
+        challenger=challenger,
     )
     return flow, sink
 
@@ -359,8 +394,19 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
             key=key.encode() if key is not None else None, value=value, topic=prefix + topic
         )
 
+    challenger = None
+    if settings.challenger_playbook:
+        challenger = Challenger(
+            load_compiled(Path(settings.challenger_playbook)), settings.challenger_models
+        )
     return build_flow(
-        source, sink, unpack=_unpack_kafka, shape=shape, playbook=playbook, live=settings.tail
+        source,
+        sink,
+        unpack=_unpack_kafka,
+        shape=shape,
+        playbook=playbook,
+        live=settings.tail,
+        challenger=challenger,
     )
 
 

@@ -19,7 +19,15 @@ DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.toml")
 
 
 #: Topics besides the per-channel action topics (without prefix).
-CORE_TOPICS: tuple[str, ...] = ("events", "journeys", "decisions", "audiences", "analytics", "dlq")
+CORE_TOPICS: tuple[str, ...] = (
+    "events",
+    "journeys",
+    "decisions",
+    "audiences",
+    "analytics",
+    "dlq",
+    "decisions.shadow",
+)
 
 _SECURITY_ENV = {
     # env var: (librdkafka key, kafka-python key)
@@ -49,6 +57,13 @@ def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r}: expected true or false")
 
 
+def _env_choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 def _env_int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -75,6 +90,9 @@ class KafkaSettings:
     #: Where to start without a recovery snapshot: earliest or latest.
     start_at: str = "earliest"
     security: dict[str, str] = field(default_factory=dict)
+    #: A challenger playbook deciding beside the live one (shadow decisions only).
+    challenger_playbook: str | None = None
+    challenger_models: str = "shared"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "KafkaSettings":
@@ -90,6 +108,10 @@ class KafkaSettings:
             tail=_env_bool(env, "WAYFINDER_KAFKA_TAIL", cls.tail),
             start_at=start_at,
             security={name: env[name] for name in _SECURITY_ENV if env.get(name)},
+            challenger_playbook=env.get("WAYFINDER_CHALLENGER_PLAYBOOK") or None,
+            challenger_models=_env_choice(
+                env, "WAYFINDER_CHALLENGER_MODELS", ("shared", "none"), "shared"
+            ),
         )
 
     @property

@@ -161,6 +161,11 @@ class ContactPolicies:
         start, end, purposes, quiet = self._quiet
         if action.purpose not in purposes:
             return None
+        unknown = ctx.timezone is None or _zone(ctx.timezone) is None
+        if unknown and quiet.unknown_timezone == "hold":
+            return (
+                "Not sent: the customer's time zone is unknown, so quiet hours cannot be respected."
+            )
         zone_name = ctx.timezone or quiet.default_timezone
         zone = _zone(zone_name) or _zone(quiet.default_timezone) or UTC
         local = datetime.fromtimestamp(now, zone)

@@ -177,6 +177,8 @@ class QuietHours(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     start: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
     end: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
     purposes: tuple[Purpose, ...] = ("marketing",)
+    #: Without the customer's time zone: "hold" the action, or assume `default_timezone`.
+    unknown_timezone: Literal["hold", "default"] = "hold"
     default_timezone: str = "UTC"
 
 

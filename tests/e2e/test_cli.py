@@ -183,3 +183,43 @@ def test_simulated_customers_react_and_the_models_learn_from_it(tmp_path):
     decisions = [msgspec.json.decode(r, type=Decision) for r in lines(out / "decisions.jsonl")]
     assert any(d.model_version and "propensity@" in d.model_version for d in decisions)
     assert any(d.holdout for d in decisions)
+
+
+def test_challenger_decides_in_the_shadow_and_never_acts(tmp_path):
+    challenger = tmp_path / "challenger.toml"
+    challenger.write_text(
+        (REPO / "flows" / "playbook.toml")
+        .read_text()
+        .replace("holdout_share = 0.05", "holdout_share = 0.3")
+    )
+    alone, beside = tmp_path / "alone", tmp_path / "beside"
+    wayfinder("run", *OPEN_LOOP, "--out", str(alone), "--no-progress")
+    wayfinder(
+        "run", *OPEN_LOOP, "--out", str(beside), "--no-progress", "--challenger", str(challenger)
+    )
+    for path in alone.glob("actions.*.jsonl"):
+        assert lines(beside / path.name) == lines(path), path.name  # the live ones, unchanged
+    shadow = [
+        msgspec.json.decode(r, type=Decision) for r in lines(beside / "decisions.shadow.jsonl")
+    ]
+    assert shadow and any(d.holdout for d in shadow)
+    report = json.loads((beside / "shadow_report.json").read_text())
+    assert report["different_action"] > 0
+    assert report["expected_value"]["challenger"] < report["expected_value"]["champion"]
+
+
+def test_shadow_command_compares_on_a_replayed_log(tmp_path):
+    challenger = tmp_path / "challenger.toml"
+    challenger.write_text(
+        (REPO / "flows" / "playbook.toml").read_text().replace("value = 100.0", "value = 1.0")
+    )
+    events = tmp_path / "events.jsonl"
+    wayfinder("simulate", *SMALL, "--out", str(events))
+    out = tmp_path / "shadow"
+    wayfinder("shadow", "--challenger", str(challenger), "--events", str(events), "--out", str(out))
+    report = json.loads((out / "shadow_report.json").read_text())
+    assert report["violations"] == {"champion": 0, "challenger": 0}
+    assert (
+        report["triggers"] > 0
+        and report["versions"]["champion"] != report["versions"]["challenger"]
+    )

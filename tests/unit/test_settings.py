@@ -60,5 +60,13 @@ def test_bad_setting_names_the_variable(name, value):
 
 def test_every_channel_has_an_action_topic_beside_the_core_topics():
     topics = all_topics(("web", "chat"))
-    assert topics[:6] == ["events", "journeys", "decisions", "audiences", "analytics", "dlq"]
-    assert topics[6:] == ["actions.web", "actions.chat"]
+    assert topics[:7] == [
+        "events",
+        "journeys",
+        "decisions",
+        "audiences",
+        "analytics",
+        "dlq",
+        "decisions.shadow",
+    ]
+    assert topics[7:] == ["actions.web", "actions.chat"]

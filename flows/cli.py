@@ -4,10 +4,11 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import msgspec
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -30,7 +31,8 @@ from flows.sources import EventFileSource, SimulatorSource
 from flows.topics import ensure_topics
 from flows.world import Reactions, World
 from operators.models import ModelSet, model_records
-from schemas.codec import BadInput, EventDecoder
+from schemas.action import Action
+from schemas.codec import BadInput, EventDecoder, encode
 from schemas.playbook import PlaybookError
 from schemas.topics import TOPIC_SCHEMAS, json_schema
 
@@ -206,6 +208,52 @@ def cmd_shadow(args: argparse.Namespace, console: Console) -> int:
     path.write_text(json.dumps(report, indent=2) + "\n")
     _print_shadow(report, console)
     console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def cmd_react(args: argparse.Namespace, console: Console) -> int:
+    """The simulated customers' side of the closed loop on Kafka: read the action topics,
+    write their reactions (outcomes, and what the action made happen) to the events topic."""
+    settings = KafkaSettings.from_env()
+    playbook = load_compiled(args.playbook or playbook_path())
+    world = World(args.seed)
+    topics = [settings.topic(f"actions.{channel}") for channel in playbook.channels]
+    consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_python_config())
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or [])
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    producer = KafkaProducer(acks="all", **settings.kafka_python_config())
+    decoder = msgspec.json.Decoder(Action)
+    reacted = produced = 0
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < args.idle:
+            batch = consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    quiet_since = time.monotonic()
+                    action = decoder.decode(record.value)
+                    reactions = world.react(action)
+                    reacted += 1
+                    for event in reactions:
+                        producer.send(
+                            settings.topic("events"),
+                            key=action.customer_id.encode(),
+                            value=encode(event),
+                        )
+                        produced += 1
+            producer.flush()
+    finally:
+        consumer.close()
+        producer.close()
+    console.print(
+        f"read {reacted:,} actions, wrote {produced:,} reactions to {settings.topic('events')}",
+        highlight=False,
+    )
     return 0
 
 
@@ -444,6 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
     shadow.add_argument("--out", type=Path, default=Path("out/shadow"), help="output folder")
     _add_simulation_args(shadow)
     shadow.set_defaults(handler=cmd_shadow)
+
+    react = sub.add_parser(
+        "react",
+        help="simulated customers react to actions on Kafka (closed loop)",
+        description=(
+            "Read every action topic and write the simulated customers' reactions (action "
+            "outcomes, and the events a working action causes) to the events topic; stops "
+            "after --idle seconds without a new action. Use the seed of the simulation."
+        ),
+    )
+    react.add_argument("--seed", type=int, default=SimulationConfig().seed, help="simulator seed")
+    react.add_argument("--idle", type=float, default=30.0, help="seconds without actions to stop")
+    react.add_argument("--playbook", type=Path, help="playbook whose channels to read")
+    react.set_defaults(handler=cmd_react)
 
     evaluate = sub.add_parser(
         "evaluate",

@@ -1,0 +1,59 @@
+"""The closed loop on Kafka: the flow acts, simulated customers react, the flow sees it.
+
+`wayfinder simulate --kafka` produces the population's traffic, the live flow
+(`python -m bytewax.run flows.orchestrate:flow`, tailing the topic) decides, and
+`wayfinder react` plays the customers: it reads the action topics and writes their
+reactions (outcomes, and what a working action makes happen) to the events topic.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+import msgspec
+import pytest
+
+from schemas.codec import BadInput, EventDecoder
+from schemas.journey import JourneyTransition
+from tests.conftest import kafka_env
+from tests.e2e.cli import wayfinder
+from tests.kafka_io import read_all
+
+pytestmark = pytest.mark.integration
+
+SIM = ["--customers", "200", "--hours", "48", "--seed", "5"]
+
+
+def test_reactions_come_back_into_the_live_flow(kafka):
+    env = {**kafka_env(kafka), "WAYFINDER_KAFKA_TAIL": "true"}
+    wayfinder("simulate", "--kafka", *SIM, env=env)
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.orchestrate:flow"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        stdout = wayfinder("react", "--seed", "5", "--idle", "20", env=env, timeout=600)
+        assert "reactions" in stdout
+    finally:
+        os.killpg(flow.pid, signal.SIGTERM)
+        flow.wait(timeout=30)
+
+    decoder = EventDecoder()
+    events = []
+    for _, value in read_all(kafka, "events"):
+        with contextlib.suppress(BadInput):  # the simulation's own bad input is there too
+            events.append(decoder.decode(value))
+    outcomes = [e for e in events if e.type == "action_outcome"]
+    assert outcomes and all(e.event_id.startswith("world-") for e in outcomes)
+    transitions = [
+        msgspec.json.decode(v, type=JourneyTransition)
+        for _, v in read_all(kafka, "journeys")
+        if b'"intent_changed"' not in v
+    ]
+    moved_by_reactions = [t for t in transitions if (t.trigger_event_id or "").startswith("world-")]
+    assert moved_by_reactions  # an action worked, and its journey moved on

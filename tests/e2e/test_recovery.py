@@ -69,3 +69,41 @@ def test_crash_and_resume_learns_every_example_exactly_once(tmp_path):
         assert resumed[model]["example_digest"] == record["example_digest"], model
     assert expected["next_step"]["examples"] > 1000 and expected["intent"]["examples"] > 10
     assert rule_driven(crashed) == rule_driven(straight)
+
+
+def test_crash_in_the_closed_loop_learns_every_outcome_exactly_once(tmp_path):
+    """The simulator's customers react to actions; their outcomes teach the response
+    model. A crash mid-run and a resume still teach it every outcome once."""
+    sim = ["--customers", "300", "--hours", "72", "--seed", "4"]
+    straight = tmp_path / "straight"
+    wayfinder("run", *sim, "--out", str(straight), "--no-progress")
+
+    crashed, recovery = tmp_path / "crashed", tmp_path / "recovery"
+    args = [
+        "run",
+        *sim,
+        "--out",
+        str(crashed),
+        "--no-progress",
+        "--recovery-dir",
+        str(recovery),
+        "--snapshot-interval",
+        "0.05",
+    ]
+    done = subprocess.run(
+        [WAYFINDER, *args],
+        env={**os.environ, "WAYFINDER_FAULT_AFTER_EVENTS": "15000"},
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == FAULT_EXIT_CODE, done.stderr[-2000:]
+    wayfinder(*args)
+
+    expected = json.loads((straight / "models.json").read_text())
+    resumed = json.loads((crashed / "models.json").read_text())
+    assert expected["propensity"]["examples"] > 50
+    for model, record in expected.items():
+        assert resumed[model]["examples"] == record["examples"], model
+        assert resumed[model]["example_digest"] == record["example_digest"], model

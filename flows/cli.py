@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from flows.evaluate import POLICIES, closed_loop
+from flows.evaluate import DIAGNOSTICS, POLICIES, closed_loop
 from flows.map_files import map_from_snapshots, write_map_files
 from flows.orchestrate import SHADOW_TOPIC, Challenger, embedded_flow, kafka_flow
 from flows.pictures import add_map_command
@@ -358,10 +358,23 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         f"learned / oracle: {ratios['learned_vs_oracle']:.0%}",
         highlight=False,
     )
+    diagnostics = {}
+    if args.diagnostics:
+        for name in DIAGNOSTICS:
+            diagnostics[name] = closed_loop(sim, name, playbook)
+        told = diagnostics["learned_true_intent"]["reward"]
+        ratios["learned_true_intent_vs_rules"] = round(told / rules, 3) if rules else None
+        console.print(
+            f"told the true intent, the learned models reach {told:,.0f} "
+            f"({ratios['learned_true_intent_vs_rules']}x rules-only, {told / oracle:.0%} of the "
+            "oracle): the difference to learned is what intent prediction leaves on the table",
+            highlight=False,
+        )
     document = {
         "population": {"customers": sim.customers, "hours": sim.hours, "seed": sim.seed},
         "playbook_version": playbook.version,
         "policies": results,
+        "diagnostics": diagnostics,
         "ratios": ratios,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -521,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--playbook", type=Path, help="playbook TOML (default: the built-in)")
     evaluate.add_argument(
         "--json", type=Path, default=Path("out/evaluation.json"), help="where to write the JSON"
+    )
+    evaluate.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="skip the ablation that tells the learned models each customer's true intent",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
 

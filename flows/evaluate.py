@@ -32,6 +32,8 @@ from schemas.playbook import seconds
 from state.context import CustomerContext
 
 POLICIES = ("learned", "rules", "random", "oracle")
+#: Not policies one could deploy: ablations that say where the gap to the oracle lies.
+DIAGNOSTICS = ("learned_true_intent",)
 
 
 class RandomScores:
@@ -83,6 +85,29 @@ class Oracle:
 
     def version(self) -> str:
         return "oracle"
+
+
+class TrueIntent:
+    """The learned models, told each customer's real intent: the reward this buys over
+    `learned` is what better intent prediction could be worth; the rest of the gap to
+    the oracle is response and channel."""
+
+    def __init__(self, world: World, models: ModelSet) -> None:
+        self.world = world
+        self.models = models
+
+    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+        truth = self.world.truth(ctx.key)
+        return None if truth is None else (truth.intent, 1.0, 1.0)
+
+    def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
+        return self.models.next_step(ctx)
+
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
+        return self.models.propensity(ctx, action, channel)
+
+    def version(self) -> str:
+        return f"true-intent {self.models.version()}"
 
 
 @dataclass
@@ -185,13 +210,15 @@ def closed_loop(
         replay = Replay(playbook, learn=False)
     elif policy == "random":
         replay = Replay(playbook, learn=False, predictors=RandomScores(config.seed, playbook))
-    elif policy == "oracle":
+    elif policy in ("oracle", "learned_true_intent"):
         models = ModelSet(playbook)
-        replay = Replay(playbook, predictors=Oracle(world, models))
-        replay.models = models  # the oracle still learns its next-step model
+        known = Oracle if policy == "oracle" else TrueIntent
+        replay = Replay(playbook, predictors=known(world, models))
+        replay.models = models  # still learning what it is not told
         replay.step.models = models
     else:
-        raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
+        choices = ", ".join(POLICIES + DIAGNOSTICS)
+        raise ValueError(f"unknown policy {policy!r}; one of {choices}")
     specs = {a.name: a for a in playbook.actions}
     checker = ViolationChecker(playbook)
     decoder = EventDecoder()
@@ -254,7 +281,7 @@ def closed_loop(
         "sent_by_action": dict(sorted(sent_by_action.items())),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    if policy in ("learned", "oracle"):
+    if policy in ("learned", "oracle", "learned_true_intent"):
         result["intent_accuracy"] = round(right / len(predicted), 4) if predicted else 0.0
         result["intent_predicted_share"] = round(len(predicted) / max(len(customers), 1), 4)
     if replay.models is not None:
@@ -272,8 +299,3 @@ def closed_loop(
 
 #: action id -> (action, value), for crediting conversions (cleared after each run).
 _value_of: dict[str, tuple[str, float]] = {}
-
-
-def evaluate(config: SimulationConfig, playbook: CompiledPlaybook) -> dict[str, dict]:
-    """Every policy on the same population and seed."""
-    return {policy: closed_loop(config, policy, playbook) for policy in POLICIES}

@@ -223,3 +223,23 @@ def test_shadow_command_compares_on_a_replayed_log(tmp_path):
         report["triggers"] > 0
         and report["versions"]["champion"] != report["versions"]["challenger"]
     )
+
+
+def test_evaluate_writes_every_policy_and_the_true_intent_ablation(tmp_path):
+    target = tmp_path / "evaluation.json"
+    stdout = wayfinder("evaluate", "--customers", "120", "--hours", "48", "--json", str(target))
+    document = json.loads(target.read_text())
+    assert set(document["policies"]) == {"learned", "rules", "random", "oracle"}
+    for name, result in document["policies"].items():
+        assert {"reward", "goals_reached", "customers", "violations"} <= set(result), name
+        assert result["customers"] == 120
+        assert result["violations"] == 0, (name, result["violations_by_policy"])
+    assert 0.0 <= document["policies"]["learned"]["intent_accuracy"] <= 1.0
+    told = document["diagnostics"]["learned_true_intent"]
+    assert told["intent_accuracy"] == 1.0
+    assert told["models"]["propensity"]["examples"] > 0  # it learns what it is not told
+    rules = document["policies"]["rules"]["reward"]
+    assert document["ratios"]["learned_vs_rules"] == round(
+        document["policies"]["learned"]["reward"] / rules, 3
+    )
+    assert "learned / rules-only reward" in stdout and "told the true intent" in stdout

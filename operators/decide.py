@@ -172,6 +172,7 @@ class DecisionMaker:
             record_sent(
                 ctx,
                 SentAction(action.action_id, spec.name, action.channel, spec.purpose, trigger.at),
+                self.policies.memory,
             )
         elif request:
             # A decision request is always answered: explicitly with no action.

@@ -61,6 +61,18 @@ class ContactPolicies:
             if fatigue is None
             else (fatigue.ignored, seconds(fatigue.within), seconds(fatigue.pause), fatigue)
         )
+        self.memory = {action.name: self._memory_s(action) for action in playbook.actions}
+
+    def _memory_s(self, action: ActionSpec) -> float:
+        """How long a sent action still counts: its cooldown, the caps and fatigue of its
+        purpose, and the attribution window in which its outcome is credited."""
+        spans = [seconds(self.playbook.policies.attribution)]
+        if action.cooldown_s is not None:
+            spans.append(action.cooldown_s)
+        spans += [per for cap, per in self._caps if action.purpose in cap.purposes]
+        if self._fatigue is not None and action.purpose in self._fatigue[3].purposes:
+            spans.append(self._fatigue[1])
+        return max(spans)
 
     def in_holdout(self, customer: str) -> bool:
         """A stable share of customers receives nothing, so uplift can be measured."""

@@ -7,6 +7,7 @@ the wall clock, so a replay folds to the same context.
 """
 
 from bisect import insort
+from collections.abc import Mapping
 
 import msgspec
 from msgspec import Struct
@@ -23,7 +24,9 @@ MAX_PARTNERS = 16
 MAX_OPEN_JOURNEYS = 16
 MAX_JOURNEY_PATH = 32
 MAX_FINISHED_JOURNEYS = 16
-MAX_ACTIONS = 32
+#: Sent actions are kept while a contact policy or the attribution window still needs
+#: them (caps bound how many that is); this guards memory under a playbook without caps.
+MAX_ACTIONS = 512
 
 #: Property keys that tie interactions to one matter (a transfer, an order...).
 #: The first one present on an event becomes the interaction's `ref`.
@@ -256,10 +259,15 @@ def fold(
     return ctx
 
 
-def record_sent(ctx: CustomerContext, sent: SentAction) -> None:
-    ctx.actions.append(sent)
-    if len(ctx.actions) > MAX_ACTIONS:
-        del ctx.actions[0]
+def record_sent(ctx: CustomerContext, sent: SentAction, memory: Mapping[str, float]) -> None:
+    """Log a sent action, forgetting those no policy needs any more: `memory` says, per
+    action, how long after sending it still counts (caps, cooldown, fatigue, attribution).
+    Forgetting by count instead would let a busy week of service messages push a
+    marketing send out of its cap's window."""
+    now = sent.at
+    actions = [s for s in ctx.actions if now - s.at <= memory.get(s.action, 0.0)]
+    actions.append(sent)
+    ctx.actions = actions[-MAX_ACTIONS:]
 
 
 def record_outcome(

@@ -9,7 +9,7 @@ from operators.policies import ContactPolicies
 from schemas.action import Action
 from schemas.event import Consent, Event
 from schemas.playbook import parse_playbook
-from state.context import SentAction
+from state.context import SentAction, record_sent
 from tests.helpers import T0, Harness, default_playbook, ev, profile
 
 
@@ -85,6 +85,38 @@ def test_frequency_cap_is_counted_from_the_customer_log_exactly():
     placement, why = policies.place(ctx, action, now, "web", None, None)
     assert why is None and placement is not None and placement.channel != "email"
     assert "frequency cap of 2 marketing actions on email per 1 d reached" in placement.how
+
+
+def test_a_busy_week_of_service_actions_keeps_the_marketing_cap_closed():
+    pb = playbook_with(
+        caps=[{"max": 1, "per": "7d", "channel": "*", "purposes": ["marketing"]}],
+        quiet_hours=None,
+        fatigue=None,
+        holdout_share=0.0,
+    )
+    policies = ContactPolicies(pb)
+    ctx = Harness(pb).run(accessories_visits([0])).context()
+    ctx.actions.clear()
+    start = (T0 + timedelta(minutes=10)).timestamp()
+    record_sent(ctx, SentAction("m", "finance_offer", "email", "marketing", start), policies.memory)
+    for i in range(100):  # far more service messages than the log once held
+        at = start + 3600 + i * 2400
+        record_sent(
+            ctx, SentAction(f"s{i}", "service_status", "app", "service", at), policies.memory
+        )
+    upsell = next(a for a in pb.actions if a.name == "accessories_upsell")
+    placement, why = policies.place(ctx, upsell, start + 4 * 86400, "web", None, None)
+    assert placement is None and "frequency cap of 1 marketing actions in all" in why
+    # Once no policy needs it, the marketing send is forgotten: its 14-day cooldown
+    # outlasts the 7-day cap and the 3-day attribution window.
+    assert policies.memory["finance_offer"] == 14 * 86400
+    later = start + 15 * 86400
+    record_sent(
+        ctx, SentAction("s-late", "service_status", "app", "service", later), policies.memory
+    )
+    assert [s.action_id for s in ctx.actions] == ["s-late"]
+    placement, why = policies.place(ctx, upsell, later, "web", None, None)
+    assert why is None and placement is not None
 
 
 def test_quiet_hours_hold_marketing_but_not_service():

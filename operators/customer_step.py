@@ -81,6 +81,7 @@ class CustomerStep:
             model_version=predictors.version if predictors else None,
         )
         self._intent_of = {j.name: j.intent for j in playbook.journeys if j.intent}
+        self._on_intent = any(t.intent_changed for a in playbook.actions for t in a.triggers)
         self._attribution_s = seconds(playbook.policies.attribution)
 
     # ------------------------------------------------------------------ events
@@ -115,10 +116,13 @@ class CustomerStep:
         changes = self.segments.update(ctx, ts, event.event_id, event)
         outputs += transitions
         outputs += changes
+        changed = None
         if self.predictors is not None:
-            self._learn_and_predict(ctx, event, ts, before, transitions, outputs)
+            changed = self._learn_and_predict(ctx, event, ts, before, transitions, outputs)
         if self.decisions.wants(event):
             self._decide(ctx, Trigger.of_event(event), outputs)
+        if changed is not None and self._on_intent:
+            self._decide(ctx, Trigger.of_intent(changed), outputs)
         self._react(ctx, transitions, changes, outputs)
         return ctx, outputs
 
@@ -131,13 +135,15 @@ class CustomerStep:
         before: tuple[str, ...],
         transitions: list[JourneyTransition],
         outputs: list[Output],
-    ) -> None:
-        """Emit what the models learn from this event, and update the predicted intent."""
+    ) -> IntentTransition | None:
+        """Emit what the models learn from this event, and update the predicted intent
+        (returned when it changed)."""
         if self.models is not None:
             outputs += self._examples(ctx, event, ts, before, transitions)
         if transitions or self.journeys.concerns(event):
             # What the customer is after only changes with journey-relevant steps.
-            self._update_intent(ctx, event, ts, outputs)
+            return self._update_intent(ctx, event, ts, outputs)
+        return None
 
     def _examples(
         self,
@@ -173,29 +179,30 @@ class CustomerStep:
 
     def _update_intent(
         self, ctx: CustomerContext, event: Event, ts: float, outputs: list[Output]
-    ) -> None:
+    ) -> IntentTransition | None:
         """Announce a change of intent when the new one leads by a clear margin."""
         predicted = self.predictors.intent(ctx)  # type: ignore[union-attr]
         if predicted is None:
-            return
+            return None
         intent, confidence, margin = predicted
         if intent == ctx.intent:
             ctx.intent_confidence = confidence
         elif confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:
-            outputs.append(
-                IntentTransition(
-                    transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
-                    customer_id=ctx.key,
-                    intent=intent,
-                    previous_intent=ctx.intent,
-                    confidence=round(confidence, 4),
-                    margin=round(margin, 4),
-                    at=event.ts,
-                    trigger_event_id=event.event_id,
-                    model_version=self.predictors.version(),  # type: ignore[union-attr]
-                )
+            change = IntentTransition(
+                transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
+                customer_id=ctx.key,
+                intent=intent,
+                previous_intent=ctx.intent,
+                confidence=round(confidence, 4),
+                margin=round(margin, 4),
+                at=event.ts,
+                trigger_event_id=event.event_id,
+                model_version=self.predictors.version(),  # type: ignore[union-attr]
             )
+            outputs.append(change)
             ctx.intent, ctx.intent_confidence = intent, confidence
+            return change
+        return None
 
     def _propensity_example(
         self, ctx: CustomerContext, sent: SentAction, responded: bool

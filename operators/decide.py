@@ -1,7 +1,7 @@
 """From a trigger to at most one action, with every candidate audited.
 
-A trigger is an event, a journey transition, a segment entry or a decision
-request. Playbook actions whose trigger matches become candidates; their
+A trigger is an event, a journey transition, a change of predicted intent, a
+segment entry or a decision request. Playbook actions whose trigger matches become candidates; their
 conditions decide eligibility; contact policies (operators/policies.py) decide
 what may be sent and where; the best is chosen by propensity x value x journey
 priority x business lever. A decision request always gets a reply: the action,
@@ -22,7 +22,7 @@ from operators.wording import channel_name, clock, span, when
 from schemas.action import Action
 from schemas.decision import Candidate, CandidateStatus, Decision
 from schemas.event import Event
-from schemas.journey import JourneyTransition
+from schemas.journey import IntentTransition, JourneyTransition
 from state.context import CustomerContext, JourneyInstance, SentAction, record_sent
 
 #: Scores a candidate: (context, action, channel) -> probability the customer responds.
@@ -35,7 +35,8 @@ NO_ACTION = "no_action"
 
 @dataclass(frozen=True)
 class Trigger:
-    """What prompted a decision: an event, a journey transition or a segment entry."""
+    """What prompted a decision: an event, a journey transition, a change of predicted
+    intent or a segment entry."""
 
     trigger_id: str
     type: str
@@ -43,6 +44,7 @@ class Trigger:
     channel: str | None = None
     event: Event | None = None
     transition: JourneyTransition | None = None
+    intent: IntentTransition | None = None
     segment: str | None = None
     segment_reasons: tuple[str, ...] = ()
     request_id: str | None = None
@@ -67,6 +69,15 @@ class Trigger:
             type=f"journey_{transition.kind}",
             at=transition.at.timestamp(),
             transition=transition,
+        )
+
+    @classmethod
+    def of_intent(cls, change: IntentTransition) -> "Trigger":
+        return cls(
+            trigger_id=change.transition_id,
+            type="intent_changed",
+            at=change.at.timestamp(),
+            intent=change,
         )
 
 
@@ -254,6 +265,8 @@ class DecisionMaker:
         if trigger.transition is not None:
             t = trigger.transition
             return t.kind in spec.transitions and t.journey == spec.journey
+        if trigger.intent is not None:
+            return trigger.intent.intent in spec.intent_changed
         return trigger.segment is not None and spec.segment_entered == trigger.segment
 
     def _scope(
@@ -413,6 +426,13 @@ class DecisionMaker:
                     f"since {clock(inst.last_at, now)}."
                 )
             return f"The {label} journey {t.kind}."
+        change = trigger.intent
+        if change is not None:
+            before = change.previous_intent or "not known"
+            return (
+                f"Predicted intent changed from {before} to {change.intent} "
+                f"({change.confidence:.0%}, {change.margin:.0%} ahead of the next)."
+            )
         if trigger.segment is not None:
             detail = "; ".join(trigger.segment_reasons)
             return f"Entered segment {trigger.segment.replace('_', ' ')}: {detail}."

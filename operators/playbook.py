@@ -77,6 +77,7 @@ class TriggerSpec:
     value_tiers: frozenset[str]
     event_conditions: tuple[EventMatch, ...] = ()
     on_request: bool = False
+    intent_changed: frozenset[str] = frozenset()
     intents: frozenset[str] = frozenset()
     heading_to: frozenset[str] = frozenset()
     min_confidence: float = 0.5
@@ -187,6 +188,7 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
                     value_tiers=frozenset(t.value_tiers),
                     event_conditions=tuple(t.events),
                     on_request=t.on_request,
+                    intent_changed=frozenset(t.intent_changed),
                     intents=frozenset(t.intents),
                     heading_to=frozenset(t.heading_to),
                     min_confidence=t.min_confidence,

@@ -134,6 +134,9 @@ class Trigger(Struct, kw_only=True, forbid_unknown_fields=True):
     value_tiers: list[Vocab] = []
     #: Fire on decision requests (a channel asking for the next action now).
     on_request: bool = False
+    #: Fire when the intent model's view of the customer changes to one of these intents
+    #: (with a clear margin): e.g. from browsing upgrades to suddenly needing support.
+    intent_changed: list[Vocab] = []
     #: The customer's predicted intent is one of these (with `min_confidence`).
     intents: list[Vocab] = []
     #: The next-step model predicts one of these contact points next (proactive actions).
@@ -415,16 +418,18 @@ def _check(pb: Playbook, file: str) -> None:
             fail(entry, "when", "needs at least one trigger")
         for i, t in enumerate(a.when):
             where = f"when[{i}]"
-            ons = sum(bool(x) for x in (t.events, t.transitions, t.segment_entered, t.on_request))
-            if ons != 1:
+            ons = (t.events, t.transitions, t.segment_entered, t.on_request, t.intent_changed)
+            if sum(bool(x) for x in ons) != 1:
                 fail(
                     entry,
                     where,
-                    "needs exactly one of events, transitions, segment_entered or on_request",
+                    "needs exactly one of events, transitions, segment_entered, on_request or "
+                    "intent_changed",
                 )
-            for intent in t.intents:
-                if intent not in intents:
-                    fail(entry, f"{where}.intents", f"unknown intent '{intent}'")
+            for field_name in ("intents", "intent_changed"):
+                for intent in getattr(t, field_name):
+                    if intent not in intents:
+                        fail(entry, f"{where}.{field_name}", f"unknown intent '{intent}'")
             for point in t.heading_to:
                 if point not in points:
                     fail(entry, f"{where}.heading_to", f"unknown contact point '{point}'")

@@ -8,7 +8,7 @@ from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, ModelSet
 from operators.replay import Replay
 from schemas.codec import BadInput, EventDecoder
 from schemas.journey import IntentTransition
-from tests.helpers import default_playbook
+from tests.helpers import Harness, default_playbook, ev, profile
 
 
 def examples(n: int) -> list[Example]:
@@ -89,3 +89,63 @@ def test_closed_loop_policies_report_reward_goals_and_no_violations():
     assert results["oracle"]["intent_accuracy"] == 1.0
     again = closed_loop(config, "learned", default_playbook())
     assert again["reward"] == results["learned"]["reward"]  # same population, same seed
+
+
+class ScriptedIntent:
+    """Predictors whose intent turns from `before` to `after` at the customer's n-th event,
+    so the decision logic can be pinned down without a model."""
+
+    def __init__(self, before: str, after: str, at_event: int) -> None:
+        self.before, self.after, self.at_event = before, after, at_event
+
+    def intent(self, ctx):
+        return (self.after if ctx.events >= self.at_event else self.before), 0.8, 0.5
+
+    def propensity(self, ctx, action, channel):
+        return 0.5
+
+    def next_step(self, ctx):
+        return None
+
+    def version(self):
+        return "scripted"
+
+
+def test_intent_turning_to_support_triggers_the_fix_before_the_call():
+    predictors = ScriptedIntent("upgrade", "get_support", at_event=3)
+    harness = Harness()
+    harness.replay = Replay(default_playbook(), learn=False, predictors=predictors)
+    harness.run(
+        [
+            profile("medium"),
+            ev("page_view", "web", minutes=1, touchpoint="phones"),
+            ev("page_view", "app", minutes=5, touchpoint="help_network"),
+        ]
+    )
+    changes = harness.of(IntentTransition)
+    assert [(c.previous_intent, c.intent) for c in changes] == [
+        (None, "upgrade"),
+        ("upgrade", "get_support"),
+    ]
+    (guide,) = harness.actions("proactive_guide")
+    assert guide.trigger_event_id == changes[1].transition_id
+    assert guide.reasons[0] == (
+        "Predicted intent changed from upgrade to get_support (80%, 50% ahead of the next)."
+    )
+    (decision,) = [d for d in harness.decisions() if d.trigger_type == "intent_changed"]
+    assert decision.trigger_id == changes[1].transition_id and decision.outcome == "sent"
+
+
+def test_intent_change_with_no_open_support_journey_sends_nothing():
+    predictors = ScriptedIntent("upgrade", "get_support", at_event=3)
+    harness = Harness()
+    harness.replay = Replay(default_playbook(), learn=False, predictors=predictors)
+    harness.run(
+        [
+            profile("medium"),
+            ev("page_view", "web", minutes=1, touchpoint="phones"),
+            ev("page_view", "web", minutes=5, touchpoint="phone_detail"),
+        ]
+    )
+    assert [c.intent for c in harness.of(IntentTransition)] == ["upgrade", "get_support"]
+    assert not harness.actions("proactive_guide")

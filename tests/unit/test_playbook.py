@@ -118,6 +118,22 @@ def test_action_referring_to_unknown_journey_or_segment():
     assert exc.field == "when[0].journey" and "unknown journey 'nope'" in str(exc)
 
 
+def test_intent_change_trigger_names_unknown_intents_and_needs_to_be_the_only_on():
+    action = {
+        "name": "a1",
+        "category": "support",
+        "purpose": "service",
+        "channels": ["email"],
+        "when": [{"intent_changed": ["teleport"]}],
+    }
+    exc = error(edited(actions=[action]))
+    assert (exc.entry, exc.field) == ("actions 'a1'", "when[0].intent_changed")
+    assert "unknown intent 'teleport'" in str(exc)
+    action["when"] = [{"intent_changed": ["get_support"], "on_request": True}]
+    exc = error(edited(actions=[action]))
+    assert exc.field == "when[0]" and "intent_changed" in str(exc)
+
+
 def test_unknown_channel_is_named():
     cp = {"name": "kiosk", "channels": ["hologram"]}
     exc = error(edited(contact_points=[*BASE["contact_points"], cp]))

@@ -172,9 +172,8 @@ class CustomerStep:
         for transition in transitions:
             intent = self._intent_of.get(transition.journey)
             if transition.kind in ("completed", "abandoned") and intent is not None:
-                found.append(
-                    Example(INTENT, transition.transition_id, intent, at, intent_features(ctx))
-                )
+                features = intent_features(ctx, resolved=transition.journey)
+                found.append(Example(INTENT, transition.transition_id, intent, at, features))
         return found
 
     def _update_intent(

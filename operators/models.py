@@ -100,8 +100,13 @@ class _Online:
 # ---------------------------------------------------------------- intent
 
 
-def intent_features(ctx: CustomerContext) -> dict[str, float]:
-    """What the customer has been doing lately: contact points, channels, profile."""
+def intent_features(ctx: CustomerContext, resolved: str | None = None) -> dict[str, float]:
+    """What the customer has been doing lately: contact points, channels, profile.
+
+    `resolved`: the journey whose end labels this example. It is counted as open, not
+    done, because the model is asked while journeys are open: learning from "done"
+    would teach it a feature it never sees when it matters (train/serve skew).
+    """
     x: dict[str, float] = {}
     for interaction in ctx.recent[-24:]:
         if interaction.touchpoint is not None:
@@ -112,7 +117,13 @@ def intent_features(ctx: CustomerContext) -> dict[str, float]:
     for inst in ctx.journeys:
         key = "open=" + inst.journey
         x[key] = x.get(key, 0.0) + 1.0
-    for summary in ctx.finished[-8:]:
+    finished = ctx.finished[-8:]
+    if resolved is not None:
+        x["open=" + resolved] = x.get("open=" + resolved, 0.0) + 1.0
+        last = max((i for i, s in enumerate(finished) if s.journey == resolved), default=None)
+        if last is not None:
+            finished = finished[:last] + finished[last + 1 :]
+    for summary in finished:
         key = "done=" + summary.journey
         x[key] = x.get(key, 0.0) + 1.0
     for key, value in x.items():

@@ -4,6 +4,7 @@ import pickle
 
 from flows.evaluate import POLICIES, closed_loop
 from flows.simulator import SimulationConfig
+from operators.customer_step import CustomerStep
 from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, ModelSet
 from operators.replay import Replay
 from schemas.codec import BadInput, EventDecoder
@@ -149,3 +150,22 @@ def test_intent_change_with_no_open_support_journey_sends_nothing():
     )
     assert [c.intent for c in harness.of(IntentTransition)] == ["upgrade", "get_support"]
     assert not harness.actions("proactive_guide")
+
+
+def test_a_resolved_journey_teaches_the_intent_as_it_looked_while_open():
+    playbook = default_playbook()
+    step = CustomerStep(playbook, ModelSet(playbook))
+    ctx, outputs = None, []
+    for event in (
+        profile("medium"),
+        ev("page_view", "app", minutes=1, touchpoint="help_network"),
+        ev("fault_resolved", "app", minutes=30, touchpoint="help_network"),
+    ):
+        ctx, out = step.on_event("cust-1", ctx, event)
+        outputs += out
+    (example,) = [o for o in outputs if type(o) is Example and o.model == INTENT]
+    assert example.label == "get_support"
+    # Asked while the journey is open, the model must learn from an open journey too.
+    assert "open=network_fault" in example.features
+    assert "done=network_fault" not in example.features
+    assert ctx.finished[-1].journey == "network_fault"  # the context itself says done

@@ -49,11 +49,11 @@ class RandomScores:
         text = "|".join(str(p) for p in (self.seed, *parts))
         return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
 
-    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
         if not self.intents:
             return None
         pick = self.intents[int(self._draw(ctx.key, ctx.events, "i") * len(self.intents))]
-        return pick, 0.5 + self._draw(ctx.key, ctx.events, "c") / 2, 0.5
+        return {pick: 0.5 + self._draw(ctx.key, ctx.events, "c") / 2}
 
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
         pick = self.points[int(self._draw(ctx.key, ctx.events, "n") * len(self.points))]
@@ -73,9 +73,9 @@ class Oracle:
         self.world = world
         self.models = models  # next step: the learned one (the truth has no path model)
 
-    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
         truth = self.world.truth(ctx.key)
-        return None if truth is None else (truth.intent, 1.0, 1.0)
+        return None if truth is None else {truth.intent: 1.0}
 
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
         return self.models.next_step(ctx)
@@ -96,9 +96,9 @@ class TrueIntent:
         self.world = world
         self.models = models
 
-    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
         truth = self.world.truth(ctx.key)
-        return None if truth is None else (truth.intent, 1.0, 1.0)
+        return None if truth is None else {truth.intent: 1.0}
 
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
         return self.models.next_step(ctx)

@@ -180,10 +180,13 @@ class CustomerStep:
         self, ctx: CustomerContext, event: Event, ts: float, outputs: list[Output]
     ) -> IntentTransition | None:
         """Announce a change of intent when the new one leads by a clear margin."""
-        predicted = self.predictors.intent(ctx)  # type: ignore[union-attr]
-        if predicted is None:
+        scores = self.predictors.intent(ctx)  # type: ignore[union-attr]
+        if not scores:
             return None
-        intent, confidence, margin = predicted
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        intent, confidence = ranked[0]
+        margin = confidence - (ranked[1][1] if len(ranked) > 1 else 0.0)
+        ctx.intent_scores = {name: round(p, 4) for name, p in ranked}
         if intent == ctx.intent:
             ctx.intent_confidence = confidence
         elif confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:

@@ -346,15 +346,14 @@ class DecisionMaker:
                 why_not.append(f"Sentiment {shown} is not below {spec.sentiment_below:+.2f}.")
 
         if spec.intents:
-            intent, confidence = ctx.intent, ctx.intent_confidence
-            if intent in spec.intents and confidence >= spec.min_confidence:
-                why.append(f"Predicted intent: {intent} ({confidence:.0%}).")
+            # The chance that the customer wants one of the action's intents.
+            wanted = " or ".join(sorted(spec.intents))
+            chance = sum(ctx.intent_scores.get(i, 0.0) for i in spec.intents)
+            if chance >= spec.min_confidence:
+                why.append(f"Predicted intent: {wanted} ({chance:.0%}).")
             else:
-                seen = f"{intent} ({confidence:.0%})" if intent else "not known yet"
-                why_not.append(
-                    f"Predicted intent is {seen}; acts on {' or '.join(sorted(spec.intents))} "
-                    f"from {spec.min_confidence:.0%}."
-                )
+                seen = f"{wanted} {chance:.0%}" if ctx.intent_scores else "not known yet"
+                why_not.append(f"Predicted intent: {seen}; acts from {spec.min_confidence:.0%}.")
         if spec.heading_to:
             predicted = self.next_step(ctx) if self.next_step else None
             if (

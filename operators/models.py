@@ -145,17 +145,11 @@ class IntentModel(_Online):
         self.model = linear_model.SoftmaxRegression(optimizer=optim.SGD(0.05))
         self.seen = False
 
-    def predict(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
-        """(top intent, its probability, its lead over the second), or None while warming up."""
+    def predict(self, ctx: CustomerContext) -> dict[str, float] | None:
+        """The probability of each intent, or None while warming up."""
         if self.record.learned < WARM_UP:
             return None
-        probabilities = self.model.predict_proba_one(intent_features(ctx))
-        if not probabilities:
-            return None
-        ranked = sorted(probabilities.items(), key=lambda kv: (-kv[1], kv[0]))
-        top, p = ranked[0]
-        second = ranked[1][1] if len(ranked) > 1 else 0.0
-        return top, p, p - second
+        return self.model.predict_proba_one(intent_features(ctx)) or None
 
     def _score(self, example: Example) -> tuple[bool, float]:
         if not self.seen:
@@ -275,7 +269,7 @@ def recent_path(ctx: CustomerContext, limit: int = 4) -> tuple[str, ...]:
 class Predictors(Protocol):
     """What the customer step asks of models: learned ones, or an oracle's, or none."""
 
-    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None: ...
+    def intent(self, ctx: CustomerContext) -> dict[str, float] | None: ...
 
     def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float: ...
 
@@ -301,7 +295,7 @@ class ModelSet:
     def version(self) -> str:
         return " ".join(m.version for m in self.models.values())
 
-    def intent(self, ctx: CustomerContext) -> tuple[str, float, float] | None:
+    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
         return self.models[INTENT].predict(ctx)  # type: ignore[attr-defined]
 
     def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:

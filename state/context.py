@@ -157,9 +157,11 @@ class CustomerContext(Struct):
     #: Actions sent to this customer (bounded) and what became of them: contact pressure
     #: (caps, cooldowns, fatigue) is read from here, exact at the next event.
     actions: list[SentAction] = []
-    #: The intent model's current view of what the customer is trying to do.
+    #: The intent model's view of what the customer is trying to do: the intent last
+    #: announced (it changes only with a clear margin), and the latest probabilities.
     intent: str | None = None
     intent_confidence: float = 0.0
+    intent_scores: dict[str, float] = {}
     #: For an anonymous visitor who has identified: the customer it now belongs to.
     alias_of: str | None = None
 

@@ -100,7 +100,9 @@ class ScriptedIntent:
         self.before, self.after, self.at_event = before, after, at_event
 
     def intent(self, ctx):
-        return (self.after if ctx.events >= self.at_event else self.before), 0.8, 0.5
+        flipped = ctx.events >= self.at_event
+        now, other = (self.after, self.before) if flipped else (self.before, self.after)
+        return {now: 0.8, other: 0.3}
 
     def propensity(self, ctx, action, channel):
         return 0.5

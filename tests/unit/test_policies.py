@@ -6,6 +6,7 @@ from datetime import timedelta
 from flows.settings import DEFAULT_PLAYBOOK
 from operators.playbook import compile_playbook
 from operators.policies import ContactPolicies
+from operators.replay import Replay
 from schemas.action import Action
 from schemas.event import Consent, Event
 from schemas.playbook import parse_playbook
@@ -238,3 +239,43 @@ def test_default_playbook_policies_are_in_force():
     policies = default_playbook().policies
     assert policies.holdout_share > 0 and policies.quiet_hours is not None
     assert policies.caps and policies.fatigue is not None
+
+
+class FixedIntent:
+    """An intent model's probabilities, fixed: for pinning down how decisions read them."""
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def intent(self, ctx):
+        return self.scores
+
+    def propensity(self, ctx, action, channel):
+        return 0.5
+
+    def next_step(self, ctx):
+        return None
+
+    def version(self):
+        return "fixed"
+
+
+def test_intent_gated_offer_reads_the_chance_of_any_of_its_intents():
+    # Support is the single likeliest intent, but upgrade or buy together are likelier.
+    scores = {"get_support": 0.45, "upgrade": 0.3, "buy": 0.25}
+    pb = playbook_with(quiet_hours=None, fatigue=None, holdout_share=0.0)
+    harness = Harness(pb)
+    harness.replay = Replay(pb, learn=False, predictors=FixedIntent(scores))
+    consent = Consent(granted=True, purpose="marketing")
+    harness.run(
+        [
+            profile("medium"),
+            ev("consent", "web", minutes=-100, consent=consent),
+            ev("page_view", "web", minutes=1, touchpoint="phones"),
+            request(2),
+        ]
+    )
+    (reply,) = harness.actions()
+    assert reply.action == "upgrade_offer" and reply.request_id == "r-1"
+    assert "Predicted intent: buy or upgrade (55%)." in reply.reasons
+    assert harness.context().intent is None  # no clear leader: no intent announced

@@ -16,7 +16,7 @@ from typing import Protocol
 from msgspec import Struct
 from river import drift, linear_model, optim
 
-from operators.next_step import BackoffNgram
+from operators.next_step import MAX_KEYS
 from operators.playbook import ActionSpec, CompiledPlaybook
 from state.context import RESPONSES, CustomerContext
 
@@ -226,33 +226,67 @@ class PropensityModel(_Online):
 # ---------------------------------------------------------------- next step
 
 
+class _Successors:
+    """What followed one suffix of a path: counts, and the leader kept as they grow."""
+
+    __slots__ = ("best", "best_count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.best = ""
+        self.best_count = 0
+
+    def add(self, step: str) -> None:
+        count = self.counts[step] = self.counts.get(step, 0) + 1
+        self.total += 1
+        # Counts only grow, so the leader changes only to the step just counted.
+        if count > self.best_count or (count == self.best_count and step > self.best):
+            self.best, self.best_count = step, count
+
+    def __getstate__(self) -> tuple:
+        return self.counts, self.total, self.best, self.best_count
+
+    def __setstate__(self, state: tuple) -> None:
+        self.counts, self.total, self.best, self.best_count = state
+
+
 class FlowNextStep(_Online):
-    """The next contact point from the recent path: a back-off n-gram of order <= 4,
-    fast enough to learn from every step of every customer."""
+    """The next contact point from the recent path: a back-off n-gram of order <= 4 that
+    keeps each suffix's leading successor as it counts, so that learning from every step
+    of every customer, and predicting, cost a few dictionary lookups."""
 
     name = NEXT_STEP
+    ORDER = 4
 
     def __init__(self) -> None:
         super().__init__()
-        self.model = BackoffNgram(4)
+        self.table: dict[tuple[str, ...], _Successors] = {}
 
     def predict(self, prefix: tuple[str, ...]) -> tuple[str, float] | None:
         """(next contact point, the share of times it followed this suffix) or None."""
-        table = self.model.successors.counts
-        for order in range(min(4, len(prefix)), 0, -1):
-            successors = table.get(tuple(prefix[-order:]))
-            if successors:
-                total = sum(successors.values())
-                best = max(successors, key=lambda k: (successors[k], k))
-                return best, successors[best] / total
+        table = self.table
+        for order in range(min(self.ORDER, len(prefix)), 0, -1):
+            successors = table.get(prefix[-order:])
+            if successors is not None:
+                return successors.best, successors.best_count / successors.total
         return None
 
     def _score(self, example: Example) -> tuple[bool, float]:
-        predicted = self.model.predict(example.prefix, {})
-        return predicted == example.label, 0.0 if predicted == example.label else 1.0
+        predicted = self.predict(example.prefix)
+        correct = predicted is not None and predicted[0] == example.label
+        return correct, 0.0 if correct else 1.0
 
     def _learn(self, example: Example) -> None:
-        self.model.learn(example.prefix, {}, example.label)
+        prefix, table = example.prefix, self.table
+        for order in range(1, min(self.ORDER, len(prefix)) + 1):
+            key = prefix[-order:]
+            successors = table.get(key)
+            if successors is None:
+                if len(table) >= MAX_KEYS:
+                    continue
+                successors = table[key] = _Successors()
+            successors.add(example.label)
 
 
 def recent_path(ctx: CustomerContext, limit: int = 4) -> tuple[str, ...]:

@@ -87,21 +87,10 @@ class Oracle:
         return "oracle"
 
 
-class TrueIntent:
+class TrueIntent(Oracle):
     """The learned models, told each customer's real intent: the reward this buys over
     `learned` is what better intent prediction could be worth; the rest of the gap to
     the oracle is response and channel."""
-
-    def __init__(self, world: World, models: ModelSet) -> None:
-        self.world = world
-        self.models = models
-
-    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
-        truth = self.world.truth(ctx.key)
-        return None if truth is None else {truth.intent: 1.0}
-
-    def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
-        return self.models.next_step(ctx)
 
     def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
         return self.models.propensity(ctx, action, channel)

@@ -1,5 +1,6 @@
 """Builders for events in tests: readable scenarios instead of JSON blobs."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
@@ -116,11 +117,37 @@ def default_playbook() -> CompiledPlaybook:
     return load_compiled(DEFAULT_PLAYBOOK)
 
 
+class StubPredictors:
+    """Predictions set by the test instead of learned: intent probabilities from a
+    function of the context, one propensity for everything, no next step."""
+
+    def __init__(self, intent: Callable[[CustomerContext], dict[str, float] | None]) -> None:
+        self._intent = intent
+
+    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
+        return self._intent(ctx)
+
+    def propensity(self, ctx: CustomerContext, action: object, channel: str) -> float:
+        return 0.5
+
+    def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
+        return None
+
+    def version(self) -> str:
+        return "stub"
+
+
 class Harness:
     """The cores over a list of events in event time, with readable accessors."""
 
-    def __init__(self, playbook: CompiledPlaybook | None = None) -> None:
-        self.replay = Replay(playbook or default_playbook())
+    def __init__(
+        self, playbook: CompiledPlaybook | None = None, predictors: StubPredictors | None = None
+    ) -> None:
+        playbook = playbook or default_playbook()
+        if predictors is None:
+            self.replay = Replay(playbook)
+        else:
+            self.replay = Replay(playbook, learn=False, predictors=predictors)
 
     def run(self, events: list[Event], *, until_minutes: float | None = None) -> "Harness":
         until = None if until_minutes is None else (T0 + timedelta(minutes=until_minutes))

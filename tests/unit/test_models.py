@@ -8,8 +8,9 @@ from operators.customer_step import CustomerStep
 from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, ModelSet
 from operators.replay import Replay
 from schemas.codec import BadInput, EventDecoder
+from schemas.event import Event
 from schemas.journey import IntentTransition
-from tests.helpers import Harness, default_playbook, ev, profile
+from tests.helpers import Harness, StubPredictors, default_playbook, ev, profile
 
 
 def examples(n: int) -> list[Example]:
@@ -92,39 +93,22 @@ def test_closed_loop_policies_report_reward_goals_and_no_violations():
     assert again["reward"] == results["learned"]["reward"]  # same population, same seed
 
 
-class ScriptedIntent:
-    """Predictors whose intent turns from `before` to `after` at the customer's n-th event,
-    so the decision logic can be pinned down without a model."""
+def upgrade_then_support(last_page: Event) -> Harness:
+    """A customer looks at phones, then at `last_page`, when the predicted intent turns
+    from upgrade to support (scripted, no model)."""
 
-    def __init__(self, before: str, after: str, at_event: int) -> None:
-        self.before, self.after, self.at_event = before, after, at_event
+    def intent(ctx):
+        if ctx.events >= 3:
+            return {"get_support": 0.8, "upgrade": 0.3}
+        return {"upgrade": 0.8, "get_support": 0.3}
 
-    def intent(self, ctx):
-        flipped = ctx.events >= self.at_event
-        now, other = (self.after, self.before) if flipped else (self.before, self.after)
-        return {now: 0.8, other: 0.3}
-
-    def propensity(self, ctx, action, channel):
-        return 0.5
-
-    def next_step(self, ctx):
-        return None
-
-    def version(self):
-        return "scripted"
+    return Harness(predictors=StubPredictors(intent)).run(
+        [profile("medium"), ev("page_view", "web", minutes=1, touchpoint="phones"), last_page]
+    )
 
 
 def test_intent_turning_to_support_triggers_the_fix_before_the_call():
-    predictors = ScriptedIntent("upgrade", "get_support", at_event=3)
-    harness = Harness()
-    harness.replay = Replay(default_playbook(), learn=False, predictors=predictors)
-    harness.run(
-        [
-            profile("medium"),
-            ev("page_view", "web", minutes=1, touchpoint="phones"),
-            ev("page_view", "app", minutes=5, touchpoint="help_network"),
-        ]
-    )
+    harness = upgrade_then_support(ev("page_view", "app", minutes=5, touchpoint="help_network"))
     changes = harness.of(IntentTransition)
     assert [(c.previous_intent, c.intent) for c in changes] == [
         (None, "upgrade"),
@@ -140,16 +124,7 @@ def test_intent_turning_to_support_triggers_the_fix_before_the_call():
 
 
 def test_intent_change_with_no_open_support_journey_sends_nothing():
-    predictors = ScriptedIntent("upgrade", "get_support", at_event=3)
-    harness = Harness()
-    harness.replay = Replay(default_playbook(), learn=False, predictors=predictors)
-    harness.run(
-        [
-            profile("medium"),
-            ev("page_view", "web", minutes=1, touchpoint="phones"),
-            ev("page_view", "web", minutes=5, touchpoint="phone_detail"),
-        ]
-    )
+    harness = upgrade_then_support(ev("page_view", "web", minutes=5, touchpoint="phone_detail"))
     assert [c.intent for c in harness.of(IntentTransition)] == ["upgrade", "get_support"]
     assert not harness.actions("proactive_guide")
 

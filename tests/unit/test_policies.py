@@ -6,18 +6,23 @@ from datetime import timedelta
 from flows.settings import DEFAULT_PLAYBOOK
 from operators.playbook import compile_playbook
 from operators.policies import ContactPolicies
-from operators.replay import Replay
 from schemas.action import Action
 from schemas.event import Consent, Event
 from schemas.playbook import parse_playbook
 from state.context import SentAction, record_sent
-from tests.helpers import T0, Harness, default_playbook, ev, profile
+from tests.helpers import T0, Harness, StubPredictors, default_playbook, ev, profile
 
 
 def playbook_with(**policies):
     raw = tomllib.loads(DEFAULT_PLAYBOOK.read_text())
     raw["policies"] = {**raw.get("policies", {}), **policies}
     return compile_playbook(parse_playbook(raw))
+
+
+def caps_only(*caps: dict):
+    """The default playbook with just these frequency caps: no quiet hours, fatigue or
+    holdout in the way."""
+    return playbook_with(caps=list(caps), quiet_hours=None, fatigue=None, holdout_share=0.0)
 
 
 def accessories_visits(times_minutes, customer="cust-1"):
@@ -49,12 +54,7 @@ def upsell_statuses(run):
 
 
 def test_frequency_cap_closes_a_channel_then_all_channels():
-    pb = playbook_with(
-        caps=[{"max": 1, "per": "7d", "channel": "*", "purposes": ["marketing"]}],
-        quiet_hours=None,
-        fatigue=None,
-        holdout_share=0.0,
-    )
+    pb = caps_only({"max": 1, "per": "7d", "channel": "*", "purposes": ["marketing"]})
     # One week apart is outside the cooldown (7d) only once; use days 0 and 8 and 8.5.
     minutes = [0, 8 * 1440, 8 * 1440 + 720]
     run = Harness(pb).run(accessories_visits(minutes))
@@ -68,12 +68,7 @@ def test_frequency_cap_closes_a_channel_then_all_channels():
 
 
 def test_frequency_cap_is_counted_from_the_customer_log_exactly():
-    pb = playbook_with(
-        caps=[{"max": 2, "per": "1d", "channel": "email", "purposes": ["marketing"]}],
-        quiet_hours=None,
-        fatigue=None,
-        holdout_share=0.0,
-    )
+    pb = caps_only({"max": 2, "per": "1d", "channel": "email", "purposes": ["marketing"]})
     policies = ContactPolicies(pb)
     run = Harness(pb).run(accessories_visits([0]))
     ctx = run.context()
@@ -89,12 +84,7 @@ def test_frequency_cap_is_counted_from_the_customer_log_exactly():
 
 
 def test_a_busy_week_of_service_actions_keeps_the_marketing_cap_closed():
-    pb = playbook_with(
-        caps=[{"max": 1, "per": "7d", "channel": "*", "purposes": ["marketing"]}],
-        quiet_hours=None,
-        fatigue=None,
-        holdout_share=0.0,
-    )
+    pb = caps_only({"max": 1, "per": "7d", "channel": "*", "purposes": ["marketing"]})
     policies = ContactPolicies(pb)
     ctx = Harness(pb).run(accessories_visits([0])).context()
     ctx.actions.clear()
@@ -241,31 +231,11 @@ def test_default_playbook_policies_are_in_force():
     assert policies.caps and policies.fatigue is not None
 
 
-class FixedIntent:
-    """An intent model's probabilities, fixed: for pinning down how decisions read them."""
-
-    def __init__(self, scores):
-        self.scores = scores
-
-    def intent(self, ctx):
-        return self.scores
-
-    def propensity(self, ctx, action, channel):
-        return 0.5
-
-    def next_step(self, ctx):
-        return None
-
-    def version(self):
-        return "fixed"
-
-
 def test_intent_gated_offer_reads_the_chance_of_any_of_its_intents():
     # Support is the single likeliest intent, but upgrade or buy together are likelier.
     scores = {"get_support": 0.45, "upgrade": 0.3, "buy": 0.25}
     pb = playbook_with(quiet_hours=None, fatigue=None, holdout_share=0.0)
-    harness = Harness(pb)
-    harness.replay = Replay(pb, learn=False, predictors=FixedIntent(scores))
+    harness = Harness(pb, predictors=StubPredictors(lambda ctx: scores))
     consent = Consent(granted=True, purpose="marketing")
     harness.run(
         [

@@ -215,7 +215,7 @@ class CustomerStep:
             f"{sent.action}|{sent.action_id}",
             "1" if responded else "0",
             sent.at,
-            propensity_features(ctx, sent.action, sent.channel, sent.at),
+            propensity_features(ctx, sent.channel, sent.at),
         )
 
     def _expired_attributions(self, ctx: CustomerContext, now: float) -> list[Output]:

@@ -386,7 +386,7 @@ class DecisionMaker:
         if self.propensity and propensity < floor:
             verdict.status = "suppressed"
             verdict.reasons.append(
-                f"Not sent: expected response {propensity:.1%} is below {floor:.0%}."
+                f"Not sent: response score {propensity:.1%} is below {floor:.0%}."
             )
             return verdict
         verdict.score = propensity * action.value * (1.0 + priority / 100.0) * action.lever
@@ -402,7 +402,7 @@ class DecisionMaker:
                 else "Passed to the partner network (no partner leads this journey yet)."
             )
         if self.propensity:
-            verdict.reasons.append(f"Expected response {propensity:.0%}.")
+            verdict.reasons.append(f"Response score {propensity:.0%}.")
         verdict.reasons.append(
             f"Action: {action.label} on {channel_name(placement.channel)}{placement.how}."
         )

@@ -27,9 +27,8 @@ INTENT_MARGIN = 0.2
 INTENT_CONFIDENCE = 0.4
 #: Examples a model learns before its predictions are used.
 WARM_UP = 30
-#: Prior response rate before an action has outcomes, and the exploration bonus.
-PRIOR_PROPENSITY = 0.1
-EXPLORATION = 0.15
+#: The response score of an action before it has any outcome.
+PRIOR_RESPONSE = 0.25
 
 
 class Example(Struct, array_like=True, frozen=True):
@@ -167,23 +166,15 @@ class IntentModel(_Online):
 # ---------------------------------------------------------------- propensity
 
 
-def propensity_features(
-    ctx: CustomerContext, action: str, channel: str, at: float
-) -> dict[str, float]:
-    """The action in its context: channel, value tier, intent, segments, time of day."""
+def propensity_features(ctx: CustomerContext, channel: str, at: float) -> dict[str, float]:
+    """The customer as an action meets them: channel, value tier, intent, segments, time
+    of day, and whether they answer on this channel."""
     hour = int((at % 86400) // 3600) // 6
-    x = {
-        "bias": 1.0,
-        f"{action}": 1.0,
-        f"{action}|ch={channel}": 1.0,
-        f"ch={channel}": 1.0,
-        f"{action}|tier={ctx.value_tier}": 1.0,
-        f"{action}|hour={hour}": 1.0,
-    }
+    x = {"bias": 1.0, f"ch={channel}": 1.0, f"tier={ctx.value_tier}": 1.0, f"hour={hour}": 1.0}
     if ctx.intent:
-        x[f"{action}|intent={ctx.intent}"] = 1.0
+        x[f"intent={ctx.intent}"] = 1.0
     for segment in ctx.segments:
-        x[f"{action}|seg={segment}"] = 1.0
+        x[f"seg={segment}"] = 1.0
     if channel == ctx.preferred_channel:
         x["preferred_channel"] = 1.0
     answered = sum(1 for s in ctx.actions if s.channel == channel and s.outcome in RESPONSES)
@@ -193,34 +184,44 @@ def propensity_features(
 
 
 class PropensityModel(_Online):
-    """Probability that the customer responds to an action (river logistic regression),
-    learned from action outcomes; an exploration bonus for actions with few outcomes."""
+    """How likely the customer is to respond to an action: a contextual bandit (LinUCB,
+    disjoint), one river Bayesian linear regression per action learned from its
+    outcomes. The score is the expected response plus what the model does not know yet
+    about this context (the posterior's spread), so an action that has been tried little
+    in such a context is tried again, and one that has been tried often is scored by
+    what it does."""
 
     name = PROPENSITY
 
     def __init__(self) -> None:
         super().__init__()
-        self.model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
-        self.outcomes: dict[str, int] = {}
+        self.by_action: dict[str, linear_model.BayesianLinearRegression] = {}
 
     def predict(self, ctx: CustomerContext, action: ActionSpec, channel: str, at: float) -> float:
-        n = self.outcomes.get(action.name, 0)
-        if n == 0:
-            return PRIOR_PROPENSITY + EXPLORATION
-        x = propensity_features(ctx, action.name, channel, at)
-        p = self.model.predict_proba_one(x).get(True, PRIOR_PROPENSITY)
-        return min(1.0, p + EXPLORATION / math.sqrt(1 + n))
+        model = self.by_action.get(action.name)
+        if model is None:
+            return PRIOR_RESPONSE
+        belief = model.predict_one(propensity_features(ctx, channel, at), with_dist=True)
+        unknown = math.sqrt(max(belief.sigma**2 - 1.0 / model.beta, 0.0))  # minus the noise
+        return min(1.0, max(0.0, float(belief.mu) + unknown))
+
+    @staticmethod
+    def _action(example: Example) -> str:
+        return example.example_id.split("|", 1)[0]
 
     def _score(self, example: Example) -> tuple[bool, float]:
-        p = self.model.predict_proba_one(example.features).get(True, 0.5)
+        model = self.by_action.get(self._action(example))
+        p = min(1.0, max(0.0, model.predict_one(example.features))) if model else 0.5
         responded = example.label == "1"
         q = p if responded else 1 - p
         return (p >= 0.5) == responded, -math.log(max(q, 1e-9))
 
     def _learn(self, example: Example) -> None:
-        self.model.learn_one(example.features, example.label == "1")
-        action = example.example_id.split("|", 1)[0]
-        self.outcomes[action] = self.outcomes.get(action, 0) + 1
+        action = self._action(example)
+        model = self.by_action.get(action)
+        if model is None:
+            model = self.by_action[action] = linear_model.BayesianLinearRegression()
+        model.learn_one(example.features, 1.0 if example.label == "1" else 0.0)
 
 
 # ---------------------------------------------------------------- next step

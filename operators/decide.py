@@ -1,12 +1,13 @@
 """From a trigger to at most one action, with every candidate audited.
 
 A trigger is an event, a journey transition, a change of predicted intent, a
-segment entry or a decision request. Playbook actions whose trigger matches become candidates; their
-conditions decide eligibility; contact policies (operators/policies.py) decide
-what may be sent and where; the best is chosen by propensity x value x journey
-priority x business lever. A decision request always gets a reply: the action,
-or an explicit `no_action`. The decision record keeps every candidate, its
-status and its reasons in words, and the playbook and model versions.
+segment entry or a decision request. Playbook actions whose trigger matches
+become candidates; their conditions decide eligibility; contact policies
+(operators/policies.py) decide what may be sent and where; the best is chosen by
+response score x value x journey priority x business lever. A decision request
+always gets a reply: the action, or an explicit `no_action`. The decision record
+keeps every candidate, its status and its reasons in words, and the playbook and
+model versions.
 """
 
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from schemas.event import Event
 from schemas.journey import IntentTransition, JourneyTransition
 from state.context import CustomerContext, JourneyInstance, SentAction, record_sent
 
-#: Scores a candidate: (context, action, channel) -> probability the customer responds.
+#: Scores a candidate: (context, action, channel) -> how likely the customer responds (0-1).
 Propensity = Callable[[CustomerContext, ActionSpec, str], float]
 #: Predicts the customer's next contact point: context -> (contact point, confidence).
 NextStep = Callable[[CustomerContext], tuple[str, float] | None]

@@ -183,45 +183,66 @@ def propensity_features(ctx: CustomerContext, channel: str, at: float) -> dict[s
     return x
 
 
+class _Arm:
+    """One action's response model: a calibrated estimate and a measure of ignorance."""
+
+    __slots__ = ("expected", "spread")
+
+    def __init__(self) -> None:
+        #: The chance of a response (logistic regression: a probability, well calibrated).
+        self.expected = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+        #: Bayesian linear regression, for its posterior: how little is known of a context.
+        self.spread = linear_model.BayesianLinearRegression()
+
+    def __getstate__(self) -> tuple:
+        return self.expected, self.spread
+
+    def __setstate__(self, state: tuple) -> None:
+        self.expected, self.spread = state
+
+
 class PropensityModel(_Online):
-    """How likely the customer is to respond to an action: a contextual bandit (LinUCB,
-    disjoint), one river Bayesian linear regression per action learned from its
-    outcomes. The score is the expected response plus what the model does not know yet
-    about this context (the posterior's spread), so an action that has been tried little
-    in such a context is tried again, and one that has been tried often is scored by
-    what it does."""
+    """How likely the customer is to respond to an action, as a contextual bandit (LinUCB,
+    disjoint: one model per action, learned from its outcomes). The score is the expected
+    response plus what is not known yet about this context (the posterior's spread), so
+    an action tried little in such a context is tried again, and one tried often is
+    scored by what it does."""
 
     name = PROPENSITY
 
     def __init__(self) -> None:
         super().__init__()
-        self.by_action: dict[str, linear_model.BayesianLinearRegression] = {}
+        self.arms: dict[str, _Arm] = {}
 
     def predict(self, ctx: CustomerContext, action: ActionSpec, channel: str, at: float) -> float:
-        model = self.by_action.get(action.name)
-        if model is None:
+        arm = self.arms.get(action.name)
+        if arm is None:
             return PRIOR_RESPONSE
-        belief = model.predict_one(propensity_features(ctx, channel, at), with_dist=True)
-        unknown = math.sqrt(max(belief.sigma**2 - 1.0 / model.beta, 0.0))  # minus the noise
-        return min(1.0, max(0.0, float(belief.mu) + unknown))
+        x = propensity_features(ctx, channel, at)
+        expected = arm.expected.predict_proba_one(x).get(True, 0.0)
+        belief = arm.spread.predict_one(x, with_dist=True)
+        unknown = math.sqrt(max(belief.sigma**2 - 1.0 / arm.spread.beta, 0.0))  # not noise
+        return float(min(1.0, expected + unknown))
 
     @staticmethod
     def _action(example: Example) -> str:
         return example.example_id.split("|", 1)[0]
 
     def _score(self, example: Example) -> tuple[bool, float]:
-        model = self.by_action.get(self._action(example))
-        p = min(1.0, max(0.0, model.predict_one(example.features))) if model else 0.5
+        arm = self.arms.get(self._action(example))
+        p = arm.expected.predict_proba_one(example.features).get(True, 0.0) if arm else 0.5
         responded = example.label == "1"
         q = p if responded else 1 - p
         return (p >= 0.5) == responded, -math.log(max(q, 1e-9))
 
     def _learn(self, example: Example) -> None:
         action = self._action(example)
-        model = self.by_action.get(action)
-        if model is None:
-            model = self.by_action[action] = linear_model.BayesianLinearRegression()
-        model.learn_one(example.features, 1.0 if example.label == "1" else 0.0)
+        arm = self.arms.get(action)
+        if arm is None:
+            arm = self.arms[action] = _Arm()
+        responded = example.label == "1"
+        arm.expected.learn_one(example.features, responded)
+        arm.spread.learn_one(example.features, 1.0 if responded else 0.0)
 
 
 # ---------------------------------------------------------------- next step

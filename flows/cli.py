@@ -1,7 +1,6 @@
 """The `wayfinder` command: run the flow, feed it, set up topics, export schemas."""
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -25,14 +24,14 @@ from flows.settings import (
     load_compiled,
     playbook_path,
 )
-from flows.shadow import compare, decisions_in, read_events, replay_shadow
+from flows.shadow import compare, decisions_in, replay_shadow
 from flows.simulator import SimulationConfig, simulate
 from flows.sources import EventFileSource, SimulatorSource
 from flows.topics import ensure_topics
 from flows.world import Reactions, World
 from operators.models import ModelSet, model_records
 from schemas.action import Action
-from schemas.codec import BadInput, EventDecoder, encode
+from schemas.codec import encode, event_file, good_events
 from schemas.playbook import PlaybookError
 from schemas.topics import TOPIC_SCHEMAS, json_schema
 
@@ -192,14 +191,9 @@ def cmd_shadow(args: argparse.Namespace, console: Console) -> int:
     champion = load_compiled(args.playbook or playbook_path())
     challenger = load_compiled(args.challenger)
     if args.events is not None:
-        events = read_events(args.events)
+        events = list(event_file(args.events))
     else:
-        sim = _simulation(args)
-        decoder = EventDecoder()
-        events = []
-        for _ts, raw in simulate(sim):
-            with contextlib.suppress(BadInput):
-                events.append(decoder.decode(raw))
+        events = list(good_events(raw for _ts, raw in simulate(_simulation(args))))
     report = replay_shadow(
         events, champion, challenger, challenger_learns=args.challenger_models == "shared"
     )

@@ -25,7 +25,7 @@ from operators.models import ModelSet
 from operators.playbook import ActionSpec, CompiledPlaybook
 from operators.replay import Replay
 from schemas.action import Action
-from schemas.codec import BadInput, EventDecoder
+from schemas.codec import good_events
 from schemas.event import Event
 from schemas.journey import JourneyTransition
 from schemas.playbook import seconds
@@ -210,14 +210,9 @@ def closed_loop(
         raise ValueError(f"unknown policy {policy!r}; one of {choices}")
     specs = {a.name: a for a in playbook.actions}
     checker = ViolationChecker(playbook)
-    decoder = EventDecoder()
     counter = itertools.count()
     queue: list[tuple[float, int, Event]] = []
-    for _ts, raw in simulate(config):
-        try:
-            event = decoder.decode(raw)
-        except BadInput:
-            continue
+    for event in good_events(raw for _ts, raw in simulate(config)):
         heapq.heappush(queue, (event.ts.timestamp(), next(counter), event))
 
     started = time.perf_counter()
@@ -227,11 +222,12 @@ def closed_loop(
     by_action: dict[str, float] = defaultdict(float)
     sent_by_action: dict[str, int] = defaultdict(int)
     seen_outputs = 0
+    value_of: dict[str, tuple[str, float]] = {}  # action id -> (action, value), for conversions
     while queue:
         _ts, _n, event = heapq.heappop(queue)
         checker.saw(event)
-        if event.outcome == "converted" and event.action_id in _value_of:
-            name, value = _value_of[event.action_id]
+        if event.outcome == "converted" and event.action_id in value_of:
+            name, value = value_of[event.action_id]
             reward += value
             by_action[name] += value
             converted += 1
@@ -248,11 +244,10 @@ def closed_loop(
                 spec = specs[output.action]
                 checker.check(output, spec)
                 sent += 1
-                _value_of[output.action_id] = (spec.name, spec.value)
+                value_of[output.action_id] = (spec.name, spec.value)
                 sent_by_action[spec.name] += 1
                 for reaction in world.react(output):
                     heapq.heappush(queue, (reaction.ts.timestamp(), next(counter), reaction))
-    _value_of.clear()
 
     customers = [k for k in replay.contexts if k.startswith("cust-")]
     predicted = [(k, replay.contexts[k].intent) for k in customers if replay.contexts[k].intent]
@@ -284,7 +279,3 @@ def closed_loop(
             for name, m in replay.models.models.items()
         }
     return result
-
-
-#: action id -> (action, value), for crediting conversions (cleared after each run).
-_value_of: dict[str, tuple[str, float]] = {}

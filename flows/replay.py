@@ -64,7 +64,7 @@ from operators.contact_map import ALL, ContactMap, Step
 from operators.next_step import default_models, prequential
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
-from schemas.codec import BadInput, EventDecoder
+from schemas.codec import event_file
 from schemas.journey import JourneyTransition
 
 DEFAULT_OUT = Path("out/replay")
@@ -219,17 +219,11 @@ def write_outputs(cmap: ContactMap, summary: dict, flagged: list, out: Path) -> 
 
 def journey_map(path: Path, playbook: CompiledPlaybook) -> ContactMap:
     """The journey map of an events file, through the cores in file order and event time."""
-    decoder = EventDecoder()
     replay = Replay(playbook)
     latest = float("-inf")
-    with path.open("rb") as lines:
-        for line in lines:
-            try:
-                event = decoder.decode(line.rstrip(b"\r\n"))
-            except BadInput:
-                continue
-            latest = max(latest, event.ts.timestamp())
-            replay.feed(event)
+    for event in event_file(path):
+        latest = max(latest, event.ts.timestamp())
+        replay.feed(event)
     replay.advance(latest)
     finished = (o for o in replay.outputs if type(o) is JourneyTransition)
     return map_of(finished, replay.in_flight())

@@ -19,7 +19,6 @@ from flows.evaluate import ViolationChecker
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
 from schemas.action import Action
-from schemas.codec import BadInput, EventDecoder
 from schemas.decision import Decision
 from schemas.event import Event
 from schemas.journey import JourneyTransition
@@ -102,18 +101,6 @@ def replay_shadow(
     report["violations"] = {name: checker.total for name, checker in checkers.items()}
     report["versions"] = {"champion": champion.version, "challenger": challenger.version}
     return report
-
-
-def read_events(path: Path) -> list[Event]:
-    decoder = EventDecoder()
-    events = []
-    with path.open("rb") as lines:
-        for line in lines:
-            try:
-                events.append(decoder.decode(line.rstrip(b"\r\n")))
-            except BadInput:
-                continue
-    return events
 
 
 def decisions_in(path: Path) -> list[Decision]:

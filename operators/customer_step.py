@@ -107,7 +107,8 @@ class CustomerStep:
             return ctx, []
         ts = event.ts.timestamp()
         outputs = self._tick(ctx, ts)
-        before = recent_path(ctx) if event.touchpoint is not None else ()
+        learning = self.models is not None and event.touchpoint is not None
+        before = recent_path(ctx) if learning else ()  # the path the next step follows
         fold(ctx, event, self.playbook.profile_keys)
         sample = event_sentiment(event.text, event.score)
         if sample is not None:

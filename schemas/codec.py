@@ -4,6 +4,8 @@ One msgspec pass decodes and validates an event; nothing on the hot path goes
 through Python's json module or intermediate dicts.
 """
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -57,3 +59,20 @@ class EventDecoder:
             except UnicodeDecodeError as utf_exc:
                 raise BadInput("invalid_utf8", str(utf_exc)) from None
             raise BadInput("malformed_json", str(exc)) from None
+
+
+def good_events(records: Iterable[bytes]) -> Iterator[Event]:
+    """The events among wire records, skipping those that do not decode: for replays,
+    evaluations and tools, which have no dead-letter topic to send them to."""
+    decoder = EventDecoder()
+    for raw in records:
+        try:
+            yield decoder.decode(raw)
+        except BadInput:
+            continue
+
+
+def event_file(path: Path) -> Iterator[Event]:
+    """The good events of a JSON-lines file, in file order."""
+    with path.open("rb") as lines:
+        yield from good_events(line.rstrip(b"\r\n") for line in lines)

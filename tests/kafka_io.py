@@ -1,4 +1,11 @@
-"""Test clients on kafka-python: produce a batch, read a topic to its end."""
+"""Test clients on kafka-python: produce a batch, read a topic to its end; the live flow."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -45,3 +52,21 @@ def read_all(
         return out
     finally:
         consumer.close()
+
+
+@contextlib.contextmanager
+def live_flow(env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """The Kafka dataflow as deployed (`python -m bytewax.run flows.orchestrate:flow`),
+    running while the block runs, then stopped with its process group."""
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.orchestrate:flow"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield flow
+    finally:
+        os.killpg(flow.pid, signal.SIGTERM)
+        flow.wait(timeout=30)

@@ -7,10 +7,6 @@ reactions (outcomes, and what a working action makes happen) to the events topic
 """
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 
 import msgspec
 import pytest
@@ -19,7 +15,7 @@ from schemas.codec import BadInput, EventDecoder
 from schemas.journey import JourneyTransition
 from tests.conftest import kafka_env
 from tests.e2e.cli import wayfinder
-from tests.kafka_io import read_all
+from tests.kafka_io import live_flow, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +25,9 @@ SIM = ["--customers", "200", "--hours", "48", "--seed", "5"]
 def test_reactions_come_back_into_the_live_flow(kafka):
     env = {**kafka_env(kafka), "WAYFINDER_KAFKA_TAIL": "true"}
     wayfinder("simulate", "--kafka", *SIM, env=env)
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.orchestrate:flow"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with live_flow(env):
         stdout = wayfinder("react", "--seed", "5", "--idle", "20", env=env, timeout=600)
         assert "reactions" in stdout
-    finally:
-        os.killpg(flow.pid, signal.SIGTERM)
-        flow.wait(timeout=30)
 
     decoder = EventDecoder()
     events = []

@@ -6,10 +6,6 @@ same events replayed in event time (operators/replay.py) give the same transitio
 live timers (bytewax notify_at) and event time agree.
 """
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +20,7 @@ from schemas.event import Consent, Event
 from schemas.journey import JourneyTransition
 from tests.conftest import kafka_env
 from tests.helpers import wire
-from tests.kafka_io import produce, read_all
+from tests.kafka_io import live_flow, produce, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -141,14 +137,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
         "WAYFINDER_KAFKA_TAIL": "true",
         "WAYFINDER_PLAYBOOK": str(playbook_file),
     }
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.orchestrate:flow"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with live_flow(env):
         wait_for(
             lambda: any(t.customer_id == "anon:laptop-9" for t in transitions_on(kafka)),
             timeout=60,
@@ -173,9 +162,6 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
         helped = [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.email")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.push")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.app")]
-    finally:
-        os.killpg(flow.pid, signal.SIGTERM)
-        flow.wait(timeout=30)
 
     # Scenario 2 live: the stall fired on the wall clock, with no event after the purchase,
     # and activation help went to a consented channel (sms, preferred, was revoked).

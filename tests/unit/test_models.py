@@ -7,7 +7,7 @@ from flows.simulator import SimulationConfig
 from operators.customer_step import CustomerStep
 from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, ModelSet
 from operators.replay import Replay
-from schemas.codec import BadInput, EventDecoder
+from schemas.codec import good_events
 from schemas.event import Event
 from schemas.journey import IntentTransition
 from tests.helpers import Harness, StubPredictors, default_playbook, ev, profile
@@ -66,13 +66,8 @@ def test_the_example_digest_does_not_depend_on_order():
 def test_intent_changes_are_announced_once_the_model_has_learned():
     from flows.simulator import simulate  # noqa: PLC0415
 
-    decoder = EventDecoder()
-    events = []
-    for _ts, raw in simulate(SimulationConfig(customers=400, hours=72)):
-        try:
-            events.append(decoder.decode(raw))
-        except BadInput:
-            continue
+    records = simulate(SimulationConfig(customers=400, hours=72))
+    events = list(good_events(raw for _ts, raw in records))
     replay = Replay(default_playbook())
     replay.run(events)
     changes = [o for o in replay.outputs if type(o) is IntentTransition]

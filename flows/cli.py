@@ -17,6 +17,7 @@ from flows.orchestrate import SHADOW_TOPIC, Challenger, embedded_flow, kafka_flo
 from flows.pictures import add_map_command
 from flows.replay import add_replay_command
 from flows.report import write_report
+from flows.rerun import add_rerun_command
 from flows.runner import RecoveryOptions, print_summary, run_flow
 from flows.settings import (
     KafkaSettings,
@@ -476,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(handler=cmd_topics)
 
     add_replay_command(sub)
+    add_rerun_command(sub)
     add_map_command(sub)
 
     shadow = sub.add_parser(

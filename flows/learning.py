@@ -4,7 +4,10 @@ Examples from the customer step are keyed by model; the logic of a key owns that
 model, learns every example once (in a deterministic order within a batch) and
 is snapshotted with the input offsets, so after a crash the model resumes
 exactly where the input resumes: nothing learned twice, nothing lost. The
-customer step reads the same model object (this process's ModelSet) to predict.
+customer step reads the same model object (this process's ModelSet) to predict;
+the set's lock keeps a learner batch from landing in the middle of a customer's
+(so a decision's recorded model version is the one it asked). Every example
+learned is published, numbered, so any version can be rebuilt (`models.examples`).
 """
 
 import pickle
@@ -13,7 +16,8 @@ from collections.abc import Iterable
 from bytewax.operators import StatefulBatchLogic
 
 from flows import metrics
-from operators.models import Example, ModelSet
+from operators.models import ModelSet
+from schemas.learning import Example, LearnedExample
 
 
 def examples(item: tuple[str, object]) -> list[tuple[str, Example]]:
@@ -24,7 +28,7 @@ def examples(item: tuple[str, object]) -> list[tuple[str, Example]]:
     return []
 
 
-class ModelLogic(StatefulBatchLogic[Example, object, bytes]):
+class ModelLogic(StatefulBatchLogic[Example, LearnedExample, bytes]):
     """One model: learns its examples, snapshots itself, and serves the customer step."""
 
     def __init__(self, models: ModelSet, resume_state: bytes | None) -> None:
@@ -35,19 +39,24 @@ class ModelLogic(StatefulBatchLogic[Example, object, bytes]):
             self._name = name
             models.models[name] = model  # predictions resume with the recovered model
 
-    def on_batch(self, values: list[Example]) -> tuple[Iterable[object], bool]:
+    def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExample], bool]:
         models = self._models
-        for example in sorted(values, key=lambda e: (e.at, e.example_id)):
-            models.learn(example)
         name = values[0].model
         self._name = name
-        record = models.models[name].record
+        model = models.models[name]
+        learned: list[LearnedExample] = []
+        with models.lock:
+            for example in sorted(values, key=lambda e: (e.at, e.example_id)):
+                model.learn(example)
+                learned.append(LearnedExample(model.record.learned, example))
+        record = model.record
         metrics.MODEL_EXAMPLES.labels(name).set(record.learned)
         metrics.MODEL_ACCURACY.labels(name).set(record.accuracy)
         metrics.MODEL_LOSS.labels(name).set(record.loss)
         metrics.MODEL_DRIFTS.labels(name).set(record.drifts)
-        return (), False
+        return learned, False
 
     def snapshot(self) -> bytes:
         assert self._name is not None
-        return pickle.dumps((self._name, self._models.models[self._name]))
+        with self._models.lock:
+            return pickle.dumps((self._name, self._models.models[self._name]))

@@ -12,6 +12,7 @@ flows.orchestrate:flow` runs the Kafka flow configured from the environment.
 
 import os
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,16 +47,17 @@ from flows.world import Reactions
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
-from operators.models import Example, ModelSet
+from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from schemas.action import Action
 from schemas.analytics import AnalyticsSnapshot
 from schemas.audience import AudienceChange, Tombstone
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, BadInput, EventDecoder, encode
 from schemas.deadletter import DeadLetter
-from schemas.decision import Decision
+from schemas.decision import Decision, DecisionInput
 from schemas.event import Event
 from schemas.journey import IntentTransition, JourneyTransition
+from schemas.learning import Example, LearnedExample
 from state.context import CustomerContext, from_snapshot, to_snapshot
 
 #: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
@@ -72,6 +74,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
     `live`: wake the customer with bytewax timers on the wall clock. Otherwise
     time is event time: due stalls fire on the customer's next event or, for a
     customer who goes quiet, at the end of the input against the watermark.
+    `models_lock`: held while the step runs, so the models it asks do not learn meanwhile.
     """
 
     def __init__(
@@ -82,8 +85,10 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
         live: bool,
         clock: EventClock,
         loop: Loopback | None,
+        models_lock: AbstractContextManager | None = None,
     ) -> None:
         self._step = step
+        self._models_lock = models_lock if models_lock is not None else nullcontext()
         self._live = live
         self._clock = clock
         self._loop = loop
@@ -92,9 +97,16 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
         )
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[Struct], bool]:
+        emitted: list[Struct] = []
+        with self._models_lock:
+            ctx = self._step_batch(values, emitted)
+        self._ctx = ctx
+        self._account(len(values), emitted)
+        return emitted, ctx is None
+
+    def _step_batch(self, values: list[Keyed], emitted: list[Struct]) -> CustomerContext | None:
         step = self._step
         ctx = self._ctx
-        emitted: list[Struct] = []
         for key, event in values:
             if ctx is None:
                 kind = "anonymous" if key.startswith(ANONYMOUS_PREFIX) else "known"
@@ -113,9 +125,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
                 metrics.DUPLICATE_EVENTS.inc()
             if outputs:
                 emitted.extend(outputs)
-        self._ctx = ctx
-        self._account(len(values), emitted)
-        return emitted, ctx is None
+        return ctx
 
     def on_notify(self) -> tuple[Iterable[Struct], bool]:
         return self._wake(datetime.now(UTC).timestamp())
@@ -142,7 +152,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
     def _wake(self, now: float) -> tuple[Iterable[Struct], bool]:
         if self._ctx is None:
             return [], True
-        outputs = self._step.on_time(self._ctx, now)
+        with self._models_lock:
+            outputs = self._step.on_time(self._ctx, now)
         self._account(0, outputs)
         return outputs, False
 
@@ -180,7 +191,14 @@ def _route(item: tuple[str, Struct]) -> Output | None:
     if kind is IntentTransition:
         metrics.INTENT_CHANGES.inc()
         return ("journeys", value.customer_id, encode(value))  # type: ignore[attr-defined]
+    if kind is DecisionInput:
+        return (DECISION_INPUTS_TOPIC, value.customer_id, encode(value))  # type: ignore[attr-defined]
     raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
+
+
+def _learned_output(item: tuple[str, LearnedExample]) -> Output:
+    model, learned = item
+    return (MODEL_EXAMPLES_TOPIC, model, encode(learned))
 
 
 def _analytics_output(item: tuple[str, AnalyticsSnapshot]) -> Output:
@@ -198,6 +216,10 @@ class Challenger:
 
 
 SHADOW_TOPIC = "decisions.shadow"
+#: What each decision was made from, and every example the models learned, in order:
+#: together, any decision can be re-run with the model versions it used.
+DECISION_INPUTS_TOPIC = "decisions.inputs"
+MODEL_EXAMPLES_TOPIC = "models.examples"
 
 
 def _shadow_output(item: tuple[str, Struct]) -> Output | None:
@@ -303,7 +325,8 @@ def build_flow(
     step reads them); a new set when not given.
     """
     models = models if models is not None else ModelSet(playbook)
-    step = CustomerStep(playbook, models)
+    step = CustomerStep(playbook, models, record_inputs=True)
+    lock = models.lock
     clock = EventClock()
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
@@ -312,24 +335,29 @@ def build_flow(
     customers = op.stateful_batch(
         "customer",
         split.trues,
-        lambda resume: CustomerLogic(step, resume, live=live, clock=clock, loop=loop),
+        lambda resume: CustomerLogic(
+            step, resume, live=live, clock=clock, loop=loop, models_lock=lock
+        ),
     )
     results = op.filter_map("route", customers, _route)
-    learned = op.flat_map("examples", customers, examples)
-    op.stateful_batch("learn", learned, lambda resume: ModelLogic(models, resume))
+    to_learn = op.flat_map("examples", customers, examples)
+    learned = op.stateful_batch("learn", to_learn, lambda resume: ModelLogic(models, resume))
     finished = op.flat_map("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, _analytics_output)
     dead = op.map("dead_letter", split.falses, _dead_letter_output)
-    streams = [results, analytics, dead]
+    streams = [results, analytics, dead, op.map("learned_out", learned, _learned_output)]
     if challenger is not None:
         # Beside the live step, on the same stream: decisions to the shadow topic only.
         predictors = models if challenger.models == "shared" else None
         shadow_step = CustomerStep(challenger.playbook, None, predictors)
+        shadow_lock = lock if predictors is not None else None
         shadow = op.stateful_batch(
             "challenger",
             split.trues,
-            lambda resume: CustomerLogic(shadow_step, resume, live=live, clock=clock, loop=None),
+            lambda resume: CustomerLogic(
+                shadow_step, resume, live=live, clock=clock, loop=None, models_lock=shadow_lock
+            ),
         )
         streams.append(op.filter_map("shadow_decisions", shadow, _shadow_output))
     merged = op.merge("all_outputs", *streams)

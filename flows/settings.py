@@ -27,6 +27,8 @@ CORE_TOPICS: tuple[str, ...] = (
     "analytics",
     "dlq",
     "decisions.shadow",
+    "decisions.inputs",
+    "models.examples",
 )
 
 _SECURITY_ENV = {

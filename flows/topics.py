@@ -1,5 +1,7 @@
-"""Topic set-up with kafka-python's admin client: idempotent, safe to run at every start."""
+"""Topic set-up with kafka-python's admin client (idempotent, safe to run at every start),
+and reading a topic to its end (tools and tests)."""
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -39,3 +41,35 @@ def ensure_topics(
         return created, [t for t in wanted if t not in created]
     finally:
         admin.close()
+
+
+def read_topic(
+    settings: KafkaSettings, topic: str, timeout_s: float = 30.0
+) -> list[tuple[bytes | None, bytes]]:
+    """Every message on the topic now, (key, value), partition by partition."""
+    name = settings.topic(topic)
+    consumer = KafkaConsumer(
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka_python_config(),
+    )
+    try:
+        partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        out: list[tuple[bytes | None, bytes]] = []
+        while remaining:
+            polled = consumer.poll(timeout_ms=int(timeout_s * 1000))
+            if not polled:
+                raise TimeoutError(
+                    f"{name}: no message within {timeout_s}s, {len(remaining)} partitions short"
+                )
+            for tp, records in polled.items():
+                out += [(r.key, r.value) for r in records]
+                if consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        consumer.close()

@@ -13,7 +13,7 @@ from datetime import UTC
 import msgspec
 from msgspec import Struct
 
-from operators.decide import DecisionMaker, Trigger
+from operators.decide import DecisionMaker
 from operators.identity import ANONYMOUS_PREFIX
 from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
@@ -34,6 +34,7 @@ from operators.playbook import CompiledPlaybook
 from operators.segments import SegmentEvaluator
 from operators.sentiment import event_sentiment, observe
 from schemas.audience import AudienceChange, Tombstone
+from schemas.decision import Trigger
 from schemas.event import Event, ProfileMerge
 from schemas.journey import IntentTransition, JourneyTransition
 from schemas.playbook import seconds
@@ -65,10 +66,13 @@ class CustomerStep:
         playbook: CompiledPlaybook,
         models: ModelSet | None = None,
         predictors: Predictors | None = None,
+        *,
+        record_inputs: bool = False,
     ) -> None:
         """`models`: the online models, which learn from the `Example`s this step emits
         (the caller feeds them); `predictors`: what decisions ask (the models by
-        default; an oracle or a random policy in evaluations). Neither: rules alone."""
+        default; an oracle or a random policy in evaluations). Neither: rules alone.
+        `record_inputs`: emit each decision's `DecisionInput`, so it can be re-run."""
         self.playbook = playbook
         self.models = models
         self.predictors = predictors = predictors if predictors is not None else models
@@ -79,6 +83,7 @@ class CustomerStep:
             propensity=predictors.propensity if predictors else None,
             next_step=predictors.next_step if predictors else None,
             model_version=predictors.version if predictors else None,
+            record_inputs=record_inputs,
         )
         self._intent_of = {j.name: j.intent for j in playbook.journeys if j.intent}
         self._on_intent = any(t.intent_changed for a in playbook.actions for t in a.triggers)
@@ -254,9 +259,11 @@ class CustomerStep:
 
     # ------------------------------------------------------------------ decisions
     def _decide(self, ctx: CustomerContext, trigger: Trigger, outputs: list[Output]) -> None:
-        action, decision = self.decisions.decide(ctx, trigger)
+        action, decision, recorded = self.decisions.decide(ctx, trigger)
         if decision is not None:
             outputs.append(decision)
+        if recorded is not None:
+            outputs.append(recorded)
         if action is not None:
             outputs.append(action)
 

@@ -21,10 +21,9 @@ from operators.playbook import ActionSpec, CompiledPlaybook, JourneySpec, Trigge
 from operators.policies import ContactPolicies
 from operators.wording import channel_name, clock, span, when
 from schemas.action import Action
-from schemas.decision import Candidate, CandidateStatus, Decision
+from schemas.decision import Candidate, CandidateStatus, Decision, DecisionInput, Trigger
 from schemas.event import Event
-from schemas.journey import IntentTransition, JourneyTransition
-from state.context import CustomerContext, JourneyInstance, SentAction, record_sent
+from state.context import CustomerContext, JourneyInstance, SentAction, record_sent, to_snapshot
 
 #: Scores a candidate: (context, action, channel) -> how likely the customer responds (0-1).
 Propensity = Callable[[CustomerContext, ActionSpec, str], float]
@@ -32,54 +31,6 @@ Propensity = Callable[[CustomerContext, ActionSpec, str], float]
 NextStep = Callable[[CustomerContext], tuple[str, float] | None]
 
 NO_ACTION = "no_action"
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """What prompted a decision: an event, a journey transition, a change of predicted
-    intent or a segment entry."""
-
-    trigger_id: str
-    type: str
-    at: float
-    channel: str | None = None
-    event: Event | None = None
-    transition: JourneyTransition | None = None
-    intent: IntentTransition | None = None
-    segment: str | None = None
-    segment_reasons: tuple[str, ...] = ()
-    request_id: str | None = None
-    partner_id: str | None = None
-
-    @classmethod
-    def of_event(cls, event: Event) -> "Trigger":
-        return cls(
-            trigger_id=event.event_id,
-            type=event.type,
-            at=event.ts.timestamp(),
-            channel=event.channel,
-            event=event,
-            request_id=event.request_id,
-            partner_id=event.partner_id,
-        )
-
-    @classmethod
-    def of_transition(cls, transition: JourneyTransition) -> "Trigger":
-        return cls(
-            trigger_id=transition.transition_id,
-            type=f"journey_{transition.kind}",
-            at=transition.at.timestamp(),
-            transition=transition,
-        )
-
-    @classmethod
-    def of_intent(cls, change: IntentTransition) -> "Trigger":
-        return cls(
-            trigger_id=change.transition_id,
-            type="intent_changed",
-            at=change.at.timestamp(),
-            intent=change,
-        )
 
 
 @dataclass
@@ -104,8 +55,11 @@ class DecisionMaker:
         propensity: Propensity | None = None,
         next_step: NextStep | None = None,
         model_version: Callable[[], str | None] | None = None,
+        record_inputs: bool = False,
     ) -> None:
+        """`record_inputs`: also return what each decision was made from, to re-run it."""
         self.playbook = playbook
+        self.record_inputs = record_inputs
         self.policies = ContactPolicies(playbook)
         self.propensity = propensity
         self.next_step = next_step
@@ -126,8 +80,9 @@ class DecisionMaker:
 
     def decide(
         self, ctx: CustomerContext, trigger: Trigger
-    ) -> tuple[Action | None, Decision | None]:
-        """Decide on one trigger (its event already folded); (None, None) if no action applies."""
+    ) -> tuple[Action | None, Decision | None, DecisionInput | None]:
+        """Decide on one trigger (its event already folded): the action, the decision and,
+        when recorded, its input; all None if no action applies."""
         request = trigger.event is not None and trigger.event.type == "decision_request"
         if request:
             actions = tuple(a for a in self._request_actions if trigger.channel in a.channels)
@@ -141,7 +96,9 @@ class DecisionMaker:
             if verdict is not None:
                 verdicts.append(verdict)
         if not verdicts and not request:
-            return None, None
+            return None, None, None
+        # Considering candidates reads the context; sending (below) changes it.
+        context = to_snapshot(ctx) if self.record_inputs else None
 
         sent = [v for v in verdicts if v.status == "sent"]
         best = max(sent, key=lambda v: (v.score, v.action.name)) if sent else None
@@ -160,6 +117,7 @@ class DecisionMaker:
             best = None
 
         customer = ctx.key
+        model_version = self.model_version() if self.model_version else None
         created_at = datetime.fromtimestamp(trigger.at, UTC)
         dec_id = decision_id(customer, trigger.trigger_id)
         action: Action | None = None
@@ -232,12 +190,22 @@ class DecisionMaker:
                 for v in verdicts
             ],
             playbook_version=self.playbook.version,
-            model_version=self.model_version() if self.model_version else None,
+            model_version=model_version,
             action_id=action.action_id if action else None,
             request_id=trigger.request_id,
             holdout=holdout,
         )
-        return action, decision
+        recorded = None
+        if context is not None:
+            recorded = DecisionInput(
+                decision_id=dec_id,
+                customer_id=customer,
+                trigger=trigger,
+                context=context,
+                playbook_version=self.playbook.version,
+                model_version=model_version,
+            )
+        return action, decision, recorded
 
     # ------------------------------------------------------------------ candidates
     def _consider(

@@ -10,6 +10,7 @@ have learned exactly the same examples as an uninterrupted one.
 """
 
 import math
+import threading
 from hashlib import blake2b
 from typing import Protocol
 
@@ -18,6 +19,7 @@ from river import drift, linear_model, optim
 
 from operators.next_step import MAX_KEYS
 from operators.playbook import ActionSpec, CompiledPlaybook
+from schemas.learning import Example
 from state.context import RESPONSES, CustomerContext
 
 INTENT, PROPENSITY, NEXT_STEP = "intent", "propensity", "next_step"
@@ -29,17 +31,6 @@ INTENT_CONFIDENCE = 0.4
 WARM_UP = 30
 #: The response score of an action before it has any outcome.
 PRIOR_RESPONSE = 0.25
-
-
-class Example(Struct, array_like=True, frozen=True):
-    """One labelled example for one model, with a deterministic id."""
-
-    model: str
-    example_id: str
-    label: str
-    at: float
-    features: dict[str, float] = {}
-    prefix: tuple[str, ...] = ()
 
 
 class Learning(Struct):
@@ -64,7 +55,7 @@ def _id_hash(example_id: str) -> int:
     return int.from_bytes(blake2b(example_id.encode(), digest_size=8).digest(), "big")
 
 
-class _Online:
+class OnlineModel:
     """Common bookkeeping: prequential score, loss, drift on errors, example digest."""
 
     name = ""
@@ -134,7 +125,7 @@ def intent_features(ctx: CustomerContext, resolved: str | None = None) -> dict[s
     return x
 
 
-class IntentModel(_Online):
+class IntentModel(OnlineModel):
     """Multi-class online intent (river softmax regression); labels come when journeys end."""
 
     name = INTENT
@@ -201,7 +192,7 @@ class _Arm:
         self.expected, self.spread = state
 
 
-class PropensityModel(_Online):
+class PropensityModel(OnlineModel):
     """How likely the customer is to respond to an action, as a contextual bandit (LinUCB,
     disjoint: one model per action, learned from its outcomes). The score is the expected
     response plus what is not known yet about this context (the posterior's spread), so
@@ -273,7 +264,7 @@ class _Successors:
         self.counts, self.total, self.best, self.best_count = state
 
 
-class FlowNextStep(_Online):
+class FlowNextStep(OnlineModel):
     """The next contact point from the recent path: a back-off n-gram of order <= 4 that
     keeps each suffix's leading successor as it counts, so that learning from every step
     of every customer, and predicting, cost a few dictionary lookups."""
@@ -339,7 +330,10 @@ class ModelSet:
 
     def __init__(self, playbook: CompiledPlaybook) -> None:
         self.playbook = playbook
-        self.models: dict[str, _Online] = {
+        #: Held while a batch is learned, and while a customer step asks (bytewax workers
+        #: are threads): what a decision asked is all of one version.
+        self.lock = threading.Lock()
+        self.models: dict[str, OnlineModel] = {
             INTENT: IntentModel(),
             PROPENSITY: PropensityModel(),
             NEXT_STEP: FlowNextStep(),

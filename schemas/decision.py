@@ -5,9 +5,59 @@ from typing import Literal
 
 from msgspec import Struct
 
+from schemas.event import Event
+from schemas.journey import IntentTransition, JourneyTransition
+
 #: `holdout`: eligible and allowed, but the customer is in the control group.
 CandidateStatus = Literal["sent", "suppressed", "ineligible", "holdout"]
 DecisionOutcome = Literal["sent", "suppressed", "no_action", "holdout"]
+
+
+class Trigger(Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What prompted a decision: an event, a journey transition, a change of predicted
+    intent or a segment entry."""
+
+    trigger_id: str
+    type: str
+    at: float
+    channel: str | None = None
+    event: Event | None = None
+    transition: JourneyTransition | None = None
+    intent: IntentTransition | None = None
+    segment: str | None = None
+    segment_reasons: tuple[str, ...] = ()
+    request_id: str | None = None
+    partner_id: str | None = None
+
+    @classmethod
+    def of_event(cls, event: Event) -> "Trigger":
+        return cls(
+            trigger_id=event.event_id,
+            type=event.type,
+            at=event.ts.timestamp(),
+            channel=event.channel,
+            event=event,
+            request_id=event.request_id,
+            partner_id=event.partner_id,
+        )
+
+    @classmethod
+    def of_transition(cls, transition: JourneyTransition) -> "Trigger":
+        return cls(
+            trigger_id=transition.transition_id,
+            type=f"journey_{transition.kind}",
+            at=transition.at.timestamp(),
+            transition=transition,
+        )
+
+    @classmethod
+    def of_intent(cls, change: IntentTransition) -> "Trigger":
+        return cls(
+            trigger_id=change.transition_id,
+            type="intent_changed",
+            at=change.at.timestamp(),
+            intent=change,
+        )
 
 
 class Candidate(Struct, kw_only=True, omit_defaults=True):
@@ -43,3 +93,18 @@ class Decision(Struct, kw_only=True, omit_defaults=True):
     request_id: str | None = None
     #: The customer is in the holdout (control) group: audited, never contacted.
     holdout: bool = False
+
+
+class DecisionInput(Struct, kw_only=True):
+    """Everything a decision was made from, on the `decisions.inputs` topic: the trigger,
+    the customer's context as the decision saw it (a msgpack snapshot; it holds the
+    intent scores it read), and the versions of the playbook and of the models it asked.
+    With the models rebuilt to those versions (from `models.examples`), deciding again
+    gives the same decision: `wayfinder rerun`."""
+
+    decision_id: str
+    customer_id: str
+    trigger: Trigger
+    context: bytes
+    playbook_version: str
+    model_version: str | None = None

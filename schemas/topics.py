@@ -8,9 +8,10 @@ from schemas.action import Action
 from schemas.analytics import AnalyticsSnapshot
 from schemas.audience import AudienceChange
 from schemas.deadletter import DeadLetter
-from schemas.decision import Decision
+from schemas.decision import Decision, DecisionInput
 from schemas.event import Event
 from schemas.journey import JourneyTransition
+from schemas.learning import LearnedExample
 
 #: Topic name (without prefix) to the Struct its messages carry. `actions` stands
 #: for every `actions.<channel>` topic.
@@ -22,6 +23,8 @@ TOPIC_SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "audiences": AudienceChange,
     "analytics": AnalyticsSnapshot,
     "dlq": DeadLetter,
+    "decisions.inputs": DecisionInput,
+    "models.examples": LearnedExample,
 }
 
 

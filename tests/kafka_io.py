@@ -7,9 +7,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from flows.settings import KafkaSettings
+from flows.topics import read_topic as read_all
+
+__all__ = ["live_flow", "produce", "read_all"]
 
 
 def produce(
@@ -20,38 +23,6 @@ def produce(
         producer.send(settings.topic(topic), key=key, value=value)
     producer.flush()
     producer.close()
-
-
-def read_all(
-    settings: KafkaSettings, topic: str, timeout_s: float = 30.0
-) -> list[tuple[bytes | None, bytes]]:
-    """Every message on the topic now, (key, value), partition by partition."""
-    name = settings.topic(topic)
-    consumer = KafkaConsumer(
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(timeout_s * 1000),
-        **settings.kafka_python_config(),
-    )
-    try:
-        partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or []]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if end[tp] > 0}
-        out: list[tuple[bytes | None, bytes]] = []
-        while remaining:
-            polled = consumer.poll(timeout_ms=int(timeout_s * 1000))
-            if not polled:
-                raise TimeoutError(
-                    f"{name}: no message within {timeout_s}s, {len(remaining)} partitions short"
-                )
-            for tp, records in polled.items():
-                out += [(r.key, r.value) for r in records]
-                if consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        consumer.close()
 
 
 @contextlib.contextmanager

@@ -126,12 +126,9 @@ def test_resumed_run_continues_from_the_snapshot_without_repeating_outputs(tmp_p
 def test_schema_command_exports_one_json_schema_per_topic(tmp_path):
     wayfinder("schema", "--out", str(tmp_path))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [
-        f"{t}.schema.json"
-        for t in sorted(
-            ["actions", "analytics", "audiences", "decisions", "dlq", "events", "journeys"]
-        )
-    ]
+    topics = ["actions", "analytics", "audiences", "decisions", "decisions.inputs", "dlq"]
+    topics += ["events", "journeys", "models.examples"]
+    assert names == sorted(f"{t}.schema.json" for t in topics)
 
 
 def test_every_subcommand_has_help():
@@ -183,6 +180,29 @@ def test_simulated_customers_react_and_the_models_learn_from_it(tmp_path):
     decisions = [msgspec.json.decode(r, type=Decision) for r in lines(out / "decisions.jsonl")]
     assert any(d.model_version and "propensity@" in d.model_version for d in decisions)
     assert any(d.holdout for d in decisions)
+
+
+def test_every_decision_reruns_the_same_with_its_model_versions_with_two_workers(tmp_path):
+    """With two workers the learner runs beside the customer step; each decision still
+    names the model versions it asked, and rebuilt to them it decides the same."""
+    out = tmp_path / "out"
+    wayfinder("run", *SMALL, "--out", str(out), "--no-progress", "--workers", "2")
+    report_file = tmp_path / "rerun.json"
+    stdout = wayfinder("rerun", "--all", "--latest", "--out", str(out), "--json", str(report_file))
+    report = json.loads(report_file.read_text())
+    decided = len(lines(out / "decisions.jsonl"))
+    assert report["decisions"] == report["identical"] == decided > 500
+    assert report["differ"] == [] and report["missing"] == []
+    assert "propensity@" in report["latest_version"] and "identical" in stdout
+    asked = next(
+        msgspec.json.decode(r, type=Decision)
+        for r in lines(out / "decisions.jsonl")
+        if b"Response score" in r and b'"outcome":"sent"' in r
+    )
+    shown = wayfinder("rerun", asked.decision_id, "--out", str(out))
+    shown = " ".join(shown.split())  # as read, whatever the terminal's width
+    assert f"models {asked.model_version}" in shown
+    assert "re-run with the same versions: identical" in shown
 
 
 def test_challenger_decides_in_the_shadow_and_never_acts(tmp_path):

@@ -70,5 +70,11 @@ def test_crash_in_the_closed_loop_learns_every_outcome_exactly_once(tmp_path):
     """The simulator's customers react to actions; their outcomes teach the response
     model. A crash mid-run and a resume still teach it every outcome once."""
     sim = ["--customers", "300", "--hours", "72", "--seed", "4"]
-    _straight, _crashed, expected = crash_and_resume(sim, tmp_path, 15000)
+    _straight, crashed, expected = crash_and_resume(sim, tmp_path, 15000)
     assert expected["propensity"]["examples"] > 50
+    # The example log and the decisions' inputs resumed with the rest: every decision
+    # of the resumed run re-runs the same with the model versions it names.
+    report = tmp_path / "rerun.json"
+    wayfinder("rerun", "--all", "--out", str(crashed), "--json", str(report))
+    rerun = json.loads(report.read_text())
+    assert rerun["identical"] == rerun["decisions"] == len(lines(crashed / "decisions.jsonl"))

@@ -7,6 +7,7 @@ reactions (outcomes, and what a working action makes happen) to the events topic
 """
 
 import contextlib
+import json
 
 import msgspec
 import pytest
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 SIM = ["--customers", "200", "--hours", "48", "--seed", "5"]
 
 
-def test_reactions_come_back_into_the_live_flow(kafka):
+def test_reactions_come_back_into_the_live_flow(kafka, tmp_path):
     env = {**kafka_env(kafka), "WAYFINDER_KAFKA_TAIL": "true"}
     wayfinder("simulate", "--kafka", *SIM, env=env)
     with live_flow(env):
@@ -43,3 +44,11 @@ def test_reactions_come_back_into_the_live_flow(kafka):
     ]
     moved_by_reactions = [t for t in transitions if (t.trigger_event_id or "").startswith("world-")]
     assert moved_by_reactions  # an action worked, and its journey moved on
+
+    # Every decision on the topic re-runs the same from the topics: its input, and the
+    # models rebuilt from the example log to the versions it names.
+    report_file = tmp_path / "rerun.json"
+    wayfinder("rerun", "--all", "--kafka", "--json", str(report_file), env=env, timeout=600)
+    report = json.loads(report_file.read_text())
+    assert report["decisions"] == report["identical"] > 100
+    assert report["differ"] == [] and report["missing"] == []

@@ -1,0 +1,127 @@
+"""Re-running a decision: models rebuilt from their example log to a recorded version."""
+
+import pickle
+
+import msgspec
+import pytest
+
+from flows.simulator import SimulationConfig, simulate
+from operators.customer_step import CustomerStep
+from operators.identity import customer_key
+from operators.models import INTENT, NEXT_STEP, PROPENSITY, ModelSet
+from operators.rerun import Rerun, RerunError, differences, histories, parse_version
+from schemas.codec import good_events
+from schemas.decision import Decision, DecisionInput
+from schemas.learning import Example, LearnedExample
+from tests.helpers import default_playbook
+
+
+def logged(n: int) -> list[LearnedExample]:
+    """n examples of each model, numbered as the learner publishes them."""
+    out = []
+    for i in range(n):
+        out.append(
+            LearnedExample(i + 1, Example(NEXT_STEP, f"n{i}", "abc"[i % 3], i, prefix=("a",)))
+        )
+        features = {f"f{i % 2}": 1.0, "g": float(i % 5)}
+        out.append(
+            LearnedExample(i + 1, Example(INTENT, f"i{i}", ["pay", "buy"][i % 2], i, features))
+        )
+        out.append(LearnedExample(i + 1, Example(PROPENSITY, f"x|{i}", str(i % 2), i, features)))
+    return out
+
+
+def test_a_model_rebuilt_from_its_example_log_is_the_model_of_that_version():
+    log = logged(90)
+    live = ModelSet(default_playbook())
+    at_40 = {}
+    for record in log:
+        live.learn(record.example)
+        if record.seq == 40:
+            at_40[record.example.model] = pickle.dumps(live.models[record.example.model])
+    rebuilt = histories(default_playbook(), log)
+    for name in (INTENT, PROPENSITY, NEXT_STEP):
+        assert pickle.dumps(rebuilt[name].at(90)) == pickle.dumps(live.models[name])
+        assert pickle.dumps(rebuilt[name].at(40)) == at_40[name]  # back again, from a checkpoint
+        assert rebuilt[name].at(40).version == f"{name}@40"
+
+
+def test_a_resumed_run_that_publishes_an_example_number_again_is_read_by_its_last_copy():
+    log = logged(5)
+    redo = LearnedExample(5, Example(NEXT_STEP, "after-resume", "z", 9.0, prefix=("a",)))
+    rebuilt = histories(default_playbook(), [*log, redo])
+    assert rebuilt[NEXT_STEP].examples[-1].example_id == "after-resume"
+
+
+def test_a_gap_in_the_example_log_is_refused_with_the_missing_number():
+    log = [r for r in logged(5) if not (r.example.model == INTENT and r.seq == 3)]
+    with pytest.raises(RerunError, match="intent has a gap: example 3"):
+        histories(default_playbook(), log)
+
+
+def test_a_version_beyond_the_log_names_the_model_and_what_the_log_holds():
+    rebuilt = histories(default_playbook(), logged(5))
+    with pytest.raises(RerunError, match=r"propensity@6 is not in the example log \(it holds 5"):
+        rebuilt[PROPENSITY].at(6)
+
+
+def test_model_versions_parse_and_a_bad_one_says_which_part():
+    assert parse_version("intent@3 next_step@10") == {"intent": 3, "next_step": 10}
+    assert parse_version(None) == {}
+    with pytest.raises(RerunError, match="'propensity' is not name@count"):
+        parse_version("intent@3 propensity")
+
+
+def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], list[LearnedExample]]:
+    """The customer step over a simulated stream, its models learning in batches behind
+    it as the flow's learner does, with decision inputs and the example log recorded."""
+    playbook = default_playbook()
+    models = ModelSet(playbook)
+    step = CustomerStep(playbook, models, record_inputs=True)
+    records = simulate(SimulationConfig(customers=customers, hours=48, seed=3))
+    contexts: dict = {}
+    decisions, inputs, log, pending = [], [], [], []
+    for n, event in enumerate(good_events(raw for _ts, raw in records)):
+        key = customer_key(event)
+        ctx, outputs = step.on_event(key, contexts.get(key), event)
+        contexts[key] = ctx
+        for output in outputs:
+            kind = type(output)
+            if kind is Example:
+                pending.append(output)
+            elif kind is Decision:
+                decisions.append(output)
+            elif kind is DecisionInput:
+                inputs.append(output)
+        if n % 40 == 0:  # the learner's batch
+            for example in sorted(pending, key=lambda e: (e.at, e.example_id)):
+                model = models.models[example.model]
+                model.learn(example)
+                log.append(LearnedExample(model.record.learned, example))
+            pending.clear()
+    return decisions, inputs, log
+
+
+def test_every_decision_rerun_with_its_recorded_model_versions_is_the_same_decision():
+    decisions, inputs, log = lagged_run(150)
+    playbook = default_playbook()
+    rerun = Rerun(playbook, histories(playbook, log))
+    assert len(inputs) == len(decisions) > 200
+    asked = [d for d in decisions if "Response score" in str(d.candidates)]
+    assert asked  # decisions that asked the response model are among them
+    latest = rerun.latest()
+    for original, recorded in zip(decisions, inputs, strict=True):
+        assert recorded.decision_id == original.decision_id
+        again = rerun.decide(recorded)
+        assert msgspec.json.encode(again) == msgspec.json.encode(original)
+        assert differences(original, again) == []
+    newest = rerun.decide(inputs[0], latest)
+    assert newest.model_version == " ".join(f"{n}@{v}" for n, v in latest.items())
+
+
+def test_a_decision_made_with_another_playbook_version_is_not_rerun_with_this_one():
+    _decisions, inputs, log = lagged_run(20)
+    rerun = Rerun(default_playbook(), histories(default_playbook(), log))
+    moved = msgspec.structs.replace(inputs[0], playbook_version="2025.01-old@0000000000")
+    with pytest.raises(RerunError, match=r"made with playbook version 2025\.01-old"):
+        rerun.decide(moved)

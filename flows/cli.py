@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             recovery=recovery,
             progress=not args.no_progress,
         )
-        topics = sorted(p.stem for p in args.out.glob("*.jsonl"))
+        topics = sorted(p.name.split(".jsonl")[0] for p in args.out.glob("*.jsonl*"))
         summary.outputs = {topic: str(sink.path(topic)) for topic in topics}
         analytics = sink.path("analytics")
         if analytics.exists():

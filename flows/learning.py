@@ -17,7 +17,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from flows import metrics
 from operators.models import ModelSet
-from schemas.learning import Example, LearnedExample
+from schemas.learning import Example, LearnedExamples
 
 
 def examples(item: tuple[str, object]) -> list[tuple[str, Example]]:
@@ -28,7 +28,11 @@ def examples(item: tuple[str, object]) -> list[tuple[str, Example]]:
     return []
 
 
-class ModelLogic(StatefulBatchLogic[Example, LearnedExample, bytes]):
+#: Examples per published message (a message stays well under Kafka's 1 MB default).
+PUBLISHED_PER_MESSAGE = 256
+
+
+class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     """One model: learns its examples, snapshots itself, and serves the customer step."""
 
     def __init__(self, models: ModelSet, resume_state: bytes | None) -> None:
@@ -39,22 +43,26 @@ class ModelLogic(StatefulBatchLogic[Example, LearnedExample, bytes]):
             self._name = name
             models.models[name] = model  # predictions resume with the recovered model
 
-    def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExample], bool]:
+    def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
         models = self._models
         name = values[0].model
         self._name = name
         model = models.models[name]
-        learned: list[LearnedExample] = []
+        ordered = sorted(values, key=lambda e: (e.at, e.example_id))
+        first = model.record.learned + 1
         with models.lock:
-            for example in sorted(values, key=lambda e: (e.at, e.example_id)):
+            for example in ordered:
                 model.learn(example)
-                learned.append(LearnedExample(model.record.learned, example))
+        n = PUBLISHED_PER_MESSAGE
+        published = [
+            LearnedExamples(first + i, ordered[i : i + n]) for i in range(0, len(ordered), n)
+        ]
         record = model.record
         metrics.MODEL_EXAMPLES.labels(name).set(record.learned)
         metrics.MODEL_ACCURACY.labels(name).set(record.accuracy)
         metrics.MODEL_LOSS.labels(name).set(record.loss)
         metrics.MODEL_DRIFTS.labels(name).set(record.drifts)
-        return learned, False
+        return published, False
 
     def snapshot(self) -> bytes:
         assert self._name is not None

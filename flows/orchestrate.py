@@ -57,7 +57,7 @@ from schemas.deadletter import DeadLetter
 from schemas.decision import Decision, DecisionInput
 from schemas.event import Event
 from schemas.journey import IntentTransition, JourneyTransition
-from schemas.learning import Example, LearnedExample
+from schemas.learning import Example, LearnedExamples
 from state.context import CustomerContext, from_snapshot, to_snapshot
 
 #: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
@@ -196,7 +196,7 @@ def _route(item: tuple[str, Struct]) -> Output | None:
     raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
 
 
-def _learned_output(item: tuple[str, LearnedExample]) -> Output:
+def _learned_output(item: tuple[str, LearnedExamples]) -> Output:
     model, learned = item
     return (MODEL_EXAMPLES_TOPIC, model, encode(learned))
 
@@ -220,6 +220,8 @@ SHADOW_TOPIC = "decisions.shadow"
 #: together, any decision can be re-run with the model versions it used.
 DECISION_INPUTS_TOPIC = "decisions.inputs"
 MODEL_EXAMPLES_TOPIC = "models.examples"
+#: Written as gzip in embedded runs (a decision's input is a few kilobytes).
+AUDIT_TOPICS = frozenset({DECISION_INPUTS_TOPIC, MODEL_EXAMPLES_TOPIC})
 
 
 def _shadow_output(item: tuple[str, Struct]) -> Output | None:
@@ -378,7 +380,13 @@ def embedded_flow(
     `reactions`: the simulated customers react to the actions written (closed loop)."""
     playbook = playbook or load_default_playbook()
     loop = Loopback(out_dir / f"{LOOP_TOPIC}.jsonl", len(primary.list_parts()))
-    sink = TopicFileSink(out_dir, all_topics(playbook.channels), loop=loop, reactions=reactions)
+    sink = TopicFileSink(
+        out_dir,
+        all_topics(playbook.channels),
+        loop=loop,
+        reactions=reactions,
+        compressed=AUDIT_TOPICS,
+    )
     flow = build_flow(
         EmbeddedSource(primary, loop),
         sink,

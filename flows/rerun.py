@@ -8,6 +8,7 @@ the newest models in the log: what those would have done instead.
 """
 
 import argparse
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from flows.settings import KafkaSettings, load_compiled, playbook_path
 from flows.topics import read_topic
 from operators.rerun import Rerun, RerunError, differences, histories, parse_version
 from schemas.decision import Decision, DecisionInput
-from schemas.learning import LearnedExample
+from schemas.learning import LearnedExamples
 
 DESCRIPTION = __doc__
 
@@ -32,10 +33,12 @@ def _records(args: argparse.Namespace, topic: str) -> Iterator[bytes]:
         for _key, value in read_topic(KafkaSettings.from_env(), topic):
             yield value
         return
-    path = Path(args.out) / f"{topic}.jsonl"
+    plain = Path(args.out) / f"{topic}.jsonl"
+    packed = plain.with_name(plain.name + ".gz")
+    path = packed if packed.exists() else plain
     if not path.exists():
-        raise RerunError(f"{path} does not exist: run `wayfinder run --out {args.out}` first")
-    with path.open("rb") as lines:
+        raise RerunError(f"{plain} does not exist: run `wayfinder run --out {args.out}` first")
+    with gzip.open(path, "rb") if path is packed else path.open("rb") as lines:
         yield from lines
 
 
@@ -52,8 +55,8 @@ def _latest_by_id(records: Iterator[bytes], wanted: set[str] | None, kind: type)
     return found
 
 
-def _examples(records: Iterator[bytes]) -> Iterator[LearnedExample]:
-    decoder = msgspec.json.Decoder(LearnedExample)
+def _examples(records: Iterator[bytes]) -> Iterator[LearnedExamples]:
+    decoder = msgspec.json.Decoder(LearnedExamples)
     for raw in records:
         yield decoder.decode(raw)
 

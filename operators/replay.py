@@ -31,11 +31,13 @@ class Replay:
         *,
         learn: bool = True,
         predictors: Predictors | None = None,
+        record_inputs: bool = False,
     ) -> None:
         """`learn`: with the online models, learning from what happens as it happens;
-        `predictors`: what decisions ask instead of them (evaluations)."""
+        `predictors`: what decisions ask instead of them (evaluations); `record_inputs`:
+        emit each decision's input too, as the flow does."""
         self.models = ModelSet(playbook) if learn else None
-        self.step = CustomerStep(playbook, self.models, predictors)
+        self.step = CustomerStep(playbook, self.models, predictors, record_inputs=record_inputs)
         self.contexts: dict[str, CustomerContext] = {}
         self.outputs: list[Struct] = []
 

@@ -2,7 +2,7 @@
 
 A decision records its input (`DecisionInput`: the trigger, the customer's context as
 the decision saw it, the playbook and model versions), and the learner publishes every
-example it learns, numbered (`LearnedExample`). A model's version `name@N` is the model
+example it learns, numbered (`LearnedExamples`). A model's version `name@N` is the model
 that learned the first N; river models are deterministic, so learning those N again
 from a fresh model rebuilds it exactly, and deciding again on the recorded input gives
 the recorded decision. The same input with other versions (the newest, say) shows what
@@ -18,7 +18,7 @@ from operators.decide import DecisionMaker
 from operators.models import ModelSet, OnlineModel
 from operators.playbook import CompiledPlaybook
 from schemas.decision import Candidate, Decision, DecisionInput
-from schemas.learning import Example, LearnedExample
+from schemas.learning import Example, LearnedExamples
 from state.context import from_snapshot
 
 #: Versions are rebuilt forwards; a checkpoint every so many examples makes going back cheap.
@@ -86,13 +86,17 @@ class ModelHistory:
 
 
 def histories(
-    playbook: CompiledPlaybook, learned: Iterable[LearnedExample]
+    playbook: CompiledPlaybook, learned: Iterable[LearnedExamples]
 ) -> dict[str, ModelHistory]:
     """Each model's history from its published examples. A resumed run may publish an
     example number again; the later one is what the model went on from, so it wins."""
     by_model: dict[str, dict[int, Example]] = {}
-    for record in learned:
-        by_model.setdefault(record.example.model, {})[record.seq] = record.example
+    for run in learned:
+        if not run.examples:
+            continue
+        numbered = by_model.setdefault(run.examples[0].model, {})
+        for seq, example in enumerate(run.examples, start=run.first):
+            numbered[seq] = example
     found: dict[str, ModelHistory] = {}
     for name, fresh in ModelSet(playbook).models.items():
         numbered = by_model.get(name, {})

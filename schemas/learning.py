@@ -1,6 +1,7 @@
 """What the online models learn from, on the `models.examples` topic.
 
-The learner step publishes every example in the order it learned it, numbered:
+The learner step publishes every example in the order it learned it, numbered
+(in runs of up to a few hundred per message):
 a model's version `name@N` is the model that learned the first N of them, so a
 model of any recorded version can be rebuilt from this log (to re-run a decision).
 """
@@ -19,8 +20,9 @@ class Example(Struct, array_like=True, frozen=True):
     prefix: tuple[str, ...] = ()
 
 
-class LearnedExample(Struct, array_like=True, frozen=True):
-    """The `seq`-th example a model learned (1-based): the example that made version `seq`."""
+class LearnedExamples(Struct, array_like=True, frozen=True):
+    """Examples one model learned in a row: `examples[i]` is its example number
+    `first + i` (1-based), the one that made version `name@(first + i)`."""
 
-    seq: int
-    example: Example
+    first: int
+    examples: list[Example]

@@ -11,7 +11,7 @@ from schemas.deadletter import DeadLetter
 from schemas.decision import Decision, DecisionInput
 from schemas.event import Event
 from schemas.journey import JourneyTransition
-from schemas.learning import LearnedExample
+from schemas.learning import LearnedExamples
 
 #: Topic name (without prefix) to the Struct its messages carry. `actions` stands
 #: for every `actions.<channel>` topic.
@@ -24,7 +24,7 @@ TOPIC_SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "analytics": AnalyticsSnapshot,
     "dlq": DeadLetter,
     "decisions.inputs": DecisionInput,
-    "models.examples": LearnedExample,
+    "models.examples": LearnedExamples,
 }
 
 

@@ -12,34 +12,39 @@ from operators.models import INTENT, NEXT_STEP, PROPENSITY, ModelSet
 from operators.rerun import Rerun, RerunError, differences, histories, parse_version
 from schemas.codec import good_events
 from schemas.decision import Decision, DecisionInput
-from schemas.learning import Example, LearnedExample
+from schemas.learning import Example, LearnedExamples
 from tests.helpers import default_playbook
 
 
-def logged(n: int) -> list[LearnedExample]:
-    """n examples of each model, numbered as the learner publishes them."""
+def examples(n: int) -> list[Example]:
+    """n examples of each model, interleaved."""
     out = []
     for i in range(n):
-        out.append(
-            LearnedExample(i + 1, Example(NEXT_STEP, f"n{i}", "abc"[i % 3], i, prefix=("a",)))
-        )
         features = {f"f{i % 2}": 1.0, "g": float(i % 5)}
-        out.append(
-            LearnedExample(i + 1, Example(INTENT, f"i{i}", ["pay", "buy"][i % 2], i, features))
-        )
-        out.append(LearnedExample(i + 1, Example(PROPENSITY, f"x|{i}", str(i % 2), i, features)))
+        out.append(Example(NEXT_STEP, f"n{i}", "abc"[i % 3], i, prefix=("a",)))
+        out.append(Example(INTENT, f"i{i}", ["pay", "buy"][i % 2], i, features))
+        out.append(Example(PROPENSITY, f"x|{i}", str(i % 2), i, features))
+    return out
+
+
+def logged(n: int, per_message: int = 7) -> list[LearnedExamples]:
+    """The examples as the learner publishes them: numbered runs, per model."""
+    out = []
+    for name in (NEXT_STEP, INTENT, PROPENSITY):
+        mine = [e for e in examples(n) if e.model == name]
+        out += [LearnedExamples(i + 1, mine[i : i + per_message]) for i in range(0, n, per_message)]
     return out
 
 
 def test_a_model_rebuilt_from_its_example_log_is_the_model_of_that_version():
-    log = logged(90)
     live = ModelSet(default_playbook())
     at_40 = {}
-    for record in log:
-        live.learn(record.example)
-        if record.seq == 40:
-            at_40[record.example.model] = pickle.dumps(live.models[record.example.model])
-    rebuilt = histories(default_playbook(), log)
+    for example in examples(90):
+        live.learn(example)
+        model = live.models[example.model]
+        if model.record.learned == 40:
+            at_40[example.model] = pickle.dumps(model)
+    rebuilt = histories(default_playbook(), logged(90))
     for name in (INTENT, PROPENSITY, NEXT_STEP):
         assert pickle.dumps(rebuilt[name].at(90)) == pickle.dumps(live.models[name])
         assert pickle.dumps(rebuilt[name].at(40)) == at_40[name]  # back again, from a checkpoint
@@ -48,13 +53,15 @@ def test_a_model_rebuilt_from_its_example_log_is_the_model_of_that_version():
 
 def test_a_resumed_run_that_publishes_an_example_number_again_is_read_by_its_last_copy():
     log = logged(5)
-    redo = LearnedExample(5, Example(NEXT_STEP, "after-resume", "z", 9.0, prefix=("a",)))
+    redo = LearnedExamples(5, [Example(NEXT_STEP, "after-resume", "z", 9.0, prefix=("a",))])
     rebuilt = histories(default_playbook(), [*log, redo])
     assert rebuilt[NEXT_STEP].examples[-1].example_id == "after-resume"
 
 
 def test_a_gap_in_the_example_log_is_refused_with_the_missing_number():
-    log = [r for r in logged(5) if not (r.example.model == INTENT and r.seq == 3)]
+    log = [
+        r for r in logged(5, per_message=1) if not (r.examples[0].model == INTENT and r.first == 3)
+    ]
     with pytest.raises(RerunError, match="intent has a gap: example 3"):
         histories(default_playbook(), log)
 
@@ -72,7 +79,7 @@ def test_model_versions_parse_and_a_bad_one_says_which_part():
         parse_version("intent@3 propensity")
 
 
-def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], list[LearnedExample]]:
+def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], list[LearnedExamples]]:
     """The customer step over a simulated stream, its models learning in batches behind
     it as the flow's learner does, with decision inputs and the example log recorded."""
     playbook = default_playbook()
@@ -97,7 +104,7 @@ def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], lis
             for example in sorted(pending, key=lambda e: (e.at, e.example_id)):
                 model = models.models[example.model]
                 model.learn(example)
-                log.append(LearnedExample(model.record.learned, example))
+                log.append(LearnedExamples(model.record.learned, [example]))
             pending.clear()
     return decisions, inputs, log
 

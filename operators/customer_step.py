@@ -82,6 +82,7 @@ class CustomerStep:
             playbook,
             propensity=predictors.propensity if predictors else None,
             next_step=predictors.next_step if predictors else None,
+            intent=predictors.intent if predictors else None,
             model_version=predictors.version if predictors else None,
             record_inputs=record_inputs,
         )

@@ -29,8 +29,31 @@ from state.context import CustomerContext, JourneyInstance, SentAction, record_s
 Propensity = Callable[[CustomerContext, ActionSpec, str], float]
 #: Predicts the customer's next contact point: context -> (contact point, confidence).
 NextStep = Callable[[CustomerContext], tuple[str, float] | None]
+#: What the customer is trying to do: context -> the probability of each intent.
+IntentScores = Callable[[CustomerContext], dict[str, float] | None]
 
 NO_ACTION = "no_action"
+
+
+class _IntentNow:
+    """The intent scores one decision reads: asked of the model once, when an action that
+    needs an intent is considered, so a decision on a stall or a segment entry reads the
+    model's view of the context now, not the one left by the customer's last event. They
+    stay in the context (and so in the decision's recorded input)."""
+
+    __slots__ = ("_asked", "_ctx", "_predict")
+
+    def __init__(self, ctx: CustomerContext, predict: IntentScores | None) -> None:
+        self._ctx, self._predict, self._asked = ctx, predict, predict is None
+
+    def scores(self) -> dict[str, float]:
+        ctx = self._ctx
+        if not self._asked:
+            self._asked = True
+            scores = self._predict(ctx)  # type: ignore[misc]
+            if scores:
+                ctx.intent_scores = {name: round(p, 4) for name, p in scores.items()}
+        return ctx.intent_scores
 
 
 @dataclass
@@ -54,6 +77,7 @@ class DecisionMaker:
         *,
         propensity: Propensity | None = None,
         next_step: NextStep | None = None,
+        intent: IntentScores | None = None,
         model_version: Callable[[], str | None] | None = None,
         record_inputs: bool = False,
     ) -> None:
@@ -63,6 +87,7 @@ class DecisionMaker:
         self.policies = ContactPolicies(playbook)
         self.propensity = propensity
         self.next_step = next_step
+        self.intent = intent
         self.model_version = model_version
         self._request_actions = tuple(
             a for a in playbook.actions if any(t.on_request for t in a.triggers)
@@ -91,8 +116,9 @@ class DecisionMaker:
         else:
             actions = self.playbook.actions
         verdicts: list[_Verdict] = []
+        intent = _IntentNow(ctx, self.intent)
         for action in actions:
-            verdict = self._consider(ctx, trigger, action)
+            verdict = self._consider(ctx, trigger, action, intent)
             if verdict is not None:
                 verdicts.append(verdict)
         if not verdicts and not request:
@@ -209,7 +235,7 @@ class DecisionMaker:
 
     # ------------------------------------------------------------------ candidates
     def _consider(
-        self, ctx: CustomerContext, trigger: Trigger, action: ActionSpec
+        self, ctx: CustomerContext, trigger: Trigger, action: ActionSpec, intent: _IntentNow
     ) -> _Verdict | None:
         """The best verdict over the action's triggers that fire here, or None."""
         fallback: _Verdict | None = None
@@ -219,7 +245,7 @@ class DecisionMaker:
             scope = self._scope(ctx, spec, trigger)
             if scope is None:
                 continue
-            verdict = self._evaluate(ctx, trigger, action, spec, *scope)
+            verdict = self._evaluate(ctx, trigger, action, spec, *scope, intent)
             if verdict.status == "sent":
                 return verdict
             fallback = fallback or verdict
@@ -273,6 +299,7 @@ class DecisionMaker:
         spec: TriggerSpec,
         journey: JourneySpec | None,
         inst: JourneyInstance | None,
+        intent: _IntentNow,
     ) -> _Verdict:
         now = trigger.at
         why: list[str] = [self._situation(trigger, journey, inst, now)]
@@ -317,11 +344,12 @@ class DecisionMaker:
         if spec.intents:
             # The chance that the customer wants one of the action's intents.
             wanted = " or ".join(sorted(spec.intents))
-            chance = sum(ctx.intent_scores.get(i, 0.0) for i in spec.intents)
+            scores = intent.scores()
+            chance = sum(scores.get(i, 0.0) for i in spec.intents)
             if chance >= spec.min_confidence:
                 why.append(f"Predicted intent: {wanted} ({chance:.0%}).")
             else:
-                seen = f"{wanted} {chance:.0%}" if ctx.intent_scores else "not known yet"
+                seen = f"{wanted} {chance:.0%}" if scores else "not known yet"
                 why_not.append(f"Predicted intent: {seen}; acts from {spec.min_confidence:.0%}.")
         if spec.heading_to:
             predicted = self.next_step(ctx) if self.next_step else None

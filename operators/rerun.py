@@ -140,6 +140,7 @@ class Rerun:
                 self.playbook,
                 propensity=models.propensity,
                 next_step=models.next_step,
+                intent=models.intent,
                 model_version=models.version,
             )
         _action, decision, _input = maker.decide(from_snapshot(recorded.context), recorded.trigger)

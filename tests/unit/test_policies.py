@@ -231,13 +231,12 @@ def test_default_playbook_policies_are_in_force():
     assert policies.caps and policies.fatigue is not None
 
 
-def test_intent_gated_offer_reads_the_chance_of_any_of_its_intents():
-    # Support is the single likeliest intent, but upgrade or buy together are likelier.
-    scores = {"get_support": 0.45, "upgrade": 0.3, "buy": 0.25}
+def request_after_browsing(intent) -> Harness:
+    """A consented customer browses phones, then the web asks for the next action."""
     pb = playbook_with(quiet_hours=None, fatigue=None, holdout_share=0.0)
-    harness = Harness(pb, predictors=StubPredictors(lambda ctx: scores))
+    harness = Harness(pb, predictors=StubPredictors(intent))
     consent = Consent(granted=True, purpose="marketing")
-    harness.run(
+    return harness.run(
         [
             profile("medium"),
             ev("consent", "web", minutes=-100, consent=consent),
@@ -245,7 +244,26 @@ def test_intent_gated_offer_reads_the_chance_of_any_of_its_intents():
             request(2),
         ]
     )
+
+
+def test_intent_gated_offer_reads_the_chance_of_any_of_its_intents():
+    # Support is the single likeliest intent, but upgrade or buy together are likelier.
+    scores = {"get_support": 0.45, "upgrade": 0.3, "buy": 0.25}
+    harness = request_after_browsing(lambda ctx: scores)
     (reply,) = harness.actions()
     assert reply.action == "upgrade_offer" and reply.request_id == "r-1"
     assert "Predicted intent: buy or upgrade (55%)." in reply.reasons
     assert harness.context().intent is None  # no clear leader: no intent announced
+
+
+def test_a_decision_request_reads_the_intent_model_now_not_at_the_last_journey_step():
+    # The model's view changes after the last journey step (here: once the customer has
+    # more history); the request is decided on the view at the request.
+    def view(ctx):
+        return {"upgrade": 0.9, "pay": 0.1} if ctx.events >= 4 else {"pay": 0.9, "upgrade": 0.1}
+
+    harness = request_after_browsing(view)
+    (reply,) = harness.actions()
+    assert reply.action == "upgrade_offer"
+    assert "Predicted intent: buy or upgrade (90%)." in reply.reasons
+    assert harness.context().intent_scores == {"upgrade": 0.9, "pay": 0.1}

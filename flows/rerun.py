@@ -12,6 +12,7 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -66,6 +67,19 @@ def _version_order(recorded: DecisionInput) -> tuple:
     return tuple(sorted(parse_version(recorded.model_version).items()))
 
 
+@dataclass
+class RerunReport:
+    """What `--json` writes: how many decisions re-ran the same, and what differed."""
+
+    decisions: int = 0
+    identical: int = 0
+    differ: list[dict[str, object]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    latest_version: str | None = None
+    changed_by_latest: int | None = None
+    seconds: float = 0.0
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     wanted = None if args.all else set(args.decision_ids)
@@ -76,22 +90,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         inputs = _latest_by_id(_records(args, DECISION_INPUTS_TOPIC), wanted, DecisionInput)
         decisions = _latest_by_id(_records(args, "decisions"), wanted, Decision)
-        rerun = Rerun(
-            playbook, histories(playbook, _examples(_records(args, MODEL_EXAMPLES_TOPIC)))
-        )
+        learned = _examples(_records(args, MODEL_EXAMPLES_TOPIC))
+        rerun = Rerun(playbook, histories(playbook, learned))
     except RerunError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
-    missing = sorted((wanted or set()) - inputs.keys())
-    for decision_id in missing:
+    report = RerunReport(missing=sorted((wanted or set()) - inputs.keys()))
+    for decision_id in report.missing:
         console.print(f"[red]no recorded input for decision {decision_id}[/red]")
     latest = rerun.latest()
-    report: dict[str, object] = {"decisions": 0, "identical": 0, "differ": [], "missing": missing}
-    changed_by_latest = 0
+    if args.latest:
+        report.latest_version = " ".join(f"{n}@{v}" for n, v in latest.items())
+        report.changed_by_latest = 0
     for recorded in sorted(inputs.values(), key=_version_order):
         original = decisions.get(recorded.decision_id)
         if original is None:
-            report["missing"].append(recorded.decision_id)  # type: ignore[union-attr]
+            report.missing.append(recorded.decision_id)
             continue
         try:
             again = rerun.decide(recorded)
@@ -100,28 +114,23 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[red]{exc}[/red]")
             return 2
         changes = differences(original, again)
-        report["decisions"] += 1  # type: ignore[operator]
+        report.decisions += 1
         if changes:
-            report["differ"].append({"decision_id": recorded.decision_id, "changes": changes})  # type: ignore[union-attr]
+            report.differ.append({"decision_id": recorded.decision_id, "changes": changes})
         else:
-            report["identical"] += 1  # type: ignore[operator]
-        now_changes = differences(original, newest) if newest is not None else []
-        if newest is not None and (newest.outcome, newest.action_id) != (
-            original.outcome,
-            original.action_id,
-        ):
-            changed_by_latest += 1
+            report.identical += 1
+        if newest is not None and report.changed_by_latest is not None:
+            outcome = (newest.outcome, newest.action_id)
+            report.changed_by_latest += outcome != (original.outcome, original.action_id)
         if not args.all:
-            _show(console, original, changes, newest, now_changes)
-    if args.latest:
-        report["latest_version"] = " ".join(f"{n}@{v}" for n, v in latest.items())
-        report["changed_by_latest"] = changed_by_latest
-    report["seconds"] = round(time.perf_counter() - started, 2)
+            now = differences(original, newest) if newest is not None else []
+            _show(console, original, changes, newest, now)
+    report.seconds = round(time.perf_counter() - started, 2)
     if args.all:
         _summarise(console, report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if not report["differ"] and not report["missing"] else 1
+        Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 0 if not report.differ and not report.missing else 1
 
 
 def _show(
@@ -154,18 +163,18 @@ def _show(
             console.print(f"    {change}")
 
 
-def _summarise(console: Console, report: dict) -> None:
+def _summarise(console: Console, report: RerunReport) -> None:
     console.print(
-        f"re-ran {report['decisions']:,} decisions with their recorded model versions: "
-        f"{report['identical']:,} identical, {len(report['differ']):,} differ, "
-        f"{len(report['missing']):,} missing ({report['seconds']} s)"
+        f"re-ran {report.decisions:,} decisions with their recorded model versions: "
+        f"{report.identical:,} identical, {len(report.differ):,} differ, "
+        f"{len(report.missing):,} missing ({report.seconds} s)"
     )
-    for item in report["differ"][:5]:
-        console.print(f"  {item['decision_id']}: {'; '.join(item['changes'])}")
-    if "changed_by_latest" in report:
+    for item in report.differ[:5]:
+        console.print(f"  {item['decision_id']}: {'; '.join(item['changes'])}")  # type: ignore[arg-type]
+    if report.changed_by_latest is not None:
         console.print(
-            f"with the newest models ({report['latest_version']}): "
-            f"{report['changed_by_latest']:,} would have gone differently"
+            f"with the newest models ({report.latest_version}): "
+            f"{report.changed_by_latest:,} would have gone differently"
         )
 
 

@@ -13,7 +13,7 @@ from schemas.action import Action
 from schemas.codec import BadInput, EventDecoder
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
-from tests.e2e.cli import REPO, lines, summary, wayfinder
+from tests.e2e.cli import REPO, WAYFINDER, lines, summary, wayfinder
 from tests.helpers import ev, stuck_transfer, wire
 
 pytestmark = pytest.mark.e2e
@@ -203,6 +203,14 @@ def test_every_decision_reruns_the_same_with_its_model_versions_with_two_workers
     shown = " ".join(shown.split())  # as read, whatever the terminal's width
     assert f"models {asked.model_version}" in shown
     assert "re-run with the same versions: identical" in shown
+    unknown = subprocess.run(
+        [WAYFINDER, "rerun", "dec-unknown", "--out", str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 1
+    assert "no recorded input for decision dec-unknown" in unknown.stdout
 
 
 def test_challenger_decides_in_the_shadow_and_never_acts(tmp_path):

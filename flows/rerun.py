@@ -46,10 +46,11 @@ def _records(args: argparse.Namespace, topic: str) -> Iterator[bytes]:
 def _latest_by_id(records: Iterator[bytes], wanted: set[str] | None, kind: type) -> dict:
     """Each decision's last record (a resumed run may repeat one), of those wanted."""
     decoder = msgspec.json.Decoder(kind)
-    prefixes = None if wanted is None else {f'{{"decision_id":"{w}"'.encode() for w in wanted}
+    # The id is the first field of both records: skip the others without decoding them.
+    prefixes = None if wanted is None else tuple(f'{{"decision_id":"{w}"'.encode() for w in wanted)
     found = {}
     for raw in records:
-        if prefixes is not None and not raw.startswith(tuple(prefixes)):
+        if prefixes is not None and not raw.startswith(prefixes):
             continue
         record = decoder.decode(raw)
         found[record.decision_id] = record

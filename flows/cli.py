@@ -1,6 +1,7 @@
 """The `wayfinder` command: run the flow, feed it, set up topics, export schemas."""
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -83,6 +84,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     playbook = load_compiled(args.playbook or playbook_path())
     if args.kafka:
         settings = KafkaSettings.from_env()
+        if args.no_decision_inputs:
+            settings = dataclasses.replace(settings, decision_inputs=False)
         created, _ = ensure_topics(settings, playbook.channels)
         if created:
             console.print(f"created {len(created)} topics on {settings.bootstrap_servers}")
@@ -127,6 +130,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             models=models,
             reactions=reactions,
             challenger=challenger,
+            decision_inputs=not args.no_decision_inputs,
         )
         summary = run_flow(
             flow,
@@ -447,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reactions",
         action="store_true",
         help="simulated customers do not react to actions (open loop)",
+    )
+    run.add_argument(
+        "--no-decision-inputs",
+        action="store_true",
+        help="do not record what each decision was made from (faster; no `rerun`)",
     )
     recovery = run.add_argument_group("recovery (bytewax snapshots)")
     recovery.add_argument("--recovery-dir", type=Path, help="snapshot folder; resumes if present")

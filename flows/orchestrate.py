@@ -320,14 +320,16 @@ def build_flow(
     challenger: Challenger | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     flow_id: str = "wayfinder",
+    decision_inputs: bool = True,
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
     `models`: this process's online models (the learner step feeds them, the customer
-    step reads them); a new set when not given.
+    step reads them); a new set when not given. `decision_inputs`: publish what each
+    decision was made from, so it can be re-run (`wayfinder rerun`).
     """
     models = models if models is not None else ModelSet(playbook)
-    step = CustomerStep(playbook, models, record_inputs=True)
+    step = CustomerStep(playbook, models, record_inputs=decision_inputs)
     lock = models.lock
     clock = EventClock()
     flow = Dataflow(flow_id)
@@ -375,6 +377,7 @@ def embedded_flow(
     models: ModelSet | None = None,
     reactions: Reactions | None = None,
     challenger: Challenger | None = None,
+    decision_inputs: bool = True,
 ) -> tuple[Dataflow, TopicFileSink]:
     """The flow with local JSON-lines files for topics (simulator or event file in);
     `reactions`: the simulated customers react to the actions written (closed loop)."""
@@ -397,6 +400,7 @@ def embedded_flow(
         loop=loop,
         models=models,
         challenger=challenger,
+        decision_inputs=decision_inputs,
     )
     return flow, sink
 
@@ -443,6 +447,7 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
         playbook=playbook,
         live=settings.tail,
         challenger=challenger,
+        decision_inputs=settings.decision_inputs,
     )
 
 

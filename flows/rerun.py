@@ -38,7 +38,9 @@ def _records(args: argparse.Namespace, topic: str) -> Iterator[bytes]:
     packed = plain.with_name(plain.name + ".gz")
     path = packed if packed.exists() else plain
     if not path.exists():
-        raise RerunError(f"{plain} does not exist: run `wayfinder run --out {args.out}` first")
+        raise RerunError(
+            f"{plain} does not exist: no run wrote here, or it ran with --no-decision-inputs"
+        )
     with gzip.open(path, "rb") if path is packed else path.open("rb") as lines:
         yield from lines
 

@@ -95,6 +95,9 @@ class KafkaSettings:
     #: A challenger playbook deciding beside the live one (shadow decisions only).
     challenger_playbook: str | None = None
     challenger_models: str = "shared"
+    #: Publish each decision's input (`decisions.inputs`), so any decision can be re-run;
+    #: about a tenth of the flow's throughput.
+    decision_inputs: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "KafkaSettings":
@@ -114,6 +117,7 @@ class KafkaSettings:
             challenger_models=_env_choice(
                 env, "WAYFINDER_CHALLENGER_MODELS", ("shared", "none"), "shared"
             ),
+            decision_inputs=_env_bool(env, "WAYFINDER_DECISION_INPUTS", cls.decision_inputs),
         )
 
     @property

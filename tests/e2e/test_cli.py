@@ -213,6 +213,22 @@ def test_every_decision_reruns_the_same_with_its_model_versions_with_two_workers
     assert "no recorded input for decision dec-unknown" in unknown.stdout
 
 
+def test_a_run_without_decision_inputs_decides_the_same_and_cannot_be_rerun(tmp_path):
+    recorded, bare = tmp_path / "recorded", tmp_path / "bare"
+    wayfinder("run", *OPEN_LOOP, "--out", str(recorded), "--no-progress")
+    wayfinder("run", *OPEN_LOOP, "--out", str(bare), "--no-progress", "--no-decision-inputs")
+    assert lines(bare / "decisions.jsonl") == lines(recorded / "decisions.jsonl")
+    assert not (bare / "decisions.inputs.jsonl.gz").exists()
+    refused = subprocess.run(
+        [WAYFINDER, "rerun", "--all", "--out", str(bare)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    said = refused.stdout.replace("\n", "")  # rich wraps long lines anywhere
+    assert refused.returncode == 2 and "decisions.inputs.jsonl does not exist" in said
+
+
 def test_challenger_decides_in_the_shadow_and_never_acts(tmp_path):
     challenger = tmp_path / "challenger.toml"
     challenger.write_text(

@@ -42,6 +42,8 @@ def test_defaults_need_no_environment():
     assert settings.topic_prefix == "wayfinder."
     assert settings.tail and settings.partitions > 1
     assert settings.librdkafka_config() == {}
+    assert settings.decision_inputs  # every decision can be re-run unless turned off
+    assert not KafkaSettings.from_env({"WAYFINDER_DECISION_INPUTS": "false"}).decision_inputs
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,7 @@ def test_defaults_need_no_environment():
         ("WAYFINDER_TOPIC_PARTITIONS", "many"),
         ("WAYFINDER_TOPIC_PARTITIONS", "0"),
         ("WAYFINDER_KAFKA_TAIL", "perhaps"),
+        ("WAYFINDER_DECISION_INPUTS", "sometimes"),
         ("WAYFINDER_START_AT", "yesterday"),
     ],
 )

@@ -194,9 +194,7 @@ class CustomerStep:
         intent, confidence = ranked[0]
         margin = confidence - (ranked[1][1] if len(ranked) > 1 else 0.0)
         ctx.intent_scores = {name: round(p, 4) for name, p in ranked}
-        if intent == ctx.intent:
-            ctx.intent_confidence = confidence
-        elif confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:
+        if intent != ctx.intent and confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:
             change = IntentTransition(
                 transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
                 customer_id=ctx.key,
@@ -209,7 +207,7 @@ class CustomerStep:
                 model_version=self.predictors.version(),  # type: ignore[union-attr]
             )
             outputs.append(change)
-            ctx.intent, ctx.intent_confidence = intent, confidence
+            ctx.intent = intent
             return change
         return None
 

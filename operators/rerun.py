@@ -113,6 +113,16 @@ class Rerun:
     def __init__(self, playbook: CompiledPlaybook, models: dict[str, ModelHistory]) -> None:
         self.playbook = playbook
         self.models = models
+        #: The models a re-run asks: each decision puts in the versions it names.
+        self._asked = asked = ModelSet(playbook)
+        self._with_models = DecisionMaker(
+            playbook,
+            propensity=asked.propensity,
+            next_step=asked.next_step,
+            intent=asked.intent,
+            model_version=asked.version,
+        )
+        self._rules_only = DecisionMaker(playbook)
 
     def latest(self) -> dict[str, int]:
         """The newest version of every model in the log."""
@@ -128,21 +138,12 @@ class Rerun:
             )
         if versions is None:
             versions = parse_version(recorded.model_version)
-        maker = DecisionMaker(self.playbook)
-        if versions:
-            models = ModelSet(self.playbook)
-            for name, version in versions.items():
-                history = self.models.get(name)
-                if history is None:
-                    raise RerunError(f"no example log for model {name}")
-                models.models[name] = history.at(version)
-            maker = DecisionMaker(
-                self.playbook,
-                propensity=models.propensity,
-                next_step=models.next_step,
-                intent=models.intent,
-                model_version=models.version,
-            )
+        for name, version in versions.items():
+            history = self.models.get(name)
+            if history is None:
+                raise RerunError(f"no example log for model {name}")
+            self._asked.models[name] = history.at(version)
+        maker = self._with_models if versions else self._rules_only
         _action, decision, _input = maker.decide(from_snapshot(recorded.context), recorded.trigger)
         if decision is None:  # a recorded decision had candidates; so has its input
             raise RerunError(f"decision {recorded.decision_id}: no candidate on re-run")

@@ -160,7 +160,6 @@ class CustomerContext(Struct):
     #: The intent model's view of what the customer is trying to do: the intent last
     #: announced (it changes only with a clear margin), and the latest probabilities.
     intent: str | None = None
-    intent_confidence: float = 0.0
     intent_scores: dict[str, float] = {}
     #: For an anonymous visitor who has identified: the customer it now belongs to.
     alias_of: str | None = None

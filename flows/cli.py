@@ -28,9 +28,9 @@ from flows.settings import (
 )
 from flows.shadow import compare, decisions_in, replay_shadow
 from flows.simulator import SimulationConfig, simulate
-from flows.sources import EventFileSource, SimulatorSource
+from flows.sources import EventFileSource, Records
 from flows.topics import ensure_topics
-from flows.world import Reactions, World
+from flows.world import SimulatedTraffic, World
 from operators.models import ModelSet, model_records
 from schemas.action import Action
 from schemas.codec import encode, event_file, good_events
@@ -104,15 +104,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             if not args.events.is_file():
                 console.print(f"[red]no such events file: {args.events}[/]")
                 return 2
-            source = EventFileSource(args.events)
+            source: Records = EventFileSource(args.events)
             title = f"wayfinder on {args.events}"
-            span = None
-            reactions = None
         else:
             sim = _simulation(args)
-            reactions = None if args.no_reactions else Reactions(World(sim.seed), sim.partitions)
-            source = SimulatorSource(sim, reactions)
-            span = source.span()
+            source = SimulatedTraffic(sim, None if args.no_reactions else World(sim.seed))
             title = (
                 f"wayfinder on the simulator ({sim.customers:,} customers, "
                 f"{sim.hours:g} h, seed {sim.seed})"
@@ -128,7 +124,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             args.out,
             playbook=playbook,
             models=models,
-            reactions=reactions,
             challenger=challenger,
             decision_inputs=not args.no_decision_inputs,
         )
@@ -136,7 +131,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             flow,
             console=console,
             title=title,
-            span=span,
+            span=source.span(),
             workers=args.workers,
             recovery=recovery,
             progress=not args.no_progress,

@@ -12,10 +12,12 @@ learned is published, numbered, so any version can be rebuilt (`models.examples`
 
 import pickle
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
 from flows import metrics
+from flows.loopback import Loopback
 from operators.models import ModelSet
 from schemas.learning import Example, LearnedExamples
 
@@ -33,20 +35,74 @@ PUBLISHED_PER_MESSAGE = 256
 
 
 class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
-    """One model: learns its examples, snapshots itself, and serves the customer step."""
+    """One model: learns its examples, snapshots itself, and serves the customer step.
 
-    def __init__(self, models: ModelSet, resume_state: bytes | None) -> None:
+    With a `loop` (an embedded run in rounds), the examples of a round wait until
+    the round has finished deciding, and are then learned all at once in order of
+    (time, id): the models every decision asks are the same on any number of
+    workers. Examples waiting are part of the snapshot.
+    """
+
+    def __init__(
+        self, models: ModelSet, resume_state: bytes | None, loop: Loopback | None = None
+    ) -> None:
         self._models = models
+        self._loop = loop
         self._name: str | None = None
+        self._waiting: list[Example] = []
+        #: Learned, not yet published (examples that waited in a snapshot).
+        self._unpublished: list[LearnedExamples] = []
         if resume_state is not None:
-            name, model = pickle.loads(resume_state)
+            name, model, waiting, unpublished = pickle.loads(resume_state)
             self._name = name
             models.models[name] = model  # predictions resume with the recovered model
+            # A snapshot falls between rounds: what waited then is learned before the
+            # first round of this run, as it would have been without the crash.
+            self._unpublished = [*unpublished, *self._learn(waiting)]
 
     def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
+        self._name = values[0].model
+        loop = self._loop
+        if loop is None:
+            return self._publish(self._learn(values)), False
+        loop.arrived(len(values))
+        self._waiting.extend(values)
+        if loop.may_learn():
+            return self._learn_waiting(), False
+        return self._publish([]), False
+
+    def on_notify(self) -> tuple[Iterable[LearnedExamples], bool]:
+        loop = self._loop
+        if loop is not None and loop.may_learn():
+            return self._learn_waiting(), False
+        return self._publish([]), False
+
+    def on_eof(self) -> tuple[Iterable[LearnedExamples], bool]:
+        return self._learn_waiting(), False
+
+    def notify_at(self) -> datetime | None:
+        if self._unpublished or (self._waiting and self._loop is not None):
+            return datetime.now(UTC) + _RECHECK  # the round is still deciding
+        return None
+
+    def _learn_waiting(self) -> list[LearnedExamples]:
+        waiting, self._waiting = self._waiting, []
+        published = self._learn(waiting)
+        if self._loop is not None:
+            self._loop.learned(len(waiting))
+        return self._publish(published)
+
+    def _publish(self, published: list[LearnedExamples]) -> list[LearnedExamples]:
+        if self._unpublished:
+            published, self._unpublished = [*self._unpublished, *published], []
+        return published
+
+    def _learn(self, values: list[Example]) -> list[LearnedExamples]:
+        """Learn the examples in order of (time, id); the numbered messages to publish."""
+        if not values:
+            return []
         models = self._models
         name = values[0].model
-        self._name = name
         model = models.models[name]
         ordered = sorted(values, key=lambda e: (e.at, e.example_id))
         first = model.record.learned + 1
@@ -62,9 +118,14 @@ class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
         metrics.MODEL_ACCURACY.labels(name).set(record.accuracy)
         metrics.MODEL_LOSS.labels(name).set(record.loss)
         metrics.MODEL_DRIFTS.labels(name).set(record.drifts)
-        return published, False
+        return published
 
     def snapshot(self) -> bytes:
         assert self._name is not None
         with self._models.lock:
-            return pickle.dumps((self._name, self._models.models[self._name]))
+            model = self._models.models[self._name]
+            return pickle.dumps((self._name, model, self._waiting, self._unpublished))
+
+
+#: How soon a learner waiting for its round to end looks again.
+_RECHECK = timedelta(milliseconds=1)

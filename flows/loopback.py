@@ -12,18 +12,21 @@ The primary input moves in lockstep with the loop: a partition hands over its
 next batch only when everything before it has been folded and every loop event
 it caused has come back. A customer's merge is therefore folded at the same
 point of their stream whatever the number of workers, and an embedded run gives
-the same outputs in any shape.
+the same outputs in any shape. Outputs that the input itself reads back (its
+`feedback` topics: the actions that simulated customers react to) are in flight
+too until the sink has written them, so every partition reads them at the same
+point of its stream.
 """
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows import metrics
-from flows.sources import RawRecord
+from flows.sources import RawRecord, RecordPartition, Records, WrittenTopics
 
 LOOP_TOPIC = "events"
 
@@ -84,89 +87,186 @@ def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[Ra
 
 
 class Loopback:
-    """Counts records in flight between the inputs and the loop file."""
+    """The rounds of an embedded run: what is in flight, and whose turn it is.
 
-    def __init__(self, path: Path, primary_parts: int) -> None:
-        self.path = path
+    A round is one batch of one input partition (or the loop events of the round
+    before), with everything it causes: folding, the outputs that come back as
+    input, and the learning of the examples it teaches. The next round starts
+    only when this one has settled, and the input partition furthest behind in
+    event time goes next (ties: the first listed), so the rounds, and everything
+    decided in them, are the same on any number of workers and after a resume.
+    Examples are learned when every record of their round has been folded and
+    every example has reached its learner, never while the round is deciding.
+    """
+
+    def __init__(
+        self, primary_parts: list[str], feedback: tuple[str, ...] = (), consumers: int = 1
+    ) -> None:
+        """`feedback`: prefixes of output topics the primary input reads back;
+        `consumers`: customer steps that fold every record (a challenger is a second)."""
+        self.feedback = feedback
+        self.consumers = consumers
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._order = {part: i for i, part in enumerate(primary_parts)}
+        self._reached = dict.fromkeys(primary_parts, float("-inf"))
+        self._records = 0  # handed to the customer steps, not yet folded (per consumer)
+        self._outputs = 0  # emitted to come back as input, not yet written
+        self._emitted = self._arrived = self._learned = 0  # examples, since the start
         self._written = 0
         self._read = 0
-        self._primary_open = primary_parts
+        self._ended = False
+        self._turn: str | None = None  # the partition handing over right now
+
+    # -- records
 
     def started(self, n: int) -> None:
         """`n` records entered the flow (read from an input, or split in two)."""
         if n:
             with self._lock:
-                self._in_flight += n
+                self._records += n * self.consumers
 
-    def settled(self, n: int) -> None:
-        """`n` records left the flow (dead-lettered, folded, or written to the loop)."""
+    def settled(self, n: int, *, all_consumers: bool = False) -> None:
+        """`n` records were folded by one customer step (or, `all_consumers`, left the
+        flow before reaching any: dead letters)."""
         if n:
             with self._lock:
-                self._in_flight -= n
+                self._records -= n * (self.consumers if all_consumers else 1)
+
+    # -- outputs that come back
+
+    def fed_back(self, topic: str) -> bool:
+        """Whether the primary input reads this output topic back."""
+        return topic.startswith(self.feedback) if self.feedback else False
+
+    def emitted(self, outputs: int, examples: int) -> None:
+        """A customer step emitted outputs that come back as input, and examples."""
+        if outputs or examples:
+            with self._lock:
+                self._outputs += outputs
+                self._emitted += examples
 
     def written(self, n: int) -> None:
         """`n` loop events reached the loop file (they leave the flow until read back)."""
         with self._lock:
-            self._in_flight -= n
+            self._outputs -= n
             self._written += n
+
+    def delivered(self, n: int) -> None:
+        """`n` outputs that the input reads back reached their topic file."""
+        if n:
+            with self._lock:
+                self._outputs -= n
 
     def read_back(self, n: int) -> None:
         with self._lock:
             self._read += n
-            self._in_flight += n
+            self._records += n * self.consumers
+
+    # -- examples
+
+    def arrived(self, n: int) -> None:
+        """`n` examples reached their learner."""
+        with self._lock:
+            self._arrived += n
+
+    def learned(self, n: int) -> None:
+        with self._lock:
+            self._learned += n
+
+    def may_learn(self) -> bool:
+        """Every record handed over is folded and every example has reached its
+        learner: nothing of this round decides any more. After the input's end, the
+        learners wait for their own end (the last wakes may still be deciding)."""
+        with self._lock:
+            return not self._ended and self._records <= 0 and self._arrived >= self._emitted
+
+    # -- rounds
+
+    def _round_over(self) -> bool:
+        return self._records <= 0 and self._outputs <= 0 and self._learned >= self._emitted
 
     def quiet(self) -> bool:
-        """Nothing is in flight: every loop event of this round has been written."""
+        """The round is over: everything it caused is written and learned."""
         with self._lock:
-            return self._in_flight <= 0
+            return self._round_over()
 
-    def pending(self) -> bool:
-        """Loop events written and not yet read back."""
+    def take_turn(self, part: str) -> bool:
+        """Take the turn for `part` if the round is over, the loop file is read to its
+        end, and `part` is furthest behind; nobody else hands over until `hand_over`."""
         with self._lock:
-            return self._read < self._written
+            if self._turn is not None or not self._round_over() or self._read < self._written:
+                return False
+            reached = self._reached
+            if part != min(reached, key=lambda p: (reached[p], self._order[p])):
+                return False
+            self._turn = part
+            return True
 
-    def settled_all(self) -> bool:
-        """Everything handed over so far is folded, and the loop file is read to its end."""
+    def hand_over(self, part: str, records: int, event_time: float) -> None:
+        """`part`, holding the turn, hands over `records`, having got to `event_time`."""
         with self._lock:
-            return self._in_flight <= 0 and self._read >= self._written
+            self._reached[part] = event_time
+            self._records += records * self.consumers
+            self._turn = None
 
-    def primary_finished(self) -> None:
+    def reached(self, part: str, event_time: float) -> None:
+        """How far in event time `part` got before this run (a resumed partition)."""
         with self._lock:
-            self._primary_open -= 1
+            self._reached[part] = event_time
+
+    def primary_finished(self, part: str) -> None:
+        with self._lock:
+            self._reached.pop(part, None)
+            if self._turn == part:
+                self._turn = None
 
     def idle(self) -> bool:
-        """Nothing more can reach the loop file: inputs done, nothing in flight."""
+        """Nothing more can reach the loop file: inputs done, the last round over."""
         with self._lock:
-            return self._primary_open <= 0 and self._in_flight <= 0 and self._read >= self._written
+            done = not self._reached and self._round_over() and self._read >= self._written
+            if done:
+                self._ended = True
+            return done
 
 
 class CountedPartition(StatefulSourcePartition[RawRecord, object]):
-    """A primary input partition that tells the loop what it started and when it ends."""
+    """A primary input partition that takes its turn in the rounds of the loop."""
 
     def __init__(
-        self, inner: StatefulSourcePartition, loop: Loopback, held: list[RawRecord] | None = None
+        self,
+        inner: RecordPartition,
+        loop: Loopback,
+        name: str,
+        resume_state: tuple[list[RawRecord], float] | None = None,
     ) -> None:
         self._inner = inner
         self._loop = loop
+        self._name = name
         self._done = False
-        self._held: list[RawRecord] = held or []
+        held, reached = resume_state if resume_state is not None else ([], float("-inf"))
+        self._held: list[RawRecord] = held
+        self._reached = reached
+        loop.reached(name, reached)
 
     def next_batch(self) -> list[RawRecord]:
-        if not self._loop.settled_all():
-            return []  # lockstep: wait for the previous batch and its loop events
+        if self._done:
+            raise StopIteration
+        if not self._loop.take_turn(self._name):
+            return []  # lockstep: wait for the round to end, and for this partition's turn
         batch = self._held
         if not batch:
             try:
                 batch = self._inner.next_batch()
             except StopIteration:
-                if not self._done:
-                    self._done = True
-                    self._loop.primary_finished()
+                self._done = True
+                self._loop.primary_finished(self._name)
                 raise
+            reached = self._inner.event_time()
+            if reached is not None:
+                self._reached = reached
+                metrics.INPUT_EVENT_TIME.labels(self._name).set(reached)
         batch, self._held = _hold_after_logins(batch)
-        self._loop.started(len(batch))
+        self._loop.hand_over(self._name, len(batch), self._reached)
         return batch
 
     def next_awake(self) -> datetime | None:
@@ -174,7 +274,7 @@ class CountedPartition(StatefulSourcePartition[RawRecord, object]):
 
     def snapshot(self) -> object:
         # The inner position is past the records held back: keep them with it.
-        return (self._inner.snapshot(), list(self._held))
+        return (self._inner.snapshot(), (list(self._held), self._reached))
 
     def close(self) -> None:
         self._inner.close()
@@ -183,30 +283,20 @@ class CountedPartition(StatefulSourcePartition[RawRecord, object]):
 class LoopbackPartition(StatefulSourcePartition[RawRecord, int]):
     """Reads back what the flow wrote to the loop file, from a resumable offset."""
 
-    def __init__(self, loop: Loopback, resume_state: int | None) -> None:
+    def __init__(self, loop: Loopback, resume_state: int | None, written: WrittenTopics) -> None:
         self._loop = loop
+        self._written = written
         self._offset = resume_state or 0
         self._line = 0
-        self._file = None
 
     def next_batch(self) -> list[RawRecord]:
         if not self._loop.quiet():
             return []  # the flow is still writing this round's loop events
-        if self._file is None:
-            if not self._loop.path.exists():
-                return self._wait_or_stop()
-            self._file = self._loop.path.open("rb")
-            self._file.seek(self._offset)
-        lines: list[bytes] = []
-        while True:
-            line = self._file.readline()
-            if not line.endswith(b"\n"):  # nothing more
-                self._file.seek(self._offset)
-                break
-            self._offset += len(line)
-            lines.append(line.rstrip(b"\n"))
+        lines, self._offset = self._written.read(LOOP_TOPIC, self._offset)
         if not lines:
-            return self._wait_or_stop()
+            if self._loop.idle():
+                raise StopIteration
+            return []
         # One round's loop events, in event-time order: the order the workers wrote
         # them in depends on scheduling, this one does not.
         lines.sort(key=_event_order)
@@ -218,11 +308,6 @@ class LoopbackPartition(StatefulSourcePartition[RawRecord, int]):
         metrics.LOOP_EVENTS.inc(len(batch))
         return batch
 
-    def _wait_or_stop(self) -> list[RawRecord]:
-        if self._loop.idle():
-            raise StopIteration
-        return []
-
     def next_awake(self) -> datetime | None:
         # Rounds are short and the primary input waits on them: ask at every activation.
         return None
@@ -230,17 +315,20 @@ class LoopbackPartition(StatefulSourcePartition[RawRecord, int]):
     def snapshot(self) -> int:
         return self._offset
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
 
 class EmbeddedSource(FixedPartitionedSource[RawRecord, object]):
-    """The primary input (simulator or event file) plus the loopback partition."""
+    """The primary input (simulator or event file) plus the loopback partition.
 
-    def __init__(self, primary: FixedPartitionedSource, loop: Loopback) -> None:
+    `written`: makes a reader of what the run's sink has written, one per partition
+    (a partition keeps its files open).
+    """
+
+    def __init__(
+        self, primary: Records, loop: Loopback, written: Callable[[], WrittenTopics]
+    ) -> None:
         self.primary = primary
         self.loop = loop
+        self.written = written
 
     def list_parts(self) -> list[str]:
         return [*self.primary.list_parts(), "loopback"]
@@ -249,7 +337,7 @@ class EmbeddedSource(FixedPartitionedSource[RawRecord, object]):
         self, step_id: str, for_part: str, resume_state: object | None
     ) -> StatefulSourcePartition:
         if for_part == "loopback":
-            return LoopbackPartition(self.loop, resume_state)  # type: ignore[arg-type]
-        inner_state, held = resume_state if resume_state is not None else (None, [])  # type: ignore[misc]
-        inner = self.primary.build_part(step_id, for_part, inner_state)
-        return CountedPartition(inner, self.loop, held)
+            return LoopbackPartition(self.loop, resume_state, self.written())  # type: ignore[arg-type]
+        inner_state, own = resume_state if resume_state is not None else (None, None)  # type: ignore[misc]
+        inner = self.primary.open_part(for_part, inner_state, self.written())
+        return CountedPartition(inner, self.loop, for_part, own)

@@ -21,7 +21,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import FixedPartitionedSource, Source
+from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
@@ -29,7 +29,7 @@ from msgspec import Struct
 
 from flows import metrics
 from flows.analytics_step import ScopeLogic, finished_journeys
-from flows.clock import EventClock
+from flows.clock import WATERMARK_KEY, EventClock, EventTime, WatermarkLogic
 from flows.learning import ModelLogic, examples
 from flows.loopback import LOOP_TOPIC, EmbeddedSource, Loopback
 from flows.settings import (
@@ -42,8 +42,7 @@ from flows.settings import (
     state_key,
 )
 from flows.sinks import TopicFileSink
-from flows.sources import RawRecord
-from flows.world import Reactions
+from flows.sources import RawRecord, Records
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep
 from operators.identity import ANONYMOUS_PREFIX, customer_key
@@ -75,6 +74,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
     time is event time: due stalls fire on the customer's next event or, for a
     customer who goes quiet, at the end of the input against the watermark.
     `models_lock`: held while the step runs, so the models it asks do not learn meanwhile.
+    `shadow`: a challenger's step, whose outputs never come back as input.
     """
 
     def __init__(
@@ -86,8 +86,10 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
         clock: EventClock,
         loop: Loopback | None,
         models_lock: AbstractContextManager | None = None,
+        shadow: bool = False,
     ) -> None:
         self._step = step
+        self._shadow = shadow
         self._models_lock = models_lock if models_lock is not None else nullcontext()
         self._live = live
         self._clock = clock
@@ -159,9 +161,25 @@ class CustomerLogic(StatefulBatchLogic[Keyed, Struct, bytes]):
 
     def _account(self, consumed: int, emitted: list[Struct]) -> None:
         loop = self._loop
-        if loop is not None:
-            loop.started(sum(1 for o in emitted if type(o) is Event))
-            loop.settled(consumed)
+        if loop is None:
+            return
+        if not self._shadow:
+            back = examples = 0
+            for output in emitted:
+                if type(output) is Example:
+                    examples += 1
+                elif _comes_back(loop, output):
+                    back += 1
+            loop.emitted(back, examples)
+        loop.settled(consumed)
+
+
+def _comes_back(loop: Loopback, output: Struct) -> bool:
+    """Whether the input reads this output back (so the next batch waits for it)."""
+    kind = type(output)
+    if kind is Event:
+        return True
+    return kind is Action and loop.fed_back("actions." + output.channel)  # type: ignore[attr-defined]
 
 
 def _route(item: tuple[str, Struct]) -> Output | None:
@@ -240,11 +258,12 @@ Unpacked = tuple[bytes | None, str, int | None, int | None, datetime | None]
 
 def _make_decoder(
     max_bytes: int, unpack: Callable[[Any], Unpacked], clock: EventClock, loop: Loopback | None
-) -> Callable[[list[Any]], list[tuple[str, Keyed] | DeadLetter]]:
+) -> Callable[[list[Any]], list[tuple[str, Keyed] | DeadLetter | EventTime]]:
     """Decode a batch of raw inputs into keyed events or dead letters.
 
     Batch-wise, so the per-record work is the decode itself. An identify event
-    goes to both its keys: the customer folds it, the visitor hands over.
+    goes to both its keys: the customer folds it, the visitor hands over. Each
+    batch also says how far in event time it reached (for the watermark's state).
     """
     decoder = EventDecoder(max_bytes)
     received = metrics.EVENTS_RECEIVED
@@ -252,13 +271,13 @@ def _make_decoder(
     crash_after = fault_after_events()
     seen = [0]
 
-    def decode(batch: list[Any]) -> list[tuple[str, Keyed] | DeadLetter]:
+    def decode(batch: list[Any]) -> list[tuple[str, Keyed] | DeadLetter | EventTime]:
         received.inc(len(batch))
         if crash_after is not None:
             seen[0] += len(batch)
             if seen[0] >= crash_after:
                 os._exit(FAULT_EXIT_CODE)  # a crash, on purpose: no clean-up, no flush
-        out: list[tuple[str, Keyed] | DeadLetter] = []
+        out: list[tuple[str, Keyed] | DeadLetter | EventTime] = []
         latest = float("-inf")
         bad = extra = 0
         for item in batch:
@@ -289,9 +308,11 @@ def _make_decoder(
                 out.append((state_key(visitor), (visitor, event)))
                 extra += 1
         clock.advance(latest)
+        if latest > float("-inf"):
+            out.append(EventTime(latest))
         if loop is not None:
             loop.started(extra)
-            loop.settled(bad)
+            loop.settled(bad, all_consumers=True)
         return out
 
     return decode
@@ -336,6 +357,9 @@ def build_flow(
     raw = op.input("events", flow, source)
     decoded = op.flat_map_batch("decode", raw, _make_decoder(max_event_bytes, unpack, clock, loop))
     split = op.branch("valid", decoded, lambda x: type(x) is tuple)
+    rest = op.branch("dead_or_time", split.falses, lambda x: type(x) is DeadLetter)
+    ticks = op.map("event_time", rest.falses, lambda t: (WATERMARK_KEY, float(t)))
+    op.stateful_batch("watermark", ticks, lambda resume: WatermarkLogic(clock, resume))
     customers = op.stateful_batch(
         "customer",
         split.trues,
@@ -345,11 +369,11 @@ def build_flow(
     )
     results = op.filter_map("route", customers, _route)
     to_learn = op.flat_map("examples", customers, examples)
-    learned = op.stateful_batch("learn", to_learn, lambda resume: ModelLogic(models, resume))
+    learned = op.stateful_batch("learn", to_learn, lambda resume: ModelLogic(models, resume, loop))
     finished = op.flat_map("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, _analytics_output)
-    dead = op.map("dead_letter", split.falses, _dead_letter_output)
+    dead = op.map("dead_letter", rest.trues, _dead_letter_output)
     streams = [results, analytics, dead, op.map("learned_out", learned, _learned_output)]
     if challenger is not None:
         # Beside the live step, on the same stream: decisions to the shadow topic only.
@@ -360,7 +384,13 @@ def build_flow(
             "challenger",
             split.trues,
             lambda resume: CustomerLogic(
-                shadow_step, resume, live=live, clock=clock, loop=None, models_lock=shadow_lock
+                shadow_step,
+                resume,
+                live=live,
+                clock=clock,
+                loop=loop,
+                models_lock=shadow_lock,
+                shadow=True,
             ),
         )
         streams.append(op.filter_map("shadow_decisions", shadow, _shadow_output))
@@ -370,28 +400,27 @@ def build_flow(
 
 
 def embedded_flow(
-    primary: FixedPartitionedSource,
+    primary: Records,
     out_dir: Path,
     *,
     playbook: CompiledPlaybook | None = None,
     models: ModelSet | None = None,
-    reactions: Reactions | None = None,
     challenger: Challenger | None = None,
     decision_inputs: bool = True,
 ) -> tuple[Dataflow, TopicFileSink]:
-    """The flow with local JSON-lines files for topics (simulator or event file in);
-    `reactions`: the simulated customers react to the actions written (closed loop)."""
+    """The flow with local JSON-lines files for topics (an event file, or the lab's
+    simulator, in); the input may read back what the run writes (`primary.feedback`)."""
     playbook = playbook or load_default_playbook()
-    loop = Loopback(out_dir / f"{LOOP_TOPIC}.jsonl", len(primary.list_parts()))
+    consumers = 2 if challenger is not None else 1
+    loop = Loopback(primary.list_parts(), primary.feedback, consumers)
     sink = TopicFileSink(
         out_dir,
         all_topics(playbook.channels),
         loop=loop,
-        reactions=reactions,
         compressed=AUDIT_TOPICS,
     )
     flow = build_flow(
-        EmbeddedSource(primary, loop),
+        EmbeddedSource(primary, loop, sink.written),
         sink,
         unpack=_unpack_raw,
         shape=lambda out: (out[0], out[2] if out[2] is not None else _file_tombstone(out[1])),

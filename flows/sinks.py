@@ -2,9 +2,10 @@
 
 Each topic is a sink partition that remembers its byte offset in the recovery
 snapshot; a resumed run truncates back to it, so a file holds every output
-exactly once, as the topic would. Bulky audit topics (decision inputs, learned
-examples) are gzip files: one gzip member per batch, so the offset of a snapshot
-is always between whole members and truncating there leaves a valid file.
+exactly once, as the topic would; what it wrote can be read back by offset, as
+a consumer reads a topic (`WrittenFiles`). Bulky audit topics (decision inputs,
+learned examples) are gzip files: one gzip member per batch, so the offset of a
+snapshot is always between whole members and truncating there leaves a valid file.
 """
 
 import gzip
@@ -15,7 +16,7 @@ from typing import BinaryIO
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.loopback import LOOP_TOPIC, Loopback
-from flows.world import Reactions
+from flows.sources import LineTail
 
 
 class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
@@ -24,22 +25,30 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
         path: Path,
         resume_state: int | None,
         loop: Loopback | None = None,
-        reactions: Reactions | None = None,
         compress: bool = False,
+        *,
+        fed_back: bool = False,
+        ends: dict[str, int] | None = None,
     ):
+        """`loop`: the events topic, read back as input; `fed_back`: another topic that
+        the input reads back (flushed at once, and counted as arrived); `ends`: where
+        each topic file ends as far as this run knows, for its readers."""
         self.path = path
         #: Packing runs beside the flow (zlib lets go of the GIL); one thread keeps the order.
         self._packer = ThreadPoolExecutor(1, thread_name_prefix="gzip") if compress else None
         self._packed: Future | None = None
         self._loop = loop
-        self._reactions = reactions
-        self._file = None
+        self._fed_back = fed_back
+        self._file: BinaryIO | None = None
         if resume_state is None:
             path.unlink(missing_ok=True)
         elif path.exists():
             with path.open("r+b") as f:
                 f.truncate(resume_state)
         self._offset = resume_state or 0
+        self._ends = ends if ends is not None else {}
+        self._topic = path.name.split(".jsonl")[0]
+        self._ends[self._topic] = self._offset
 
     def write_batch(self, values: list[bytes]) -> None:
         if self._file is None:
@@ -49,11 +58,13 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
             self._packed = self._packer.submit(_write_packed, self._file, data)
         else:
             self._file.write(data)
-        if self._reactions is not None:
-            for value in values:
-                self._reactions.add(value)  # the simulated customer sees it
-        if self._loop is not None:
-            self._file.flush()  # the loopback input reads it back right away
+        if self._loop is None:
+            return
+        self._file.flush()  # the input reads it back right away
+        self._ends[self._topic] = self._file.tell()
+        if self._fed_back:
+            self._loop.delivered(len(values))
+        else:
             self._loop.written(len(values))
 
     def _drain(self) -> None:
@@ -91,15 +102,16 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
         directory: Path,
         topics: list[str],
         loop: Loopback | None = None,
-        reactions: Reactions | None = None,
         compressed: frozenset[str] = frozenset(),
     ) -> None:
         self.directory = directory
         self.compressed = compressed
         self.loop = loop
-        self.reactions = reactions
         self._parts = sorted(topics)
         self._index = {topic: i for i, topic in enumerate(self._parts)}
+        #: Bytes of each topic file that this run wrote or resumed from; a file that
+        #: this run has not opened yet may hold an earlier run's lines, never read.
+        self._ends: dict[str, int] = {}
 
     def path(self, topic: str) -> Path:
         suffix = ".jsonl.gz" if topic in self.compressed else ".jsonl"
@@ -115,7 +127,39 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _TopicFilePartition:
         self.directory.mkdir(parents=True, exist_ok=True)
-        loop = self.loop if for_part == LOOP_TOPIC else None
-        reactions = self.reactions if for_part.startswith("actions.") else None
+        loop = self.loop
+        fed_back = loop is not None and loop.fed_back(for_part)
+        if for_part != LOOP_TOPIC and not fed_back:
+            loop = None
         compress = for_part in self.compressed
-        return _TopicFilePartition(self.path(for_part), resume_state, loop, reactions, compress)
+        return _TopicFilePartition(
+            self.path(for_part), resume_state, loop, compress, fed_back=fed_back, ends=self._ends
+        )
+
+    def end(self, topic: str) -> int | None:
+        """Bytes of the topic's file this run vouches for (None: not opened by this run)."""
+        return self._ends.get(topic)
+
+    def written(self) -> "WrittenFiles":
+        """A reader of what this sink has written (one per reader: it keeps files open)."""
+        return WrittenFiles(self)
+
+
+class WrittenFiles:
+    """The plain (not gzip) topic files of a sink, read by topic and byte offset."""
+
+    def __init__(self, sink: TopicFileSink) -> None:
+        self._sink = sink
+        self._tails: dict[str, LineTail] = {}
+
+    def topics(self) -> list[str]:
+        sink = self._sink
+        return [t for t in sink.list_parts() if t not in sink.compressed]
+
+    def read(self, topic: str, offset: int) -> tuple[list[bytes], int]:
+        tail = self._tails.get(topic)
+        if tail is None:
+            tail = self._tails[topic] = LineTail(self._sink.path(topic))
+        tail.offset = offset
+        end = self._sink.end(topic)
+        return ([] if end is None else tail.read(end)), tail.offset

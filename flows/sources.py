@@ -1,19 +1,18 @@
-"""Inputs besides Kafka: the built-in simulator and JSON-lines event files.
+"""Inputs besides Kafka: partitions of raw records, and JSON-lines event files.
 
-Both hand raw bytes to the same decode step as Kafka does, so bad lines meet
-the same dead-letter path, and both resume from a recovery snapshot.
+Every input hands raw bytes to the same decode step as Kafka does, so bad lines
+meet the same dead-letter path. An embedded input is a set of `Records`: named
+partitions, each resumable from the state it snapshots. What produces the
+records (an event file, the simulator of the lab) is not the dataflow's
+business; `written` lets a partition read back, by offset, what the run's sink
+wrote (the simulated customers react to the actions they were sent), so what
+it reads is recovered with the input.
 """
 
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import NamedTuple
-
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-
-from flows import metrics
-from flows.simulator import SimulationConfig, simulate_partition
-from flows.world import Reactions
+from typing import BinaryIO, NamedTuple, Protocol
 
 BATCH_SIZE = 512
 
@@ -26,76 +25,84 @@ class RawRecord(NamedTuple):
     position: int
 
 
-class _SimulatorPartition(StatefulSourcePartition[RawRecord, object]):
-    def __init__(
-        self,
-        config: SimulationConfig,
-        partition: int,
-        resume_state: object | None,
-        reactions: Reactions | None,
-    ):
-        self._source = f"simulator/{partition}"
-        self._partition = partition
-        self._clock = metrics.INPUT_EVENT_TIME.labels(self._source)
-        self._reactions = reactions
-        if isinstance(resume_state, tuple):
-            self._position, pending = resume_state
-            if reactions is not None:
-                reactions.restore(partition, pending)
-        else:
-            self._position = resume_state or 0  # type: ignore[assignment]
-        # The simulator is deterministic: resuming is replaying and skipping.
-        self._records = islice(simulate_partition(config, partition), self._position, None)
+class RecordPartition(Protocol):
+    """One resumable partition of input: batches of records, then StopIteration."""
 
-    def next_batch(self) -> list[RawRecord]:
-        batch = []
-        position = self._position
-        ts = 0.0
-        reactions = self._reactions
-        for _ in range(BATCH_SIZE):
-            upcoming = next(self._records, None)
-            until = upcoming[0] if upcoming else float("inf")
-            due = reactions.due(self._partition, until) if reactions else []
-            for at, _order, raw in due:
-                batch.append(RawRecord(raw, "world", -1))
-                ts = at
-            if upcoming is None:
-                break
-            ts, raw = upcoming
-            batch.append(RawRecord(raw, self._source, position))
-            position += 1
-        if not batch:
-            raise StopIteration
-        self._position = position
-        self._clock.set(ts)
-        return batch
+    def next_batch(self) -> list[RawRecord]: ...
 
-    def snapshot(self) -> object:
-        if self._reactions is None:
-            return self._position
-        return (self._position, self._reactions.pending(self._partition))
+    def snapshot(self) -> object: ...
+
+    def close(self) -> None: ...
+
+    def event_time(self) -> float | None:
+        """How far in event time the partition has got, when it knows (progress)."""
+        ...
 
 
-class SimulatorSource(FixedPartitionedSource[RawRecord, int]):
-    """The built-in traffic simulator, one input partition per simulator partition."""
+class WrittenTopics(Protocol):
+    """What the run's sink has written so far, readable by topic and byte offset."""
 
-    def __init__(self, config: SimulationConfig, reactions: Reactions | None = None) -> None:
-        """`reactions`: the simulated customers react to what they are sent (closed loop)."""
-        self.config = config
-        self.reactions = reactions
+    def topics(self) -> list[str]: ...
 
-    def list_parts(self) -> list[str]:
-        return [str(p) for p in range(self.config.partitions)]
+    def read(self, topic: str, offset: int) -> tuple[list[bytes], int]:
+        """Whole lines written at or after `offset`, and the offset after the last."""
+        ...
 
-    def span(self) -> tuple[float, float]:
-        """Event-time span of the simulation, for progress."""
-        start = self.config.start.timestamp()
-        return start, start + self.config.hours * 3600
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: object | None
-    ) -> _SimulatorPartition:
-        return _SimulatorPartition(self.config, int(for_part), resume_state, self.reactions)
+class Records(Protocol):
+    """An embedded input: named partitions of raw records.
+
+    `feedback`: prefixes of output topics the partitions read back through
+    `written`; the run then hands over the next input only once everything
+    written to them so far can be read.
+    """
+
+    feedback: tuple[str, ...]
+
+    def list_parts(self) -> list[str]: ...
+
+    def open_part(
+        self, part: str, resume_state: object | None, written: WrittenTopics
+    ) -> RecordPartition: ...
+
+    def span(self) -> tuple[float, float] | None:
+        """Event-time span of the input when known in advance (a progress bar)."""
+        ...
+
+
+class LineTail:
+    """Reads whole lines appended to a file, from a byte offset that is kept.
+
+    A line is returned only once its newline is there, so a reader never sees a
+    half-written record, and the offset is always at the start of a line. `end`
+    bounds the read: bytes past it are not vouched for by the writer (yet).
+    """
+
+    def __init__(self, path: Path, offset: int = 0) -> None:
+        self.path = path
+        self.offset = offset
+        self._file: BinaryIO | None = None
+
+    def read(self, end: int | None = None) -> list[bytes]:
+        if end is not None and self.offset >= end:
+            return []
+        if self._file is None:
+            if not self.path.exists():
+                return []
+            self._file = self.path.open("rb")
+        self._file.seek(self.offset)
+        lines: list[bytes] = []
+        for line in iter(self._file.readline, b""):
+            if not line.endswith(b"\n") or (end is not None and self.offset + len(line) > end):
+                break  # being written: read it next time
+            self.offset += len(line)
+            lines.append(line[:-1])
+        return lines
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class _FilePosition(NamedTuple):
@@ -103,7 +110,7 @@ class _FilePosition(NamedTuple):
     line: int
 
 
-class _EventFilePartition(StatefulSourcePartition[RawRecord, _FilePosition]):
+class _EventFilePartition:
     def __init__(self, path: Path, resume_state: _FilePosition | None):
         self._file = path.open("rb")
         self._source = f"file:{path.name}"
@@ -131,9 +138,14 @@ class _EventFilePartition(StatefulSourcePartition[RawRecord, _FilePosition]):
     def close(self) -> None:
         self._file.close()
 
+    def event_time(self) -> float | None:
+        return None  # not known without decoding: the file is read as it comes
 
-class EventFileSource(FixedPartitionedSource[RawRecord, _FilePosition]):
+
+class EventFileSource:
     """A JSON-lines file of events in the wire format, one Event per line."""
+
+    feedback: tuple[str, ...] = ()
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -141,7 +153,11 @@ class EventFileSource(FixedPartitionedSource[RawRecord, _FilePosition]):
     def list_parts(self) -> list[str]:
         return [self.path.name]
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: _FilePosition | None
+    def open_part(
+        self, part: str, resume_state: object | None, written: WrittenTopics
     ) -> _EventFilePartition:
-        return _EventFilePartition(self.path, resume_state)
+        position = resume_state if isinstance(resume_state, _FilePosition) else None
+        return _EventFilePartition(self.path, position)
+
+    def span(self) -> tuple[float, float] | None:
+        return None

@@ -1,14 +1,16 @@
 """The playbook: what a business declares, in TOML, for Wayfinder to act on.
 
 Contact points, journeys (defined by their goal, not by a path), segments and
-actions. Loading validates everything, and every error names the file, the
-entry and the field, so a marketer or data engineer can fix it without reading
-code.
+actions. Loading validates everything and reports every error at once, each
+naming the file, the entry and the field, so a marketer or data engineer can fix
+them without reading code. (Names that nothing produces are warnings, not errors:
+see schemas.vocabulary.)
 """
 
 import itertools
 import re
 import tomllib
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -231,13 +233,49 @@ class Playbook(Struct, kw_only=True, forbid_unknown_fields=True):
         return next((j for j in self.journeys if j.name == name), None)
 
 
-class PlaybookError(ValueError):
-    """A playbook that cannot be used; the message names file, entry and field."""
+class PlaybookProblem(Struct, frozen=True):
+    """One thing wrong (or suspicious) in a playbook: the file, the entry, the field, what."""
 
-    def __init__(self, file: str, entry: str, field: str | None, problem: str) -> None:
-        where = f"{file}: {entry}" + (f": field '{field}'" if field else "")
-        super().__init__(f"{where}: {problem}")
-        self.file, self.entry, self.field, self.problem = file, entry, field, problem
+    file: str
+    entry: str
+    field: str | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.entry}" + (f": field '{self.field}'" if self.field else "")
+        return f"{where}: {self.problem}"
+
+
+class PlaybookError(ValueError):
+    """A playbook that cannot be used, with every problem found in it.
+
+    `problems` lists them all, each naming file, entry and field; `file`, `entry`,
+    `field` and `problem` are those of the first one.
+    """
+
+    def __init__(self, problems: Sequence[PlaybookProblem]) -> None:
+        if not problems:
+            raise ValueError("a PlaybookError needs at least one problem")
+        self.problems: tuple[PlaybookProblem, ...] = tuple(problems)
+        first = self.problems[0]
+        self.file, self.entry, self.field, self.problem = (
+            first.file,
+            first.entry,
+            first.field,
+            first.problem,
+        )
+        super().__init__(_render(self.problems))
+
+    def __reduce__(self) -> tuple[type["PlaybookError"], tuple[tuple[PlaybookProblem, ...]]]:
+        return type(self), (self.problems,)
+
+
+def _render(problems: Sequence[PlaybookProblem]) -> str:
+    """One problem: its line, as is. Several: a count, then one indented line each."""
+    if len(problems) == 1:
+        return str(problems[0])
+    lines = "\n".join(f"  {p}" for p in problems)
+    return f"{len(problems)} problems in {problems[0].file}:\n{lines}"
 
 
 _SECTIONS: dict[str, type[Struct]] = {
@@ -258,6 +296,23 @@ def _split_error(message: str) -> tuple[str | None, str]:
     return match.group(1).lstrip("."), message[: match.start()]
 
 
+class _Report:
+    """The problems found so far in one file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[PlaybookProblem] = []
+
+    def add(self, entry: str, field: str | None, problem: str) -> None:
+        found = PlaybookProblem(self.file, entry, field, problem)
+        if found not in self.problems:  # e.g. the same unknown channel listed twice
+            self.problems.append(found)
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise PlaybookError(self.problems)
+
+
 def load_playbook(path: Path | str) -> Playbook:
     """Read, decode and validate a playbook file; raise PlaybookError naming what is wrong."""
     path = Path(path)
@@ -265,32 +320,103 @@ def load_playbook(path: Path | str) -> Playbook:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PlaybookError(file, "file", None, "no such file") from None
+        raise PlaybookError([PlaybookProblem(file, "file", None, "no such file")]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PlaybookError(file, "file", None, f"not valid TOML: {exc}") from None
+        problem = PlaybookProblem(file, "file", None, f"not valid TOML: {exc}")
+        raise PlaybookError([problem]) from None
     return parse_playbook(raw, file)
 
 
 def parse_playbook(raw: dict[str, Any], file: str = "<playbook>") -> Playbook:
-    """Decode a playbook from its TOML data, entry by entry, then check it as a whole."""
+    """Decode a playbook from its TOML data, entry by entry, then check it as a whole.
+
+    Every problem is reported at once (in one PlaybookError). An entry or a setting
+    that cannot be decoded is reported and left out; the rules across entries then run
+    on the rest, without reporting again what only follows from it (a reference to a
+    journey left out, an intent when `intents` is broken...).
+    """
+    report = _Report(file)
+    good: dict[str, Any] = {}
+    #: Section -> names of its entries that could not be decoded.
+    broken: dict[str, set[str]] = {section: set() for section in _SECTIONS}
+    #: Top-level keys (settings or whole sections) that could not be decoded.
+    unusable: set[str] = set()
     for section, struct in _SECTIONS.items():
         entries = raw.get(section, [])
         if not isinstance(entries, list):
-            raise PlaybookError(file, section, None, "must be an array of tables ([[...]])")
+            report.add(section, None, "must be an array of tables ([[...]])")
+            unusable.add(section)
+            continue
+        good[section] = []
         for index, entry in enumerate(entries):
-            label = _entry_label(section, index, entry)
             try:
                 msgspec.convert(entry, struct)
             except msgspec.ValidationError as exc:
                 field, problem = _split_error(str(exc))
-                raise PlaybookError(file, label, field, problem) from None
+                report.add(_entry_label(section, index, entry), field, problem)
+                name = entry.get("name") if isinstance(entry, dict) else None
+                if isinstance(name, str):
+                    broken[section].add(name)
+            else:
+                good[section].append(entry)
+    unusable |= _decode_settings(raw, good, report)
+    for name, placeholder in _PLACEHOLDERS.items():  # only read by checks it would mislead
+        good.setdefault(name, placeholder)
     try:
-        playbook = msgspec.convert(raw, Playbook)
-    except msgspec.ValidationError as exc:
+        playbook = msgspec.convert(good, Playbook)
+    except msgspec.ValidationError as exc:  # pragma: no cover - each part decoded above
         field, problem = _split_error(str(exc))
-        raise PlaybookError(file, "playbook", field, problem) from None
-    _check(playbook, file)
+        report.add("playbook", field, problem)
+        raise PlaybookError(report.problems) from None
+    interests = _raw_interests(raw.get("contact_points"), broken["contact_points"])
+    _check(_Context(playbook, report, broken, unusable, interests))
+    report.raise_if_any()
     return playbook
+
+
+#: Stand-ins for required settings that could not be decoded (checks that read them
+#: are skipped).
+_PLACEHOLDERS: dict[str, Any] = {"version": "", "channels": []}
+
+
+def _decode_settings(raw: dict[str, Any], good: dict[str, Any], report: _Report) -> set[str]:
+    """Decode each top-level setting on its own, so each broken one is reported; the
+    good ones go to `good`. Returns the names of those that are missing or broken."""
+    fields = {f.name: f for f in msgspec.structs.fields(Playbook) if f.name not in _SECTIONS}
+    unusable: set[str] = set()
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            continue
+        info = fields.get(key)
+        if info is None:
+            report.add("playbook", key, f"Object contains unknown field `{key}`")
+            continue
+        try:
+            msgspec.convert(value, info.type)
+        except msgspec.ValidationError as exc:
+            path, problem = _split_error(str(exc))
+            if path and not path.startswith("["):
+                path = "." + path
+            report.add("playbook", key + (path or ""), problem)
+            unusable.add(key)
+        else:
+            good[key] = value
+    for info in fields.values():
+        if info.required and info.name not in raw:
+            report.add("playbook", info.name, f"Object missing required field `{info.name}`")
+            unusable.add(info.name)
+    return unusable
+
+
+def _raw_interests(entries: Any, names: set[str]) -> set[str]:
+    """Interests of the contact points that could not be decoded, as far as they read."""
+    found: set[str] = set()
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("name") in names:
+            interests = entry.get("interests")
+            if isinstance(interests, list):
+                found.update(i for i in interests if isinstance(i, str))
+    return found
 
 
 def _entry_label(section: str, index: int, entry: Any) -> str:
@@ -298,187 +424,170 @@ def _entry_label(section: str, index: int, entry: Any) -> str:
     return f"{section} '{name}'" if isinstance(name, str) else f"{section}[{index}]"
 
 
-def _check(pb: Playbook, file: str) -> None:
-    """Cross-entry rules: references resolve, goals can match, suppression has no cycle."""
-    channels = set(pb.channels)
-    for section in ("contact_points", "journeys", "segments", "actions"):
-        seen: set[str] = set()
-        for entry in getattr(pb, section):
-            if entry.name in seen:
-                raise PlaybookError(file, f"{section} '{entry.name}'", "name", "declared twice")
-            seen.add(entry.name)
-    points = {cp.name: cp for cp in pb.contact_points}
-    interests = {i for cp in pb.contact_points for i in cp.interests}
+class _Context:
+    """What the rules across entries share: the playbook, its names, and the report.
 
-    def fail(entry: str, field: str, problem: str) -> None:
-        raise PlaybookError(file, entry, field, problem)
+    The `is_...` tests also accept what cannot be checked: a name of an entry that could
+    not be decoded, or any name when the whole section or setting could not be.
+    """
 
-    def check_duration(entry: str, field: str, value: str | None) -> float | None:
+    def __init__(
+        self,
+        pb: Playbook,
+        report: _Report,
+        broken: dict[str, set[str]],
+        unusable: set[str],
+        interests: set[str],
+    ) -> None:
+        self.pb = pb
+        self.report = report
+        self.broken = broken
+        self.unusable = unusable
+        self.channels = set(pb.channels)
+        self.points = {cp.name: cp for cp in pb.contact_points}
+        self.interests = {i for cp in pb.contact_points for i in cp.interests} | interests
+        self.segments = {s.name for s in pb.segments}
+        self.intents = set(pb.intents)
+
+    def add(self, entry: str, field: str | None, problem: str) -> None:
+        self.report.add(entry, field, problem)
+
+    def _known(self, names: Collection[str], key: str, name: str) -> bool:
+        return name in names or name in self.broken.get(key, ()) or key in self.unusable
+
+    def is_channel(self, name: str) -> bool:
+        return self._known(self.channels, "channels", name)
+
+    def is_point(self, name: str) -> bool:
+        return self._known(self.points, "contact_points", name)
+
+    def is_interest(self, name: str) -> bool:
+        return self._known(self.interests, "contact_points", name)
+
+    def is_segment(self, name: str) -> bool:
+        return self._known(self.segments, "segments", name)
+
+    def is_intent(self, name: str) -> bool:
+        return self._known(self.intents, "intents", name)
+
+    def is_profile_property(self, name: str) -> bool:
+        return self._known(self.pb.profile_properties, "profile_properties", name)
+
+    def is_journey(self, name: str) -> bool:
+        return self._known({j.name for j in self.pb.journeys}, "journeys", name)
+
+    def duration(self, entry: str, field: str, value: str | None) -> float | None:
+        """Seconds in `value`, or None (and a problem) when it is not a duration."""
         if value is None:
             return None
         try:
             return seconds(value)
         except ValueError as exc:
-            fail(entry, field, str(exc))
+            self.add(entry, field, str(exc))
         return None
 
-    def check_matches(entry: str, field: str, matches: list[EventMatch]) -> None:
+    def matches(self, entry: str, field: str, matches: list[EventMatch]) -> None:
         for i, m in enumerate(matches):
             where = f"{field}[{i}]"
             for ch in m.channels:
-                if ch not in channels:
-                    fail(entry, f"{where}.channels", f"unknown channel '{ch}'")
+                if not self.is_channel(ch):
+                    self.add(entry, f"{where}.channels", f"unknown channel '{ch}'")
             for tp in m.touchpoints:
-                if tp not in points:
-                    fail(entry, f"{where}.touchpoints", f"unknown contact point '{tp}'")
+                if not self.is_point(tp):
+                    self.add(entry, f"{where}.touchpoints", f"unknown contact point '{tp}'")
             if (
                 m.channels
                 and m.touchpoints
-                and not any(set(points[tp].channels) & set(m.channels) for tp in m.touchpoints)
+                and all(tp in self.points for tp in m.touchpoints)
+                and not any(set(self.points[tp].channels) & set(m.channels) for tp in m.touchpoints)
             ):
-                fail(entry, where, "can never match: none of its contact points is on its channels")
+                self.add(
+                    entry, where, "can never match: none of its contact points is on its channels"
+                )
 
-    for cp in pb.contact_points:
+
+def _check(ctx: _Context) -> None:
+    """Rules across entries: references resolve, goals can match, suppression has no cycle."""
+    _check_names(ctx)
+    _check_contact_points(ctx)
+    for j in ctx.pb.journeys:
+        _check_journey(ctx, j)
+    _check_suppression_cycles(ctx)
+    for s in ctx.pb.segments:
+        _check_segment(ctx, s)
+    _check_policies(ctx)
+    for a in ctx.pb.actions:
+        _check_action(ctx, a)
+
+
+def _check_names(ctx: _Context) -> None:
+    for section in _SECTIONS:
+        seen: set[str] = set()
+        for entry in getattr(ctx.pb, section):
+            if entry.name in seen:
+                ctx.add(f"{section} '{entry.name}'", "name", "declared twice")
+            seen.add(entry.name)
+
+
+def _check_contact_points(ctx: _Context) -> None:
+    for cp in ctx.pb.contact_points:
+        entry = f"contact_points '{cp.name}'"
         if not cp.channels:
-            fail(f"contact_points '{cp.name}'", "channels", "needs at least one channel")
+            ctx.add(entry, "channels", "needs at least one channel")
         for ch in cp.channels:
-            if ch not in channels:
-                fail(f"contact_points '{cp.name}'", "channels", f"unknown channel '{ch}'")
-
-    for j in pb.journeys:
-        entry = f"journeys '{j.name}'"
-        if not j.entry:
-            fail(entry, "entry", "needs at least one condition")
-        if not j.goal:
-            fail(entry, "goal", "needs at least one condition")
-        if any(m.is_empty() for m in j.goal):
-            fail(
-                entry,
-                "goal",
-                "an empty condition matches every event: the goal would be met at once",
-            )
-        check_matches(entry, "entry", j.entry)
-        check_matches(entry, "goal", j.goal)
-        check_matches(entry, "failures", j.failures)
-        for k, ms in enumerate(j.milestones):
-            check_matches(entry, f"milestones[{k}].when", ms.when)
-        for tp in j.contact_points:
-            if tp not in points:
-                fail(entry, "contact_points", f"unknown contact point '{tp}'")
-        stall = check_duration(entry, "stall", j.stall)
-        abandon = check_duration(entry, "abandon", j.abandon)
-        if stall is not None and abandon is not None and stall >= abandon:
-            fail(entry, "stall", f"stall ({j.stall}) must be shorter than abandon ({j.abandon})")
-        names = [m.name for m in j.milestones]
-        if len(set(names)) != len(names):
-            fail(entry, "milestones", "milestone names must be unique")
-    _check_suppression_cycles(pb, file)
-
-    for s in pb.segments:
-        entry = f"segments '{s.name}'"
-        for tp in s.visited:
-            if tp not in points:
-                fail(entry, "visited", f"unknown contact point '{tp}'")
-        for interest in s.interests:
-            if interest not in interests:
-                fail(entry, "interests", f"no contact point reveals interest '{interest}'")
-        for attr in s.attributes:
-            if attr not in pb.profile_properties:
-                fail(entry, "attributes", f"'{attr}' is not in profile_properties")
-
-    segment_names = {s.name for s in pb.segments}
-    intents = set(pb.intents)
-    for j in pb.journeys:
-        if j.intent is not None and j.intent not in intents:
-            fail(f"journeys '{j.name}'", "intent", f"unknown intent '{j.intent}'")
-    policies = pb.policies
-    for i, cap in enumerate(policies.caps):
-        check_duration("policies", f"caps[{i}].per", cap.per)
-        if cap.channel != "*" and cap.channel not in channels:
-            fail("policies", f"caps[{i}].channel", f"unknown channel '{cap.channel}'")
-    if policies.fatigue is not None:
-        check_duration("policies", "fatigue.within", policies.fatigue.within)
-        check_duration("policies", "fatigue.pause", policies.fatigue.pause)
-    check_duration("policies", "attribution", policies.attribution)
-    if policies.quiet_hours is not None:
-        try:
-            ZoneInfo(policies.quiet_hours.default_timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            fail("policies", "quiet_hours.default_timezone", "unknown time zone")
-    for a in pb.actions:
-        entry = f"actions '{a.name}'"
-        if not a.channels:
-            fail(entry, "channels", "needs at least one channel")
-        for ch in a.channels:
-            if ch not in channels:
-                fail(entry, "channels", f"unknown channel '{ch}'")
-        check_duration(entry, "cooldown", a.cooldown)
-        check_duration(entry, "expires", a.expires)
-        if not a.when:
-            fail(entry, "when", "needs at least one trigger")
-        for i, t in enumerate(a.when):
-            where = f"when[{i}]"
-            ons = (t.events, t.transitions, t.segment_entered, t.on_request, t.intent_changed)
-            if sum(bool(x) for x in ons) != 1:
-                fail(
-                    entry,
-                    where,
-                    "needs exactly one of events, transitions, segment_entered, on_request or "
-                    "intent_changed",
-                )
-            for field_name in ("intents", "intent_changed"):
-                for intent in getattr(t, field_name):
-                    if intent not in intents:
-                        fail(entry, f"{where}.{field_name}", f"unknown intent '{intent}'")
-            for point in t.heading_to:
-                if point not in points:
-                    fail(entry, f"{where}.heading_to", f"unknown contact point '{point}'")
-            check_matches(entry, f"{where}.events", t.events)
-            journey = pb.journey(t.journey) if t.journey else None
-            if t.journey and journey is None:
-                fail(entry, f"{where}.journey", f"unknown journey '{t.journey}'")
-            if t.transitions and journey is None:
-                fail(entry, f"{where}.transitions", "transitions need the journey they belong to")
-            for stage in t.stages:
-                if journey is None or stage not in {m.name for m in journey.milestones}:
-                    fail(entry, f"{where}.stages", f"'{stage}' is not a milestone of the journey")
-            if (
-                (t.channels_tried or t.failures_at_least)
-                and journey is None
-                and (t.journey_category is None)
-            ):
-                fail(entry, where, "channels_tried and failures_at_least need a journey")
-            for ch in t.channels_tried:
-                if ch not in channels:
-                    fail(entry, f"{where}.channels_tried", f"unknown channel '{ch}'")
-            check_duration(entry, f"{where}.within", t.within)
-            for seg in [*t.segments, *([t.segment_entered] if t.segment_entered else [])]:
-                if seg not in segment_names:
-                    fail(entry, where, f"unknown segment '{seg}'")
-            if a.reply_on_trigger_channel and not (t.events or t.on_request):
-                fail(
-                    entry,
-                    "reply_on_trigger_channel",
-                    "only for actions triggered by events or decision requests",
-                )
+            if not ctx.is_channel(ch):
+                ctx.add(entry, "channels", f"unknown channel '{ch}'")
 
 
-def _check_suppression_cycles(pb: Playbook, file: str) -> None:
+def _check_journey(ctx: _Context, j: JourneyDef) -> None:
+    entry = f"journeys '{j.name}'"
+    if not j.entry:
+        ctx.add(entry, "entry", "needs at least one condition")
+    if not j.goal:
+        ctx.add(entry, "goal", "needs at least one condition")
+    if any(m.is_empty() for m in j.goal):
+        ctx.add(
+            entry, "goal", "an empty condition matches every event: the goal would be met at once"
+        )
+    ctx.matches(entry, "entry", j.entry)
+    ctx.matches(entry, "goal", j.goal)
+    ctx.matches(entry, "failures", j.failures)
+    for k, ms in enumerate(j.milestones):
+        ctx.matches(entry, f"milestones[{k}].when", ms.when)
+    for tp in j.contact_points:
+        if not ctx.is_point(tp):
+            ctx.add(entry, "contact_points", f"unknown contact point '{tp}'")
+    stall = ctx.duration(entry, "stall", j.stall)
+    abandon = ctx.duration(entry, "abandon", j.abandon)
+    if stall is not None and abandon is not None and stall >= abandon:
+        ctx.add(entry, "stall", f"stall ({j.stall}) must be shorter than abandon ({j.abandon})")
+    names = [m.name for m in j.milestones]
+    if len(set(names)) != len(names):
+        ctx.add(entry, "milestones", "milestone names must be unique")
+    if j.intent is not None and not ctx.is_intent(j.intent):
+        ctx.add(entry, "intent", f"unknown intent '{j.intent}'")
+
+
+def _check_suppression_cycles(ctx: _Context) -> None:
     """Category A suppressing B while B suppresses A (directly or not) has no winner."""
     edges: dict[str, set[str]] = {}
     via: dict[tuple[str, str], str] = {}
-    for j in pb.journeys:
+    for j in ctx.pb.journeys:
         for target in j.suppresses:
             edges.setdefault(j.category, set()).add(target)
             via.setdefault((j.category, target), j.name)
+    reported: set[frozenset[tuple[str, str]]] = set()
 
     def visit(node: str, path: list[str]) -> None:
         for nxt in sorted(edges.get(node, ())):
             if nxt in path:
                 cycle = [*path[path.index(nxt) :], nxt]
-                journeys = sorted({via[(a, b)] for a, b in itertools.pairwise(cycle)})
-                raise PlaybookError(
-                    file,
+                steps = frozenset(itertools.pairwise(cycle))
+                if steps in reported:  # the same cycle, entered at another category
+                    continue
+                reported.add(steps)
+                journeys = sorted({via[step] for step in steps})
+                ctx.add(
                     f"journeys '{journeys[0]}'",
                     "suppresses",
                     "cycle in suppression: "
@@ -487,7 +596,109 @@ def _check_suppression_cycles(pb: Playbook, file: str) -> None:
                     + ", ".join(journeys)
                     + ")",
                 )
-            visit(nxt, [*path, nxt])
+            else:
+                visit(nxt, [*path, nxt])
 
     for start in sorted(edges):
         visit(start, [start])
+
+
+def _check_segment(ctx: _Context, s: SegmentDef) -> None:
+    entry = f"segments '{s.name}'"
+    for tp in s.visited:
+        if not ctx.is_point(tp):
+            ctx.add(entry, "visited", f"unknown contact point '{tp}'")
+    for interest in s.interests:
+        if not ctx.is_interest(interest):
+            ctx.add(entry, "interests", f"no contact point reveals interest '{interest}'")
+    for attr in s.attributes:
+        if not ctx.is_profile_property(attr):
+            ctx.add(entry, "attributes", f"'{attr}' is not in profile_properties")
+
+
+def _check_policies(ctx: _Context) -> None:
+    if "policies" in ctx.unusable:
+        return
+    policies = ctx.pb.policies
+    for i, cap in enumerate(policies.caps):
+        ctx.duration("policies", f"caps[{i}].per", cap.per)
+        if cap.channel != "*" and not ctx.is_channel(cap.channel):
+            ctx.add("policies", f"caps[{i}].channel", f"unknown channel '{cap.channel}'")
+    if policies.fatigue is not None:
+        ctx.duration("policies", "fatigue.within", policies.fatigue.within)
+        ctx.duration("policies", "fatigue.pause", policies.fatigue.pause)
+    ctx.duration("policies", "attribution", policies.attribution)
+    if policies.quiet_hours is not None:
+        try:
+            ZoneInfo(policies.quiet_hours.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            ctx.add("policies", "quiet_hours.default_timezone", "unknown time zone")
+
+
+def _check_action(ctx: _Context, a: ActionDef) -> None:
+    entry = f"actions '{a.name}'"
+    if not a.channels:
+        ctx.add(entry, "channels", "needs at least one channel")
+    for ch in a.channels:
+        if not ctx.is_channel(ch):
+            ctx.add(entry, "channels", f"unknown channel '{ch}'")
+    ctx.duration(entry, "cooldown", a.cooldown)
+    ctx.duration(entry, "expires", a.expires)
+    if not a.when:
+        ctx.add(entry, "when", "needs at least one trigger")
+    for i, t in enumerate(a.when):
+        _check_trigger(ctx, entry, f"when[{i}]", t)
+    if a.reply_on_trigger_channel and not all(t.events or t.on_request for t in a.when):
+        ctx.add(
+            entry,
+            "reply_on_trigger_channel",
+            "only for actions triggered by events or decision requests",
+        )
+
+
+def _check_trigger(ctx: _Context, entry: str, where: str, t: Trigger) -> None:
+    ons = (t.events, t.transitions, t.segment_entered, t.on_request, t.intent_changed)
+    if sum(bool(x) for x in ons) != 1:
+        ctx.add(
+            entry,
+            where,
+            "needs exactly one of events, transitions, segment_entered, on_request or "
+            "intent_changed",
+        )
+    for field_name in ("intents", "intent_changed"):
+        for intent in getattr(t, field_name):
+            if not ctx.is_intent(intent):
+                ctx.add(entry, f"{where}.{field_name}", f"unknown intent '{intent}'")
+    for point in t.heading_to:
+        if not ctx.is_point(point):
+            ctx.add(entry, f"{where}.heading_to", f"unknown contact point '{point}'")
+    ctx.matches(entry, f"{where}.events", t.events)
+    _check_trigger_journey(ctx, entry, where, t)
+    for ch in t.channels_tried:
+        if not ctx.is_channel(ch):
+            ctx.add(entry, f"{where}.channels_tried", f"unknown channel '{ch}'")
+    ctx.duration(entry, f"{where}.within", t.within)
+    for seg in [*t.segments, *([t.segment_entered] if t.segment_entered else [])]:
+        if not ctx.is_segment(seg):
+            ctx.add(entry, where, f"unknown segment '{seg}'")
+
+
+def _check_trigger_journey(ctx: _Context, entry: str, where: str, t: Trigger) -> None:
+    """The journey a trigger names, and what needs one (a journey that is unknown or
+    left out is reported once, not again for every condition that needs it)."""
+    journey = ctx.pb.journey(t.journey) if t.journey else None
+    if t.journey and not ctx.is_journey(t.journey):
+        ctx.add(entry, f"{where}.journey", f"unknown journey '{t.journey}'")
+    if t.transitions and t.journey is None:
+        ctx.add(entry, f"{where}.transitions", "transitions need the journey they belong to")
+    if t.journey is None or journey is not None:
+        milestones = {m.name for m in journey.milestones} if journey else set()
+        for stage in t.stages:
+            if stage not in milestones:
+                ctx.add(entry, f"{where}.stages", f"'{stage}' is not a milestone of the journey")
+    if (
+        (t.channels_tried or t.failures_at_least)
+        and t.journey is None
+        and t.journey_category is None
+    ):
+        ctx.add(entry, where, "channels_tried and failures_at_least need a journey")

@@ -5,10 +5,14 @@ import sys
 import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from flows.settings import DEFAULT_PLAYBOOK
+from flows.simulator import SimulationConfig, simulate
+from schemas.event import Event
 from schemas.playbook import PlaybookError, load_playbook, parse_playbook, seconds
+from schemas.vocabulary import Vocabulary, vocabulary_warnings
 from tests.e2e.cli import REPO
 
 BASE = tomllib.loads(DEFAULT_PLAYBOOK.read_text())
@@ -170,3 +174,172 @@ def test_cli_validates_a_playbook_and_reports_the_error(tmp_path: Path):
     )
     assert done.returncode == 2
     assert "journeys 'device_activation': field 'stall': bad duration '2 days'" in done.stderr
+
+
+# ---------------------------------------------------------------- every problem at once
+
+
+def action(name: str, *when: dict, **fields: object) -> dict:
+    entry = {
+        "name": name,
+        "category": "support",
+        "purpose": "service",
+        "channels": ["email"],
+        "when": list(when),
+    }
+    entry.update(fields)
+    return entry
+
+
+def test_every_problem_of_a_file_is_reported_at_once():
+    raw = edited(
+        contact_points=[*BASE["contact_points"], {"name": "kiosk", "channels": ["hologram"]}],
+        journeys=[*BASE["journeys"], journey("j1", stall="48hours")],
+        policies={**BASE["policies"], "caps": [{"max": 1, "per": "1d", "channel": "fax"}]},
+    )
+    exc = error(raw)
+    assert [(p.entry, p.field) for p in exc.problems] == [
+        ("contact_points 'kiosk'", "channels"),
+        ("journeys 'j1'", "stall"),
+        ("policies", "caps[0].channel"),
+    ]
+    lines = str(exc).splitlines()
+    assert lines[0] == "3 problems in pb.toml:"
+    assert lines[1:] == [
+        "  pb.toml: contact_points 'kiosk': field 'channels': unknown channel 'hologram'",
+        "  pb.toml: journeys 'j1': field 'stall': bad duration '48hours' "
+        "(use e.g. 90s, 15m, 48h, 7d)",
+        "  pb.toml: policies: field 'caps[0].channel': unknown channel 'fax'",
+    ]
+    # The first problem's attributes, as when only one was reported.
+    assert (exc.file, exc.entry, exc.field) == ("pb.toml", "contact_points 'kiosk'", "channels")
+    assert exc.problem == "unknown channel 'hologram'"
+
+
+def test_an_entry_that_cannot_be_decoded_is_reported_with_the_other_problems():
+    raw = edited(
+        journeys=[*BASE["journeys"], journey("j1", priority="high")],
+        actions=[
+            *BASE["actions"],
+            action("a1", {"transitions": ["stalled"], "journey": "nope"}),
+            # Refers to the broken journey: that is not a second problem.
+            action("a2", {"transitions": ["stalled"], "journey": "j1", "stages": ["m"]}),
+        ],
+    )
+    exc = error(raw)
+    assert [str(p) for p in exc.problems] == [
+        "pb.toml: journeys 'j1': field 'priority': Expected `int`, got `str`",
+        "pb.toml: actions 'a1': field 'when[0].journey': unknown journey 'nope'",
+    ]
+    assert (exc.entry, exc.field) == ("journeys 'j1'", "priority")
+
+
+def test_a_broken_setting_is_reported_without_what_depends_on_it():
+    # Every journey and action naming an intent would be "unknown": only the cause is.
+    exc = error(edited(intents=["Pay"], version=3))
+    assert [(p.entry, p.field) for p in exc.problems] == [
+        ("playbook", "version"),
+        ("playbook", "intents[0]"),
+    ]
+
+
+def test_one_problem_reads_as_before():
+    exc = error(edited(journeys=[journey("j1", stall="48hours")], actions=[]))
+    assert len(exc.problems) == 1
+    assert str(exc) == (
+        "pb.toml: journeys 'j1': field 'stall': bad duration '48hours' (use e.g. 90s, 15m, 48h, 7d)"
+    )
+
+
+# ---------------------------------------------------------------- names nothing produces
+
+
+@pytest.fixture(scope="module")
+def simulated() -> Vocabulary:
+    """What the built-in simulator sends: its event types, value tiers, property keys."""
+    decoder = msgspec.json.Decoder(Event)
+    config = SimulationConfig(customers=200, hours=48, bad_input_share=0.0)
+    return Vocabulary.from_events(decoder.decode(raw) for _, raw in simulate(config))
+
+
+def warnings_for(raw: dict, known: Vocabulary, entry: str) -> list[str]:
+    found = vocabulary_warnings(parse_playbook(raw, "pb.toml"), known, "pb.toml")
+    return [str(w) for w in found if w.entry == entry]
+
+
+def test_misspelt_event_type_gets_a_suggestion(simulated: Vocabulary):
+    a = action("a1", {"events": [{"types": ["transfer_faild"]}], "journey": "money_transfer"})
+    assert warnings_for(edited(actions=[*BASE["actions"], a]), simulated, "actions 'a1'") == [
+        "pb.toml: actions 'a1': field 'when[0].events[0].types': unknown event type "
+        "'transfer_faild' (nothing produces it); did you mean 'transfer_failed'?"
+    ]
+
+
+def test_unknown_value_tier_and_property_get_suggestions(simulated: Vocabulary):
+    a = action(
+        "a1",
+        {"events": [{"types": ["login"]}], "value_tiers": ["hihg", "meduim", "gold"]},
+        {"events": [{"types": ["login"], "properties": {"value_tir": "high"}}]},
+    )
+    j = journey("j1", key="transfer_ld")
+    raw = edited(actions=[*BASE["actions"], a], journeys=[*BASE["journeys"], j])
+    assert warnings_for(raw, simulated, "actions 'a1'") == [
+        "pb.toml: actions 'a1': field 'when[0].value_tiers': unknown value tier 'hihg' "
+        "(nothing produces it); did you mean 'high'?",
+        "pb.toml: actions 'a1': field 'when[0].value_tiers': unknown value tier 'meduim' "
+        "(nothing produces it); did you mean 'medium'?",
+        "pb.toml: actions 'a1': field 'when[0].value_tiers': unknown value tier 'gold' "
+        "(nothing produces it)",
+        "pb.toml: actions 'a1': field 'when[1].events[0].properties': unknown event property "
+        "'value_tir' (nothing produces it); did you mean 'value_tier'?",
+    ]
+    assert warnings_for(raw, simulated, "journeys 'j1'") == [
+        "pb.toml: journeys 'j1': field 'key': unknown event property 'transfer_ld' "
+        "(nothing produces it); did you mean 'transfer_id'?"
+    ]
+
+
+def test_special_types_need_no_producer_and_an_unknown_vocabulary_is_not_checked(
+    simulated: Vocabulary,
+):
+    a = action("a1", {"events": [{"types": ["action_outcome", "erase", "profile_merge"]}]})
+    raw = edited(actions=[*BASE["actions"], a])
+    assert warnings_for(raw, simulated, "actions 'a1'") == []
+    assert vocabulary_warnings(parse_playbook(raw), Vocabulary()) == []
+
+
+def test_undeclared_segment_stays_an_error_not_a_warning():
+    a = action("a1", {"events": [{"types": ["login"]}], "segments": ["hgh_value"]})
+    exc = error(edited(actions=[*BASE["actions"], a]))
+    assert [(p.entry, p.problem) for p in exc.problems] == [
+        ("actions 'a1'", "unknown segment 'hgh_value'")
+    ]
+
+
+#: What the default playbook reacts to that the simulator never sends: the fault and
+#: e-bill journeys' events (the closed-loop world sends fault_resolved and
+#: ebill_enrolled as outcomes of actions, flows/world.py), channels it does not
+#: simulate (email_received, social_post), and the "vip" tier (state.context knows it).
+SIMULATOR_GAPS = {
+    "event type": {
+        "fault_reported",
+        "fault_resolved",
+        "connection_failed",
+        "ebill_enrolled",
+        "car_purchased",
+        "email_received",
+        "social_post",
+    },
+    "value tier": {"vip"},
+}
+
+
+def test_default_playbook_against_what_the_simulator_sends(simulated: Vocabulary):
+    found = vocabulary_warnings(load_playbook(DEFAULT_PLAYBOOK), simulated, "playbook.toml")
+    named: dict[str, set[str]] = {}
+    for w in found:
+        assert "did you mean" not in w.problem, w  # real names, not typos
+        what, name = w.problem.removeprefix("unknown ").split(" (")[0].rsplit(" ", 1)
+        named.setdefault(what, set()).add(name.strip("'"))
+    # Shrink SIMULATOR_GAPS when the simulator learns to send one of these.
+    assert named == SIMULATOR_GAPS

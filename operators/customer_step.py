@@ -11,7 +11,6 @@ alias that forwards the device's later anonymous events the same way.
 from datetime import UTC
 
 import msgspec
-from msgspec import Struct
 
 from operators.decide import DecisionMaker
 from operators.identity import ANONYMOUS_PREFIX
@@ -33,8 +32,9 @@ from operators.models import (
 from operators.playbook import CompiledPlaybook
 from operators.segments import SegmentEvaluator
 from operators.sentiment import event_sentiment, observe
+from schemas.action import Action
 from schemas.audience import AudienceChange, Tombstone
-from schemas.decision import Trigger
+from schemas.decision import Decision, DecisionInput, Trigger
 from schemas.event import Event, ProfileMerge
 from schemas.journey import IntentTransition, JourneyTransition
 from schemas.playbook import seconds
@@ -53,9 +53,20 @@ from state.context import (
 #: conversion); anything else is settled as "no" when the attribution window ends.
 _LABELLED_OUTCOMES = frozenset({"converted", "dismissed"})
 
-#: Outputs: transitions, audience changes, decisions, actions, tombstones, and
-#: Events for the events topic (merges, forwards, erasures of linked devices).
-Output = Struct
+#: Outputs: transitions, audience changes, decisions (with their inputs), actions,
+#: tombstones, examples for the models, and Events for the events topic (merges,
+#: forwards, erasures of linked devices).
+Output = (
+    JourneyTransition
+    | IntentTransition
+    | AudienceChange
+    | Tombstone
+    | Decision
+    | DecisionInput
+    | Action
+    | Example
+    | Event
+)
 
 
 class CustomerStep:

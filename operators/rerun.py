@@ -165,8 +165,10 @@ def differences(before: Decision, after: Decision) -> list[str]:
                 f"{name}: {'not a candidate' if a is None else _candidate(a)} -> "
                 f"{'not a candidate' if b is None else _candidate(b)}"
             )
-        elif (a.status, a.score, a.channel, a.reasons) != (b.status, b.score, b.channel, b.reasons):
+        elif (a.status, a.score, a.channel) != (b.status, b.score, b.channel):
             changes.append(f"{name}: {_candidate(a)} -> {_candidate(b)}")
+        elif a.reasons != b.reasons:
+            changes.append(f"{name}: {_candidate(a)}, {_reason_change(a.reasons, b.reasons)}")
     same_models = msgspec.structs.replace(after, model_version=before.model_version)
     if not changes and before != same_models:
         changes.append("the record differs outside its candidates")
@@ -178,6 +180,16 @@ def _outcome(decision: Decision) -> str:
     if sent is None:
         return decision.outcome
     return f"{decision.outcome} ({sent.action} on {sent.channel})"
+
+
+def _reason_change(before: list[str], after: list[str]) -> str:
+    """The first reason that reads differently (the decision itself is the same)."""
+    for was, now in zip(before, after, strict=False):
+        if was != now:
+            return f"reason {was!r} -> {now!r}"
+    if len(before) > len(after):
+        return f"reason {before[len(after)]!r} dropped"
+    return f"reason {after[len(before)]!r} added"
 
 
 def _candidate(c: Candidate) -> str:

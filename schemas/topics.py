@@ -1,5 +1,7 @@
-"""Which shape travels on which topic, and its JSON Schema export."""
+"""The topics: their names (without the deployment's prefix), which shape travels on
+each, and its JSON Schema export."""
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -12,6 +14,45 @@ from schemas.decision import Decision, DecisionInput
 from schemas.event import Event
 from schemas.journey import JourneyTransition
 from schemas.learning import LearnedExamples
+
+EVENTS = "events"
+JOURNEYS = "journeys"
+DECISIONS = "decisions"
+AUDIENCES = "audiences"
+ANALYTICS = "analytics"
+DLQ = "dlq"
+#: A challenger's decisions (never sent to a channel).
+SHADOW_DECISIONS = "decisions.shadow"
+#: What each decision was made from, and every example the models learned, in order:
+#: together, any decision can be re-run with the model versions it used.
+DECISION_INPUTS = "decisions.inputs"
+MODEL_EXAMPLES = "models.examples"
+#: Bulky topics of the audit trail (a decision's input is a few kilobytes): gzip files
+#: in embedded runs.
+AUDIT_TOPICS = frozenset({DECISION_INPUTS, MODEL_EXAMPLES})
+#: Every topic besides the per-channel action topics.
+CORE_TOPICS: tuple[str, ...] = (
+    EVENTS,
+    JOURNEYS,
+    DECISIONS,
+    AUDIENCES,
+    ANALYTICS,
+    DLQ,
+    SHADOW_DECISIONS,
+    DECISION_INPUTS,
+    MODEL_EXAMPLES,
+)
+
+
+def action_topic(channel: str) -> str:
+    """The topic a channel's actions go to."""
+    return f"actions.{channel}"
+
+
+def all_topics(channels: Iterable[str]) -> list[str]:
+    """Every topic a Wayfinder deployment reads or writes, for these channels."""
+    return [*CORE_TOPICS, *(action_topic(channel) for channel in channels)]
+
 
 #: Topic name (without prefix) to the Struct its messages carry. `actions` stands
 #: for every `actions.<channel>` topic.

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from flows.settings import KafkaSettings
-from flows.topics import ensure_topics
+from flows.runtime.settings import KafkaSettings
+from flows.runtime.topics import ensure_topics
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
-from flows.settings import DEFAULT_PLAYBOOK, load_compiled
+from flows.runtime.settings import DEFAULT_PLAYBOOK, load_compiled
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
 from schemas.action import Action

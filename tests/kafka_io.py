@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 from kafka import KafkaProducer
 
-from flows.settings import KafkaSettings
-from flows.topics import read_topic as read_all
+from flows.runtime.settings import KafkaSettings
+from flows.runtime.topics import read_topic as read_all
 
 __all__ = ["live_flow", "produce", "read_all"]
 
@@ -27,10 +27,10 @@ def produce(
 
 @contextlib.contextmanager
 def live_flow(env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """The Kafka dataflow as deployed (`python -m bytewax.run flows.orchestrate:flow`),
+    """The Kafka dataflow as deployed (`python -m bytewax.run flows.dataflow.kafka:flow`),
     running while the block runs, then stopped with its process group."""
     flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.orchestrate:flow"],
+        [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from flows.simulator import SimulationConfig, simulate
+from flows.lab.simulator import SimulationConfig, simulate
 from schemas.action import Action
 from schemas.codec import BadInput, EventDecoder
 from schemas.deadletter import DeadLetter

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from flows.settings import FAULT_EXIT_CODE
+from flows.runtime.settings import FAULT_EXIT_CODE
 from tests.e2e.cli import REPO, WAYFINDER, lines, wayfinder
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.report import write_report
+from flows.analysis.report import write_report
 from operators.contact_map import ContactMap, Step
 from tests.e2e.cli import REPO
 

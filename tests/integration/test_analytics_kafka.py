@@ -2,8 +2,8 @@
 
 import pytest
 
-from flows.map_files import canonical_json, map_from_snapshots
-from flows.simulator import SimulationConfig, simulate
+from flows.lab.simulator import SimulationConfig, simulate
+from flows.runtime.map_files import canonical_json, map_from_snapshots
 from operators.analytics import map_of
 from operators.replay import Replay
 from schemas.codec import BadInput, EventDecoder

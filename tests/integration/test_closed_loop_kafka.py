@@ -1,7 +1,7 @@
 """The closed loop on Kafka: the flow acts, simulated customers react, the flow sees it.
 
 `wayfinder simulate --kafka` produces the population's traffic, the live flow
-(`python -m bytewax.run flows.orchestrate:flow`, tailing the topic) decides, and
+(`python -m bytewax.run flows.dataflow.kafka:flow`, tailing the topic) decides, and
 `wayfinder react` plays the customers: it reads the action topics and writes their
 reactions (outcomes, and what a working action makes happen) to the events topic.
 """

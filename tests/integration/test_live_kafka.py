@@ -1,6 +1,6 @@
 """The live flow on the real broker: wall-clock timers, identity through the events topic.
 
-Scenarios run through `python -m bytewax.run flows.orchestrate:flow` tailing Kafka,
+Scenarios run through `python -m bytewax.run flows.dataflow.kafka:flow` tailing Kafka,
 with a playbook whose device-activation stall is seconds instead of 48 hours. The
 same events replayed in event time (operators/replay.py) give the same transitions:
 live timers (bytewax notify_at) and event time agree.
@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from flows.settings import DEFAULT_PLAYBOOK, load_compiled
+from flows.runtime.settings import DEFAULT_PLAYBOOK, load_compiled
 from operators.replay import Replay
 from schemas.action import Action
 from schemas.event import Consent, Event

@@ -50,7 +50,7 @@ def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka
     produce(kafka, "events", mixed_batch())
 
     run = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.orchestrate:flow"],
+        [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"],
         env=kafka_env(kafka),
         capture_output=True,
         text=True,

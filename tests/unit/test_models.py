@@ -2,8 +2,8 @@
 
 import pickle
 
-from flows.evaluate import POLICIES, closed_loop
-from flows.simulator import SimulationConfig
+from flows.lab.evaluate import POLICIES, closed_loop
+from flows.lab.simulator import SimulationConfig
 from operators.customer_step import CustomerStep
 from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, ModelSet
 from operators.replay import Replay
@@ -64,7 +64,7 @@ def test_the_example_digest_does_not_depend_on_order():
 
 
 def test_intent_changes_are_announced_once_the_model_has_learned():
-    from flows.simulator import simulate  # noqa: PLC0415
+    from flows.lab.simulator import simulate  # noqa: PLC0415
 
     records = simulate(SimulationConfig(customers=400, hours=72))
     events = list(good_events(raw for _ts, raw in records))

@@ -1,6 +1,5 @@
 """Pictures of the contact-point map: the DOT we write, and the SVG/PNG Graphviz draws."""
 
-import argparse
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -8,9 +7,10 @@ import xml.etree.ElementTree as ET
 import msgspec
 import pytest
 
-from flows import pictures
-from flows.map_files import canonical_json
-from flows.pictures import PAIN_COLOUR
+from flows.analysis import pictures
+from flows.analysis.pictures import PAIN_COLOUR
+from flows.cli import main as wayfinder
+from flows.runtime.map_files import canonical_json
 from operators.contact_map import END, START, ContactMap, Step
 
 HOUR = 3600.0
@@ -169,11 +169,8 @@ def test_svg_and_png_are_written(tmp_path):
 
 
 def command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="wayfinder")
-    sub = parser.add_subparsers(dest="command", required=True)
-    pictures.add_map_command(sub)
-    args = parser.parse_args(argv)
-    return args.handler(args, None)
+    """`wayfinder ARGV`, in this process."""
+    return wayfinder(argv)
 
 
 def test_map_command_writes_the_pictures_of_a_scope_and_prints_their_paths(tmp_path, capsys):

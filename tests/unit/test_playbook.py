@@ -8,8 +8,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from flows.settings import DEFAULT_PLAYBOOK
-from flows.simulator import SimulationConfig, simulate
+from flows.lab.simulator import SimulationConfig, simulate
+from flows.runtime.settings import DEFAULT_PLAYBOOK
 from schemas.event import Event
 from schemas.playbook import PlaybookError, load_playbook, parse_playbook, seconds
 from schemas.vocabulary import Vocabulary, vocabulary_warnings

@@ -3,7 +3,7 @@
 import tomllib
 from datetime import timedelta
 
-from flows.settings import DEFAULT_PLAYBOOK
+from flows.runtime.settings import DEFAULT_PLAYBOOK
 from operators.playbook import compile_playbook
 from operators.policies import ContactPolicies
 from schemas.action import Action

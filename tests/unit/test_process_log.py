@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.process_log import (
+from flows.analysis.process_log import (
     BAD_TIMESTAMP,
     DUPLICATE,
     ERASED,
@@ -24,8 +24,8 @@ from flows.process_log import (
     read_process_log,
     time_zone,
 )
-from flows.replay import default_goal
-from flows.replay import main as replay_main
+from flows.analysis.replay import default_goal
+from flows.cli import main as wayfinder
 from tests.helpers import ev, wire
 
 HEADER = "case:concept:name,concept:name,time:timestamp,case:channel,org:resource,amount"
@@ -359,7 +359,7 @@ def test_replay_in_process_writes_the_contract_files(tmp_path, capsys):
     ]
     log = write(tmp_path, HEADER + "\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out"
-    assert replay_main([str(log), "--out", str(out), "--goal", "paid"]) == 0
+    assert wayfinder(["replay", str(log), "--out", str(out), "--goal", "paid"]) == 0
     edges = (out / "contact_map_edges.csv").read_text().splitlines()
     assert edges[0] == "scope,source,target,count,mean_seconds,p50_seconds,p90_seconds,goal_rate"
     # open -> paid takes 10 min (B) and 65 min (A: 10:00+01:00 is 09:00 UTC)
@@ -376,5 +376,5 @@ def test_replay_in_process_writes_the_contract_files(tmp_path, capsys):
 
 def test_replay_refuses_a_goal_that_is_not_in_the_log(tmp_path, capsys):
     log = write(tmp_path, f"{HEADER}\nA,open,2024-01-01 10:00,web,r,\n")
-    assert replay_main([str(log), "--out", str(tmp_path / "out"), "--goal", "Paid"]) == 2
+    assert wayfinder(["replay", str(log), "--out", str(tmp_path / "out"), "--goal", "Paid"]) == 2
     assert "'Paid' is not in the log" in capsys.readouterr().out

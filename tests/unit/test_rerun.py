@@ -5,7 +5,7 @@ import pickle
 import msgspec
 import pytest
 
-from flows.simulator import SimulationConfig, simulate
+from flows.lab.simulator import SimulationConfig, simulate
 from operators.customer_step import CustomerStep
 from operators.identity import customer_key
 from operators.models import INTENT, NEXT_STEP, PROPENSITY, ModelSet

@@ -2,7 +2,8 @@
 
 import pytest
 
-from flows.settings import KafkaSettings, SettingsError, all_topics
+from flows.runtime.settings import KafkaSettings, SettingsError
+from schemas.topics import all_topics
 
 
 def test_security_settings_pass_through_to_both_clients():

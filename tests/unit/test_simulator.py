@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flows.simulator import (
+from flows.lab.simulator import (
     CHANNELS,
     SimulatedRecord,
     SimulationConfig,

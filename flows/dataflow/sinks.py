@@ -15,8 +15,10 @@ from typing import BinaryIO
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.loopback import LOOP_TOPIC, Loopback
-from flows.sources import LineTail
+from flows.dataflow.loopback import Loopback
+from flows.dataflow.sources import LineTail
+from flows.runtime.run_files import topic_file
+from schemas.topics import AUDIT_TOPICS, EVENTS
 
 
 class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
@@ -95,17 +97,11 @@ def _write_packed(file: BinaryIO, data: bytes) -> None:
 
 class TopicFileSink(FixedPartitionedSink[bytes, int]):
     """Writes `(topic, line)` items to `<directory>/<topic>.jsonl` (`.jsonl.gz` for the
-    topics in `compressed`)."""
+    audit topics)."""
 
-    def __init__(
-        self,
-        directory: Path,
-        topics: list[str],
-        loop: Loopback | None = None,
-        compressed: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, directory: Path, topics: list[str], loop: Loopback | None = None) -> None:
         self.directory = directory
-        self.compressed = compressed
+        self.compressed = AUDIT_TOPICS
         self.loop = loop
         self._parts = sorted(topics)
         self._index = {topic: i for i, topic in enumerate(self._parts)}
@@ -114,8 +110,7 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
         self._ends: dict[str, int] = {}
 
     def path(self, topic: str) -> Path:
-        suffix = ".jsonl.gz" if topic in self.compressed else ".jsonl"
-        return self.directory / f"{topic}{suffix}"
+        return topic_file(self.directory, topic)
 
     def list_parts(self) -> list[str]:
         return self._parts
@@ -129,7 +124,7 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
         self.directory.mkdir(parents=True, exist_ok=True)
         loop = self.loop
         fed_back = loop is not None and loop.fed_back(for_part)
-        if for_part != LOOP_TOPIC and not fed_back:
+        if for_part != EVENTS and not fed_back:
             loop = None
         compress = for_part in self.compressed
         return _TopicFilePartition(

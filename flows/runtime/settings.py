@@ -15,21 +15,8 @@ from operators.playbook import CompiledPlaybook, compile_playbook
 from schemas.playbook import load_playbook
 
 #: The playbook that ships with Wayfinder (telco, banking, dealer partners).
-DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.toml")
+DEFAULT_PLAYBOOK = Path(__file__).resolve().parents[1] / "playbook.toml"
 
-
-#: Topics besides the per-channel action topics (without prefix).
-CORE_TOPICS: tuple[str, ...] = (
-    "events",
-    "journeys",
-    "decisions",
-    "audiences",
-    "analytics",
-    "dlq",
-    "decisions.shadow",
-    "decisions.inputs",
-    "models.examples",
-)
 
 _SECURITY_ENV = {
     # env var: (librdkafka key, kafka-python key)
@@ -136,15 +123,6 @@ class KafkaSettings:
         config = {_SECURITY_ENV[name][1]: value for name, value in self.security.items()}
         config["bootstrap_servers"] = self.bootstrap_servers
         return config
-
-
-def action_topics(channels: tuple[str, ...]) -> list[str]:
-    return [f"actions.{channel}" for channel in channels]
-
-
-def all_topics(channels: tuple[str, ...]) -> list[str]:
-    """Every topic (without prefix) a Wayfinder deployment reads or writes."""
-    return [*CORE_TOPICS, *action_topics(channels)]
 
 
 def playbook_path(env: dict[str, str] | None = None) -> Path:

@@ -5,7 +5,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from flows.settings import KafkaSettings, all_topics, load_default_playbook
+from flows.runtime.settings import KafkaSettings, load_default_playbook
+from schemas.topics import all_topics
 
 
 def ensure_topics(

@@ -1,7 +1,7 @@
 """The journey report: one self-contained HTML file that opens from disk.
 
 For every scope of a `ContactMap` (`all`, each journey or intent) it shows the
-contact-point map (inline SVG drawn by Graphviz, see `flows.pictures`), the
+contact-point map (inline SVG drawn by Graphviz, see `flows.analysis.pictures`), the
 journey KPIs, a time-to-goal histogram (inline SVG from the `Durations` bins),
 drop-off by last contact point, partners, the busiest transitions and the
 ranked pain points with their reasons; above them the figures of the run or
@@ -20,7 +20,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.pictures import (
+from flows.analysis.pictures import (
     GraphvizFailed,
     GraphvizMissing,
     drawn_edges,

@@ -17,7 +17,6 @@ by a system Graphviz `dot` when that is all there is.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -417,89 +416,3 @@ def load_map(path: Path) -> ContactMap:
     if path.is_dir():
         path = path / "contact_map.json"
     return msgspec.json.decode(path.read_bytes(), type=ContactMap)
-
-
-# --------------------------------------------------------------------------- the command
-def add_map_command(subparsers: argparse._SubParsersAction) -> None:
-    """Add `wayfinder map` to the CLI's sub-commands."""
-    cmd = subparsers.add_parser(
-        "map",
-        help="draw the contact-point map as SVG and PNG",
-        description=(
-            "Draw the contact-point map of one scope (all, a journey or an intent) from "
-            "contact_map.json as map-<scope>.svg and map-<scope>.png: edge width by volume, "
-            "colour by goal rate, pain points marked. Busy maps keep the busiest edges "
-            f"(covering {DEFAULT_COVERAGE:.0%} of traffic, at most {DEFAULT_MAX_EDGES}) "
-            "and say in the picture what they hid."
-        ),
-    )
-    cmd.add_argument(
-        "--map",
-        type=Path,
-        default=Path("out/contact_map.json"),
-        help="contact_map.json written by run or replay, or its folder (default: %(default)s)",
-    )
-    cmd.add_argument(
-        "--scope",
-        default=ALL,
-        help="all, or a journey or intent name (default: %(default)s)",
-    )
-    cmd.add_argument("--out", type=Path, help="folder for the pictures (default: the map's folder)")
-    cmd.add_argument(
-        "--min-count",
-        type=int,
-        help="draw only edges with at least this many moves (default: the busiest edges "
-        f"covering {DEFAULT_COVERAGE:.0%}% of traffic)",
-    )
-    cmd.add_argument(
-        "--max-edges",
-        type=int,
-        default=DEFAULT_MAX_EDGES,
-        help="draw at most this many edges (default: %(default)s)",
-    )
-    cmd.set_defaults(handler=cmd_map)
-
-
-def cmd_map(args: argparse.Namespace, console=None) -> int:
-    """Handler of `wayfinder map`; prints the paths it wrote, or a clear error (exit 2)."""
-
-    def say(text: str, *, error: bool = False) -> None:
-        stream = sys.stderr if error else sys.stdout
-        if console is not None and not error:
-            console.print(text, soft_wrap=True, highlight=False, markup=False)
-        else:
-            print(text, file=stream, flush=True)
-
-    path: Path = args.map
-    if not path.exists():
-        say(
-            f"map: {path} does not exist (run `wayfinder run` or `wayfinder replay` first)",
-            error=True,
-        )
-        return 2
-    try:
-        cmap = load_map(path)
-    except (msgspec.DecodeError, msgspec.ValidationError, OSError) as exc:
-        say(f"map: cannot read {path}: {exc}", error=True)
-        return 2
-    if args.scope not in cmap.scopes:
-        known = ", ".join(sorted(cmap.scopes)) or "none"
-        say(f"map: no scope {args.scope!r} in {path}; scopes: {known}", error=True)
-        return 2
-    if args.min_count is not None and args.min_count < 1:
-        say("map: --min-count must be at least 1", error=True)
-        return 2
-    if args.max_edges < 1:
-        say("map: --max-edges must be at least 1", error=True)
-        return 2
-    out = args.out or (path if path.is_dir() else path.parent)
-    try:
-        written = render_map(
-            cmap, args.scope, out, min_count=args.min_count, max_edges=args.max_edges
-        )
-    except (GraphvizMissing, GraphvizFailed, subprocess.TimeoutExpired) as exc:
-        say(f"map: {exc}", error=True)
-        return 2
-    for written_path in written:
-        say(str(written_path))
-    return 0

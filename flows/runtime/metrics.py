@@ -45,7 +45,10 @@ INPUT_EVENT_TIME = Gauge(
     ["partition"],
 )
 ACTIONS = Counter(
-    "wayfinder_actions", "Actions emitted, by channel and action.", ["channel", "action"]
+    "wayfinder_actions",
+    "Actions emitted, by channel, action and kind: sent (pushed), reply (an answer to a "
+    "decision request) or no_action (an answer that there is nothing to do).",
+    ["channel", "action", "kind"],
 )
 
 
@@ -54,13 +57,18 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name + "_total", labels or {}) or 0.0
 
 
-def samples_by_label(name: str, label: str) -> dict[str, float]:
-    """{label value: count} for one labelled counter, summed over other labels."""
+def samples_by_label(
+    name: str, label: str, where: dict[str, str] | None = None
+) -> dict[str, float]:
+    """{label value: count} for one labelled counter, summed over other labels (only the
+    samples whose labels include `where`)."""
     totals: dict[str, float] = {}
     for metric in REGISTRY.collect():
         if metric.name != name:
             continue
         for s in metric.samples:
+            if where is not None and any(s.labels.get(k) != v for k, v in where.items()):
+                continue
             if s.name == name + "_total":
                 key = s.labels[label]
                 totals[key] = totals.get(key, 0.0) + s.value

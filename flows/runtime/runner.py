@@ -1,25 +1,25 @@
-"""Run a dataflow in this process with a live progress display and a summary.
+"""Run something in this process with a live progress display, and summarise it.
 
 Progress and summary read the same Prometheus counters the flow exports, so
-what the terminal shows is what an operator's dashboard shows.
+what the terminal shows is what an operator's dashboard shows. What runs is
+given as a function (`flows.dataflow.execute` runs the flow), so the runner
+knows nothing of bytewax.
 """
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bytewax.dataflow import Dataflow
-from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.run import cli_main
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from flows import metrics
+from flows.runtime import metrics
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,10 @@ class RecoveryOptions:
     backup_interval: float = 0.0
     partitions: int = 1
 
-    def config(self) -> RecoveryConfig:
-        # A new directory gets its partitions; an existing one is resumed from.
-        if not self.directory.exists() or not any(self.directory.iterdir()):
-            self.directory.mkdir(parents=True, exist_ok=True)
-            init_db_dir(self.directory, self.partitions)
-        return RecoveryConfig(self.directory, timedelta(seconds=self.backup_interval))
+    @property
+    def resumes(self) -> bool:
+        """The folder holds snapshots of an earlier run: this run resumes from them."""
+        return self.directory.is_dir() and any(self.directory.iterdir())
 
 
 @dataclass
@@ -51,7 +49,11 @@ class RunSummary:
     duplicates: int
     erasures: int
     decisions: dict[str, int]
+    #: By channel: actions pushed to customers, answers to decision requests with an
+    #: action, and answers that said there is nothing to do.
     actions: dict[str, int]
+    replies: dict[str, int]
+    no_action_replies: dict[str, int]
     transitions: dict[str, int]
     intent_changes: int
     audience_changes: dict[str, int]
@@ -74,6 +76,8 @@ class RunSummary:
             "dead_letters": self.dead_letters,
             "decisions": self.decisions,
             "actions": self.actions,
+            "replies": self.replies,
+            "no_action_replies": self.no_action_replies,
             "transitions": self.transitions,
             "intent_changes": self.intent_changes,
             "audience_changes": self.audience_changes,
@@ -105,20 +109,39 @@ class _Counts:
                 metrics.samples_by_label("wayfinder_dead_letters", "reason").values()
             ),
             "decisions": sum(metrics.samples_by_label("wayfinder_decisions", "outcome").values()),
-            "actions": sum(metrics.samples_by_label("wayfinder_actions", "channel").values()),
+            "actions": sum(
+                metrics.samples_by_label("wayfinder_actions", "channel", {"kind": "sent"}).values()
+            ),
         }
 
     def now(self) -> dict[str, int]:
         current = self._read()
         return {k: int(current[k] - self._base[k]) for k in current}
 
-    def by_label(self, name: str, label: str, base: dict[str, float]) -> dict[str, int]:
-        current = metrics.samples_by_label(name, label)
-        return {
-            k: int(v - base.get(k, 0.0))
-            for k, v in sorted(current.items())
-            if v - base.get(k, 0.0) > 0
-        }
+
+#: Summary figures counted by a label: (counter, label, only samples with these labels).
+_BY_LABEL: dict[str, tuple[str, str, dict[str, str] | None]] = {
+    "dead_letters": ("wayfinder_dead_letters", "reason", None),
+    "decisions": ("wayfinder_decisions", "outcome", None),
+    "actions": ("wayfinder_actions", "channel", {"kind": "sent"}),
+    "replies": ("wayfinder_actions", "channel", {"kind": "reply"}),
+    "no_action_replies": ("wayfinder_actions", "channel", {"kind": "no_action"}),
+    "transitions": ("wayfinder_journey_transitions", "kind", None),
+    "audience_changes": ("wayfinder_audience_changes", "change", None),
+}
+
+
+def _by_label() -> dict[str, dict[str, float]]:
+    return {
+        figure: metrics.samples_by_label(name, label, where)
+        for figure, (name, label, where) in _BY_LABEL.items()
+    }
+
+
+def _since(current: dict[str, float], base: dict[str, float]) -> dict[str, int]:
+    return {
+        k: int(v - base.get(k, 0.0)) for k, v in sorted(current.items()) if v - base.get(k, 0.0) > 0
+    }
 
 
 def _progress_view(
@@ -144,36 +167,26 @@ def _progress_view(
     table.add_row("events/s", f"{rate:,.0f}")
     table.add_row("customers", f"{counts['customers']:,}")
     table.add_row("decisions", f"{counts['decisions']:,}")
-    table.add_row("actions", f"{counts['actions']:,}")
+    table.add_row("actions sent", f"{counts['actions']:,}")
     table.add_row("dead letters", f"{counts['dead_letters']:,}")
     return Group(Text(title, style="bold"), table)
 
 
-def run_flow(
-    flow: Dataflow,
+def run_with_progress(
+    execute: Callable[[], None],
     *,
     console: Console,
     title: str,
     span: tuple[float, float] | None = None,
-    workers: int = 1,
-    recovery: RecoveryOptions | None = None,
     progress: bool = True,
 ) -> RunSummary:
-    """Run `flow` to completion (or Ctrl-C) in this process and summarise it.
+    """Run `execute` to completion (or Ctrl-C) in this process and summarise the flow's
+    counters over that time.
 
     `span` is the input's event-time span when known (the simulator's), for a bar.
     """
     counts = _Counts()
-    label_bases = {
-        name: metrics.samples_by_label(name, label)
-        for name, label in (
-            ("wayfinder_dead_letters", "reason"),
-            ("wayfinder_decisions", "outcome"),
-            ("wayfinder_actions", "channel"),
-            ("wayfinder_journey_transitions", "kind"),
-            ("wayfinder_audience_changes", "change"),
-        )
-    }
+    label_bases = _by_label()
     started = time.perf_counter()
     done = threading.Event()
 
@@ -192,12 +205,8 @@ def run_flow(
     display = threading.Thread(target=show, daemon=True) if progress else None
     if display is not None:
         display.start()
-    kwargs: dict = {"workers_per_process": workers}
-    if recovery is not None:
-        kwargs["epoch_interval"] = timedelta(seconds=recovery.snapshot_interval)
-        kwargs["recovery_config"] = recovery.config()
     try:
-        cli_main(flow, **kwargs)
+        execute()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: summarising what ran[/]")
     finally:
@@ -206,6 +215,8 @@ def run_flow(
             display.join()
     seconds = time.perf_counter() - started
     final = counts.now()
+    labelled = _by_label()
+    by_label = {figure: _since(labelled[figure], label_bases[figure]) for figure in _BY_LABEL}
     return RunSummary(
         seconds=seconds,
         events=final["events"],
@@ -213,21 +224,9 @@ def run_flow(
         visitors=final["visitors"],
         duplicates=final["duplicates"],
         erasures=final["erasures"],
-        dead_letters=counts.by_label(
-            "wayfinder_dead_letters", "reason", label_bases["wayfinder_dead_letters"]
-        ),
-        decisions=counts.by_label(
-            "wayfinder_decisions", "outcome", label_bases["wayfinder_decisions"]
-        ),
-        actions=counts.by_label("wayfinder_actions", "channel", label_bases["wayfinder_actions"]),
-        transitions=counts.by_label(
-            "wayfinder_journey_transitions", "kind", label_bases["wayfinder_journey_transitions"]
-        ),
-        audience_changes=counts.by_label(
-            "wayfinder_audience_changes", "change", label_bases["wayfinder_audience_changes"]
-        ),
         loop_events=final["loop_events"],
         intent_changes=final["intent_changes"],
+        **by_label,
     )
 
 
@@ -245,9 +244,13 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     for outcome, n in summary.decisions.items():
         table.add_row(f"decisions: {outcome}", f"{n:,}")
     for channel, n in summary.actions.items():
-        table.add_row(f"actions on {channel}", f"{n:,}")
+        table.add_row(f"actions sent on {channel}", f"{n:,}")
     if not summary.actions:
-        table.add_row("actions", "0")
+        table.add_row("actions sent", "0")
+    for channel, n in summary.replies.items():
+        table.add_row(f"replies with an action on {channel}", f"{n:,}")
+    for channel, n in summary.no_action_replies.items():
+        table.add_row(f"no-action replies on {channel}", f"{n:,}")
     if summary.transitions:
         kinds = ", ".join(f"{n:,} {kind}" for kind, n in summary.transitions.items())
         table.add_row("journey transitions", kinds)

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
+from rich.console import Console
 
-from flows.evaluate import ViolationChecker
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
+from operators.violations import ViolationChecker
 from schemas.action import Action
 from schemas.decision import Decision
 from schemas.event import Event
@@ -109,3 +110,22 @@ def decisions_in(path: Path) -> list[Decision]:
         return []
     with path.open("rb") as lines:
         return [decoder.decode(line) for line in lines if line.strip()]
+
+
+def print_comparison(report: dict, console: Console) -> None:
+    """The comparison in a few lines: how many decisions differ, and how."""
+    value = report["expected_value"]
+    violations = report.get("violations")
+    console.print(
+        f"challenger vs champion: {report['different_action']:,} of {report['triggers']:,} "
+        f"decisions differ; expected value {value['challenger']:,.0f} vs "
+        f"{value['champion']:,.0f}"
+        + (
+            f"; violations {violations['challenger']} vs {violations['champion']}"
+            if violations is not None
+            else ""
+        ),
+        highlight=False,
+    )
+    for change, n in list(report["changes"].items())[:8]:
+        console.print(f"  {n:>6,}  {change}", highlight=False)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import msgspec
 from bytewax.operators import StatefulBatchLogic
 
-from flows import metrics
+from flows.runtime import metrics
 from operators.analytics import TERMINAL, InFlight, fold_in_flight, fold_transition, scopes_of
 from operators.contact_map import ALL, ContactMap, Scope
 from schemas.analytics import AnalyticsSnapshot

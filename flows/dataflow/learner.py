@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
-from flows import metrics
-from flows.loopback import Loopback
+from flows.dataflow.loopback import Loopback
+from flows.runtime import metrics
 from operators.models import ModelSet
 from schemas.learning import Example, LearnedExamples
 

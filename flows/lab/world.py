@@ -10,19 +10,12 @@ same reaction, so policies compared on one population and seed differ only in
 what they decide.
 """
 
-import heapq
 import random
 from dataclasses import dataclass
-from datetime import timedelta
-from itertools import islice
-from typing import NamedTuple
+from datetime import datetime, timedelta
 
-import msgspec
-
-from flows.simulator import SimulationConfig, customer_profile, simulate_partition, true_intent
-from flows.sources import BATCH_SIZE, RawRecord, WrittenTopics
+from flows.lab.simulator import customer_profile, true_intent
 from schemas.action import Action
-from schemas.codec import encode
 from schemas.event import Event
 
 #: Base chance that a message on a channel is opened (a conversation: engaged with).
@@ -57,7 +50,7 @@ _APPETITE: dict[str, dict[str, float]] = {
 }
 
 #: When an action converts, the event that moves the customer's journey on.
-_EFFECT: dict[str, tuple[str, str, str | None]] = {
+EFFECTS: dict[str, tuple[str, str, str | None]] = {
     "priority_agent": ("transfer_completed", "app", "transfers"),
     "activation_help": ("device_activated", "app", "activation"),
     "ebill_nudge": ("ebill_enrolled", "web", "bill_online"),
@@ -136,7 +129,7 @@ class World:
             return events
         converted_at = opened_at + timedelta(minutes=rng.uniform(1, 120))
         events.append(self._outcome(action, "converted", converted_at))
-        effect = _EFFECT.get(action.action)
+        effect = EFFECTS.get(action.action)
         if effect is not None:
             kind, channel, touchpoint = effect
             properties = {k: v for k, v in action.content.items() if k.endswith("_id")}
@@ -157,7 +150,7 @@ class World:
         return events
 
     @staticmethod
-    def _outcome(action: Action, outcome: str, at) -> Event:
+    def _outcome(action: Action, outcome: str, at: datetime) -> Event:
         return Event(
             event_id=f"world-{action.action_id}-{outcome}",
             ts=at,
@@ -167,130 +160,3 @@ class World:
             action_id=action.action_id,
             outcome=outcome,  # type: ignore[arg-type]
         )
-
-
-#: A reaction waiting for its time: (event time, event id, wire bytes). The id breaks
-#: ties, so the order never depends on the order in which actions were read.
-Pending = tuple[float, str, bytes]
-
-#: Output topics the simulated customers read: what they are sent.
-ACTION_TOPICS = "actions."
-
-
-class SimulatedTraffic:
-    """The simulator as an embedded input, one partition per simulator partition.
-
-    With a world, the simulated customers react to the actions the run writes (the
-    closed loop): each partition reads the action topics back by offset, keeps its
-    own customers' reactions until their event time comes, and snapshots both the
-    offsets and the reactions waiting, so a resumed run neither loses nor repeats one.
-    """
-
-    def __init__(self, config: SimulationConfig, world: World | None = None) -> None:
-        self.config = config
-        self.world = world
-        self.feedback: tuple[str, ...] = (ACTION_TOPICS,) if world is not None else ()
-
-    def list_parts(self) -> list[str]:
-        return [str(p) for p in range(self.config.partitions)]
-
-    def span(self) -> tuple[float, float]:
-        """Event-time span of the simulation, for progress."""
-        start = self.config.start.timestamp()
-        return start, start + self.config.hours * 3600
-
-    def open_part(
-        self, part: str, resume_state: object | None, written: WrittenTopics
-    ) -> "_TrafficPartition":
-        state = resume_state if isinstance(resume_state, TrafficState) else None
-        return _TrafficPartition(self.config, int(part), state, self.world, written)
-
-
-class TrafficState(NamedTuple):
-    """Where a simulator partition is: records handed over, action topics read (byte
-    offsets) and reactions not yet due."""
-
-    position: int
-    read: dict[str, int]
-    pending: list[Pending]
-
-
-class _TrafficPartition:
-    def __init__(
-        self,
-        config: SimulationConfig,
-        partition: int,
-        state: TrafficState | None,
-        world: World | None,
-        written: WrittenTopics,
-    ) -> None:
-        self._source = f"simulator/{partition}"
-        self._partition = partition
-        self._partitions = config.partitions
-        self._world = world
-        self._written = written
-        state = state or TrafficState(0, {}, [])
-        self._position = state.position
-        self._read = dict(state.read)
-        self._pending = list(state.pending)
-        heapq.heapify(self._pending)
-        self._decoder = msgspec.json.Decoder(Action)
-        self._reached = config.start.timestamp()
-        # The simulator is deterministic: resuming is replaying and skipping.
-        self._records = islice(simulate_partition(config, partition), self._position, None)
-
-    def next_batch(self) -> list[RawRecord]:
-        self._take_reactions()
-        batch: list[RawRecord] = []
-        position = self._position
-        pending = self._pending
-        for _ in range(BATCH_SIZE):
-            upcoming = next(self._records, None)
-            until = upcoming[0] if upcoming else float("inf")
-            while pending and pending[0][0] <= until:
-                at, _id, raw = heapq.heappop(pending)
-                batch.append(RawRecord(raw, "world", -1))
-                self._reached = at
-            if upcoming is None:
-                break
-            self._reached, raw = upcoming
-            batch.append(RawRecord(raw, self._source, position))
-            position += 1
-        if not batch:
-            raise StopIteration
-        self._position = position
-        return batch
-
-    def _take_reactions(self) -> None:
-        """Read the actions written since the last batch; queue this partition's
-        customers' reactions to them."""
-        world = self._world
-        if world is None:
-            return
-        for topic in self._written.topics():
-            if not topic.startswith(ACTION_TOPICS):
-                continue
-            lines, self._read[topic] = self._written.read(topic, self._read.get(topic, 0))
-            for raw in lines:
-                action = self._decoder.decode(raw)
-                if _partition_of(action.customer_id, self._partitions) != self._partition:
-                    continue
-                for event in world.react(action):
-                    at = event.ts.timestamp()
-                    heapq.heappush(self._pending, (at, event.event_id, encode(event)))
-
-    def snapshot(self) -> TrafficState:
-        return TrafficState(self._position, dict(self._read), list(self._pending))
-
-    def close(self) -> None:
-        pass
-
-    def event_time(self) -> float:
-        return self._reached
-
-
-def _partition_of(customer: str, partitions: int) -> int | None:
-    """The simulator partition of a simulated customer (`cust-000123`); None for others."""
-    if not customer.startswith("cust-") or not customer[5:].isdigit():
-        return None
-    return int(customer[5:]) % partitions

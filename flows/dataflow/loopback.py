@@ -25,10 +25,9 @@ from datetime import datetime
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from flows import metrics
-from flows.sources import RawRecord, RecordPartition, Records, WrittenTopics
-
-LOOP_TOPIC = "events"
+from flows.dataflow.sources import RawRecord, RecordPartition, Records, WrittenTopics
+from flows.runtime import metrics
+from schemas.topics import EVENTS
 
 
 class _Order(msgspec.Struct):
@@ -292,7 +291,7 @@ class LoopbackPartition(StatefulSourcePartition[RawRecord, int]):
     def next_batch(self) -> list[RawRecord]:
         if not self._loop.quiet():
             return []  # the flow is still writing this round's loop events
-        lines, self._offset = self._written.read(LOOP_TOPIC, self._offset)
+        lines, self._offset = self._written.read(EVENTS, self._offset)
         if not lines:
             if self._loop.idle():
                 raise StopIteration

@@ -1,0 +1,56 @@
+"""The `wayfinder` command: the parser, made of each group's subcommands, and `main`."""
+
+import argparse
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from rich.console import Console
+
+from flows.cli import decisions, journeys, lab, run, setup
+from flows.cli.options import HelpFormatter
+
+#: The groups of subcommands, in the order `--help` lists them.
+GROUPS = (run, lab, journeys, decisions, setup)
+
+
+def _version() -> str:
+    try:
+        return version("wayfinder")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wayfinder",
+        description="Real-time customer journey orchestration.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"wayfinder {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows.runtime.settings import SettingsError
+    from schemas.playbook import PlaybookError
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=args.command == "schema")
+    try:
+        result: int = args.handler(args, console)
+    except SettingsError as exc:
+        console.print(f"[red]settings: {exc}[/]", soft_wrap=True, highlight=False)
+        return 2
+    except PlaybookError as exc:
+        Console(stderr=True).print(
+            f"[red]playbook error: {exc}[/]", soft_wrap=True, highlight=False
+        )
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

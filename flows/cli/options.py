@@ -1,0 +1,84 @@
+"""Arguments several subcommands share, and how they are read.
+
+Only light imports here: `wayfinder --help` builds every parser, and must answer fast.
+"""
+
+import argparse
+from pathlib import Path
+
+from flows.lab.simulator import SimulationConfig
+from schemas.playbook import seconds
+
+#: Where embedded runs and tools write by default (gitignored).
+DEFAULT_OUT = Path("out")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help says its default (unless it says it itself, or there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS):
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def hours(text: str) -> float:
+    """A span of time in hours: a number of hours (`72`, `1.5`) or a duration (`2d`, `36h`,
+    `90m`, `1d12h`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = seconds(text.strip()) / 3600
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a duration: give hours (72) or a duration (3d, 36h, 90m)"
+            ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the span must be positive")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def add_simulation_args(
+    parser: argparse.ArgumentParser, customers: int | None = None, hours_: float | None = None
+) -> None:
+    """--customers, --seed and --hours of the built-in simulator."""
+    group = parser.add_argument_group("simulator")
+    defaults = SimulationConfig()
+    group.add_argument(
+        "--customers",
+        type=positive_int,
+        default=customers or defaults.customers,
+        help="simulated customers",
+    )
+    group.add_argument("--seed", type=int, default=defaults.seed, help="simulator seed")
+    group.add_argument(
+        "--hours",
+        type=hours,
+        default=hours_ or defaults.hours,
+        help="simulated span of event time: hours, or a duration such as 3d or 36h",
+    )
+
+
+def simulation(args: argparse.Namespace) -> SimulationConfig:
+    return SimulationConfig(customers=args.customers, seed=args.seed, hours=args.hours)
+
+
+def add_playbook_arg(parser: argparse.ArgumentParser, what: str = "playbook TOML") -> None:
+    parser.add_argument(
+        "--playbook", type=Path, help=f"{what} (default: WAYFINDER_PLAYBOOK, else the built-in)"
+    )

@@ -1,0 +1,242 @@
+"""`wayfinder run`: the orchestrate flow, embedded (simulator or an events file) or on Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from flows.cli.options import (
+    DEFAULT_OUT,
+    HelpFormatter,
+    add_playbook_arg,
+    add_simulation_args,
+    positive_int,
+    simulation,
+)
+
+if TYPE_CHECKING:
+    from flows.dataflow.flow import Challenger
+    from flows.runtime.runner import RecoveryOptions, RunSummary
+    from operators.playbook import CompiledPlaybook
+
+
+def _recovery(args: argparse.Namespace) -> RecoveryOptions | None:
+    from flows.runtime.runner import RecoveryOptions
+
+    if args.recovery_dir is None:
+        return None
+    return RecoveryOptions(
+        directory=args.recovery_dir,
+        snapshot_interval=args.snapshot_interval,
+        backup_interval=args.backup_interval,
+    )
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from flows.runtime.runner import print_summary
+    from flows.runtime.settings import load_compiled, playbook_path
+
+    playbook = load_compiled(args.playbook or playbook_path())
+    summary = _run_kafka(args, console, playbook) if args.kafka else None
+    if summary is None:
+        summary = _run_embedded(args, console, playbook)
+        if summary is None:
+            return 2
+    print_summary(summary, console)
+    return 0
+
+
+def _run_kafka(
+    args: argparse.Namespace, console: Console, playbook: CompiledPlaybook
+) -> RunSummary:
+    from flows.dataflow.execute import execute
+    from flows.dataflow.kafka import kafka_flow
+    from flows.runtime.runner import run_with_progress
+    from flows.runtime.settings import KafkaSettings
+    from flows.runtime.topics import ensure_topics
+    from schemas.topics import EVENTS
+
+    settings = KafkaSettings.from_env()
+    if args.no_decision_inputs:
+        settings = dataclasses.replace(settings, decision_inputs=False)
+    created, _ = ensure_topics(settings, playbook.channels)
+    if created:
+        console.print(f"created {len(created)} topics on {settings.bootstrap_servers}")
+    flow = kafka_flow(settings, playbook=playbook)
+    summary = run_with_progress(
+        lambda: execute(flow, workers=args.workers, recovery=_recovery(args)),
+        console=console,
+        title=f"wayfinder on Kafka {settings.bootstrap_servers} ({settings.topic(EVENTS)})",
+        progress=not args.no_progress,
+    )
+    summary.outputs = {"topics": settings.topic_prefix + "*"}
+    return summary
+
+
+def _run_embedded(
+    args: argparse.Namespace, console: Console, playbook: CompiledPlaybook
+) -> RunSummary | None:
+    from flows.dataflow.execute import execute
+    from flows.dataflow.flow import Challenger, embedded_flow
+    from flows.dataflow.sources import EventFileSource, Records
+    from flows.lab.traffic import SimulatedTraffic
+    from flows.lab.world import World
+    from flows.runtime.run_files import (
+        OutFolderTaken,
+        contact_map,
+        prepare_out,
+        write_end_files,
+        write_summary,
+        written_topics,
+    )
+    from flows.runtime.runner import run_with_progress
+    from flows.runtime.settings import load_compiled
+    from operators.models import ModelSet
+
+    source: Records
+    if args.events is not None:
+        if not args.events.is_file():
+            console.print(f"[red]no such events file: {args.events}[/]", soft_wrap=True)
+            return None
+        source = EventFileSource(args.events)
+        title = f"wayfinder on {args.events}"
+    else:
+        sim = simulation(args)
+        source = SimulatedTraffic(sim, None if args.no_reactions else World(sim.seed))
+        title = (
+            f"wayfinder on the simulator ({sim.customers:,} customers, "
+            f"{sim.hours:g} h, seed {sim.seed})"
+        )
+    recovery = _recovery(args)
+    out: Path = args.out
+    try:
+        prepare_out(
+            out,
+            playbook.channels,
+            overwrite=args.overwrite,
+            resuming=recovery is not None and recovery.resumes,
+        )
+    except OutFolderTaken as exc:
+        console.print(f"[red]{exc}[/]", soft_wrap=True, highlight=False)
+        return None
+    models = ModelSet(playbook)
+    challenger = (
+        Challenger(load_compiled(args.challenger), args.challenger_models)
+        if args.challenger
+        else None
+    )
+    flow, _sink = embedded_flow(
+        source,
+        out,
+        playbook=playbook,
+        models=models,
+        challenger=challenger,
+        decision_inputs=not args.no_decision_inputs,
+    )
+    summary = run_with_progress(
+        lambda: execute(flow, workers=args.workers, recovery=recovery),
+        console=console,
+        title=title,
+        span=source.span(),
+        progress=not args.no_progress,
+    )
+    written: dict[str, Path] = dict(written_topics(out, playbook.channels))
+    cmap = contact_map(out)
+    written.update(write_end_files(out, models, cmap))
+    if cmap is not None and cmap.scopes:
+        from flows.analysis.report import write_report
+
+        written["report"] = write_report(cmap, summary.as_dict(), out / "report.html", title)
+    if challenger is not None:
+        written["shadow report"] = _shadow_report(out, playbook, challenger, console)
+    summary.outputs = {name: str(path) for name, path in written.items()}
+    write_summary(out, summary)
+    return summary
+
+
+def _shadow_report(
+    out: Path, playbook: CompiledPlaybook, challenger: Challenger, console: Console
+) -> Path:
+    from flows.analysis.shadow import compare, decisions_in, print_comparison
+    from flows.runtime.run_files import topic_file
+    from schemas.topics import DECISIONS, SHADOW_DECISIONS
+
+    report = compare(
+        decisions_in(topic_file(out, DECISIONS)), decisions_in(topic_file(out, SHADOW_DECISIONS))
+    )
+    report["versions"] = {"champion": playbook.version, "challenger": challenger.playbook.version}
+    path = out / "shadow_report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print_comparison(report, console)
+    return path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the orchestrate flow (simulator by default)",
+        formatter_class=HelpFormatter,
+        description=(
+            "Run the orchestrate flow. Without --events or --kafka it runs embedded on the "
+            "built-in simulator and writes one JSON-lines file per topic under --out, then "
+            "the contact-point map, a report and a summary."
+        ),
+    )
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--events", type=Path, help="JSON-lines file of events (wire format)")
+    source.add_argument(
+        "--kafka",
+        action="store_true",
+        help="read and write Kafka topics (KAFKA_BOOTSTRAP_SERVERS, WAYFINDER_TOPIC_PREFIX)",
+    )
+    add_simulation_args(run)
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (embedded)")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier run in --out (without it, such a folder is "
+        "refused unless the run resumes from --recovery-dir)",
+    )
+    add_playbook_arg(run)
+    run.add_argument(
+        "--workers", type=positive_int, default=1, help="bytewax workers in this process"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--challenger",
+        type=Path,
+        help="a challenger playbook deciding beside the live one (decisions.shadow only)",
+    )
+    run.add_argument(
+        "--challenger-models",
+        choices=("shared", "none"),
+        default="shared",
+        help="the challenger reads the live models, or decides by rules alone",
+    )
+    run.add_argument(
+        "--no-reactions",
+        action="store_true",
+        help="simulated customers do not react to actions (open loop)",
+    )
+    run.add_argument(
+        "--no-decision-inputs",
+        action="store_true",
+        help="do not record what each decision was made from (faster; no `rerun`)",
+    )
+    recovery = run.add_argument_group("recovery (bytewax snapshots)")
+    recovery.add_argument("--recovery-dir", type=Path, help="snapshot folder; resumes if present")
+    recovery.add_argument(
+        "--snapshot-interval", type=float, default=10.0, help="seconds between snapshots"
+    )
+    recovery.add_argument(
+        "--backup-interval",
+        type=float,
+        default=0.0,
+        help="seconds snapshots are kept after a newer one (bytewax's backup interval)",
+    )
+    run.set_defaults(handler=cmd_run)

@@ -1,0 +1,111 @@
+"""`wayfinder topics`, `playbook` and `schema`: what a deployment sets up and checks."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from flows.cli.options import HelpFormatter
+from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
+
+
+def cmd_topics(args: argparse.Namespace, console: Console) -> int:
+    from flows.runtime.settings import KafkaSettings
+    from flows.runtime.topics import ensure_topics
+
+    settings = KafkaSettings.from_env()
+    created, existing = ensure_topics(settings)
+    for topic in created:
+        console.print(f"created  {topic}")
+    for topic in existing:
+        console.print(f"exists   {topic}")
+    return 0
+
+
+def cmd_playbook(args: argparse.Namespace, console: Console) -> int:
+    from flows.lab.vocabulary import vocabulary
+    from flows.runtime.settings import load_compiled, playbook_path
+    from schemas.playbook import load_playbook
+    from schemas.vocabulary import vocabulary_warnings
+
+    path = args.file or playbook_path()
+    playbook = load_compiled(path)
+    console.print(
+        f"{path}: valid (version {playbook.version}): {len(playbook.contact_points)} contact "
+        f"points, {len(playbook.journeys)} journeys, {len(playbook.segments)} segments, "
+        f"{len(playbook.actions)} actions",
+        soft_wrap=True,
+        highlight=False,
+    )
+    warnings = vocabulary_warnings(load_playbook(path), vocabulary(), str(path))
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+    if warnings:
+        console.print(
+            f"{len(warnings)} warnings: names the playbook relies on that neither it nor the "
+            "built-in simulator produces (fine if your channels send them)",
+            soft_wrap=True,
+            highlight=False,
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, console: Console) -> int:
+    from schemas.topics import json_schema
+
+    if args.out is None:
+        document = {topic: json_schema(topic) for topic in TOPIC_SCHEMAS}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for topic in TOPIC_SCHEMAS:
+        path = args.out / f"{topic}.schema.json"
+        path.write_text(json.dumps(json_schema(topic), indent=2) + "\n")
+        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    topics = sub.add_parser(
+        "topics",
+        help="create the Kafka topics (idempotent)",
+        formatter_class=HelpFormatter,
+        description=(
+            "Create every Wayfinder topic that is missing: "
+            + ", ".join(CORE_TOPICS)
+            + ", and actions.<channel> for each channel of the playbook. Names carry "
+            "WAYFINDER_TOPIC_PREFIX; partitions and replication come from "
+            "WAYFINDER_TOPIC_PARTITIONS and WAYFINDER_TOPIC_REPLICATION."
+        ),
+    )
+    topics.set_defaults(handler=cmd_topics)
+
+    playbook = sub.add_parser(
+        "playbook",
+        help="validate a playbook",
+        formatter_class=HelpFormatter,
+        description=(
+            "Validate a playbook TOML file: every error names the file, the entry and the "
+            "field, all of them at once. Names that nothing produces (an event type, a value "
+            "tier, an event property neither the playbook nor the built-in simulator knows) "
+            "are warned about, with the closest known name."
+        ),
+    )
+    playbook.add_argument(
+        "file", type=Path, nargs="?", help="playbook TOML (default: the one `run` would use)"
+    )
+    playbook.set_defaults(handler=cmd_playbook)
+
+    schema = sub.add_parser(
+        "schema",
+        help="export the JSON Schema of every topic",
+        formatter_class=HelpFormatter,
+        description=(
+            "Export a JSON Schema per topic, so producers in any language can validate: to "
+            "stdout as one document, or one <topic>.schema.json per topic into --out."
+        ),
+    )
+    schema.add_argument("--out", type=Path, help="folder for <topic>.schema.json files")
+    schema.set_defaults(handler=cmd_schema)

@@ -1,0 +1,163 @@
+"""The orchestrate dataflow: events in; actions, decisions, journeys, audiences out.
+
+    input ─► decode ──bad──► dead letters ──────────────────────┐
+               │                                               ├─► output
+               ▼ keyed by customer (identify: both keys)       │   (topics, or
+         customer step (fold, journeys, segments, decide) ─────┘    topic files)
+               │
+               ├─► learner (one key per model) ─► models.examples
+               └─► analytics (one key per scope) ─► analytics
+
+`build_flow` is the one flow: the embedded run (`embedded_flow`: an event file or
+the lab's simulator in, JSON-lines files out, event time) and the Kafka service
+(`flows.dataflow.kafka`) only choose its source, its sink and its clock.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from flows.dataflow.analytics import ScopeLogic, finished_journeys
+from flows.dataflow.clock import WATERMARK_KEY, EventClock, WatermarkLogic
+from flows.dataflow.customer import CustomerLogic
+from flows.dataflow.decode import Unpacked, make_decoder, unpack_raw
+from flows.dataflow.learner import ModelLogic, examples
+from flows.dataflow.loopback import EmbeddedSource, Loopback
+from flows.dataflow.routing import (
+    Routed,
+    route,
+    route_analytics,
+    route_dead_letter,
+    route_learned,
+    route_shadow,
+)
+from flows.dataflow.sinks import TopicFileSink
+from flows.dataflow.sources import Records
+from flows.runtime.settings import load_default_playbook
+from operators.customer_step import CustomerStep
+from operators.models import ModelSet
+from operators.playbook import CompiledPlaybook
+from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
+from schemas.deadletter import DeadLetter
+from schemas.topics import all_topics
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A second playbook deciding beside the live one; `models`: "shared" (read the live
+    models) or "none" (rules only)."""
+
+    playbook: CompiledPlaybook
+    models: str = "shared"
+
+
+def build_flow(
+    source: Source,
+    sink: Sink,
+    *,
+    unpack: Callable[[Any], Unpacked],
+    shape: Callable[[Routed], Any],
+    playbook: CompiledPlaybook,
+    live: bool,
+    loop: Loopback | None = None,
+    models: ModelSet | None = None,
+    challenger: Challenger | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    flow_id: str = "wayfinder",
+    decision_inputs: bool = True,
+) -> Dataflow:
+    """Wire input → decode → customer step → output; sources and sinks are parameters.
+
+    `models`: this process's online models (the learner step feeds them, the customer
+    step reads them); a new set when not given. `decision_inputs`: publish what each
+    decision was made from, so it can be re-run (`wayfinder rerun`).
+    """
+    models = models if models is not None else ModelSet(playbook)
+    step = CustomerStep(playbook, models, record_inputs=decision_inputs)
+    lock = models.lock
+    clock = EventClock()
+    flow = Dataflow(flow_id)
+    raw = op.input("events", flow, source)
+    decoded = op.flat_map_batch("decode", raw, make_decoder(max_event_bytes, unpack, clock, loop))
+    split = op.branch("valid", decoded, lambda x: type(x) is tuple)
+    rest = op.branch("dead_or_time", split.falses, lambda x: type(x) is DeadLetter)
+    ticks = op.map("event_time", rest.falses, lambda t: (WATERMARK_KEY, float(t)))
+    op.stateful_batch("watermark", ticks, lambda resume: WatermarkLogic(clock, resume))
+    customers = op.stateful_batch(
+        "customer",
+        split.trues,
+        lambda resume: CustomerLogic(
+            step, resume, live=live, clock=clock, loop=loop, models_lock=lock
+        ),
+    )
+    results = op.filter_map("route", customers, route)
+    to_learn = op.flat_map("examples", customers, examples)
+    learned = op.stateful_batch("learn", to_learn, lambda resume: ModelLogic(models, resume, loop))
+    finished = op.flat_map("finished_journeys", customers, finished_journeys)
+    snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
+    analytics = op.map("analytics_out", snapshots, route_analytics)
+    dead = op.map("dead_letter", rest.trues, route_dead_letter)
+    streams = [results, analytics, dead, op.map("learned_out", learned, route_learned)]
+    if challenger is not None:
+        # Beside the live step, on the same stream: decisions to the shadow topic only.
+        predictors = models if challenger.models == "shared" else None
+        shadow_step = CustomerStep(challenger.playbook, None, predictors)
+        shadow_lock = lock if predictors is not None else None
+        shadow = op.stateful_batch(
+            "challenger",
+            split.trues,
+            lambda resume: CustomerLogic(
+                shadow_step,
+                resume,
+                live=live,
+                clock=clock,
+                loop=loop,
+                models_lock=shadow_lock,
+                shadow=True,
+            ),
+        )
+        streams.append(op.filter_map("shadow_decisions", shadow, route_shadow))
+    merged = op.merge("all_outputs", *streams)
+    op.output("out", op.map("shape", merged, shape), sink)
+    return flow
+
+
+def embedded_flow(
+    primary: Records,
+    out_dir: Path,
+    *,
+    playbook: CompiledPlaybook | None = None,
+    models: ModelSet | None = None,
+    challenger: Challenger | None = None,
+    decision_inputs: bool = True,
+) -> tuple[Dataflow, TopicFileSink]:
+    """The flow with local JSON-lines files for topics (an event file, or the lab's
+    simulator, in); the input may read back what the run writes (`primary.feedback`)."""
+    playbook = playbook or load_default_playbook()
+    consumers = 2 if challenger is not None else 1
+    loop = Loopback(primary.list_parts(), primary.feedback, consumers)
+    sink = TopicFileSink(out_dir, all_topics(playbook.channels), loop=loop)
+    flow = build_flow(
+        EmbeddedSource(primary, loop, sink.written),
+        sink,
+        unpack=unpack_raw,
+        shape=lambda out: (out[0], out[2] if out[2] is not None else _file_tombstone(out[1])),
+        playbook=playbook,
+        live=False,
+        loop=loop,
+        models=models,
+        challenger=challenger,
+        decision_inputs=decision_inputs,
+    )
+    return flow, sink
+
+
+def _file_tombstone(key: str | None) -> bytes:
+    """A topic file has no null value: a tombstone is a line naming the erased key."""
+    return encode({"tombstone": key})

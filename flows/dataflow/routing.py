@@ -1,0 +1,93 @@
+"""Where each output of the flow goes: (topic, key, JSON bytes), encoded once.
+
+A tombstone is a None value (an erased customer's audience key); an output that
+is for the flow itself (an example to learn, where a customer is at the end) goes
+nowhere.
+"""
+
+from flows.dataflow.customer import StepOutput
+from flows.runtime import metrics
+from operators.analytics import InFlight
+from operators.decide import NO_ACTION
+from schemas.action import Action
+from schemas.analytics import AnalyticsSnapshot
+from schemas.audience import AudienceChange, Tombstone
+from schemas.codec import encode
+from schemas.deadletter import DeadLetter
+from schemas.decision import Decision, DecisionInput
+from schemas.event import Event
+from schemas.journey import IntentTransition, JourneyTransition
+from schemas.learning import Example, LearnedExamples
+from schemas.topics import (
+    ANALYTICS,
+    AUDIENCES,
+    DECISION_INPUTS,
+    DECISIONS,
+    DLQ,
+    EVENTS,
+    JOURNEYS,
+    MODEL_EXAMPLES,
+    SHADOW_DECISIONS,
+    action_topic,
+)
+
+#: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
+#: None for a tombstone).
+Routed = tuple[str, str | None, bytes | None]
+
+
+def route(item: tuple[str, StepOutput]) -> Routed | None:
+    """Send one customer-step output to its topic (None: for the flow itself)."""
+    _state_key, value = item
+    if isinstance(value, Decision):
+        metrics.DECISIONS.labels(value.outcome).inc()
+        return (DECISIONS, value.customer_id, encode(value))
+    if isinstance(value, JourneyTransition):
+        metrics.TRANSITIONS.labels(value.kind).inc()
+        return (JOURNEYS, value.customer_id, encode(value))
+    if isinstance(value, Action):
+        metrics.ACTIONS.labels(value.channel, value.action, _kind(value)).inc()
+        return (action_topic(value.channel), value.customer_id, encode(value))
+    if isinstance(value, AudienceChange):
+        metrics.AUDIENCE_CHANGES.labels(value.change).inc()
+        return (AUDIENCES, value.customer_id, encode(value))
+    if isinstance(value, Event):
+        return (EVENTS, value.customer_id or value.anonymous_id, encode(value))
+    if isinstance(value, Tombstone):
+        return (AUDIENCES, value.customer_id, None)
+    if isinstance(value, InFlight | Example):
+        return None
+    if isinstance(value, IntentTransition):
+        metrics.INTENT_CHANGES.inc()
+        return (JOURNEYS, value.customer_id, encode(value))
+    if isinstance(value, DecisionInput):
+        return (DECISION_INPUTS, value.customer_id, encode(value))
+    raise TypeError(f"customer step emitted an unroutable {type(value).__name__}")
+
+
+def _kind(action: Action) -> str:
+    if action.action == NO_ACTION:
+        return "no_action"
+    return "reply" if action.request_id is not None else "sent"
+
+
+def route_shadow(item: tuple[str, StepOutput]) -> Routed | None:
+    """A challenger's decisions go to the shadow topic; it never acts, merges or forwards."""
+    _key, value = item
+    if isinstance(value, Decision):
+        return (SHADOW_DECISIONS, value.customer_id, encode(value))
+    return None
+
+
+def route_learned(item: tuple[str, LearnedExamples]) -> Routed:
+    model, learned = item
+    return (MODEL_EXAMPLES, model, encode(learned))
+
+
+def route_analytics(item: tuple[str, AnalyticsSnapshot]) -> Routed:
+    scope, snapshot = item
+    return (ANALYTICS, scope, encode(snapshot))
+
+
+def route_dead_letter(letter: DeadLetter) -> Routed:
+    return (DLQ, None, encode(letter))

@@ -7,6 +7,9 @@ honest online figures, watched by a drift detector (river ADWIN) on its errors.
 Examples carry deterministic ids; a model counts them and keeps an
 order-independent digest of their ids, so a recovered run can be checked to
 have learned exactly the same examples as an uninterrupted one.
+
+river is imported where a model is made, not with this module: it brings scipy
+(most of a second), and importing this module (the command line does) stays quick.
 """
 
 import math
@@ -15,9 +18,8 @@ from hashlib import blake2b
 from typing import Protocol
 
 from msgspec import Struct
-from river import drift, linear_model, optim
 
-from operators.next_step import MAX_KEYS
+from operators.next_step import BackoffNgram
 from operators.playbook import ActionSpec, CompiledPlaybook
 from schemas.learning import Example
 from state.context import RESPONSES, CustomerContext
@@ -61,8 +63,10 @@ class OnlineModel:
     name = ""
 
     def __init__(self) -> None:
+        from river.drift import ADWIN  # noqa: PLC0415 (scipy: see the module docstring)
+
         self.record = Learning()
-        self._drift = drift.ADWIN()
+        self._drift = ADWIN()
 
     @property
     def version(self) -> str:
@@ -131,6 +135,8 @@ class IntentModel(OnlineModel):
     name = INTENT
 
     def __init__(self) -> None:
+        from river import linear_model, optim  # noqa: PLC0415 (scipy: see the module docstring)
+
         super().__init__()
         self.model = linear_model.SoftmaxRegression(optimizer=optim.SGD(0.05))
         self.seen = False
@@ -180,6 +186,8 @@ class _Arm:
     __slots__ = ("expected", "spread")
 
     def __init__(self) -> None:
+        from river import linear_model, optim  # noqa: PLC0415 (scipy: see the module docstring)
+
         #: The chance of a response (logistic regression: a probability, well calibrated).
         self.expected = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
         #: Bayesian linear regression, for its posterior: how little is known of a context.
@@ -239,51 +247,23 @@ class PropensityModel(OnlineModel):
 # ---------------------------------------------------------------- next step
 
 
-class _Successors:
-    """What followed one suffix of a path: counts, and the leader kept as they grow."""
-
-    __slots__ = ("best", "best_count", "counts", "total")
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.total = 0
-        self.best = ""
-        self.best_count = 0
-
-    def add(self, step: str) -> None:
-        count = self.counts[step] = self.counts.get(step, 0) + 1
-        self.total += 1
-        # Counts only grow, so the leader changes only to the step just counted.
-        if count > self.best_count or (count == self.best_count and step > self.best):
-            self.best, self.best_count = step, count
-
-    def __getstate__(self) -> tuple:
-        return self.counts, self.total, self.best, self.best_count
-
-    def __setstate__(self, state: tuple) -> None:
-        self.counts, self.total, self.best, self.best_count = state
-
-
 class FlowNextStep(OnlineModel):
-    """The next contact point from the recent path: a back-off n-gram of order <= 4 that
+    """The next contact point from the recent path: the back-off n-gram of order <= 4 of
+    `operators.next_step` (the process-mining baseline's, without its fallback), which
     keeps each suffix's leading successor as it counts, so that learning from every step
-    of every customer, and predicting, cost a few dictionary lookups."""
+    of every customer, and predicting, cost a few dictionary lookups. Ties go to the
+    larger name: the same examples in any order give the same predictions."""
 
     name = NEXT_STEP
     ORDER = 4
 
     def __init__(self) -> None:
         super().__init__()
-        self.table: dict[tuple[str, ...], _Successors] = {}
+        self.ngram = BackoffNgram(self.ORDER, fallback=False)
 
     def predict(self, prefix: tuple[str, ...]) -> tuple[str, float] | None:
         """(next contact point, the share of times it followed this suffix) or None."""
-        table = self.table
-        for order in range(min(self.ORDER, len(prefix)), 0, -1):
-            successors = table.get(prefix[-order:])
-            if successors is not None:
-                return successors.best, successors.best_count / successors.total
-        return None
+        return self.ngram.leader(prefix)
 
     def _score(self, example: Example) -> tuple[bool, float]:
         predicted = self.predict(example.prefix)
@@ -291,15 +271,7 @@ class FlowNextStep(OnlineModel):
         return correct, 0.0 if correct else 1.0
 
     def _learn(self, example: Example) -> None:
-        prefix, table = example.prefix, self.table
-        for order in range(1, min(self.ORDER, len(prefix)) + 1):
-            key = prefix[-order:]
-            successors = table.get(key)
-            if successors is None:
-                if len(table) >= MAX_KEYS:
-                    continue
-                successors = table[key] = _Successors()
-            successors.add(example.label)
+        self.ngram.learn(example.prefix, {}, example.label)
 
 
 def recent_path(ctx: CustomerContext, limit: int = 4) -> tuple[str, ...]:

@@ -8,7 +8,8 @@ from it; then every model learns from it. The case end is not predicted.
 
 - `Markov1`: the most frequent successor of the last activity.
 - `BackoffNgram`: the most frequent successor of the longest suffix (up to
-  order 4) seen before, backing off to shorter suffixes.
+  order 4) seen before, backing off to shorter suffixes. It is also the live
+  flow's next-step model (`operators.models.FlowNextStep` wraps it).
 - `NextStepLearner` ("ours"): a pool of experts - the n-grams of every order,
   their recency-weighted twins, experts that condition the last activity on
   what else is known (the set of contact points already visited, visits of the
@@ -34,8 +35,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
-
-from river import naive_bayes
 
 Context = Mapping[str, str | float | None]
 Attributes = Mapping[str, str | float | None]
@@ -142,31 +141,90 @@ class Markov1:
         _add(self.overall, next_step)
 
 
+class _Successors:
+    """What followed one suffix: counts, their total, and the leader, kept as they grow."""
+
+    __slots__ = ("best", "best_count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.best = ""
+        self.best_count = 0
+
+    def add(self, step: str) -> None:
+        count = self.counts[step] = self.counts.get(step, 0) + 1
+        self.total += 1
+        # Counts only grow, so the leader changes only to the step just counted.
+        if count > self.best_count or (count == self.best_count and step > self.best):
+            self.best, self.best_count = step, count
+
+    def __getstate__(self) -> tuple[dict[str, int], int, str, int]:
+        return self.counts, self.total, self.best, self.best_count
+
+    def __setstate__(self, state: tuple[dict[str, int], int, str, int]) -> None:
+        self.counts, self.total, self.best, self.best_count = state
+
+
 class BackoffNgram:
     """Back-off n-gram: the most frequent successor of the longest suffix seen before.
 
-    Suffixes of length `max_order` down to 1; then the activity most often seen as
-    a successor overall.
+    Suffixes of length `max_order` down to 1; then, with `fallback`, the activity
+    most often seen as a successor overall (without it: None, nothing is known).
+    One implementation for the process-mining baseline and the live flow's model
+    (`operators.models.FlowNextStep`, no fallback). At most `max_keys` suffixes
+    are counted; a new one is ignored once the table is full.
+
+    Ties go to the larger name (string order), not to the successor seen first:
+    the prediction is then a function of the counts alone, so a model that
+    learned the same examples in another order (customers interleaved otherwise,
+    a replay, a recovery) predicts the same; and it is the rule the live flow
+    always had, so its predictions, and the decisions they drive, stay as they
+    were. Each suffix keeps its leader as it counts (counts only grow, so the
+    leader can only become the step just counted): learning and predicting cost
+    a few dictionary lookups, whatever the number of successors. That is the hot
+    path of the flow, which learns from every step of every customer.
     """
 
     name = "ngram"
 
-    def __init__(self, max_order: int = 4) -> None:
+    def __init__(self, max_order: int = 4, fallback: bool = True, max_keys: int = MAX_KEYS) -> None:
+        if max_order < 1:
+            raise ValueError(f"max_order must be at least 1, not {max_order}")
         self.max_order = max_order
-        self.successors = _Table()
-        self.overall: dict[str, float] = {}
+        self.max_keys = max_keys
+        self.table: dict[tuple[str, ...], _Successors] = {}
+        self.overall = _Successors() if fallback else None
+
+    def leader(self, prefix: Sequence[str]) -> tuple[str, float] | None:
+        """(the predicted next activity, the share of the times it followed the suffix it
+        is predicted from, or of all successors when it is the fallback), or None."""
+        table, recent = self.table, tuple(prefix[-self.max_order :])
+        for order in range(len(recent), 0, -1):
+            successors = table.get(recent[-order:])
+            if successors is not None:
+                return successors.best, successors.best_count / successors.total
+        overall = self.overall
+        if overall is not None and overall.total:
+            return overall.best, overall.best_count / overall.total
+        return None
 
     def predict(self, prefix: Sequence[str], context: Context) -> str | None:
-        for order in range(min(self.max_order, len(prefix)), 0, -1):
-            predicted = self.successors.predict(tuple(prefix[-order:]))
-            if predicted is not None:
-                return predicted
-        return _argmax(self.overall)
+        found = self.leader(prefix)
+        return found[0] if found is not None else None
 
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
-        for order in range(1, min(self.max_order, len(prefix)) + 1):
-            self.successors.learn(tuple(prefix[-order:]), next_step)
-        _add(self.overall, next_step)
+        table, recent = self.table, tuple(prefix[-self.max_order :])
+        for order in range(1, len(recent) + 1):
+            key = recent[-order:]
+            successors = table.get(key)
+            if successors is None:
+                if len(table) >= self.max_keys:
+                    continue
+                successors = table[key] = _Successors()
+            successors.add(next_step)
+        if self.overall is not None:
+            self.overall.add(next_step)
 
 
 # ---------------------------------------------------------------- ours
@@ -240,7 +298,9 @@ class NextStepLearner:
     predicts the most frequent successor of its key, or, for a key it has not
     seen yet, what the back-off n-gram predicts (so an expert is never silent):
 
-    - the n-grams of every order 0..`max_order`, and the back-off n-gram itself;
+    - the n-grams of every order 0..`max_order`, and the back-off n-gram itself (over
+      these tables: a tie goes to the successor seen first, as in every table of
+      ours, not to the larger name as in `BackoffNgram`);
     - the last activity with: the set of activities visited so far (where parallel
       branches stand), the visits of the last activity (loops), the position, the
       elapsed time, the gap between the last two events (log buckets), the visited
@@ -296,7 +356,9 @@ class NextStepLearner:
         # trust[(gate context, expert)] = [hits, predictions], both fading
         self.trust: dict[tuple[object, str], list[float]] = {}
         self.attributes: dict[str, _AttributeStats] = {}
-        self.classifier = naive_bayes.MultinomialNB(alpha=naive_bayes_alpha)
+        from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when used)
+
+        self.classifier = MultinomialNB(alpha=naive_bayes_alpha)
         self._last: tuple | None = None  # (prefix, context, view, predictions) of the last call
 
     def __getstate__(self) -> dict:
@@ -445,10 +507,10 @@ class NextStepLearner:
         if view.x:
             self.classifier.learn_one(view.x, next_step)
         for name, value in view.attributes:
-            stats = self.attributes.get(name)
-            if stats is None:
-                stats = self.attributes[name] = _AttributeStats()
-            if not stats.observe(value):
+            usage = self.attributes.get(name)
+            if usage is None:
+                usage = self.attributes[name] = _AttributeStats()
+            if not usage.observe(value):
                 for decay in self.decays:
                     self.tables.pop(("@" + name, decay), None)
                     self.tables.pop(("seen@" + name, decay), None)

@@ -1,11 +1,16 @@
 """The online models: prequential records, exactly-once learning, closed-loop evaluation."""
 
 import pickle
+import random
+import subprocess
+import sys
+from pathlib import Path
 
 from flows.lab.evaluate import POLICIES, closed_loop
 from flows.lab.simulator import SimulationConfig
 from operators.customer_step import CustomerStep
-from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, ModelSet
+from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, FlowNextStep, ModelSet
+from operators.next_step import MAX_KEYS
 from operators.replay import Replay
 from schemas.codec import good_events
 from schemas.event import Event
@@ -61,6 +66,89 @@ def test_the_example_digest_does_not_depend_on_order():
     for example in reversed(stream):
         backward.learn(example)
     assert forward.models[NEXT_STEP].record.digest == backward.models[NEXT_STEP].record.digest
+
+
+class PlainNextStep:
+    """The flow's next-step model as it was before it shared `operators.next_step`'s
+    back-off n-gram, written plainly: counts per suffix of up to 4 contact points, the
+    longest suffix seen before answers with its most frequent successor (ties: the larger
+    name) and that successor's share, no answer when no suffix is known."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], dict[str, int]] = {}
+
+    def predict(self, prefix: tuple[str, ...]) -> tuple[str, float] | None:
+        for order in range(min(4, len(prefix)), 0, -1):
+            counts = self.counts.get(prefix[-order:])
+            if counts:
+                best = max(counts, key=lambda step: (counts[step], step))
+                return best, counts[best] / sum(counts.values())
+        return None
+
+    def learn(self, prefix: tuple[str, ...], step: str) -> None:
+        for order in range(1, min(4, len(prefix)) + 1):
+            counts = self.counts.setdefault(prefix[-order:], {})
+            counts[step] = counts.get(step, 0) + 1
+
+
+def next_step_examples(n: int, seed: int = 7) -> list[Example]:
+    """Paths over few contact points (many ties), prefixes of 0 to 6 of them."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        prefix = tuple(rng.choice("abcd") for _ in range(rng.randint(0, 6)))
+        label = rng.choice("abcd") if rng.random() < 0.7 else (prefix or ("a",))[-1]
+        out.append(Example(NEXT_STEP, f"n{i}", label, float(i), prefix=prefix))
+    return out
+
+
+def test_the_flow_next_step_model_predicts_as_the_plain_reference_does():
+    model, plain = FlowNextStep(), PlainNextStep()
+    stream = next_step_examples(3000)
+    probes = sorted({e.prefix for e in stream})
+    correct = 0
+    for n, example in enumerate(stream):
+        predicted = plain.predict(example.prefix)
+        assert model.predict(example.prefix) == predicted  # step and share, exactly
+        correct += predicted is not None and predicted[0] == example.label
+        model.learn(example)
+        plain.learn(example.prefix, example.label)
+        if n % 500 == 0:
+            assert [model.predict(p) for p in probes] == [plain.predict(p) for p in probes]
+    assert model.record.correct == correct
+    assert [model.predict(p) for p in probes] == [plain.predict(p) for p in probes]
+    assert model.ngram.max_keys == MAX_KEYS
+
+
+def test_the_flow_next_step_model_does_not_depend_on_the_order_of_its_examples():
+    stream = next_step_examples(2000)
+    shuffled = list(stream)
+    random.Random(1).shuffle(shuffled)
+    forward, other = FlowNextStep(), FlowNextStep()
+    for example in stream:
+        forward.learn(example)
+    for example in shuffled:
+        other.learn(example)
+    other = pickle.loads(pickle.dumps(other))
+    probes = sorted({e.prefix for e in stream})
+    assert [forward.predict(p) for p in probes] == [other.predict(p) for p in probes]
+
+
+def test_importing_the_models_does_not_import_river_or_scipy():
+    """river brings scipy (most of a second): it comes when a model is made, so the
+    command line, which imports these modules, answers quickly."""
+    code = (
+        "import importlib, pkgutil, sys, operators, state\n"
+        "for package in (operators, state):\n"
+        "    for module in pkgutil.iter_modules(package.__path__):\n"
+        "        importlib.import_module(package.__name__ + '.' + module.name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'river', 'numpy', 'scipy'}))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_intent_changes_are_announced_once_the_model_has_learned():

@@ -97,6 +97,42 @@ def test_backoff_looks_back_at_most_max_order_activities():
     assert order2.predict(tuple("pabc"), {}) == "y"  # (b, c) only: y twice
 
 
+def test_backoff_breaks_ties_by_the_larger_name_whatever_the_order():
+    # Not by the successor seen first (as markov1 does): the counts alone decide, so the
+    # same examples in another order predict the same (the rule of the live flow's model).
+    for paths in (["ac", "ab"], ["ab", "ac"]):
+        model = BackoffNgram(4)
+        teach(model, *paths)
+        assert model.predict(("a",), {}) == "c"
+        assert model.predict(("q",), {}) == "c"  # the fallback too: b and c once each
+
+
+def test_backoff_gives_the_share_of_its_prediction_and_can_do_without_the_fallback():
+    model, bare = BackoffNgram(4), BackoffNgram(4, fallback=False)
+    for m in (model, bare):
+        teach(m, "xab", "yab", "zac")
+        assert m.leader(("z", "a")) == ("c", 1.0)  # (z, a): c, once
+        assert m.leader(("w", "a")) == ("b", 2 / 3)  # a alone: b twice, c once
+    assert model.leader(("q",)) == ("a", 3 / 6)  # a is half of all successors
+    assert bare.leader(("q",)) is None and bare.predict(("q",), {}) is None
+    assert BackoffNgram(4).leader(("q",)) is None  # nothing learned
+
+
+def test_backoff_resumes_from_a_pickled_snapshot_and_caps_its_keys():
+    paths = ["".join(path) for path in itertools.product("abc", repeat=5)]
+    straight, resumed = BackoffNgram(4), BackoffNgram(4)
+    teach(straight, *paths)
+    teach(resumed, *paths[:100])
+    resumed = pickle.loads(pickle.dumps(resumed))
+    teach(resumed, *paths[100:])
+    prefixes = [tuple(path[:n]) for path in paths for n in range(1, 5)]
+    assert [resumed.leader(p) for p in prefixes] == [straight.leader(p) for p in prefixes]
+
+    capped = BackoffNgram(4, max_keys=20)
+    teach(capped, *paths)
+    assert len(capped.table) == 20
+
+
 # --------------------------------------------------------------------------- protocol
 
 

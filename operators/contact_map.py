@@ -12,6 +12,7 @@ forgotten.
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from msgspec import Struct, field
 
@@ -221,7 +222,7 @@ class ContactMap(Struct):
                 edge.durations.add(0.0)
 
     # ------------------------------------------------------------------ reading it
-    def edge_rows(self) -> list[dict]:
+    def edge_rows(self) -> list[dict[str, Any]]:
         """One row per scope and edge, in the shape of contact_map_edges.csv."""
         rows = []
         for scope in sorted(self.scopes):
@@ -241,7 +242,7 @@ class ContactMap(Struct):
                 )
         return rows
 
-    def kpis(self, scope: str) -> dict:
+    def kpis(self, scope: str) -> dict[str, Any]:
         s = self.scopes[scope]
         k = s.kpis
         drop_off = {
@@ -272,7 +273,7 @@ class ContactMap(Struct):
             },
         }
 
-    def pain_points(self, scope: str, top: int = 10) -> list[dict]:
+    def pain_points(self, scope: str, top: int = 10) -> list[dict[str, Any]]:
         """Contact points and edges that do worse than the scope's average, worst first."""
         s = self.scopes[scope]
         k = s.kpis
@@ -286,7 +287,7 @@ class ContactMap(Struct):
         )
         typical_wait = p90s[len(p90s) // 2] if p90s else 0.0
         avg_sentiment = k.sentiment_milli / 1000 / k.sentiment_cases if k.sentiment_cases else None
-        found: list[dict] = []
+        found: list[dict[str, Any]] = []
         for point, node in s.nodes.items():
             if node.visits < 5:
                 continue  # too few to say

@@ -22,7 +22,6 @@ from operators.models import (
     INTENT_MARGIN,
     NEXT_STEP,
     PROPENSITY,
-    Example,
     ModelSet,
     Predictors,
     intent_features,
@@ -37,6 +36,7 @@ from schemas.audience import AudienceChange, Tombstone
 from schemas.decision import Decision, DecisionInput, Trigger
 from schemas.event import Event, ProfileMerge
 from schemas.journey import IntentTransition, JourneyTransition
+from schemas.learning import Example
 from schemas.playbook import seconds
 from state.context import (
     CustomerContext,
@@ -198,7 +198,10 @@ class CustomerStep:
         self, ctx: CustomerContext, event: Event, ts: float, outputs: list[Output]
     ) -> IntentTransition | None:
         """Announce a change of intent when the new one leads by a clear margin."""
-        scores = self.predictors.intent(ctx)  # type: ignore[union-attr]
+        predictors = self.predictors
+        if predictors is None:
+            return None
+        scores = predictors.intent(ctx)
         if not scores:
             return None
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -215,7 +218,7 @@ class CustomerStep:
                 margin=round(margin, 4),
                 at=event.ts,
                 trigger_event_id=event.event_id,
-                model_version=self.predictors.version(),  # type: ignore[union-attr]
+                model_version=predictors.version(),
             )
             outputs.append(change)
             ctx.intent = intent

@@ -17,16 +17,25 @@ from datetime import UTC, datetime, timedelta
 from operators.conditions import Prefilter
 from operators.ids import action_id, decision_id
 from operators.journeys import JourneyTracker
+from operators.models import Response
 from operators.playbook import ActionSpec, CompiledPlaybook, JourneySpec, TriggerSpec
 from operators.policies import ContactPolicies
 from operators.wording import channel_name, clock, span, when
 from schemas.action import Action
-from schemas.decision import Candidate, CandidateStatus, Decision, DecisionInput, Trigger
+from schemas.decision import (
+    Candidate,
+    CandidateStatus,
+    Decision,
+    DecisionInput,
+    DecisionOutcome,
+    Trigger,
+)
 from schemas.event import Event
+from schemas.types import PropertyValue
 from state.context import CustomerContext, JourneyInstance, SentAction, record_sent, to_snapshot
 
 #: Scores a candidate: (context, action, channel) -> how likely the customer responds (0-1).
-Propensity = Callable[[CustomerContext, ActionSpec, str], float]
+Propensity = Callable[[CustomerContext, ActionSpec, str], Response]
 #: Predicts the customer's next contact point: context -> (contact point, confidence).
 NextStep = Callable[[CustomerContext], tuple[str, float] | None]
 #: What the customer is trying to do: context -> the probability of each intent.
@@ -48,9 +57,9 @@ class _IntentNow:
 
     def scores(self) -> dict[str, float]:
         ctx = self._ctx
-        if not self._asked:
+        if not self._asked and self._predict is not None:
             self._asked = True
-            scores = self._predict(ctx)  # type: ignore[misc]
+            scores = self._predict(ctx)
             if scores:
                 ctx.intent_scores = {name: round(p, 4) for name, p in scores.items()}
         return ctx.intent_scores
@@ -65,7 +74,7 @@ class _Verdict:
     journey: JourneySpec | None = None
     channel: str | None = None
     partner_id: str | None = None
-    content: dict = field(default_factory=dict)
+    content: dict[str, PropertyValue] = field(default_factory=dict)
 
 
 class DecisionMaker:
@@ -117,8 +126,8 @@ class DecisionMaker:
             actions = self.playbook.actions
         verdicts: list[_Verdict] = []
         intent = _IntentNow(ctx, self.intent)
-        for action in actions:
-            verdict = self._consider(ctx, trigger, action, intent)
+        for candidate in actions:
+            verdict = self._consider(ctx, trigger, candidate, intent)
             if verdict is not None:
                 verdicts.append(verdict)
         if not verdicts and not request:
@@ -128,14 +137,15 @@ class DecisionMaker:
 
         sent = [v for v in verdicts if v.status == "sent"]
         best = max(sent, key=lambda v: (v.score, v.action.name)) if sent else None
-        for v in sent:
-            if v is not best:
-                v.status = "suppressed"
-                v.reasons.append(f"Outranked by {best.action.label}.")  # type: ignore[union-attr]
+        if best is not None:
+            for v in sent:
+                if v is not best:
+                    v.status = "suppressed"
+                    v.reasons.append(f"Outranked by {best.action.label}.")
         holdout = best is not None and self.policies.in_holdout(ctx.key)
-        if holdout:
-            best.status = "holdout"  # type: ignore[union-attr]
-            best.reasons.append(  # type: ignore[union-attr]
+        if best is not None and holdout:
+            best.status = "holdout"
+            best.reasons.append(
                 f"Not sent: the customer is in the holdout group "
                 f"({self.policies.holdout_share:.0%} of customers, by id), so their outcomes "
                 "measure the uplift."
@@ -149,11 +159,12 @@ class DecisionMaker:
         action: Action | None = None
         if best is not None:
             spec = best.action
+            assert best.channel is not None  # a verdict is sent only on a channel
             action = Action(
                 action_id=action_id(customer, trigger.trigger_id, spec.name),
                 decision_id=dec_id,
                 customer_id=customer,
-                channel=best.channel,  # type: ignore[arg-type]
+                channel=best.channel,
                 action=spec.name,
                 content=best.content,
                 score=round(best.score, 4),
@@ -188,6 +199,7 @@ class DecisionMaker:
                 expires_at=created_at,
                 request_id=trigger.request_id,
             )
+        outcome: DecisionOutcome
         if holdout:
             outcome = "holdout"
         elif action is not None and action.action != NO_ACTION:
@@ -307,8 +319,8 @@ class DecisionMaker:
 
         if spec.value_tiers:
             tier = ctx.value_tier
-            if tier in spec.value_tiers:
-                why.append(f"{tier.capitalize()}-value customer.")  # type: ignore[union-attr]
+            if tier is not None and tier in spec.value_tiers:
+                why.append(f"{tier.capitalize()}-value customer.")
             else:
                 allowed = " or ".join(sorted(spec.value_tiers))
                 why_not.append(f"Value tier is {tier or 'unknown'}; this action is for {allowed}.")
@@ -375,18 +387,19 @@ class DecisionMaker:
         placement, refusal = self.policies.place(ctx, action, now, trigger.channel, journey, inst)
         if placement is None:
             verdict.status = "suppressed"
-            verdict.reasons.append(refusal)  # type: ignore[arg-type]
+            verdict.reasons.append(refusal or "Not sent: the contact policies refuse it.")
             return verdict
         priority = journey.priority if journey is not None else 0
-        propensity = self.propensity(ctx, action, placement.channel) if self.propensity else 1.0
+        response = self.propensity(ctx, action, placement.channel) if self.propensity else None
+        score = response.score if response is not None else 1.0
         floor = self.playbook.policies.min_expected_response
-        if self.propensity and propensity < floor:
+        if response is not None and score < floor:
             verdict.status = "suppressed"
             verdict.reasons.append(
-                f"Not sent: response score {propensity:.1%} is below {floor:.0%}."
+                f"Not sent: {_response_words(response, 1)} is below {floor:.0%}."
             )
             return verdict
-        verdict.score = propensity * action.value * (1.0 + priority / 100.0) * action.lever
+        verdict.score = score * action.value * (1.0 + priority / 100.0) * action.lever
         verdict.channel = placement.channel
         verdict.partner_id = placement.partner_id
         verdict.content = {**action.content}
@@ -398,8 +411,8 @@ class DecisionMaker:
                 if placement.partner_id
                 else "Passed to the partner network (no partner leads this journey yet)."
             )
-        if self.propensity:
-            verdict.reasons.append(f"Response score {propensity:.0%}.")
+        if response is not None:
+            verdict.reasons.append(f"{_response_words(response, 0).capitalize()}.")
         verdict.reasons.append(
             f"Action: {action.label} on {channel_name(placement.channel)}{placement.how}."
         )
@@ -477,3 +490,14 @@ class DecisionMaker:
         else:
             recent = f"within the last {span(window)}" if window != float("inf") else ""
             why.append(f"Tried {' and '.join(tried)} {recent}".rstrip() + ".")
+
+
+def _response_words(response: Response, digits: int) -> str:
+    """The expected response as a chance, and exploration as what it is: not a chance."""
+    expected = f"expected response {response.expected:.{digits}%}"
+    if response.exploration < 0.005:
+        return expected
+    return (
+        f"{expected}, plus {response.exploration:.{digits}%} for what is not known yet of such "
+        f"customers (exploration): score {response.score:.{digits}%}"
+    )

@@ -14,4 +14,12 @@ def customer_key(event: Event) -> str:
     customer_id = event.customer_id
     if customer_id is not None:
         return customer_id
-    return ANONYMOUS_PREFIX + event.anonymous_id  # type: ignore[operator]
+    return visitor_key(event)
+
+
+def visitor_key(event: Event) -> str:
+    """The key of the anonymous id an event carries (an identify event has both ids)."""
+    anonymous_id = event.anonymous_id
+    if anonymous_id is None:  # the codec lets no such event in
+        raise ValueError(f"event {event.event_id!r} carries no anonymous id")
+    return ANONYMOUS_PREFIX + anonymous_id

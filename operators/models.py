@@ -15,7 +15,7 @@ river is imported where a model is made, not with this module: it brings scipy
 import math
 import threading
 from hashlib import blake2b
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from msgspec import Struct
 
@@ -33,6 +33,21 @@ INTENT_CONFIDENCE = 0.4
 WARM_UP = 30
 #: The response score of an action before it has any outcome.
 PRIOR_RESPONSE = 0.25
+
+
+class Response(NamedTuple):
+    """What a response model says of an action in a context."""
+
+    #: The chance that the customer responds.
+    expected: float
+    #: What is not known yet about such a context: a bonus that gets an action tried
+    #: where it has been tried little (0 where the predictor does not explore).
+    exploration: float = 0.0
+
+    @property
+    def score(self) -> float:
+        """The optimistic score decisions rank by (at most 1)."""
+        return min(1.0, self.expected + self.exploration)
 
 
 class Learning(Struct):
@@ -193,10 +208,10 @@ class _Arm:
         #: Bayesian linear regression, for its posterior: how little is known of a context.
         self.spread = linear_model.BayesianLinearRegression()
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[Any, Any]:
         return self.expected, self.spread
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[Any, Any]) -> None:
         self.expected, self.spread = state
 
 
@@ -213,15 +228,17 @@ class PropensityModel(OnlineModel):
         super().__init__()
         self.arms: dict[str, _Arm] = {}
 
-    def predict(self, ctx: CustomerContext, action: ActionSpec, channel: str, at: float) -> float:
+    def predict(
+        self, ctx: CustomerContext, action: ActionSpec, channel: str, at: float
+    ) -> Response:
         arm = self.arms.get(action.name)
         if arm is None:
-            return PRIOR_RESPONSE
+            return Response(PRIOR_RESPONSE)
         x = propensity_features(ctx, channel, at)
         expected = arm.expected.predict_proba_one(x).get(True, 0.0)
         belief = arm.spread.predict_one(x, with_dist=True)
         unknown = math.sqrt(max(belief.sigma**2 - 1.0 / arm.spread.beta, 0.0))  # not noise
-        return float(min(1.0, expected + unknown))
+        return Response(float(expected), unknown)
 
     @staticmethod
     def _action(example: Example) -> str:
@@ -290,11 +307,14 @@ class Predictors(Protocol):
 
     def intent(self, ctx: CustomerContext) -> dict[str, float] | None: ...
 
-    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float: ...
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> Response: ...
 
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None: ...
 
     def version(self) -> str: ...
+
+
+_Model = TypeVar("_Model", bound=OnlineModel)
 
 
 class ModelSet:
@@ -317,15 +337,21 @@ class ModelSet:
     def version(self) -> str:
         return " ".join(m.version for m in self.models.values())
 
-    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
-        return self.models[INTENT].predict(ctx)  # type: ignore[attr-defined]
+    def _model(self, name: str, kind: type[_Model]) -> _Model:
+        # The set is keyed by name (the learner restores a model under its name).
+        model = self.models[name]
+        assert isinstance(model, kind)
+        return model
 
-    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
+    def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
+        return self._model(INTENT, IntentModel).predict(ctx)
+
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> Response:
         at = ctx.last_seen
-        return self.models[PROPENSITY].predict(ctx, action, channel, at)  # type: ignore[attr-defined]
+        return self._model(PROPENSITY, PropensityModel).predict(ctx, action, channel, at)
 
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
-        return self.models[NEXT_STEP].predict(recent_path(ctx))  # type: ignore[attr-defined]
+        return self._model(NEXT_STEP, FlowNextStep).predict(recent_path(ctx))
 
 
 def model_records(models: ModelSet) -> dict[str, dict[str, object]]:

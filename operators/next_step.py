@@ -34,7 +34,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 Context = Mapping[str, str | float | None]
 Attributes = Mapping[str, str | float | None]
@@ -105,10 +105,10 @@ class _Table:
             successors = self.counts[key] = {}
         _add(successors, next_step, self.decay)
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {"decay": self.decay, "max_keys": self.max_keys, "counts": self.counts}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.decay, self.max_keys, self.counts = state["decay"], state["max_keys"], state["counts"]
 
 
@@ -271,7 +271,7 @@ class _AttributeStats:
     """Whether an attribute looks like an identifier: most values new in its first uses."""
 
     seen: int = 0
-    values: set = field(default_factory=set)
+    values: set[object] = field(default_factory=set)
     dropped: bool = False
 
     #: Uses looked at, and the share of distinct values among them that marks an identifier.
@@ -359,9 +359,12 @@ class NextStepLearner:
         from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when used)
 
         self.classifier = MultinomialNB(alpha=naive_bayes_alpha)
-        self._last: tuple | None = None  # (prefix, context, view, predictions) of the last call
+        #: (prefix, context, view, predictions) of the last call.
+        self._last: tuple[tuple[str, ...], dict[str, Any], _View, dict[str, str | None]] | None = (
+            None
+        )
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_last"] = None
         return state
@@ -577,7 +580,7 @@ class CasePrefix:
 
 def prequential(
     stream: Iterable[tuple[str, str, float, Attributes]], models: Sequence[NextStepModel]
-) -> dict[str, dict]:
+) -> dict[str, dict[str, Any]]:
     """Test-then-train on one stream of (case id, activity, epoch seconds, attributes).
 
     Events come in timestamp order, cases interleaved. Each event after its

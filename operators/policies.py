@@ -132,7 +132,7 @@ class ContactPolicies:
                     None,
                     f"Not sent: anonymous visitor, reachable only on {where} until they log in.",
                 )
-            candidates = [trigger_channel]  # type: ignore[list-item]
+            candidates = [trigger_channel] if trigger_channel is not None else []
         if action.reply_on_trigger_channel:
             candidates = [c for c in candidates if c == trigger_channel]
         consented = [c for c in candidates if consent_allows(ctx, c, action.purpose)]
@@ -240,8 +240,8 @@ class ContactPolicies:
             notes.append(capped[0])
         note = f" ({'; '.join(notes)})" if notes else ""
         preferred = ctx.preferred_channel
-        if preferred in open_channels:
-            return preferred, f", the customer's preferred channel{note}"  # type: ignore[return-value]
+        if preferred is not None and preferred in open_channels:
+            return preferred, f", the customer's preferred channel{note}"
         answered: dict[str, int] = {}
         for sent in ctx.actions:
             if sent.outcome in RESPONSES and sent.channel in open_channels:

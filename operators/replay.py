@@ -11,14 +11,13 @@ wall clock; the transitions are the same.
 from collections import deque
 from collections.abc import Iterable
 
-from msgspec import Struct
-
 from operators.analytics import InFlight, in_flight
-from operators.customer_step import CustomerStep
-from operators.identity import ANONYMOUS_PREFIX, customer_key
-from operators.models import Example, ModelSet, Predictors
+from operators.customer_step import CustomerStep, Output
+from operators.identity import customer_key, visitor_key
+from operators.models import ModelSet, Predictors
 from operators.playbook import CompiledPlaybook
 from schemas.event import Event
+from schemas.learning import Example
 from state.context import CustomerContext
 
 
@@ -39,9 +38,9 @@ class Replay:
         self.models = ModelSet(playbook) if learn else None
         self.step = CustomerStep(playbook, self.models, predictors, record_inputs=record_inputs)
         self.contexts: dict[str, CustomerContext] = {}
-        self.outputs: list[Struct] = []
+        self.outputs: list[Output] = []
 
-    def run(self, events: Iterable[Event], *, until: float | None = None) -> list[Struct]:
+    def run(self, events: Iterable[Event], *, until: float | None = None) -> list[Output]:
         """Feed every event (in the given order), then let time run to `until`."""
         for event in events:
             self.feed(event)
@@ -62,7 +61,7 @@ class Replay:
             due = self.step.next_deadline(ctx)
             if due is not None and due <= now:
                 outputs = self._collect(self.step.on_time(ctx, now))
-                self._drain(deque(o for o in outputs if type(o) is Event))
+                self._drain(deque(o for o in outputs if isinstance(o, Event)))
 
     def in_flight(self) -> list[InFlight]:
         """Every customer's journeys still open (call at the end of the input)."""
@@ -73,19 +72,19 @@ class Replay:
             current = pending.popleft()
             keys = [customer_key(current)]
             if current.type == "identify":
-                keys.append(ANONYMOUS_PREFIX + current.anonymous_id)  # type: ignore[operator]
+                keys.append(visitor_key(current))
             for key in keys:
                 ctx, outputs = self.step.on_event(key, self.contexts.get(key), current)
                 if ctx is None:
                     self.contexts.pop(key, None)
                 else:
                     self.contexts[key] = ctx
-                pending.extend(o for o in self._collect(outputs) if type(o) is Event)
+                pending.extend(o for o in self._collect(outputs) if isinstance(o, Event))
 
-    def _collect(self, outputs: list[Struct]) -> list[Struct]:
+    def _collect(self, outputs: list[Output]) -> list[Output]:
         models = self.models
         for output in outputs:
-            if type(output) is Example:
+            if isinstance(output, Example):
                 if models is not None:
                     models.learn(output)
             else:

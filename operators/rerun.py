@@ -74,7 +74,8 @@ class ModelHistory:
     def _restore(self, version: int) -> OnlineModel:
         """A copy of the model at the last checkpoint at or before `version`."""
         start = max(n for n in self._checkpoints if n <= version)
-        return pickle.loads(self._checkpoints[start])
+        model: OnlineModel = pickle.loads(self._checkpoints[start])
+        return model
 
     def _learn_up_to(self, model: OnlineModel, version: int) -> OnlineModel:
         examples = self.examples

@@ -6,6 +6,7 @@ audience the moment someone joins it.
 """
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from operators.ids import audience_change_id
 from operators.playbook import CompiledPlaybook
@@ -167,7 +168,7 @@ class SegmentEvaluator:
     def _change(
         ctx: CustomerContext,
         segment: str,
-        change: str,
+        change: Literal["entered", "exited"],
         at: datetime,
         reasons: list[str],
         trigger: str,
@@ -177,7 +178,7 @@ class SegmentEvaluator:
             change_id=audience_change_id(ctx.key, segment, change, trigger),
             customer_id=ctx.key,
             segment=segment,
-            change=change,  # type: ignore[arg-type]
+            change=change,
             at=at,
             reasons=reasons,
             trigger_event_id=trigger_event_id,

@@ -226,9 +226,13 @@ def _build() -> tuple[dict[str, _Entry], int]:
                 phrases.setdefault(tokens[0], []).append((list(tokens[1:]), kind, value))
     table: dict[str, _Entry] = {}
     for token in singles.keys() | phrases.keys():
-        kind, value = singles.get(token, (None, 0.0))
+        single = singles.get(token)
         conts = sorted(phrases.get(token, []), key=lambda c: len(c[0]), reverse=True)
-        table[token] = (kind, value, tuple(conts))
+        table[token] = (
+            single[0] if single else None,
+            single[1] if single else 0.0,
+            tuple(conts),
+        )
     return table, n_valence
 
 

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Struct
 
 from schemas.event import Event
+from schemas.types import Properties
 
 #: How many recent interactions a context keeps (oldest dropped first).
 MAX_RECENT = 48
@@ -184,7 +185,7 @@ def is_duplicate(ctx: CustomerContext, event: Event) -> bool:
     return any(i.event_id == event_id for i in ctx.recent)
 
 
-def _reference(properties: dict) -> str | None:
+def _reference(properties: Properties) -> str | None:
     for ref_key in REFERENCE_KEYS:
         value = properties.get(ref_key)
         if value is not None:
@@ -231,9 +232,10 @@ def fold(
     if properties:
         _fold_profile(ctx, properties)
         if profile_keys:
-            for name in profile_keys.intersection(properties):
-                value = properties[name]
-                if value is not None:
+            # In the event's order, not the set's: a set's order follows the hash seed,
+            # and the context (snapshots, recorded decision inputs) must not.
+            for name, value in properties.items():
+                if name in profile_keys and value is not None:
                     ctx.attributes[name] = value
     if event.consent is not None:
         c = event.consent
@@ -293,7 +295,7 @@ def _append_bounded(items: list[str], item: str, limit: int) -> None:
         del items[0]
 
 
-def _fold_profile(ctx: CustomerContext, properties: dict) -> None:
+def _fold_profile(ctx: CustomerContext, properties: Properties) -> None:
     tier = properties.get("value_tier")
     if isinstance(tier, str):
         ctx.value_tier = tier
@@ -331,10 +333,7 @@ def consent_allows(ctx: CustomerContext, channel: str, purpose: str) -> bool:
 
 def tier_rank(tier: str | None) -> int:
     """Position of a value tier in VALUE_TIERS; -1 when unknown."""
-    try:
-        return VALUE_TIERS.index(tier)  # type: ignore[arg-type]
-    except ValueError:
-        return -1
+    return VALUE_TIERS.index(tier) if tier in VALUE_TIERS else -1
 
 
 _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()

@@ -6,6 +6,7 @@ from itertools import count
 from typing import Any
 
 from flows.runtime.settings import DEFAULT_PLAYBOOK, load_compiled
+from operators.models import Response
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
 from schemas.action import Action
@@ -127,8 +128,8 @@ class StubPredictors:
     def intent(self, ctx: CustomerContext) -> dict[str, float] | None:
         return self._intent(ctx)
 
-    def propensity(self, ctx: CustomerContext, action: object, channel: str) -> float:
-        return 0.5
+    def propensity(self, ctx: CustomerContext, action: object, channel: str) -> Response:
+        return Response(0.5)
 
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
         return None

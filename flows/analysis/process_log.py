@@ -29,18 +29,21 @@ import gzip
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from operators.identity import customer_key
 from schemas.codec import BadInput, EventDecoder
 from schemas.event import Event
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # the type csv.reader returns
 
 DEFAULT_CASE = "case:concept:name"
 DEFAULT_ACTIVITY = "concept:name"
@@ -261,7 +264,9 @@ def _index(header: list[str], name: str, what: str, flag: str) -> int:
         ) from None
 
 
-def _optional_index(header: list[str], name: str | None, default: str, what: str, flag: str):
+def _optional_index(
+    header: list[str], name: str | None, default: str, what: str, flag: str
+) -> int | None:
     if not name:
         return None
     if name == default and name not in header:
@@ -301,7 +306,9 @@ def read_process_log(
         raise LogError(f"{path}: not a readable CSV: {exc}") from None
 
 
-def _read_rows(path: Path, reader, columns: Columns, parse: TimestampParser) -> ProcessLog:
+def _read_rows(
+    path: Path, reader: "CsvReader", columns: Columns, parse: TimestampParser
+) -> ProcessLog:
     header = [name.strip() for name in next(reader)]
     i_case = _index(header, columns.case, "case id", "--case-column")
     i_act = _index(header, columns.activity, "activity", "--activity-column")
@@ -335,6 +342,9 @@ def _read_rows(path: Path, reader, columns: Columns, parse: TimestampParser) -> 
     # One string object per distinct value (memory); an empty field is None.
     shared: dict[str, str | None] = {"": None}
     share = shared.setdefault
+    names: dict[str, str] = {}  # case ids and activities, never empty
+    name = names.setdefault
+    attribute_values: Callable[[list[str]], tuple[str, ...]]
     if len(attrs) > 1:
         attribute_values = itemgetter(*attrs)
     elif attrs:
@@ -375,8 +385,8 @@ def _read_rows(path: Path, reader, columns: Columns, parse: TimestampParser) -> 
         append(
             LogEvent(
                 ts,
-                share(case, case),
-                share(activity, activity),
+                name(case, case),
+                name(activity, activity),
                 None if i_ch is None else share(row[i_ch], row[i_ch]),
                 None if i_res is None else share(row[i_res], row[i_res]),
                 tuple(map(share, values, values)),
@@ -454,11 +464,11 @@ def read_event_file(path: Path | str) -> ProcessLog:
         )
     if erased_before:
         remaining = []
-        for position, (number, event) in enumerate(kept):
-            if position < erased_before.get(event.case, -1):
-                log._skip(number, ERASED, event.case)
+        for position, (number, kept_event) in enumerate(kept):
+            if position < erased_before.get(kept_event.case, -1):
+                log._skip(number, ERASED, kept_event.case)
             else:
-                remaining.append((number, event))
+                remaining.append((number, kept_event))
         kept = remaining
     log.events = [event for _number, event in kept]
     return log

@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from flows.analysis.process_log import (
     Columns,
@@ -78,12 +79,16 @@ def default_goal(cases: dict[str, list[LogEvent]]) -> str:
     return min(ends, key=lambda activity: (-ends[activity], activity))
 
 
+#: A case, its events, and whether it reached the goal.
+Flagged = tuple[str, list[LogEvent], bool]
+
+
 def build_map(
     cases: dict[str, list[LogEvent]], goals: frozenset[str], *, partners: bool = False
-) -> tuple[ContactMap, list[tuple[str, list[LogEvent], bool]]]:
+) -> tuple[ContactMap, list[Flagged]]:
     """The contact-point map of the cases (scope `all`), and each case's goal flag."""
     cmap = ContactMap()
-    flagged = []
+    flagged: list[Flagged] = []
     for case, path in cases.items():
         reached = any(event.activity in goals for event in path)
         partner = None
@@ -107,7 +112,9 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def replay(log: ProcessLog, goals: Sequence[str] = ()) -> tuple[ContactMap, dict, list]:
+def replay(
+    log: ProcessLog, goals: Sequence[str] = ()
+) -> tuple[ContactMap, dict[str, Any], list[Flagged]]:
     """Run the map and the next-step models over a log; the map, the summary, the cases."""
     started = time.perf_counter()
     cases = log.cases()
@@ -172,7 +179,9 @@ def replay(log: ProcessLog, goals: Sequence[str] = ()) -> tuple[ContactMap, dict
     return cmap, summary, flagged
 
 
-def write_outputs(cmap: ContactMap, summary: dict, flagged: list, out: Path) -> dict[str, Path]:
+def write_outputs(
+    cmap: ContactMap, summary: dict[str, Any], flagged: list[Flagged], out: Path
+) -> dict[str, Path]:
     """Write the map files, kpis.json, cases.csv and summary.json; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = write_map_files(cmap, out)
@@ -256,7 +265,7 @@ def replay_files(
     events: Path | None = None,
     playbook: CompiledPlaybook | None = None,
     started: float | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Replay `log` and write everything into `out`; return the summary written.
 
     An events file (`events`, with its `playbook`) replays through the cores, like the

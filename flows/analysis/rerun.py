@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -22,6 +23,9 @@ from operators.rerun import Rerun, RerunError, differences, histories, parse_ver
 from schemas.decision import Decision, DecisionInput
 from schemas.learning import LearnedExamples
 from schemas.topics import DECISION_INPUTS, DECISIONS, MODEL_EXAMPLES
+
+#: A recorded decision, or what it was made from (both start with their decision id).
+Recorded = TypeVar("Recorded", Decision, DecisionInput)
 
 
 def _records(out: Path | None, topic: str) -> Iterator[bytes]:
@@ -43,7 +47,9 @@ def _records(out: Path | None, topic: str) -> Iterator[bytes]:
         yield from lines
 
 
-def _latest_by_id(records: Iterator[bytes], wanted: set[str] | None, kind: type) -> dict:
+def _latest_by_id(
+    records: Iterator[bytes], wanted: set[str] | None, kind: type[Recorded]
+) -> dict[str, Recorded]:
     """Each decision's last record (a resumed run may repeat one), of those wanted."""
     decoder = msgspec.json.Decoder(kind)
     # The id is the first field of both records: skip the others without decoding them.
@@ -63,7 +69,7 @@ def _examples(records: Iterator[bytes]) -> Iterator[LearnedExamples]:
         yield decoder.decode(raw)
 
 
-def _version_order(recorded: DecisionInput) -> tuple:
+def _version_order(recorded: DecisionInput) -> tuple[tuple[str, int], ...]:
     """Re-run in order of model versions, so the models are rebuilt forwards."""
     return tuple(sorted(parse_version(recorded.model_version).items()))
 

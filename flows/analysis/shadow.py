@@ -12,6 +12,7 @@ checker of the closed-loop evaluation. It runs on a replayed log (pure cores,
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -112,7 +113,7 @@ def decisions_in(path: Path) -> list[Decision]:
         return [decoder.decode(line) for line in lines if line.strip()]
 
 
-def print_comparison(report: dict, console: Console) -> None:
+def print_comparison(report: dict[str, Any], console: Console) -> None:
     """The comparison in a few lines: how many decisions differ, and how."""
     value = report["expected_value"]
     violations = report.get("violations")

@@ -13,6 +13,7 @@ from rich.console import Console
 from flows.cli.options import (
     DEFAULT_OUT,
     HelpFormatter,
+    Subcommands,
     add_playbook_arg,
     add_simulation_args,
     simulation,
@@ -130,7 +131,7 @@ def cmd_shadow(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     rerun = sub.add_parser(
         "rerun",
         help="decide again on recorded decisions, with the model versions they used",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -19,7 +19,7 @@ from flows.analysis.process_log import (
     DEFAULT_RESOURCE,
     DEFAULT_TIMESTAMP,
 )
-from flows.cli.options import DEFAULT_OUT, HelpFormatter
+from flows.cli.options import DEFAULT_OUT, HelpFormatter, Subcommands
 from operators.contact_map import ALL
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def print_summary(summary: dict, log: ProcessLog, console: Console) -> None:
+def print_summary(summary: dict[str, Any], log: ProcessLog, console: Console) -> None:
     from rich.table import Table
 
     from flows.analysis.process_log import describe_skipped
@@ -193,7 +193,7 @@ def cmd_map(args: argparse.Namespace, console: Console | None = None) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     parser = sub.add_parser(
         "replay",
         help="replay a process-mining log or an events file: map, KPIs, next-step accuracy",

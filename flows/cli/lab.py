@@ -11,6 +11,7 @@ from rich.console import Console
 from flows.cli.options import (
     DEFAULT_OUT,
     HelpFormatter,
+    Subcommands,
     add_playbook_arg,
     add_simulation_args,
     simulation,
@@ -206,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     simulate = sub.add_parser(
         "simulate",
         help="write simulated events to a file or the events topic",

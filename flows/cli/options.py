@@ -5,9 +5,13 @@ Only light imports here: `wayfinder --help` builds every parser, and must answer
 
 import argparse
 from pathlib import Path
+from typing import TypeAlias
 
 from flows.lab.simulator import SimulationConfig
 from schemas.playbook import seconds
+
+#: What each group of subcommands registers its commands with.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 #: Where embedded runs and tools write by default (gitignored).
 DEFAULT_OUT = Path("out")

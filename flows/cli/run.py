@@ -13,6 +13,7 @@ from rich.console import Console
 from flows.cli.options import (
     DEFAULT_OUT,
     HelpFormatter,
+    Subcommands,
     add_playbook_arg,
     add_simulation_args,
     positive_int,
@@ -176,7 +177,7 @@ def _shadow_report(
     return path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     run = sub.add_parser(
         "run",
         help="run the orchestrate flow (simulator by default)",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from flows.cli.options import HelpFormatter
+from flows.cli.options import HelpFormatter, Subcommands
 from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
 
 
@@ -67,7 +67,7 @@ def cmd_schema(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     topics = sub.add_parser(
         "topics",
         help="create the Kafka topics (idempotent)",

@@ -57,7 +57,7 @@ class ScopeLogic(StatefulBatchLogic[Scoped, AnalyticsSnapshot, bytes]):
     def on_batch(self, values: list[Scoped]) -> tuple[Iterable[AnalyticsSnapshot], bool]:
         out: list[AnalyticsSnapshot] = []
         for scope, item in values:
-            at = item.at.timestamp() if type(item) is JourneyTransition else item.steps[-1][1]
+            at = item.at.timestamp() if isinstance(item, JourneyTransition) else item.steps[-1][1]
             state = self._state
             if state is None:
                 state = self._state = _State(scope, _window_end(at), at, False, Scope())
@@ -66,7 +66,7 @@ class ScopeLogic(StatefulBatchLogic[Scoped, AnalyticsSnapshot, bytes]):
                     out.append(self._publish())
                 state.window_end = _window_end(at)
             cmap = ContactMap(scopes={scope: state.map})
-            if type(item) is InFlight:
+            if isinstance(item, InFlight):
                 fold_in_flight(cmap, item, scope)
             elif not fold_transition(cmap, item, scope):
                 continue

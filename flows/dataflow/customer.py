@@ -5,7 +5,7 @@ and says what to emit; in an embedded run it also tells the loop's rounds what
 it folded and what will come back (see `flows.dataflow.loopback`).
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 
@@ -50,7 +50,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         live: bool,
         clock: EventClock,
         loop: Loopback | None,
-        models_lock: AbstractContextManager | None = None,
+        models_lock: AbstractContextManager[object] | None = None,
         shadow: bool = False,
     ) -> None:
         self._step = step
@@ -124,7 +124,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._account(0, outputs)
         return outputs, False
 
-    def _account(self, consumed: int, emitted: list[StepOutput]) -> None:
+    def _account(self, consumed: int, emitted: Sequence[StepOutput]) -> None:
         loop = self._loop
         if loop is None:
             return

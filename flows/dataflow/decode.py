@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
 from flows.dataflow.clock import EventClock, EventTime
 from flows.dataflow.customer import Keyed
@@ -13,7 +13,7 @@ from flows.dataflow.loopback import Loopback
 from flows.dataflow.sources import RawRecord
 from flows.runtime import metrics
 from flows.runtime.settings import FAULT_EXIT_CODE, fault_after_events, state_key
-from operators.identity import ANONYMOUS_PREFIX, customer_key
+from operators.identity import customer_key, visitor_key
 from schemas.codec import BadInput, EventDecoder
 from schemas.deadletter import DeadLetter
 
@@ -71,7 +71,7 @@ def make_decoder(
             key = customer_key(event)
             out.append((state_key(key), (key, event)))
             if event.type == "identify":
-                visitor = ANONYMOUS_PREFIX + event.anonymous_id  # type: ignore[operator]
+                visitor = visitor_key(event)
                 out.append((state_key(visitor), (visitor, event)))
                 extra += 1
         clock.advance(latest)
@@ -89,7 +89,16 @@ def unpack_raw(record: RawRecord) -> Unpacked:
     return record.value, record.source, None, record.position, None
 
 
-def unpack_kafka(msg: KafkaSourceMessage) -> Unpacked:
-    _kind, ts_ms = msg.timestamp
+KafkaRecord = (
+    KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
+)
+
+
+def unpack_kafka(item: KafkaRecord) -> Unpacked:
+    if isinstance(item, KafkaError):
+        # The source raises on consumer errors (its default): none reaches the flow.
+        raise RuntimeError(f"Kafka consumer error: {item.err}")
+    msg = item
+    _kind, ts_ms = msg.timestamp or (0, 0)
     received_at = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms > 0 else None
     return msg.value, msg.topic or "", msg.partition, msg.offset, received_at

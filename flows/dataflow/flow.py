@@ -16,7 +16,7 @@ the lab's simulator in, JSON-lines files out, event time) and the Kafka service
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeGuard, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -24,9 +24,9 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.dataflow.analytics import ScopeLogic, finished_journeys
-from flows.dataflow.clock import WATERMARK_KEY, EventClock, WatermarkLogic
-from flows.dataflow.customer import CustomerLogic
-from flows.dataflow.decode import Unpacked, make_decoder, unpack_raw
+from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, WatermarkLogic
+from flows.dataflow.customer import CustomerLogic, Keyed
+from flows.dataflow.decode import Decoded, Unpacked, make_decoder, unpack_raw
 from flows.dataflow.learner import ModelLogic, examples
 from flows.dataflow.loopback import EmbeddedSource, Loopback
 from flows.dataflow.routing import (
@@ -47,6 +47,10 @@ from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import DeadLetter
 from schemas.topics import all_topics
 
+#: What the input source yields, and what the sink takes.
+R = TypeVar("R")
+S = TypeVar("S")
+
 
 @dataclass(frozen=True)
 class Challenger:
@@ -58,11 +62,11 @@ class Challenger:
 
 
 def build_flow(
-    source: Source,
-    sink: Sink,
+    source: Source[R],
+    sink: Sink[S],
     *,
-    unpack: Callable[[Any], Unpacked],
-    shape: Callable[[Routed], Any],
+    unpack: Callable[[R], Unpacked],
+    shape: Callable[[Routed], S],
     playbook: CompiledPlaybook,
     live: bool,
     loop: Loopback | None = None,
@@ -85,9 +89,9 @@ def build_flow(
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
     decoded = op.flat_map_batch("decode", raw, make_decoder(max_event_bytes, unpack, clock, loop))
-    split = op.branch("valid", decoded, lambda x: type(x) is tuple)
-    rest = op.branch("dead_or_time", split.falses, lambda x: type(x) is DeadLetter)
-    ticks = op.map("event_time", rest.falses, lambda t: (WATERMARK_KEY, float(t)))
+    split = op.branch("valid", decoded, _is_keyed)
+    rest = op.branch("dead_or_time", split.falses, _is_dead_letter)
+    ticks = op.map("event_time", rest.falses, _watermark_tick)
     op.stateful_batch("watermark", ticks, lambda resume: WatermarkLogic(clock, resume))
     customers = op.stateful_batch(
         "customer",
@@ -126,6 +130,19 @@ def build_flow(
     merged = op.merge("all_outputs", *streams)
     op.output("out", op.map("shape", merged, shape), sink)
     return flow
+
+
+def _is_keyed(item: Decoded) -> TypeGuard[tuple[str, Keyed]]:
+    return type(item) is tuple
+
+
+def _is_dead_letter(item: Decoded) -> TypeGuard[DeadLetter]:
+    return type(item) is DeadLetter
+
+
+def _watermark_tick(item: Decoded) -> tuple[str, float]:
+    assert isinstance(item, EventTime)  # neither keyed nor a dead letter: the batch's time
+    return (WATERMARK_KEY, float(item))
 
 
 def embedded_flow(

@@ -36,7 +36,7 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
     sink = KafkaSink(settings.brokers, None, add_config=config)
     prefix = settings.topic_prefix
 
-    def shape(out: Routed) -> KafkaSinkMessage:
+    def shape(out: Routed) -> KafkaSinkMessage[bytes | None, bytes | None]:
         topic, key, value = out
         return KafkaSinkMessage(
             key=key.encode() if key is not None else None, value=value, topic=prefix + topic

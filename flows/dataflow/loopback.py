@@ -279,7 +279,7 @@ class CountedPartition(StatefulSourcePartition[RawRecord, object]):
         self._inner.close()
 
 
-class LoopbackPartition(StatefulSourcePartition[RawRecord, int]):
+class LoopbackPartition(StatefulSourcePartition[RawRecord, object]):
     """Reads back what the flow wrote to the loop file, from a resumable offset."""
 
     def __init__(self, loop: Loopback, resume_state: int | None, written: WrittenTopics) -> None:
@@ -334,9 +334,13 @@ class EmbeddedSource(FixedPartitionedSource[RawRecord, object]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: object | None
-    ) -> StatefulSourcePartition:
+    ) -> StatefulSourcePartition[RawRecord, object]:
         if for_part == "loopback":
-            return LoopbackPartition(self.loop, resume_state, self.written())  # type: ignore[arg-type]
-        inner_state, own = resume_state if resume_state is not None else (None, None)  # type: ignore[misc]
+            offset = resume_state if isinstance(resume_state, int) else None
+            return LoopbackPartition(self.loop, offset, self.written())
+        inner_state: object = None
+        own: tuple[list[RawRecord], float] | None = None
+        if isinstance(resume_state, tuple):  # (the inner partition's, the loop's)
+            inner_state, own = resume_state
         inner = self.primary.open_part(for_part, inner_state, self.written())
         return CountedPartition(inner, self.loop, for_part, own)

@@ -38,7 +38,7 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
         self.path = path
         #: Packing runs beside the flow (zlib lets go of the GIL); one thread keeps the order.
         self._packer = ThreadPoolExecutor(1, thread_name_prefix="gzip") if compress else None
-        self._packed: Future | None = None
+        self._packed: Future[None] | None = None
         self._loop = loop
         self._fed_back = fed_back
         self._file: BinaryIO | None = None

@@ -15,10 +15,11 @@ import itertools
 import time
 from collections import defaultdict
 from hashlib import blake2b
+from typing import Any
 
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.lab.world import World
-from operators.models import ModelSet
+from operators.models import ModelSet, Response
 from operators.playbook import ActionSpec, CompiledPlaybook
 from operators.replay import Replay
 from operators.violations import ViolationChecker
@@ -56,8 +57,8 @@ class RandomScores:
         pick = self.points[int(self._draw(ctx.key, ctx.events, "n") * len(self.points))]
         return pick, self._draw(ctx.key, ctx.events, "p")
 
-    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
-        return self._draw(ctx.key, ctx.last_seen, action.name, channel)
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> Response:
+        return Response(self._draw(ctx.key, ctx.last_seen, action.name, channel))
 
     def version(self) -> str:
         return f"random@{self.seed}"
@@ -77,8 +78,8 @@ class Oracle:
     def next_step(self, ctx: CustomerContext) -> tuple[str, float] | None:
         return self.models.next_step(ctx)
 
-    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
-        return self.world.true_propensity(ctx.key, action.name, channel)
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> Response:
+        return Response(self.world.true_propensity(ctx.key, action.name, channel))
 
     def version(self) -> str:
         return "oracle"
@@ -89,7 +90,7 @@ class TrueIntent(Oracle):
     `learned` is what better intent prediction could be worth; the rest of the gap to
     the oracle is response and channel."""
 
-    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> float:
+    def propensity(self, ctx: CustomerContext, action: ActionSpec, channel: str) -> Response:
         return self.models.propensity(ctx, action, channel)
 
     def version(self) -> str:
@@ -98,7 +99,7 @@ class TrueIntent(Oracle):
 
 def closed_loop(
     config: SimulationConfig, policy: str, playbook: CompiledPlaybook
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Run one policy on the simulated population, the world reacting as it goes."""
     world = World(config.seed)
     if policy == "learned":

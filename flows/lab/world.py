@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from flows.lab.simulator import customer_profile, true_intent
 from schemas.action import Action
-from schemas.event import Event
+from schemas.event import Event, Outcome
 
 #: Base chance that a message on a channel is opened (a conversation: engaged with).
 _CHANNEL_OPEN = {
@@ -150,7 +150,7 @@ class World:
         return events
 
     @staticmethod
-    def _outcome(action: Action, outcome: str, at: datetime) -> Event:
+    def _outcome(action: Action, outcome: Outcome, at: datetime) -> Event:
         return Event(
             event_id=f"world-{action.action_id}-{outcome}",
             ts=at,
@@ -158,5 +158,5 @@ class World:
             channel=action.channel,
             customer_id=action.customer_id,
             action_id=action.action_id,
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
         )

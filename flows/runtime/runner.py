@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -64,7 +65,7 @@ class RunSummary:
     def events_per_second(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "seconds": round(self.seconds, 3),
             "events": self.events,
@@ -226,7 +227,13 @@ def run_with_progress(
         erasures=final["erasures"],
         loop_events=final["loop_events"],
         intent_changes=final["intent_changes"],
-        **by_label,
+        dead_letters=by_label["dead_letters"],
+        decisions=by_label["decisions"],
+        actions=by_label["actions"],
+        replies=by_label["replies"],
+        no_action_replies=by_label["no_action_replies"],
+        transitions=by_label["transitions"],
+        audience_changes=by_label["audience_changes"],
     )
 
 

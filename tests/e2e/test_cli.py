@@ -197,7 +197,7 @@ def test_every_decision_reruns_the_same_with_its_model_versions_with_two_workers
     asked = next(
         msgspec.json.decode(r, type=Decision)
         for r in lines(out / "decisions.jsonl")
-        if b"Response score" in r and b'"outcome":"sent"' in r
+        if b"xpected response" in r and b'"outcome":"sent"' in r
     )
     shown = wayfinder("rerun", asked.decision_id, "--out", str(out))
     shown = " ".join(shown.split())  # as read, whatever the terminal's width

@@ -114,7 +114,7 @@ def test_every_decision_rerun_with_its_recorded_model_versions_is_the_same_decis
     playbook = default_playbook()
     rerun = Rerun(playbook, histories(playbook, log))
     assert len(inputs) == len(decisions) > 200
-    asked = [d for d in decisions if "Response score" in str(d.candidates)]
+    asked = [d for d in decisions if "xpected response" in str(d.candidates)]
     assert asked  # decisions that asked the response model are among them
     latest = rerun.latest()
     for original, recorded in zip(decisions, inputs, strict=True):

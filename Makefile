@@ -22,7 +22,7 @@ install: $(STAMP)
 
 ## Run the main job on the embedded default (built-in simulator, no broker).
 run: $(STAMP)
-	$(VENV)/bin/wayfinder run $(RUN_ARGS)
+	$(VENV)/bin/wayfinder run --overwrite $(RUN_ARGS)
 
 ## Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), run every test, stop Kafka.
 test: $(STAMP)
@@ -35,9 +35,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench $(BENCH_ARGS)
 
+## Style, types and the architecture's import rules (pyproject.toml: ruff, mypy, import-linter).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from bytewax.operators import StatefulBatchLogic
 
 from flows.dataflow.clock import EventClock
-from flows.dataflow.loopback import Loopback
+from flows.dataflow.rounds import Rounds
 from flows.runtime import metrics
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep, Output
@@ -49,7 +49,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         *,
         live: bool,
         clock: EventClock,
-        loop: Loopback | None,
+        rounds: Rounds | None,
         models_lock: AbstractContextManager[object] | None = None,
         shadow: bool = False,
     ) -> None:
@@ -58,7 +58,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._models_lock = models_lock if models_lock is not None else nullcontext()
         self._live = live
         self._clock = clock
-        self._loop = loop
+        self._rounds = rounds
         self._ctx: CustomerContext | None = (
             from_snapshot(resume_state) if resume_state is not None else None
         )
@@ -125,22 +125,22 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return outputs, False
 
     def _account(self, consumed: int, emitted: Sequence[StepOutput]) -> None:
-        loop = self._loop
-        if loop is None:
+        rounds = self._rounds
+        if rounds is None:
             return
         if not self._shadow:
             back = examples = 0
             for output in emitted:
                 if type(output) is Example:
                     examples += 1
-                elif _comes_back(loop, output):
+                elif _comes_back(rounds, output):
                     back += 1
-            loop.emitted(back, examples)
-        loop.settled(consumed)
+            rounds.emitted(back, examples)
+        rounds.settled(consumed)
 
 
-def _comes_back(loop: Loopback, output: StepOutput) -> bool:
+def _comes_back(rounds: Rounds, output: StepOutput) -> bool:
     """Whether the input reads this output back (so the next round waits for it)."""
     if isinstance(output, Event):
         return True
-    return isinstance(output, Action) and loop.fed_back(action_topic(output.channel))
+    return isinstance(output, Action) and rounds.fed_back(action_topic(output.channel))

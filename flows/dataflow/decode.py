@@ -9,7 +9,7 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
 from flows.dataflow.clock import EventClock, EventTime
 from flows.dataflow.customer import Keyed
-from flows.dataflow.loopback import Loopback
+from flows.dataflow.rounds import Rounds
 from flows.dataflow.sources import RawRecord
 from flows.runtime import metrics
 from flows.runtime.settings import FAULT_EXIT_CODE, fault_after_events, state_key
@@ -24,7 +24,7 @@ Decoded = tuple[str, Keyed] | DeadLetter | EventTime
 
 
 def make_decoder(
-    max_bytes: int, unpack: Callable[[Any], Unpacked], clock: EventClock, loop: Loopback | None
+    max_bytes: int, unpack: Callable[[Any], Unpacked], clock: EventClock, rounds: Rounds | None
 ) -> Callable[[list[Any]], list[Decoded]]:
     """Decode a batch of raw inputs into keyed events or dead letters.
 
@@ -77,9 +77,9 @@ def make_decoder(
         clock.advance(latest)
         if latest > float("-inf"):
             out.append(EventTime(latest))
-        if loop is not None:
-            loop.started(extra)
-            loop.settled(bad, all_consumers=True)
+        if rounds is not None:
+            rounds.started(extra)
+            rounds.settled(bad, all_consumers=True)
         return out
 
     return decode

@@ -28,7 +28,8 @@ from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, Watermark
 from flows.dataflow.customer import CustomerLogic, Keyed
 from flows.dataflow.decode import Decoded, Unpacked, make_decoder, unpack_raw
 from flows.dataflow.learner import ModelLogic, examples
-from flows.dataflow.loopback import EmbeddedSource, Loopback
+from flows.dataflow.loopback import EmbeddedSource
+from flows.dataflow.rounds import Rounds
 from flows.dataflow.routing import (
     Routed,
     route,
@@ -69,7 +70,7 @@ def build_flow(
     shape: Callable[[Routed], S],
     playbook: CompiledPlaybook,
     live: bool,
-    loop: Loopback | None = None,
+    rounds: Rounds | None = None,
     models: ModelSet | None = None,
     challenger: Challenger | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -88,7 +89,7 @@ def build_flow(
     clock = EventClock()
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
-    decoded = op.flat_map_batch("decode", raw, make_decoder(max_event_bytes, unpack, clock, loop))
+    decoded = op.flat_map_batch("decode", raw, make_decoder(max_event_bytes, unpack, clock, rounds))
     split = op.branch("valid", decoded, _is_keyed)
     rest = op.branch("dead_or_time", split.falses, _is_dead_letter)
     ticks = op.map("event_time", rest.falses, _watermark_tick)
@@ -97,12 +98,14 @@ def build_flow(
         "customer",
         split.trues,
         lambda resume: CustomerLogic(
-            step, resume, live=live, clock=clock, loop=loop, models_lock=lock
+            step, resume, live=live, clock=clock, rounds=rounds, models_lock=lock
         ),
     )
     results = op.filter_map("route", customers, route)
     to_learn = op.flat_map("examples", customers, examples)
-    learned = op.stateful_batch("learn", to_learn, lambda resume: ModelLogic(models, resume, loop))
+    learned = op.stateful_batch(
+        "learn", to_learn, lambda resume: ModelLogic(models, resume, rounds)
+    )
     finished = op.flat_map("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, route_analytics)
@@ -121,7 +124,7 @@ def build_flow(
                 resume,
                 live=live,
                 clock=clock,
-                loop=loop,
+                rounds=rounds,
                 models_lock=shadow_lock,
                 shadow=True,
             ),
@@ -158,16 +161,16 @@ def embedded_flow(
     simulator, in); the input may read back what the run writes (`primary.feedback`)."""
     playbook = playbook or load_default_playbook()
     consumers = 2 if challenger is not None else 1
-    loop = Loopback(primary.list_parts(), primary.feedback, consumers)
-    sink = TopicFileSink(out_dir, all_topics(playbook.channels), loop=loop)
+    rounds = Rounds(primary.list_parts(), primary.feedback, consumers)
+    sink = TopicFileSink(out_dir, all_topics(playbook.channels), rounds=rounds)
     flow = build_flow(
-        EmbeddedSource(primary, loop, sink.written),
+        EmbeddedSource(primary, rounds, sink.written),
         sink,
         unpack=unpack_raw,
         shape=lambda out: (out[0], out[2] if out[2] is not None else _file_tombstone(out[1])),
         playbook=playbook,
         live=False,
-        loop=loop,
+        rounds=rounds,
         models=models,
         challenger=challenger,
         decision_inputs=decision_inputs,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
-from flows.dataflow.loopback import Loopback
+from flows.dataflow.rounds import Rounds
 from flows.runtime import metrics
 from operators.models import ModelSet
 from schemas.learning import Example, LearnedExamples
@@ -37,17 +37,17 @@ PUBLISHED_PER_MESSAGE = 256
 class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     """One model: learns its examples, snapshots itself, and serves the customer step.
 
-    With a `loop` (an embedded run in rounds), the examples of a round wait until
+    With `rounds` (an embedded run), the examples of a round wait until
     the round has finished deciding, and are then learned all at once in order of
     (time, id): the models every decision asks are the same on any number of
     workers. Examples waiting are part of the snapshot.
     """
 
     def __init__(
-        self, models: ModelSet, resume_state: bytes | None, loop: Loopback | None = None
+        self, models: ModelSet, resume_state: bytes | None, rounds: Rounds | None = None
     ) -> None:
         self._models = models
-        self._loop = loop
+        self._rounds = rounds
         self._name: str | None = None
         self._waiting: list[Example] = []
         #: Learned, not yet published (examples that waited in a snapshot).
@@ -62,18 +62,18 @@ class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
 
     def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
         self._name = values[0].model
-        loop = self._loop
-        if loop is None:
+        rounds = self._rounds
+        if rounds is None:
             return self._publish(self._learn(values)), False
-        loop.arrived(len(values))
+        rounds.arrived(len(values))
         self._waiting.extend(values)
-        if loop.may_learn():
+        if rounds.may_learn():
             return self._learn_waiting(), False
         return self._publish([]), False
 
     def on_notify(self) -> tuple[Iterable[LearnedExamples], bool]:
-        loop = self._loop
-        if loop is not None and loop.may_learn():
+        rounds = self._rounds
+        if rounds is not None and rounds.may_learn():
             return self._learn_waiting(), False
         return self._publish([]), False
 
@@ -81,15 +81,15 @@ class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
         return self._learn_waiting(), False
 
     def notify_at(self) -> datetime | None:
-        if self._unpublished or (self._waiting and self._loop is not None):
+        if self._unpublished or (self._waiting and self._rounds is not None):
             return datetime.now(UTC) + _RECHECK  # the round is still deciding
         return None
 
     def _learn_waiting(self) -> list[LearnedExamples]:
         waiting, self._waiting = self._waiting, []
         published = self._learn(waiting)
-        if self._loop is not None:
-            self._loop.learned(len(waiting))
+        if self._rounds is not None:
+            self._rounds.learned(len(waiting))
         return self._publish(published)
 
     def _publish(self, published: list[LearnedExamples]) -> list[LearnedExamples]:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.dataflow.loopback import Loopback
+from flows.dataflow.rounds import Rounds
 from flows.dataflow.sources import LineTail
 from flows.runtime.run_files import topic_file
 from schemas.topics import AUDIT_TOPICS, EVENTS
@@ -26,20 +26,20 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
         self,
         path: Path,
         resume_state: int | None,
-        loop: Loopback | None = None,
+        rounds: Rounds | None = None,
         compress: bool = False,
         *,
         fed_back: bool = False,
         ends: dict[str, int] | None = None,
     ):
-        """`loop`: the events topic, read back as input; `fed_back`: another topic that
-        the input reads back (flushed at once, and counted as arrived); `ends`: where
-        each topic file ends as far as this run knows, for its readers."""
+        """`rounds`: this topic is read back as input (the events topic's loop, or with
+        `fed_back` another topic the input reads): flushed at once and counted as
+        arrived; `ends`: where each topic file ends as far as this run knows."""
         self.path = path
         #: Packing runs beside the flow (zlib lets go of the GIL); one thread keeps the order.
         self._packer = ThreadPoolExecutor(1, thread_name_prefix="gzip") if compress else None
         self._packed: Future[None] | None = None
-        self._loop = loop
+        self._rounds = rounds
         self._fed_back = fed_back
         self._file: BinaryIO | None = None
         if resume_state is None:
@@ -60,14 +60,14 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
             self._packed = self._packer.submit(_write_packed, self._file, data)
         else:
             self._file.write(data)
-        if self._loop is None:
+        if self._rounds is None:
             return
         self._file.flush()  # the input reads it back right away
         self._ends[self._topic] = self._file.tell()
         if self._fed_back:
-            self._loop.delivered(len(values))
+            self._rounds.delivered(len(values))
         else:
-            self._loop.written(len(values))
+            self._rounds.written(len(values))
 
     def _drain(self) -> None:
         """Wait for the batches being packed (the last one done means all are)."""
@@ -99,10 +99,10 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
     """Writes `(topic, line)` items to `<directory>/<topic>.jsonl` (`.jsonl.gz` for the
     audit topics)."""
 
-    def __init__(self, directory: Path, topics: list[str], loop: Loopback | None = None) -> None:
+    def __init__(self, directory: Path, topics: list[str], rounds: Rounds | None = None) -> None:
         self.directory = directory
         self.compressed = AUDIT_TOPICS
-        self.loop = loop
+        self.rounds = rounds
         self._parts = sorted(topics)
         self._index = {topic: i for i, topic in enumerate(self._parts)}
         #: Bytes of each topic file that this run wrote or resumed from; a file that
@@ -122,13 +122,13 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _TopicFilePartition:
         self.directory.mkdir(parents=True, exist_ok=True)
-        loop = self.loop
-        fed_back = loop is not None and loop.fed_back(for_part)
+        rounds = self.rounds
+        fed_back = rounds is not None and rounds.fed_back(for_part)
         if for_part != EVENTS and not fed_back:
-            loop = None
+            rounds = None
         compress = for_part in self.compressed
         return _TopicFilePartition(
-            self.path(for_part), resume_state, loop, compress, fed_back=fed_back, ends=self._ends
+            self.path(for_part), resume_state, rounds, compress, fed_back=fed_back, ends=self._ends
         )
 
     def end(self, topic: str) -> int | None:

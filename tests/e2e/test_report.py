@@ -11,12 +11,14 @@ import re
 import shutil
 import subprocess
 import time
+import xml.etree.ElementTree as ET
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from flows.analysis.report import write_report
+from flows.analysis.report import inline_svg, render_report, write_report
 from operators.contact_map import ContactMap, Step
 from tests.e2e.cli import REPO
 
@@ -324,3 +326,73 @@ def test_report_renders_in_chromium_with_map_and_tables(chromium, tmp_path):
         assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert shot.stat().st_size > 20_000  # a page, not a blank
     print(f"chromium --dump-dom took {launch_seconds:.1f} s; screenshots in {ARTIFACTS}")
+
+
+# --------------------------------------------------------------------------- no chromium
+EVIL = "<script>alert(1)</script>"
+
+
+def hostile_map() -> ContactMap:
+    """Names from the data that are markup: a contact point, a journey and a partner."""
+    cmap = ContactMap()
+    for i in range(8):
+        steps = [Step("home", 0.0, "web"), Step(EVIL, 60.0, "web"), Step("done", 600.0 + i, "app")]
+        for scope in ("all", '<img src=x onerror="alert(2)">'):
+            cmap.add_case(scope, steps, goal=i % 2 == 0, outcome="completed", partner="<b>shop</b>")
+    return cmap
+
+
+def test_names_from_the_data_are_escaped():
+    summary = {"cases": 8, "<i>key</i>": "<b>value</b>", "dead_letters": {"<u>kind</u>": 1}}
+    text = render_report(hostile_map(), summary, f"Report {EVIL}")
+
+    assert "<script>alert" not in text
+    assert text.count("<script") == 1  # ours, at the end
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    for markup in ("<img", "<b>shop", "<i>key", "<b>value", "<u>kind"):
+        assert markup not in text
+    dom = Dom(text)
+    assert EVIL in dom.text("report-title")
+    assert EVIL in dom.text("map-all")  # the node's label in the map's SVG
+    assert EVIL in dom.text("dropoff-all") or EVIL in dom.text("edges-all")
+    assert "<b>shop</b>" in dom.text("partners-all")
+    summary_text = dom.text("report-summary")
+    assert "<i>key</i>" in summary_text and "<b>value</b>" in summary_text
+    assert "<u>kind</u> 1" in summary_text
+    journey = next(i for i in dom.ids if i.startswith("scope-img"))
+    assert '<img src=x onerror="alert(2)">' in dom.text(journey)
+
+
+def test_several_maps_share_the_page_with_distinct_ids():
+    text = render_report(realistic_map(), SUMMARY, "ids")
+    ids = re.findall(r'\bid="([^"]*)"', text)
+    assert [i for i, n in Counter(ids).items() if n > 1] == []
+    assert not set(re.findall(r'href="#([^"]*)"', text)) - set(ids)  # every link lands
+    for slug in ("all", "money_transfer", "phone_upgrade"):
+        assert f'id="m-{slug}-graph0"' in text  # each map's ids carry its scope
+    assert "<?xml" not in text and "<!DOCTYPE svg" not in text and "<!--" not in text
+    assert (REPO / "flows/analysis/templates/report.css").read_text() in text
+
+
+def test_inlined_svg_keeps_to_its_own_ids_and_runs_nothing():
+    svg = b"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- a comment -->
+<svg width="100pt" height="50pt" viewBox="0 0 100 50" onload="alert(3)"
+ xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">
+<defs><linearGradient id="g"/></defs>
+<script>alert(4)</script>
+<g id="node1" class="node"><title>a &lt;b&gt; &amp; c</title>
+<a xlink:href="https://example.com/" xlink:title="tip"><rect fill="url(#g)"/></a>
+<use xlink:href="#node1"/></g>
+</svg>"""
+    text = str(inline_svg(svg, "m-x", 'map of "x"'))
+    assert text.startswith('<svg role="img" aria-label="map of &quot;x&quot;" class="map-svg"')
+    assert 'data-width="100" style="max-width:100pt"' in text and 'width="100pt"' not in text
+    assert "alert" not in text and "example.com" not in text and "comment" not in text
+    assert 'id="m-x-node1"' in text and 'xlink:href="#m-x-node1"' in text
+    assert 'id="m-x-g"' in text and 'fill="url(#m-x-g)"' in text
+    assert "a &lt;b&gt; &amp; c" in text  # text stays escaped
+    root = ET.fromstring(text)  # still one well-formed SVG document
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    link = root.find(".//{http://www.w3.org/2000/svg}a")
+    assert link is not None and link.get("{http://www.w3.org/1999/xlink}title") == "tip"

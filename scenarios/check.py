@@ -11,6 +11,10 @@ scenarios/README.md.
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+#: A JSON object: an output line, or an item of expected.json.
+Record = dict[str, Any]
 
 #: The topics an expected item may name, as written by `wayfinder run --out DIR`.
 TOPICS = ("journeys", "actions", "decisions", "audiences", "events")
@@ -18,10 +22,10 @@ TOPICS = ("journeys", "actions", "decisions", "audiences", "events")
 _META = frozenset({"topic", "count", "reasons_contain", "why"})
 
 
-def read_outputs(out_dir: Path | str) -> dict[str, list[dict]]:
+def read_outputs(out_dir: Path | str) -> dict[str, list[Record]]:
     """Every output line of a run, by topic; all `actions.<channel>` files are `actions`."""
     out_dir = Path(out_dir)
-    outputs: dict[str, list[dict]] = {topic: [] for topic in TOPICS}
+    outputs: dict[str, list[Record]] = {topic: [] for topic in TOPICS}
     for path in sorted(out_dir.glob("*.jsonl")):
         topic = "actions" if path.name.startswith("actions.") else path.stem
         if topic in outputs:
@@ -29,7 +33,7 @@ def read_outputs(out_dir: Path | str) -> dict[str, list[dict]]:
     return outputs
 
 
-def _records(topic: str, lines: list[dict]) -> list[dict]:
+def _records(topic: str, lines: list[Record]) -> list[Record]:
     """Decisions are matched per candidate: the decision's fields plus the candidate's."""
     if topic != "decisions":
         return lines
@@ -40,12 +44,12 @@ def _records(topic: str, lines: list[dict]) -> list[dict]:
     ]
 
 
-def _phrases(item: dict) -> list[str]:
+def _phrases(item: Record) -> list[str]:
     wanted = item.get("reasons_contain", [])
     return [wanted] if isinstance(wanted, str) else list(wanted)
 
 
-def matches(item: dict, record: dict) -> bool:
+def matches(item: Record, record: Record) -> bool:
     """Every field the item gives equals the record's (a list: all its elements are there)."""
     for key, want in item.items():
         if key in _META:
@@ -60,12 +64,12 @@ def matches(item: dict, record: dict) -> bool:
     return all(phrase in text for phrase in _phrases(item))
 
 
-def _describe(item: dict) -> str:
+def _describe(item: Record) -> str:
     shown = {k: v for k, v in item.items() if k != "why"}
     return json.dumps(shown, ensure_ascii=False)
 
 
-def problems(expected: dict, outputs: dict[str, list[dict]]) -> list[str]:
+def problems(expected: Record, outputs: dict[str, list[Record]]) -> list[str]:
     """What the outputs miss of `required` or hold of `forbidden`; empty when all holds."""
     found: list[str] = []
     for item in [*expected.get("required", []), *expected.get("forbidden", [])]:
@@ -89,8 +93,9 @@ def problems(expected: dict, outputs: dict[str, list[dict]]) -> list[str]:
     return found
 
 
-def load_expected(scenario_dir: Path | str) -> dict:
-    return json.loads((Path(scenario_dir) / "expected.json").read_text())
+def load_expected(scenario_dir: Path | str) -> Record:
+    expected: Record = json.loads((Path(scenario_dir) / "expected.json").read_text())
+    return expected
 
 
 def main(argv: list[str]) -> int:

@@ -144,12 +144,11 @@ def closed_loop(
         fresh = replay.outputs[seen_outputs:]
         seen_outputs = len(replay.outputs)
         for output in fresh:
-            kind = type(output)
-            if kind is JourneyTransition:
+            if isinstance(output, JourneyTransition):
                 checker.transition(output)
                 if output.kind == "completed" and not output.customer_id.startswith("anon:"):
                     goals[output.customer_id] += 1
-            elif kind is Action and output.action != "no_action":
+            elif isinstance(output, Action) and output.action != "no_action":
                 spec = specs[output.action]
                 checker.check(output, spec)
                 sent += 1
@@ -160,8 +159,9 @@ def closed_loop(
 
     customers = [k for k in replay.contexts if k.startswith("cust-")]
     predicted = [(k, replay.contexts[k].intent) for k in customers if replay.contexts[k].intent]
-    right = sum(1 for k, intent in predicted if world.truth(k).intent == intent)  # type: ignore[union-attr]
-    result: dict[str, object] = {
+    truths = {k: world.truth(k) for k, _intent in predicted}
+    right = sum(1 for k, intent in predicted if (t := truths[k]) is not None and t.intent == intent)
+    result: dict[str, Any] = {
         "customers": len(customers),
         "reward": round(reward, 2),
         "actions_sent": sent,

@@ -12,8 +12,10 @@ from flows.lab.simulator import (
     CHANNELS,
     SimulatedRecord,
     SimulationConfig,
+    customer_profile,
     simulate,
     simulate_partition,
+    true_intent,
 )
 from schemas.codec import BadInput, EventDecoder
 from schemas.event import Event
@@ -164,6 +166,27 @@ def test_identify_carries_the_profile():
         assert props["preferred_channel"] in CHANNELS
     dealers = {e.partner_id for e in events(SMALL) if e.type == "test_drive_booked"}
     assert dealers and all(d.startswith("dealer-") for d in dealers)
+
+
+def test_customer_profile_and_true_intent_tell_who_a_simulated_customer_is():
+    # The closed-loop world reads them without simulating: they must match the traffic.
+    intents = {
+        "telco": {"upgrade", "get_support", "billing", "activate"},
+        "banking": {"pay", "get_support"},
+        "auto": {"buy", "get_support"},
+    }
+    profiles = {e.customer_id: e.properties for e in events(SMALL) if e.type == "identify"}
+    assert len(profiles) > 0.8 * SMALL.customers
+    for customer_id, props in profiles.items():
+        assert customer_id is not None
+        index = int(customer_id.removeprefix("cust-"))
+        assert customer_profile(SMALL.seed, index) == {
+            "vertical": props["vertical"],
+            "value_tier": props["value_tier"],
+            "timezone": props["timezone"],
+            "preferred": props["preferred_channel"],
+        }
+        assert true_intent(SMALL.seed, index) in intents[str(props["vertical"])]
 
 
 def test_anonymous_events_precede_identify_for_a_customer():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,11 +11,12 @@ from rich.console import Console
 
 from flows.cli.options import (
     DEFAULT_OUT,
-    HelpFormatter,
     Subcommands,
+    add_command,
     add_playbook_arg,
     add_simulation_args,
     simulation,
+    write_json,
 )
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def cmd_rerun(args: argparse.Namespace, console: Console) -> int:
         for decision_id in report.missing:
             console.print(f"[red]no recorded input for decision {decision_id}[/red]")
     if args.json:
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+        write_json(args.json, asdict(report))
     return 0 if not report.differ and not report.missing else 1
 
 
@@ -123,19 +123,17 @@ def cmd_shadow(args: argparse.Namespace, console: Console) -> int:
     report = replay_shadow(
         events, champion, challenger, challenger_learns=args.challenger_models == "shared"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "shadow_report.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_json(args.out / "shadow_report.json", report)
     print_comparison(report, console)
     console.print(f"wrote {path}", soft_wrap=True, highlight=False)
     return 0
 
 
 def register(sub: Subcommands) -> None:
-    rerun = sub.add_parser(
+    rerun = add_command(
+        sub,
         "rerun",
         help="decide again on recorded decisions, with the model versions they used",
-        formatter_class=HelpFormatter,
         description=(
             "Read what a run recorded (the decisions, their inputs and the examples the "
             "models learned) from an embedded run's files (--out) or the topics (--kafka), "
@@ -159,10 +157,10 @@ def register(sub: Subcommands) -> None:
     rerun.add_argument("--json", type=Path, help="write the report as JSON here")
     rerun.set_defaults(handler=cmd_rerun)
 
-    shadow = sub.add_parser(
+    shadow = add_command(
+        sub,
         "shadow",
         help="champion vs challenger on a replayed log",
-        formatter_class=HelpFormatter,
         description=(
             "Replay events (a file, or the simulator) through the live playbook and a "
             "challenger side by side, and report where their decisions differ, the expected "

@@ -19,7 +19,7 @@ from flows.analysis.process_log import (
     DEFAULT_RESOURCE,
     DEFAULT_TIMESTAMP,
 )
-from flows.cli.options import DEFAULT_OUT, HelpFormatter, Subcommands
+from flows.cli.options import DEFAULT_OUT, Subcommands, add_command
 from operators.contact_map import ALL
 
 if TYPE_CHECKING:
@@ -194,10 +194,10 @@ def cmd_map(args: argparse.Namespace, console: Console | None = None) -> int:
 
 
 def register(sub: Subcommands) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "replay",
         help="replay a process-mining log or an events file: map, KPIs, next-step accuracy",
-        formatter_class=HelpFormatter,
         description=REPLAY_DESCRIPTION,
     )
     parser.add_argument("log", type=Path, nargs="?", help="process-mining CSV log (or .csv.gz)")
@@ -258,10 +258,10 @@ def register(sub: Subcommands) -> None:
 
     parser.set_defaults(handler=cmd_replay)
 
-    cmd = sub.add_parser(
+    cmd = add_command(
+        sub,
         "map",
         help="draw the contact-point map as SVG and PNG",
-        formatter_class=HelpFormatter,
         description=(
             "Draw the contact-point map of one scope (all, a journey or an intent) from "
             "contact_map.json as map-<scope>.svg and map-<scope>.png: edge width by volume, "

@@ -1,7 +1,6 @@
 """`wayfinder simulate`, `react` and `evaluate`: the simulation lab."""
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -10,11 +9,12 @@ from rich.console import Console
 
 from flows.cli.options import (
     DEFAULT_OUT,
-    HelpFormatter,
     Subcommands,
+    add_command,
     add_playbook_arg,
     add_simulation_args,
     simulation,
+    write_json,
 )
 from flows.lab.simulator import SimulationConfig
 
@@ -201,17 +201,15 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         "diagnostics": diagnostics,
         "ratios": ratios,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
-    console.print(f"wrote {args.json}", soft_wrap=True, highlight=False)
+    console.print(f"wrote {write_json(args.json, document)}", soft_wrap=True, highlight=False)
     return 0
 
 
 def register(sub: Subcommands) -> None:
-    simulate = sub.add_parser(
+    simulate = add_command(
+        sub,
         "simulate",
         help="write simulated events to a file or the events topic",
-        formatter_class=HelpFormatter,
         description="Write the simulator's events (wire format) to a JSON-lines file or Kafka.",
     )
     target = simulate.add_mutually_exclusive_group()
@@ -222,10 +220,10 @@ def register(sub: Subcommands) -> None:
     add_simulation_args(simulate)
     simulate.set_defaults(handler=cmd_simulate)
 
-    react = sub.add_parser(
+    react = add_command(
+        sub,
         "react",
         help="simulated customers react to actions on Kafka (closed loop)",
-        formatter_class=HelpFormatter,
         description=(
             "Read every action topic and write the simulated customers' reactions (action "
             "outcomes, and the events a working action causes) to the events topic; stops "
@@ -237,10 +235,10 @@ def register(sub: Subcommands) -> None:
     add_playbook_arg(react, "playbook whose channels to read")
     react.set_defaults(handler=cmd_react)
 
-    evaluate = sub.add_parser(
+    evaluate = add_command(
+        sub,
         "evaluate",
         help="compare policies in a closed loop with the simulator",
-        formatter_class=HelpFormatter,
         description=(
             "Run Wayfinder's learned policy, rules only, random and an oracle (which knows "
             "the simulated customers' hidden truth) on the same simulated population and "

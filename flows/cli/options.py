@@ -4,6 +4,7 @@ Only light imports here: `wayfinder --help` builds every parser, and must answer
 """
 
 import argparse
+import json
 from pathlib import Path
 from typing import TypeAlias
 
@@ -28,6 +29,20 @@ class HelpFormatter(argparse.HelpFormatter):
         if not action.option_strings and action.nargs not in ("?", "*"):
             return text
         return f"{text} (default: %(default)s)"
+
+
+def add_command(
+    sub: Subcommands, name: str, *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose help says every option's default."""
+    return sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
+
+
+def write_json(path: Path, document: object) -> Path:
+    """Write a JSON document (indented, one trailing newline), making its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
 
 
 def hours(text: str) -> float:

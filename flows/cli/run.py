@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,12 +11,13 @@ from rich.console import Console
 
 from flows.cli.options import (
     DEFAULT_OUT,
-    HelpFormatter,
     Subcommands,
+    add_command,
     add_playbook_arg,
     add_simulation_args,
     positive_int,
     simulation,
+    write_json,
 )
 
 if TYPE_CHECKING:
@@ -171,17 +171,16 @@ def _shadow_report(
         decisions_in(topic_file(out, DECISIONS)), decisions_in(topic_file(out, SHADOW_DECISIONS))
     )
     report["versions"] = {"champion": playbook.version, "challenger": challenger.playbook.version}
-    path = out / "shadow_report.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_json(out / "shadow_report.json", report)
     print_comparison(report, console)
     return path
 
 
 def register(sub: Subcommands) -> None:
-    run = sub.add_parser(
+    run = add_command(
+        sub,
         "run",
         help="run the orchestrate flow (simulator by default)",
-        formatter_class=HelpFormatter,
         description=(
             "Run the orchestrate flow. Without --events or --kafka it runs embedded on the "
             "built-in simulator and writes one JSON-lines file per topic under --out, then "

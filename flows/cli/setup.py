@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from flows.cli.options import HelpFormatter, Subcommands
+from flows.cli.options import Subcommands, add_command, write_json
 from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
 
 
@@ -61,17 +61,16 @@ def cmd_schema(args: argparse.Namespace, console: Console) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for topic in TOPIC_SCHEMAS:
-        path = args.out / f"{topic}.schema.json"
-        path.write_text(json.dumps(json_schema(topic), indent=2) + "\n")
+        path = write_json(args.out / f"{topic}.schema.json", json_schema(topic))
         console.print(f"wrote {path}", soft_wrap=True, highlight=False)
     return 0
 
 
 def register(sub: Subcommands) -> None:
-    topics = sub.add_parser(
+    topics = add_command(
+        sub,
         "topics",
         help="create the Kafka topics (idempotent)",
-        formatter_class=HelpFormatter,
         description=(
             "Create every Wayfinder topic that is missing: "
             + ", ".join(CORE_TOPICS)
@@ -82,10 +81,10 @@ def register(sub: Subcommands) -> None:
     )
     topics.set_defaults(handler=cmd_topics)
 
-    playbook = sub.add_parser(
+    playbook = add_command(
+        sub,
         "playbook",
         help="validate a playbook",
-        formatter_class=HelpFormatter,
         description=(
             "Validate a playbook TOML file: every error names the file, the entry and the "
             "field, all of them at once. Names that nothing produces (an event type, a value "
@@ -98,10 +97,10 @@ def register(sub: Subcommands) -> None:
     )
     playbook.set_defaults(handler=cmd_playbook)
 
-    schema = sub.add_parser(
+    schema = add_command(
+        sub,
         "schema",
         help="export the JSON Schema of every topic",
-        formatter_class=HelpFormatter,
         description=(
             "Export a JSON Schema per topic, so producers in any language can validate: to "
             "stdout as one document, or one <topic>.schema.json per topic into --out."

@@ -1,6 +1,6 @@
 """Seeded traffic simulator: believable cross-channel customer traffic for demos and tests.
 
-Pure Python (no bytewax import): the bytewax source wraps `simulate_partition`.
+Pure Python (no bytewax import): `flows.lab.traffic` hands its partitions to an embedded run.
 
 Each customer is simulated on its own from `random.Random(f"{seed}:{index}")`, so a
 partition's output never depends on another partition and the same config always gives

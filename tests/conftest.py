@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Kafka broker that `make test` starts, and per-test topics."""
+"""Shared fixtures: the bytewax entry points flow tests run on, the real Kafka broker
+that `make test` starts, and per-test topics."""
 
 import os
 import uuid
@@ -7,6 +8,7 @@ import pytest
 
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import ensure_topics
+from tests.flow_helpers import ENTRY_POINTS, EntryPoint
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -17,6 +19,15 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and item.get_closest_marker("integration") is not None:
         report.outcome = "failed"
         report.longrepr = f"integration test was skipped ({report.longrepr}); it must run"
+
+
+@pytest.fixture(params=sorted(ENTRY_POINTS))
+def entry_point(request: pytest.FixtureRequest) -> EntryPoint:
+    """Run a version of the test for each way bytewax runs a flow in this process, as
+    bytewax's own suite does: `run_main` (one worker, in this thread) and `cluster_main`
+    with two worker threads."""
+    name: str = request.param
+    return ENTRY_POINTS[name]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,10 @@
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import count
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
 
 from flows.runtime.settings import DEFAULT_PLAYBOOK, load_compiled
 from operators.models import Response
@@ -17,6 +20,10 @@ from schemas.journey import JourneyTransition
 from state.context import CustomerContext
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+#: A kind of output of the cores (Action, Decision, JourneyTransition, ...).
+Output = TypeVar("Output")
+#: Data shared by the team lives beside the repository, in ../shared.
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 _ids = count()
 
 
@@ -46,8 +53,28 @@ def ev(
     )
 
 
+def shared_dataset(name: str) -> Path:
+    """A data set of the shared folder; a test that needs one fails (never skips) when
+    it is not there, saying where it looked."""
+    path = SHARED_DATASETS / name
+    if not path.is_file():
+        pytest.fail(
+            f"shared data set {name} is missing: looked for {path} "
+            "(the team's shared folder is ../shared beside the repository)",
+            pytrace=False,
+        )
+    return path
+
+
 def wire(event: Event) -> bytes:
     return encode(event)
+
+
+def key_of(event: Event) -> bytes:
+    """The Kafka key a producer gives an event: its customer, else its device."""
+    key = event.customer_id or event.anonymous_id
+    assert key is not None, f"event {event.event_id} names neither customer nor device"
+    return key.encode()
 
 
 def profile(tier: str, *, minutes: float = -120.0, customer: str = "cust-1") -> Event:
@@ -155,8 +182,9 @@ class Harness:
         self.replay.run(events, until=None if until is None else until.timestamp())
         return self
 
-    def of(self, kind: type) -> list:
-        return [o for o in self.replay.outputs if type(o) is kind]
+    def of(self, kind: type[Output]) -> list[Output]:
+        """The outputs of exactly this kind, in order."""
+        return [o for o in self.replay.outputs if isinstance(o, kind) and type(o) is kind]
 
     def actions(self, name: str | None = None, customer: str | None = None) -> list[Action]:
         return [
@@ -184,5 +212,8 @@ class Harness:
             and (customer is None or t.customer_id == customer)
         ]
 
-    def context(self, key: str = "cust-1") -> CustomerContext | None:
-        return self.replay.contexts.get(key)
+    def context(self, key: str = "cust-1") -> CustomerContext:
+        """The context held for `key` (the test fails if there is none)."""
+        ctx = self.replay.contexts.get(key)
+        assert ctx is not None, f"no context for {key}; held: {sorted(self.replay.contexts)}"
+        return ctx

@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from kafka import KafkaProducer
 
@@ -16,7 +16,7 @@ __all__ = ["live_flow", "produce", "read_all"]
 
 
 def produce(
-    settings: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes]]
+    settings: KafkaSettings, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
 ) -> None:
     producer = KafkaProducer(acks="all", **settings.kafka_python_config())
     for key, value in messages:
@@ -26,7 +26,7 @@ def produce(
 
 
 @contextlib.contextmanager
-def live_flow(env: dict[str, str]) -> Iterator[subprocess.Popen]:
+def live_flow(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """The Kafka dataflow as deployed (`python -m bytewax.run flows.dataflow.kafka:flow`),
     running while the block runs, then stopped with its process group."""
     flow = subprocess.Popen(

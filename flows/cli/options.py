@@ -24,7 +24,9 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if "default" in text or default in (None, False, [], argparse.SUPPRESS):
+        if "default" in text or default is None or default is False or default == []:
+            return text
+        if default is argparse.SUPPRESS:
             return text
         if not action.option_strings and action.nargs not in ("?", "*"):
             return text

@@ -83,7 +83,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 folded_before = ctx.events
             ctx, outputs = step.on_event(key, ctx, event)
             if ctx is None:
-                metrics.ERASURES.inc()
+                if not key.startswith(ANONYMOUS_PREFIX):  # their devices go with them
+                    metrics.ERASURES.inc()
             elif (
                 ctx.events == folded_before
                 and ctx.alias_of is None

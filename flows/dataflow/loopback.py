@@ -133,7 +133,7 @@ class CountedPartition(StatefulSourcePartition[RawRecord, object]):
         self._inner.close()
 
 
-class RoundsPartition(StatefulSourcePartition[RawRecord, object]):
+class LoopbackPartition(StatefulSourcePartition[RawRecord, object]):
     """Reads back what the flow wrote to the loop file, from a resumable offset."""
 
     def __init__(self, rounds: Rounds, resume_state: int | None, written: WrittenTopics) -> None:
@@ -141,6 +141,7 @@ class RoundsPartition(StatefulSourcePartition[RawRecord, object]):
         self._written = written
         self._offset = resume_state or 0
         self._line = 0
+        rounds.loop_resumed(read=self._offset)
 
     def next_batch(self) -> list[RawRecord]:
         if not self._rounds.quiet():
@@ -157,7 +158,7 @@ class RoundsPartition(StatefulSourcePartition[RawRecord, object]):
         for raw in lines:
             self._line += 1
             batch.append(RawRecord(raw, "loopback", self._line))
-        self._rounds.read_back(len(batch))
+        self._rounds.read_back(len(batch), self._offset)
         metrics.LOOP_EVENTS.inc(len(batch))
         return batch
 
@@ -191,7 +192,7 @@ class EmbeddedSource(FixedPartitionedSource[RawRecord, object]):
     ) -> StatefulSourcePartition[RawRecord, object]:
         if for_part == "loopback":
             offset = resume_state if isinstance(resume_state, int) else None
-            return RoundsPartition(self.rounds, offset, self.written())
+            return LoopbackPartition(self.rounds, offset, self.written())
         inner_state: object = None
         own: tuple[list[RawRecord], float] | None = None
         if isinstance(resume_state, tuple):  # (the inner partition's, the loop's)

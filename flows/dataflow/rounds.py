@@ -36,8 +36,11 @@ class Rounds:
         self._records = 0  # handed to the customer steps, not yet folded (per consumer)
         self._outputs = 0  # emitted to come back as input, not yet written
         self._emitted = self._arrived = self._learned = 0  # examples, since the start
-        self._written = 0
-        self._read = 0
+        # Byte offsets in the events topic's file: written up to, and read back up to.
+        # Offsets, not counts: both are restored from the snapshots on a resume, so
+        # loop events written before a crash and not yet read still hold the input.
+        self._loop_written = 0
+        self._loop_read = 0
         self._ended = False
         self._turn: str | None = None  # the partition handing over right now
 
@@ -69,11 +72,20 @@ class Rounds:
                 self._outputs += outputs
                 self._emitted += examples
 
-    def written(self, n: int) -> None:
-        """`n` loop events reached the loop file (they leave the flow until read back)."""
+    def written(self, n: int, end: int) -> None:
+        """`n` loop events reached the loop file, which now ends at byte `end` (they leave
+        the flow until read back)."""
         with self._lock:
             self._outputs -= n
-            self._written += n
+            self._loop_written = end
+
+    def loop_resumed(self, written: int | None = None, read: int | None = None) -> None:
+        """Where the loop file was written to, or read back to, at the snapshot resumed."""
+        with self._lock:
+            if written is not None:
+                self._loop_written = written
+            if read is not None:
+                self._loop_read = read
 
     def delivered(self, n: int) -> None:
         """`n` outputs that the input reads back reached their topic file."""
@@ -81,9 +93,10 @@ class Rounds:
             with self._lock:
                 self._outputs -= n
 
-    def read_back(self, n: int) -> None:
+    def read_back(self, n: int, offset: int) -> None:
+        """`n` loop events were read back, up to byte `offset` of the loop file."""
         with self._lock:
-            self._read += n
+            self._loop_read = offset
             self._records += n * self.consumers
 
     # -- examples
@@ -109,6 +122,9 @@ class Rounds:
     def _round_over(self) -> bool:
         return self._records <= 0 and self._outputs <= 0 and self._learned >= self._emitted
 
+    def _loop_behind(self) -> bool:
+        return self._loop_read < self._loop_written
+
     def quiet(self) -> bool:
         """The round is over: everything it caused is written and learned."""
         with self._lock:
@@ -118,7 +134,7 @@ class Rounds:
         """Take the turn for `part` if the round is over, the loop file is read to its
         end, and `part` is furthest behind; nobody else hands over until `hand_over`."""
         with self._lock:
-            if self._turn is not None or not self._round_over() or self._read < self._written:
+            if self._turn is not None or not self._round_over() or self._loop_behind():
                 return False
             reached = self._reached
             if part != min(reached, key=lambda p: (reached[p], self._order[p])):
@@ -147,7 +163,7 @@ class Rounds:
     def idle(self) -> bool:
         """Nothing more can reach the loop file: inputs done, the last round over."""
         with self._lock:
-            done = not self._reached and self._round_over() and self._read >= self._written
+            done = not self._reached and self._round_over() and not self._loop_behind()
             if done:
                 self._ended = True
             return done

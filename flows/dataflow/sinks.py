@@ -51,6 +51,8 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
         self._ends = ends if ends is not None else {}
         self._topic = path.name.split(".jsonl")[0]
         self._ends[self._topic] = self._offset
+        if rounds is not None and not fed_back:  # the loop file, as of the snapshot
+            rounds.loop_resumed(written=self._offset)
 
     def write_batch(self, values: list[bytes]) -> None:
         if self._file is None:
@@ -67,7 +69,7 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
         if self._fed_back:
             self._rounds.delivered(len(values))
         else:
-            self._rounds.written(len(values))
+            self._rounds.written(len(values), self._ends[self._topic])
 
     def _drain(self) -> None:
         """Wait for the batches being packed (the last one done means all are)."""

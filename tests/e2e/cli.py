@@ -1,9 +1,11 @@
 """Run the `wayfinder` command as a user does, from the project's virtual environment."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 WAYFINDER = str(Path(sys.executable).parent / "wayfinder")
 REPO = Path(__file__).resolve().parents[2]
@@ -24,9 +26,26 @@ def wayfinder(*args: str, env: dict[str, str] | None = None, timeout: float = 30
     return done.stdout
 
 
+def wayfinder_fails(*args: str) -> tuple[int, str]:
+    """Run `wayfinder ARGS` expecting it to fail: its exit status and what it said on
+    stdout and stderr, as one line (on a wide terminal, so nothing is wrapped mid-word)."""
+    done = subprocess.run(
+        [WAYFINDER, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+        cwd=REPO,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode != 0, f"wayfinder {' '.join(args)} did not fail:\n{done.stdout}"
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
 def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines() if path.exists() else []
 
 
-def summary(out: Path) -> dict:
-    return json.loads((out / "summary.json").read_text())
+def summary(out: Path) -> dict[str, Any]:
+    written: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return written

@@ -1,19 +1,35 @@
-"""The README commands, run as a user runs them."""
+"""The `wayfinder` command, run as a user runs it: its arguments, what it prints, its exit
+codes, and what it writes around the flow (summary, map files, models, report).
 
+What the flow itself does is tested in this process, on bytewax's own entry points,
+in tests/flow/; crash-and-resume runs are in test_recovery.py.
+"""
+
+import argparse
 import contextlib
 import json
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from flows.cli.main import build_parser
 from flows.lab.simulator import SimulationConfig, simulate
 from schemas.action import Action
 from schemas.codec import BadInput, EventDecoder
-from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
-from tests.e2e.cli import REPO, WAYFINDER, lines, summary, wayfinder
+from tests.e2e.cli import REPO, lines, summary, wayfinder, wayfinder_fails
+from tests.flow_helpers import (
+    ENTRY_POINTS,
+    comparable_outputs,
+    file_lines,
+    run_embedded,
+    simulated,
+)
 from tests.helpers import ev, stuck_transfer, wire
 
 pytestmark = pytest.mark.e2e
@@ -21,6 +37,8 @@ pytestmark = pytest.mark.e2e
 SMALL = ["--customers", "300", "--hours", "24", "--seed", "11"]
 #: Without the simulated customers' reactions: the input is exactly the simulation.
 OPEN_LOOP = [*SMALL, "--no-reactions"]
+#: A run that only has to exist (what the command does with it is the subject).
+TINY = ["--customers", "60", "--hours", "6", "--seed", "3", "--no-progress"]
 
 
 def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):
@@ -39,66 +57,49 @@ def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):
     dead = lines(out / "dlq.jsonl")
     assert sum(result["dead_letters"].values()) == len(dead) > 0
     assert sum(result["decisions"].values()) == len(lines(out / "decisions.jsonl")) > 0
+    # An action topic carries the actions pushed and the answers to decision requests.
     by_channel = {
         path.name.removeprefix("actions.").removesuffix(".jsonl"): lines(path)
         for path in out.glob("actions.*.jsonl")
     }
-    assert result["actions"] == {ch: len(actions) for ch, actions in by_channel.items()}
+    answered = {
+        channel: sum(result[kind].get(channel, 0) for kind in ("actions", "replies"))
+        + result["no_action_replies"].get(channel, 0)
+        for channel in by_channel
+    }
+    assert answered == {ch: len(actions) for ch, actions in by_channel.items()}
     chat = [msgspec.json.decode(raw, type=Action) for raw in by_channel["chat"]]
     assert chat and all(a.action == "priority_agent" for a in chat)
+    assert result["actions"]["chat"] == len(chat)
     transitions = lines(out / "journeys.jsonl")
     assert sum(result["transitions"].values()) + result["intent_changes"] == len(transitions)
     assert result["intent_changes"] > 0
     assert sum(result["audience_changes"].values()) == len(lines(out / "audiences.jsonl")) > 0
-    for name in ("events", "customers", "actions on chat", "dead letters", "summary.json"):
+    for name in ("events", "customers", "actions sent on chat", "dead letters", "summary.json"):
         assert name in stdout
     assert str(out / "actions.chat.jsonl") in stdout
+    for name in ("models", "contact map", "report"):
+        assert Path(result["outputs"][name]).exists(), name
 
 
-def test_run_on_an_events_file_dead_letters_bad_lines(tmp_path):
-    good = stuck_transfer(customer="cust-F", transfer="tx-F")
-    bad = [b'{"event_id": "broken"', b'{"event_id":"n1","ts":"2026-03-02T12:00:00Z"}', b"\xff\xfe"]
-    body = [wire(good[0]), bad[0], *[wire(e) for e in good[1:3]], bad[1], b"", bad[2]]
-    body += [wire(e) for e in good[3:]]
-    events = tmp_path / "events.jsonl"
-    events.write_bytes(b"\n".join(body) + b"\n")
+def test_run_refuses_an_out_folder_holding_an_earlier_run_unless_told_to_overwrite(tmp_path):
     out = tmp_path / "out"
+    out.mkdir()
+    earlier = out / "decisions.jsonl"
+    earlier.write_bytes(b'{"decision_id":"from an earlier run"}\n')
+    notes = out / "notes.txt"  # not a run's file: never touched
+    notes.write_text("mine")
 
-    wayfinder("run", "--events", str(events), "--out", str(out), "--no-progress")
+    status, said = wayfinder_fails("run", *TINY, "--out", str(out))
+    assert status == 2
+    assert f"{out} holds an earlier run's files (decisions.jsonl)" in said
+    assert "--overwrite" in said
+    assert earlier.read_bytes() == b'{"decision_id":"from an earlier run"}\n'
 
-    (action,) = [msgspec.json.decode(r, type=Action) for r in lines(out / "actions.chat.jsonl")]
-    assert action.customer_id == "cust-F"
-    assert action.trigger_event_id == good[-1].event_id
-    letters = [msgspec.json.decode(r, type=DeadLetter) for r in lines(out / "dlq.jsonl")]
-    assert [(d.raw, d.offset) for d in letters] == [(bad[0], 2), (bad[1], 5), (bad[2], 7)]
-    assert [d.reason for d in letters] == ["malformed_json", "invalid_event", "invalid_utf8"]
-    assert summary(out)["events"] == len(good) + len(bad)
-
-
-def test_same_input_gives_the_same_outputs_with_more_workers(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    wayfinder("run", *OPEN_LOOP, "--out", str(one), "--no-progress")
-    wayfinder("run", *OPEN_LOOP, "--out", str(two), "--no-progress", "--workers", "2")
-    assert sorted(p.name for p in one.glob("*.jsonl")) == sorted(
-        p.name for p in two.glob("*.jsonl")
-    )
-    # What the rules and the journeys decide is the same whatever the shape. (Not
-    # compared: decisions a model took part in, since with more workers the learner
-    # may take a batch of examples in before or after a prediction, nor the visitors'
-    # contexts handed over in merges, which carry predictions; and analytics
-    # snapshots inside a window, which are as of arrival; the final map is compared.)
-    for name in (
-        "dlq.jsonl",
-        "audiences.jsonl",
-        "contact_map_edges.csv",
-        "contact_map.json",
-    ):
-        assert sorted(lines(one / name)) == sorted(lines(two / name)), name
-    journeys = [
-        sorted(line for line in lines(folder / "journeys.jsonl") if b'"journey"' in line)
-        for folder in (one, two)
-    ]
-    assert journeys[0] == journeys[1]
+    wayfinder("run", *TINY, "--out", str(out), "--overwrite")
+    assert b"from an earlier run" not in earlier.read_bytes()
+    assert summary(out)["events"] > 0
+    assert notes.read_text() == "mine"
 
 
 def test_resumed_run_continues_from_the_snapshot_without_repeating_outputs(tmp_path):
@@ -131,9 +132,85 @@ def test_schema_command_exports_one_json_schema_per_topic(tmp_path):
     assert names == sorted(f"{t}.schema.json" for t in topics)
 
 
-def test_every_subcommand_has_help():
-    for command in ("run", "simulate", "topics", "schema"):
-        assert "usage: wayfinder" in wayfinder(command, "--help")
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    """Every subcommand of `wayfinder`, by name, from the parser the command builds."""
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands: dict[str, argparse.ArgumentParser] = sub.choices
+    return commands
+
+
+def help_entries(text: str) -> dict[frozenset[str], str]:
+    """The argument entries of a --help text: {the names the entry gives (option strings,
+    or a positional's name): its help, on one line}."""
+    entries: dict[frozenset[str], str] = {}
+    names: frozenset[str] | None = None
+    for line in text.splitlines():
+        if re.match(r"^  \S", line):  # "  -o, --out OUT   help...": a new entry
+            head, _, rest = line.strip().partition("  ")
+            names = frozenset(part.split()[0] for part in head.split(", "))
+            entries[names] = rest.strip()
+        elif names is not None and line.startswith("   "):  # its help, continued
+            entries[names] = f"{entries[names]} {line.strip()}".strip()
+        else:
+            names = None
+    return entries
+
+
+def says_its_default(action: argparse.Action) -> bool:
+    """An argument with a default worth saying: not a flag, not empty, not required.
+    (A default of 0 is a default: compared by identity, not equality with False.)"""
+    default = action.default
+    if default is None or default is False or default is argparse.SUPPRESS or action.required:
+        return False
+    if isinstance(default, list | tuple) and not default:
+        return False
+    return bool(action.option_strings) or action.nargs in ("?", "*")
+
+
+def test_every_subcommand_has_help_that_gives_each_option_and_its_default():
+    commands = subcommands()
+    assert {"run", "simulate", "replay", "rerun", "shadow", "topics", "schema"} <= set(commands)
+    wide = {**os.environ, "COLUMNS": "200"}  # no help wrapped in the middle of a default
+    listed = wayfinder("--help", env=wide)
+    for name in commands:
+        assert re.search(rf"^    {re.escape(name)}\s", listed, re.MULTILINE), name
+    problems = []
+    for name, parser in commands.items():
+        text = wayfinder(name, "--help", env=wide)
+        assert text.startswith(f"usage: wayfinder {name}"), name
+        entries = help_entries(text)
+        for action in parser._actions:
+            names = frozenset(action.option_strings or [str(action.metavar or action.dest)])
+            said = entries.get(names)
+            if said is None:
+                problems.append(f"wayfinder {name} --help does not list {sorted(names)}")
+            elif says_its_default(action) and not (
+                "default" in said and str(action.default) in said
+            ):
+                problems.append(
+                    f"wayfinder {name} --help: {sorted(names)} does not say its default "
+                    f"{action.default!r}: {said!r}"
+                )
+    assert problems == []
+
+
+def test_importing_the_cli_loads_neither_the_flow_nor_the_models_libraries():
+    """`wayfinder --help` imports the CLI and builds every parser: none of that may load
+    the dataflow's or the models' libraries (they take seconds to import)."""
+    heavy = ("bytewax", "confluent_kafka", "kafka", "river", "scipy", "numpy", "rocksdict")
+    probe = (
+        "import sys, json, flows.cli\n"
+        "from flows.cli.main import build_parser\n"
+        "build_parser()\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "flows" in loaded and "argparse" in loaded  # the probe did import the CLI
+    assert sorted(loaded & set(heavy)) == []
 
 
 def test_make_run_is_the_readme_command(tmp_path: Path):
@@ -171,85 +248,79 @@ def test_replay_of_an_events_file_gives_the_map_the_run_gives(tmp_path):
     assert (run / "report.html").exists() and (replay / "report.html").exists()
 
 
-def test_simulated_customers_react_and_the_models_learn_from_it(tmp_path):
-    out = tmp_path / "out"
-    wayfinder("run", *SMALL, "--out", str(out), "--no-progress")
-    models = json.loads((out / "models.json").read_text())
-    assert models["propensity"]["examples"] > 0  # outcomes came back and were learned
-    assert models["intent"]["examples"] > 0 and models["next_step"]["examples"] > 1000
-    decisions = [msgspec.json.decode(r, type=Decision) for r in lines(out / "decisions.jsonl")]
-    assert any(d.model_version and "propensity@" in d.model_version for d in decisions)
-    assert any(d.holdout for d in decisions)
+@pytest.fixture
+def recorded_run(tmp_path: Path) -> Path:
+    """An embedded run's folder with decision inputs (run in this process)."""
+    out = tmp_path / "recorded"
+    run_embedded(ENTRY_POINTS["run_main"], simulated(150, 24, 11), out)
+    return out
 
 
-def test_every_decision_reruns_the_same_with_its_model_versions_with_two_workers(tmp_path):
-    """With two workers the learner runs beside the customer step; each decision still
-    names the model versions it asked, and rebuilt to them it decides the same."""
-    out = tmp_path / "out"
-    wayfinder("run", *SMALL, "--out", str(out), "--no-progress", "--workers", "2")
+def test_rerun_reports_every_decision_explains_one_and_names_what_it_cannot_find(
+    recorded_run, tmp_path
+):
     report_file = tmp_path / "rerun.json"
-    stdout = wayfinder("rerun", "--all", "--latest", "--out", str(out), "--json", str(report_file))
+    args = ["--out", str(recorded_run)]
+    stdout = wayfinder("rerun", "--all", "--latest", *args, "--json", str(report_file))
     report = json.loads(report_file.read_text())
-    decided = len(lines(out / "decisions.jsonl"))
-    assert report["decisions"] == report["identical"] == decided > 500
+    assert (
+        report["decisions"] == report["identical"] == len(lines(recorded_run / "decisions.jsonl"))
+    )
     assert report["differ"] == [] and report["missing"] == []
     assert "propensity@" in report["latest_version"] and "identical" in stdout
+
     asked = next(
         msgspec.json.decode(r, type=Decision)
-        for r in lines(out / "decisions.jsonl")
+        for r in lines(recorded_run / "decisions.jsonl")
         if b"xpected response" in r and b'"outcome":"sent"' in r
     )
-    shown = wayfinder("rerun", asked.decision_id, "--out", str(out))
-    shown = " ".join(shown.split())  # as read, whatever the terminal's width
+    shown = " ".join(wayfinder("rerun", asked.decision_id, *args).split())  # any width
     assert f"models {asked.model_version}" in shown
     assert "re-run with the same versions: identical" in shown
-    unknown = subprocess.run(
-        [WAYFINDER, "rerun", "dec-unknown", "--out", str(out)],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    assert unknown.returncode == 1
-    assert "no recorded input for decision dec-unknown" in unknown.stdout
+
+    status, said = wayfinder_fails("rerun", "dec-unknown", *args)
+    assert status == 1 and "no recorded input for decision dec-unknown" in said
 
 
-def test_a_run_without_decision_inputs_decides_the_same_and_cannot_be_rerun(tmp_path):
-    recorded, bare = tmp_path / "recorded", tmp_path / "bare"
-    wayfinder("run", *OPEN_LOOP, "--out", str(recorded), "--no-progress")
-    wayfinder("run", *OPEN_LOOP, "--out", str(bare), "--no-progress", "--no-decision-inputs")
-    assert lines(bare / "decisions.jsonl") == lines(recorded / "decisions.jsonl")
-    assert not (bare / "decisions.inputs.jsonl.gz").exists()
-    refused = subprocess.run(
-        [WAYFINDER, "rerun", "--all", "--out", str(bare)],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    said = refused.stdout.replace("\n", "")  # rich wraps long lines anywhere
-    assert refused.returncode == 2 and "decisions.inputs.jsonl does not exist" in said
+def test_rerun_refuses_a_run_made_with_no_decision_inputs(tmp_path):
+    bare = tmp_path / "bare"
+    wayfinder("run", *TINY, "--no-decision-inputs", "--out", str(bare))
+    assert lines(bare / "decisions.jsonl") and not (bare / "decisions.inputs.jsonl.gz").exists()
+    status, said = wayfinder_fails("rerun", "--all", "--out", str(bare))
+    assert status == 2 and "decisions.inputs.jsonl does not exist" in said
+    assert "--no-decision-inputs" in said
 
 
-def test_challenger_decides_in_the_shadow_and_never_acts(tmp_path):
+def test_run_with_a_challenger_writes_the_shadow_report(tmp_path):
     challenger = tmp_path / "challenger.toml"
     challenger.write_text(
         (REPO / "flows" / "playbook.toml")
         .read_text()
         .replace("holdout_share = 0.05", "holdout_share = 0.3")
     )
-    alone, beside = tmp_path / "alone", tmp_path / "beside"
-    wayfinder("run", *OPEN_LOOP, "--out", str(alone), "--no-progress")
-    wayfinder(
-        "run", *OPEN_LOOP, "--out", str(beside), "--no-progress", "--challenger", str(challenger)
-    )
-    for path in alone.glob("actions.*.jsonl"):
-        assert lines(beside / path.name) == lines(path), path.name  # the live ones, unchanged
-    shadow = [
-        msgspec.json.decode(r, type=Decision) for r in lines(beside / "decisions.shadow.jsonl")
-    ]
-    assert shadow and any(d.holdout for d in shadow)
-    report = json.loads((beside / "shadow_report.json").read_text())
-    assert report["different_action"] > 0
-    assert report["expected_value"]["challenger"] < report["expected_value"]["champion"]
+    out = tmp_path / "out"
+    stdout = wayfinder("run", *TINY, "--out", str(out), "--challenger", str(challenger))
+    report = json.loads((out / "shadow_report.json").read_text())
+    assert report["triggers"] > 0 and lines(out / "decisions.shadow.jsonl")
+    assert report["versions"]["champion"] != report["versions"]["challenger"]
+    said = " ".join(stdout.split())
+    assert f"challenger vs champion: {report['different_action']:,} of" in said
+    assert summary(out)["outputs"]["shadow report"] == str(out / "shadow_report.json")
+
+
+def test_outputs_do_not_depend_on_the_hash_seed(tmp_path):
+    """Two runs of the same input in processes with different PYTHONHASHSEED (set and
+    iteration orders differ) record byte-identical decision inputs, and the same outputs."""
+    runs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"hashseed-{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        sim = ["--customers", "150", "--hours", "24", "--seed", "11"]
+        wayfinder("run", *sim, "--out", str(out), "--no-progress", env=env)
+        runs.append(out)
+    first, second = (sorted(file_lines(out / "decisions.inputs.jsonl.gz")) for out in runs)
+    assert len(first) > 100 and first == second
+    assert comparable_outputs(runs[0]) == comparable_outputs(runs[1])
 
 
 def test_shadow_command_compares_on_a_replayed_log(tmp_path):

@@ -9,18 +9,18 @@ import subprocess
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from tests.e2e.cli import WAYFINDER, wayfinder
-from tests.helpers import ev, wire
+from tests.helpers import ev, shared_dataset, wire
 
 pytestmark = pytest.mark.e2e
 
-RECEIPT = Path("/work/shared/datasets/receipt.csv")
 EDGE_HEADER = "scope,source,target,count,mean_seconds,p50_seconds,p90_seconds,goal_rate"
-REQUIRED = ("cases", "events", "contact_points", "next_step_accuracy")
+REQUIRED: tuple[str, ...] = ("cases", "events", "contact_points", "next_step_accuracy")
 REQUIRED += ("markov1_accuracy", "ngram_accuracy")
 START, END = "__start__", "__end__"
 
@@ -85,14 +85,14 @@ class Oracle:
         self.goal_rates = (distinct["goal"].sum() / distinct.size()).to_dict()
 
 
-def read_edges(out: Path) -> list[dict]:
+def read_edges(out: Path) -> list[dict[str, str]]:
     text = (out / "contact_map_edges.csv").read_text()
     assert text.splitlines()[0] == EDGE_HEADER
     return list(csv.DictReader(text.splitlines()))
 
 
-def assert_matches_oracle(out: Path, oracle: Oracle) -> dict:
-    summary = json.loads((out / "summary.json").read_text())
+def assert_matches_oracle(out: Path, oracle: Oracle) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
     assert all(key in summary for key in REQUIRED), sorted(summary)
     for key in ("next_step_accuracy", "markov1_accuracy", "ngram_accuracy"):
         assert 0.0 <= summary[key] <= 1.0
@@ -137,10 +137,11 @@ def assert_matches_oracle(out: Path, oracle: Oracle) -> dict:
 
 # --------------------------------------------------------------------------- receipt.csv
 def test_replay_of_receipt_equals_the_oracle_and_beats_the_baselines(tmp_path):
+    receipt = shared_dataset("receipt.csv")
     out = tmp_path / "out"
-    stdout = wayfinder("replay", str(RECEIPT), "--out", str(out))
+    stdout = wayfinder("replay", str(receipt), "--out", str(out))
 
-    summary = assert_matches_oracle(out, Oracle(RECEIPT))
+    summary = assert_matches_oracle(out, Oracle(receipt))
     assert (summary["cases"], summary["events"], summary["contact_points"]) == (1434, 8577, 27)
     assert summary["skipped_rows"] == 0
     assert summary["next_step_accuracy"] > summary["markov1_accuracy"]
@@ -175,7 +176,7 @@ def generate_helpdesk_log(path: Path, *, seed: int, tickets: int) -> int:
     how many rows are unreadable."""
     rng = random.Random(seed)
     t0 = datetime(2023, 1, 9, 8, 0)  # no daylight-saving change in the span (naive = UTC)
-    rows = []
+    rows: list[tuple[str, str, datetime, str, str, str]] = []
     for n in range(tickets):
         at = t0 + timedelta(minutes=rng.uniform(0, 60 * 24 * 40))
         priority = rng.choice(["P1", "P2", "P3"])
@@ -183,7 +184,7 @@ def generate_helpdesk_log(path: Path, *, seed: int, tickets: int) -> int:
         activity = "Ticket logged"
         for _ in range(40):
             agent = f"agent{rng.randrange(12)}"
-            rows.append([f"HD-{n:05d}", activity, at, medium, agent, priority])
+            rows.append((f"HD-{n:05d}", activity, at, medium, agent, priority))
             if activity == "Close ticket":
                 break
             choices, weights = zip(*ACTIVITIES[activity], strict=True)

@@ -19,7 +19,7 @@ from schemas.action import Action
 from schemas.event import Consent, Event
 from schemas.journey import JourneyTransition
 from tests.conftest import kafka_env
-from tests.helpers import wire
+from tests.helpers import key_of, wire
 from tests.kafka_io import live_flow, produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -123,7 +123,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
     browsing, logins = events[:5], events[5:]
 
     def send(batch: list[Event]) -> None:
-        keyed = [((e.customer_id or e.anonymous_id).encode(), wire(e)) for e in batch]
+        keyed: list[tuple[bytes | None, bytes]] = [(key_of(e), wire(e)) for e in batch]
         produce(kafka, "events", keyed)
 
     # The laptop browses first; the logins come once that has been seen. (Sent together,

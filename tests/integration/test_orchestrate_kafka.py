@@ -1,18 +1,21 @@
-"""The orchestrate flow on the real broker: mixed good and bad input in, the right outputs out."""
+"""The orchestrate flow on the real broker: mixed good and bad input in, the right outputs out.
 
-import subprocess
-import sys
+The Kafka flow (`flows.dataflow.kafka.kafka_flow`, what `python -m bytewax.run
+flows.dataflow.kafka:flow` runs) runs in this process, bounded (it stops at the end of
+the events topic), on bytewax's entry points: one worker, and two worker threads.
+"""
+
 from collections import Counter
 
 import msgspec
 import pytest
 
+from flows.dataflow.kafka import kafka_flow
 from schemas.action import Action
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
 from schemas.journey import JourneyTransition
-from tests.conftest import kafka_env
-from tests.helpers import default_playbook, ev, stuck_transfer, wire
+from tests.helpers import default_playbook, ev, key_of, stuck_transfer, wire
 from tests.kafka_io import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -38,7 +41,7 @@ def mixed_batch() -> list[tuple[bytes | None, bytes]]:
         ev("page_view", "web", customer=None, anon="dev-7", touchpoint="offers"),
     ]
     good.sort(key=lambda e: e.ts)
-    messages = [((e.customer_id or e.anonymous_id).encode(), wire(e)) for e in good]
+    messages: list[tuple[bytes | None, bytes]] = [(key_of(e), wire(e)) for e in good]
     bad = [(None, raw) for raw in BAD]
     # Bad input scattered among the good, as it arrives in life.
     for i, item in enumerate(bad):
@@ -46,18 +49,10 @@ def mixed_batch() -> list[tuple[bytes | None, bytes]]:
     return messages
 
 
-def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka):
+def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka, entry_point):
     produce(kafka, "events", mixed_batch())
 
-    run = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"],
-        env=kafka_env(kafka),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    entry_point(kafka_flow(kafka))
 
     chat = read_all(kafka, "actions.chat")
     assert len(chat) == 1

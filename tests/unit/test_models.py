@@ -8,13 +8,15 @@ from pathlib import Path
 
 from flows.lab.evaluate import POLICIES, closed_loop
 from flows.lab.simulator import SimulationConfig
-from operators.customer_step import CustomerStep
-from operators.models import INTENT, NEXT_STEP, PROPENSITY, Example, FlowNextStep, ModelSet
+from operators.customer_step import CustomerStep, Output
+from operators.models import INTENT, NEXT_STEP, PROPENSITY, FlowNextStep, ModelSet
 from operators.next_step import MAX_KEYS
 from operators.replay import Replay
 from schemas.codec import good_events
 from schemas.event import Event
 from schemas.journey import IntentTransition
+from schemas.learning import Example
+from state.context import CustomerContext
 from tests.helpers import Harness, StubPredictors, default_playbook, ev, profile
 
 
@@ -161,6 +163,7 @@ def test_intent_changes_are_announced_once_the_model_has_learned():
     changes = [o for o in replay.outputs if type(o) is IntentTransition]
     assert changes
     assert all(c.confidence >= 0.4 and c.margin >= 0.2 for c in changes)
+    assert replay.models is not None
     assert replay.models.models[INTENT].record.learned >= 30
 
 
@@ -215,7 +218,8 @@ def test_intent_change_with_no_open_support_journey_sends_nothing():
 def test_a_resolved_journey_teaches_the_intent_as_it_looked_while_open():
     playbook = default_playbook()
     step = CustomerStep(playbook, ModelSet(playbook))
-    ctx, outputs = None, []
+    ctx: CustomerContext | None = None
+    outputs: list[Output] = []
     for event in (
         profile("medium"),
         ev("page_view", "app", minutes=1, touchpoint="help_network"),
@@ -228,4 +232,5 @@ def test_a_resolved_journey_teaches_the_intent_as_it_looked_while_open():
     # Asked while the journey is open, the model must learn from an open journey too.
     assert "open=network_fault" in example.features
     assert "done=network_fault" not in example.features
+    assert ctx is not None
     assert ctx.finished[-1].journey == "network_fault"  # the context itself says done

@@ -15,15 +15,15 @@ from operators.next_step import (
     default_models,
     prequential,
 )
+from tests.helpers import SHARED_DATASETS, shared_dataset
 from tests.process_logs import (
     GENERATORS,
+    Stream,
     generated_stream,
     log_stream,
     read_log_csv,
     write_log_csv,
 )
-
-RECEIPT = Path("/work/shared/datasets/receipt.csv")
 
 
 def teach(model, *paths):
@@ -35,7 +35,7 @@ def teach(model, *paths):
 
 def stream_of(*cases, interleave=False):
     """Cases (lists of activities) as a stream: one after another, or in lockstep."""
-    events = []
+    events: Stream = []
     if interleave:
         for step in range(max(len(c) for c in cases)):
             for n, case in enumerate(cases):
@@ -285,8 +285,15 @@ def test_memory_is_bounded_per_case_and_per_table():
 
 @pytest.fixture(scope="module")
 def receipt_results():
-    assert RECEIPT.exists(), f"{RECEIPT} is missing"
-    return prequential(read_log_csv(RECEIPT), default_models())
+    return prequential(read_log_csv(shared_dataset("receipt.csv")), default_models())
+
+
+def test_a_missing_shared_data_set_fails_the_test_saying_where_it_looked():
+    with pytest.raises(pytest.fail.Exception) as failed:
+        shared_dataset("no-such-log.csv")
+    assert str(SHARED_DATASETS / "no-such-log.csv") in str(failed.value)
+    repo = Path(__file__).resolve().parents[2]
+    assert repo.parent / "shared" / "datasets" == SHARED_DATASETS  # no path of one machine
 
 
 def test_ours_strictly_beats_both_baselines_on_the_receipt_log(receipt_results):

@@ -2,6 +2,7 @@
 
 import math
 import re
+import sys
 import xml.etree.ElementTree as ET
 
 import msgspec
@@ -206,7 +207,7 @@ def test_map_command_has_help(capsys):
 
 
 def test_a_missing_graphviz_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(pictures.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # pictures looks here
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(pictures.GraphvizMissing, match="pip install graphviz-pure"):
         pictures.find_graphviz()

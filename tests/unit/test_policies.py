@@ -19,7 +19,7 @@ def playbook_with(**policies):
     return compile_playbook(parse_playbook(raw))
 
 
-def caps_only(*caps: dict):
+def caps_only(*caps: dict[str, object]):
     """The default playbook with just these frequency caps: no quiet hours, fatigue or
     holdout in the way."""
     return playbook_with(caps=list(caps), quiet_hours=None, fatigue=None, holdout_share=0.0)
@@ -97,7 +97,8 @@ def test_a_busy_week_of_service_actions_keeps_the_marketing_cap_closed():
         )
     upsell = next(a for a in pb.actions if a.name == "accessories_upsell")
     placement, why = policies.place(ctx, upsell, start + 4 * 86400, "web", None, None)
-    assert placement is None and "frequency cap of 1 marketing actions in all" in why
+    assert placement is None and why is not None
+    assert "frequency cap of 1 marketing actions in all" in why
     # Once no policy needs it, the marketing send is forgotten: its 14-day cooldown
     # outlasts the 7-day cap and the 3-day attribution window.
     assert policies.memory["finance_offer"] == 14 * 86400
@@ -147,7 +148,8 @@ def test_fatigue_pauses_marketing_after_ignored_actions():
         )
     action = next(a for a in pb.actions if a.name == "accessories_upsell")
     placement, why = ContactPolicies(pb).place(ctx, action, start + 6 * 3600, "web", None, None)
-    assert placement is None and "unanswered" in why and "fatigue" in why
+    assert placement is None and why is not None
+    assert "unanswered" in why and "fatigue" in why
     ctx.actions[-1].outcome = "clicked"  # a response ends the streak
     placement, why = ContactPolicies(pb).place(ctx, action, start + 6 * 3600, "web", None, None)
     assert why is None
@@ -202,7 +204,8 @@ def test_decision_request_during_a_support_journey_gets_the_service_status():
 def test_every_decision_request_is_answered_once():
     events = [profile("medium")] + [request(i, request_id=f"r{i}") for i in range(1, 6)]
     replies = Harness().run(events).actions()
-    assert sorted(a.request_id for a in replies) == [f"r{i}" for i in range(1, 6)]
+    assert len(replies) == 5
+    assert sorted(a.request_id for a in replies if a.request_id) == [f"r{i}" for i in range(1, 6)]
     assert all(isinstance(a, Action) for a in replies)
 
 

@@ -3,6 +3,7 @@ order, skipped rows, column mapping."""
 
 import gzip
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -235,8 +236,8 @@ def test_mapped_columns_optional_columns_and_attribute_flags(tmp_path):
         "T1;Close ticket;2024-05-01 10:00:00;phone;bob;high;blue\n"
     )
     path = write(tmp_path, text)
-    mapped = {"case": "Ticket", "activity": "Step", "timestamp": "When"}
-    log = read_process_log(path, Columns(**mapped, channel="Medium", resource="Agent"))
+    mapped = Columns(case="Ticket", activity="Step", timestamp="When")
+    log = read_process_log(path, replace(mapped, channel="Medium", resource="Agent"))
     assert paths(log) == {"T1": ["Open ticket", "Close ticket"]}  # names exactly as logged
     assert [e.channel for e in log.events] == ["mail", "phone"]
     assert [e.resource for e in log.events] == ["ann", "bob"]
@@ -246,13 +247,13 @@ def test_mapped_columns_optional_columns_and_attribute_flags(tmp_path):
     ]
     # only the attributes asked for (channel and resource always), or none
     log = read_process_log(
-        path, Columns(**mapped, channel="Medium", resource="Agent", attributes=("Team",))
+        path, replace(mapped, channel="Medium", resource="Agent", attributes=("Team",))
     )
     assert log.attribute_names == ("Medium", "Agent", "Team")
-    log = read_process_log(path, Columns(**mapped, channel=None, resource=None, attributes=()))
+    log = read_process_log(path, replace(mapped, channel=None, resource=None, attributes=()))
     assert log.attribute_names == () and log.events[0].channel is None
     # the default channel and resource columns are optional: not in this file, not used
-    log = read_process_log(path, Columns(**mapped))
+    log = read_process_log(path, mapped)
     assert log.columns["channel"] is None and log.columns["resource"] is None
     assert log.attribute_names == ("Medium", "Agent", "Priority", "Team")
 

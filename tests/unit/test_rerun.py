@@ -13,6 +13,7 @@ from operators.rerun import Rerun, RerunError, differences, histories, parse_ver
 from schemas.codec import good_events
 from schemas.decision import Decision, DecisionInput
 from schemas.learning import Example, LearnedExamples
+from state.context import CustomerContext
 from tests.helpers import default_playbook
 
 
@@ -86,19 +87,21 @@ def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], lis
     models = ModelSet(playbook)
     step = CustomerStep(playbook, models, record_inputs=True)
     records = simulate(SimulationConfig(customers=customers, hours=48, seed=3))
-    contexts: dict = {}
-    decisions, inputs, log, pending = [], [], [], []
+    contexts: dict[str, CustomerContext | None] = {}
+    decisions: list[Decision] = []
+    inputs: list[DecisionInput] = []
+    log: list[LearnedExamples] = []
+    pending: list[Example] = []
     for n, event in enumerate(good_events(raw for _ts, raw in records)):
         key = customer_key(event)
         ctx, outputs = step.on_event(key, contexts.get(key), event)
         contexts[key] = ctx
         for output in outputs:
-            kind = type(output)
-            if kind is Example:
+            if type(output) is Example:
                 pending.append(output)
-            elif kind is Decision:
+            elif type(output) is Decision:
                 decisions.append(output)
-            elif kind is DecisionInput:
+            elif type(output) is DecisionInput:
                 inputs.append(output)
         if n % 40 == 0:  # the learner's batch
             for example in sorted(pending, key=lambda e: (e.at, e.example_id)):

@@ -52,10 +52,10 @@ def test_loop_events_are_read_back_before_the_next_round():
     rounds.hand_over("a", 1, 10.0)
     rounds.emitted(outputs=1, examples=0)  # a profile merge for the events topic
     rounds.settled(1)
-    rounds.written(1)
+    rounds.written(1, 10)
     assert rounds.quiet()  # the loopback partition may read it now ...
     assert not rounds.take_turn("a")  # ... and the input waits until it has
-    rounds.read_back(1)
+    rounds.read_back(1, 10)
     rounds.settled(1)
     assert rounds.take_turn("a")
 

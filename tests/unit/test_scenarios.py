@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from scenarios.check import TOPICS, load_expected, problems
+from scenarios.check import TOPICS, Record, load_expected, problems
 from schemas.action import Action
 from schemas.audience import AudienceChange, Tombstone
 from schemas.codec import EventDecoder
@@ -516,14 +516,14 @@ _FIELDS = {
 FOLDERS = sorted(p.parent for p in SCENARIOS.glob("*/expected.json"))
 
 
-def core_outputs(folder: Path) -> dict[str, list[dict]]:
+def core_outputs(folder: Path) -> dict[str, list[Record]]:
     """The scenario's events through the cores, run to the file's last event time."""
     decoder = EventDecoder()
     raw = (folder / "events.jsonl").read_bytes().splitlines()
     events = [decoder.decode(line) for line in raw if line.strip()]
     replay = Harness().replay
     replay.run(events, until=max(e.ts.timestamp() for e in events))
-    outputs: dict[str, list[dict]] = {topic: [] for topic in TOPICS}
+    outputs: dict[str, list[Record]] = {topic: [] for topic in TOPICS}
     for output in replay.outputs:
         outputs[_TOPIC_OF[type(output)]].append(json.loads(msgspec.json.encode(output)))
     return outputs

@@ -3,13 +3,10 @@
 import json
 from pathlib import Path
 
-import pytest
-
+from flows.dataflow.sources import EventFileSource
 from schemas.audience import Tombstone
-from tests.e2e.cli import lines, wayfinder
+from tests.flow_helpers import run_embedded
 from tests.helpers import Harness, ev, profile
-
-pytestmark = pytest.mark.e2e
 
 
 def _event(i: int, ts: str, type_: str, **fields) -> str:
@@ -60,27 +57,22 @@ def erasure_file(path: Path) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-def test_erased_customer_is_in_no_state_and_no_snapshot(tmp_path):
-    events, out, recovery = tmp_path / "events.jsonl", tmp_path / "out", tmp_path / "recovery"
+def test_erased_customer_is_in_no_state_and_no_snapshot(entry_point, tmp_path):
+    events, recovery = tmp_path / "events.jsonl", tmp_path / "recovery"
     erasure_file(events)
-    wayfinder(
-        "run",
-        "--events",
-        str(events),
-        "--out",
-        str(out),
-        "--no-progress",
-        "--recovery-dir",
-        str(recovery),
-        "--snapshot-interval",
-        "0.05",
+    run = run_embedded(
+        entry_point,
+        EventFileSource(events),
+        tmp_path / "out",
+        recovery=recovery,
+        snapshot_interval=0.05,
     )
     snapshots = b"".join(p.read_bytes() for p in recovery.iterdir())
     assert b"cust-other-1" in snapshots  # the search does find customers who remain
     assert b"cust-Q7" not in snapshots
     assert b"laptop-Q7" not in snapshots
 
-    tombstones = [json.loads(r) for r in lines(out / "audiences.jsonl") if b"tombstone" in r]
+    tombstones = [json.loads(r) for r in run.lines("audiences.jsonl") if b"tombstone" in r]
     assert {"tombstone": "cust-Q7"} in tombstones
     assert {"tombstone": "anon:laptop-Q7"} in tombstones
 

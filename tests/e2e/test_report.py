@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,9 @@ def chromium() -> str:
     return found
 
 
-def headless(chromium: str, url: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+def headless(
+    chromium: str, url: str, profile: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     """Run headless Chromium on a page, with nothing that reaches the network."""
     return subprocess.run(
         [
@@ -111,8 +114,8 @@ class Dom(HTMLParser):
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=True)
-        self.ids: dict[str, dict] = {}
-        self._open: list[tuple[str, dict | None]] = []
+        self.ids: dict[str, dict[str, Any]] = {}
+        self._open: list[tuple[str, dict[str, Any] | None]] = []
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
@@ -151,7 +154,8 @@ class Dom(HTMLParser):
         return " ".join(" ".join(self.ids[element_id]["text"]).split())
 
     def count(self, element_id: str, tag: str) -> int:
-        return self.ids[element_id]["tags"].count(tag)
+        tags: list[str] = self.ids[element_id]["tags"]
+        return tags.count(tag)
 
 
 # --------------------------------------------------------------------------- the data
@@ -171,6 +175,7 @@ def realistic_map() -> ContactMap:
                 scope, steps, goal=goal, outcome=outcome, partner=partner, sentiment=sentiment
             )
 
+    visits: list[tuple[str, str, float]]
     for i in range(40):  # money transfer: the happy path, with some help on the way
         visits = [("transfers", "web", 0), ("transfer_form", "web", 40 + i * 3)]
         if i % 4 == 0:

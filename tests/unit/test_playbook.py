@@ -4,6 +4,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,15 +19,15 @@ from tests.e2e.cli import REPO
 BASE = tomllib.loads(DEFAULT_PLAYBOOK.read_text())
 
 
-def edited(**sections) -> dict:
+def edited(**sections: object) -> dict[str, object]:
     """The default playbook with some sections replaced."""
     raw = {k: v for k, v in BASE.items()}
     raw.update(sections)
     return raw
 
 
-def journey(name: str, **fields) -> dict:
-    entry = {
+def journey(name: str, **fields: object) -> dict[str, object]:
+    entry: dict[str, object] = {
         "name": name,
         "category": "sales",
         "priority": 10,
@@ -38,7 +39,7 @@ def journey(name: str, **fields) -> dict:
     return entry
 
 
-def error(raw: dict) -> PlaybookError:
+def error(raw: dict[str, Any]) -> PlaybookError:
     with pytest.raises(PlaybookError) as info:
         parse_playbook(raw, "pb.toml")
     return info.value
@@ -179,8 +180,8 @@ def test_cli_validates_a_playbook_and_reports_the_error(tmp_path: Path):
 # ---------------------------------------------------------------- every problem at once
 
 
-def action(name: str, *when: dict, **fields: object) -> dict:
-    entry = {
+def action(name: str, *when: dict[str, object], **fields: object) -> dict[str, object]:
+    entry: dict[str, object] = {
         "name": name,
         "category": "support",
         "purpose": "service",
@@ -262,7 +263,7 @@ def simulated() -> Vocabulary:
     return Vocabulary.from_events(decoder.decode(raw) for _, raw in simulate(config))
 
 
-def warnings_for(raw: dict, known: Vocabulary, entry: str) -> list[str]:
+def warnings_for(raw: dict[str, Any], known: Vocabulary, entry: str) -> list[str]:
     found = vocabulary_warnings(parse_playbook(raw, "pb.toml"), known, "pb.toml")
     return [str(w) for w in found if w.entry == entry]
 

@@ -110,14 +110,14 @@ def test_every_good_record_decodes_and_every_bad_one_is_rejected():
     mixed = list(simulate(dirty))
     bad: list[SimulatedRecord] = []
     expected = iter(good)
-    want = next(expected)
+    want: SimulatedRecord | None = next(expected)
     for record in mixed:
         if record == want:
             want = next(expected, None)
         else:
             bad.append(record)
     assert want is None, "all good records are kept, in order"
-    reasons = Counter()
+    reasons: Counter[str] = Counter()
     for _, raw in bad:
         with pytest.raises(BadInput) as info:
             DECODER.decode(raw)
@@ -161,11 +161,13 @@ def test_identify_carries_the_profile():
     tiers = Counter(p["value_tier"] for p in profiles.values())
     assert tiers["low"] > tiers["medium"] > tiers["high"] > 0
     for props in profiles.values():
-        ZoneInfo(props["timezone"])  # a real IANA time zone
-        assert props["lifetime_value"] > 0
+        zone, value = props["timezone"], props["lifetime_value"]
+        assert isinstance(zone, str) and isinstance(value, float)
+        ZoneInfo(zone)  # a real IANA time zone
+        assert value > 0
         assert props["preferred_channel"] in CHANNELS
     dealers = {e.partner_id for e in events(SMALL) if e.type == "test_drive_booked"}
-    assert dealers and all(d.startswith("dealer-") for d in dealers)
+    assert dealers and all(d is not None and d.startswith("dealer-") for d in dealers)
 
 
 def test_customer_profile_and_true_intent_tell_who_a_simulated_customer_is():
@@ -216,7 +218,7 @@ def test_sessions_follow_a_daily_rhythm():
     assert sum(by_hour[h] for h in range(9, 19)) > 2.5 * sum(by_hour[h] for h in range(0, 6))
 
 
-def transfer_cases(config: SimulationConfig) -> dict[str, Counter]:
+def transfer_cases(config: SimulationConfig) -> dict[str, Counter[str]]:
     """Failed transfers by how the customer escalated, judged from the events alone."""
     tiers = {
         e.customer_id: e.properties["value_tier"] for e in events(config) if e.type == "identify"
@@ -225,12 +227,13 @@ def transfer_cases(config: SimulationConfig) -> dict[str, Counter]:
     for event in events(config):
         if "transfer_id" in event.properties:
             by_transfer[str(event.properties["transfer_id"])].append(event)
-    cases: dict[str, Counter] = defaultdict(Counter)
+    cases: dict[str, Counter[str]] = defaultdict(Counter)
     for path in by_transfer.values():
         failed = [e for e in path if e.type == "transfer_failed"]
         if not failed:
             continue
-        assert failed[0].channel == "app" and failed[0].properties["amount"] > 0
+        amount = failed[0].properties["amount"]
+        assert failed[0].channel == "app" and isinstance(amount, int | float) and amount > 0
         at = {
             kind: [e.ts.timestamp() for e in path if match(e)]
             for kind, match in {
@@ -239,7 +242,7 @@ def transfer_cases(config: SimulationConfig) -> dict[str, Counter]:
                 "chat": lambda e: e.type == "chat_started" and e.touchpoint == "chat_support",
             }.items()
         }
-        tier = tiers[path[0].customer_id]
+        tier = str(tiers[path[0].customer_id])
         if not at["chat"]:
             if any(e.type == "transfer_completed" for e in path):
                 cases["retry_ok"][tier] += 1
@@ -276,7 +279,7 @@ def test_chat_messages_and_surveys_carry_what_the_models_read():
     evs = events(SMALL)
     assert any(e.type == "chat_message" and e.text for e in evs)
     scores = [e.score for e in evs if e.type == "survey_response"]
-    assert scores and all(0 <= s <= 10 for s in scores)
+    assert scores and all(s is not None and 0 <= s <= 10 for s in scores)
     consents = [e.consent for e in evs if e.type == "consent"]
     assert consents and all(c is not None and c.purpose == "marketing" for c in consents)
 

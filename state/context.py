@@ -331,11 +331,6 @@ def consent_allows(ctx: CustomerContext, channel: str, purpose: str) -> bool:
     return purpose not in OPT_IN_PURPOSES
 
 
-def tier_rank(tier: str | None) -> int:
-    """Position of a value tier in VALUE_TIERS; -1 when unknown."""
-    return VALUE_TIERS.index(tier) if tier in VALUE_TIERS else -1
-
-
 _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(CustomerContext)
 

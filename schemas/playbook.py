@@ -529,14 +529,19 @@ def _check_names(ctx: _Context) -> None:
             seen.add(entry.name)
 
 
+def _check_channels(ctx: _Context, entry: str, channels: list[str]) -> None:
+    """An entry's `channels`: at least one, each declared."""
+    if not channels:
+        ctx.add(entry, "channels", "needs at least one channel")
+    for ch in channels:
+        if not ctx.is_channel(ch):
+            ctx.add(entry, "channels", f"unknown channel '{ch}'")
+
+
 def _check_contact_points(ctx: _Context) -> None:
     for cp in ctx.pb.contact_points:
         entry = f"contact_points '{cp.name}'"
-        if not cp.channels:
-            ctx.add(entry, "channels", "needs at least one channel")
-        for ch in cp.channels:
-            if not ctx.is_channel(ch):
-                ctx.add(entry, "channels", f"unknown channel '{ch}'")
+        _check_channels(ctx, entry, cp.channels)
 
 
 def _check_journey(ctx: _Context, j: JourneyDef) -> None:
@@ -637,11 +642,7 @@ def _check_policies(ctx: _Context) -> None:
 
 def _check_action(ctx: _Context, a: ActionDef) -> None:
     entry = f"actions '{a.name}'"
-    if not a.channels:
-        ctx.add(entry, "channels", "needs at least one channel")
-    for ch in a.channels:
-        if not ctx.is_channel(ch):
-            ctx.add(entry, "channels", f"unknown channel '{ch}'")
+    _check_channels(ctx, entry, a.channels)
     ctx.duration(entry, "cooldown", a.cooldown)
     ctx.duration(entry, "expires", a.expires)
     if not a.when:

@@ -141,7 +141,7 @@ class LoopbackPartition(StatefulSourcePartition[RawRecord, object]):
         self._written = written
         self._offset = resume_state or 0
         self._line = 0
-        rounds.loop_resumed(read=self._offset)
+        rounds.read_back(0, self._offset)  # where it had got at the snapshot resumed
 
     def next_batch(self) -> list[RawRecord]:
         if not self._rounds.quiet():

@@ -79,14 +79,6 @@ class Rounds:
             self._outputs -= n
             self._loop_written = end
 
-    def loop_resumed(self, written: int | None = None, read: int | None = None) -> None:
-        """Where the loop file was written to, or read back to, at the snapshot resumed."""
-        with self._lock:
-            if written is not None:
-                self._loop_written = written
-            if read is not None:
-                self._loop_read = read
-
     def delivered(self, n: int) -> None:
         """`n` outputs that the input reads back reached their topic file."""
         if n:

@@ -24,17 +24,19 @@ from schemas.topics import AUDIT_TOPICS, EVENTS
 class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
     def __init__(
         self,
+        topic: str,
         path: Path,
         resume_state: int | None,
+        ends: dict[str, int],
         rounds: Rounds | None = None,
-        compress: bool = False,
         *,
+        compress: bool = False,
         fed_back: bool = False,
-        ends: dict[str, int] | None = None,
     ):
-        """`rounds`: this topic is read back as input (the events topic's loop, or with
+        """`ends`: where each topic file ends as far as this run knows (the sink's);
+        `rounds`: this topic is read back as input (the events topic's loop, or with
         `fed_back` another topic the input reads): flushed at once and counted as
-        arrived; `ends`: where each topic file ends as far as this run knows."""
+        arrived."""
         self.path = path
         #: Packing runs beside the flow (zlib lets go of the GIL); one thread keeps the order.
         self._packer = ThreadPoolExecutor(1, thread_name_prefix="gzip") if compress else None
@@ -48,11 +50,11 @@ class _TopicFilePartition(StatefulSinkPartition[bytes, int]):
             with path.open("r+b") as f:
                 f.truncate(resume_state)
         self._offset = resume_state or 0
-        self._ends = ends if ends is not None else {}
-        self._topic = path.name.split(".jsonl")[0]
-        self._ends[self._topic] = self._offset
+        self._ends = ends
+        self._topic = topic
+        ends[topic] = self._offset
         if rounds is not None and not fed_back:  # the loop file, as of the snapshot
-            rounds.loop_resumed(written=self._offset)
+            rounds.written(0, self._offset)
 
     def write_batch(self, values: list[bytes]) -> None:
         if self._file is None:
@@ -128,9 +130,14 @@ class TopicFileSink(FixedPartitionedSink[bytes, int]):
         fed_back = rounds is not None and rounds.fed_back(for_part)
         if for_part != EVENTS and not fed_back:
             rounds = None
-        compress = for_part in self.compressed
         return _TopicFilePartition(
-            self.path(for_part), resume_state, rounds, compress, fed_back=fed_back, ends=self._ends
+            for_part,
+            self.path(for_part),
+            resume_state,
+            self._ends,
+            rounds,
+            compress=for_part in self.compressed,
+            fed_back=fed_back,
         )
 
     def end(self, topic: str) -> int | None:

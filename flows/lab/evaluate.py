@@ -17,6 +17,7 @@ from collections import defaultdict
 from hashlib import blake2b
 from typing import Any
 
+from flows.lab.population import customer_index
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.lab.world import World
 from operators.models import ModelSet, Response
@@ -157,7 +158,7 @@ def closed_loop(
                 for reaction in world.react(output):
                     heapq.heappush(queue, (reaction.ts.timestamp(), next(counter), reaction))
 
-    customers = [k for k in replay.contexts if k.startswith("cust-")]
+    customers = [k for k in replay.contexts if customer_index(k) is not None]
     predicted = [(k, replay.contexts[k].intent) for k in customers if replay.contexts[k].intent]
     truths = {k: world.truth(k) for k, _intent in predicted}
     right = sum(1 for k, intent in predicted if (t := truths[k]) is not None and t.intent == intent)

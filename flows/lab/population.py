@@ -144,6 +144,22 @@ class Device:
         return self.identified_at is not None and self.identified_at <= t
 
 
+_CUSTOMER_PREFIX = "cust-"
+
+
+def customer_id(index: int) -> str:
+    """The id of the simulated customer with this index (`cust-000123`)."""
+    return f"{_CUSTOMER_PREFIX}{index:06d}"
+
+
+def customer_index(customer: str) -> int | None:
+    """The index of a simulated customer from their id; None for anyone else."""
+    digits = customer.removeprefix(_CUSTOMER_PREFIX)
+    if digits == customer or not digits.isdigit():
+        return None
+    return int(digits)
+
+
 class Customer:
     """One simulated customer: profile, devices and RNG; queues its events on the heap.
 
@@ -186,7 +202,7 @@ class Customer:
         self.index, self.end, self.heap = index, end, heap
         self.id_prefix = f"sim-{seed}-{index}-"
         self.n = 0
-        self.customer_id = f"cust-{index:06d}"
+        self.customer_id = customer_id(index)
         vertical, tier, tz_name, preferred = _draw_profile(rng)
         self.vertical, self.preferred = vertical, preferred
         lo, hi = _TIER_LTV[tier]

@@ -83,6 +83,10 @@ class SimulationConfig:
         if self.partitions < 1:
             raise ValueError("partitions must be >= 1")
 
+    def partition_of(self, index: int) -> int:
+        """The partition that simulates the customer with this index."""
+        return index % self.partitions
+
 
 # --------------------------------------------------------------------------- session mix
 
@@ -174,6 +178,7 @@ def _partition_events(config: SimulationConfig, partition: int) -> Iterator[tupl
     start = config.start.timestamp()
     end = (config.start + timedelta(hours=config.hours)).timestamp()
     heap: list[Entry] = []
+    # The customers whose partition_of(index) is this partition.
     for index in range(partition, config.customers, config.partitions):
         c = Customer(config.seed, index, end, heap)
         mix = _session_mix(c.vertical, c.preferred, c.app is not None)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import msgspec
 
 from flows.dataflow.sources import BATCH_SIZE, RawRecord, WrittenTopics
+from flows.lab.population import customer_index
 from flows.lab.simulator import SimulationConfig, simulate_partition
 from flows.lab.world import World
 from schemas.action import Action
@@ -70,7 +71,7 @@ class _TrafficPartition:
     ) -> None:
         self._source = f"simulator/{partition}"
         self._partition = partition
-        self._partitions = config.partitions
+        self._config = config
         self._world = world
         self._written = written
         state = state or TrafficState(0, {}, [])
@@ -117,7 +118,8 @@ class _TrafficPartition:
             lines, self._read[topic] = self._written.read(topic, self._read.get(topic, 0))
             for raw in lines:
                 action = self._decoder.decode(raw)
-                if _partition_of(action.customer_id, self._partitions) != self._partition:
+                index = customer_index(action.customer_id)
+                if index is None or self._config.partition_of(index) != self._partition:
                     continue
                 for event in world.react(action):
                     at = event.ts.timestamp()
@@ -131,10 +133,3 @@ class _TrafficPartition:
 
     def event_time(self) -> float:
         return self._reached
-
-
-def _partition_of(customer: str, partitions: int) -> int | None:
-    """The simulator partition of a simulated customer (`cust-000123`); None for others."""
-    if not customer.startswith("cust-") or not customer[5:].isdigit():
-        return None
-    return int(customer[5:]) % partitions

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flows.lab.population import customer_index
 from flows.lab.simulator import customer_profile, true_intent
 from schemas.action import Action
 from schemas.event import Event, Outcome
@@ -85,9 +86,9 @@ class World:
         """The hidden truth of a simulated customer (`cust-000123`); None for others."""
         found = self._truths.get(customer)
         if found is None:
-            if not customer.startswith("cust-") or not customer[5:].isdigit():
+            index = customer_index(customer)
+            if index is None:
                 return None
-            index = int(customer[5:])
             profile = customer_profile(self.seed, index)
             rng = random.Random(f"{self.seed}:{index}:responses")
             keen = rng.uniform(0.5, 1.5)

@@ -87,7 +87,7 @@ def test_simulated_customers_react_and_the_models_learn_from_it(entry_point, tmp
     decisions = [msgspec.json.decode(r, type=Decision) for r in run.lines("decisions.jsonl")]
     assert any(d.model_version and "propensity@" in d.model_version for d in decisions)
     assert any(d.holdout for d in decisions)
-    assert run.summary.loop_events > 0  # the customers' reactions came back in
+    assert run.summary.loop_events > 0  # identity merges and forwards came round the loop
 
 
 def test_every_decision_reruns_the_same_with_the_model_versions_it_names(entry_point, tmp_path):

@@ -8,12 +8,13 @@ see schemas.vocabulary.)
 """
 
 import itertools
+import math
 import re
 import tomllib
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgspec
 from msgspec import Meta, Struct
@@ -30,6 +31,10 @@ Scalar = str | int | float | bool
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d|w))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+#: The longest duration a playbook may give: beyond it, times (now + duration) stop
+#: being dates a clock or a datetime can hold, and nothing a business plans is longer.
+MAX_DURATION = "3650d"
+_MAX_SECONDS = 3650 * 86400.0
 
 #: "90s", "15m", "48h", "7d", "1h30m".
 Duration = Annotated[str, Meta(description="a duration such as 90s, 15m, 48h, 7d or 1h30m")]
@@ -313,18 +318,51 @@ class _Report:
             raise PlaybookError(self.problems)
 
 
+#: A playbook is a few kilobytes; a file far larger is not one (or is /dev/zero).
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
 def load_playbook(path: Path | str) -> Playbook:
     """Read, decode and validate a playbook file; raise PlaybookError naming what is wrong."""
     path = Path(path)
     file = str(path)
+    return parse_playbook(_read_toml(path, file), file)
+
+
+def _read_toml(path: Path, file: str) -> dict[str, Any]:
+    """The TOML data of a file, or a PlaybookError saying why it cannot be read."""
+
+    def unusable(problem: str) -> PlaybookError:
+        return PlaybookError([PlaybookProblem(file, "file", None, problem)])
+
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise PlaybookError([PlaybookProblem(file, "file", None, "no such file")]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        problem = PlaybookProblem(file, "file", None, f"not valid TOML: {exc}")
-        raise PlaybookError([problem]) from None
-    return parse_playbook(raw, file)
+        raise unusable("no such file") from None
+    except IsADirectoryError:
+        raise unusable("is a directory, not a playbook file") from None
+    except PermissionError:
+        raise unusable("cannot be read: permission denied") from None
+    except OSError as exc:
+        raise unusable(f"cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise unusable(f"not a usable path: {exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise unusable(f"too large for a playbook (over {MAX_FILE_BYTES // 2**20} MB)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise unusable(
+            f"not UTF-8 text: byte {data[exc.start]:#04x} on line {line} (save it as UTF-8)"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise unusable(f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise unusable("not usable TOML: arrays or tables nested too deeply") from None
 
 
 def parse_playbook(raw: dict[str, Any], file: str = "<playbook>") -> Playbook:
@@ -412,7 +450,10 @@ def _raw_interests(entries: Any, names: set[str]) -> set[str]:
     """Interests of the contact points that could not be decoded, as far as they read."""
     found: set[str] = set()
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and entry.get("name") in names:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name")
+        if isinstance(name, str) and name in names:
             interests = entry.get("interests")
             if isinstance(interests, list):
                 found.update(i for i in interests if isinstance(i, str))
@@ -476,15 +517,40 @@ class _Context:
     def is_journey(self, name: str) -> bool:
         return self._known({j.name for j in self.pb.journeys}, "journeys", name)
 
-    def duration(self, entry: str, field: str, value: str | None) -> float | None:
-        """Seconds in `value`, or None (and a problem) when it is not a duration."""
+    def duration(
+        self, entry: str, field: str, value: str | None, *, optional: bool = False
+    ) -> float | None:
+        """Seconds in `value`, or None (and a problem) when it is not a usable duration:
+        not a duration, zero, or longer than MAX_DURATION. (`optional`: the field may be
+        left out, which the problem about a zero says.)"""
         if value is None:
             return None
         try:
-            return seconds(value)
+            found = seconds(value)
         except ValueError as exc:
             self.add(entry, field, str(exc))
-        return None
+            return None
+        if found <= 0:
+            hint = " (leave it out for none)" if optional else ""
+            self.add(entry, field, f"must be longer than 0s, not '{value}'{hint}")
+            return None
+        if not found <= _MAX_SECONDS:  # also inf, from digits beyond a float
+            self.add(entry, field, f"'{value}' is too long: at most {MAX_DURATION} (ten years)")
+            return None
+        return found
+
+    def finite(self, entry: str, field: str, value: float | None) -> None:
+        """A number others multiply or compare with: inf and nan are not numbers there."""
+        if value is not None and not math.isfinite(value):
+            self.add(entry, field, f"must be a finite number, got {value}")
+
+    def unique(self, entry: str, field: str, names: Sequence[str], what: str) -> None:
+        """Each name listed once."""
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                self.add(entry, field, f"{what} '{name}' listed twice")
+            seen.add(name)
 
     def matches(self, entry: str, field: str, matches: list[EventMatch]) -> None:
         for i, m in enumerate(matches):
@@ -495,6 +561,9 @@ class _Context:
             for tp in m.touchpoints:
                 if not self.is_point(tp):
                     self.add(entry, f"{where}.touchpoints", f"unknown contact point '{tp}'")
+            for key, value in m.properties.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    self.add(entry, f"{where}.properties", f"'{key}' = {value} can never match")
             if (
                 m.channels
                 and m.touchpoints
@@ -507,7 +576,8 @@ class _Context:
 
 
 def _check(ctx: _Context) -> None:
-    """Rules across entries: references resolve, goals can match, suppression has no cycle."""
+    """Rules across entries: names are declared once, references resolve, goals can match,
+    suppression has no cycle, durations and numbers are usable."""
     _check_names(ctx)
     _check_contact_points(ctx)
     for j in ctx.pb.journeys:
@@ -515,33 +585,44 @@ def _check(ctx: _Context) -> None:
     _check_suppression_cycles(ctx)
     for s in ctx.pb.segments:
         _check_segment(ctx, s)
+    _check_lifecycle(ctx)
     _check_policies(ctx)
     for a in ctx.pb.actions:
         _check_action(ctx, a)
 
 
+#: Top-level lists that declare names, and what each name is.
+_DECLARED = {"channels": "channel", "intents": "intent", "profile_properties": "property"}
+
+
 def _check_names(ctx: _Context) -> None:
+    """Every name is declared once: entries of a section, and the top-level lists."""
     for section in _SECTIONS:
         seen: set[str] = set()
         for entry in getattr(ctx.pb, section):
             if entry.name in seen:
                 ctx.add(f"{section} '{entry.name}'", "name", "declared twice")
             seen.add(entry.name)
+    for setting, what in _DECLARED.items():
+        if setting not in ctx.unusable:
+            ctx.unique("playbook", setting, getattr(ctx.pb, setting), what)
 
 
 def _check_channels(ctx: _Context, entry: str, channels: list[str]) -> None:
-    """An entry's `channels`: at least one, each declared."""
+    """An entry's `channels`: at least one, each declared, each once."""
     if not channels:
         ctx.add(entry, "channels", "needs at least one channel")
     for ch in channels:
         if not ctx.is_channel(ch):
             ctx.add(entry, "channels", f"unknown channel '{ch}'")
+    ctx.unique(entry, "channels", channels, "channel")
 
 
 def _check_contact_points(ctx: _Context) -> None:
     for cp in ctx.pb.contact_points:
         entry = f"contact_points '{cp.name}'"
         _check_channels(ctx, entry, cp.channels)
+        ctx.finite(entry, "cost", cp.cost)
 
 
 def _check_journey(ctx: _Context, j: JourneyDef) -> None:
@@ -562,7 +643,7 @@ def _check_journey(ctx: _Context, j: JourneyDef) -> None:
     for tp in j.contact_points:
         if not ctx.is_point(tp):
             ctx.add(entry, "contact_points", f"unknown contact point '{tp}'")
-    stall = ctx.duration(entry, "stall", j.stall)
+    stall = ctx.duration(entry, "stall", j.stall, optional=True)
     abandon = ctx.duration(entry, "abandon", j.abandon)
     if stall is not None and abandon is not None and stall >= abandon:
         ctx.add(entry, "stall", f"stall ({j.stall}) must be shorter than abandon ({j.abandon})")
@@ -616,9 +697,18 @@ def _check_segment(ctx: _Context, s: SegmentDef) -> None:
     for interest in s.interests:
         if not ctx.is_interest(interest):
             ctx.add(entry, "interests", f"no contact point reveals interest '{interest}'")
-    for attr in s.attributes:
+    for attr, value in s.attributes.items():
         if not ctx.is_profile_property(attr):
             ctx.add(entry, "attributes", f"'{attr}' is not in profile_properties")
+        if isinstance(value, float) and not math.isfinite(value):
+            ctx.add(entry, "attributes", f"'{attr}' = {value} can never match")
+    ctx.finite(entry, "min_lifetime_value", s.min_lifetime_value)
+
+
+def _check_lifecycle(ctx: _Context) -> None:
+    if "lifecycle" not in ctx.unusable:
+        ctx.finite("lifecycle", "new_days", ctx.pb.lifecycle.new_days)
+        ctx.finite("lifecycle", "dormant_days", ctx.pb.lifecycle.dormant_days)
 
 
 def _check_policies(ctx: _Context) -> None:
@@ -629,22 +719,62 @@ def _check_policies(ctx: _Context) -> None:
         ctx.duration("policies", f"caps[{i}].per", cap.per)
         if cap.channel != "*" and not ctx.is_channel(cap.channel):
             ctx.add("policies", f"caps[{i}].channel", f"unknown channel '{cap.channel}'")
+        _check_purposes(ctx, f"caps[{i}]", cap.purposes)
     if policies.fatigue is not None:
         ctx.duration("policies", "fatigue.within", policies.fatigue.within)
         ctx.duration("policies", "fatigue.pause", policies.fatigue.pause)
+        _check_purposes(ctx, "fatigue", policies.fatigue.purposes)
     ctx.duration("policies", "attribution", policies.attribution)
-    if policies.quiet_hours is not None:
-        try:
-            ZoneInfo(policies.quiet_hours.default_timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            ctx.add("policies", "quiet_hours.default_timezone", "unknown time zone")
+    quiet = policies.quiet_hours
+    if quiet is not None:
+        problem = time_zone_problem(quiet.default_timezone)
+        if problem:
+            ctx.add("policies", "quiet_hours.default_timezone", problem)
+        if quiet.start == quiet.end:
+            ctx.add(
+                "policies",
+                "quiet_hours.end",
+                f"the same as start ({quiet.start}): quiet all day, every day",
+            )
+        _check_purposes(ctx, "quiet_hours", quiet.purposes)
+
+
+def _check_purposes(ctx: _Context, field: str, purposes: tuple[str, ...]) -> None:
+    """A policy applies to the purposes it lists: none means it does nothing."""
+    if not purposes:
+        ctx.add("policies", f"{field}.purposes", "needs at least one purpose (or leave it out)")
+
+
+def time_zone_problem(name: str) -> str | None:
+    """What is wrong with an IANA time zone name (None: it is one).
+
+    zoneinfo raises ZoneInfoNotFoundError for an unknown name, ValueError for one that
+    is not a normalised relative key (or names a file that is not a zone), and OSError
+    for a folder of zones ("Europe") or a name the file system refuses.
+    """
+    if not name.isprintable():
+        return f"unknown time zone {name!r} (it has control characters)"
+    try:
+        ZoneInfo(name)
+    except IsADirectoryError:
+        examples = sorted(z for z in available_timezones() if z.startswith(name + "/"))
+        hint = f", e.g. '{examples[0]}'" if examples else ""
+        return f"'{name}' is a region, not a time zone: name a zone in it{hint}"
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return f"unknown time zone '{name}' (use an IANA name such as 'Europe/Paris' or 'UTC')"
+    return None
 
 
 def _check_action(ctx: _Context, a: ActionDef) -> None:
     entry = f"actions '{a.name}'"
     _check_channels(ctx, entry, a.channels)
-    ctx.duration(entry, "cooldown", a.cooldown)
+    ctx.duration(entry, "cooldown", a.cooldown, optional=True)
     ctx.duration(entry, "expires", a.expires)
+    ctx.finite(entry, "value", a.value)
+    ctx.finite(entry, "lever", a.lever)
+    for key, value in a.content.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            ctx.add(entry, "content", f"'{key}' must be a finite number, got {value}")
     if not a.when:
         ctx.add(entry, "when", "needs at least one trigger")
     for i, t in enumerate(a.when):
@@ -678,7 +808,7 @@ def _check_trigger(ctx: _Context, entry: str, where: str, t: Trigger) -> None:
     for ch in t.channels_tried:
         if not ctx.is_channel(ch):
             ctx.add(entry, f"{where}.channels_tried", f"unknown channel '{ch}'")
-    ctx.duration(entry, f"{where}.within", t.within)
+    ctx.duration(entry, f"{where}.within", t.within, optional=True)
     for seg in [*t.segments, *([t.segment_entered] if t.segment_entered else [])]:
         if not ctx.is_segment(seg):
             ctx.add(entry, where, f"unknown segment '{seg}'")

@@ -42,14 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.handler(args, console)
     except SettingsError as exc:
-        console.print(f"[red]settings: {exc}[/]", soft_wrap=True, highlight=False)
+        _print_error(console, f"settings: {exc}")
         return 2
     except PlaybookError as exc:
-        Console(stderr=True).print(
-            f"[red]playbook error: {exc}[/]", soft_wrap=True, highlight=False
-        )
+        _print_error(Console(stderr=True), f"playbook error: {exc}")
         return 2
     return result
+
+
+def _print_error(console: Console, text: str) -> None:
+    """An error as the text it is: no markup ("[a-z0-9]" in a message stays), no emoji
+    codes, no highlighting, no wrapping inside a line."""
+    console.print(text, style="red", markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -82,14 +82,6 @@ def test_a_missing_or_unreachable_file_is_an_error_naming_the_file(tmp_path: Pat
     assert file_problem(a_file / "pb.toml") == "cannot be read: Not a directory"
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_file_is_an_error_naming_the_file(tmp_path: Path):
-    locked = tmp_path / "pb.toml"
-    locked.write_text(TEXT)
-    locked.chmod(0)
-    assert file_problem(locked) == "cannot be read: permission denied"
-
-
 def test_a_file_that_is_not_utf8_is_an_error_naming_the_byte_and_line(tmp_path: Path):
     latin1 = tmp_path / "pb.toml"
     latin1.write_bytes(TEXT.encode() + b"\n# caf\xe9\n")

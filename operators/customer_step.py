@@ -13,7 +13,7 @@ from datetime import UTC
 import msgspec
 
 from operators.decide import DecisionMaker
-from operators.identity import ANONYMOUS_PREFIX
+from operators.identity import MergeSeal
 from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
 from operators.models import (
@@ -33,8 +33,9 @@ from operators.segments import SegmentEvaluator
 from operators.sentiment import event_sentiment, observe
 from schemas.action import Action
 from schemas.audience import AudienceChange, Tombstone
+from schemas.codec import BadInput
 from schemas.decision import Decision, DecisionInput, Trigger
-from schemas.event import Event, ProfileMerge
+from schemas.event import ANONYMOUS_PREFIX, Event, ProfileMerge
 from schemas.journey import IntentTransition, JourneyTransition
 from schemas.learning import Example
 from schemas.playbook import seconds
@@ -79,12 +80,17 @@ class CustomerStep:
         predictors: Predictors | None = None,
         *,
         record_inputs: bool = False,
+        seal: MergeSeal | None = None,
     ) -> None:
         """`models`: the online models, which learn from the `Example`s this step emits
         (the caller feeds them); `predictors`: what decisions ask (the models by
         default; an oracle or a random policy in evaluations). Neither: rules alone.
-        `record_inputs`: emit each decision's `DecisionInput`, so it can be re-run."""
+        `record_inputs`: emit each decision's `DecisionInput`, so it can be re-run.
+        `seal`: signs the merges this step writes and checks those it reads (the
+        deployment's secret; a lab run without one signs under an empty key)."""
         self.playbook = playbook
+        self._seal = seal if seal is not None else MergeSeal(b"")
+        self._channels = frozenset(playbook.channels)
         self.models = models
         self.predictors = predictors = predictors if predictors is not None else models
         self.journeys = JourneyTracker(playbook)
@@ -105,8 +111,17 @@ class CustomerStep:
     def on_event(
         self, key: str, ctx: CustomerContext | None, event: Event
     ) -> tuple[CustomerContext | None, list[Output]]:
-        """Return the new context (None once erased) and the outputs, in order."""
+        """Return the new context (None once erased) and the outputs, in order.
+
+        Raises BadInput, before the context is touched, for an event it refuses:
+        a merge Wayfinder did not sign, a request no channel of the playbook can answer.
+        """
         kind = event.type
+        if kind == "decision_request" and event.channel not in self._channels:
+            raise BadInput(
+                "unknown_channel",
+                f"a decision request on channel {event.channel!r}, which has no action topic",
+            )
         if kind == "erase":
             return None, self._erase(key, ctx, event)
         if key.startswith(ANONYMOUS_PREFIX):
@@ -318,15 +333,21 @@ class CustomerStep:
                 "identified: now in the customer's profile",
             )
         if ctx is not None and ctx.alias_of is None and ctx.events:
+            merge_id = derived_event_id("merge", key, event.event_id)
+            context = to_snapshot(ctx)
             outputs.append(
                 Event(
-                    event_id=derived_event_id("merge", key, event.event_id),
+                    event_id=merge_id,
                     ts=event.ts,
                     type="profile_merge",
                     channel=event.channel,
                     customer_id=customer,
                     anonymous_id=event.anonymous_id,
-                    merge=ProfileMerge(source_key=key, context=to_snapshot(ctx)),
+                    merge=ProfileMerge(
+                        source_key=key,
+                        context=context,
+                        signature=self._seal.sign(merge_id, customer, key, context),
+                    ),
                 )
             )
         ts = event.ts.timestamp()
@@ -340,6 +361,8 @@ class CustomerStep:
     ) -> tuple[CustomerContext, list[Output]]:
         merge = event.merge
         assert merge is not None  # validated at decode
+        if not self._seal.verify(event):
+            raise BadInput("forged", "a profile_merge without Wayfinder's signature")
         if ctx is None:
             ctx = new_context(key, event)
         visitor = from_snapshot(merge.context)

@@ -29,10 +29,12 @@ class Placement:
 
 
 @lru_cache(maxsize=512)
-def _zone(name: str) -> ZoneInfo | None:
+def time_zone(name: str) -> ZoneInfo | None:
+    """The zone a customer's `timezone` names, or None for anything else they may send
+    (an unknown name, a folder of zones such as "Europe", a path)."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
@@ -173,13 +175,13 @@ class ContactPolicies:
         start, end, purposes, quiet = self._quiet
         if action.purpose not in purposes:
             return None
-        unknown = ctx.timezone is None or _zone(ctx.timezone) is None
+        unknown = ctx.timezone is None or time_zone(ctx.timezone) is None
         if unknown and quiet.unknown_timezone == "hold":
             return (
                 "Not sent: the customer's time zone is unknown, so quiet hours cannot be respected."
             )
         zone_name = ctx.timezone or quiet.default_timezone
-        zone = _zone(zone_name) or _zone(quiet.default_timezone) or UTC
+        zone = time_zone(zone_name) or time_zone(quiet.default_timezone) or UTC
         local = datetime.fromtimestamp(now, zone)
         minute = local.hour * 60 + local.minute
         inside = start <= minute < end if start < end else minute >= start or minute < end

@@ -16,6 +16,7 @@ from operators.customer_step import CustomerStep, Output
 from operators.identity import customer_key, visitor_key
 from operators.models import ModelSet, Predictors
 from operators.playbook import CompiledPlaybook
+from schemas.codec import BadInput
 from schemas.event import Event
 from schemas.learning import Example
 from state.context import CustomerContext
@@ -39,6 +40,8 @@ class Replay:
         self.step = CustomerStep(playbook, self.models, predictors, record_inputs=record_inputs)
         self.contexts: dict[str, CustomerContext] = {}
         self.outputs: list[Output] = []
+        #: Events the step refused (the flow's dead letters from the customer step).
+        self.refused = 0
 
     def run(self, events: Iterable[Event], *, until: float | None = None) -> list[Output]:
         """Feed every event (in the given order), then let time run to `until`."""
@@ -74,7 +77,11 @@ class Replay:
             if current.type == "identify":
                 keys.append(visitor_key(current))
             for key in keys:
-                ctx, outputs = self.step.on_event(key, self.contexts.get(key), current)
+                try:
+                    ctx, outputs = self.step.on_event(key, self.contexts.get(key), current)
+                except BadInput:  # refused, as the flow dead-letters it
+                    self.refused += 1
+                    continue
                 if ctx is None:
                     self.contexts.pop(key, None)
                 else:

@@ -9,9 +9,9 @@ compared in a closed-loop evaluation.
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 from operators.playbook import ActionSpec, CompiledPlaybook
+from operators.policies import time_zone
 from schemas.action import Action
 from schemas.event import Event
 from schemas.journey import JourneyTransition
@@ -90,7 +90,8 @@ class ViolationChecker:
                 if quiet.unknown_timezone == "hold":
                     self.violations["quiet_hours"] += 1  # sent without knowing local time
                 zone_name = quiet.default_timezone
-            local = datetime.fromtimestamp(now, UTC).astimezone(ZoneInfo(zone_name))
+            zone = time_zone(zone_name) or time_zone(quiet.default_timezone) or UTC
+            local = datetime.fromtimestamp(now, UTC).astimezone(zone)
             minute = local.hour * 60 + local.minute
             start, end = (int(x[:2]) * 60 + int(x[3:]) for x in (quiet.start, quiet.end))
             inside = start <= minute < end if start < end else minute >= start or minute < end

@@ -4,7 +4,9 @@ One msgspec pass decodes and validates an event; nothing on the hot path goes
 through Python's json module or intermediate dicts.
 """
 
+import re
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,17 @@ class BadInput(Exception):
         self.detail = detail
 
 
+#: Event times accepted, in UTC: a time outside cannot have journeys' deadlines or a
+#: calendar day worked out from it (Python's datetime ends in year 9999).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
+LATEST = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
+
+
 class EventDecoder:
-    """Decodes wire bytes into an Event, or raises BadInput saying why not."""
+    """Decodes wire bytes into an Event, or raises BadInput saying why not.
+
+    Whatever the bytes are, the only exception that leaves `decode` is BadInput.
+    """
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._decoder = msgspec.json.Decoder(Event)
@@ -47,18 +58,42 @@ class EventDecoder:
         if len(raw) > self.max_bytes:
             raise BadInput("too_large", f"{len(raw)} bytes, limit {self.max_bytes}")
         try:
-            return self._decoder.decode(raw)
+            event = self._decoder.decode(raw)
         except msgspec.ValidationError as exc:
             raise BadInput("invalid_event", str(exc)) from None
         except UnicodeDecodeError as exc:  # msgspec raises it for bad bytes inside strings
             raise BadInput("invalid_utf8", str(exc)) from None
         except msgspec.DecodeError as exc:
-            # Classified only on the error path, so good input pays nothing for it.
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as utf_exc:
-                raise BadInput("invalid_utf8", str(utf_exc)) from None
-            raise BadInput("malformed_json", str(exc)) from None
+            raise _undecodable(raw, exc) from None
+        except RecursionError:
+            raise BadInput("too_deep", "nested deeper than the decoder follows") from None
+        except Exception as exc:
+            raise BadInput("malformed_json", f"{type(exc).__name__}: {exc}") from None
+        ts = event.ts.timestamp()
+        if not EARLIEST <= ts < LATEST:
+            raise BadInput(
+                "out_of_range", f"$.ts {event.ts.isoformat()} is outside 1970 to 9000 in UTC"
+            )
+        return event
+
+
+_SURROGATE_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _undecodable(raw: bytes, exc: msgspec.DecodeError) -> BadInput:
+    """Why bytes are not JSON, classified only on the error path (good input pays nothing)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as utf_exc:
+        return BadInput("invalid_utf8", str(utf_exc))
+    lone = _LONE_SURROGATE.search(_SURROGATE_PAIR.sub(b"", raw))
+    if lone is not None:
+        # A lone "\\ud800" is JSON's syntax but no Unicode text (msgspec may call it
+        # truncated input): say what it is.
+        escape = lone.group().decode()
+        return BadInput("invalid_utf8", f"{escape} is half of a UTF-16 surrogate pair, not text")
+    return BadInput("malformed_json", str(exc))
 
 
 def good_events(records: Iterable[bytes]) -> Iterator[Event]:

@@ -23,11 +23,18 @@ class ProfileMerge(Struct, kw_only=True, forbid_unknown_fields=True):
 
     Wayfinder writes these itself (on the events topic, so the dataflow has no
     cycle); `context` is the visitor's state, msgpack-encoded (base64 in JSON).
+    `signature` is Wayfinder's (`operators.identity.MergeSeal`): a merge without a
+    valid one is dead-lettered, whoever sent it.
     """
 
     source_key: Annotated[str, Meta(min_length=1, max_length=160)]
     context: Annotated[bytes, Meta(max_length=32 * 1024)]
+    signature: Annotated[str, Meta(min_length=64, max_length=64)]
 
+
+#: What an anonymous visitor's state key starts with; no customer id may, so the two
+#: id spaces can never meet (an input naming a customer "anon:x" is not visitor x).
+ANONYMOUS_PREFIX = "anon:"
 
 #: Event types that need fields beyond the common ones.
 SPECIAL_TYPES = frozenset(
@@ -66,6 +73,8 @@ class Event(Struct, kw_only=True, omit_defaults=True):
         # special-type rules are enforced in the same single decode pass.
         if self.customer_id is None and self.anonymous_id is None:
             raise ValueError("event needs `customer_id` or `anonymous_id`")
+        if self.customer_id is not None and self.customer_id.startswith(ANONYMOUS_PREFIX):
+            raise ValueError(f"`customer_id` may not start with {ANONYMOUS_PREFIX!r} (visitors')")
         kind = self.type
         if kind not in SPECIAL_TYPES:
             return

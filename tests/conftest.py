@@ -6,6 +6,10 @@ import uuid
 
 import pytest
 
+#: The deployment secret every run in the suite uses (the Kafka flow refuses to start
+#: without one); set before any module reads it, and passed on to the CLI's processes.
+os.environ.setdefault("WAYFINDER_STATE_KEY_SECRET", "wayfinder-test-suite-secret")
+
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import ensure_topics
 from tests.flow_helpers import ENTRY_POINTS, EntryPoint

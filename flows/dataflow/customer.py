@@ -5,6 +5,7 @@ and says what to emit; in an embedded run it also tells the loop's rounds what
 it folded and what will come back (see `flows.dataflow.loopback`).
 """
 
+import logging
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
@@ -16,18 +17,21 @@ from flows.dataflow.rounds import Rounds
 from flows.runtime import metrics
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep, Output
-from operators.identity import ANONYMOUS_PREFIX
 from schemas.action import Action
-from schemas.event import Event
+from schemas.codec import BadInput, encode
+from schemas.deadletter import DeadLetter, DeadLetterReason, dead_letter
+from schemas.event import ANONYMOUS_PREFIX, Event
 from schemas.learning import Example
 from schemas.topics import action_topic
 from state.context import CustomerContext, from_snapshot, to_snapshot
 
 #: (customer key, event): what the decode step hands to a customer.
 Keyed = tuple[str, Event]
-#: What the step emits: the core's outputs, and where each customer is when a bounded
-#: input ends (for the contact-point map).
-StepOutput = Output | InFlight
+#: What the step emits: the core's outputs, where each customer is when a bounded
+#: input ends (for the contact-point map), and the records it could not use.
+StepOutput = Output | InFlight | DeadLetter
+logger = logging.getLogger(__name__)
+
 #: Event types the step acts on without folding them into the context.
 _NOT_FOLDED = frozenset({"identify", "profile_merge"})
 
@@ -40,6 +44,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
     customer who goes quiet, at the end of the input against the watermark.
     `models_lock`: held while the step runs, so the models it asks do not learn meanwhile.
     `shadow`: a challenger's step, whose outputs never come back as input.
+
+    No record stops the flow: one the step refuses, or fails on, becomes a dead
+    letter and leaves the context as it was before it (`_Rollback`).
     """
 
     def __init__(
@@ -62,6 +69,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._ctx: CustomerContext | None = (
             from_snapshot(resume_state) if resume_state is not None else None
         )
+        self._rollback = _Rollback(resume_state)
+        #: A deadline whose wake failed: not asked for again (a timer would loop on it).
+        self._failed_due: float | None = None
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[StepOutput], bool]:
         emitted: list[StepOutput] = []
@@ -74,14 +84,28 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
     def _step_batch(self, values: list[Keyed], emitted: list[StepOutput]) -> CustomerContext | None:
         step = self._step
         ctx = self._ctx
+        rollback = self._rollback
         for key, event in values:
-            if ctx is None:
+            folded_before = -1 if ctx is None else ctx.events
+            try:
+                after, outputs = step.on_event(key, ctx, event)
+            except BadInput as exc:  # refused before the context was touched
+                emitted.append(_refused(exc.reason, exc.detail, event))
+                continue
+            except Exception as exc:  # one record never stops the flow
+                ctx = rollback.restore(step)
+                emitted.append(_refused("fold_failed", f"{type(exc).__name__}: {exc}", event))
+                logger.warning(
+                    "a %s event failed to fold (%s); the customer's context is kept as before",
+                    event.type,
+                    type(exc).__name__,
+                )
+                continue
+            if ctx is None and after is not None:
                 kind = "anonymous" if key.startswith(ANONYMOUS_PREFIX) else "known"
                 metrics.CONTEXTS_CREATED.labels(kind).inc()
-                folded_before = -1
-            else:
-                folded_before = ctx.events
-            ctx, outputs = step.on_event(key, ctx, event)
+            ctx = after
+            rollback.folded(key, event, ctx)
             if ctx is None:
                 if not key.startswith(ANONYMOUS_PREFIX):  # their devices go with them
                     metrics.ERASURES.inc()
@@ -111,17 +135,31 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if not self._live:
             return None
         due = self._step.next_deadline(self._ctx)
-        return None if due is None else datetime.fromtimestamp(due, UTC)
+        if due is None or due == self._failed_due:
+            return None
+        return datetime.fromtimestamp(due, UTC)
 
     def snapshot(self) -> bytes:
         assert self._ctx is not None  # a discarded logic is never snapshotted
-        return to_snapshot(self._ctx)
+        state = to_snapshot(self._ctx)
+        self._rollback.saved(state)
+        return state
 
-    def _wake(self, now: float) -> tuple[Iterable[StepOutput], bool]:
+    def _wake(self, now: float) -> tuple[list[StepOutput], bool]:
         if self._ctx is None:
             return [], True
-        with self._models_lock:
-            outputs = self._step.on_time(self._ctx, now)
+        try:
+            with self._models_lock:
+                outputs: list[StepOutput] = list(self._step.on_time(self._ctx, now))
+        except Exception as exc:  # a timer never stops the flow either
+            self._failed_due = self._step.next_deadline(self._ctx)
+            self._ctx = self._rollback.restore(self._step)
+            metrics.DEAD_LETTERS.labels("fold_failed").inc()
+            logger.warning(
+                "a customer's timer failed (%s); the context is kept as before",
+                type(exc).__name__,
+            )
+            return [], self._ctx is None
         self._account(0, outputs)
         return outputs, False
 
@@ -138,6 +176,56 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                     back += 1
             rounds.emitted(back, examples)
         rounds.settled(consumed)
+
+
+class _Rollback:
+    """What puts a context back as it was before a record the step failed on.
+
+    The step changes a context in place, and copying it before every event would
+    cost more than the fold's own work. Instead it keeps the context's last
+    snapshot bytes and the events folded since (at most `_REDO` of them), and
+    rebuilds by folding those again; what that second fold emits was already
+    emitted and is dropped. Only the failure path pays for this.
+    """
+
+    _REDO = 32
+
+    def __init__(self, state: bytes | None) -> None:
+        self._state = state
+        self._since: list[Keyed] = []
+
+    def folded(self, key: str, event: Event, ctx: CustomerContext | None) -> None:
+        if ctx is None:  # erased: nothing to go back to
+            self._state = None
+            self._since.clear()
+            return
+        since = self._since
+        since.append((key, event))
+        if len(since) > self._REDO:
+            self.saved(to_snapshot(ctx))
+
+    def saved(self, state: bytes) -> None:
+        self._state = state
+        self._since.clear()
+
+    def restore(self, step: CustomerStep) -> CustomerContext | None:
+        ctx = from_snapshot(self._state) if self._state is not None else None
+        kept: list[Keyed] = []
+        for key, event in self._since:
+            try:
+                ctx, _outputs = step.on_event(key, ctx, event)
+            except Exception:  # refused now: left out
+                continue
+            kept.append((key, event))
+        self._since = kept
+        return ctx
+
+
+def _refused(reason: DeadLetterReason, detail: str, event: Event) -> DeadLetter:
+    """The dead letter of a record the customer step could not use: the decoded event,
+    re-encoded (the record's source and offset stay with the decode step)."""
+    metrics.DEAD_LETTERS.labels(reason).inc()
+    return dead_letter(reason, f"event {event.event_id!r}: {detail}", encode(event), "customer")
 
 
 def _comes_back(rounds: Rounds, output: StepOutput) -> bool:

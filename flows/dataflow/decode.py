@@ -1,6 +1,7 @@
 """The decode step: raw records in, keyed events, dead letters and event time out."""
 
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,22 +16,27 @@ from flows.runtime import metrics
 from flows.runtime.settings import FAULT_EXIT_CODE, fault_after_events, state_key
 from operators.identity import customer_key, visitor_key
 from schemas.codec import BadInput, EventDecoder
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, dead_letter
 
-#: (raw bytes, source, partition, offset, when the broker received it): what a dead
-#: letter says of where its record came from.
-Unpacked = tuple[bytes | None, str, int | None, int | None, datetime | None]
+#: (raw bytes, source, partition, offset, when the broker received it, and for a record
+#: the source had to cut: its original size and SHA-256): what a dead letter says of it.
+Unpacked = tuple[bytes | None, str, int | None, int | None, datetime | None, tuple[int, str] | None]
 Decoded = tuple[str, Keyed] | DeadLetter | EventTime
 
 
 def make_decoder(
-    max_bytes: int, unpack: Callable[[Any], Unpacked], clock: EventClock, rounds: Rounds | None
+    max_bytes: int,
+    unpack: Callable[[Any], Unpacked],
+    clock: EventClock,
+    rounds: Rounds | None,
+    ahead: "AheadLimit",
 ) -> Callable[[list[Any]], list[Decoded]]:
     """Decode a batch of raw inputs into keyed events or dead letters.
 
     Batch-wise, so the per-record work is the decode itself. An identify event
     goes to both its keys: the customer folds it, the visitor hands over. Each
     batch also says how far in event time it reached (for the watermark's state).
+    Whatever a record holds, it leaves as an event or a dead letter, never an error.
     """
     decoder = EventDecoder(max_bytes)
     received = metrics.EVENTS_RECEIVED
@@ -47,26 +53,34 @@ def make_decoder(
         out: list[Decoded] = []
         latest = float("-inf")
         bad = extra = 0
+        not_after = ahead.not_after()
         for item in batch:
-            raw, source, partition, offset, received_at = unpack(item)
+            raw, source, partition, offset, received_at, cut = unpack(item)
             try:
+                if cut is not None:
+                    raise BadInput("too_large", f"{cut[0]} bytes, limit {max_bytes}")
                 event = decoder.decode(raw)
+                ts = event.ts.timestamp()
+                if ts > not_after:
+                    raise BadInput("too_far_ahead", ahead.explain(event.ts))
             except BadInput as exc:
                 dead.labels(exc.reason).inc()
                 bad += 1
+                size, digest = cut if cut is not None else (None, None)
                 out.append(
-                    DeadLetter(
-                        reason=exc.reason,
-                        detail=exc.detail,
-                        raw=raw or b"",
-                        source=source,
+                    dead_letter(
+                        exc.reason,
+                        exc.detail,
+                        raw,
+                        source,
+                        size=size,
+                        sha256=digest,
                         partition=partition,
                         offset=offset,
                         received_at=received_at,
                     )
                 )
                 continue
-            ts = event.ts.timestamp()
             latest = max(latest, ts)
             key = customer_key(event)
             out.append((state_key(key), (key, event)))
@@ -85,8 +99,30 @@ def make_decoder(
     return decode
 
 
+class AheadLimit:
+    """How far ahead an event's time may be: `max_ahead` seconds past the later of the
+    wall clock and the end the input plans to reach (a simulation of the future).
+
+    An event from a clock gone wrong would otherwise move everyone's watermark, and
+    every other customer's open journeys would stall and be abandoned against it.
+    """
+
+    def __init__(self, max_ahead: float, planned_end: float = float("-inf")) -> None:
+        self.max_ahead = max_ahead
+        self.planned_end = planned_end
+
+    def not_after(self) -> float:
+        return max(time.time(), self.planned_end) + self.max_ahead
+
+    def explain(self, ts: datetime) -> str:
+        return (
+            f"$.ts {ts.isoformat()} is more than {self.max_ahead:g} s ahead of the clock "
+            "(WAYFINDER_MAX_AHEAD)"
+        )
+
+
 def unpack_raw(record: RawRecord) -> Unpacked:
-    return record.value, record.source, None, record.position, None
+    return record.value, record.source, None, record.position, None, record.cut
 
 
 KafkaRecord = (
@@ -101,4 +137,4 @@ def unpack_kafka(item: KafkaRecord) -> Unpacked:
     msg = item
     _kind, ts_ms = msg.timestamp or (0, 0)
     received_at = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms > 0 else None
-    return msg.value, msg.topic or "", msg.partition, msg.offset, received_at
+    return msg.value, msg.topic or "", msg.partition, msg.offset, received_at, None

@@ -26,7 +26,7 @@ from bytewax.outputs import Sink
 from flows.dataflow.analytics import ScopeLogic, finished_journeys
 from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, WatermarkLogic
 from flows.dataflow.customer import CustomerLogic, Keyed
-from flows.dataflow.decode import Decoded, Unpacked, make_decoder, unpack_raw
+from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
 from flows.dataflow.learner import ModelLogic, examples
 from flows.dataflow.loopback import EmbeddedSource
 from flows.dataflow.rounds import Rounds
@@ -40,8 +40,9 @@ from flows.dataflow.routing import (
 )
 from flows.dataflow.sinks import TopicFileSink
 from flows.dataflow.sources import Records
-from flows.runtime.settings import load_default_playbook
+from flows.runtime.settings import deployment_secret, load_default_playbook, max_ahead_seconds
 from operators.customer_step import CustomerStep
+from operators.identity import MergeSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
@@ -73,6 +74,8 @@ def build_flow(
     rounds: Rounds | None = None,
     models: ModelSet | None = None,
     challenger: Challenger | None = None,
+    seal: MergeSeal,
+    ahead: AheadLimit,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     flow_id: str = "wayfinder",
     decision_inputs: bool = True,
@@ -80,16 +83,19 @@ def build_flow(
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
     `models`: this process's online models (the learner step feeds them, the customer
-    step reads them); a new set when not given. `decision_inputs`: publish what each
-    decision was made from, so it can be re-run (`wayfinder rerun`).
+    step reads them); a new set when not given. `seal`: signs and checks the merges
+    (the deployment's secret); `ahead`: how far ahead an event's time may be.
+    `decision_inputs`: publish what each decision was made from, so it can be re-run
+    (`wayfinder rerun`).
     """
     models = models if models is not None else ModelSet(playbook)
-    step = CustomerStep(playbook, models, record_inputs=decision_inputs)
+    step = CustomerStep(playbook, models, record_inputs=decision_inputs, seal=seal)
     lock = models.lock
     clock = EventClock()
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
-    decoded = op.flat_map_batch("decode", raw, make_decoder(max_event_bytes, unpack, clock, rounds))
+    decoder = make_decoder(max_event_bytes, unpack, clock, rounds, ahead)
+    decoded = op.flat_map_batch("decode", raw, decoder)
     split = op.branch("valid", decoded, _is_keyed)
     rest = op.branch("dead_or_time", split.falses, _is_dead_letter)
     ticks = op.map("event_time", rest.falses, _watermark_tick)
@@ -114,7 +120,7 @@ def build_flow(
     if challenger is not None:
         # Beside the live step, on the same stream: decisions to the shadow topic only.
         predictors = models if challenger.models == "shared" else None
-        shadow_step = CustomerStep(challenger.playbook, None, predictors)
+        shadow_step = CustomerStep(challenger.playbook, None, predictors, seal=seal)
         shadow_lock = lock if predictors is not None else None
         shadow = op.stateful_batch(
             "challenger",
@@ -163,6 +169,7 @@ def embedded_flow(
     consumers = 2 if challenger is not None else 1
     rounds = Rounds(primary.list_parts(), primary.feedback, consumers)
     sink = TopicFileSink(out_dir, all_topics(playbook.channels), rounds=rounds)
+    span = primary.span()
     flow = build_flow(
         EmbeddedSource(primary, rounds, sink.written),
         sink,
@@ -173,6 +180,8 @@ def embedded_flow(
         rounds=rounds,
         models=models,
         challenger=challenger,
+        seal=MergeSeal(deployment_secret()),
+        ahead=AheadLimit(max_ahead_seconds(), span[1] if span is not None else float("-inf")),
         decision_inputs=decision_inputs,
     )
     return flow, sink

@@ -7,15 +7,24 @@ runs the same flow in the foreground with a progress display.
 
 from pathlib import Path
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-from flows.dataflow.decode import unpack_kafka
+from flows.dataflow.decode import AheadLimit, unpack_kafka
+from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import Challenger, build_flow
 from flows.dataflow.routing import Routed
-from flows.runtime.settings import KafkaSettings, load_compiled, load_default_playbook
+from flows.runtime.settings import (
+    KafkaSettings,
+    deployment_secret,
+    load_compiled,
+    load_default_playbook,
+    max_ahead_seconds,
+)
+from operators.identity import MergeSeal
 from operators.playbook import CompiledPlaybook
+from schemas.topics import DLQ
 
 
 def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = None) -> Dataflow:
@@ -24,6 +33,7 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
     Tailing the topic is a live service (wall-clock timers); a bounded run
     (WAYFINDER_KAFKA_TAIL=false) is a replay in event time.
     """
+    seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
     playbook = playbook or load_default_playbook()
     config = settings.librdkafka_config()
     source = KafkaSource(
@@ -33,7 +43,7 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
         add_config=config,
     )
-    sink = KafkaSink(settings.brokers, None, add_config=config)
+    sink = DeliveredKafkaSink(settings.brokers, config, settings.topic(DLQ))
     prefix = settings.topic_prefix
 
     def shape(out: Routed) -> KafkaSinkMessage[bytes | None, bytes | None]:
@@ -55,6 +65,8 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
         playbook=playbook,
         live=settings.tail,
         challenger=challenger,
+        seal=seal,
+        ahead=AheadLimit(max_ahead_seconds()),
         decision_inputs=settings.decision_inputs,
     )
 

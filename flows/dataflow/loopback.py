@@ -53,8 +53,8 @@ _IDS = msgspec.json.Decoder(_Ids)
 def _ids(raw: bytes) -> _Ids | None:
     try:
         return _IDS.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None  # bad input: the decode step dead-letters it
+    except Exception:  # bad input of any kind: the decode step dead-letters it
+        return None
 
 
 def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[RawRecord]]:

@@ -62,6 +62,8 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
         return (JOURNEYS, value.customer_id, encode(value))
     if isinstance(value, DecisionInput):
         return (DECISION_INPUTS, value.customer_id, encode(value))
+    if isinstance(value, DeadLetter):
+        return route_dead_letter(value)
     raise TypeError(f"customer step emitted an unroutable {type(value).__name__}")
 
 

@@ -9,20 +9,51 @@ wrote (the simulated customers react to the actions they were sent), so what
 it reads is recovered with the input.
 """
 
-from collections.abc import Iterator
-from itertools import islice
+import hashlib
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
+from schemas.codec import DEFAULT_MAX_EVENT_BYTES
+from schemas.deadletter import MAX_RAW_BYTES
+
 BATCH_SIZE = 512
+#: Bytes read at a time while skipping the rest of a line too long to keep.
+_SKIP_CHUNK = 1 << 20
 
 
 class RawRecord(NamedTuple):
-    """Bytes as received, and where from (for the dead-letter record)."""
+    """Bytes as received, and where from (for the dead-letter record).
+
+    `cut`: the record was longer than its reader holds, so `value` is its start;
+    (original size, SHA-256 hex) say what it was.
+    """
 
     value: bytes
     source: str
     position: int
+    cut: tuple[int, str] | None = None
+
+
+def read_line(file: BinaryIO, limit: int) -> tuple[bytes, int, tuple[int, str] | None]:
+    """One line of at most `limit` bytes (newline excluded) in memory, whatever its length.
+
+    Returns (the line or its first `limit` bytes, bytes consumed, and for a longer
+    line its size and digest, taken while skipping the rest in bounded chunks), so
+    a 200 MB line costs `limit` bytes to reject. b"" with 0 consumed: end of file.
+    """
+    line = file.readline(limit + 1)
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line.rstrip(b"\r\n"), len(line), None
+    digest = hashlib.sha256(line)
+    consumed = len(line)
+    while True:
+        chunk = file.readline(_SKIP_CHUNK)
+        consumed += len(chunk)
+        ended = chunk.endswith(b"\n")
+        digest.update(chunk[:-1] if ended else chunk)
+        if ended or not chunk:
+            break
+    return b"", consumed, (consumed - ended, digest.hexdigest())
 
 
 class RecordPartition(Protocol):
@@ -111,26 +142,38 @@ class _FilePosition(NamedTuple):
 
 
 class _EventFilePartition:
-    def __init__(self, path: Path, resume_state: _FilePosition | None):
+    def __init__(self, path: Path, resume_state: _FilePosition | None, max_line: int):
         self._file = path.open("rb")
         self._source = f"file:{path.name}"
         self._position = resume_state or _FilePosition(0, 0)
         self._file.seek(self._position.offset)
-        self._lines: Iterator[bytes] = iter(self._file.readline, b"")
+        self._max_line = max_line
 
     def next_batch(self) -> list[RawRecord]:
         offset, line_no = self._position
         batch = []
-        for line in islice(self._lines, BATCH_SIZE):
-            offset += len(line)
+        for _ in range(BATCH_SIZE):
+            value, consumed, cut = read_line(self._file, self._max_line)
+            if not consumed:
+                break
+            offset += consumed
             line_no += 1
-            value = line.rstrip(b"\r\n")
-            if value.strip():  # blank lines carry nothing; everything else is judged
+            if cut is not None:
+                batch.append(RawRecord(self._head(offset - consumed), self._source, line_no, cut))
+            elif value.strip():  # blank lines carry nothing; everything else is judged
                 batch.append(RawRecord(value, self._source, line_no))
         if offset == self._position.offset:
             raise StopIteration
         self._position = _FilePosition(offset, line_no)
         return batch
+
+    def _head(self, start: int) -> bytes:
+        """The first bytes of the line at `start` (a dead letter keeps them)."""
+        end = self._file.tell()
+        self._file.seek(start)
+        head = self._file.read(min(MAX_RAW_BYTES, self._max_line))
+        self._file.seek(end)
+        return head
 
     def snapshot(self) -> _FilePosition:
         return self._position
@@ -147,8 +190,11 @@ class EventFileSource:
 
     feedback: tuple[str, ...] = ()
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_line: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        """`max_line`: the longest line held in memory (the decoder's limit: a longer
+        one is a dead letter whatever it holds)."""
         self.path = path
+        self.max_line = max_line
 
     def list_parts(self) -> list[str]:
         return [self.path.name]
@@ -157,7 +203,7 @@ class EventFileSource:
         self, part: str, resume_state: object | None, written: WrittenTopics
     ) -> _EventFilePartition:
         position = resume_state if isinstance(resume_state, _FilePosition) else None
-        return _EventFilePartition(self.path, position)
+        return _EventFilePartition(self.path, position, self.max_line)
 
     def span(self) -> tuple[float, float] | None:
         return None

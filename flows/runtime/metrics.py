@@ -12,6 +12,17 @@ LOOP_EVENTS = Counter(
 DEAD_LETTERS = Counter(
     "wayfinder_dead_letters", "Records sent to the dead-letter output, by reason.", ["reason"]
 )
+PRODUCED = Counter(
+    "wayfinder_produced_messages", "Messages delivered to Kafka, by topic.", ["topic"]
+)
+DELIVERY_FAILURES = Counter(
+    "wayfinder_delivery_failures",
+    "Kafka delivery reports with an error, by error (retried, or dead-lettered when hopeless).",
+    ["error"],
+)
+DELIVERY_RETRIES = Counter(
+    "wayfinder_delivery_retries", "Messages produced again after a failed delivery."
+)
 DUPLICATE_EVENTS = Counter(
     "wayfinder_duplicate_events", "Events ignored because their id was already folded."
 )

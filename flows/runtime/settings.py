@@ -6,13 +6,14 @@ differently, so both spellings are derived here.
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from hashlib import blake2b
 from pathlib import Path
 
 from operators.playbook import CompiledPlaybook, compile_playbook
-from schemas.playbook import load_playbook
+from schemas.playbook import load_playbook, seconds
 
 #: The playbook that ships with Wayfinder (telco, banking, dealer partners).
 DEFAULT_PLAYBOOK = Path(__file__).resolve().parents[1] / "playbook.toml"
@@ -28,10 +29,38 @@ _SECURITY_ENV = {
     "KAFKA_SSL_CERTIFICATE_LOCATION": ("ssl.certificate.location", "ssl_certfile"),
     "KAFKA_SSL_KEY_LOCATION": ("ssl.key.location", "ssl_keyfile"),
 }
+#: What KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_MECHANISM may say: both clients know these
+#: (kafka-python only in capitals, so they are passed on in capitals).
+_SECURITY_CHOICES = {
+    "KAFKA_SECURITY_PROTOCOL": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "KAFKA_SASL_MECHANISM": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"),
+}
 
 
 class SettingsError(ValueError):
     """A setting from the environment is unusable; the message names the variable."""
+
+
+def _security_from_env(env: dict[str, str]) -> dict[str, str]:
+    """The security settings that are set, checked: a SASL login given to a protocol that
+    does not log in would be dropped silently, and the data would travel unencrypted."""
+    security = {name: env[name] for name in _SECURITY_ENV if env.get(name)}
+    for name, choices in _SECURITY_CHOICES.items():
+        if name in security:
+            value = security[name].strip().upper()
+            if value not in choices:
+                raise SettingsError(
+                    f"{name}={security[name]!r}: expected one of {', '.join(choices)}"
+                )
+            security[name] = value
+    protocol = security.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    sasl = sorted(name for name in security if name.startswith("KAFKA_SASL_"))
+    if sasl and not protocol.startswith("SASL_"):
+        raise SettingsError(
+            f"{', '.join(sasl)} set, but KAFKA_SECURITY_PROTOCOL={protocol} does not log in: "
+            "set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+        )
+    return security
 
 
 def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -78,7 +107,8 @@ class KafkaSettings:
     tail: bool = True
     #: Where to start without a recovery snapshot: earliest or latest.
     start_at: str = "earliest"
-    security: dict[str, str] = field(default_factory=dict)
+    #: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* as set. Holds the password: no repr.
+    security: dict[str, str] = field(default_factory=dict, repr=False)
     #: A challenger playbook deciding beside the live one (shadow decisions only).
     challenger_playbook: str | None = None
     challenger_models: str = "shared"
@@ -99,7 +129,7 @@ class KafkaSettings:
             replication_factor=_env_int(env, "WAYFINDER_TOPIC_REPLICATION", cls.replication_factor),
             tail=_env_bool(env, "WAYFINDER_KAFKA_TAIL", cls.tail),
             start_at=start_at,
-            security={name: env[name] for name in _SECURITY_ENV if env.get(name)},
+            security=_security_from_env(env),
             challenger_playbook=env.get("WAYFINDER_CHALLENGER_PLAYBOOK") or None,
             challenger_models=_env_choice(
                 env, "WAYFINDER_CHALLENGER_MODELS", ("shared", "none"), "shared"
@@ -141,9 +171,41 @@ def load_default_playbook() -> CompiledPlaybook:
     return load_compiled(playbook_path())
 
 
-#: Secret that makes state keys unlinkable to customer ids without it. Set
-#: WAYFINDER_STATE_KEY_SECRET per deployment (and keep it: state is keyed by it).
-_SECRET = os.environ.get("WAYFINDER_STATE_KEY_SECRET", "wayfinder-state").encode()[:64]
+#: The secret of lab and demo runs when none is set: public, so it protects nothing.
+LAB_SECRET = b"wayfinder-state"
+#: Shortest secret accepted (bytes): a key for HMAC-SHA256 and keyed BLAKE2b.
+MIN_SECRET_BYTES = 16
+_SECRET_ENV = "WAYFINDER_STATE_KEY_SECRET"
+
+
+def deployment_secret(env: Mapping[str, str] | None = None, *, required: bool = False) -> bytes:
+    """The deployment's secret (WAYFINDER_STATE_KEY_SECRET): it keys the state keys (so
+    they name nobody) and signs the merges Wayfinder writes (so none can be forged).
+
+    `required` (the Kafka service): a missing or short secret is a SettingsError, as
+    the built-in one is public. Otherwise (the embedded run) the lab secret stands in.
+    Keep it: state and merges made under one secret mean nothing under another.
+    """
+    values = os.environ if env is None else env
+    raw = values.get(_SECRET_ENV, "")
+    if not raw:
+        if required:
+            raise SettingsError(
+                f"{_SECRET_ENV} is not set: a deployment needs a secret of its own "
+                f"(at least {MIN_SECRET_BYTES} bytes, for example `openssl rand -hex 32`)"
+            )
+        return LAB_SECRET
+    secret = raw.encode()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise SettingsError(f"{_SECRET_ENV}: at least {MIN_SECRET_BYTES} bytes, got {len(secret)}")
+    return secret
+
+
+@cache
+def _state_key_secret() -> bytes:
+    # BLAKE2b takes a key of at most 64 bytes; a longer secret is hashed down to one.
+    secret = deployment_secret()
+    return secret if len(secret) <= 64 else blake2b(secret).digest()
 
 
 def state_key(key: str) -> str:
@@ -151,9 +213,27 @@ def state_key(key: str) -> str:
 
     A keyed hash of the customer key, never the id itself: once a customer is
     erased, their snapshot is gone and what remains under this key (a deletion
-    marker) names nobody.
+    marker) names nobody who does not hold the secret.
     """
-    return blake2b(key.encode(), digest_size=16, key=_SECRET).hexdigest()
+    return blake2b(key.encode(), digest_size=16, key=_state_key_secret()).hexdigest()
+
+
+#: How far past the wall clock an event's time may be (WAYFINDER_MAX_AHEAD).
+DEFAULT_MAX_AHEAD = "1d"
+
+
+def max_ahead_seconds(env: Mapping[str, str] | None = None) -> float:
+    """WAYFINDER_MAX_AHEAD: an event further ahead than this is a dead letter (a customer's
+    clock gone wrong must not move everyone's event time)."""
+    values = os.environ if env is None else env
+    raw = values.get("WAYFINDER_MAX_AHEAD") or DEFAULT_MAX_AHEAD
+    try:
+        value = seconds(raw)
+    except ValueError:
+        raise SettingsError(f"WAYFINDER_MAX_AHEAD={raw!r}: expected a duration (1d, 6h)") from None
+    if not 0 < value <= 366 * 86400:
+        raise SettingsError(f"WAYFINDER_MAX_AHEAD={raw!r}: between 1s and 366d")
+    return value
 
 
 #: Exit status of a crash injected with WAYFINDER_FAULT_AFTER_EVENTS.

@@ -1,0 +1,129 @@
+"""The Kafka output: every message delivered, dead-lettered, or the flow told why not.
+
+bytewax's `KafkaSink` produces without delivery reports, so a message the broker
+refuses (too large, a topic that does not exist) vanishes in silence. This sink
+uses the same client (confluent-kafka's Producer) and reads every report:
+
+- errors that retrying can cure (a broker restarting, a leader moving) are retried
+  by the client, then here, a bounded number of times;
+- errors no retry can cure (a message too large, a topic that does not exist, a
+  topic this client may not write) send the message to the dead-letter topic,
+  bounded and with the reason;
+- anything left raises: the flow stops with the reason and resumes from its
+  snapshots, which replays what was not delivered (at least once, same ids).
+"""
+
+from collections.abc import Iterable
+
+from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from flows.runtime import metrics
+from schemas.codec import encode
+from schemas.deadletter import dead_letter
+
+Outgoing = KafkaSinkMessage[bytes | None, bytes | None]
+
+#: Errors no retry can cure: the message goes to the dead-letter topic instead.
+_HOPELESS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError._INVALID_ARG,
+    }
+)
+#: Rounds of producing again what the client could not deliver, before giving up.
+_ATTEMPTS = 3
+
+
+class UndeliverableError(RuntimeError):
+    """Output that could be neither delivered nor dead-lettered: the flow must stop."""
+
+
+class DeliveredKafkaSink(DynamicSink[Outgoing]):
+    """Writes `KafkaSinkMessage`s to their topics, checking each delivery report."""
+
+    def __init__(self, brokers: Iterable[str], config: dict[str, str], dlq_topic: str) -> None:
+        self._config = {"bootstrap.servers": ",".join(brokers), **config}
+        self._dlq_topic = dlq_topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_DeliveredPartition":
+        return _DeliveredPartition(Producer(self._config), self._dlq_topic)
+
+
+class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
+    def __init__(self, producer: Producer, dlq_topic: str) -> None:
+        self._producer = producer
+        self._dlq_topic = dlq_topic
+
+    def write_batch(self, items: list[Outgoing]) -> None:
+        pending = items
+        for _attempt in range(_ATTEMPTS):
+            failed = self._deliver(pending)
+            if not failed:
+                return
+            retry: list[Outgoing] = []
+            for msg, error in failed:
+                metrics.DELIVERY_FAILURES.labels(error.name()).inc()
+                if error.code() in _HOPELESS:
+                    self._dead_letter(msg, error)
+                else:
+                    retry.append(msg)
+            if not retry:
+                return
+            metrics.DELIVERY_RETRIES.inc(len(retry))
+            pending = retry
+        raise UndeliverableError(
+            f"{len(pending)} messages not delivered after {_ATTEMPTS} rounds of retries "
+            f"(last error: {failed[-1][1].name()}); resume from the snapshots to replay them"
+        )
+
+    def _deliver(self, items: list[Outgoing]) -> list[tuple[Outgoing, KafkaError]]:
+        """Produce, wait for every report, and return what failed with why."""
+        failed: list[tuple[Outgoing, KafkaError]] = []
+        producer = self._producer
+        for msg in items:
+
+            def report(error: KafkaError | None, message: Message, msg: Outgoing = msg) -> None:
+                if error is not None:
+                    failed.append((msg, error))
+                else:
+                    metrics.PRODUCED.labels(message.topic() or "").inc()
+
+            topic = msg.topic
+            assert topic is not None  # the flow names each message's topic
+            while True:
+                try:
+                    producer.produce(topic, value=msg.value, key=msg.key, on_delivery=report)
+                    break
+                except BufferError:  # the client's queue is full: let it drain
+                    producer.poll(1.0)
+                except KafkaException as exc:  # refused before sending (too large...)
+                    failed.append((msg, exc.args[0]))
+                    break
+            producer.poll(0)
+        producer.flush()
+        return failed
+
+    def _dead_letter(self, msg: Outgoing, error: KafkaError) -> None:
+        """The message the broker will never take, on the dead-letter topic instead."""
+        if msg.topic == self._dlq_topic:  # a dead letter that cannot be written: stop
+            raise UndeliverableError(f"dead-letter topic refused a record: {error.name()}")
+        letter = dead_letter(
+            "undeliverable",
+            f"to {msg.topic}: {error.name()} ({error.str()})",
+            msg.value,
+            f"output:{msg.topic}",
+        )
+        metrics.DEAD_LETTERS.labels("undeliverable").inc()
+        record = KafkaSinkMessage(key=msg.key, value=encode(letter), topic=self._dlq_topic)
+        self.write_batch([record])
+
+    def close(self) -> None:
+        self._producer.flush()

@@ -1,5 +1,7 @@
 """Builders for events in tests: readable scenarios instead of JSON blobs."""
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -8,7 +10,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from flows.runtime.settings import DEFAULT_PLAYBOOK, load_compiled
+from flows.runtime.settings import DEFAULT_PLAYBOOK, deployment_secret, load_compiled
+from operators.identity import MergeSeal
 from operators.models import Response
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
@@ -17,7 +20,7 @@ from schemas.codec import encode
 from schemas.decision import Decision
 from schemas.event import Consent, Event
 from schemas.journey import JourneyTransition
-from state.context import CustomerContext
+from state.context import CustomerContext, new_context, to_snapshot
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 #: A kind of output of the cores (Action, Decision, JourneyTransition, ...).
@@ -217,3 +220,58 @@ class Harness:
         ctx = self.replay.contexts.get(key)
         assert ctx is not None, f"no context for {key}; held: {sorted(self.replay.contexts)}"
         return ctx
+
+
+def hostile_records(customer: str, device: str, at: datetime) -> list[tuple[bytes, str]]:
+    """Records that each stopped a run once, and more of their kinds, with the reason
+    each must be dead-lettered for."""
+    stamp = at.isoformat()
+    base = {"ts": stamp, "type": "page_view", "channel": "web", "customer_id": customer}
+
+    def record(**fields: Any) -> bytes:
+        return json.dumps({**base, **fields}).encode()
+
+    visitor = ev("consent", "web", customer=None, anon=device, consent=Consent(granted=True))
+    context = to_snapshot(new_context("anon:" + device, visitor))
+    forged = {
+        "source_key": "anon:" + device,
+        "context": base64.b64encode(context).decode(),
+        "signature": "0" * 64,
+    }
+    seal = MergeSeal(deployment_secret())
+    broken = b"\x93\x00"  # msgpack that is no context
+    signed_broken = {
+        "source_key": "anon:" + device,
+        "context": base64.b64encode(broken).decode(),
+        "signature": seal.sign("h-merge-ok", customer, "anon:" + device, broken),
+    }
+    deep_list = b"[" * 1000 + b"]" * 1000
+    deep_map = b'{"a":' * 3000 + b"1" + b"}" * 3000
+    return [
+        (record(event_id="h-deep")[:-1] + b', "x": ' + deep_list + b"}", "too_deep"),
+        (record(event_id="h-deep2")[:-1] + b', "y": ' + deep_map + b"}", "too_deep"),
+        (record(event_id="h-y10k", ts="9999-12-31T23:59:59-05:00"), "out_of_range"),
+        (record(event_id="h-year1", ts="0001-01-01T00:00:00+14:00"), "out_of_range"),
+        (record(event_id="h-future", ts="2090-01-01T00:00:00Z"), "too_far_ahead"),
+        (record(event_id="h-merge", type="profile_merge", merge=forged), "forged"),
+        (record(event_id="h-merge-ok", type="profile_merge", merge=signed_broken), "fold_failed"),
+        (
+            record(event_id="h-fax", type="decision_request", channel="fax", request_id="r1"),
+            "unknown_channel",
+        ),
+        (
+            record(
+                event_id="h-anon",
+                customer_id="anon:" + device,
+                type="consent",
+                consent={"granted": True},
+            ),
+            "invalid_event",
+        ),
+        (record(event_id="h-\ud800"), "invalid_utf8"),
+        (record(event_id="h-big", text="x" * 900_000), "too_large"),
+        (record(event_id="h-nan", score=float("nan")), "malformed_json"),
+        (b"[1, 2, 3]", "invalid_event"),
+        (b"\x00\x01\x02", "malformed_json"),
+        (record(event_id="h-list", properties={"n": [1]}), "invalid_event"),
+    ]

@@ -37,7 +37,7 @@ from schemas.deadletter import MAX_RAW_BYTES, DeadLetter
 from schemas.event import SPECIAL_TYPES, Consent
 from state.context import new_context, to_snapshot
 from tests.flow_helpers import comparable_outputs, run_embedded
-from tests.helpers import default_playbook, ev
+from tests.helpers import default_playbook, ev, hostile_records
 
 PLAYBOOK = default_playbook()
 CHANNELS = [*PLAYBOOK.channels, "fax", "Web", ""]
@@ -241,61 +241,6 @@ def test_generated_valid_events_are_all_folded_and_none_is_a_dead_letter(batch):
 # ---------------------------------------------------------------- the embedded flow
 
 
-def _hostile(customer: str, device: str, at: datetime) -> list[tuple[bytes, str]]:
-    """Records that each stopped a run once, and more of their kinds, with the reason
-    each must be dead-lettered for."""
-    stamp = at.isoformat()
-    base = {"ts": stamp, "type": "page_view", "channel": "web", "customer_id": customer}
-
-    def record(**fields: Any) -> bytes:
-        return json.dumps({**base, **fields}).encode()
-
-    visitor = ev("consent", "web", customer=None, anon=device, consent=Consent(granted=True))
-    context = to_snapshot(new_context("anon:" + device, visitor))
-    forged = {
-        "source_key": "anon:" + device,
-        "context": base64.b64encode(context).decode(),
-        "signature": "0" * 64,
-    }
-    seal = MergeSeal(deployment_secret())
-    broken = b"\x93\x00"  # msgpack that is no context
-    signed_broken = {
-        "source_key": "anon:" + device,
-        "context": base64.b64encode(broken).decode(),
-        "signature": seal.sign("h-merge-ok", customer, "anon:" + device, broken),
-    }
-    deep_list = b"[" * 1000 + b"]" * 1000
-    deep_map = b'{"a":' * 3000 + b"1" + b"}" * 3000
-    return [
-        (record(event_id="h-deep")[:-1] + b', "x": ' + deep_list + b"}", "too_deep"),
-        (record(event_id="h-deep2")[:-1] + b', "y": ' + deep_map + b"}", "too_deep"),
-        (record(event_id="h-y10k", ts="9999-12-31T23:59:59-05:00"), "out_of_range"),
-        (record(event_id="h-year1", ts="0001-01-01T00:00:00+14:00"), "out_of_range"),
-        (record(event_id="h-future", ts="2090-01-01T00:00:00Z"), "too_far_ahead"),
-        (record(event_id="h-merge", type="profile_merge", merge=forged), "forged"),
-        (record(event_id="h-merge-ok", type="profile_merge", merge=signed_broken), "fold_failed"),
-        (
-            record(event_id="h-fax", type="decision_request", channel="fax", request_id="r1"),
-            "unknown_channel",
-        ),
-        (
-            record(
-                event_id="h-anon",
-                customer_id="anon:" + device,
-                type="consent",
-                consent={"granted": True},
-            ),
-            "invalid_event",
-        ),
-        (record(event_id="h-\ud800"), "invalid_utf8"),
-        (record(event_id="h-big", text="x" * 900_000), "too_large"),
-        (record(event_id="h-nan", score=float("nan")), "malformed_json"),
-        (b"[1, 2, 3]", "invalid_event"),
-        (b"\x00\x01\x02", "malformed_json"),
-        (record(event_id="h-list", properties={"n": [1]}), "invalid_event"),
-    ]
-
-
 def _with_hostile_records(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     """A simulated day as an events file, and the same with hostile records spread
     through it (each aimed at a customer and a device of the day)."""
@@ -305,7 +250,7 @@ def _with_hostile_records(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     identified = next(e for e in known if e.get("type") == "identify")
     customer, device = identified["customer_id"], identified["anonymous_id"]
     at = datetime.fromisoformat(identified["ts"])
-    hostile = _hostile(customer, device, at + timedelta(minutes=1))
+    hostile = hostile_records(customer, device, at + timedelta(minutes=1))
     mixed, blanks = list(lines), list(lines)
     step = len(lines) // (len(hostile) + 1)
     for i, (raw, _reason) in enumerate(reversed(hostile)):

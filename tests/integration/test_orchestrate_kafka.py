@@ -12,10 +12,10 @@ import pytest
 
 from flows.dataflow.kafka import kafka_flow
 from schemas.action import Action
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import MAX_RAW_BYTES, DeadLetter
 from schemas.decision import Decision
 from schemas.journey import JourneyTransition
-from tests.helpers import default_playbook, ev, key_of, stuck_transfer, wire
+from tests.helpers import default_playbook, ev, hostile_records, key_of, stuck_transfer, wire
 from tests.kafka_io import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -97,3 +97,25 @@ def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka
         assert letter.detail
         assert letter.source == kafka.topic("events")
         assert letter.offset is not None and letter.received_at is not None
+
+
+def test_hostile_records_on_kafka_are_dead_letters_and_the_flow_goes_on(kafka, entry_point):
+    """Records that once stopped the Kafka flow (a crash loop with recovery), and more of
+    their kinds: each is a bounded dead letter with its reason, the one on a channel with
+    no action topic included, and the stuck customer after them is still served."""
+    good = stuck_transfer(customer="cust-A", tier="high", transfer="tx-A")
+    hostile = hostile_records("cust-A", "dev-A", good[0].ts)
+    messages: list[tuple[bytes | None, bytes]] = [(None, raw) for raw, _reason in hostile]
+    messages += [(key_of(e), wire(e)) for e in good]
+    produce(kafka, "events", messages)
+
+    entry_point(kafka_flow(kafka))
+
+    (action,) = [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.chat")]
+    assert (action.customer_id, action.action) == ("cust-A", "priority_agent")
+    letters = [msgspec.json.decode(v, type=DeadLetter) for _, v in read_all(kafka, "dlq")]
+    assert sorted(letter.reason for letter in letters) == sorted(r for _, r in hostile)
+    for letter in letters:
+        assert len(letter.raw) <= MAX_RAW_BYTES and letter.detail
+    big = next(letter for letter in letters if letter.reason == "too_large")
+    assert big.size > 900_000 and big.offset is not None

@@ -40,7 +40,7 @@ def test_messages_the_broker_refuses_are_dead_letters_and_the_rest_is_delivered(
     letters = {
         key: msgspec.json.decode(value, type=DeadLetter) for key, value in read_topic(kafka, DLQ)
     }
-    assert sorted(letters) == [b"k2", b"k3"]
+    assert set(letters) == {b"k2", b"k3"}
     assert all(d.reason == "undeliverable" for d in letters.values())
     too_large, no_topic = letters[b"k2"], letters[b"k3"]
     assert "MSG_SIZE_TOO_LARGE" in too_large.detail and kafka.topic(DECISIONS) in too_large.detail

@@ -103,3 +103,17 @@ def test_every_topic_exports_a_json_schema():
     events = json_schema("events")["$defs"]["Event"]
     assert set(events["required"]) == {"event_id", "ts", "type", "channel"}
     msgspec.json.encode(json_schema("dlq"))  # serialisable as is
+
+
+def test_the_events_schema_does_not_offer_profile_merges_to_outside_producers():
+    events = json_schema("events")
+    assert "merge" not in events["$defs"]["Event"]["properties"]
+    assert "ProfileMerge" not in events["$defs"]
+    assert "dead-lettered" in events["$defs"]["Event"]["description"]
+
+
+def test_a_customer_id_in_the_visitors_namespace_is_refused():
+    raw = GOOD.replace(b'"c1"', b'"anon:laptop-1"')
+    with pytest.raises(BadInput) as info:
+        EventDecoder().decode(raw)
+    assert info.value.reason == "invalid_event" and "anon:" in info.value.detail

@@ -2,8 +2,11 @@
 
 import pytest
 
-from flows.runtime.settings import KafkaSettings, SettingsError
+from flows.runtime.settings import LAB_SECRET, KafkaSettings, SettingsError, deployment_secret
+from operators.identity import MergeSeal
+from schemas.event import Event, ProfileMerge
 from schemas.topics import all_topics
+from tests.helpers import T0
 
 
 def test_security_settings_pass_through_to_both_clients():
@@ -76,3 +79,34 @@ def test_every_channel_has_an_action_topic_beside_the_core_topics():
         "models.examples",
     ]
     assert topics[9:] == ["actions.web", "actions.chat"]
+
+
+def test_the_kafka_service_refuses_to_start_without_a_secret_of_its_own():
+    with pytest.raises(SettingsError, match="WAYFINDER_STATE_KEY_SECRET is not set"):
+        deployment_secret({}, required=True)
+    with pytest.raises(SettingsError, match="at least 16 bytes"):
+        deployment_secret({"WAYFINDER_STATE_KEY_SECRET": "short"}, required=True)
+    secret = "a-secret-of-thirty-two-bytes-xyz"
+    assert (
+        deployment_secret({"WAYFINDER_STATE_KEY_SECRET": secret}, required=True) == secret.encode()
+    )
+
+
+def test_an_embedded_run_without_a_secret_uses_the_public_lab_secret():
+    assert deployment_secret({}) == LAB_SECRET
+
+
+def test_a_merge_signed_under_one_secret_does_not_verify_under_another():
+    seal = MergeSeal(b"one-secret-of-16-bytes")
+
+    def merge_event(signature: str, context: bytes = b"ctx") -> Event:
+        merge = ProfileMerge(source_key="anon:a1", context=context, signature=signature)
+        return Event(
+            event_id="m1", ts=T0, type="profile_merge", channel="web", customer_id="c1", merge=merge
+        )
+
+    signature = seal.sign("m1", "c1", "anon:a1", b"ctx")
+    assert seal.verify(merge_event(signature))
+    assert not MergeSeal(b"another-secret-16b").verify(merge_event(signature))
+    assert not seal.verify(merge_event("0" * 64))
+    assert not seal.verify(merge_event(signature, context=b"other"))

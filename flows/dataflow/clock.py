@@ -19,9 +19,15 @@ class EventTime(float):
 
 
 class EventClock:
+    """The watermark, shared by a process's steps; and whether the input had already
+    ended with nothing read since (a finished run resumed: its end is not re-emitted)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watermark = float("-inf")
+        #: The run resumed from snapshots taken after its input ended, and has read
+        #: nothing since (set from the watermark's state, cleared by the decode step).
+        self.resumed_after_end = False
 
     def advance(self, ts: float) -> None:
         if ts > self._watermark:
@@ -37,16 +43,26 @@ class EventClock:
 WATERMARK_KEY = "watermark"
 
 
-class WatermarkLogic(StatefulBatchLogic[float, None, float]):
-    """Keeps the watermark as recoverable state; a resumed run starts the clock there."""
+class WatermarkLogic(StatefulBatchLogic[float, None, tuple[float, bool]]):
+    """Keeps the watermark as recoverable state; a resumed run starts the clock there.
 
-    def __init__(self, clock: EventClock, resume_state: float | None) -> None:
-        self._latest = float("-inf") if resume_state is None else resume_state
+    It also keeps whether the input has ended: a run resumed after its end, with no
+    new input, must not emit its end-of-input outputs (the map's open journeys) twice.
+    """
+
+    def __init__(self, clock: EventClock, resume_state: tuple[float, bool] | None) -> None:
+        self._latest, self._ended = (float("-inf"), False) if resume_state is None else resume_state
         clock.advance(self._latest)
+        clock.resumed_after_end = self._ended
 
     def on_batch(self, values: list[float]) -> tuple[Iterable[None], bool]:
         self._latest = max(self._latest, *values)
+        self._ended = False
         return [], False
 
-    def snapshot(self) -> float:
-        return self._latest
+    def on_eof(self) -> tuple[Iterable[None], bool]:
+        self._ended = True
+        return [], False
+
+    def snapshot(self) -> tuple[float, bool]:
+        return self._latest, self._ended

@@ -123,7 +123,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return self._wake(datetime.now(UTC).timestamp())
 
     def on_eof(self) -> tuple[Iterable[StepOutput], bool]:
-        if self._live:
+        if self._live or self._clock.resumed_after_end:  # its end was emitted before
             return [], self._ctx is None
         outputs, discard = self._wake(self._clock.watermark)
         if self._ctx is not None:

@@ -91,6 +91,7 @@ def make_decoder(
         clock.advance(latest)
         if latest > float("-inf"):
             out.append(EventTime(latest))
+            clock.resumed_after_end = False  # new input: its end is a new one
         if rounds is not None:
             rounds.started(extra)
             rounds.settled(bad, all_consumers=True)

@@ -59,11 +59,13 @@ def _produce_simulation(sim: SimulationConfig, console: Console) -> int:
     from kafka import KafkaProducer
 
     from flows.lab.simulator import simulate
+    from flows.runtime.kafka_check import check_connection
     from flows.runtime.settings import KafkaSettings
     from flows.runtime.topics import ensure_topics
     from schemas.topics import EVENTS
 
     settings = KafkaSettings.from_env()
+    check_connection(settings)
     ensure_topics(settings)
     topic = settings.topic(EVENTS)
     producer = KafkaProducer(linger_ms=20, acks="all", **settings.kafka_python_config())
@@ -84,6 +86,7 @@ def cmd_react(args: argparse.Namespace, console: Console) -> int:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from flows.lab.world import World
+    from flows.runtime.kafka_check import check_connection
     from flows.runtime.settings import KafkaSettings, load_compiled, playbook_path
     from schemas.action import Action
     from schemas.codec import encode
@@ -91,6 +94,7 @@ def cmd_react(args: argparse.Namespace, console: Console) -> int:
 
     settings = KafkaSettings.from_env()
     playbook = load_compiled(args.playbook or playbook_path())
+    check_connection(settings)
     world = World(args.seed)
     topics = [settings.topic(action_topic(channel)) for channel in playbook.channels]
     consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_python_config())

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable
     from flows.runtime.settings import SettingsError
     from schemas.playbook import PlaybookError
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlaybookError as exc:
         _print_error(Console(stderr=True), f"playbook error: {exc}")
         return 2
+    except KafkaUnavailable as exc:  # one line naming the cluster and what failed, no secret
+        _print_error(Console(stderr=True), f"error: {exc}")
+        return EXIT_KAFKA_UNAVAILABLE
     return result
 
 

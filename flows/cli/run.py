@@ -57,6 +57,7 @@ def _run_kafka(
 ) -> RunSummary:
     from flows.dataflow.execute import execute
     from flows.dataflow.kafka import kafka_flow
+    from flows.runtime.kafka_check import check_connection
     from flows.runtime.runner import run_with_progress
     from flows.runtime.settings import KafkaSettings
     from flows.runtime.topics import ensure_topics
@@ -65,6 +66,8 @@ def _run_kafka(
     settings = KafkaSettings.from_env()
     if args.no_decision_inputs:
         settings = dataclasses.replace(settings, decision_inputs=False)
+    # Before the dataflow starts: its connector would retry a refused login for ever.
+    check_connection(settings)
     created, _ = ensure_topics(settings, playbook.channels)
     if created:
         console.print(f"created {len(created)} topics on {settings.bootstrap_servers}")

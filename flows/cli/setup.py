@@ -12,10 +12,12 @@ from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
 
 
 def cmd_topics(args: argparse.Namespace, console: Console) -> int:
+    from flows.runtime.kafka_check import check_connection
     from flows.runtime.settings import KafkaSettings
     from flows.runtime.topics import ensure_topics
 
     settings = KafkaSettings.from_env()
+    check_connection(settings)
     created, existing = ensure_topics(settings)
     for topic in created:
         console.print(f"created  {topic}")

@@ -15,8 +15,10 @@ from flows.dataflow.decode import AheadLimit, unpack_kafka
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import Challenger, build_flow
 from flows.dataflow.routing import Routed
+from flows.runtime.kafka_check import KafkaUnavailable, check_connection
 from flows.runtime.settings import (
     KafkaSettings,
+    SettingsError,
     deployment_secret,
     load_compiled,
     load_default_playbook,
@@ -75,5 +77,10 @@ def __getattr__(name: str) -> Dataflow:
     # `flow` is built on first access, from the environment at that moment, so
     # importing this module (the CLI does) never needs a broker or settings.
     if name == "flow":
-        return kafka_flow(KafkaSettings.from_env())
+        try:
+            settings = KafkaSettings.from_env()
+            check_connection(settings)  # the connector would retry a refused login for ever
+            return kafka_flow(settings)
+        except (SettingsError, KafkaUnavailable) as exc:  # one line, never the secret
+            raise SystemExit(f"error: {exc}") from None
     raise AttributeError(name)

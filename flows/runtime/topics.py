@@ -3,8 +3,9 @@ and reading a topic to its end (tools and tests)."""
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from flows.runtime.kafka_check import explain
 from flows.runtime.settings import KafkaSettings, load_default_playbook
 from schemas.topics import all_topics
 
@@ -20,6 +21,13 @@ def ensure_topics(
     if channels is None:
         channels = load_default_playbook().channels
     wanted = [settings.topic(name) for name in all_topics(channels)]
+    try:
+        return _create_missing(settings, wanted)
+    except KafkaError as exc:  # one line saying why, no traceback
+        raise explain(settings, exc, "setting up the topics") from exc
+
+
+def _create_missing(settings: KafkaSettings, wanted: list[str]) -> tuple[list[str], list[str]]:
     admin = KafkaAdminClient(client_id="wayfinder-topics", **settings.kafka_python_config())
     try:
         existing = set(admin.list_topics())
@@ -48,7 +56,15 @@ def read_topic(
     settings: KafkaSettings, topic: str, timeout_s: float = 30.0
 ) -> list[tuple[bytes | None, bytes]]:
     """Every message on the topic now, (key, value), partition by partition."""
-    name = settings.topic(topic)
+    try:
+        return _read_to_end(settings, settings.topic(topic), timeout_s)
+    except KafkaError as exc:  # one line saying why, no traceback
+        raise explain(settings, exc, f"reading {settings.topic(topic)}") from exc
+
+
+def _read_to_end(
+    settings: KafkaSettings, name: str, timeout_s: float
+) -> list[tuple[bytes | None, bytes]]:
     consumer = KafkaConsumer(
         enable_auto_commit=False,
         consumer_timeout_ms=int(timeout_s * 1000),

@@ -15,6 +15,7 @@ from flows.cli.options import (
     add_command,
     add_playbook_arg,
     add_simulation_args,
+    print_error,
     simulation,
     write_json,
 )
@@ -49,13 +50,13 @@ def cmd_rerun(args: argparse.Namespace, console: Console) -> int:
             show=None if args.all else show,
         )
     except RerunError as exc:
-        console.print(f"[red]{exc}[/red]", soft_wrap=True, highlight=False)
+        print_error(console, str(exc))
         return 2
     if args.all:
         _summarise(console, report)
     else:
         for decision_id in report.missing:
-            console.print(f"[red]no recorded input for decision {decision_id}[/red]")
+            print_error(console, f"no recorded input for decision {decision_id}")
     if args.json:
         write_json(args.json, asdict(report))
     return 0 if not report.differ and not report.missing else 1

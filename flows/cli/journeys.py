@@ -19,7 +19,7 @@ from flows.analysis.process_log import (
     DEFAULT_RESOURCE,
     DEFAULT_TIMESTAMP,
 )
-from flows.cli.options import DEFAULT_OUT, Subcommands, add_command
+from flows.cli.options import DEFAULT_OUT, Subcommands, add_command, print_error
 from operators.contact_map import ALL
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
             started=started,
         )
     except LogError as exc:
-        console.print(f"[red]replay: {exc}[/]", soft_wrap=True, highlight=False)
+        print_error(console, f"replay: {exc}")
         return 2
     print_summary(summary, log, console)
     return 0
@@ -112,12 +112,14 @@ def print_summary(summary: dict[str, Any], log: ProcessLog, console: Console) ->
     if examples:
         console.print("[bold]skipped, for example[/]")
         for line in examples:
-            console.print(line, soft_wrap=True, highlight=False)
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
     if summary["pain_points"]:
         console.print("[bold]pain points[/]")
         for point in summary["pain_points"][:5]:
             reasons = "; ".join(point["reasons"])
-            console.print(f"  {point['where']}: {reasons}", soft_wrap=True, highlight=False)
+            console.print(
+                f"  {point['where']}: {reasons}", soft_wrap=True, highlight=False, markup=False
+            )
     console.print("[bold]wrote[/]")
     for name, path in summary["outputs"].items():
         console.print(f"  {name:<22} {path}", soft_wrap=True, highlight=False)

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from rich.console import Console
 
 from flows.cli import decisions, journeys, lab, run, setup
-from flows.cli.options import HelpFormatter
+from flows.cli.options import HelpFormatter, print_error
 
 #: The groups of subcommands, in the order `--help` lists them.
 GROUPS = (run, lab, journeys, decisions, setup)
@@ -43,21 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.handler(args, console)
     except SettingsError as exc:
-        _print_error(console, f"settings: {exc}")
+        print_error(console, f"settings: {exc}")
         return 2
     except PlaybookError as exc:
-        _print_error(Console(stderr=True), f"playbook error: {exc}")
+        print_error(Console(stderr=True), f"playbook error: {exc}")
         return 2
     except KafkaUnavailable as exc:  # one line naming the cluster and what failed, no secret
-        _print_error(Console(stderr=True), f"error: {exc}")
+        print_error(Console(stderr=True), f"error: {exc}")
         return EXIT_KAFKA_UNAVAILABLE
     return result
-
-
-def _print_error(console: Console, text: str) -> None:
-    """An error as the text it is: no markup ("[a-z0-9]" in a message stays), no emoji
-    codes, no highlighting, no wrapping inside a line."""
-    console.print(text, style="red", markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import TypeAlias
 
+from rich.console import Console
+
 from flows.lab.simulator import SimulationConfig
 from schemas.playbook import seconds
 
@@ -103,3 +105,9 @@ def add_playbook_arg(parser: argparse.ArgumentParser, what: str = "playbook TOML
     parser.add_argument(
         "--playbook", type=Path, help=f"{what} (default: WAYFINDER_PLAYBOOK, else the built-in)"
     )
+
+
+def print_error(console: Console, text: str) -> None:
+    """An error as the text it is: no markup ("[a-z0-9]" in a message stays), no emoji
+    codes, no highlighting, no wrapping inside a line."""
+    console.print(text, style="red", markup=False, emoji=False, highlight=False, soft_wrap=True)

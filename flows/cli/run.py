@@ -16,6 +16,7 @@ from flows.cli.options import (
     add_playbook_arg,
     add_simulation_args,
     positive_int,
+    print_error,
     simulation,
     write_json,
 )
@@ -99,13 +100,13 @@ def _run_embedded(
         written_topics,
     )
     from flows.runtime.runner import run_with_progress
-    from flows.runtime.settings import load_compiled
+    from flows.runtime.settings import lab_secret_in_use, load_compiled
     from operators.models import ModelSet
 
     source: Records
     if args.events is not None:
         if not args.events.is_file():
-            console.print(f"[red]no such events file: {args.events}[/]", soft_wrap=True)
+            print_error(console, f"no such events file: {args.events}")
             return None
         source = EventFileSource(args.events)
         title = f"wayfinder on {args.events}"
@@ -115,6 +116,15 @@ def _run_embedded(
         title = (
             f"wayfinder on the simulator ({sim.customers:,} customers, "
             f"{sim.hours:g} h, seed {sim.seed})"
+        )
+    if lab_secret_in_use():
+        console.print(
+            "note: WAYFINDER_STATE_KEY_SECRET is not set, so state keys and merges use the "
+            "public lab secret: fine for a demo, never for customers' data",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     recovery = _recovery(args)
     out: Path = args.out
@@ -126,7 +136,7 @@ def _run_embedded(
             resuming=recovery is not None and recovery.resumes,
         )
     except OutFolderTaken as exc:
-        console.print(f"[red]{exc}[/]", soft_wrap=True, highlight=False)
+        print_error(console, str(exc))
         return None
     models = ModelSet(playbook)
     challenger = (

@@ -201,6 +201,11 @@ def deployment_secret(env: Mapping[str, str] | None = None, *, required: bool = 
     return secret
 
 
+def lab_secret_in_use(env: Mapping[str, str] | None = None) -> bool:
+    """Whether runs here use the public lab secret (WAYFINDER_STATE_KEY_SECRET unset)."""
+    return not (os.environ if env is None else env).get(_SECRET_ENV)
+
+
 @cache
 def _state_key_secret() -> bytes:
     # BLAKE2b takes a key of at most 64 bytes; a longer secret is hashed down to one.

@@ -1,0 +1,114 @@
+"""`kill -9` at random moments loses nothing: seeded trials of the embedded run.
+
+Each trial runs `wayfinder run` on the simulator's closed loop as a user does, with a
+recovery folder, and kills the whole process group with SIGKILL at a random moment
+(drawn from a seeded generator, within the uninterrupted run's wall time); then it
+resumes from the snapshots, on one worker or two, until the run ends. The resumed run
+must end where the uninterrupted one does: every output byte-identical (sorted), every
+model having learned the same examples exactly once, and every customer's final
+context in the recovery store the same bytes.
+"""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cli import REPO, WAYFINDER, wayfinder
+from tests.e2e.test_recovery import models_of
+from tests.flow_helpers import comparable_outputs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.recovery]
+
+#: The trials' seed (a failure names its trial; rerun with the same seed to see it again).
+SEED = 20261201
+TRIALS = 10
+SIMULATION = ["--customers", "150", "--hours", "24", "--seed", "8"]
+
+
+def final_contexts(recovery: Path) -> dict[str, bytes]:
+    """Each customer's last snapshot in a bytewax recovery folder (erased: none)."""
+    latest: dict[str, tuple[int, bytes | None]] = {}
+    for part in sorted(recovery.glob("part-*.sqlite3")):
+        with sqlite3.connect(part) as db:
+            rows = db.execute(
+                "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id LIKE ?",
+                ("%.customer",),
+            ).fetchall()
+        for key, epoch, change in rows:
+            if key not in latest or epoch > latest[key][0]:
+                latest[key] = (epoch, change)
+    return {key: change for key, (_epoch, change) in latest.items() if change is not None}
+
+
+def _run(out: Path, recovery: Path, workers: int) -> subprocess.Popen[bytes]:
+    args = ["run", *SIMULATION, "--out", str(out), "--no-progress", "--workers", str(workers)]
+    args += ["--recovery-dir", str(recovery), "--snapshot-interval", "0.05"]
+    return subprocess.Popen(
+        [WAYFINDER, *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_does(tmp_path):
+    straight, straight_recovery = tmp_path / "straight", tmp_path / "straight-recovery"
+    started = time.monotonic()
+    wayfinder(
+        "run",
+        *SIMULATION,
+        "--out",
+        str(straight),
+        "--no-progress",
+        "--recovery-dir",
+        str(straight_recovery),
+        "--snapshot-interval",
+        "0.05",
+    )
+    wall = time.monotonic() - started
+    want, want_models = comparable_outputs(straight), models_of(straight)
+    want_contexts = final_contexts(straight_recovery)
+    assert want_contexts and all(want.values())
+
+    trials = random.Random(SEED)
+    killed_mid_run = 0
+    for trial in range(TRIALS):
+        out, recovery = tmp_path / f"trial-{trial}", tmp_path / f"recovery-{trial}"
+        crash_workers, resume_workers = trials.choice([(1, 2), (2, 1), (1, 1), (2, 2)])
+        delay = trials.uniform(0.35, 0.9) * wall
+        flow = _run(out, recovery, crash_workers)
+        try:
+            flow.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait(timeout=30)
+            killed_mid_run += not (out / "models.json").exists()
+        resuming = time.monotonic()
+        resumed = _run(out, recovery, resume_workers)
+        _, err = resumed.communicate(timeout=300)
+        print(  # the figures of the closing note: `pytest -s` shows them
+            f"trial {trial}: killed after {delay:.2f} s of {wall:.2f} s on {crash_workers} "
+            f"workers, resumed on {resume_workers} in {time.monotonic() - resuming:.2f} s"
+        )
+        assert resumed.returncode == 0, f"trial {trial}: {err.decode()[-2000:]}"
+
+        where = (
+            f"trial {trial} (killed after {delay:.2f} s on {crash_workers} workers, "
+            f"resumed on {resume_workers})"
+        )
+        got = comparable_outputs(out)
+        for name, lines in want.items():
+            assert got[name] == lines, f"{name} differs in {where}"
+        got_models = models_of(out)
+        for model, record in want_models.items():
+            assert got_models[model]["examples"] == record["examples"], f"{model}, {where}"
+            assert got_models[model]["example_digest"] == record["example_digest"], where
+        assert final_contexts(recovery) == want_contexts, f"contexts differ in {where}"
+    assert killed_mid_run >= TRIALS * 0.7, f"only {killed_mid_run} kills fell mid-run"

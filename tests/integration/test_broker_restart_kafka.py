@@ -1,0 +1,149 @@
+"""The broker stops and comes back in the middle of a run: nothing is lost.
+
+A broker of its own (`scripts/kafka` on free ports beside the suite's), so stopping it
+disturbs no other test. The flow runs as deployed (`python -m bytewax.run
+flows.dataflow.kafka:flow`, tailing the topic) with a recovery folder; the broker is
+stopped (`scripts/kafka down`, data kept) and started again while the flow runs, and
+the second half of the input is produced after it is back. Every decision request of
+both halves is answered and every bad record is a dead letter: nothing was dropped on
+the way in or on the way out.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from flows.lab.simulator import SimulationConfig, simulate
+from flows.runtime.settings import KafkaSettings, load_default_playbook
+from flows.runtime.topics import ensure_topics
+from schemas.action import Action
+from tests.e2e.cli import REPO
+from tests.kafka_io import produce, read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.recovery]
+
+SCRIPT = REPO / "scripts" / "kafka"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _scripts_kafka(command: str, env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, f"scripts/kafka {command}:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[KafkaSettings, dict[str, str]]]:
+    port, controller = _free_ports(2)
+    env = {
+        **os.environ,
+        "WAYFINDER_KAFKA_DIR": str(tmp_path / "broker"),
+        "WAYFINDER_KAFKA_PORT": str(port),
+        "WAYFINDER_KAFKA_CONTROLLER_PORT": str(controller),
+    }
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # set, scripts/kafka would start nothing
+    _scripts_kafka("up", env)
+    try:
+        settings = KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{port}", topic_prefix="restart.", partitions=3
+        )
+        ensure_topics(settings)
+        yield settings, env
+    finally:
+        subprocess.run(
+            [sys.executable, str(SCRIPT), "down", "--purge"], env=env, check=False, timeout=120
+        )
+
+
+def _requests(lines: list[bytes]) -> set[str]:
+    found = set()
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("type") == "decision_request":
+                found.add(record["request_id"])
+    return found
+
+
+def _answered(settings: KafkaSettings, channels: list[str]) -> set[str]:
+    replies = set()
+    for channel in channels:
+        for _key, value in read_all(settings, f"actions.{channel}", timeout_s=5):
+            action = msgspec.json.decode(value, type=Action)
+            if action.request_id is not None:
+                replies.add(action.request_id)
+    return replies
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_path):
+    settings, env = own_broker
+    lines = [raw for _ts, raw in simulate(SimulationConfig(customers=60, hours=12, seed=9))]
+    first, second = lines[: len(lines) // 2], lines[len(lines) // 2 :]
+    channels = list(load_default_playbook().channels)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    flow_env = {
+        **env,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "WAYFINDER_TOPIC_PREFIX": settings.topic_prefix,
+        "WAYFINDER_KAFKA_TAIL": "true",
+    }
+    produce(settings, "events", [(None, raw) for raw in first])
+    log = (tmp_path / "flow.log").open("wb")
+    command = [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"]
+    command += ["-r", str(recovery), "-s", "1", "-b", "0"]
+    flow = subprocess.Popen(command, env=flow_env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        asked_first = _requests(first)
+        assert asked_first and _wait_for(
+            lambda: asked_first <= _answered(settings, channels) or flow.poll() is not None, 120
+        ), "the first half was not answered"
+        assert flow.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
+        _scripts_kafka("down", env)  # data kept
+        time.sleep(3.0)
+        _scripts_kafka("up", env)
+        produce(settings, "events", [(None, raw) for raw in second])
+        asked = _requests(lines)
+        answered = _wait_for(lambda: asked <= _answered(settings, channels), 180)
+        assert flow.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
+        assert answered, f"unanswered: {sorted(asked - _answered(settings, channels))[:10]}"
+    finally:
+        os.killpg(flow.pid, signal.SIGTERM)
+        flow.wait(timeout=60)
+        log.close()

@@ -6,9 +6,22 @@ execute exactly this. Identity is handled here too: an anonymous visitor who
 identifies hands their context to the customer through a `profile_merge`
 event written to the events topic (the dataflow has no cycle), and becomes an
 alias that forwards the device's later anonymous events the same way.
+
+Redeliveries: an event id is folded once. Each customer remembers the ids folded
+within the redelivery horizon of their latest event time; an event older than that
+(a redelivery of it could no longer be recognised) is refused, `stale`. An alias keeps
+the ids its visitor folded, so a redelivery of those is not forwarded to be folded again.
+
+Erasure: an `erase` leaves a tombstone (that the key was erased, and when; nothing
+else) and sends an `erase` to every device of the customer. For the redelivery horizon
+after it, the erased key folds nothing as old as the erasure and nothing that comes
+from a device (forwarded, in flight, or a merge), so no event in flight brings the
+customer back; an event from the customer's own channels after the erasure starts a
+fresh profile, under the same rule until the horizon has passed. The tombstone is
+dropped once the horizon has passed (`expired`).
 """
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -40,14 +53,22 @@ from schemas.journey import IntentTransition, JourneyTransition
 from schemas.learning import Example
 from schemas.playbook import seconds
 from state.context import (
+    DEFAULT_REDELIVERY_HORIZON,
+    MAX_SEEN,
     CustomerContext,
+    Seen,
     SentAction,
     absorb_visitor,
+    event_digest,
     fold,
+    forget,
     from_snapshot,
-    is_duplicate,
+    is_tombstone,
     new_context,
+    recall,
+    remember,
     to_snapshot,
+    tombstone,
 )
 
 #: Outcomes that settle what an action taught the propensity model (which predicts
@@ -81,14 +102,20 @@ class CustomerStep:
         *,
         record_inputs: bool = False,
         seal: MergeSeal | None = None,
+        redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
     ) -> None:
         """`models`: the online models, which learn from the `Example`s this step emits
         (the caller feeds them); `predictors`: what decisions ask (the models by
         default; an oracle or a random policy in evaluations). Neither: rules alone.
         `record_inputs`: emit each decision's `DecisionInput`, so it can be re-run.
         `seal`: signs the merges this step writes and checks those it reads (the
-        deployment's secret; a lab run without one signs under an empty key)."""
+        deployment's secret; a lab run without one signs under an empty key).
+        `redelivery_horizon`: seconds of event time within which a redelivery is
+        recognised (and an erased key stays a tombstone)."""
+        if not redelivery_horizon > 0:
+            raise ValueError(f"redelivery horizon {redelivery_horizon!r}: must be positive")
         self.playbook = playbook
+        self._horizon = redelivery_horizon
         self._seal = seal if seal is not None else MergeSeal(b"")
         self._channels = frozenset(playbook.channels)
         self.models = models
@@ -111,10 +138,13 @@ class CustomerStep:
     def on_event(
         self, key: str, ctx: CustomerContext | None, event: Event
     ) -> tuple[CustomerContext | None, list[Output]]:
-        """Return the new context (None once erased) and the outputs, in order.
+        """Return the new context (None: nothing to keep) and the outputs, in order.
 
         Raises BadInput, before the context is touched, for an event it refuses:
-        a merge Wayfinder did not sign, a request no channel of the playbook can answer.
+        a merge Wayfinder did not sign, a request no channel of the playbook can answer,
+        an event older than the redelivery horizon allows to check (`stale`).
+        A redelivery, and an event an erased key does not take, are dropped: the
+        context is returned as it was, with no outputs.
         """
         kind = event.type
         if kind == "decision_request" and event.channel not in self._channels:
@@ -123,25 +153,40 @@ class CustomerStep:
                 f"a decision request on channel {event.channel!r}, which has no action topic",
             )
         if kind == "erase":
-            return None, self._erase(key, ctx, event)
+            return self._erase(key, ctx, event)
+        ts = event.ts.timestamp()
+        erased_at = None
+        if ctx is not None and ctx.erased_at is not None:
+            erased_at = ctx.erased_at
+            if ts >= erased_at + self._horizon:
+                erased_at = None  # the horizon has passed: the key is like any other
+            elif ts <= erased_at or event.anonymous_id is not None or kind == "profile_merge":
+                return ctx, self._unlinked(key, event)
+            if is_tombstone(ctx):
+                ctx = None  # a new profile, with nothing from before the erasure
         if key.startswith(ANONYMOUS_PREFIX):
             if kind == "identify":
                 return self._identified(key, ctx, event)
             if ctx is not None and ctx.alias_of is not None:
-                forward = msgspec.structs.replace(event, customer_id=ctx.alias_of)
-                return ctx, [forward]
+                return self._forward(ctx, event, ts)
         if kind == "profile_merge":
-            return self._merge(key, ctx, event)
+            return self._merge(key, ctx, event, ts)
 
         if ctx is None:
             ctx = new_context(key, event)
-        elif is_duplicate(ctx, event):
-            return ctx, []
-        ts = event.ts.timestamp()
+            ctx.erased_at = erased_at
+            digest = event_digest(event.event_id)
+        else:
+            known = recall(ctx, event.event_id, ts, self._horizon)
+            if not known:  # a redelivery (None), or too old to tell (empty)
+                return self._not_folded(ctx, event, ts, known)
+            digest = known
         outputs = self._tick(ctx, ts)
         learning = self.models is not None and event.touchpoint is not None
         before = recent_path(ctx) if learning else ()  # the path the next step follows
-        fold(ctx, event, self.playbook.profile_keys)
+        fold(ctx, event, self.playbook.profile_keys, digest=digest, horizon=self._horizon)
+        if ctx.erased_at is not None and ctx.last_seen >= ctx.erased_at + self._horizon:
+            ctx.erased_at = None
         sample = event_sentiment(event.text, event.score)
         if sample is not None:
             observe(ctx.sentiment, sample, ts)
@@ -158,6 +203,56 @@ class CustomerStep:
             self._decide(ctx, Trigger.of_intent(changed), outputs)
         self._react(ctx, transitions, changes, outputs)
         return ctx, outputs
+
+    # ------------------------------------------------------------------ redeliveries
+    def _not_folded(
+        self, ctx: CustomerContext, event: Event, ts: float, known: bytes | None
+    ) -> tuple[CustomerContext, list[Output]]:
+        """An event `recall` did not give a digest for: a redelivery (None) is dropped;
+        one too old to tell is refused (BadInput, `stale`), except that a stale
+        `identify` still links its device (so that an erasure reaches the device)."""
+        if known is None:
+            return ctx, []
+        anonymous_id = event.anonymous_id
+        if event.type == "identify" and anonymous_id is not None:
+            if anonymous_id not in ctx.anonymous_ids:
+                ctx.anonymous_ids.append(anonymous_id)
+            return ctx, []
+        raise self._stale(ctx, ts)
+
+    def _stale(self, ctx: CustomerContext, ts: float) -> BadInput:
+        floor = ctx.seen.floor
+        if ts <= floor:
+            why = (
+                f"no later than the oldest of the {MAX_SEEN} event ids this customer keeps "
+                f"for recognising redeliveries ({_iso(floor)})"
+            )
+        else:
+            why = (
+                f"more than the redelivery horizon ({self._horizon:g} s, "
+                f"WAYFINDER_REDELIVERY_HORIZON) before this customer's latest event "
+                f"({_iso(ctx.last_seen)})"
+            )
+        return BadInput(
+            "stale",
+            f"$.ts {_iso(ts)} is {why}: a redelivery could no longer be recognised, "
+            "so it is not folded",
+        )
+
+    def _forward(
+        self, alias: CustomerContext, event: Event, ts: float
+    ) -> tuple[CustomerContext, list[Output]]:
+        """A device that identified: its events go to the customer, except redeliveries
+        of those its visitor folded before (the customer would fold them again)."""
+        seen = alias.seen
+        if seen.generations:
+            known = recall(alias, event.event_id, ts, self._horizon)
+            if not known:
+                return self._not_folded(alias, event, ts, known)
+            if seen.generations[0].until < ts - self._horizon:
+                forget(seen, ts - self._horizon)  # (an alias folds nothing new)
+        forward = msgspec.structs.replace(event, customer_id=alias.alias_of)
+        return alias, [forward]
 
     # ------------------------------------------------------------------ models
     def _learn_and_predict(
@@ -266,13 +361,28 @@ class CustomerStep:
     # ------------------------------------------------------------------ time
     def on_time(self, ctx: CustomerContext, now: float) -> list[Output]:
         """Fire what falls due by `now` (stalls, abandonments) and decide on it."""
+        if is_tombstone(ctx):
+            return []
         return self._tick(ctx, now)
 
     def next_deadline(self, ctx: CustomerContext | None) -> float | None:
-        """When this customer next needs waking; None holds no timer."""
+        """When this customer next needs waking; None holds no timer. A tombstone is
+        woken when its horizon has passed, to be dropped (`expired`)."""
         if ctx is None or ctx.alias_of is not None:
             return None
+        if ctx.erased_at is not None and is_tombstone(ctx):
+            return ctx.erased_at + self._horizon
         return self.journeys.next_deadline(ctx)
+
+    def expired(self, ctx: CustomerContext | None, now: float) -> bool:
+        """Whether the context is a tombstone whose horizon has passed by `now`: nothing
+        is left to keep (the caller drops the key's state)."""
+        return (
+            ctx is not None
+            and ctx.erased_at is not None
+            and is_tombstone(ctx)
+            and now >= ctx.erased_at + self._horizon
+        )
 
     def _tick(self, ctx: CustomerContext, now: float) -> list[Output]:
         expired = self._expired_attributions(ctx, now)
@@ -334,7 +444,7 @@ class CustomerStep:
             )
         if ctx is not None and ctx.alias_of is None and ctx.events:
             merge_id = derived_event_id("merge", key, event.event_id)
-            context = to_snapshot(ctx)
+            context = to_snapshot(ctx, redeliveries=False)  # the alias keeps them
             outputs.append(
                 Event(
                     event_id=merge_id,
@@ -351,13 +461,19 @@ class CustomerStep:
                 )
             )
         ts = event.ts.timestamp()
+        # The alias keeps the ids its visitor folded, so their redeliveries stop here.
         alias = CustomerContext(
-            key=key, known=False, first_seen=ts, last_seen=ts, alias_of=customer
+            key=key,
+            known=False,
+            first_seen=ts,
+            last_seen=ts if ctx is None else max(ts, ctx.last_seen),
+            alias_of=customer,
+            seen=Seen() if ctx is None else ctx.seen,
         )
         return alias, outputs
 
     def _merge(
-        self, key: str, ctx: CustomerContext | None, event: Event
+        self, key: str, ctx: CustomerContext | None, event: Event, ts: float
     ) -> tuple[CustomerContext, list[Output]]:
         merge = event.merge
         assert merge is not None  # validated at decode
@@ -365,12 +481,20 @@ class CustomerStep:
             raise BadInput("forged", "a profile_merge without Wayfinder's signature")
         if ctx is None:
             ctx = new_context(key, event)
+            digest = event_digest(event.event_id)
+        else:
+            known = recall(ctx, event.event_id, ts, self._horizon)
+            if known is None:
+                return ctx, []
+            if not known:
+                raise self._stale(ctx, ts)
+            digest = known
         visitor = from_snapshot(merge.context)
         if _already_merged(ctx, visitor):
             return ctx, []
-        ts = event.ts.timestamp()
         outputs = self._tick(ctx, ts)
         absorb_visitor(ctx, visitor)
+        remember(ctx.seen, digest, ctx.last_seen, self._horizon)
         transitions = self.journeys.absorb(ctx, visitor, event.event_id, ts)
         changes = self.segments.update(ctx, ts, event.event_id)
         outputs += transitions
@@ -380,8 +504,18 @@ class CustomerStep:
 
     # ------------------------------------------------------------------ erasure
     @staticmethod
-    def _erase(key: str, ctx: CustomerContext | None, event: Event) -> list[Output]:
-        """Forget the customer; tell consumers (tombstone) and the linked devices."""
+    def _erase(
+        key: str, ctx: CustomerContext | None, event: Event
+    ) -> tuple[CustomerContext, list[Output]]:
+        """Forget the customer, keeping a tombstone; tell consumers (a Tombstone) and
+        every device linked to the customer (an erase each, round the events topic).
+
+        The tombstone's time is the erasure's, or the latest event folded if that is
+        later: nothing folded before the erasure can start a profile again.
+        """
+        erased_at = event.ts.timestamp()
+        if ctx is not None:
+            erased_at = max(erased_at, ctx.last_seen, ctx.erased_at or erased_at)
         outputs: list[Output] = [
             Tombstone(
                 customer_id=key,
@@ -390,17 +524,35 @@ class CustomerStep:
             )
         ]
         if ctx is not None and not key.startswith(ANONYMOUS_PREFIX):
-            for anonymous_id in ctx.anonymous_ids:
-                outputs.append(
-                    Event(
-                        event_id=derived_event_id("erase", key, anonymous_id, event.event_id),
-                        ts=event.ts,
-                        type="erase",
-                        channel=event.channel,
-                        anonymous_id=anonymous_id,
-                    )
-                )
-        return outputs
+            outputs += (
+                _erase_device(key, anonymous_id, event) for anonymous_id in ctx.anonymous_ids
+            )
+        return tombstone(erased_at), outputs
+
+    @staticmethod
+    def _unlinked(key: str, event: Event) -> list[Output]:
+        """What an erased key does with an event it does not take: nothing, except that
+        a device identifying as an erased customer is erased too (no alias may outlive
+        its customer's erasure, and this one is not among the customer's devices)."""
+        anonymous_id = event.anonymous_id
+        if anonymous_id is None or event.type != "identify" or key.startswith(ANONYMOUS_PREFIX):
+            return []
+        return [_erase_device(key, anonymous_id, event)]
+
+
+def _erase_device(key: str, anonymous_id: str, event: Event) -> Event:
+    """The erase of one of customer `key`'s devices, on behalf of `event`."""
+    return Event(
+        event_id=derived_event_id("erase", key, anonymous_id, event.event_id),
+        ts=event.ts,
+        type="erase",
+        channel=event.channel,
+        anonymous_id=anonymous_id,
+    )
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _already_merged(ctx: CustomerContext, visitor: CustomerContext) -> bool:

@@ -133,7 +133,7 @@ class DecisionMaker:
         if not verdicts and not request:
             return None, None, None
         # Considering candidates reads the context; sending (below) changes it.
-        context = to_snapshot(ctx) if self.record_inputs else None
+        context = to_snapshot(ctx, redeliveries=False) if self.record_inputs else None
 
         sent = [v for v in verdicts if v.status == "sent"]
         best = max(sent, key=lambda v: (v.score, v.action.name)) if sent else None
@@ -155,13 +155,13 @@ class DecisionMaker:
         customer = ctx.key
         model_version = self.model_version() if self.model_version else None
         created_at = datetime.fromtimestamp(trigger.at, UTC)
-        dec_id = decision_id(customer, trigger.trigger_id)
+        dec_id = decision_id(customer, trigger.trigger_id, trigger.at)
         action: Action | None = None
         if best is not None:
             spec = best.action
             assert best.channel is not None  # a verdict is sent only on a channel
             action = Action(
-                action_id=action_id(customer, trigger.trigger_id, spec.name),
+                action_id=action_id(customer, trigger.trigger_id, spec.name, trigger.at),
                 decision_id=dec_id,
                 customer_id=customer,
                 channel=best.channel,
@@ -186,7 +186,7 @@ class DecisionMaker:
             why = [f"No action for {channel_name(trigger.channel or '')} now."]
             why += [f"{v.action.label}: {v.reasons[-1]}" for v in verdicts]
             action = Action(
-                action_id=action_id(customer, trigger.trigger_id, NO_ACTION),
+                action_id=action_id(customer, trigger.trigger_id, NO_ACTION, trigger.at),
                 decision_id=dec_id,
                 customer_id=customer,
                 channel=trigger.channel or "",

@@ -11,12 +11,14 @@ def _digest(*parts: str) -> str:
     return blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
-def action_id(customer: str, trigger_event_id: str, action: str) -> str:
-    return "act-" + _digest("action", customer, trigger_event_id, action)
+def action_id(customer: str, trigger_event_id: str, action: str, at: float) -> str:
+    return "act-" + _digest("action", customer, trigger_event_id, action, f"{at:.3f}")
 
 
-def decision_id(customer: str, trigger_event_id: str) -> str:
-    return "dec-" + _digest("decision", customer, trigger_event_id)
+def decision_id(customer: str, trigger_event_id: str, at: float) -> str:
+    """Of the decision on one trigger at one time: a producer that reuses an event id
+    after the redelivery horizon has forgotten it gets a new id, never an old one."""
+    return "dec-" + _digest("decision", customer, trigger_event_id, f"{at:.3f}")
 
 
 def transition_id(

@@ -19,7 +19,7 @@ from operators.playbook import CompiledPlaybook
 from schemas.codec import BadInput
 from schemas.event import Event
 from schemas.learning import Example
-from state.context import CustomerContext
+from state.context import CustomerContext, is_tombstone
 
 
 class Replay:
@@ -39,6 +39,8 @@ class Replay:
         self.models = ModelSet(playbook) if learn else None
         self.step = CustomerStep(playbook, self.models, predictors, record_inputs=record_inputs)
         self.contexts: dict[str, CustomerContext] = {}
+        #: Erased keys: their tombstones, for the redelivery horizon (no customer's data).
+        self.erased: dict[str, CustomerContext] = {}
         self.outputs: list[Output] = []
         #: Events the step refused (the flow's dead letters from the customer step).
         self.refused = 0
@@ -57,6 +59,8 @@ class Replay:
 
     def advance(self, now: float) -> None:
         """Time has run to `now`: fire every customer's deadlines that fall due by then."""
+        for key in [k for k, ctx in self.erased.items() if self.step.expired(ctx, now)]:
+            del self.erased[key]  # an erasure's tombstone, kept long enough
         for key in sorted(self.contexts):
             ctx = self.contexts.get(key)
             if ctx is None:
@@ -77,15 +81,20 @@ class Replay:
             if current.type == "identify":
                 keys.append(visitor_key(current))
             for key in keys:
+                before = self.contexts.get(key) or self.erased.get(key)
                 try:
-                    ctx, outputs = self.step.on_event(key, self.contexts.get(key), current)
+                    ctx, outputs = self.step.on_event(key, before, current)
                 except BadInput:  # refused, as the flow dead-letters it
                     self.refused += 1
                     continue
-                if ctx is None:
+                if ctx is None or is_tombstone(ctx):
                     self.contexts.pop(key, None)
+                    if ctx is not None:
+                        self.erased[key] = ctx
                 else:
                     self.contexts[key] = ctx
+                    if before is not None and before is not ctx:
+                        self.erased.pop(key, None)
                 pending.extend(o for o in self._collect(outputs) if isinstance(o, Event))
 
     def _collect(self, outputs: list[Output]) -> list[Output]:

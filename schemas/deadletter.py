@@ -11,7 +11,10 @@ from msgspec import Struct
 #: Admission: out_of_range (a time no calendar arithmetic survives), too_far_ahead (a
 #: clock gone wrong), unknown_channel (a request no action topic can answer),
 #: forged (a record only Wayfinder may write, without its signature).
-#: Folding: fold_failed (the customer's state is left as it was). Output: undeliverable.
+#: Folding: stale (older than the redelivery horizon before the customer's latest event,
+#: WAYFINDER_REDELIVERY_HORIZON: were it a redelivery, that could no longer be told, so
+#: it is not folded), fold_failed (the customer's state is left as it was).
+#: Output: undeliverable.
 DeadLetterReason = Literal[
     "too_large",
     "empty",
@@ -23,6 +26,7 @@ DeadLetterReason = Literal[
     "too_far_ahead",
     "unknown_channel",
     "forged",
+    "stale",
     "fold_failed",
     "undeliverable",
 ]

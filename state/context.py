@@ -8,6 +8,7 @@ the wall clock, so a replay folds to the same context.
 
 from bisect import insort
 from collections.abc import Mapping
+from hashlib import blake2b
 
 import msgspec
 from msgspec import Struct
@@ -17,10 +18,22 @@ from schemas.types import Properties
 
 #: How many recent interactions a context keeps (oldest dropped first).
 MAX_RECENT = 48
-#: How many distinct contact points, anonymous ids and partners a context keeps.
+#: How many distinct contact points and partners a context keeps. Anonymous ids (the
+#: customer's devices and cookies) are all kept, however many: an erasure must reach
+#: every one of them, and each linked device holds state of its own anyway.
 MAX_TOUCHPOINTS = 128
-MAX_ANONYMOUS_IDS = 16
 MAX_PARTNERS = 16
+#: Redeliveries (at-least-once producers, a resumed flow) are recognised for this long
+#: by default (WAYFINDER_REDELIVERY_HORIZON): a customer remembers the ids of the events
+#: folded within it of their latest event time, and refuses an event older than that.
+DEFAULT_REDELIVERY_HORIZON = 7 * 86400.0
+#: The most event ids a customer remembers for that (11 bytes each in a snapshot): past
+#: it the oldest are forgotten, and events as old as them are refused as well.
+MAX_SEEN = 4096
+#: Ids are remembered in generations (an eighth of the horizon, or of MAX_SEEN, each):
+#: forgetting is dropping the oldest generation, never a pass over the ids.
+_SEEN_GENERATIONS = 8
+_SEEN_GENERATION_SIZE = MAX_SEEN // _SEEN_GENERATIONS
 #: Journeys: open instances, steps remembered per instance, summaries of finished ones.
 MAX_OPEN_JOURNEYS = 16
 MAX_JOURNEY_PATH = 32
@@ -131,6 +144,37 @@ RESPONSES = frozenset({"opened", "clicked", "converted"})
 _OUTCOME_RANK = {"delivered": 0, "dismissed": 1, "opened": 2, "clicked": 3, "converted": 4}
 
 
+class SeenGeneration(Struct, array_like=True, gc=False):
+    """Event ids remembered together (digests, `event_digest`): `opened` and `until` are
+    the customer's latest event time when the first and the last of them was folded
+    (so every one of them is at most `until` old)."""
+
+    opened: float
+    until: float
+    ids: dict[bytes, None] = {}
+
+
+class Seen(Struct, array_like=True, gc=False):
+    """The events a customer folded, for recognising their redeliveries, oldest
+    generation first. An event as old as `floor` or older may have been forgotten to
+    keep within MAX_SEEN, so it can no longer be checked."""
+
+    generations: list[SeenGeneration] = []
+    floor: float = float("-inf")
+
+    def __contains__(self, digest: bytes) -> bool:
+        for generation in self.generations:  # (a loop: `any` costs more on this hot path)
+            if digest in generation.ids:
+                break
+        else:
+            return False
+        return True
+
+    def count(self) -> int:
+        """How many ids are remembered."""
+        return sum(len(generation.ids) for generation in self.generations)
+
+
 class CustomerContext(Struct):
     """Everything seen so far about one customer (or one anonymous visitor)."""
 
@@ -164,6 +208,14 @@ class CustomerContext(Struct):
     intent_scores: dict[str, float] = {}
     #: For an anonymous visitor who has identified: the customer it now belongs to.
     alias_of: str | None = None
+    #: The events folded within the redelivery horizon (for an alias: the ones folded
+    #: before it identified), so that a redelivery is never folded twice.
+    seen: Seen = msgspec.field(default_factory=Seen)
+    #: Set when this customer (or device) was erased, in event time: on a tombstone (no
+    #: key, nothing else) or on a fresh profile started after it. For the redelivery
+    #: horizon after it, nothing as old as the erasure and nothing from a device is
+    #: folded (see `CustomerStep`), so no event in flight brings the customer back.
+    erased_at: float | None = None
 
 
 def new_context(key: str, event: Event) -> CustomerContext:
@@ -173,16 +225,83 @@ def new_context(key: str, event: Event) -> CustomerContext:
     )
 
 
-def is_duplicate(ctx: CustomerContext, event: Event) -> bool:
-    """True if this event id is among the remembered ones (at-least-once producers).
+def tombstone(erased_at: float) -> CustomerContext:
+    """What remains of an erased customer or device for the redelivery horizon: that it
+    was erased, and when; nothing that names or describes anyone."""
+    return CustomerContext(
+        key="", known=False, first_seen=erased_at, last_seen=erased_at, erased_at=erased_at
+    )
 
-    A redelivered event carries its original time, never later than the last one
-    folded, so the common case (a new event, in order) skips the scan.
+
+def is_tombstone(ctx: CustomerContext) -> bool:
+    return ctx.erased_at is not None and not ctx.key
+
+
+def event_digest(event_id: str) -> bytes:
+    """64 bits of an event id: what a context remembers of it (a collision between two
+    of one customer's ids within the horizon is a chance of about 2**-52)."""
+    return blake2b(event_id.encode(), digest_size=8).digest()
+
+
+#: `recall`'s answer for an event too old to be checked.
+TOO_OLD = b""
+
+
+def recall(ctx: CustomerContext, event_id: str, ts: float, horizon: float) -> bytes | None:
+    """What the context knows of an event (id, time): the digest of its id if it is new
+    (to fold, and remember with it); None if it was folded already (a redelivery);
+    TOO_OLD (empty) if it may have been folded and forgotten since: older than the
+    horizon before the customer's latest event, or than what MAX_SEEN kept.
+
+    One call on the hot path, every event. A redelivery is known by its id alone,
+    whatever time it carries, so one id never triggers two decisions.
     """
-    if event.ts.timestamp() > ctx.last_seen:
-        return False
-    event_id = event.event_id
-    return any(i.event_id == event_id for i in ctx.recent)
+    digest = blake2b(event_id.encode(), digest_size=8).digest()
+    seen = ctx.seen
+    for generation in seen.generations:
+        if digest in generation.ids:
+            return None
+    if ts < ctx.last_seen - horizon or ts <= seen.floor:
+        return TOO_OLD
+    return digest
+
+
+def remember(seen: Seen, digest: bytes, latest: float, horizon: float) -> None:
+    """Remember a folded event (`latest`: the customer's latest event time, with it).
+
+    A new generation opens every eighth of the horizon or of MAX_SEEN; the generations
+    the horizon has passed, and the oldest beyond MAX_SEEN, are forgotten then.
+    """
+    generations = seen.generations
+    if not generations:
+        current = SeenGeneration(latest, latest)
+        generations.append(current)
+    else:
+        current = generations[-1]
+        if (
+            len(current.ids) >= _SEEN_GENERATION_SIZE
+            or latest - current.opened >= horizon / _SEEN_GENERATIONS
+        ):
+            forget(seen, latest - horizon, room=_SEEN_GENERATION_SIZE)
+            current = SeenGeneration(latest, latest)
+            generations.append(current)
+    current.ids[digest] = None
+    current.until = latest
+
+
+def forget(seen: Seen, before: float, room: int = 0) -> None:
+    """Forget the generations all older than `before`, then the oldest until `room` more
+    ids fit within MAX_SEEN (raising `floor`: as old as them is no longer checked)."""
+    generations = seen.generations
+    while generations and generations[0].until < before:
+        del generations[0]
+    if room + len(generations) * _SEEN_GENERATION_SIZE <= MAX_SEEN:
+        return  # (no generation holds more than that: they fit)
+    excess = seen.count() + room - MAX_SEEN
+    while generations and excess > 0:
+        oldest = generations.pop(0)
+        seen.floor = max(seen.floor, oldest.until)
+        excess -= len(oldest.ids)
 
 
 def _reference(properties: Properties) -> str | None:
@@ -194,9 +313,15 @@ def _reference(properties: Properties) -> str | None:
 
 
 def fold(
-    ctx: CustomerContext, event: Event, profile_keys: frozenset[str] = frozenset()
+    ctx: CustomerContext,
+    event: Event,
+    profile_keys: frozenset[str] = frozenset(),
+    *,
+    digest: bytes | None = None,
+    horizon: float = DEFAULT_REDELIVERY_HORIZON,
 ) -> CustomerContext:
-    """Fold one event into the context, in place, and return it.
+    """Fold one event into the context, in place, and return it; its id is remembered
+    (`digest`, when the caller has it already) for the redelivery `horizon`.
 
     Out-of-order events (other devices, other partitions) land at their place
     in the recent history; last-seen times only move forward.
@@ -223,7 +348,7 @@ def fold(
 
     anonymous_id = event.anonymous_id
     if anonymous_id is not None and anonymous_id not in ctx.anonymous_ids:
-        _append_bounded(ctx.anonymous_ids, anonymous_id, MAX_ANONYMOUS_IDS)
+        ctx.anonymous_ids.append(anonymous_id)
     partner_id = event.partner_id
     if partner_id is not None and partner_id not in ctx.partners:
         _append_bounded(ctx.partners, partner_id, MAX_PARTNERS)
@@ -259,6 +384,12 @@ def fold(
         insort(recent, interaction, key=_interaction_ts)
     if len(recent) > MAX_RECENT:
         del recent[0]
+    remember(
+        ctx.seen,
+        event_digest(event.event_id) if digest is None else digest,
+        ctx.last_seen,
+        horizon,
+    )
     return ctx
 
 
@@ -335,13 +466,27 @@ _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(CustomerContext)
 
 
-def to_snapshot(ctx: CustomerContext) -> bytes:
-    """Compact immutable bytes of the context, for recovery snapshots."""
+def is_tombstone_snapshot(data: bytes) -> bool:
+    """Whether snapshot bytes are a tombstone's (no context but a tombstone has an empty
+    key, the first field): for a recovery store to treat it as its key's erasure."""
+    return data.startswith(_TOMBSTONE_PREFIX)
+
+
+def to_snapshot(ctx: CustomerContext, *, redeliveries: bool = True) -> bytes:
+    """Compact immutable bytes of the context, for recovery snapshots. `redeliveries`:
+    with the ids remembered for recognising redeliveries (the state needs them; a copy
+    of the context for another purpose, a merge or a decision's input, does not)."""
+    if not redeliveries and ctx.seen.generations:
+        ctx = msgspec.structs.replace(ctx, seen=Seen())
     return _SNAPSHOT_ENCODER.encode(ctx)
 
 
 def from_snapshot(data: bytes) -> CustomerContext:
     return _SNAPSHOT_DECODER.decode(data)
+
+
+#: How every tombstone's snapshot starts: the map's header, then `key` and "".
+_TOMBSTONE_PREFIX = to_snapshot(tombstone(0.0)).split(b"\xa3key\xa0", 1)[0] + b"\xa3key\xa0"
 
 
 def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:
@@ -370,7 +515,7 @@ def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:
     device = visitor.key.split(":", 1)[-1]
     for anonymous_id in [device, *visitor.anonymous_ids]:
         if anonymous_id not in ctx.anonymous_ids:
-            _append_bounded(ctx.anonymous_ids, anonymous_id, MAX_ANONYMOUS_IDS)
+            ctx.anonymous_ids.append(anonymous_id)
     for partner in visitor.partners:
         if partner not in ctx.partners:
             _append_bounded(ctx.partners, partner, MAX_PARTNERS)

@@ -146,6 +146,7 @@ def run_embedded(
     decision_inputs: bool = True,
     recovery: Path | None = None,
     snapshot_interval: float = 0.05,
+    backup_interval: float = 0.0,
 ) -> EmbeddedRun:
     """Run the embedded flow over `records` into `out` to its end, on `entry_point`.
 
@@ -169,7 +170,7 @@ def run_embedded(
         if not resuming:
             recovery.mkdir(parents=True, exist_ok=True)
             init_db_dir(recovery, 1)
-        config = RecoveryConfig(str(recovery))
+        config = RecoveryConfig(str(recovery), timedelta(seconds=backup_interval))
         interval = timedelta(seconds=snapshot_interval)
 
     def execute() -> None:

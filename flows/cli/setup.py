@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from flows.cli.options import Subcommands, add_command, write_json
+from flows.cli.options import Subcommands, add_command, print_error, write_json
 from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
 
 
@@ -68,6 +68,23 @@ def cmd_schema(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_scrub_recovery(args: argparse.Namespace, console: Console) -> int:
+    from flows.runtime.recovery_store import scrub
+
+    folder: Path = args.folder
+    if not any(folder.glob("part-*.sqlite3")):
+        print_error(console, f"{folder}: no bytewax recovery partitions (part-*.sqlite3)")
+        return 2
+    dropped = scrub(folder)
+    console.print(
+        f"scrubbed {folder}: {dropped:,} snapshots of erased keys dropped, files rewritten",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
 def register(sub: Subcommands) -> None:
     topics = add_command(
         sub,
@@ -110,3 +127,17 @@ def register(sub: Subcommands) -> None:
     )
     schema.add_argument("--out", type=Path, help="folder for <topic>.schema.json files")
     schema.set_defaults(handler=cmd_schema)
+
+    scrub = add_command(
+        sub,
+        "scrub-recovery",
+        help="remove erased customers from a stopped flow's recovery folder",
+        description=(
+            "Drop every snapshot of an erased customer from a bytewax recovery folder, with "
+            "SQLite's secure deletion, and rewrite its files so no freed page keeps their "
+            "bytes. Run it while the flow is stopped (`wayfinder run` does it itself before "
+            "resuming and when it ends)."
+        ),
+    )
+    scrub.add_argument("folder", type=Path, help="the recovery folder (-r of bytewax.run)")
+    scrub.set_defaults(handler=cmd_scrub_recovery)

@@ -23,7 +23,7 @@ from schemas.deadletter import DeadLetter, DeadLetterReason, dead_letter
 from schemas.event import ANONYMOUS_PREFIX, Event
 from schemas.learning import Example
 from schemas.topics import action_topic
-from state.context import CustomerContext, from_snapshot, to_snapshot
+from state.context import CustomerContext, from_snapshot, is_tombstone, to_snapshot
 
 #: (customer key, event): what the decode step hands to a customer.
 Keyed = tuple[str, Event]
@@ -101,16 +101,17 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                     type(exc).__name__,
                 )
                 continue
-            if ctx is None and after is not None:
+            if (ctx is None or is_tombstone(ctx)) and after is not None and not is_tombstone(after):
                 kind = "anonymous" if key.startswith(ANONYMOUS_PREFIX) else "known"
                 metrics.CONTEXTS_CREATED.labels(kind).inc()
             ctx = after
             rollback.folded(key, event, ctx)
-            if ctx is None:
+            if event.type == "erase":
                 if not key.startswith(ANONYMOUS_PREFIX):  # their devices go with them
                     metrics.ERASURES.inc()
             elif (
-                ctx.events == folded_before
+                ctx is not None
+                and ctx.events == folded_before
                 and ctx.alias_of is None
                 and event.type not in _NOT_FOLDED
             ):
@@ -147,6 +148,10 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
 
     def _wake(self, now: float) -> tuple[list[StepOutput], bool]:
         if self._ctx is None:
+            return [], True
+        if self._step.expired(self._ctx, now):  # an erasure's tombstone, kept long enough
+            self._ctx = None
+            self._rollback.saved(None)
             return [], True
         try:
             with self._models_lock:
@@ -195,16 +200,15 @@ class _Rollback:
         self._since: list[Keyed] = []
 
     def folded(self, key: str, event: Event, ctx: CustomerContext | None) -> None:
-        if ctx is None:  # erased: nothing to go back to
-            self._state = None
-            self._since.clear()
+        if ctx is None or event.type == "erase":  # nothing from before to go back to
+            self.saved(None if ctx is None else to_snapshot(ctx))
             return
         since = self._since
         since.append((key, event))
         if len(since) > self._REDO:
             self.saved(to_snapshot(ctx))
 
-    def saved(self, state: bytes) -> None:
+    def saved(self, state: bytes | None) -> None:
         self._state = state
         self._since.clear()
 

@@ -40,7 +40,12 @@ from flows.dataflow.routing import (
 )
 from flows.dataflow.sinks import TopicFileSink
 from flows.dataflow.sources import Records
-from flows.runtime.settings import deployment_secret, load_default_playbook, max_ahead_seconds
+from flows.runtime.settings import (
+    deployment_secret,
+    load_default_playbook,
+    max_ahead_seconds,
+    redelivery_horizon_seconds,
+)
 from operators.customer_step import CustomerStep
 from operators.identity import MergeSeal
 from operators.models import ModelSet
@@ -48,6 +53,7 @@ from operators.playbook import CompiledPlaybook
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import DeadLetter
 from schemas.topics import all_topics
+from state.context import DEFAULT_REDELIVERY_HORIZON
 
 #: What the input source yields, and what the sink takes.
 R = TypeVar("R")
@@ -76,6 +82,7 @@ def build_flow(
     challenger: Challenger | None = None,
     seal: MergeSeal,
     ahead: AheadLimit,
+    redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     flow_id: str = "wayfinder",
     decision_inputs: bool = True,
@@ -84,12 +91,19 @@ def build_flow(
 
     `models`: this process's online models (the learner step feeds them, the customer
     step reads them); a new set when not given. `seal`: signs and checks the merges
-    (the deployment's secret); `ahead`: how far ahead an event's time may be.
+    (the deployment's secret); `ahead`: how far ahead an event's time may be;
+    `redelivery_horizon`: how long (event time) a redelivery is recognised.
     `decision_inputs`: publish what each decision was made from, so it can be re-run
     (`wayfinder rerun`).
     """
     models = models if models is not None else ModelSet(playbook)
-    step = CustomerStep(playbook, models, record_inputs=decision_inputs, seal=seal)
+    step = CustomerStep(
+        playbook,
+        models,
+        record_inputs=decision_inputs,
+        seal=seal,
+        redelivery_horizon=redelivery_horizon,
+    )
     lock = models.lock
     clock = EventClock()
     flow = Dataflow(flow_id)
@@ -120,7 +134,9 @@ def build_flow(
     if challenger is not None:
         # Beside the live step, on the same stream: decisions to the shadow topic only.
         predictors = models if challenger.models == "shared" else None
-        shadow_step = CustomerStep(challenger.playbook, None, predictors, seal=seal)
+        shadow_step = CustomerStep(
+            challenger.playbook, None, predictors, seal=seal, redelivery_horizon=redelivery_horizon
+        )
         shadow_lock = lock if predictors is not None else None
         shadow = op.stateful_batch(
             "challenger",
@@ -182,6 +198,7 @@ def embedded_flow(
         challenger=challenger,
         seal=MergeSeal(deployment_secret()),
         ahead=AheadLimit(max_ahead_seconds(), span[1] if span is not None else float("-inf")),
+        redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=decision_inputs,
     )
     return flow, sink

@@ -23,6 +23,7 @@ from flows.runtime.settings import (
     load_compiled,
     load_default_playbook,
     max_ahead_seconds,
+    redelivery_horizon_seconds,
 )
 from operators.identity import MergeSeal
 from operators.playbook import CompiledPlaybook
@@ -69,6 +70,7 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
         challenger=challenger,
         seal=seal,
         ahead=AheadLimit(max_ahead_seconds()),
+        redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=settings.decision_inputs,
     )
 

@@ -252,3 +252,24 @@ def fault_after_events(env: dict[str, str] | None = None) -> int | None:
     if not env.get("WAYFINDER_FAULT_AFTER_EVENTS"):
         return None
     return _env_int(env, "WAYFINDER_FAULT_AFTER_EVENTS", 1)
+
+
+#: How long redeliveries are recognised, in event time (WAYFINDER_REDELIVERY_HORIZON).
+DEFAULT_REDELIVERY_HORIZON = "7d"
+
+
+def redelivery_horizon_seconds(env: Mapping[str, str] | None = None) -> float:
+    """WAYFINDER_REDELIVERY_HORIZON: a redelivered event is recognised (and not folded
+    again) if it is no older than this before its customer's latest event; an older event
+    is a dead letter, `stale`. An erased customer's key stays a tombstone this long."""
+    values = os.environ if env is None else env
+    raw = values.get("WAYFINDER_REDELIVERY_HORIZON") or DEFAULT_REDELIVERY_HORIZON
+    try:
+        value = seconds(raw)
+    except ValueError:
+        raise SettingsError(
+            f"WAYFINDER_REDELIVERY_HORIZON={raw!r}: expected a duration (7d, 48h)"
+        ) from None
+    if not 60 <= value <= 366 * 86400:
+        raise SettingsError(f"WAYFINDER_REDELIVERY_HORIZON={raw!r}: between 1m and 366d")
+    return value

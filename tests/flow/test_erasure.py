@@ -1,12 +1,32 @@
 """Right to be forgotten: after an erase event, no state and no snapshot holds the customer."""
 
 import json
+import re
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import msgspec
+import pytest
+
+from flows.dataflow.clock import EventClock
+from flows.dataflow.customer import CustomerLogic
 from flows.dataflow.sources import EventFileSource
+from operators.customer_step import CustomerStep
 from schemas.audience import Tombstone
-from tests.flow_helpers import run_embedded
-from tests.helpers import Harness, ev, profile
+from schemas.codec import BadInput
+from schemas.event import Event
+from state.context import (
+    DEFAULT_REDELIVERY_HORIZON,
+    CustomerContext,
+    from_snapshot,
+    is_tombstone,
+    to_snapshot,
+)
+from tests.flow_helpers import file_lines, run_embedded
+from tests.helpers import Harness, default_playbook, ev, profile, stuck_transfer
 
 
 def _event(i: int, ts: str, type_: str, **fields) -> str:
@@ -89,3 +109,315 @@ def test_erase_removes_the_customer_and_their_devices_from_flow_state():
     assert set(run.replay.contexts) == {"cust-other"}
     erased = sorted(t.customer_id for t in run.of(Tombstone))
     assert erased == ["anon:laptop-Q8", "cust-Q8"]
+
+
+# ---------------------------------------------------------------- every device, nothing back
+ERASED_AT = "2026-03-02T11:00:00Z"
+DEVICES = [f"dev-M{i:02d}" for i in range(20)]
+
+
+def many_devices_file(path: Path) -> None:
+    """cust-M linked to 20 devices (DEVICES), erased at ERASED_AT; then device events in
+    flight (forwarded by the aliases before their own erasures come back round), a
+    redelivery of an event from before the erasure and a late one, while others go on."""
+    rows = []
+    for i, device in enumerate(DEVICES):
+        at = f"2026-03-02T10:{i:02d}:00Z"
+        rows.append(_event(300 + i, at, "page_view", anonymous_id=device, touchpoint="phones"))
+        rows.append(_event(400 + i, at, "identify", customer_id="cust-M", anonymous_id=device))
+    rows.append(
+        _event(500, "2026-03-02T10:30:00Z", "page_view", customer_id="cust-M", touchpoint="plans")
+    )
+    rows.append(
+        _event(
+            501, "2026-03-02T10:40:00Z", "decision_request", customer_id="cust-M", request_id="q1"
+        )
+    )
+    rows += [
+        _event(
+            1000 + i,
+            f"2026-03-02T10:{20 + i // 100:02d}:00Z",
+            "page_view",
+            customer_id=f"cust-other-{i % 40}",
+            touchpoint="home",
+        )
+        for i in range(2000)
+    ]
+    rows.append(_event(600, ERASED_AT, "erase", customer_id="cust-M"))
+    # In flight: each device again, just after the erasure (read before the erasures of
+    # the devices come back round the loop); a redelivery; an event late from before.
+    rows += [
+        _event(700 + i, "2026-03-02T11:00:30Z", "page_view", anonymous_id=device, touchpoint="tv")
+        for i, device in enumerate(DEVICES)
+    ]
+    rows.append(
+        _event(
+            720, "2026-03-02T11:00:40Z", "decision_request", anonymous_id="dev-M05", request_id="q2"
+        )
+    )
+    rows.append(
+        _event(500, "2026-03-02T10:30:00Z", "page_view", customer_id="cust-M", touchpoint="plans")
+    )
+    rows.append(
+        _event(800, "2026-03-02T10:59:00Z", "page_view", customer_id="cust-M", touchpoint="plans")
+    )
+    rows += [
+        _event(
+            3000 + i,
+            "2026-03-02T11:30:00Z",
+            "page_view",
+            customer_id=f"cust-other-{i % 40}",
+            touchpoint="phones",
+        )
+        for i in range(2000)
+    ]
+    # Later, within the horizon: every device once more.
+    rows += [
+        _event(900 + i, "2026-03-02T12:00:00Z", "page_view", anonymous_id=device, touchpoint="tv")
+        for i, device in enumerate(DEVICES)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _mentions(line: bytes) -> bool:
+    return b"cust-M" in line or b"dev-M" in line
+
+
+def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
+    entry_point, tmp_path
+):
+    """However many devices: each one's state goes; device events forwarded after the
+    erasure, a redelivery and a late event from before it re-create nobody. Searching
+    every output file and the recovery store's bytes: after the erasure, nothing was
+    written that names the customer or a device but the erasure's own records
+    (tombstones, the devices' erasures) and the forwards of the events already in
+    flight, which the erased customer dropped; the state holds none of them."""
+    events, recovery = tmp_path / "events.jsonl", tmp_path / "recovery"
+    many_devices_file(events)
+    run = run_embedded(
+        entry_point,
+        EventFileSource(events),
+        tmp_path / "out",
+        recovery=recovery,
+        snapshot_interval=0.05,
+    )
+    erase_ts = datetime.fromisoformat(ERASED_AT)
+    in_flight = {f"er-{700 + i}" for i in range(len(DEVICES) + 1)}
+    late = {"er-800", *in_flight, *(f"er-{900 + i}" for i in range(len(DEVICES)))}
+    assert [row for row in _live_rows(recovery) if b"cust-other-1" in row]
+    assert [row for row in _live_rows(recovery) if _mentions(row)] == []
+    assert _in_store_but_from_after(recovery, erase_ts, in_flight) == []
+
+    after: list[tuple[str, dict[str, Any]]] = []
+    for path in sorted(p for p in (tmp_path / "out").iterdir() if p.is_file()):
+        for line in file_lines(path):
+            if not _mentions(line):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:  # not a record (the contact map's CSV): it must not name them
+                raise AssertionError(f"{path.name}: {line[:200]!r}") from None
+            if "tombstone" in record or record.get("type") == "erase":
+                continue
+            if path.name == "events.jsonl" and record["event_id"] in in_flight:
+                continue  # a forward of an event in flight: the loop's record, dropped
+            at = _time_of(record)
+            if at is None or at > erase_ts:
+                after.append((path.name, record))
+    assert after == []
+
+    tombstones = {json.loads(r)["tombstone"] for r in run.lines("audiences.jsonl") if b"tomb" in r}
+    assert tombstones >= {"cust-M", *(f"anon:{d}" for d in DEVICES)}
+    erasures = [json.loads(r) for r in run.lines("events.jsonl") if b'"erase"' in r]
+    assert {e["anonymous_id"] for e in erasures} == set(DEVICES)
+    written = [json.loads(r) for r in run.lines("events.jsonl")]
+    forwards = {e["event_id"] for e in written if e["type"] not in ("erase", "profile_merge")}
+    assert forwards and forwards <= in_flight  # the race happened, for in-flight events only
+    decisions = [json.loads(r) for r in run.lines("decisions.jsonl")]
+    assert [d["trigger_id"] for d in decisions if d["customer_id"] == "cust-M"] == ["er-501"]
+    assert not [d for d in decisions if d["trigger_id"] in late]
+
+
+def _live_rows(recovery: Path) -> list[bytes]:
+    """Every snapshot the recovery store holds (all steps, all epochs it keeps)."""
+    rows: list[bytes] = []
+    for path in recovery.glob("*.sqlite3"):
+        with closing(sqlite3.connect(path)) as db:
+            rows += [row for (row,) in db.execute("SELECT ser_change FROM snaps") if row]
+    return rows
+
+
+def _in_store_but_from_after(recovery: Path, erase_ts: datetime, allowed: set[str]) -> list[bytes]:
+    """What the store's bytes hold of the erased ids (freed pages included: the recovery
+    store's own part of erasure is not the state's) that is not from before the erasure:
+    not a loop record of before it (or an erasure, or a forward `allowed`), not a
+    customer's snapshot of before it."""
+    unexplained = []
+    for path in sorted(recovery.iterdir()):
+        data = path.read_bytes()
+        for found in re.finditer(rb"cust-M|dev-M", data):
+            if not (
+                _record_from_before(data, found.start(), erase_ts, allowed)
+                or _snapshot_from_before(data, found.start(), erase_ts)
+            ):
+                unexplained.append(data[max(0, found.start() - 80) : found.end() + 40])
+    return unexplained
+
+
+def _record_from_before(data: bytes, at: int, erase_ts: datetime, allowed: set[str]) -> bool:
+    start = data.rfind(b'{"event_id": ', max(0, at - 400), at)
+    if start < 0:
+        return False
+    text = data[start : start + 2000].decode("utf-8", "replace")
+    try:
+        record, _end = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        return False
+    return bool(
+        datetime.fromisoformat(record["ts"]) <= erase_ts
+        or record["type"] == "erase"
+        or record["event_id"] in allowed
+    )
+
+
+def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
+    """A customer step's snapshot (pickled msgpack bytes) of a context last changed
+    before the erasure (after it, the erased keys hold tombstones)."""
+    key = data.rfind(b"\xa3key", max(0, at - 2000), at)
+    start = key - 3  # a msgpack map16 header
+    if key < 8 or data[start] != 0xDE or data[start - 5] != ord("B"):
+        return False
+    size = int.from_bytes(data[start - 4 : start], "little")
+    if at >= start + size:  # the match is not in this snapshot
+        return False
+    try:
+        ctx = from_snapshot(data[start : start + size])
+    except (msgspec.DecodeError, ValueError):
+        return False
+    return ctx.last_seen <= erase_ts.timestamp() and not ctx.erased_at
+
+
+def _time_of(record: dict[str, Any]) -> datetime | None:
+    """When an output record happened (decisions, actions, transitions, audiences, events)."""
+    for name in ("created_at", "at", "ts", "erased_at"):
+        value = record.get(name)
+        if isinstance(value, str):
+            return datetime.fromisoformat(value)
+    trigger = record.get("trigger")
+    if isinstance(trigger, dict) and isinstance(trigger.get("at"), int | float):
+        return datetime.fromtimestamp(trigger["at"], UTC)
+    return None
+
+
+# ---------------------------------------------------------------- the step and its state
+HORIZON = DEFAULT_REDELIVERY_HORIZON / 60  # minutes
+
+
+def test_a_customer_with_20_devices_has_every_one_erased():
+    """A context once kept 16 device ids and the erasure reached those only: 4 aliases
+    survived, and a later event from one of them re-created the customer."""
+    devices = [f"dev-Q9-{i:02d}" for i in range(20)]
+    events = [profile("high", customer="cust-Q9")]
+    for i, device in enumerate(devices):
+        events.append(ev("page_view", "web", minutes=i, customer=None, anon=device))
+        events.append(ev("identify", "web", minutes=i + 0.5, customer="cust-Q9", anon=device))
+    events.append(ev("erase", "web", minutes=30, customer="cust-Q9"))
+    run = Harness().run(events)
+    assert set(run.replay.contexts) == set()
+    assert set(run.replay.erased) == {"cust-Q9", *(f"anon:{d}" for d in devices)}
+    for erased in run.replay.erased.values():
+        assert is_tombstone(erased)
+        held = to_snapshot(erased)
+        assert b"Q9" not in held and b"dev" not in held
+    erasures = [e for e in run.of(Event) if e.type == "erase"]
+    assert sorted(e.anonymous_id or "" for e in erasures) == devices
+
+    # Later, within the horizon: each device again; nothing comes back.
+    run.run([ev("page_view", "web", minutes=40, customer=None, anon=d) for d in devices])
+    assert set(run.replay.contexts) == set()
+    # Past the horizon: a device is a new visitor, linked to nobody.
+    past = HORIZON + 31
+    run.run([ev("page_view", "web", minutes=past, customer=None, anon=devices[3])])
+    visitor = run.context(f"anon:{devices[3]}")
+    assert (visitor.alias_of, visitor.events, visitor.anonymous_ids) == (None, 1, [devices[3]])
+    assert "cust-Q9" not in run.replay.contexts
+
+
+def test_events_in_flight_after_an_erasure_do_not_bring_the_customer_back():
+    """The aliases forward device events to the erased customer before their own
+    erasures come back round the loop; redeliveries and late events from before the
+    erasure come too. The tombstone takes none of them: it keeps nothing but the time."""
+    step = CustomerStep(default_playbook())
+    ctx: CustomerContext | None = None
+    for event in stuck_transfer(customer="cust-Q5"):
+        ctx, _ = step.on_event("cust-Q5", ctx, event)
+    old_event = ev("page_view", "web", minutes=55, customer="cust-Q5", touchpoint="help")
+    ctx, _ = step.on_event("cust-Q5", ctx, old_event)
+    visitor, _ = step.on_event(
+        "anon:tablet-Q5", None, ev("page_view", "web", minutes=50, customer=None, anon="tablet-Q5")
+    )
+    login = ev("identify", "web", minutes=56, customer="cust-Q5", anon="tablet-Q5")
+    alias, outputs = step.on_event("anon:tablet-Q5", visitor, login)
+    (merge,) = outputs  # in flight: it reaches the customer after the erasure
+    assert isinstance(merge, Event) and merge.type == "profile_merge"
+    ctx, _ = step.on_event("cust-Q5", ctx, login)
+    assert alias is not None and ctx is not None and "tablet-Q5" in ctx.anonymous_ids
+
+    tomb, outputs = step.on_event(
+        "cust-Q5", ctx, ev("erase", "web", minutes=60, customer="cust-Q5")
+    )
+    assert tomb is not None and is_tombstone(tomb)
+    assert [o.anonymous_id for o in outputs if isinstance(o, Event)] == ["tablet-Q5"]
+    assert b"Q5" not in to_snapshot(tomb)
+    held = to_snapshot(tomb)
+
+    _alias, (forward,) = step.on_event(
+        "anon:tablet-Q5", alias, ev("page_view", "web", minutes=61, customer=None, anon="tablet-Q5")
+    )
+    assert isinstance(forward, Event) and forward.customer_id == "cust-Q5"
+    late = ev("page_view", "web", minutes=59, customer="cust-Q5", touchpoint="plans")
+    for in_flight in (forward, old_event, late, merge):
+        assert step.on_event("cust-Q5", tomb, in_flight) == (tomb, [])
+    assert to_snapshot(tomb) == held
+
+    # A device identifying as the erased customer is erased in turn (no alias outlives it).
+    phone = ev("identify", "web", minutes=62, customer="cust-Q5", anon="phone-Q5")
+    same, (erase,) = step.on_event("cust-Q5", tomb, phone)
+    assert same is tomb and isinstance(erase, Event)
+    assert (erase.type, erase.anonymous_id) == ("erase", "phone-Q5")
+
+    # The customer's own channel, after the erasure: a fresh profile, nothing from before.
+    fresh, _ = step.on_event("cust-Q5", tomb, ev("login", "app", minutes=70, customer="cust-Q5"))
+    assert fresh is not None and not is_tombstone(fresh)
+    assert (fresh.key, fresh.events, fresh.anonymous_ids, fresh.journeys) == ("cust-Q5", 1, [], [])
+    assert fresh.erased_at == tomb.erased_at
+    assert step.on_event("cust-Q5", fresh, forward) == (fresh, [])  # still in the horizon
+    assert step.on_event("cust-Q5", fresh, late) == (fresh, [])
+    past = ev("page_view", "web", minutes=60 + HORIZON, customer="cust-Q5", anon="tablet-Q5")
+    fresh, _ = step.on_event("cust-Q5", fresh, past)
+    assert fresh is not None and fresh.erased_at is None and fresh.events == 2
+    # Before the erasure is older than the horizon now: refused, never folded.
+    with pytest.raises(BadInput):
+        step.on_event("cust-Q5", fresh, late)
+
+
+def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
+    """Live: a timer at the end of the horizon drops it; an embedded run, at its end if
+    the watermark is past it; in between it is state, and names nobody."""
+    step = CustomerStep(default_playbook(), redelivery_horizon=3600.0)
+    erase = ev("erase", "web", minutes=0, customer="cust-Q6")
+    live = CustomerLogic(step, None, live=True, clock=EventClock(), rounds=None)
+    _outputs, discard = live.on_batch([("cust-Q6", erase)])
+    assert not discard and b"Q6" not in live.snapshot()
+    assert live.notify_at() == erase.ts + timedelta(hours=1)
+    assert live.on_notify() == ([], True)  # the wall clock is past it
+
+    clock = EventClock()
+    embedded = CustomerLogic(step, None, live=False, clock=clock, rounds=None)
+    embedded.on_batch([("cust-Q6", erase)])
+    clock.advance(erase.ts.timestamp() + 1800)
+    assert embedded.on_eof() == ([], False)
+    held = from_snapshot(embedded.snapshot())
+    assert is_tombstone(held) and not step.expired(held, erase.ts.timestamp() + 1800)
+    clock.advance(erase.ts.timestamp() + 3600)
+    assert embedded.on_eof() == ([], True)

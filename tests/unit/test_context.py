@@ -2,17 +2,29 @@
 
 from datetime import timedelta
 
-from schemas.event import Consent
+import msgspec
+
+from schemas.event import Consent, Event
 from state.context import (
+    DEFAULT_REDELIVERY_HORIZON,
     MAX_RECENT,
+    CustomerContext,
+    absorb_visitor,
     consent_allows,
     fold,
     from_snapshot,
-    is_duplicate,
+    is_tombstone,
     new_context,
+    recall,
     to_snapshot,
+    tombstone,
 )
 from tests.helpers import T0, ev, profile
+
+
+def _recalled(ctx: CustomerContext, event: Event) -> bytes | None:
+    """What the context knows of the event under the default horizon (`recall`)."""
+    return recall(ctx, event.event_id, event.ts.timestamp(), DEFAULT_REDELIVERY_HORIZON)
 
 
 def folded(*events):
@@ -79,8 +91,8 @@ def test_interactions_remember_the_matter_they_are_about():
 def test_redelivered_event_is_recognised_as_duplicate():
     first = ev("page_view", "web", event_id="same")
     ctx = folded(first)
-    assert is_duplicate(ctx, first)
-    assert not is_duplicate(ctx, ev("page_view", "web", event_id="other"))
+    assert _recalled(ctx, first) is None
+    assert _recalled(ctx, ev("page_view", "web", event_id="other")) is not None
 
 
 def test_marketing_needs_opt_in_and_service_holds_until_revoked():
@@ -101,3 +113,32 @@ def test_marketing_needs_opt_in_and_service_holds_until_revoked():
 def test_snapshot_round_trips_the_whole_context():
     ctx = folded(profile("high"), ev("ivr_call", "ivr", transfer_id="tx-1"))
     assert from_snapshot(to_snapshot(ctx)) == ctx
+
+
+def test_every_anonymous_id_is_kept_however_many_so_an_erasure_reaches_them_all():
+    events = [ev("identify", "web", minutes=i, anon=f"dev-{i}") for i in range(40)]
+    ctx = folded(*events)
+    assert ctx.anonymous_ids == [f"dev-{i}" for i in range(40)]
+    visitor = folded(ev("page_view", "web", customer=None, anon="dev-0"))
+    visitor.key = "anon:dev-99"
+    absorb_visitor(ctx, visitor)
+    assert ctx.anonymous_ids[-1] == "dev-99" and len(ctx.anonymous_ids) == 41
+
+
+def test_a_tombstone_keeps_when_and_nothing_else():
+    held = to_snapshot(tombstone(T0.timestamp()))
+    ctx = from_snapshot(held)
+    assert is_tombstone(ctx) and ctx.erased_at == T0.timestamp()
+    assert (ctx.key, ctx.events, ctx.anonymous_ids, ctx.recent) == ("", 0, [], [])
+    assert len(held) < 400
+    assert not is_tombstone(folded(ev("page_view", "web")))
+
+
+def test_a_snapshot_of_an_earlier_version_still_loads():
+    """Contexts snapshotted before the redelivery memory existed resume with an empty one."""
+    ctx = folded(ev("page_view", "web", event_id="x1"))
+    fields = msgspec.to_builtins(ctx)
+    del fields["seen"], fields["erased_at"]
+    restored = from_snapshot(msgspec.msgpack.encode(fields))
+    assert restored.seen.count() == 0 and restored.erased_at is None
+    assert restored.recent == ctx.recent

@@ -42,7 +42,7 @@ def test_action_id_is_deterministic_from_customer_trigger_and_action():
     assert (
         first.action_id
         == again.action_id
-        == action_id("cust-1", events[-1].event_id, "priority_agent")
+        == action_id("cust-1", events[-1].event_id, "priority_agent", events[-1].ts.timestamp())
     )
 
 

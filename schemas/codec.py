@@ -67,7 +67,7 @@ class EventDecoder:
             raise _undecodable(raw, exc) from None
         except RecursionError:
             raise BadInput("too_deep", "nested deeper than the decoder follows") from None
-        except Exception as exc:
+        except Exception as exc:  # anything else msgspec may raise is still this record's
             raise BadInput("malformed_json", f"{type(exc).__name__}: {exc}") from None
         ts = event.ts.timestamp()
         if not EARLIEST <= ts < LATEST:

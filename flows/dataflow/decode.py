@@ -24,12 +24,34 @@ Unpacked = tuple[bytes | None, str, int | None, int | None, datetime | None, tup
 Decoded = tuple[str, Keyed] | DeadLetter | EventTime
 
 
+class AheadLimit:
+    """How far ahead an event's time may be: `max_ahead` seconds past the later of the
+    wall clock and the end the input plans to reach (a simulation of the future).
+
+    An event from a clock gone wrong would otherwise move everyone's watermark, and
+    every other customer's open journeys would stall and be abandoned against it.
+    """
+
+    def __init__(self, max_ahead: float, planned_end: float = float("-inf")) -> None:
+        self.max_ahead = max_ahead
+        self.planned_end = planned_end
+
+    def not_after(self) -> float:
+        return max(time.time(), self.planned_end) + self.max_ahead
+
+    def explain(self, ts: datetime) -> str:
+        return (
+            f"$.ts {ts.isoformat()} is more than {self.max_ahead:g} s ahead of the clock "
+            "(WAYFINDER_MAX_AHEAD)"
+        )
+
+
 def make_decoder(
     max_bytes: int,
     unpack: Callable[[Any], Unpacked],
     clock: EventClock,
     rounds: Rounds | None,
-    ahead: "AheadLimit",
+    ahead: AheadLimit,
 ) -> Callable[[list[Any]], list[Decoded]]:
     """Decode a batch of raw inputs into keyed events or dead letters.
 
@@ -98,28 +120,6 @@ def make_decoder(
         return out
 
     return decode
-
-
-class AheadLimit:
-    """How far ahead an event's time may be: `max_ahead` seconds past the later of the
-    wall clock and the end the input plans to reach (a simulation of the future).
-
-    An event from a clock gone wrong would otherwise move everyone's watermark, and
-    every other customer's open journeys would stall and be abandoned against it.
-    """
-
-    def __init__(self, max_ahead: float, planned_end: float = float("-inf")) -> None:
-        self.max_ahead = max_ahead
-        self.planned_end = planned_end
-
-    def not_after(self) -> float:
-        return max(time.time(), self.planned_end) + self.max_ahead
-
-    def explain(self, ts: datetime) -> str:
-        return (
-            f"$.ts {ts.isoformat()} is more than {self.max_ahead:g} s ahead of the clock "
-            "(WAYFINDER_MAX_AHEAD)"
-        )
 
 
 def unpack_raw(record: RawRecord) -> Unpacked:

@@ -152,16 +152,23 @@ class _EventFilePartition:
     def next_batch(self) -> list[RawRecord]:
         offset, line_no = self._position
         batch = []
+        readline, limit, source = self._file.readline, self._max_line, self._source
         for _ in range(BATCH_SIZE):
-            value, consumed, cut = read_line(self._file, self._max_line)
-            if not consumed:
+            line = readline(limit + 1)
+            if not line:
                 break
-            offset += consumed
             line_no += 1
-            if cut is not None:
-                batch.append(RawRecord(self._head(offset - consumed), self._source, line_no, cut))
-            elif value.strip():  # blank lines carry nothing; everything else is judged
-                batch.append(RawRecord(value, self._source, line_no))
+            if len(line) > limit and not line.endswith(b"\n"):  # too long to hold: skip it
+                self._file.seek(offset)
+                _value, consumed, cut = read_line(self._file, limit)
+                assert cut is not None
+                batch.append(RawRecord(self._head(offset), source, line_no, cut))
+                offset += consumed
+                continue
+            offset += len(line)
+            value = line.rstrip(b"\r\n")
+            if value.strip():  # blank lines carry nothing; everything else is judged
+                batch.append(RawRecord(value, source, line_no))
         if offset == self._position.offset:
             raise StopIteration
         self._position = _FilePosition(offset, line_no)

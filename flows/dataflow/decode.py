@@ -137,5 +137,16 @@ def unpack_kafka(item: KafkaRecord) -> Unpacked:
         raise RuntimeError(f"Kafka consumer error: {item.err}")
     msg = item
     _kind, ts_ms = msg.timestamp or (0, 0)
-    received_at = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms > 0 else None
+    received_at = _broker_time(ts_ms)
     return msg.value, msg.topic or "", msg.partition, msg.offset, received_at, None
+
+
+def _broker_time(ts_ms: int) -> datetime | None:
+    """A message's timestamp: a producer may set any 64-bit value (CreateTime), and one
+    that no calendar holds is no reason to stop; the dead letter just goes without it."""
+    if not 0 < ts_ms < _LATEST_MS:
+        return None
+    return datetime.fromtimestamp(ts_ms / 1000, UTC)
+
+
+_LATEST_MS = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp() * 1000)

@@ -19,12 +19,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.dataflow.clock import EventClock, EventTime
 from flows.dataflow.customer import CustomerLogic, StepOutput
-from flows.dataflow.decode import AheadLimit, make_decoder, unpack_raw
+from flows.dataflow.decode import AheadLimit, make_decoder, unpack_kafka, unpack_raw
 from flows.dataflow.routing import route
 from flows.dataflow.sources import EventFileSource, RawRecord, read_line
 from flows.lab.simulator import SimulationConfig, simulate
@@ -315,3 +316,14 @@ def test_a_200_mb_line_is_rejected_holding_only_its_first_bytes_in_memory():
     assert consumed == size + 1
     assert peak < 4 * 1024 * 1024, f"peak {peak:,} bytes while skipping a {size:,}-byte line"
     assert read_line(data, DEFAULT_MAX_EVENT_BYTES) == (b'{"b":2}', 8, None)
+
+
+@pytest.mark.parametrize("ts_ms", [2**63 - 1, -5, 0, 253402300800000])
+def test_a_kafka_timestamp_no_calendar_holds_is_no_reason_to_stop(ts_ms):
+    """A producer sets a message's CreateTime to any 64-bit value: the record is still
+    decoded (or dead-lettered) without a broker time, never a crash."""
+    message: KafkaSourceMessage[bytes | None, bytes | None] = KafkaSourceMessage(
+        key=None, value=b"{}", topic="events", offset=7, partition=1, timestamp=(1, ts_ms)
+    )
+    raw, source, partition, offset, received_at, cut = unpack_kafka(message)
+    assert (raw, source, partition, offset, received_at, cut) == (b"{}", "events", 1, 7, None, None)

@@ -1,6 +1,8 @@
 """Run a flow in this process: bytewax's own runner, with recovery when asked."""
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -20,8 +22,7 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
     if recovery.resumes:
         scrub(recovery.directory)  # an earlier run's erasures, before anything reads them
     else:
-        recovery.directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(recovery.directory, recovery.partitions)
+        _init_recovery(recovery.directory, recovery.partitions)
     cli_main(
         flow,
         workers_per_process=workers,
@@ -31,3 +32,14 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
         ),
     )
     scrub(recovery.directory)
+
+
+def _init_recovery(directory: Path, partitions: int) -> None:
+    """Create the recovery partitions beside the folder, then move them in at once: a
+    process killed while creating them leaves no half-made store to resume from."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    making = directory.with_name(directory.name + ".init")
+    shutil.rmtree(making, ignore_errors=True)
+    making.mkdir()
+    init_db_dir(making, partitions)
+    making.replace(directory)  # (over an empty folder, if the user made one)

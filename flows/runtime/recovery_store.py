@@ -1,14 +1,18 @@
 """Erasure in bytewax's recovery store: no erased customer left in its files.
 
 bytewax keeps each key's snapshots in SQLite partitions (`snaps`: step, state key,
-epoch, bytes). When a customer is erased the customer step discards its key, and
-bytewax writes a deletion marker (no bytes) at that epoch; the older snapshots stay
-as rows until garbage collection (longer with a backup interval), and deleted rows
-stay as bytes in freed pages and in the write-ahead log. `scrub` drops every older
-snapshot of a key whose latest snapshot is a deletion marker the store has committed
-(a resume can never need it), with SQLite's secure deletion on, then checkpoints the
-write-ahead log and rewrites the file, so nothing of the erased customer is left in
-it: not a row, not a freed page.
+epoch, bytes). When a customer is erased the customer step keeps a tombstone under
+its key (later dropped: a deletion marker); the older snapshots stay as rows until
+garbage collection (longer with a backup interval), and deleted rows stay as bytes
+in freed pages and in the write-ahead log. Other steps' older snapshots may hold the
+customer too (the input's records held for a round, examples waiting to be learned).
+
+`scrub` drops every snapshot from before the latest erasure that a later one
+replaces, of every step (a resume never reads them; an archived backup could, which
+is what an erasure must prevent), with SQLite's secure deletion on, then checkpoints
+the write-ahead log and rewrites the file: nothing of the erased customer is left,
+not a row, not a freed page. What stays is each key's latest snapshot, and the
+tombstone names nobody.
 
 It needs the store to itself: `wayfinder run` scrubs before it resumes and after it
 ends; a Kafka deployment runs `wayfinder scrub-recovery DIR` while the flow is
@@ -22,24 +26,25 @@ from pathlib import Path
 
 from state.context import is_tombstone_snapshot
 
-#: Older snapshots of keys whose latest snapshot, before the epoch a resume starts
-#: from, is a deletion marker or an erased customer's tombstone.
+#: The latest erasure a resume can see: a deletion marker or an erased customer's
+#: tombstone, before the epoch a resume starts from.
+_LAST_ERASURE = """
+SELECT MAX(snap_epoch) FROM snaps
+WHERE snap_epoch < :resume AND (ser_change IS NULL OR erased(ser_change))
+"""
+
+#: Every snapshot from before that erasure that a later one (still before the resume
+#: epoch) replaces: of the erased customer, and of every other step whose state may
+#: have held their records then (the input's held records, waiting examples).
 _DROP = """
 DELETE FROM snaps
-WHERE ser_change IS NOT NULL
+WHERE snap_epoch < :erased
   AND EXISTS (
-    SELECT 1 FROM snaps AS gone
-    WHERE gone.step_id = snaps.step_id
-      AND gone.state_key = snaps.state_key
-      AND (gone.ser_change IS NULL OR erased(gone.ser_change))
-      AND gone.snap_epoch > snaps.snap_epoch
-      AND gone.snap_epoch < :resume
-      AND NOT EXISTS (
-        SELECT 1 FROM snaps AS later
-        WHERE later.step_id = gone.step_id
-          AND later.state_key = gone.state_key
-          AND later.snap_epoch > gone.snap_epoch
-      )
+    SELECT 1 FROM snaps AS later
+    WHERE later.step_id = snaps.step_id
+      AND later.state_key = snaps.state_key
+      AND later.snap_epoch > snaps.snap_epoch
+      AND later.snap_epoch < :resume
   )
 """
 
@@ -47,23 +52,32 @@ WHERE ser_change IS NOT NULL
 def scrub(directory: Path) -> int:
     """Drop the snapshots of erased keys from every partition of a recovery folder and
     rewrite the files without freed pages; returns how many snapshots were dropped."""
-    parts = sorted(directory.glob("part-*.sqlite3"))
+    parts = [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]
     resume = _resume_epoch(parts)
     if resume is None:
+        return 0
+    erased = _last_erasure(parts, resume)
+    if erased is None:
         return 0
     dropped = 0
     for part in parts:
         db = sqlite3.connect(part, timeout=30.0, isolation_level=None)
         try:
-            db.create_function("erased", 1, _is_tombstone, deterministic=True)
             db.execute("PRAGMA secure_delete = ON")
-            dropped += db.execute(_DROP, {"resume": resume}).rowcount
+            dropped += db.execute(_DROP, {"resume": resume, "erased": erased}).rowcount
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db.execute("VACUUM")  # a new file: no freed page keeps old bytes
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             db.close()
     return dropped
+
+
+def _is_store(part: Path) -> bool:
+    """Whether a file is a bytewax recovery partition with its tables."""
+    with closing(sqlite3.connect(part, timeout=30.0)) as db:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    return {"snaps", "fronts"} <= names
 
 
 def _resume_epoch(parts: list[Path]) -> int | None:
@@ -77,6 +91,17 @@ def _resume_epoch(parts: list[Path]) -> int | None:
         return None
     latest = max(ex for ex, _frontier in fronts)
     return min(frontier for ex, frontier in fronts if ex == latest)
+
+
+def _last_erasure(parts: list[Path], resume: int) -> int | None:
+    epochs: list[int] = []
+    for part in parts:
+        with closing(sqlite3.connect(part, timeout=30.0)) as db:
+            db.create_function("erased", 1, _is_tombstone, deterministic=True)
+            (epoch,) = db.execute(_LAST_ERASURE, {"resume": resume}).fetchone()
+            if epoch is not None:
+                epochs.append(epoch)
+    return max(epochs) if epochs else None
 
 
 def _is_tombstone(change: bytes) -> bool:

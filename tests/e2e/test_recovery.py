@@ -21,7 +21,7 @@ from flows.runtime.settings import FAULT_EXIT_CODE
 from tests.e2e.cli import REPO, WAYFINDER, lines, wayfinder
 from tests.flow_helpers import comparable_outputs
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.recovery]
 
 
 def models_of(out: Path) -> dict[str, Any]:

@@ -1,10 +1,14 @@
 """Erasure reaches the recovery store: after a scrub, no byte of an erased customer is
 left in its files (rows, freed pages, write-ahead log), and the run still resumes."""
 
+import pytest
+
 from flows.dataflow.sources import EventFileSource
 from flows.runtime.recovery_store import scrub
 from tests.flow.test_erasure import erasure_file
 from tests.flow_helpers import comparable_outputs, run_embedded
+
+pytestmark = pytest.mark.recovery
 
 
 def _store(recovery) -> bytes:

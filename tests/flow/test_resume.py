@@ -1,6 +1,10 @@
 """Resuming from snapshots, in this process: a finished run resumed does nothing again."""
 
+import pytest
+
 from tests.flow_helpers import comparable_outputs, file_lines, run_embedded, simulated
+
+pytestmark = pytest.mark.recovery
 
 
 def test_a_finished_run_resumed_from_its_snapshots_emits_nothing_again(entry_point, tmp_path):

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,7 @@ from kafka import KafkaProducer
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import read_topic as read_all
 
-__all__ = ["live_flow", "produce", "read_all"]
+__all__ = ["free_ports", "live_flow", "produce", "read_all"]
 
 
 def produce(
@@ -41,3 +42,15 @@ def live_flow(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         os.killpg(flow.pid, signal.SIGTERM)
         flow.wait(timeout=30)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on the loopback now (for a broker of a test's own)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -26,19 +26,27 @@ def wayfinder(*args: str, env: dict[str, str] | None = None, timeout: float = 30
     return done.stdout
 
 
-def wayfinder_fails(*args: str) -> tuple[int, str]:
-    """Run `wayfinder ARGS` expecting it to fail: its exit status and what it said on
-    stdout and stderr, as one line (on a wide terminal, so nothing is wrapped mid-word)."""
+def run_failing(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `wayfinder ARGS` expecting it to fail (on a wide terminal, so nothing is
+    wrapped mid-word; `env` instead of this process's environment)."""
     done = subprocess.run(
         [WAYFINDER, *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "400"},
+        env={**(os.environ if env is None else env), "COLUMNS": "400"},
         cwd=REPO,
         check=False,
         timeout=120,
     )
-    assert done.returncode != 0, f"wayfinder {' '.join(args)} did not fail:\n{done.stdout}"
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, f"wayfinder {' '.join(args)} did not fail:\n{output}"
+    return done
+
+
+def wayfinder_fails(*args: str) -> tuple[int, str]:
+    """Run `wayfinder ARGS` expecting it to fail: its exit status and what it said on
+    stdout and stderr, as one line."""
+    done = run_failing(*args)
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 
 

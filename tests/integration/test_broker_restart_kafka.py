@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,22 +27,11 @@ from flows.runtime.settings import KafkaSettings, load_default_playbook
 from flows.runtime.topics import ensure_topics
 from schemas.action import Action
 from tests.e2e.cli import REPO
-from tests.kafka_io import produce, read_all
+from tests.kafka_io import free_ports, produce, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.recovery]
 
 SCRIPT = REPO / "scripts" / "kafka"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _scripts_kafka(command: str, env: dict[str, str]) -> None:
@@ -60,7 +48,7 @@ def _scripts_kafka(command: str, env: dict[str, str]) -> None:
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[KafkaSettings, dict[str, str]]]:
-    port, controller = _free_ports(2)
+    port, controller = free_ports(2)
     env = {
         **os.environ,
         "WAYFINDER_KAFKA_DIR": str(tmp_path / "broker"),

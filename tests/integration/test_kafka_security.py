@@ -9,7 +9,6 @@ certificate ends each of them in one line naming what failed: no traceback, no s
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from flows.runtime.settings import KafkaSettings, load_default_playbook
 from schemas.decision import Decision
 from schemas.topics import DECISIONS, EVENTS, action_topic
-from tests.e2e.cli import REPO, WAYFINDER, wayfinder
-from tests.kafka_io import read_all
+from tests.e2e.cli import REPO, run_failing, wayfinder
+from tests.kafka_io import free_ports, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -65,17 +64,6 @@ class SecureKafka:
         }
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _write_certificates(folder: Path) -> dict[str, str]:
     """A CA, and a certificate it signs for 127.0.0.1 and localhost: the broker's."""
     ca = trustme.CA()
@@ -112,7 +100,7 @@ def _scripts_kafka(command: list[str], env: dict[str, str]) -> subprocess.Comple
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     """The secure broker, started for this module and purged after it."""
     folder = tmp_path_factory.mktemp("secure-kafka")
-    port, controller_port, internal_port = _free_ports(3)
+    port, controller_port, internal_port = free_ports(3)
     env = {
         **os.environ,
         **_write_certificates(folder),
@@ -146,18 +134,8 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
 
 def _fails(args: list[str], env: dict[str, str]) -> str:
     """Run `wayfinder ARGS` expecting it to fail; what it said, stdout and stderr."""
-    done = subprocess.run(
-        [WAYFINDER, *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, f"wayfinder {' '.join(args)} did not fail:\n{output}"
-    return output
+    done = run_failing(*args, env=env)
+    return done.stdout + done.stderr
 
 
 #: What reaches Kafka: the admin command, the simulator's producer, the flow.

@@ -3,10 +3,7 @@ field (never a traceback), and the command prints it as the text it is."""
 
 import copy
 import math
-import os
 import string
-import subprocess
-import sys
 import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,7 +18,7 @@ from flows.cli.main import main
 from flows.runtime.settings import DEFAULT_PLAYBOOK
 from operators.playbook import compile_playbook
 from schemas.playbook import PlaybookError, load_playbook, parse_playbook
-from tests.e2e.cli import REPO
+from tests.e2e.cli import run_failing
 
 TEXT = DEFAULT_PLAYBOOK.read_text()
 BASE: dict[str, Any] = tomllib.loads(TEXT)
@@ -414,21 +411,12 @@ def test_the_command_names_a_directory_or_tzdata_folder_without_a_traceback(
             'quiet_hours = { default_timezone = "Europe", start = "21:00", end = "08:00",',
         )
     )
-    wayfinder = str(Path(sys.executable).parent / "wayfinder")
     for path, said in [
         (tmp_path, f"{tmp_path}: file: is a directory"),
         (folder_zone, "policies: field 'quiet_hours.default_timezone': 'Europe' is a region"),
     ]:
         args = [*command, "--playbook", str(path)] if command == ["run"] else [*command, str(path)]
-        done = subprocess.run(
-            [wayfinder, *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=REPO,
-            env={**os.environ, "COLUMNS": "400"},
-            timeout=120,
-        )
+        done = run_failing(*args)
         assert done.returncode == 2, done.stderr
         assert said in done.stderr
         assert "Traceback" not in done.stderr + done.stdout

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import msgspec
 
+from flows.runtime.kafka_check import check_connection
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import read_topic
 from operators.playbook import CompiledPlaybook
@@ -32,7 +33,9 @@ def _records(out: Path | None, topic: str) -> Iterator[bytes]:
     """The messages of a topic: an embedded run's file in `out`, or (None) the topic on
     Kafka."""
     if out is None:
-        for _key, value in read_topic(KafkaSettings.from_env(), topic):
+        settings = KafkaSettings.from_env()
+        check_connection(settings)  # a refused login is one line at once, not after 30 s
+        for _key, value in read_topic(settings, topic):
             if value is not None:
                 yield value
         return

@@ -484,10 +484,8 @@ class CustomerStep:
             digest = event_digest(event.event_id)
         else:
             known = recall(ctx, event.event_id, ts, self._horizon)
-            if known is None:
-                return ctx, []
-            if not known:
-                raise self._stale(ctx, ts)
+            if not known:  # a redelivery (None), or too old to tell (empty)
+                return self._not_folded(ctx, event, ts, known)
             digest = known
         visitor = from_snapshot(merge.context)
         if _already_merged(ctx, visitor):

@@ -193,7 +193,7 @@ class _Rollback:
 
     The step changes a context in place, and copying it before every event would
     cost more than the fold's own work. Instead it keeps the context's last
-    snapshot bytes and the events folded since (at most `_REDO` of them), and
+    snapshot bytes and the events folded since (at most `REDO` of them), and
     rebuilds by folding those again; what that second fold emits was already
     emitted and is dropped. Only the failure path pays for this: bytewax asks for a
     snapshot at every epoch's end (recovery or not), so the events since are few, and

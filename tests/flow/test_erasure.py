@@ -3,6 +3,7 @@
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,23 @@ def _event(i: int, ts: str, type_: str, **fields) -> str:
     return json.dumps({"event_id": f"er-{i}", "ts": ts, "type": type_, "channel": "web", **fields})
 
 
+def _others(
+    first_id: int, count: int, customers: int, touchpoint: str, ts: Callable[[int], str]
+) -> list[str]:
+    """Page views of other customers (`cust-other-N`), the i-th at `ts(i)`: traffic
+    enough for several snapshots around an erasure."""
+    return [
+        _event(
+            first_id + i,
+            ts(i),
+            "page_view",
+            customer_id=f"cust-other-{i % customers}",
+            touchpoint=touchpoint,
+        )
+        for i in range(count)
+    ]
+
+
 def erasure_file(path: Path) -> None:
     """A customer with a laptop history, a journey and a segment; then erased; others go on."""
     rows = [
@@ -53,27 +71,9 @@ def erasure_file(path: Path) -> None:
         ),
     ]
     # Enough traffic from others for several snapshots before and after the erasure.
-    rows += [
-        _event(
-            100 + i,
-            f"2026-03-02T10:{10 + i // 400:02d}:00Z",
-            "page_view",
-            customer_id=f"cust-other-{i % 50}",
-            touchpoint="home",
-        )
-        for i in range(8000)
-    ]
+    rows += _others(100, 8000, 50, "home", lambda i: f"2026-03-02T10:{10 + i // 400:02d}:00Z")
     rows.append(_event(4, "2026-03-02T11:00:00Z", "erase", customer_id="cust-Q7"))
-    rows += [
-        _event(
-            20000 + i,
-            "2026-03-02T11:30:00Z",
-            "page_view",
-            customer_id=f"cust-other-{i % 50}",
-            touchpoint="phones",
-        )
-        for i in range(8000)
-    ]
+    rows += _others(20000, 8000, 50, "phones", lambda i: "2026-03-02T11:30:00Z")
     path.write_text("\n".join(rows) + "\n")
 
 
@@ -133,16 +133,7 @@ def many_devices_file(path: Path) -> None:
             501, "2026-03-02T10:40:00Z", "decision_request", customer_id="cust-M", request_id="q1"
         )
     )
-    rows += [
-        _event(
-            1000 + i,
-            f"2026-03-02T10:{20 + i // 100:02d}:00Z",
-            "page_view",
-            customer_id=f"cust-other-{i % 40}",
-            touchpoint="home",
-        )
-        for i in range(2000)
-    ]
+    rows += _others(1000, 2000, 40, "home", lambda i: f"2026-03-02T10:{20 + i // 100:02d}:00Z")
     rows.append(_event(600, ERASED_AT, "erase", customer_id="cust-M"))
     # In flight: each device again, just after the erasure (read before the erasures of
     # the devices come back round the loop); a redelivery; an event late from before.
@@ -161,16 +152,7 @@ def many_devices_file(path: Path) -> None:
     rows.append(
         _event(800, "2026-03-02T10:59:00Z", "page_view", customer_id="cust-M", touchpoint="plans")
     )
-    rows += [
-        _event(
-            3000 + i,
-            "2026-03-02T11:30:00Z",
-            "page_view",
-            customer_id=f"cust-other-{i % 40}",
-            touchpoint="phones",
-        )
-        for i in range(2000)
-    ]
+    rows += _others(3000, 2000, 40, "phones", lambda i: "2026-03-02T11:30:00Z")
     # Later, within the horizon: every device once more.
     rows += [
         _event(900 + i, "2026-03-02T12:00:00Z", "page_view", anonymous_id=device, touchpoint="tv")

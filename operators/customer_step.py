@@ -360,10 +360,16 @@ class CustomerStep:
 
     # ------------------------------------------------------------------ time
     def on_time(self, ctx: CustomerContext, now: float) -> list[Output]:
-        """Fire what falls due by `now` (stalls, abandonments) and decide on it."""
+        """Fire what falls due by `now` (stalls, abandonments) and decide on it.
+
+        Each deadline fires at its own time, whenever the caller gets to it: a timer
+        woken late by a busy process gives what an event at that moment would have."""
         if is_tombstone(ctx):
             return []
-        return self._tick(ctx, now)
+        due = self.journeys.next_deadline(ctx) if ctx.journeys else None
+        if due is None or due > now:
+            return []
+        return self._tick(ctx, due, until=now)
 
     def next_deadline(self, ctx: CustomerContext | None) -> float | None:
         """When this customer next needs waking; None holds no timer. A tombstone is
@@ -384,15 +390,22 @@ class CustomerStep:
             and now >= ctx.erased_at + self._horizon
         )
 
-    def _tick(self, ctx: CustomerContext, now: float) -> list[Output]:
-        expired = self._expired_attributions(ctx, now)
-        if not ctx.journeys:
-            return expired
-        transitions = self.journeys.on_time(ctx, now)
-        outputs: list[Output] = [*expired, *transitions]
-        if self.models is not None:
-            outputs += self._intent_examples(ctx, transitions, now)
-        self._react(ctx, transitions, [], outputs)
+    def _tick(self, ctx: CustomerContext, now: float, until: float | None = None) -> list[Output]:
+        """What falls due by `until` (default `now`): deadlines one by one at their own
+        times, then the attribution windows that `now` closes."""
+        outputs: list[Output] = []
+        journeys = self.journeys
+        last = now if until is None else until
+        while ctx.journeys:
+            due = journeys.next_deadline(ctx)
+            if due is None or due > last:
+                break
+            transitions = journeys.on_time(ctx, due)
+            outputs += transitions
+            if self.models is not None:
+                outputs += self._intent_examples(ctx, transitions, due)
+            self._react(ctx, transitions, [], outputs)
+        outputs += self._expired_attributions(ctx, now)
         return outputs
 
     # ------------------------------------------------------------------ decisions

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from kafka import KafkaProducer
 
@@ -27,21 +28,25 @@ def produce(
 
 
 @contextlib.contextmanager
-def live_flow(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def live_flow(env: dict[str, str], stderr: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """The Kafka dataflow as deployed (`python -m bytewax.run flows.dataflow.kafka:flow`),
-    running while the block runs, then stopped with its process group."""
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        yield flow
-    finally:
-        os.killpg(flow.pid, signal.SIGTERM)
-        flow.wait(timeout=30)
+    running while the block runs, then stopped as an orchestrator stops it: SIGTERM, and
+    a wait for it to finish (its exit status is the Popen's `returncode` after the block;
+    what it wrote to stderr goes to `stderr`)."""
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(stderr.open("wb")) if stderr is not None else None
+        flow = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err if err is not None else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            yield flow
+        finally:
+            os.killpg(flow.pid, signal.SIGTERM)
+            flow.wait(timeout=60)
 
 
 def free_ports(count: int) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from flows.dataflow.flow import Challenger
     from flows.runtime.runner import RecoveryOptions, RunSummary
     from operators.playbook import CompiledPlaybook
+
+logger = logging.getLogger(__name__)
 
 
 def _recovery(args: argparse.Namespace) -> RecoveryOptions | None:
@@ -58,10 +61,11 @@ def _run_kafka(
 ) -> RunSummary:
     from flows.dataflow.execute import execute
     from flows.dataflow.kafka import kafka_flow
+    from flows.dataflow.stopping import StopRequest
     from flows.runtime.kafka_check import check_connection
     from flows.runtime.runner import run_with_progress
     from flows.runtime.settings import KafkaSettings
-    from flows.runtime.topics import ensure_topics
+    from flows.runtime.topics import set_up_topics
     from schemas.topics import EVENTS
 
     settings = KafkaSettings.from_env()
@@ -69,17 +73,24 @@ def _run_kafka(
         settings = dataclasses.replace(settings, decision_inputs=False)
     # Before the dataflow starts: its connector would retry a refused login for ever.
     check_connection(settings)
-    created, _ = ensure_topics(settings, playbook.channels)
-    if created:
-        console.print(f"created {len(created)} topics on {settings.bootstrap_servers}")
-    flow = kafka_flow(settings, playbook=playbook)
+    topics = set_up_topics(settings, playbook.channels)
+    if topics.created:
+        console.print(f"created {len(topics.created)} topics on {settings.bootstrap_servers}")
+    for warning in topics.warnings:  # a topic made for another use: said, not altered
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+    stop = StopRequest()
+    stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch in hand, flush, snapshot, summarise
+    flow = kafka_flow(settings, playbook=playbook, stop=stop)
     summary = run_with_progress(
         lambda: execute(flow, workers=args.workers, recovery=_recovery(args)),
         console=console,
         title=f"wayfinder on Kafka {settings.bootstrap_servers} ({settings.topic(EVENTS)})",
         progress=not args.no_progress,
     )
+    if stop.reason is not None:
+        console.print(f"stopped by {stop.reason}: every batch read was folded and sent")
     summary.outputs = {"topics": settings.topic_prefix + "*"}
+    logger.info("run summary: %s", summary.as_dict())
     return summary
 
 

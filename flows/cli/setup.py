@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from flows.cli.options import Subcommands, add_command, print_error, write_json
 from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
@@ -13,16 +14,30 @@ from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
 
 def cmd_topics(args: argparse.Namespace, console: Console) -> int:
     from flows.runtime.kafka_check import check_connection
-    from flows.runtime.settings import KafkaSettings
-    from flows.runtime.topics import ensure_topics
+    from flows.runtime.settings import KafkaSettings, TopicRetention
+    from flows.runtime.topics import describe_use, set_up_topics, topic_uses, use_of
 
     settings = KafkaSettings.from_env()
+    retention = TopicRetention.from_env()
     check_connection(settings)
-    created, existing = ensure_topics(settings)
-    for topic in created:
-        console.print(f"created  {topic}")
-    for topic in existing:
-        console.print(f"exists   {topic}")
+    done = set_up_topics(settings, retention=retention)
+    uses = topic_uses(settings, retention)
+    for topic in done.created:
+        use = use_of(uses, topic.removeprefix(settings.topic_prefix))
+        console.print(
+            f"created  {topic}  {describe_use(use)}", soft_wrap=True, highlight=False, markup=False
+        )
+    for topic in done.existing:
+        console.print(f"exists   {topic}", soft_wrap=True, highlight=False, markup=False)
+    for warning in done.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+    if done.warnings:
+        console.print(
+            f"{len(done.warnings)} warnings: existing topics differ from what `wayfinder topics` "
+            "creates; nothing was changed",
+            soft_wrap=True,
+            highlight=False,
+        )
     return 0
 
 
@@ -89,13 +104,18 @@ def register(sub: Subcommands) -> None:
     topics = add_command(
         sub,
         "topics",
-        help="create the Kafka topics (idempotent)",
+        help="create the Kafka topics, configured for their use (idempotent)",
         description=(
             "Create every Wayfinder topic that is missing: "
             + ", ".join(CORE_TOPICS)
-            + ", and actions.<channel> for each channel of the playbook. Names carry "
+            + ", and actions.<channel> for each channel of the playbook, each configured for "
+            "its use: audiences compacted, decisions, decisions.inputs and decisions.shadow "
+            "kept for WAYFINDER_DECISIONS_RETENTION, dlq for WAYFINDER_DLQ_RETENTION, "
+            "models.examples on one partition and kept forever. Names carry "
             "WAYFINDER_TOPIC_PREFIX; partitions and replication come from "
-            "WAYFINDER_TOPIC_PARTITIONS and WAYFINDER_TOPIC_REPLICATION."
+            "WAYFINDER_TOPIC_PARTITIONS and WAYFINDER_TOPIC_REPLICATION. Topics that exist "
+            "are checked, never changed: a warning says each difference and how to change it "
+            "(exit status 0)."
         ),
     )
     topics.set_defaults(handler=cmd_topics)

@@ -39,9 +39,10 @@ _NOT_FOLDED = frozenset({"identify", "profile_merge"})
 class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
     """bytewax state for one customer: the context, snapshotted as msgpack bytes.
 
-    `live`: wake the customer with bytewax timers on the wall clock. Otherwise
-    time is event time: due stalls fire on the customer's next event or, for a
-    customer who goes quiet, at the end of the input against the watermark.
+    Time is event time. Due stalls fire on the customer's next event, at the end of
+    a bounded input against the watermark and, with `timers`, when the watermark
+    passes them (bytewax timers, set for when the watermark should have got there).
+    An embedded run has no timers: its rounds fire them on events and at the end.
     `models_lock`: held while the step runs, so the models it asks do not learn meanwhile.
     `shadow`: a challenger's step, whose outputs never come back as input.
 
@@ -54,7 +55,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         step: CustomerStep,
         resume_state: bytes | None,
         *,
-        live: bool,
+        timers: bool,
         clock: EventClock,
         rounds: Rounds | None,
         models_lock: AbstractContextManager[object] | None = None,
@@ -63,7 +64,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._step = step
         self._shadow = shadow
         self._models_lock = models_lock if models_lock is not None else nullcontext()
-        self._live = live
+        self._timers = timers
         self._clock = clock
         self._rounds = rounds
         self._ctx: CustomerContext | None = (
@@ -126,10 +127,12 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return ctx
 
     def on_notify(self) -> tuple[Iterable[StepOutput], bool]:
-        return self._wake(datetime.now(UTC).timestamp())
+        return self._wake(self._clock.watermark)
 
     def on_eof(self) -> tuple[Iterable[StepOutput], bool]:
-        if self._live or self._clock.resumed_after_end:  # its end was emitted before
+        clock = self._clock
+        # A stop is not the input's end; and a resumed finished run emitted its end before.
+        if clock.stop.requested or clock.resumed_after_end:
             return [], self._ctx is None
         outputs, discard = self._wake(self._clock.watermark)
         if self._ctx is not None:
@@ -138,12 +141,12 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return outputs, discard
 
     def notify_at(self) -> datetime | None:
-        if not self._live:
+        if not self._timers:
             return None
         due = self._step.next_deadline(self._ctx)
         if due is None or due == self._failed_due:
             return None
-        return datetime.fromtimestamp(due, UTC)
+        return datetime.fromtimestamp(self._clock.wake_at(due), UTC)
 
     def snapshot(self) -> bytes:
         assert self._ctx is not None  # a discarded logic is never snapshotted

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from confluent_kafka import Message
 
 from flows.dataflow.clock import EventClock, EventTime
 from flows.dataflow.customer import Keyed
@@ -74,6 +74,7 @@ def make_decoder(
                 os._exit(FAULT_EXIT_CODE)  # a crash, on purpose: no clean-up, no flush
         out: list[Decoded] = []
         latest = float("-inf")
+        by_part: dict[tuple[str, int], float] = {}  # partitions the clock follows
         bad = extra = 0
         not_after = ahead.not_after()
         for item in batch:
@@ -104,15 +105,22 @@ def make_decoder(
                 )
                 continue
             latest = max(latest, ts)
+            if partition is not None and ts > by_part.get((source, partition), float("-inf")):
+                by_part[(source, partition)] = ts
             key = customer_key(event)
             out.append((state_key(key), (key, event)))
             if event.type == "identify":
                 visitor = visitor_key(event)
                 out.append((state_key(visitor), (visitor, event)))
                 extra += 1
-        clock.advance(latest)
-        if latest > float("-inf"):
+        if by_part:
+            for part, ts in by_part.items():
+                clock.advance(ts, part)
+                out.append(EventTime.of(ts, part))
+        elif latest > float("-inf"):
+            clock.advance(latest)
             out.append(EventTime(latest))
+        if latest > float("-inf"):
             clock.resumed_after_end = False  # new input: its end is a new one
         if rounds is not None:
             rounds.started(extra)
@@ -126,19 +134,9 @@ def unpack_raw(record: RawRecord) -> Unpacked:
     return record.value, record.source, None, record.position, None, record.cut
 
 
-KafkaRecord = (
-    KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
-)
-
-
-def unpack_kafka(item: KafkaRecord) -> Unpacked:
-    if isinstance(item, KafkaError):
-        # The source raises on consumer errors (its default): none reaches the flow.
-        raise RuntimeError(f"Kafka consumer error: {item.err}")
-    msg = item
-    _kind, ts_ms = msg.timestamp or (0, 0)
-    received_at = _broker_time(ts_ms)
-    return msg.value, msg.topic or "", msg.partition, msg.offset, received_at, None
+def unpack_kafka(msg: Message) -> Unpacked:
+    _kind, ts_ms = msg.timestamp()
+    return msg.value(), msg.topic() or "", msg.partition(), msg.offset(), _broker_time(ts_ms), None
 
 
 def _broker_time(ts_ms: int) -> datetime | None:

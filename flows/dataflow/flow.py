@@ -76,7 +76,8 @@ def build_flow(
     unpack: Callable[[R], Unpacked],
     shape: Callable[[Routed], S],
     playbook: CompiledPlaybook,
-    live: bool,
+    clock: EventClock,
+    timers: bool,
     rounds: Rounds | None = None,
     models: ModelSet | None = None,
     challenger: Challenger | None = None,
@@ -89,6 +90,9 @@ def build_flow(
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
+    `clock`: the watermark, which the source tells how far its partitions have got;
+    `timers`: wake customers when the watermark passes their deadlines (a service;
+    an embedded run's rounds fire them on events and at the end instead).
     `models`: this process's online models (the learner step feeds them, the customer
     step reads them); a new set when not given. `seal`: signs and checks the merges
     (the deployment's secret); `ahead`: how far ahead an event's time may be;
@@ -105,7 +109,6 @@ def build_flow(
         redelivery_horizon=redelivery_horizon,
     )
     lock = models.lock
-    clock = EventClock()
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
     decoder = make_decoder(max_event_bytes, unpack, clock, rounds, ahead)
@@ -118,7 +121,7 @@ def build_flow(
         "customer",
         split.trues,
         lambda resume: CustomerLogic(
-            step, resume, live=live, clock=clock, rounds=rounds, models_lock=lock
+            step, resume, timers=timers, clock=clock, rounds=rounds, models_lock=lock
         ),
     )
     results = op.filter_map("route", customers, route)
@@ -144,7 +147,7 @@ def build_flow(
             lambda resume: CustomerLogic(
                 shadow_step,
                 resume,
-                live=live,
+                timers=timers,
                 clock=clock,
                 rounds=rounds,
                 models_lock=shadow_lock,
@@ -165,9 +168,9 @@ def _is_dead_letter(item: Decoded) -> TypeGuard[DeadLetter]:
     return type(item) is DeadLetter
 
 
-def _watermark_tick(item: Decoded) -> tuple[str, float]:
+def _watermark_tick(item: Decoded) -> tuple[str, EventTime]:
     assert isinstance(item, EventTime)  # neither keyed nor a dead letter: the batch's time
-    return (WATERMARK_KEY, float(item))
+    return (WATERMARK_KEY, item)
 
 
 def embedded_flow(
@@ -192,7 +195,8 @@ def embedded_flow(
         unpack=unpack_raw,
         shape=lambda out: (out[0], out[2] if out[2] is not None else _file_tombstone(out[1])),
         playbook=playbook,
-        live=False,
+        clock=EventClock(),
+        timers=False,
         rounds=rounds,
         models=models,
         challenger=challenger,

@@ -5,20 +5,26 @@ environment (`flows.runtime.settings.KafkaSettings`); `wayfinder run --kafka`
 runs the same flow in the foreground with a progress display.
 """
 
+import sys
 from pathlib import Path
 
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from flows.dataflow.clock import EventClock
 from flows.dataflow.decode import AheadLimit, unpack_kafka
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import Challenger, build_flow
+from flows.dataflow.kafka_input import KafkaInput
 from flows.dataflow.routing import Routed
-from flows.runtime.kafka_check import KafkaUnavailable, check_connection
+from flows.dataflow.stopping import StopRequest
+from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
+from flows.runtime.runner import summarise_at_exit
 from flows.runtime.settings import (
     KafkaSettings,
     SettingsError,
+    allowed_lateness_seconds,
     deployment_secret,
     load_compiled,
     load_default_playbook,
@@ -30,21 +36,31 @@ from operators.playbook import CompiledPlaybook
 from schemas.topics import DLQ
 
 
-def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = None) -> Dataflow:
+def kafka_flow(
+    settings: KafkaSettings,
+    *,
+    playbook: CompiledPlaybook | None = None,
+    stop: StopRequest | None = None,
+) -> Dataflow:
     """The production flow: the events topic in, every output topic out.
 
-    Tailing the topic is a live service (wall-clock timers); a bounded run
-    (WAYFINDER_KAFKA_TAIL=false) is a replay in event time.
+    Time is event time either way. Tailing the topic is a service, whose watermark
+    follows the wall clock once it has caught up; a bounded run
+    (WAYFINDER_KAFKA_TAIL=false) ends where the topic ends. `stop`: what ends the
+    input cleanly (the caller turns signals into it).
     """
     seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
     playbook = playbook or load_default_playbook()
     config = settings.librdkafka_config()
-    source = KafkaSource(
-        settings.brokers,
-        [settings.topic("events")],
+    clock = EventClock(lateness=allowed_lateness_seconds(), follows_wall=settings.tail, stop=stop)
+    source = KafkaInput(
+        settings.bootstrap_servers,
+        settings.topic("events"),
+        clock=clock,
+        group=settings.group,
         tail=settings.tail,
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
-        add_config=config,
+        config=config,
     )
     sink = DeliveredKafkaSink(settings.brokers, config, settings.topic(DLQ))
     prefix = settings.topic_prefix
@@ -66,7 +82,8 @@ def kafka_flow(settings: KafkaSettings, *, playbook: CompiledPlaybook | None = N
         unpack=unpack_kafka,
         shape=shape,
         playbook=playbook,
-        live=settings.tail,
+        clock=clock,
+        timers=True,
         challenger=challenger,
         seal=seal,
         ahead=AheadLimit(max_ahead_seconds()),
@@ -82,7 +99,13 @@ def __getattr__(name: str) -> Dataflow:
         try:
             settings = KafkaSettings.from_env()
             check_connection(settings)  # the connector would retry a refused login for ever
-            return kafka_flow(settings)
-        except (SettingsError, KafkaUnavailable) as exc:  # one line, never the secret
+            stop = StopRequest()
+            stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch, flush, snapshot, exit 0
+            summarise_at_exit(f"wayfinder on Kafka {settings.bootstrap_servers}")
+            return kafka_flow(settings, stop=stop)
+        except KafkaUnavailable as exc:  # one line, never the secret
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_KAFKA_UNAVAILABLE) from None
+        except SettingsError as exc:
             raise SystemExit(f"error: {exc}") from None
     raise AttributeError(name)

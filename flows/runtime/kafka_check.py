@@ -12,10 +12,10 @@ import re
 import time
 from pathlib import Path
 
-from flows.runtime.settings import KafkaSettings, SettingsError
+from flows.runtime.settings import KafkaSettings, SettingsError, kafka_timeout_seconds
 
 #: Exit status of a command that cannot reach or log in to Kafka.
-EXIT_KAFKA_UNAVAILABLE = 3
+EXIT_KAFKA_UNAVAILABLE = 2
 
 
 class KafkaUnavailable(Exception):
@@ -85,9 +85,9 @@ def _check_files(settings: KafkaSettings) -> None:
             raise SettingsError(f"{name}={value}: no such file")
 
 
-def check_connection(settings: KafkaSettings, timeout: float = 10.0) -> None:
+def check_connection(settings: KafkaSettings, timeout: float | None = None) -> None:
     """Raise KafkaUnavailable unless the cluster answers a metadata request with these
-    settings within `timeout` seconds.
+    settings within `timeout` seconds (WAYFINDER_KAFKA_TIMEOUT when not given).
 
     A refused login or an untrusted certificate fails at once; a cluster that does not
     answer (down, starting, wrong port or protocol) is tried until the timeout.
@@ -97,6 +97,8 @@ def check_connection(settings: KafkaSettings, timeout: float = 10.0) -> None:
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
     _check_files(settings)
+    if timeout is None:
+        timeout = kafka_timeout_seconds()
     errors: list[KafkaError] = []
     failures: list[str] = []  # librdkafka's FAIL log lines: why a connection dropped
 
@@ -150,6 +152,11 @@ def check_connection(settings: KafkaSettings, timeout: float = 10.0) -> None:
     hint = ""
     if any("connection closed by peer" in r for r in reasons):
         hint = f" (is KAFKA_SECURITY_PROTOCOL right? this client speaks {_login(settings)})"
+    elif not reasons or all("Connection refused" in r for r in reasons):
+        hint = (
+            " (no broker there: start a local one with `make kafka-up`, or set "
+            "KAFKA_BOOTSTRAP_SERVERS)"
+        )
     raise unavailable(settings, f"no answer within {timeout:g} s{why}{hint}")
 
 

@@ -6,6 +6,10 @@ given as a function (`flows.dataflow.execute` runs the flow), so the runner
 knows nothing of bytewax.
 """
 
+import atexit
+import json
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from flows.runtime import metrics
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,12 @@ def run_with_progress(
         done.set()
         if display is not None:
             display.join()
+    return _summary(counts, label_bases, started)
+
+
+def _summary(
+    counts: _Counts, label_bases: dict[str, dict[str, float]], started: float
+) -> RunSummary:
     seconds = time.perf_counter() - started
     final = counts.now()
     labelled = _by_label()
@@ -235,6 +247,22 @@ def run_with_progress(
         transitions=by_label["transitions"],
         audience_changes=by_label["audience_changes"],
     )
+
+
+def summarise_at_exit(title: str) -> None:
+    """For a flow that bytewax's own runner runs (`python -m bytewax.run`), which says
+    nothing when it ends: one line of summary at exit, to stderr and to the log."""
+    counts = _Counts()
+    label_bases = _by_label()
+    started = time.perf_counter()
+
+    def report() -> None:
+        summary = _summary(counts, label_bases, started)
+        line = json.dumps(summary.as_dict(), separators=(",", ":"))
+        print(f"{title}: {line}", file=sys.stderr)
+        logger.info("run summary: %s", line)
+
+    atexit.register(report)
 
 
 def print_summary(summary: RunSummary, console: Console) -> None:

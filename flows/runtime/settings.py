@@ -115,6 +115,8 @@ class KafkaSettings:
     #: Publish each decision's input (`decisions.inputs`), so any decision can be re-run;
     #: about a tenth of the flow's throughput.
     decision_inputs: bool = True
+    #: The consumer group the flow commits its offsets to (for lag tools, not to resume).
+    group: str = "wayfinder"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "KafkaSettings":
@@ -135,6 +137,7 @@ class KafkaSettings:
                 env, "WAYFINDER_CHALLENGER_MODELS", ("shared", "none"), "shared"
             ),
             decision_inputs=_env_bool(env, "WAYFINDER_DECISION_INPUTS", cls.decision_inputs),
+            group=env.get("WAYFINDER_KAFKA_GROUP") or cls.group,
         )
 
     @property
@@ -230,15 +233,49 @@ DEFAULT_MAX_AHEAD = "1d"
 def max_ahead_seconds(env: Mapping[str, str] | None = None) -> float:
     """WAYFINDER_MAX_AHEAD: an event further ahead than this is a dead letter (a customer's
     clock gone wrong must not move everyone's event time)."""
+    return _env_seconds(env, "WAYFINDER_MAX_AHEAD", DEFAULT_MAX_AHEAD, (1, 366 * 86400))
+
+
+def _env_seconds(
+    env: Mapping[str, str] | None, name: str, default: str, bounds: tuple[float, float]
+) -> float:
+    """A duration setting (90s, 5m, 6h, 1d) in seconds, within `bounds`."""
     values = os.environ if env is None else env
-    raw = values.get("WAYFINDER_MAX_AHEAD") or DEFAULT_MAX_AHEAD
+    raw = values.get(name) or default
     try:
         value = seconds(raw)
     except ValueError:
-        raise SettingsError(f"WAYFINDER_MAX_AHEAD={raw!r}: expected a duration (1d, 6h)") from None
-    if not 0 < value <= 366 * 86400:
-        raise SettingsError(f"WAYFINDER_MAX_AHEAD={raw!r}: between 1s and 366d")
+        raise SettingsError(f"{name}={raw!r}: expected a duration (30s, 5m, 6h, 1d)") from None
+    low, high = bounds
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r}: between {_duration(low)} and {_duration(high)}")
     return value
+
+
+def _duration(value: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
+
+
+#: How late (event time) an event may arrive behind its partition (WAYFINDER_LATENESS).
+DEFAULT_LATENESS = "1m"
+
+
+def allowed_lateness_seconds(env: Mapping[str, str] | None = None) -> float:
+    """WAYFINDER_LATENESS: the watermark stays this far behind the input partition furthest
+    behind, so an event that arrives this late still comes before the timers it precedes."""
+    return _env_seconds(env, "WAYFINDER_LATENESS", DEFAULT_LATENESS, (0, 86400))
+
+
+#: How long a Kafka command waits for the cluster to answer (WAYFINDER_KAFKA_TIMEOUT).
+DEFAULT_KAFKA_TIMEOUT = "10s"
+
+
+def kafka_timeout_seconds(env: Mapping[str, str] | None = None) -> float:
+    """WAYFINDER_KAFKA_TIMEOUT: a cluster that has not answered by then is not there."""
+    return _env_seconds(env, "WAYFINDER_KAFKA_TIMEOUT", DEFAULT_KAFKA_TIMEOUT, (1, 600))
 
 
 #: Exit status of a crash injected with WAYFINDER_FAULT_AFTER_EVENTS.
@@ -262,14 +299,47 @@ def redelivery_horizon_seconds(env: Mapping[str, str] | None = None) -> float:
     """WAYFINDER_REDELIVERY_HORIZON: a redelivered event is recognised (and not folded
     again) if it is no older than this before its customer's latest event; an older event
     is a dead letter, `stale`. An erased customer's key stays a tombstone this long."""
-    values = os.environ if env is None else env
-    raw = values.get("WAYFINDER_REDELIVERY_HORIZON") or DEFAULT_REDELIVERY_HORIZON
+    return _env_seconds(
+        env, "WAYFINDER_REDELIVERY_HORIZON", DEFAULT_REDELIVERY_HORIZON, (60, 366 * 86400)
+    )
+
+
+#: How long topics keep the audit trail (decisions, decisions.inputs, decisions.shadow)
+#: and the dead letters: WAYFINDER_DECISIONS_RETENTION, WAYFINDER_DLQ_RETENTION.
+DEFAULT_DECISIONS_RETENTION = "90d"
+DEFAULT_DLQ_RETENTION = "30d"
+#: A retention that never deletes (Kafka's retention.ms=-1).
+FOREVER = -1
+
+
+def _env_retention_ms(values: Mapping[str, str], name: str, default: str) -> int:
+    """A retention in milliseconds from a duration (90d, 12w, 36h), or `forever` (-1)."""
+    if (values.get(name) or default).strip().lower() == "forever":
+        return FOREVER
     try:
-        value = seconds(raw)
-    except ValueError:
-        raise SettingsError(
-            f"WAYFINDER_REDELIVERY_HORIZON={raw!r}: expected a duration (7d, 48h)"
-        ) from None
-    if not 60 <= value <= 366 * 86400:
-        raise SettingsError(f"WAYFINDER_REDELIVERY_HORIZON={raw!r}: between 1m and 366d")
-    return value
+        return round(_env_seconds(values, name, default, (3600, 3650 * 86400)) * 1000)
+    except SettingsError as exc:
+        raise SettingsError(f"{exc}, or forever") from None
+
+
+@dataclass(frozen=True)
+class TopicRetention:
+    """How long the topics with a horizon keep their records, in milliseconds (FOREVER:
+    never deleted). Read where topics are created (`wayfinder topics`, and `wayfinder run
+    --kafka` for any missing) and where `wayfinder topics` checks existing ones."""
+
+    #: The audit horizon: decisions, their inputs and the shadow decisions, kept alike
+    #: (a decision re-runs only while its input is there too).
+    decisions_ms: int = round(seconds(DEFAULT_DECISIONS_RETENTION) * 1000)
+    #: Dead letters: long enough to notice, fix the producer and replay them.
+    dlq_ms: int = round(seconds(DEFAULT_DLQ_RETENTION) * 1000)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "TopicRetention":
+        values = os.environ if env is None else env
+        return cls(
+            decisions_ms=_env_retention_ms(
+                values, "WAYFINDER_DECISIONS_RETENTION", DEFAULT_DECISIONS_RETENTION
+            ),
+            dlq_ms=_env_retention_ms(values, "WAYFINDER_DLQ_RETENTION", DEFAULT_DLQ_RETENTION),
+        )

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
+from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -181,7 +181,7 @@ class _Flow:
         for state_key, value in keyed:
             logic = self.logics.get(state_key)
             if logic is None:
-                logic = CustomerLogic(self.step, None, live=False, clock=self.clock, rounds=None)
+                logic = CustomerLogic(self.step, None, timers=False, clock=self.clock, rounds=None)
             outputs, discard = logic.on_batch([value])
             emitted += outputs
             if discard:
@@ -322,8 +322,6 @@ def test_a_200_mb_line_is_rejected_holding_only_its_first_bytes_in_memory():
 def test_a_kafka_timestamp_no_calendar_holds_is_no_reason_to_stop(ts_ms):
     """A producer sets a message's CreateTime to any 64-bit value: the record is still
     decoded (or dead-lettered) without a broker time, never a crash."""
-    message: KafkaSourceMessage[bytes | None, bytes | None] = KafkaSourceMessage(
-        key=None, value=b"{}", topic="events", offset=7, partition=1, timestamp=(1, ts_ms)
-    )
+    message = Message(topic="events", partition=1, offset=7, value=b"{}", timestamp=(1, ts_ms))
     raw, source, partition, offset, received_at, cut = unpack_kafka(message)
     assert (raw, source, partition, offset, received_at, cut) == (b"{}", "events", 1, 7, None, None)

@@ -5,7 +5,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -384,18 +384,23 @@ def test_events_in_flight_after_an_erasure_do_not_bring_the_customer_back():
 
 
 def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
-    """Live: a timer at the end of the horizon drops it; an embedded run, at its end if
-    the watermark is past it; in between it is state, and names nobody."""
+    """A service: a timer when the watermark passes the end of the horizon drops it; an
+    embedded run, at its end if the watermark is past it; in between it is state, and
+    names nobody."""
     step = CustomerStep(default_playbook(), redelivery_horizon=3600.0)
     erase = ev("erase", "web", minutes=0, customer="cust-Q6")
-    live = CustomerLogic(step, None, live=True, clock=EventClock(), rounds=None)
-    _outputs, discard = live.on_batch([("cust-Q6", erase)])
-    assert not discard and b"Q6" not in live.snapshot()
-    assert live.notify_at() == erase.ts + timedelta(hours=1)
-    assert live.on_notify() == ([], True)  # the wall clock is past it
+    service_clock = EventClock()
+    service = CustomerLogic(step, None, timers=True, clock=service_clock, rounds=None)
+    _outputs, discard = service.on_batch([("cust-Q6", erase)])
+    assert not discard and b"Q6" not in service.snapshot()
+    assert service.notify_at() is not None
+    service_clock.advance(erase.ts.timestamp() + 1800)
+    assert service.on_notify() == ([], False)  # the watermark is not there yet
+    service_clock.advance(erase.ts.timestamp() + 3600)
+    assert service.on_notify() == ([], True)
 
     clock = EventClock()
-    embedded = CustomerLogic(step, None, live=False, clock=clock, rounds=None)
+    embedded = CustomerLogic(step, None, timers=False, clock=clock, rounds=None)
     embedded.on_batch([("cust-Q6", erase)])
     clock.advance(erase.ts.timestamp() + 1800)
     assert embedded.on_eof() == ([], False)

@@ -1,0 +1,49 @@
+"""A clean stop: SIGTERM (Kubernetes, systemd, Docker) and Ctrl-C end the input, not
+the process.
+
+A signal only sets a flag. Each input partition ends at its next batch; the flow
+then finishes what it holds, flushes its sinks, takes its last snapshot when
+recovery is on, and returns, so the caller prints its summary and exits 0. A second
+signal is the operator insisting: it stops the process at once.
+"""
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+
+class StopRequest:
+    """Whether a stop was asked for, and by what."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def request(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def on_signals(self) -> None:
+        """Turn SIGTERM and SIGINT into this request (from the main thread only, as
+        Python's signal handlers are)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.requested:  # asked twice: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        self.request(name)
+        logger.warning("%s: stopping after the batch in hand (again to stop at once)", name)

@@ -22,11 +22,12 @@ dropped once the horizon has passed (`expired`).
 """
 
 from datetime import UTC, datetime
+from typing import overload
 
 import msgspec
 
 from operators.decide import DecisionMaker
-from operators.identity import MergeSeal
+from operators.identity import MergeSeal, visitor_key
 from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
 from operators.models import (
@@ -74,6 +75,12 @@ from state.context import (
 #: Outcomes that settle what an action taught the propensity model (which predicts
 #: conversion); anything else is settled as "no" when the attribution window ends.
 _LABELLED_OUTCOMES = frozenset({"converted", "dismissed"})
+
+#: How long (event time) a customer waits for a device's answer to a login before folding
+#: what arrived meanwhile without it; and how many events it holds at most. Every device
+#: answers, so these bound a failure, not the usual case.
+MERGE_WAIT = 86400.0
+MAX_HELD = 64
 
 #: Outputs: transitions, audience changes, decisions (with their inputs), actions,
 #: tombstones, examples for the models, and Events for the events topic (merges,
@@ -154,6 +161,8 @@ class CustomerStep:
             )
         if kind == "erase":
             return self._erase(key, ctx, event)
+        if ctx is not None and ctx.awaiting is not None:
+            return self._while_awaiting(key, ctx, event)
         ts = event.ts.timestamp()
         erased_at = None
         if ctx is not None and ctx.erased_at is not None:
@@ -161,6 +170,8 @@ class CustomerStep:
             if ts >= erased_at + self._horizon:
                 erased_at = None  # the horizon has passed: the key is like any other
             elif ts <= erased_at or event.anonymous_id is not None or kind == "profile_merge":
+                if kind == "identify" and key.startswith(ANONYMOUS_PREFIX):
+                    return ctx, [self._handover(key, event, b"")]  # nothing to hand over
                 return ctx, self._unlinked(key, event)
             if is_tombstone(ctx):
                 ctx = None  # a new profile, with nothing from before the erasure
@@ -202,7 +213,80 @@ class CustomerStep:
         if changed is not None and self._on_intent:
             self._decide(ctx, Trigger.of_intent(changed), outputs)
         self._react(ctx, transitions, changes, outputs)
+        if kind == "identify" and event.anonymous_id is not None:
+            self._await_handover(ctx, event, ts)
         return ctx, outputs
+
+    # ------------------------------------------------------------------ logins
+    def _await_handover(self, ctx: CustomerContext, event: Event, ts: float) -> None:
+        """After a login, wait for the device's answer (unless it came first)."""
+        answer = derived_event_id("merge", visitor_key(event), event.event_id)
+        if recall(ctx, answer, ts, self._horizon) is not None:
+            ctx.awaiting = answer
+            ctx.awaiting_since = ts
+
+    def _while_awaiting(
+        self, key: str, ctx: CustomerContext, event: Event
+    ) -> tuple[CustomerContext | None, list[Output]]:
+        """An event for a customer waiting for a device's answer: the answer ends the
+        wait (it is folded, then what waited, in order); anything else waits (another
+        device's merge too: it came round after what waits), unless the wait has lasted
+        MERGE_WAIT of the customer's time or MAX_HELD events."""
+        ts = event.ts.timestamp()
+        if event.type == "profile_merge":
+            if not self._seal.verify(event):
+                raise BadInput("forged", "a profile_merge without Wayfinder's signature")
+            if event.event_id == ctx.awaiting:
+                held = self._stop_waiting(ctx)
+                ctx, outputs = self._merge(key, ctx, event, ts)
+                return self._replay(key, ctx, held, outputs)
+        if ts > ctx.awaiting_since + MERGE_WAIT or len(ctx.held) >= MAX_HELD:
+            released, outputs = self._replay(key, ctx, self._stop_waiting(ctx), [])
+            after, more = self.on_event(key, released, event)
+            return after, outputs + more
+        known = recall(ctx, event.event_id, ts, self._horizon)
+        if not known:  # a redelivery, or too old to tell: as it would be without the wait
+            return self._not_folded(ctx, event, ts, known)
+        ctx.held.append(event)
+        return ctx, []
+
+    @staticmethod
+    def _stop_waiting(ctx: CustomerContext) -> list[Event]:
+        held, ctx.held = ctx.held, []
+        ctx.awaiting = None
+        return held
+
+    def _replay(
+        self, key: str, ctx: CustomerContext, held: list[Event], outputs: list[Output]
+    ) -> tuple[CustomerContext, list[Output]]:
+        """Fold the events that waited, in order. A login among them starts a new wait:
+        its answer, if it is among them, is folded next; else the rest wait again."""
+        queue = list(held)
+        while queue:
+            if ctx.awaiting is None:
+                event = queue.pop(0)
+            else:
+                answer = next((e for e in queue if e.event_id == ctx.awaiting), None)
+                if answer is None:
+                    ctx.held[:0] = queue
+                    break
+                queue.remove(answer)
+                ctx.awaiting = None
+                event = answer
+            try:
+                after, more = self.on_event(key, ctx, event)
+            except BadInput:  # checked when it arrived; refused now: left out
+                continue
+            assert after is ctx  # (erasures never wait: nothing else replaces a context)
+            outputs += more
+        return ctx, outputs
+
+    def release(self, ctx: CustomerContext) -> list[Output]:
+        """The input has ended: fold what waited for an answer that will not come now."""
+        if ctx.awaiting is None:
+            return []
+        _ctx, outputs = self._replay(ctx.key, ctx, self._stop_waiting(ctx), [])
+        return outputs
 
     # ------------------------------------------------------------------ redeliveries
     def _not_folded(
@@ -366,10 +450,15 @@ class CustomerStep:
         woken late by a busy process gives what an event at that moment would have."""
         if is_tombstone(ctx):
             return []
+        outputs: list[Output] = []
+        if ctx.awaiting is not None:
+            if now < ctx.awaiting_since + MERGE_WAIT:
+                return []  # what falls due meanwhile fires when the wait ends, at its time
+            outputs = self.release(ctx)
         due = self.journeys.next_deadline(ctx) if ctx.journeys else None
         if due is None or due > now:
-            return []
-        return self._tick(ctx, due, until=now)
+            return outputs
+        return outputs + self._tick(ctx, due, until=now)
 
     def next_deadline(self, ctx: CustomerContext | None) -> float | None:
         """When this customer next needs waking; None holds no timer. A tombstone is
@@ -378,6 +467,8 @@ class CustomerStep:
             return None
         if ctx.erased_at is not None and is_tombstone(ctx):
             return ctx.erased_at + self._horizon
+        if ctx.awaiting is not None:
+            return ctx.awaiting_since + MERGE_WAIT
         return self.journeys.next_deadline(ctx)
 
     def expired(self, ctx: CustomerContext | None, now: float) -> bool:
@@ -455,24 +546,10 @@ class CustomerStep:
                 event.event_id,
                 "identified: now in the customer's profile",
             )
+        context = b""  # the answer of a device with nothing to hand over
         if ctx is not None and ctx.alias_of is None and ctx.events:
-            merge_id = derived_event_id("merge", key, event.event_id)
             context = to_snapshot(ctx, redeliveries=False)  # the alias keeps them
-            outputs.append(
-                Event(
-                    event_id=merge_id,
-                    ts=event.ts,
-                    type="profile_merge",
-                    channel=event.channel,
-                    customer_id=customer,
-                    anonymous_id=event.anonymous_id,
-                    merge=ProfileMerge(
-                        source_key=key,
-                        context=context,
-                        signature=self._seal.sign(merge_id, customer, key, context),
-                    ),
-                )
-            )
+        outputs.append(self._handover(key, event, context))
         ts = event.ts.timestamp()
         # The alias keeps the ids its visitor folded, so their redeliveries stop here.
         alias = CustomerContext(
@@ -485,13 +562,45 @@ class CustomerStep:
         )
         return alias, outputs
 
+    def _handover(self, key: str, event: Event, context: bytes) -> Event:
+        """A device's answer to its login: its context for the customer (a profile
+        merge), or none; the customer waits for it (`_while_awaiting`)."""
+        customer = event.customer_id
+        assert customer is not None  # identify always carries both ids
+        merge_id = derived_event_id("merge", key, event.event_id)
+        return Event(
+            event_id=merge_id,
+            ts=event.ts,
+            type="profile_merge",
+            channel=event.channel,
+            customer_id=customer,
+            anonymous_id=event.anonymous_id,
+            merge=ProfileMerge(
+                source_key=key,
+                context=context,
+                signature=self._seal.sign(merge_id, customer, key, context),
+            ),
+        )
+
+    @overload
+    def _merge(
+        self, key: str, ctx: CustomerContext, event: Event, ts: float
+    ) -> tuple[CustomerContext, list[Output]]: ...
+    @overload
     def _merge(
         self, key: str, ctx: CustomerContext | None, event: Event, ts: float
-    ) -> tuple[CustomerContext, list[Output]]:
+    ) -> tuple[CustomerContext | None, list[Output]]: ...
+    def _merge(
+        self, key: str, ctx: CustomerContext | None, event: Event, ts: float
+    ) -> tuple[CustomerContext | None, list[Output]]:
         merge = event.merge
         assert merge is not None  # validated at decode
         if not self._seal.verify(event):
             raise BadInput("forged", "a profile_merge without Wayfinder's signature")
+        if not merge.context:  # the device had nothing to hand over: remembered, no more
+            if ctx is not None and recall(ctx, event.event_id, ts, self._horizon):
+                remember(ctx.seen, event_digest(event.event_id), ctx.last_seen, self._horizon)
+            return ctx, []
         if ctx is None:
             ctx = new_context(key, event)
             digest = event_digest(event.event_id)

@@ -216,6 +216,14 @@ class CustomerContext(Struct):
     #: horizon after it, nothing as old as the erasure and nothing from a device is
     #: folded (see `CustomerStep`), so no event in flight brings the customer back.
     erased_at: float | None = None
+    #: A customer who has just identified a device waits for the device's answer (its
+    #: profile merge, or that it has nothing to hand over) before folding anything else,
+    #: so the merge lands at the same point of their stream however long it took to come
+    #: round the events topic: the answer's id, since when (event time), and the events
+    #: that arrived meanwhile, in order.
+    awaiting: str | None = None
+    awaiting_since: float = 0.0
+    held: list[Event] = []
 
 
 def new_context(key: str, event: Event) -> CustomerContext:

@@ -1,7 +1,7 @@
 """The customer step of the dataflow: one customer's context as bytewax state.
 
 Each key's logic folds its events through the pure `CustomerStep` (operators/)
-and says what to emit; in an embedded run it also tells the loop's rounds what
+and says what to emit; it also tells the run's ledger (an embedded run's rounds) what
 it folded and what will come back (see `flows.dataflow.loopback`).
 """
 
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from bytewax.operators import StatefulBatchLogic
 
 from flows.dataflow.clock import EventClock
-from flows.dataflow.rounds import Rounds
+from flows.dataflow.ledger import FlowLedger
 from flows.runtime import metrics
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep, Output
@@ -57,7 +57,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         *,
         timers: bool,
         clock: EventClock,
-        rounds: Rounds | None,
+        ledger: FlowLedger | None,
         models_lock: AbstractContextManager[object] | None = None,
         shadow: bool = False,
     ) -> None:
@@ -66,7 +66,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._models_lock = models_lock if models_lock is not None else nullcontext()
         self._timers = timers
         self._clock = clock
-        self._rounds = rounds
+        self._ledger = ledger
         self._ctx: CustomerContext | None = (
             from_snapshot(resume_state) if resume_state is not None else None
         )
@@ -134,7 +134,12 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         # A stop is not the input's end; and a resumed finished run emitted its end before.
         if clock.stop.requested or clock.resumed_after_end:
             return [], self._ctx is None
+        released: list[StepOutput] = []
+        if self._ctx is not None and self._ctx.awaiting is not None:
+            with self._models_lock:
+                released += self._step.release(self._ctx)  # no answer will come now
         outputs, discard = self._wake(self._clock.watermark)
+        outputs = [*released, *outputs]
         if self._ctx is not None:
             # Where this customer is when the input ends, for the contact-point map.
             outputs = [*outputs, *in_flight(self._ctx)]
@@ -177,18 +182,18 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return outputs, False
 
     def _account(self, consumed: int, emitted: Sequence[StepOutput]) -> None:
-        rounds = self._rounds
-        if rounds is None:
+        ledger = self._ledger
+        if ledger is None:
             return
         if not self._shadow:
             back = examples = 0
             for output in emitted:
                 if type(output) is Example:
                     examples += 1
-                elif _comes_back(rounds, output):
+                elif _comes_back(ledger, output):
                     back += 1
-            rounds.emitted(back, examples)
-        rounds.settled(consumed)
+            ledger.emitted(back, examples)
+        ledger.settled(consumed)
 
 
 class _Rollback:
@@ -242,8 +247,8 @@ def _refused(reason: DeadLetterReason, detail: str, event: Event) -> DeadLetter:
     return dead_letter(reason, f"event {event.event_id!r}: {detail}", encode(event), "customer")
 
 
-def _comes_back(rounds: Rounds, output: StepOutput) -> bool:
+def _comes_back(ledger: FlowLedger, output: StepOutput) -> bool:
     """Whether the input reads this output back (so the next round waits for it)."""
     if isinstance(output, Event):
         return True
-    return isinstance(output, Action) and rounds.fed_back(action_topic(output.channel))
+    return isinstance(output, Action) and ledger.fed_back(action_topic(output.channel))

@@ -10,7 +10,7 @@ from confluent_kafka import Message
 
 from flows.dataflow.clock import EventClock, EventTime
 from flows.dataflow.customer import Keyed
-from flows.dataflow.rounds import Rounds
+from flows.dataflow.ledger import FlowLedger
 from flows.dataflow.sources import RawRecord
 from flows.runtime import metrics
 from flows.runtime.settings import FAULT_EXIT_CODE, fault_after_events, state_key
@@ -50,7 +50,7 @@ def make_decoder(
     max_bytes: int,
     unpack: Callable[[Any], Unpacked],
     clock: EventClock,
-    rounds: Rounds | None,
+    ledger: FlowLedger | None,
     ahead: AheadLimit,
 ) -> Callable[[list[Any]], list[Decoded]]:
     """Decode a batch of raw inputs into keyed events or dead letters.
@@ -122,9 +122,9 @@ def make_decoder(
             out.append(EventTime(latest))
         if latest > float("-inf"):
             clock.resumed_after_end = False  # new input: its end is a new one
-        if rounds is not None:
-            rounds.started(extra)
-            rounds.settled(bad, all_consumers=True)
+        if ledger is not None:
+            ledger.started(extra)
+            ledger.settled(bad, all_consumers=True)
         return out
 
     return decode

@@ -19,6 +19,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from flows.dataflow.ledger import LoopLedger
 from flows.runtime import metrics
 from schemas.codec import encode
 from schemas.deadletter import dead_letter
@@ -49,18 +50,32 @@ class UndeliverableError(RuntimeError):
 class DeliveredKafkaSink(DynamicSink[Outgoing]):
     """Writes `KafkaSinkMessage`s to their topics, checking each delivery report."""
 
-    def __init__(self, brokers: Iterable[str], config: dict[str, str], dlq_topic: str) -> None:
+    def __init__(
+        self,
+        brokers: Iterable[str],
+        config: dict[str, str],
+        dlq_topic: str,
+        loop: tuple[str, LoopLedger] | None = None,
+    ) -> None:
+        """`loop`: the events topic, and the ledger told of each event delivered to it."""
         self._config = {"bootstrap.servers": ",".join(brokers), **config}
         self._dlq_topic = dlq_topic
+        self._loop = loop
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> "_DeliveredPartition":
-        return _DeliveredPartition(Producer(self._config), self._dlq_topic)
+        return _DeliveredPartition(Producer(self._config), self._dlq_topic, self._loop)
 
 
 class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
-    def __init__(self, producer: Producer, dlq_topic: str) -> None:
+    def __init__(
+        self, producer: Producer, dlq_topic: str, loop: tuple[str, LoopLedger] | None
+    ) -> None:
         self._producer = producer
         self._dlq_topic = dlq_topic
+        self._loop_topic: str | None = None
+        self._ledger: LoopLedger | None = None
+        if loop is not None:
+            self._loop_topic, self._ledger = loop
 
     def write_batch(self, items: list[Outgoing]) -> None:
         pending = items
@@ -93,8 +108,11 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
             def report(error: KafkaError | None, message: Message, msg: Outgoing = msg) -> None:
                 if error is not None:
                     failed.append((msg, error))
-                else:
-                    metrics.PRODUCED.labels(message.topic() or "").inc()
+                    return
+                topic = message.topic() or ""
+                metrics.PRODUCED.labels(topic).inc()
+                if topic == self._loop_topic and self._ledger is not None:
+                    self._ledger.delivered(message.partition() or 0, message.offset() or 0)
 
             topic = msg.topic
             assert topic is not None  # the flow names each message's topic
@@ -115,6 +133,8 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
         """The message the broker will never take, on the dead-letter topic instead."""
         if msg.topic == self._dlq_topic:  # a dead letter that cannot be written: stop
             raise UndeliverableError(f"dead-letter topic refused a record: {error.name()}")
+        if msg.topic == self._loop_topic and self._ledger is not None:
+            self._ledger.dropped()  # it will not come back
         letter = dead_letter(
             "undeliverable",
             f"to {msg.topic}: {error.name()} ({error.str()})",

@@ -28,6 +28,7 @@ from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, Watermark
 from flows.dataflow.customer import CustomerLogic, Keyed
 from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
 from flows.dataflow.learner import ModelLogic, examples
+from flows.dataflow.ledger import FlowLedger
 from flows.dataflow.loopback import EmbeddedSource
 from flows.dataflow.rounds import Rounds
 from flows.dataflow.routing import (
@@ -79,6 +80,7 @@ def build_flow(
     clock: EventClock,
     timers: bool,
     rounds: Rounds | None = None,
+    loop: FlowLedger | None = None,
     models: ModelSet | None = None,
     challenger: Challenger | None = None,
     seal: MergeSeal,
@@ -90,6 +92,8 @@ def build_flow(
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
+    `rounds`: an embedded run's lockstep; `loop`: the ledger of a run on Kafka, which
+    keeps a bounded input open while its own events are on their way back.
     `clock`: the watermark, which the source tells how far its partitions have got;
     `timers`: wake customers when the watermark passes their deadlines (a service;
     an embedded run's rounds fire them on events and at the end instead).
@@ -111,7 +115,8 @@ def build_flow(
     lock = models.lock
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
-    decoder = make_decoder(max_event_bytes, unpack, clock, rounds, ahead)
+    ledger = rounds if rounds is not None else loop
+    decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead)
     decoded = op.flat_map_batch("decode", raw, decoder)
     split = op.branch("valid", decoded, _is_keyed)
     rest = op.branch("dead_or_time", split.falses, _is_dead_letter)
@@ -121,7 +126,7 @@ def build_flow(
         "customer",
         split.trues,
         lambda resume: CustomerLogic(
-            step, resume, timers=timers, clock=clock, rounds=rounds, models_lock=lock
+            step, resume, timers=timers, clock=clock, ledger=ledger, models_lock=lock
         ),
     )
     results = op.filter_map("route", customers, route)
@@ -149,7 +154,7 @@ def build_flow(
                 resume,
                 timers=timers,
                 clock=clock,
-                rounds=rounds,
+                ledger=ledger,
                 models_lock=shadow_lock,
                 shadow=True,
             ),

@@ -17,6 +17,7 @@ from flows.dataflow.decode import AheadLimit, unpack_kafka
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import Challenger, build_flow
 from flows.dataflow.kafka_input import KafkaInput
+from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
@@ -33,7 +34,7 @@ from flows.runtime.settings import (
 )
 from operators.identity import MergeSeal
 from operators.playbook import CompiledPlaybook
-from schemas.topics import DLQ
+from schemas.topics import DLQ, EVENTS
 
 
 def kafka_flow(
@@ -53,16 +54,25 @@ def kafka_flow(
     playbook = playbook or load_default_playbook()
     config = settings.librdkafka_config()
     clock = EventClock(lateness=allowed_lateness_seconds(), follows_wall=settings.tail, stop=stop)
+    challenger = None
+    if settings.challenger_playbook:
+        challenger = Challenger(
+            load_compiled(Path(settings.challenger_playbook)), settings.challenger_models
+        )
+    loop = LoopLedger(consumers=2 if challenger is not None else 1)
     source = KafkaInput(
         settings.bootstrap_servers,
-        settings.topic("events"),
+        settings.topic(EVENTS),
         clock=clock,
         group=settings.group,
+        ledger=loop,
         tail=settings.tail,
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
         config=config,
     )
-    sink = DeliveredKafkaSink(settings.brokers, config, settings.topic(DLQ))
+    sink = DeliveredKafkaSink(
+        settings.brokers, config, settings.topic(DLQ), loop=(settings.topic(EVENTS), loop)
+    )
     prefix = settings.topic_prefix
 
     def shape(out: Routed) -> KafkaSinkMessage[bytes | None, bytes | None]:
@@ -71,11 +81,6 @@ def kafka_flow(
             key=key.encode() if key is not None else None, value=value, topic=prefix + topic
         )
 
-    challenger = None
-    if settings.challenger_playbook:
-        challenger = Challenger(
-            load_compiled(Path(settings.challenger_playbook)), settings.challenger_models
-        )
     return build_flow(
         source,
         sink,
@@ -84,6 +89,7 @@ def kafka_flow(
         playbook=playbook,
         clock=clock,
         timers=True,
+        loop=loop,
         challenger=challenger,
         seal=seal,
         ahead=AheadLimit(max_ahead_seconds()),

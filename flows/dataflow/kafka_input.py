@@ -7,6 +7,8 @@ of its input, so it has its own source on the same client library:
 - its offsets committed to a consumer group at every snapshot, where operators'
   lag tools look (bytewax's recovery stays the truth of where to resume);
 - a stop that ends the input at the next batch (`flows.dataflow.stopping`);
+- a bounded run that does not end while its own events are on their way back
+  (`flows.dataflow.ledger`);
 - a start without snapshots that says where it starts, and that what an earlier
   run of the group sent will be sent again.
 Partition names and resume state (the next offset) are bytewax's own, so a recovery
@@ -22,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from confluent_kafka.admin import AdminClient
 
 from flows.dataflow.clock import EventClock
+from flows.dataflow.ledger import LoopLedger
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class KafkaInput(FixedPartitionedSource[Message, int | None]):
         *,
         clock: EventClock,
         group: str,
+        ledger: LoopLedger,
         tail: bool = True,
         starting_offset: int = OFFSET_BEGINNING,
         config: dict[str, str] | None = None,
@@ -52,6 +56,7 @@ class KafkaInput(FixedPartitionedSource[Message, int | None]):
         self._topic = topic
         self._clock = clock
         self._group = group
+        self._ledger = ledger
         self._tail = tail
         self._starting_offset = starting_offset
         self._config = dict(config or {})
@@ -85,7 +90,12 @@ class KafkaInput(FixedPartitionedSource[Message, int | None]):
             _say_where_it_starts(consumer, part, self._starting_offset, self._group)
         start = self._starting_offset if resume_state is None else resume_state
         return KafkaInputPartition(
-            consumer, TopicPartition(topic, int(index), start), step_id, self._clock, self._tail
+            consumer,
+            TopicPartition(topic, int(index), start),
+            step_id,
+            self._clock,
+            self._ledger,
+            self._tail,
         )
 
 
@@ -98,9 +108,11 @@ class KafkaInputPartition(StatefulSourcePartition[Message, int | None]):
         part: TopicPartition,
         step_id: str,
         clock: EventClock,
+        ledger: LoopLedger,
         tail: bool,
     ) -> None:
         self._consumer = consumer
+        self._ledger = ledger
         self._topic = part.topic
         self._index = part.partition
         self._offset: int | None = part.offset if part.offset >= 0 else None
@@ -113,13 +125,16 @@ class KafkaInputPartition(StatefulSourcePartition[Message, int | None]):
             step_id=step_id, topic=part.topic, partition=part.partition
         )
         clock.register(self._name)
+        ledger.read(0, part.partition, max(part.offset, 0))
         consumer.assign([part])
 
     def next_batch(self) -> list[Message]:
         if self._clock.stop.requested:
             raise StopIteration  # a clean stop: the flow finishes what it holds
-        if self._at_end and not self._tail:
-            raise StopIteration  # a bounded run: the partition's end is the input's
+        if self._at_end and not self._tail and self._ledger.even():
+            # A bounded run ends at the partition's end, once nothing of its own is on
+            # its way back to it.
+            raise StopIteration
         batch: list[Message] = []
         at_end = False
         for msg in self._consumer.consume(BATCH_SIZE, 0.001):
@@ -133,6 +148,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, int | None]):
         last = batch[-1].offset() if batch else None
         if last is not None:
             self._offset = last + 1
+            self._ledger.read(len(batch), self._index, self._offset)
         if at_end:
             self._at_end = True
             self._clock.caught_up(self._name)

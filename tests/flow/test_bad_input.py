@@ -181,7 +181,7 @@ class _Flow:
         for state_key, value in keyed:
             logic = self.logics.get(state_key)
             if logic is None:
-                logic = CustomerLogic(self.step, None, timers=False, clock=self.clock, rounds=None)
+                logic = CustomerLogic(self.step, None, timers=False, clock=self.clock, ledger=None)
             outputs, discard = logic.on_batch([value])
             emitted += outputs
             if discard:

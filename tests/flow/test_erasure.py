@@ -3,6 +3,7 @@
 import json
 import re
 import sqlite3
+import struct
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
@@ -248,18 +249,23 @@ def _in_store_but_from_after(recovery: Path, erase_ts: datetime, allowed: set[st
 
 def _record_from_before(data: bytes, at: int, erase_ts: datetime, allowed: set[str]) -> bool:
     start = data.rfind(b'{"event_id": ', max(0, at - 400), at)
-    if start < 0:
-        return False
-    text = data[start : start + 2000].decode("utf-8", "replace")
+    text = data[start : start + 2000].decode("utf-8", "replace") if start >= 0 else ""
     try:
         record, _end = json.JSONDecoder().raw_decode(text)
     except ValueError:
-        return False
+        # A record longer than the rest of its page continues on another (SQLite's
+        # overflow pages): only a piece is here. The piece before the id holds its time.
+        times = _RECORD_TIME.findall(data[max(0, at - 400) : at])
+        return bool(times) and datetime.fromisoformat(times[-1].decode()) <= erase_ts
     return bool(
         datetime.fromisoformat(record["ts"]) <= erase_ts
         or record["type"] == "erase"
         or record["event_id"] in allowed
     )
+
+
+#: A record's time and type, as the event files write them.
+_RECORD_TIME = re.compile(rb': "(\d{4}-\d\d-\d\dT[\d:.]+Z)", "type": ')
 
 
 def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
@@ -275,7 +281,18 @@ def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
     try:
         ctx = from_snapshot(data[start : start + size])
     except (msgspec.DecodeError, ValueError):
-        return False
+        # A snapshot longer than the rest of its page continues on another (SQLite's
+        # overflow pages): only its head is here. The head holds the time it was taken.
+        head = re.match(
+            rb"\xa3key(?:[\xa0-\xbf]|\xd9.)[^\xa5]*\xa5known[\xc2\xc3]"
+            rb"\xaafirst_seen\xcb.{8}\xa9last_seen\xcb(.{8})",
+            data[key : key + 400],
+            re.DOTALL,
+        )
+        if head is None:
+            return False
+        (last_seen,) = struct.unpack(">d", head.group(1))
+        return bool(last_seen <= erase_ts.timestamp())
     return ctx.last_seen <= erase_ts.timestamp() and not ctx.erased_at
 
 
@@ -390,7 +407,7 @@ def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
     step = CustomerStep(default_playbook(), redelivery_horizon=3600.0)
     erase = ev("erase", "web", minutes=0, customer="cust-Q6")
     service_clock = EventClock()
-    service = CustomerLogic(step, None, timers=True, clock=service_clock, rounds=None)
+    service = CustomerLogic(step, None, timers=True, clock=service_clock, ledger=None)
     _outputs, discard = service.on_batch([("cust-Q6", erase)])
     assert not discard and b"Q6" not in service.snapshot()
     assert service.notify_at() is not None
@@ -400,7 +417,7 @@ def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
     assert service.on_notify() == ([], True)
 
     clock = EventClock()
-    embedded = CustomerLogic(step, None, timers=False, clock=clock, rounds=None)
+    embedded = CustomerLogic(step, None, timers=False, clock=clock, ledger=None)
     embedded.on_batch([("cust-Q6", erase)])
     clock.advance(erase.ts.timestamp() + 1800)
     assert embedded.on_eof() == ([], False)

@@ -1,0 +1,82 @@
+"""The flow's own events on Kafka: a device's answer to a login, forwards and device
+erasures go round the events topic and are folded as in the embedded run.
+
+A bounded replay does not stop at the topic's end while its own events are on their
+way back, and a customer who logged in waits for the device's answer before folding
+anything else, so each merge lands where it does embedded, however long the round trip
+(on a replay of a full topic: until the whole backlog has been read). The summary counts
+the same merges and forwards in both.
+"""
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flows.dataflow.kafka import kafka_flow
+from flows.dataflow.sources import EventFileSource
+from flows.runtime import metrics
+from flows.runtime.settings import KafkaSettings
+from flows.runtime.topics import ensure_topics
+from tests.flow_helpers import run_embedded
+from tests.helpers import default_playbook
+from tests.kafka_io import produce, read_all
+
+pytestmark = pytest.mark.integration
+
+WAYFINDER = str(Path(sys.executable).parent / "wayfinder")
+
+
+def keyed(line: bytes) -> tuple[bytes | None, bytes]:
+    """A line as a producer sends it: keyed by customer, else device (bad input: none)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None, line
+    key = None
+    if isinstance(event, dict):
+        key = event.get("customer_id") or event.get("anonymous_id")
+    return (key.encode() if isinstance(key, str) else None), line
+
+
+def merged(lines: list[bytes]) -> list[bytes]:
+    return sorted(line for line in lines if b'"kind":"merged"' in line)
+
+
+def test_merges_come_back_and_land_where_they_do_embedded(bootstrap_servers, entry_point, tmp_path):
+    events = tmp_path / "events.jsonl"
+    subprocess.run(
+        [WAYFINDER, "simulate", "--out", str(events), "--customers", "200", "--hours", "24"],
+        check=True,
+        capture_output=True,
+    )
+    playbook = default_playbook()
+
+    loop_before = metrics.sample("wayfinder_loop_events")
+    embedded = run_embedded(
+        entry_point, EventFileSource(events), tmp_path / "out", playbook=playbook
+    )
+    embedded_loop = metrics.sample("wayfinder_loop_events") - loop_before
+    embedded_merged = merged(embedded.lines("journeys.jsonl"))
+
+    # One partition: the file's order is the topic's (a producer keys one person's
+    # devices and logins differently, and partitions are read in no common order).
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=f"wf-test-loop-{uuid.uuid4().hex[:10]}.",
+        partitions=1,
+        tail=False,
+    )
+    ensure_topics(kafka, playbook.channels)
+    produce(kafka, "events", [keyed(line) for line in events.read_bytes().splitlines()])
+    loop_before = metrics.sample("wayfinder_loop_events")
+    entry_point(kafka_flow(kafka, playbook=playbook))
+    kafka_loop = metrics.sample("wayfinder_loop_events") - loop_before
+    kafka_merged = merged([v for _, v in read_all(kafka, "journeys") if v is not None])
+
+    assert len(embedded_merged) >= 20  # the simulated day has logins with journeys to merge
+    assert kafka_merged == embedded_merged
+    assert kafka_loop == embedded_loop > 0

@@ -43,6 +43,9 @@ _MIN_WAIT = 0.05
 _UNKNOWN_PACE_WAIT = 1.0
 #: How long (wall seconds) the pace of event time is measured over.
 _PACE_WINDOW = 2.0
+#: A process that reads no input takes it to be caught up after this long (wall
+#: seconds) without a record: a backlog keeps records coming to every process.
+_QUIET = 2.0
 
 
 class EventClock:
@@ -70,6 +73,7 @@ class EventClock:
         self._resumed: dict[Hashable, float] = {}  # partitions' latest at the snapshot
         self._pace_at = (time.monotonic(), float("-inf"))
         self._pace = 0.0  # event seconds per wall second; 0: not measured yet
+        self._heard = float("-inf")  # when a record's stamp last reached this process
         #: The stop asked for by a signal: the input's end is then a stop, not an end.
         self.stop = stop if stop is not None else StopRequest()
         #: The run resumed from snapshots taken after its input ended, and has read
@@ -112,7 +116,25 @@ class EventClock:
                 self._pace = (self._floor - then) / (now - at)
             self._pace_at = (now, self._floor)
 
+    def observe(self, mark: float, latest: float) -> None:
+        """Where the decoding process's event time was (a record's stamp): a process that
+        reads no input follows the one that does."""
+        self._heard = time.monotonic()
+        if mark > self._floor or latest > self._latest:
+            with self._lock:
+                self._floor = max(self._floor, mark)
+                self._latest = max(self._latest, latest)
+
     # -- what the steps ask
+
+    @property
+    def latest(self) -> float:
+        """The latest event time read (here, or by the process that decoded)."""
+        return self._latest
+
+    def at_end(self) -> float:
+        """The watermark once the input has ended: everything there was has been read."""
+        return max(self._floor, self._latest)
 
     @property
     def watermark(self) -> float:
@@ -121,7 +143,10 @@ class EventClock:
         return self._floor
 
     def _idle(self) -> bool:
-        return len(self._caught_up) == len(self._reached) > 0
+        if self._reached:  # this process reads: its partitions say
+            return len(self._caught_up) == len(self._reached)
+        # A process that reads nothing: caught up when no record has reached it lately.
+        return time.monotonic() - self._heard > _QUIET
 
     def wake_at(self, due: float) -> float:
         """When (wall clock, epoch seconds) to ask again about something due at event

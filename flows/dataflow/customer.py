@@ -25,8 +25,12 @@ from schemas.learning import Example
 from schemas.topics import action_topic
 from state.context import CustomerContext, from_snapshot, is_tombstone, to_snapshot
 
-#: (customer key, event): what the decode step hands to a customer.
-Keyed = tuple[str, Event]
+#: Where event time was when an event was decoded: the decoding process's watermark and
+#: the latest event time it had read. Every record carries it, so a process that reads
+#: no input itself (a cluster's other processes) knows the watermark all the same.
+Stamp = tuple[float, float]
+#: (customer key, event, stamp): what the decode step hands to a customer.
+Keyed = tuple[str, Event, Stamp]
 #: What the step emits: the core's outputs, where each customer is when a bounded
 #: input ends (for the contact-point map), and the records it could not use.
 StepOutput = Output | InFlight | DeadLetter
@@ -75,6 +79,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._failed_due: float | None = None
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[StepOutput], bool]:
+        self._clock.observe(*values[-1][2])  # (the latest stamp: one call a batch)
         emitted: list[StepOutput] = []
         with self._models_lock:
             ctx = self._step_batch(values, emitted)
@@ -87,7 +92,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         ctx = self._ctx
         rollback = self._rollback
         since = rollback.since
-        for key, event in values:
+        for key, event, _stamp in values:
             folded_before = -1 if ctx is None else ctx.events
             try:
                 after, outputs = step.on_event(key, ctx, event)
@@ -138,7 +143,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if self._ctx is not None and self._ctx.awaiting is not None:
             with self._models_lock:
                 released += self._step.release(self._ctx)  # no answer will come now
-        outputs, discard = self._wake(self._clock.watermark)
+        outputs, discard = self._wake(clock.at_end())
         outputs = [*released, *outputs]
         if self._ctx is not None:
             # Where this customer is when the input ends, for the contact-point map.
@@ -213,7 +218,7 @@ class _Rollback:
 
     def __init__(self, state: bytes | None) -> None:
         self._state = state
-        self.since: list[Keyed] = []
+        self.since: list[tuple[str, Event]] = []
 
     def saved(self, state: bytes | None) -> None:
         """The context is now these bytes (None: no context); nothing folded since."""
@@ -222,7 +227,7 @@ class _Rollback:
 
     def restore(self, step: CustomerStep) -> CustomerContext | None:
         ctx = from_snapshot(self._state) if self._state is not None else None
-        kept: list[Keyed] = []
+        kept: list[tuple[str, Event]] = []
         for key, event in self.since:
             try:
                 ctx, _outputs = step.on_event(key, ctx, event)

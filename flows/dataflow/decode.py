@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from flows.dataflow.clock import EventClock, EventTime
-from flows.dataflow.customer import Keyed
+from flows.dataflow.customer import Keyed, Stamp
 from flows.dataflow.ledger import FlowLedger
 from flows.dataflow.sources import RawRecord
 from flows.runtime import metrics
@@ -77,6 +77,7 @@ def make_decoder(
         by_part: dict[tuple[str, int], float] = {}  # partitions the clock follows
         bad = extra = 0
         not_after = ahead.not_after()
+        stamped: Stamp = (clock.watermark, clock.latest)  # where event time was before it
         for item in batch:
             raw, source, partition, offset, received_at, cut = unpack(item)
             try:
@@ -108,10 +109,10 @@ def make_decoder(
             if partition is not None and ts > by_part.get((source, partition), float("-inf")):
                 by_part[(source, partition)] = ts
             key = customer_key(event)
-            out.append((state_key(key), (key, event)))
+            out.append((state_key(key), (key, event, stamped)))
             if event.type == "identify":
                 visitor = visitor_key(event)
-                out.append((state_key(visitor), (visitor, event)))
+                out.append((state_key(visitor), (visitor, event, stamped)))
                 extra += 1
         if by_part:
             for part, ts in by_part.items():
@@ -120,6 +121,7 @@ def make_decoder(
         elif latest > float("-inf"):
             clock.advance(latest)
             out.append(EventTime(latest))
+
         if latest > float("-inf"):
             clock.resumed_after_end = False  # new input: its end is a new one
         if ledger is not None:

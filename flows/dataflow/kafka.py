@@ -67,6 +67,7 @@ def kafka_flow(
         group=settings.group,
         ledger=loop,
         tail=settings.tail,
+        ordered=settings.ordered,
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
         config=config,
     )

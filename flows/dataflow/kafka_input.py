@@ -11,17 +11,25 @@ of its input, so it has its own source on the same client library:
   (`flows.dataflow.ledger`);
 - a start without snapshots that says where it starts, and that what an earlier
   run of the group sent will be sent again.
-Partition names and resume state (the next offset) are bytewax's own, so a recovery
-folder written with either source resumes with the other.
+Read partition by partition (each on a worker of its own, names and resume state as
+bytewax's, so a recovery folder written with either source resumes with the other),
+the topic's partitions are read in no common order: a customer's login on one and
+their device's browsing on another meet in whatever order they arrive, and two runs of
+the same input differ. Ordered (`ordered`, the default), one reader takes every
+partition and hands the events over merged in event-time order (ties: partition, then
+offset), the same order every run, as the embedded run reads its file.
 """
 
+import heapq
 import logging
+from collections import deque
 from datetime import datetime
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
+from msgspec import Struct, json
 
 from flows.dataflow.clock import EventClock
 from flows.dataflow.ledger import LoopLedger
@@ -31,9 +39,13 @@ logger = logging.getLogger(__name__)
 #: Messages taken per poll: enough to amortise the call, few enough to keep batches short.
 BATCH_SIZE = 1000
 
+#: Resume state: the next offset of one partition, or (ordered) of each.
+Offsets = int | dict[int, int] | None
 
-class KafkaInput(FixedPartitionedSource[Message, int | None]):
-    """The events topic, every partition (bytewax places each on one worker).
+
+class KafkaInput(FixedPartitionedSource[Message, Offsets]):
+    """The events topic, every partition: each on a worker of its own, or (`ordered`)
+    all on one reader, merged in event-time order.
 
     `tail`: a service, which waits at the end of a partition for more; otherwise the
     input ends where each partition ends. `group`: the consumer group the offsets are
@@ -49,6 +61,7 @@ class KafkaInput(FixedPartitionedSource[Message, int | None]):
         group: str,
         ledger: LoopLedger,
         tail: bool = True,
+        ordered: bool = True,
         starting_offset: int = OFFSET_BEGINNING,
         config: dict[str, str] | None = None,
     ) -> None:
@@ -58,21 +71,27 @@ class KafkaInput(FixedPartitionedSource[Message, int | None]):
         self._group = group
         self._ledger = ledger
         self._tail = tail
+        self._ordered = ordered
         self._starting_offset = starting_offset
         self._config = dict(config or {})
 
-    def list_parts(self) -> list[str]:
+    def _partitions(self) -> list[int]:
         admin = AdminClient({"bootstrap.servers": self._brokers, **self._config})
         metadata = admin.list_topics(self._topic, timeout=30)
         topic = metadata.topics[self._topic]
         if topic.error is not None:
             raise RuntimeError(f"Kafka topic {self._topic!r}: {topic.error.str()}")
-        return [f"{i}-{self._topic}" for i in sorted(topic.partitions)]
+        return sorted(topic.partitions)
+
+    def list_parts(self) -> list[str]:
+        if self._ordered:
+            return [f"ordered-{self._topic}"]
+        return [f"{i}-{self._topic}" for i in self._partitions()]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: int | None
+        self, step_id: str, for_part: str, resume_state: Offsets
     ) -> "KafkaInputPartition":
-        index, topic = for_part.split("-", 1)
+        kind, topic = for_part.split("-", 1)
         if topic != self._topic:
             raise RuntimeError(f"recovery snapshots of topic {topic!r}, not {self._topic!r}")
         consumer = Consumer(
@@ -85,94 +104,187 @@ class KafkaInput(FixedPartitionedSource[Message, int | None]):
                 **self._config,
             }
         )
-        part = TopicPartition(topic, int(index))
-        if resume_state is None:
-            _say_where_it_starts(consumer, part, self._starting_offset, self._group)
-        start = self._starting_offset if resume_state is None else resume_state
+        indexes = self._partitions() if kind == "ordered" else [int(kind)]
+        resumed: dict[int, int] = {}
+        if isinstance(resume_state, int):
+            resumed = {indexes[0]: resume_state}
+        elif isinstance(resume_state, dict):
+            resumed = resume_state
+        starts: dict[int, int] = {}
+        for index in indexes:
+            if index not in resumed:
+                part = TopicPartition(topic, index)
+                _say_where_it_starts(consumer, part, self._starting_offset, self._group)
+            starts[index] = resumed.get(index, self._starting_offset)
         return KafkaInputPartition(
             consumer,
-            TopicPartition(topic, int(index), start),
-            step_id,
-            self._clock,
-            self._ledger,
-            self._tail,
+            topic,
+            starts,
+            step_id=step_id,
+            clock=self._clock,
+            ledger=self._ledger,
+            tail=self._tail,
+            merged=kind == "ordered",
         )
 
 
-class KafkaInputPartition(StatefulSourcePartition[Message, int | None]):
-    """One partition of the events topic, and what the watermark needs to know of it."""
+class _EventTime(Struct):
+    ts: datetime
+
+
+_EVENT_TIME = json.Decoder(_EventTime)
+
+
+def _event_time(msg: Message) -> float:
+    """A message's event time, for the merge; a record that has none goes first (the
+    decode step dead-letters it)."""
+    try:
+        return _EVENT_TIME.decode(msg.value() or b"").ts.timestamp()
+    except Exception:
+        return float("-inf")
+
+
+class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
+    """Partitions of the events topic on one consumer, and what the watermark needs to
+    know of each. `merged`: hand them over in event-time order (a partition with
+    nothing buffered holds the others back until it has, or has caught up)."""
 
     def __init__(
         self,
         consumer: Consumer,
-        part: TopicPartition,
+        topic: str,
+        starts: dict[int, int],
+        *,
         step_id: str,
         clock: EventClock,
         ledger: LoopLedger,
         tail: bool,
+        merged: bool,
     ) -> None:
         self._consumer = consumer
-        self._ledger = ledger
-        self._topic = part.topic
-        self._index = part.partition
-        self._offset: int | None = part.offset if part.offset >= 0 else None
+        self._topic = topic
         self._clock = clock
+        self._ledger = ledger
         self._tail = tail
-        self._name = (part.topic, part.partition)
-        self._at_end = False
+        self._merged = merged
+        #: Next offset to hand over, per partition (None: not known before the first).
+        self._next: dict[int, int | None] = {
+            i: (offset if offset >= 0 else None) for i, offset in starts.items()
+        }
+        self._buffered: dict[int, deque[tuple[float, int, Message]]] = {i: deque() for i in starts}
+        self._at_end = dict.fromkeys(starts, False)
         #: bytewax's own lag metric, which its source sets: dashboards know it.
-        self._lag = BYTEWAX_CONSUMER_LAG_GAUGE.labels(
-            step_id=step_id, topic=part.topic, partition=part.partition
-        )
-        clock.register(self._name)
-        ledger.read(0, part.partition, max(part.offset, 0))
-        consumer.assign([part])
+        self._lag = {
+            i: BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=step_id, topic=topic, partition=i)
+            for i in starts
+        }
+        for index, offset in starts.items():
+            clock.register((topic, index))
+            ledger.read(0, index, max(offset, 0))
+        consumer.assign([TopicPartition(topic, i, offset) for i, offset in starts.items()])
 
     def next_batch(self) -> list[Message]:
         if self._clock.stop.requested:
             raise StopIteration  # a clean stop: the flow finishes what it holds
-        if self._at_end and not self._tail and self._ledger.even():
-            # A bounded run ends at the partition's end, once nothing of its own is on
-            # its way back to it.
+        self._poll()
+        batch = self._take()
+        if not batch and not self._tail and self._ended():
+            # A bounded run ends at the partitions' end, once nothing of its own is on
+            # its way back to them.
             raise StopIteration
-        batch: list[Message] = []
-        at_end = False
+        handed: dict[int, int] = {}
+        for msg in batch:
+            index = msg.partition() or 0
+            handed[index] = handed.get(index, 0) + 1
+            offset = msg.offset()
+            if offset is not None:
+                self._next[index] = offset + 1
+        for index, n in handed.items():
+            self._ledger.read(n, index, self._next[index] or 0)
+        return batch
+
+    def _poll(self) -> None:
+        buffered = self._buffered
+        caught_up: set[int] = set()
+        fresh: set[int] = set()
         for msg in self._consumer.consume(BATCH_SIZE, 0.001):
             error = msg.error()
+            index = msg.partition() or 0
             if error is None:
-                batch.append(msg)
+                key = _event_time(msg) if self._merged else 0.0
+                buffered[index].append((key, msg.offset() or 0, msg))
+                fresh.add(index)
+                caught_up.discard(index)
             elif error.code() == KafkaError._PARTITION_EOF:
-                at_end = True
+                caught_up.add(index)
             else:  # the client's, not a record's: librdkafka retries what it can
-                raise RuntimeError(f"consuming {self._topic}[{self._index}]: {error.str()}")
-        last = batch[-1].offset() if batch else None
-        if last is not None:
-            self._offset = last + 1
-            self._ledger.read(len(batch), self._index, self._offset)
-        if at_end:
-            self._at_end = True
-            self._clock.caught_up(self._name)
-        elif batch and self._at_end:
-            self._at_end = False
-            self._clock.caught_up(self._name, at_end=False)
-        return batch
+                raise RuntimeError(f"consuming {self._topic}[{index}]: {error.str()}")
+        for index in fresh - caught_up:
+            if self._at_end[index]:
+                self._at_end[index] = False
+                self._clock.caught_up((self._topic, index), at_end=False)
+        for index in caught_up:
+            self._at_end[index] = True
+            self._clock.caught_up((self._topic, index))
+
+    def _take(self) -> list[Message]:
+        """What may be handed over now: everything buffered, or (merged) the events in
+        event-time order as far as no partition that may still send earlier ones is
+        empty."""
+        buffered = self._buffered
+        if not self._merged:
+            everything = [msg for queue in buffered.values() for _key, _offset, msg in queue]
+            for queue in buffered.values():
+                queue.clear()
+            return everything
+        if any(not queue and not self._at_end[i] for i, queue in buffered.items()):
+            return []  # that partition's next event may come before everyone's
+        heads = [(queue[0][0], i, queue[0][1]) for i, queue in buffered.items() if queue]
+        heapq.heapify(heads)
+        taken: list[tuple[int, tuple[float, int, Message]]] = []
+        while heads and len(taken) < BATCH_SIZE:
+            _key, index, _offset = heapq.heappop(heads)
+            queue = buffered[index]
+            taken.append((index, queue.popleft()))
+            if queue:
+                heapq.heappush(heads, (queue[0][0], index, queue[0][1]))
+            elif not self._at_end[index]:
+                break  # its next may be earlier than the others' heads
+        if len(taken) < BATCH_SIZE and not self._tail and not all(self._at_end.values()):
+            # A replay hands over whole batches: a short one would end where this poll
+            # happened to, and what the models had learned by each decision with it.
+            for index, item in reversed(taken):
+                buffered[index].appendleft(item)
+            return []
+        return [msg for _index, (_key, _offset, msg) in taken]
+
+    def _ended(self) -> bool:
+        return (
+            all(self._at_end.values()) and not any(self._buffered.values()) and self._ledger.even()
+        )
 
     def next_awake(self) -> datetime | None:
         return None
 
-    def snapshot(self) -> int | None:
-        offset = self._offset
-        if offset is not None:
+    def snapshot(self) -> Offsets:
+        committed = [
+            TopicPartition(self._topic, i, offset)
+            for i, offset in self._next.items()
+            if offset is not None
+        ]
+        for part in committed:
             _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, self._index), cached=True
+                TopicPartition(self._topic, part.partition), cached=True
             )
             if high >= 0:
-                self._lag.set(max(high - offset, 0))
+                self._lag[part.partition].set(max(high - part.offset, 0))
+        if committed:
             # Where lag tools look; recovery, not the group, says where a run resumes.
-            self._consumer.commit(
-                offsets=[TopicPartition(self._topic, self._index, offset)], asynchronous=True
-            )
-        return offset
+            self._consumer.commit(offsets=committed, asynchronous=True)
+        if not self._merged:
+            (offset,) = self._next.values()
+            return offset
+        return {i: offset for i, offset in self._next.items() if offset is not None}
 
     def close(self) -> None:
         self._consumer.close()

@@ -117,6 +117,9 @@ class KafkaSettings:
     decision_inputs: bool = True
     #: The consumer group the flow commits its offsets to (for lag tools, not to resume).
     group: str = "wayfinder"
+    #: Read the events topic's partitions as one stream in event-time order (the same
+    #: order every run); else each partition on a worker of its own, in arrival order.
+    ordered: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "KafkaSettings":
@@ -138,6 +141,7 @@ class KafkaSettings:
             ),
             decision_inputs=_env_bool(env, "WAYFINDER_DECISION_INPUTS", cls.decision_inputs),
             group=env.get("WAYFINDER_KAFKA_GROUP") or cls.group,
+            ordered=_env_bool(env, "WAYFINDER_KAFKA_ORDERED", cls.ordered),
         )
 
     @property

@@ -408,7 +408,8 @@ def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
     erase = ev("erase", "web", minutes=0, customer="cust-Q6")
     service_clock = EventClock()
     service = CustomerLogic(step, None, timers=True, clock=service_clock, ledger=None)
-    _outputs, discard = service.on_batch([("cust-Q6", erase)])
+    unstamped = (float("-inf"), float("-inf"))
+    _outputs, discard = service.on_batch([("cust-Q6", erase, unstamped)])
     assert not discard and b"Q6" not in service.snapshot()
     assert service.notify_at() is not None
     service_clock.advance(erase.ts.timestamp() + 1800)
@@ -418,7 +419,7 @@ def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
 
     clock = EventClock()
     embedded = CustomerLogic(step, None, timers=False, clock=clock, ledger=None)
-    embedded.on_batch([("cust-Q6", erase)])
+    embedded.on_batch([("cust-Q6", erase, unstamped)])
     clock.advance(erase.ts.timestamp() + 1800)
     assert embedded.on_eof() == ([], False)
     held = from_snapshot(embedded.snapshot())

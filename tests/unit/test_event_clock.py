@@ -1,0 +1,55 @@
+"""The watermark: the least event time of the partitions still reading, minus the
+allowed lateness; the wall clock only once every partition has caught up."""
+
+import time
+
+from flows.dataflow.clock import EventClock
+
+A, B = ("events", 0), ("events", 1)
+
+
+def test_the_partition_furthest_behind_holds_the_watermark_less_the_lateness():
+    clock = EventClock(lateness=60.0)
+    clock.register(A)
+    clock.register(B)
+    clock.advance(1000.0, A)
+    assert clock.watermark == float("-inf")  # B has read nothing yet
+    clock.advance(700.0, B)
+    assert clock.watermark == 640.0
+    clock.caught_up(B)  # B has nothing more for now: it holds nobody back
+    clock.advance(1100.0, A)
+    assert clock.watermark == 1040.0
+    clock.caught_up(B, at_end=False)
+    clock.advance(800.0, B)
+    assert clock.watermark == 1040.0  # never goes back
+
+
+def test_a_service_follows_the_wall_clock_only_once_every_partition_has_caught_up():
+    clock = EventClock(lateness=5.0, follows_wall=True)
+    clock.register(A)
+    clock.register(B)
+    clock.advance(1000.0, A)
+    clock.advance(1000.0, B)
+    clock.caught_up(A)
+    assert clock.watermark == 995.0
+    clock.caught_up(B)
+    assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
+    now = time.time()
+    assert abs(clock.wake_at(now + 60.0) - (now + 65.0)) < 1.0  # exact, on the wall clock
+
+
+def test_a_process_that_reads_nothing_follows_the_stamps_of_the_records_it_gets():
+    clock = EventClock()
+    assert clock.watermark == float("-inf")
+    clock.observe(500.0, 600.0)
+    clock.observe(400.0, 550.0)  # an older stamp, from a slower worker: nothing goes back
+    assert (clock.watermark, clock.latest, clock.at_end()) == (500.0, 600.0, 600.0)
+
+
+def test_a_timer_is_asked_again_when_the_watermark_should_have_got_there():
+    clock = EventClock()
+    clock.register(A)
+    clock.advance(100.0, A)
+    now = time.time()
+    assert clock.wake_at(50.0) <= time.time()  # due already: at once
+    assert now < clock.wake_at(10_000.0) <= now + 1.5  # pace not known yet: soon

@@ -14,6 +14,8 @@ river is imported where a model is made, not with this module: it brings scipy
 
 import math
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from hashlib import blake2b
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -317,14 +319,82 @@ class Predictors(Protocol):
 _Model = TypeVar("_Model", bound=OnlineModel)
 
 
+class ReadersWriterLock:
+    """Many readers at once, or one writer (bytewax workers are threads).
+
+    Customer steps read the models together; a writer (the learner of an embedded run,
+    a process's replica following the example log) learns one batch at a time, alone.
+    A waiting writer goes before readers that come after it, so a stream of customer
+    batches never starves the models of their examples. Not reentrant: a reader that
+    reads again while a writer waits would wait for ever.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+        self._read = _Hold(self._acquire_read, self._release_read)
+        self._write = _Hold(self._acquire_write, self._release_write)
+
+    def read(self) -> AbstractContextManager[None]:
+        """Held while a customer step asks the models (shared)."""
+        return self._read
+
+    def write(self) -> AbstractContextManager[None]:
+        """Held while a batch is learned (exclusive)."""
+        return self._write
+
+    def _acquire_read(self) -> None:
+        with self._changed:
+            while self._writing or self._writers_waiting:
+                self._changed.wait()
+            self._readers += 1
+
+    def _release_read(self) -> None:
+        with self._changed:
+            self._readers -= 1
+            if not self._readers:
+                self._changed.notify_all()
+
+    def _acquire_write(self) -> None:
+        with self._changed:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._changed.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+
+    def _release_write(self) -> None:
+        with self._changed:
+            self._writing = False
+            self._changed.notify_all()
+
+
+class _Hold(AbstractContextManager[None]):
+    """One side of a ReadersWriterLock as a `with` block (one object, any thread)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, acquire: Callable[[], None], release: Callable[[], None]) -> None:
+        self._acquire = acquire
+        self._release = release
+
+    def __enter__(self) -> None:
+        self._acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self._release()
+
+
 class ModelSet:
     """The three models, as the customer step sees them (read) and the learner feeds them."""
 
     def __init__(self, playbook: CompiledPlaybook) -> None:
         self.playbook = playbook
-        #: Held while a batch is learned, and while a customer step asks (bytewax workers
-        #: are threads): what a decision asked is all of one version.
-        self.lock = threading.Lock()
+        #: Read while a customer step asks (many at once), written while a batch is
+        #: learned: what a decision asked is all of one version.
+        self.lock = ReadersWriterLock()
         self.models: dict[str, OnlineModel] = {
             INTENT: IntentModel(),
             PROPENSITY: PropensityModel(),

@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import read_topic as read_all
 
-__all__ = ["free_ports", "live_flow", "produce", "read_all"]
+__all__ = ["free_ports", "live_flow", "logged", "produce", "read_all"]
 
 
 def produce(
@@ -59,3 +59,19 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+#: Runs a Python module as `python -m` does, with the flow's INFO log lines on stderr
+#: (nothing else configures logging): `python -c LOGGED module args...`.
+LOGGED = (
+    "import logging, runpy, sys; "
+    "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s'); "
+    "logging.getLogger('kafka').setLevel(logging.WARNING); "
+    "sys.argv = sys.argv[1:]; "
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
+
+
+def logged(module: str, *args: str) -> list[str]:
+    """The command that runs `python -m MODULE ARGS` with INFO logging on stderr."""
+    return [sys.executable, "-c", LOGGED, module, *args]

@@ -39,6 +39,11 @@ _HOPELESS = frozenset(
         KafkaError._INVALID_ARG,
     }
 )
+#: What marks the flow's own events on the events topic (merges, forwards, erasures of
+#: devices), so whichever process reads one back counts it as such.
+LOOP_HEADER = ("wayfinder-loop", b"1")
+_LOOP_HEADERS: list[tuple[str, str | bytes | None]] = [LOOP_HEADER]
+
 #: Rounds of producing again what the client could not deliver, before giving up.
 _ATTEMPTS = 3
 
@@ -116,9 +121,12 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
 
             topic = msg.topic
             assert topic is not None  # the flow names each message's topic
+            headers = _LOOP_HEADERS if topic == self._loop_topic else None
             while True:
                 try:
-                    producer.produce(topic, value=msg.value, key=msg.key, on_delivery=report)
+                    producer.produce(
+                        topic, value=msg.value, key=msg.key, headers=headers, on_delivery=report
+                    )
                     break
                 except BufferError:  # the client's queue is full: let it drain
                     producer.poll(1.0)

@@ -27,7 +27,7 @@ from flows.dataflow.analytics import ScopeLogic, finished_journeys
 from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, WatermarkLogic
 from flows.dataflow.customer import CustomerLogic, Keyed
 from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
-from flows.dataflow.learner import ModelLogic, examples
+from flows.dataflow.learner import ExampleLog, examples, learner
 from flows.dataflow.ledger import FlowLedger
 from flows.dataflow.loopback import EmbeddedSource
 from flows.dataflow.rounds import Rounds
@@ -82,6 +82,7 @@ def build_flow(
     rounds: Rounds | None = None,
     loop: FlowLedger | None = None,
     models: ModelSet | None = None,
+    example_log: ExampleLog | None = None,
     challenger: Challenger | None = None,
     seal: MergeSeal,
     ahead: AheadLimit,
@@ -98,7 +99,9 @@ def build_flow(
     `timers`: wake customers when the watermark passes their deadlines (a service;
     an embedded run's rounds fire them on events and at the end instead).
     `models`: this process's online models (the learner step feeds them, the customer
-    step reads them); a new set when not given. `seal`: signs and checks the merges
+    step reads them); a new set when not given. `example_log` (Kafka): the learner step
+    only numbers and publishes, and `models` is this process's replica, which follows
+    the published log (`flows.dataflow.replica`). `seal`: signs and checks the merges
     (the deployment's secret); `ahead`: how far ahead an event's time may be;
     `redelivery_horizon`: how long (event time) a redelivery is recognised.
     `decision_inputs`: publish what each decision was made from, so it can be re-run
@@ -112,7 +115,7 @@ def build_flow(
         seal=seal,
         redelivery_horizon=redelivery_horizon,
     )
-    lock = models.lock
+    lock = models.lock.read()  # many customer steps at once; learning waits
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
     ledger = rounds if rounds is not None else loop
@@ -131,9 +134,7 @@ def build_flow(
     )
     results = op.filter_map("route", customers, route)
     to_learn = op.flat_map("examples", customers, examples)
-    learned = op.stateful_batch(
-        "learn", to_learn, lambda resume: ModelLogic(models, resume, rounds)
-    )
+    learned = op.stateful_batch("learn", to_learn, learner(models, rounds, example_log))
     finished = op.flat_map("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, route_analytics)

@@ -18,6 +18,7 @@ from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import Challenger, build_flow
 from flows.dataflow.kafka_input import KafkaInput
 from flows.dataflow.ledger import LoopLedger
+from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
@@ -30,9 +31,11 @@ from flows.runtime.settings import (
     load_compiled,
     load_default_playbook,
     max_ahead_seconds,
+    models_catch_up_seconds,
     redelivery_horizon_seconds,
 )
 from operators.identity import MergeSeal
+from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from schemas.topics import DLQ, EVENTS
 
@@ -42,6 +45,7 @@ def kafka_flow(
     *,
     playbook: CompiledPlaybook | None = None,
     stop: StopRequest | None = None,
+    models: ModelSet | None = None,
 ) -> Dataflow:
     """The production flow: the events topic in, every output topic out.
 
@@ -49,6 +53,10 @@ def kafka_flow(
     follows the wall clock once it has caught up; a bounded run
     (WAYFINDER_KAFKA_TAIL=false) ends where the topic ends. `stop`: what ends the
     input cleanly (the caller turns signals into it).
+
+    The models are this process's replica (`models`, a fresh set when not given),
+    learned from the example log: it catches up with the log before this returns
+    (WAYFINDER_MODELS_CATCH_UP), then follows it while the flow runs.
     """
     seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
     playbook = playbook or load_default_playbook()
@@ -82,6 +90,9 @@ def kafka_flow(
             key=key.encode() if key is not None else None, value=value, topic=prefix + topic
         )
 
+    models = models if models is not None else ModelSet(playbook)
+    replica = ModelReplica(models, settings)
+    replica.start(models_catch_up_seconds())  # before the flow decides anything
     return build_flow(
         source,
         sink,
@@ -91,6 +102,8 @@ def kafka_flow(
         clock=clock,
         timers=True,
         loop=loop,
+        models=models,
+        example_log=replica,
         challenger=challenger,
         seal=seal,
         ahead=AheadLimit(max_ahead_seconds()),

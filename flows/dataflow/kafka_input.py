@@ -32,7 +32,9 @@ from confluent_kafka.admin import AdminClient
 from msgspec import Struct, json
 
 from flows.dataflow.clock import EventClock
+from flows.dataflow.delivery import LOOP_HEADER
 from flows.dataflow.ledger import LoopLedger
+from flows.runtime import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +195,11 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             # its way back to them.
             raise StopIteration
         handed: dict[int, int] = {}
+        loop = 0
         for msg in batch:
+            headers = msg.headers()
+            if headers is not None and LOOP_HEADER in headers:
+                loop += 1
             index = msg.partition() or 0
             handed[index] = handed.get(index, 0) + 1
             offset = msg.offset()
@@ -201,6 +207,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 self._next[index] = offset + 1
         for index, n in handed.items():
             self._ledger.read(n, index, self._next[index] or 0)
+        if loop:
+            metrics.LOOP_EVENTS.inc(loop)  # (the summary's events are the others)
         return batch
 
     def _poll(self) -> None:

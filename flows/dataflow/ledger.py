@@ -14,10 +14,14 @@ serve the decode and customer steps through `FlowLedger`.
 """
 
 import threading
+import time
 from typing import Protocol
 
-from flows.runtime import metrics
 from schemas.topics import EVENTS
+
+#: Seconds without a record settling here after which a cluster's records are taken to
+#: be folded elsewhere (see `LoopLedger.even`).
+SETTLED_AFTER = 5.0
 
 
 class FlowLedger(Protocol):
@@ -50,6 +54,7 @@ class LoopLedger:
         self._pending = 0
         self._delivered: dict[int, int] = {}  # partition → offset after the last loop event
         self._read: dict[int, int] = {}  # partition → next offset its reader reads
+        self._last_records, self._records_since = 0, 0.0  # (see `even`)
 
     def started(self, n: int) -> None:
         if n:
@@ -71,7 +76,6 @@ class LoopLedger:
 
     def delivered(self, partition: int, offset: int) -> None:
         """A loop event reached the events topic at (`partition`, `offset`)."""
-        metrics.LOOP_EVENTS.inc()
         with self._lock:
             self._pending -= 1
             self._delivered[partition] = max(self._delivered.get(partition, 0), offset + 1)
@@ -90,12 +94,22 @@ class LoopLedger:
 
     def even(self) -> bool:
         """Nothing read is still being folded, nothing written is still on its way, and
-        every loop event delivered has been read back."""
+        every loop event delivered has been read back.
+
+        In a cluster the records this process reads are folded by every process, and
+        settle there: when its count has not moved for `SETTLED_AFTER` seconds, with
+        nothing of its own on the way, they are taken to be folded. (What another
+        process writes back comes as new input, and the input is not at its end then.)
+        """
         with self._lock:
             read = self._read
-            # (Partitions another process reads: it cannot be told here; see the README.)
-            return (
-                self._records <= 0
-                and self._pending <= 0
-                and all(read[p] >= end for p, end in self._delivered.items() if p in read)
+            balanced = self._pending <= 0 and all(
+                read[p] >= end for p, end in self._delivered.items() if p in read
             )
+            if self._records <= 0 or not balanced:
+                return balanced
+            now = time.monotonic()
+            if self._records != self._last_records:
+                self._last_records, self._records_since = self._records, now
+                return False
+            return now - self._records_since >= SETTLED_AFTER

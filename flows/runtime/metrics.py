@@ -61,6 +61,24 @@ ACTIONS = Counter(
     "decision request) or no_action (an answer that there is nothing to do).",
     ["channel", "action", "kind"],
 )
+MODEL_PUBLISHED = Gauge(
+    "wayfinder_model_examples_published",
+    "Examples of a model numbered and published to models.examples (set by the process whose "
+    "learner step owns the model): the version every replica is heading for.",
+    ["model"],
+)
+MODEL_REPLICA_VERSION = Gauge(
+    "wayfinder_model_replica_version",
+    "Examples this process's model replica has applied, in number order: the version its "
+    "decisions are made with.",
+    ["model"],
+)
+MODEL_REPLICA_LAG = Gauge(
+    "wayfinder_model_replica_lag_seconds",
+    "Seconds from a batch of examples being published (its Kafka timestamp) to this "
+    "process's replica applying it, for the last batch applied.",
+    ["model"],
+)
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:

@@ -282,6 +282,18 @@ def kafka_timeout_seconds(env: Mapping[str, str] | None = None) -> float:
     return _env_seconds(env, "WAYFINDER_KAFKA_TIMEOUT", DEFAULT_KAFKA_TIMEOUT, (1, 600))
 
 
+#: How long a process waits at start for its model replica (WAYFINDER_MODELS_CATCH_UP).
+DEFAULT_MODELS_CATCH_UP = "5m"
+
+
+def models_catch_up_seconds(env: Mapping[str, str] | None = None) -> float:
+    """WAYFINDER_MODELS_CATCH_UP: at start, each process learns the example log
+    (`models.examples`) into its model replica, up to the log's end as of then, before
+    it decides anything; what it has not read by then it reads while deciding (and says
+    so)."""
+    return _env_seconds(env, "WAYFINDER_MODELS_CATCH_UP", DEFAULT_MODELS_CATCH_UP, (1, 7 * 86400))
+
+
 #: Exit status of a crash injected with WAYFINDER_FAULT_AFTER_EVENTS.
 FAULT_EXIT_CODE = 75
 

@@ -26,6 +26,13 @@ def wayfinder(*args: str, env: dict[str, str] | None = None, timeout: float = 30
     return done.stdout
 
 
+def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository, its output kept, whatever its exit status."""
+    return subprocess.run(
+        argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
 def run_failing(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `wayfinder ARGS` expecting it to fail (on a wide terminal, so nothing is
     wrapped mid-word; `env` instead of this process's environment)."""

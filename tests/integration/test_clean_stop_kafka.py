@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from flows.runtime.settings import KafkaSettings
 from tests.conftest import kafka_env
-from tests.e2e.cli import REPO, WAYFINDER, run_failing, wayfinder
+from tests.e2e.cli import REPO, WAYFINDER, run, run_failing, wayfinder
 from tests.integration.test_live_kafka import wait_for
 from tests.kafka_io import read_all
 
@@ -96,15 +96,7 @@ def test_ctrl_c_stops_cleanly_commits_offsets_and_a_fresh_start_says_what_it_res
     assert sent(kafka) == decisions
 
     # Started without them: it says where it starts, and that it sends again.
-    done = subprocess.run(
-        [WAYFINDER, "run", "--kafka", "--no-progress"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run([WAYFINDER, "run", "--kafka", "--no-progress"], env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     said = " ".join(done.stderr.split())
     assert "no recovery snapshot, starting at the earliest offset" in said, said[-3000:]

@@ -14,14 +14,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from bytewax.testing import run_main
 
 from flows.dataflow.kafka import kafka_flow
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import ensure_topics
 from schemas.topics import all_topics
 from tests.conftest import kafka_env
-from tests.e2e.cli import REPO, WAYFINDER
+from tests.e2e.cli import WAYFINDER, run
 from tests.helpers import default_playbook
 from tests.integration.test_loop_kafka import keyed
 from tests.kafka_io import produce, read_all
@@ -54,7 +53,9 @@ def model_driven_triggers(decisions: list[bytes]) -> set[str]:
     }
 
 
-def test_two_runs_of_the_same_input_give_the_same_outputs(bootstrap_servers, entry_point, tmp_path):
+def test_two_runs_of_the_same_input_give_the_same_outputs(
+    bootstrap_servers, entry_point, request, tmp_path
+):
     events = tmp_path / "events.jsonl"
     subprocess.run(
         [WAYFINDER, "simulate", "--out", str(events), "--customers", "200", "--hours", "24"],
@@ -77,7 +78,7 @@ def test_two_runs_of_the_same_input_give_the_same_outputs(bootstrap_servers, ent
     (first, a), (second, b) = runs
     assert a["journeys"] and a["decisions"] and a["audiences"]
 
-    if entry_point is run_main:
+    if request.node.callspec.params["entry_point"] == "run_main":
         assert a == b  # every topic, byte for byte
         return
 
@@ -98,14 +99,9 @@ def test_two_runs_of_the_same_input_give_the_same_outputs(bootstrap_servers, ent
     assert ids(a["decisions"]) - named == ids(b["decisions"]) - named
     # Each run's decisions re-run identically with the versions that run recorded.
     for settings in (first, second):
-        done = subprocess.run(
+        done = run(
             [WAYFINDER, "rerun", "--all", "--kafka", "--json", str(tmp_path / "rerun.json")],
             env=kafka_env(settings),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
         )
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         report = json.loads(Path(tmp_path / "rerun.json").read_text())

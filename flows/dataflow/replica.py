@@ -1,0 +1,429 @@
+"""Each process's replica of the models, following the numbered example log.
+
+On Kafka the learner step numbers every example and publishes it to
+`models.examples` (one partition: one order) (`flows.dataflow.learner`). Every
+process keeps its own `ModelSet`: the process whose learner numbered a batch applies
+it at once (`learned_here`: on one process, what each decision asked is the same
+every run); every other batch comes from a follower, a daemon thread with a consumer
+assigned to that partition (no group is joined, no offset committed). Each model's
+batches are applied strictly in number order, whoever offers them. A number
+already applied (a message delivered twice) is skipped; a gap (a
+message that arrived before the one it follows) is waited at, never skipped. So the
+replica's `intent@N` is the model that learned examples 1..N of the log, which is
+what `wayfinder rerun` rebuilds for a decision that recorded it.
+
+At start the replica catches up with the log's end as of then before the flow
+decides anything (as Kafka Streams restores a store before its tasks run), within
+WAYFINDER_MODELS_CATCH_UP, and says so in one line; then it follows while the flow
+runs, holding the models' write lock for one message at a time (customer steps
+hold the read lock, many at once). Gauges: the version each model decides with, and
+the lag from a batch's publication (its Kafka timestamp) to its being applied here.
+"""
+
+import atexit
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from statistics import median, quantiles
+
+import msgspec
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from flows.runtime import metrics
+from flows.runtime.settings import KafkaSettings, kafka_timeout_seconds
+from operators.models import ModelSet
+from schemas.learning import LearnedExamples
+from schemas.topics import MODEL_EXAMPLES
+
+logger = logging.getLogger(__name__)
+
+#: Messages taken at once at most, and how long a poll waits for one (the stop is seen
+#: as often).
+_BATCH = 500
+_POLL_S = 0.1
+#: How long a model's next example may be missing before the replica says so.
+_GAP_SAID_AFTER_S = 30.0
+#: Publication-to-applied lags kept for the summary at exit (the latest ones).
+_LAGS_KEPT = 100_000
+
+_decode = msgspec.json.Decoder(LearnedExamples).decode
+
+
+class ModelReplica:
+    """This process's models, learned from `models.examples` (a fresh `ModelSet`).
+
+    `start` catches up and leaves the follower running; `published_after` is what a
+    learner step that starts reads of the log (`flows.dataflow.learner.ExampleLog`).
+    """
+
+    def __init__(self, models: ModelSet, settings: KafkaSettings) -> None:
+        self.models = models
+        self.topic = settings.topic(MODEL_EXAMPLES)
+        self._config = {
+            "bootstrap.servers": settings.bootstrap_servers,
+            # Required by the client; never joined (assign) nor committed to.
+            "group.id": f"{settings.group}.models-replica",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "false",
+            **settings.librdkafka_config(),
+        }
+        self._timeout = kafka_timeout_seconds()
+        #: Guards what the follower shares with other threads: position, index.
+        self._progress = threading.Condition()
+        #: The next offset the follower reads.
+        self.position = 0
+        #: Per model, (last number, offset) of each message read: where a tail starts.
+        self._index: dict[str, list[tuple[int, int]]] = {}
+        self._in_order = InOrder(models)
+        #: Lags (seconds) of the batches applied once caught up: the service's figure.
+        self.lags: deque[float] = deque(maxlen=_LAGS_KEPT)
+        self._live = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._errors_said: set[int] = set()
+        #: Per model waiting at a gap: (the number missing, since when; None: said).
+        self._gaps: dict[str, tuple[int, float | None]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, catch_up_timeout: float) -> bool:
+        """Start following the log, and wait until the replica has applied it up to its
+        end as of now (at most `catch_up_timeout` seconds): whether it got there."""
+        started = time.monotonic()
+        consumer = Consumer(self._config)
+        end = self._end(consumer)
+        consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        self._thread = threading.Thread(
+            target=_follow,
+            args=(weakref.ref(self), consumer, self._stop),
+            name="wayfinder-models-replica",
+            daemon=True,
+        )
+        self._thread.start()
+        _REPLICAS.add(self)
+        reached = self.wait_for(end, catch_up_timeout)
+        self._live = True
+        elapsed = time.monotonic() - started
+        if reached:
+            logger.info(
+                "models replica caught up with %s: %d examples applied (%s), offset %d, in %.1f s",
+                self.topic,
+                self.applied(),
+                self.models.version(),
+                end,
+                elapsed,
+            )
+        else:
+            logger.warning(
+                "models replica: %s read to offset %d of %d within %.0f s "
+                "(WAYFINDER_MODELS_CATCH_UP); deciding with %s while it reads the rest",
+                self.topic,
+                self.position,
+                end,
+                catch_up_timeout,
+                self.models.version(),
+            )
+        return reached
+
+    def wait_for(self, offset: int, timeout: float) -> bool:
+        """Wait until the follower has read (and applied what it can of) the log up to
+        `offset`; whether it did within `timeout` seconds."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.position >= offset, timeout)
+
+    def close(self, drain_timeout: float = 0.0) -> None:
+        """Stop following; with `drain_timeout`, first read to the log's end as of now
+        (so a bounded run's replica ends with every example of it). Logs one line."""
+        if self._thread is None or self._stop.is_set():
+            return
+        if drain_timeout > 0:
+            # (A consumer of its own: the follower's is busy in its thread.)
+            consumer = Consumer(self._config)
+            try:
+                with contextlib.suppress(KafkaException):  # gone: stop where it is
+                    self.wait_for(self._end(consumer, drain_timeout), drain_timeout)
+            finally:
+                consumer.close()
+        self._stop.set()
+        self._thread.join(timeout=5)
+        logger.info(
+            "models replica stops with %s (%d examples, read to offset %d of %s; "
+            "%d duplicates skipped); lag from publication to applied: %s",
+            self.models.version(),
+            self.applied(),
+            self.position,
+            self.topic,
+            self._in_order.duplicates,
+            self.lag_summary() or "no batch applied after the catch-up",
+        )
+
+    # ------------------------------------------------------------------ what it knows
+
+    def applied(self) -> int:
+        """Examples applied, all models together."""
+        return sum(model.record.learned for model in self.models.models.values())
+
+    def versions(self) -> dict[str, int]:
+        """{model: examples applied}: the versions this process decides with now."""
+        with self.models.lock.read():
+            return {name: model.record.learned for name, model in self.models.models.items()}
+
+    def lag_summary(self) -> dict[str, float]:
+        """Publication-to-applied lag of the batches applied once caught up, in
+        milliseconds: {batches, median_ms, p95_ms, max_ms} (empty when none)."""
+        lags = list(self.lags)
+        if not lags:
+            return {}
+        p95 = quantiles(lags, n=20)[-1] if len(lags) > 1 else lags[0]
+        return {
+            "batches": len(lags),
+            "median_ms": round(median(lags) * 1000, 1),
+            "p95_ms": round(p95 * 1000, 1),
+            "max_ms": round(max(lags) * 1000, 1),
+        }
+
+    def learned_here(self, batches: list[LearnedExamples]) -> None:
+        """Batches this process's learner numbered, applied now (in its worker's thread)."""
+        now = time.time()
+        for learned in batches:
+            if learned.examples and learned.examples[0].model in self.models.models:
+                for applied, at in self._in_order.offer(learned, now):
+                    self._applied(applied, at)
+
+    def published_after(self, model: str, count: int) -> dict[int, str]:
+        """{number: example id} of `model`'s examples in the log numbered after `count`
+        (what a learner step that starts must not publish again). Reads the log from
+        the first message that holds one (the follower's index) to its end now."""
+        with self._progress:
+            starts = [offset for last, offset in self._index.get(model, ()) if last > count]
+            start = min(starts, default=self.position)
+        consumer = Consumer(self._config)
+        try:
+            end = self._end(consumer)
+            if start >= end:
+                return {}
+            consumer.assign([TopicPartition(self.topic, 0, start)])
+            key = model.encode()
+            found: dict[int, str] = {}
+            deadline = time.monotonic() + max(self._timeout, 30.0)
+            reached = start
+            while reached < end:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{self.topic}: read to offset {reached} of {end} before the timeout; "
+                        "the learner cannot tell what is already published"
+                    )
+                for msg in consumer.consume(_BATCH, _POLL_S):
+                    if msg.error() is not None:
+                        continue
+                    reached = max(reached, (msg.offset() or 0) + 1)
+                    value = msg.value()
+                    if msg.key() != key or value is None:
+                        continue
+                    learned = _decode(value)
+                    for number, example in enumerate(learned.examples, start=learned.first):
+                        if number > count:
+                            found[number] = example.example_id
+            return found
+        finally:
+            consumer.close()
+
+    # ------------------------------------------------------------------ following
+
+    def _end(self, consumer: Consumer, timeout: float | None = None) -> int:
+        """The log's end offset now (0 when the topic is not there yet)."""
+        try:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, 0), timeout=timeout or self._timeout
+            )
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() in _NO_TOPIC:
+                return 0
+            raise
+        return int(high)
+
+    def _take(self, messages: list[Message]) -> None:
+        """Apply what the follower read (in the follower's thread)."""
+        read: list[tuple[str, int, int]] = []
+        position = None
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                self._say_error(error)
+                continue
+            offset = msg.offset() or 0
+            position = offset + 1
+            value = msg.value()
+            if value is None:
+                continue
+            try:
+                learned = _decode(value)
+            except msgspec.DecodeError:
+                logger.warning("%s offset %d: not a batch of examples; skipped", self.topic, offset)
+                continue
+            if not learned.examples:
+                continue
+            name = learned.examples[0].model
+            if name not in self.models.models:
+                logger.warning("%s offset %d: no model %r here; skipped", self.topic, offset, name)
+                continue
+            read.append((name, learned.first + len(learned.examples) - 1, offset))
+            _kind, stamp = msg.timestamp()
+            published = stamp / 1000 if stamp > 0 else time.time()
+            for applied, at in self._in_order.offer(learned, published):
+                self._applied(applied, at)
+        self._say_gaps()
+        if position is None:
+            return
+        with self._progress:
+            for name, last, offset in read:
+                self._index.setdefault(name, []).append((last, offset))
+            self.position = position
+            self._progress.notify_all()
+
+    def _applied(self, name: str, published: float) -> None:
+        """A batch of `name`'s examples, published at `published`, has been applied."""
+        lag = max(time.time() - published, 0.0)
+        if self._live:
+            self.lags.append(lag)
+        record = self.models.models[name].record
+        metrics.MODEL_REPLICA_VERSION.labels(name).set(record.learned)
+        metrics.MODEL_REPLICA_LAG.labels(name).set(lag)
+        metrics.MODEL_EXAMPLES.labels(name).set(record.learned)
+        metrics.MODEL_ACCURACY.labels(name).set(record.accuracy)
+        metrics.MODEL_LOSS.labels(name).set(record.loss)
+        metrics.MODEL_DRIFTS.labels(name).set(record.drifts)
+
+    def _say_gaps(self) -> None:
+        """Warn (once a gap) when a model's next example has been missing for long: its
+        later ones wait, and so does every decision's view of that model."""
+        now = time.monotonic()
+        for name, waiting in self._in_order.waiting.items():
+            if not waiting:
+                self._gaps.pop(name, None)
+                continue
+            missing = self.models.models[name].record.learned + 1
+            seen, since = self._gaps.setdefault(name, (missing, now))
+            if seen != missing:
+                self._gaps[name] = (missing, now)
+            elif since is not None and now - since > _GAP_SAID_AFTER_S:
+                self._gaps[name] = (missing, None)  # said
+                logger.warning(
+                    "models replica: %s example %d has not come in %.0f s; the %d examples "
+                    "after it in %s wait for it",
+                    name,
+                    missing,
+                    now - since,
+                    sum(len(batch.examples) for batch, _at in waiting.values()),
+                    self.topic,
+                )
+
+    def _say_error(self, error: KafkaError) -> None:
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF or code in self._errors_said:
+            return
+        self._errors_said.add(code)  # once per kind: librdkafka retries what it can
+        logger.warning("models replica, reading %s: %s", self.topic, error.str())
+
+
+class InOrder:
+    """Feeds a model set the numbered batches of the log, in whatever order they come:
+    each model's examples are learned strictly in number order, each number once. A
+    batch that comes before the one it follows waits for it (a gap is never skipped);
+    examples whose number was learned already are skipped (a batch delivered twice).
+    Each batch is learned under the set's write lock, alone."""
+
+    def __init__(self, models: ModelSet) -> None:
+        self.models = models
+        #: The follower and this process's learner both offer batches.
+        self._lock = threading.Lock()
+        #: Per model, batches waiting for an earlier one, by first number: (batch, when
+        #: it was published).
+        self.waiting: dict[str, dict[int, tuple[LearnedExamples, float]]] = {}
+        #: Examples skipped because their number had been learned already.
+        self.duplicates = 0
+
+    def offer(self, learned: LearnedExamples, published: float) -> list[tuple[str, float]]:
+        """Take one batch (of one model, known to the set); (model, publication time)
+        of each batch learned now, this one and those that waited for it."""
+        if not learned.examples:
+            return []
+        with self._lock:
+            return self._offer(learned, published)
+
+    def _offer(self, learned: LearnedExamples, published: float) -> list[tuple[str, float]]:
+        name = learned.examples[0].model
+        waiting = self.waiting.setdefault(name, {})
+        waiting.setdefault(learned.first, (learned, published))
+        model = self.models.models[name]
+        done: list[tuple[str, float]] = []
+        while waiting:
+            first = min(waiting)
+            applied = model.record.learned
+            if first > applied + 1:
+                break  # a gap: the batch that fills it has not come yet
+            batch, at = waiting.pop(first)
+            examples = batch.examples[applied + 1 - first :]
+            self.duplicates += len(batch.examples) - len(examples)
+            if not examples:
+                continue
+            with self.models.lock.write():
+                for example in examples:
+                    model.learn(example)
+            done.append((name, at))
+        return done
+
+
+_NO_TOPIC = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC})
+
+
+def _follow(
+    replica_ref: "weakref.ref[ModelReplica]", consumer: Consumer, stop: threading.Event
+) -> None:
+    """The follower's loop. It holds its replica weakly: a flow that is dropped (a test's)
+    takes its replica with it, and the follower ends."""
+    try:
+        while not stop.is_set():
+            # Wait for one message, then take what else is there without waiting (a batch
+            # waited for would add up to a poll's wait to every example's lag).
+            first = consumer.poll(_POLL_S)
+            messages = [first, *consumer.consume(_BATCH, 0)] if first is not None else []
+            replica = replica_ref()
+            if replica is None:
+                return
+            try:
+                replica._take(messages)
+            except Exception:  # the follower never dies in silence
+                logger.exception("models replica: a batch from %s failed", replica.topic)
+                raise
+            del replica
+    finally:
+        consumer.close()
+
+
+#: The replicas of this process still following, for the line each says at exit.
+_REPLICAS: "weakref.WeakSet[ModelReplica]" = weakref.WeakSet()
+#: How long a replica reads at exit to end with the log's last example.
+_DRAIN_AT_EXIT_S = 5.0
+
+
+def live_replicas() -> list[ModelReplica]:
+    """The replicas of this process still following the log."""
+    return list(_REPLICAS)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for replica in live_replicas():
+        replica.close(_DRAIN_AT_EXIT_S)

@@ -1,0 +1,188 @@
+"""Models shared by every process: the readers–writer lock, a replica's strict number
+order, and a learner step on Kafka that numbers each example once across a crash."""
+
+import pickle
+import threading
+import time
+
+from flows.dataflow.learner import PUBLISHED_PER_MESSAGE, NumberingLogic
+from flows.dataflow.replica import InOrder
+from operators.models import INTENT, NEXT_STEP, ModelSet, ReadersWriterLock
+from schemas.learning import Example, LearnedExamples
+from tests.helpers import default_playbook
+
+#: How long a thread that must not get in is given to try.
+REFUSED_FOR = 0.2
+
+
+def step(i: int) -> Example:
+    return Example(NEXT_STEP, f"n{i}", "abc"[i % 3], float(i), prefix=("a",))
+
+
+def test_two_readers_hold_the_lock_together_and_a_writer_waits_for_both():
+    lock = ReadersWriterLock()
+    both_in = threading.Barrier(3, timeout=5)  # two readers and this thread
+    leave = threading.Event()
+    order: list[str] = []
+
+    def reader(name: str) -> None:
+        with lock.read():
+            both_in.wait()  # broken (an error) unless the two are inside at once
+            leave.wait(5)
+            order.append(f"{name} out")
+
+    def writer() -> None:
+        with lock.write():
+            order.append("writer in")
+
+    readers = [threading.Thread(target=reader, args=(f"r{i}",)) for i in (1, 2)]
+    for thread in readers:
+        thread.start()
+    both_in.wait()
+    writing = threading.Thread(target=writer)
+    writing.start()
+    time.sleep(REFUSED_FOR)
+    assert order == []  # the writer waits while they read
+    leave.set()
+    writing.join(5)
+    for thread in readers:
+        thread.join(5)
+    assert sorted(order[:2]) == ["r1 out", "r2 out"] and order[2] == "writer in"
+
+
+def test_a_writer_excludes_readers_and_goes_before_readers_that_come_after_it():
+    lock = ReadersWriterLock()
+    events: list[str] = []
+    first_in, release_first, writer_in, release_writer = (threading.Event() for _ in range(4))
+
+    def first_reader() -> None:
+        with lock.read():
+            first_in.set()
+            release_first.wait(5)
+            events.append("first reader out")
+
+    def writer() -> None:
+        with lock.write():
+            events.append("writer in")
+            writer_in.set()
+            release_writer.wait(5)
+            events.append("writer out")
+
+    def late_reader() -> None:
+        with lock.read():
+            events.append("late reader in")
+
+    threads = [threading.Thread(target=first_reader)]
+    threads[0].start()
+    first_in.wait(5)
+    threads.append(threading.Thread(target=writer))
+    threads[1].start()
+    time.sleep(REFUSED_FOR)  # the writer is waiting for the first reader now
+    threads.append(threading.Thread(target=late_reader))
+    threads[2].start()
+    time.sleep(REFUSED_FOR)
+    assert events == []  # the late reader waits behind the waiting writer
+    release_first.set()
+    assert writer_in.wait(5)
+    time.sleep(REFUSED_FOR)
+    assert events == ["first reader out", "writer in"]  # no reader while it writes
+    release_writer.set()
+    for thread in threads:
+        thread.join(5)
+    assert events == ["first reader out", "writer in", "writer out", "late reader in"]
+
+
+def test_a_replica_learns_each_number_once_in_order_and_waits_at_a_gap():
+    stream = [step(i) for i in range(1, 10)]
+    straight = ModelSet(default_playbook())
+    for example in stream:
+        straight.learn(example)
+
+    replica = InOrder(ModelSet(default_playbook()))
+    a, b, c = (LearnedExamples(first, stream[first - 1 : first + 2]) for first in (1, 4, 7))
+    model = replica.models.models[NEXT_STEP]
+    assert replica.offer(c, 3.0) == []  # 7-9 before 1-6: it waits
+    assert replica.offer(a, 1.0) == [(NEXT_STEP, 1.0)]
+    assert model.record.learned == 3  # the gap at 4 is never skipped
+    assert replica.offer(a, 1.0) == []  # delivered twice: skipped
+    assert replica.offer(b, 2.0) == [(NEXT_STEP, 2.0), (NEXT_STEP, 3.0)]  # and 7-9 that waited
+    assert replica.offer(LearnedExamples(5, stream[4:6]), 4.0) == []
+    assert replica.duplicates == 5
+    assert not replica.waiting[NEXT_STEP]
+    assert pickle.dumps(model) == pickle.dumps(straight.models[NEXT_STEP])
+    assert replica.models.version().endswith("next_step@9")
+
+
+class Log:
+    """The example log as a learner reads it when it starts: what earlier runs published."""
+
+    def __init__(self, published: list[LearnedExamples]) -> None:
+        self.published = published
+        self.asked: list[tuple[str, int]] = []
+
+    def published_after(self, model: str, count: int) -> dict[int, str]:
+        self.asked.append((model, count))
+        return {
+            number: example.example_id
+            for batch in self.published
+            for number, example in enumerate(batch.examples, start=batch.first)
+            if example.model == model and number > count
+        }
+
+    def learned_here(self, batches: list[LearnedExamples]) -> None:
+        self.published += batches  # (this process's replica would learn them now)
+
+
+def numbered(messages: object) -> list[tuple[int, str]]:
+    assert isinstance(messages, list)
+    return [
+        (number, example.example_id)
+        for batch in messages
+        for number, example in enumerate(batch.examples, start=batch.first)
+    ]
+
+
+def test_a_resumed_learner_publishes_nothing_the_log_holds_and_numbers_on_after_it():
+    first_run = NumberingLogic(Log([]), None)
+    out, _ = first_run.on_batch([step(i) for i in (2, 1, 3)])
+    assert numbered(out) == [(1, "n1"), (2, "n2"), (3, "n3")]  # by (time, id)
+    snapshot = first_run.snapshot()
+    out, _ = first_run.on_batch([step(i) for i in (4, 5)])  # published, then the crash
+    log = Log([LearnedExamples(1, [step(1), step(2), step(3)]), *out])
+
+    resumed = NumberingLogic(log, snapshot)
+    # The replay emits 6 (new) first, then 4 and 5 again: only 6 is published, as 6.
+    out, _ = resumed.on_batch([step(6)])
+    assert log.asked == [(NEXT_STEP, 3)]
+    assert numbered(out) == [(6, "n6")]
+    crashed_again = resumed.snapshot()
+    out, _ = resumed.on_batch([step(i) for i in (4, 7, 5)])
+    assert numbered(out) == [(7, "n7")]
+
+    # Crashed again before 4 and 5 came back: the snapshot still knows them.
+    again = NumberingLogic(Log([]), crashed_again)
+    assert numbered(again.on_batch([step(i) for i in (4, 5, 7)])[0]) == [(7, "n7")]
+
+
+def test_a_learner_fills_a_number_the_log_lacks_before_it_numbers_on():
+    # 4-5 were lost with the crash, 6 was delivered: 4 and 5 go to the next examples.
+    log = Log([LearnedExamples(6, [Example(INTENT, "i6", "pay", 6.0)])])
+    logic = NumberingLogic(log, pickle.dumps((INTENT, 3, {}, [])))
+    out, _ = logic.on_batch([Example(INTENT, f"i{i}", "pay", float(i)) for i in (7, 8, 9)])
+    assert numbered(out) == [(4, "i7"), (5, "i8"), (7, "i9")]
+    assert [batch.first for batch in out] == [4, 7]  # a batch holds consecutive numbers
+
+
+def test_a_fresh_learner_over_an_earlier_runs_log_drops_what_it_learned():
+    earlier = [LearnedExamples(1, [step(i) for i in range(1, 4)])]
+    logic = NumberingLogic(Log(earlier), None)  # no snapshot: the same input again
+    out, _ = logic.on_batch([step(i) for i in range(1, 6)])
+    assert numbered(out) == [(4, "n4"), (5, "n5")]
+
+
+def test_a_learner_publishes_large_batches_in_messages_of_bounded_size():
+    logic = NumberingLogic(Log([]), None)
+    out, _ = logic.on_batch([step(i) for i in range(PUBLISHED_PER_MESSAGE + 10)])
+    assert isinstance(out, list)
+    assert [len(batch.examples) for batch in out] == [PUBLISHED_PER_MESSAGE, 10]
+    assert [batch.first for batch in out] == [1, PUBLISHED_PER_MESSAGE + 1]

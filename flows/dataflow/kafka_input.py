@@ -27,7 +27,14 @@ from datetime import datetime
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from msgspec import Struct, json
 
@@ -281,9 +288,12 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             if offset is not None
         ]
         for part in committed:
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, part.partition), cached=True
-            )
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, part.partition), cached=True
+                )
+            except KafkaException:  # a leader moving: the lag waits for the next snapshot
+                continue
             if high >= 0:
                 self._lag[part.partition].set(max(high - part.offset, 0))
         if committed:

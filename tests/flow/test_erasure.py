@@ -264,6 +264,12 @@ def _record_from_before(data: bytes, at: int, erase_ts: datetime, allowed: set[s
     )
 
 
+#: What follows a context's key in its snapshot: whether known, and its first and last
+#: event times (a snapshot split over SQLite pages keeps its key and times together).
+_SNAPSHOT_TIMES = re.compile(
+    rb"\xa5known[\xc2\xc3]\xaafirst_seen\xcb.{8}\xa9last_seen\xcb(.{8})", re.DOTALL
+)
+
 #: A record's time and type, as the event files write them.
 _RECORD_TIME = re.compile(rb': "(\d{4}-\d\d-\d\dT[\d:.]+Z)", "type": ')
 
@@ -271,6 +277,13 @@ _RECORD_TIME = re.compile(rb': "(\d{4}-\d\d-\d\dT[\d:.]+Z)", "type": ')
 def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
     """A customer step's snapshot (pickled msgpack bytes) of a context last changed
     before the erasure (after it, the erased keys hold tombstones)."""
+    # The id is a context's key: the times follow it, whatever page its head is on
+    # (SQLite keeps a long snapshot on overflow pages).
+    known = data.find(b"\xa5known", at, at + 60)
+    head = _SNAPSHOT_TIMES.match(data, known) if known >= 0 else None
+    if head is not None:
+        (last_seen,) = struct.unpack(">d", head.group(1))
+        return bool(last_seen <= erase_ts.timestamp())
     key = data.rfind(b"\xa3key", max(0, at - 2000), at)
     start = key - 3  # a msgpack map16 header
     if key < 8 or data[start] != 0xDE or data[start - 5] != ord("B"):
@@ -280,19 +293,8 @@ def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
         return False
     try:
         ctx = from_snapshot(data[start : start + size])
-    except (msgspec.DecodeError, ValueError):
-        # A snapshot longer than the rest of its page continues on another (SQLite's
-        # overflow pages): only its head is here. The head holds the time it was taken.
-        head = re.match(
-            rb"\xa3key(?:[\xa0-\xbf]|\xd9.)[^\xa5]*\xa5known[\xc2\xc3]"
-            rb"\xaafirst_seen\xcb.{8}\xa9last_seen\xcb(.{8})",
-            data[key : key + 400],
-            re.DOTALL,
-        )
-        if head is None:
-            return False
-        (last_seen,) = struct.unpack(">d", head.group(1))
-        return bool(last_seen <= erase_ts.timestamp())
+    except (msgspec.DecodeError, ValueError):  # only a piece of it is on this page
+        return False
     return ctx.last_seen <= erase_ts.timestamp() and not ctx.erased_at
 
 

@@ -42,6 +42,7 @@ from flows.dataflow.clock import EventClock
 from flows.dataflow.delivery import LOOP_HEADER
 from flows.dataflow.ledger import LoopLedger
 from flows.runtime import metrics
+from flows.runtime.kafka_metadata import topic_metadata, transient
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +87,10 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
 
     def _partitions(self) -> list[int]:
         admin = AdminClient({"bootstrap.servers": self._brokers, **self._config})
-        metadata = admin.list_topics(self._topic, timeout=30)
-        topic = metadata.topics[self._topic]
-        if topic.error is not None:
-            raise RuntimeError(f"Kafka topic {self._topic!r}: {topic.error.str()}")
+        try:
+            topic = topic_metadata(admin, self._topic, timeout=30)
+        except KafkaException as exc:
+            raise RuntimeError(f"Kafka topic {self._topic!r}: {exc.args[0]}") from None
         return sorted(topic.partitions)
 
     def list_parts(self) -> list[str]:
@@ -232,7 +233,9 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 caught_up.discard(index)
             elif error.code() == KafkaError._PARTITION_EOF:
                 caught_up.add(index)
-            else:  # the client's, not a record's: librdkafka retries what it can
+            elif transient(error):  # librdkafka asks again by itself
+                logger.info("consuming %s[%d]: %s", self._topic, index, error.str())
+            else:  # the client's, not a record's, and asking again will not mend it
                 raise RuntimeError(f"consuming {self._topic}[{index}]: {error.str()}")
         for index in fresh - caught_up:
             if self._at_end[index]:

@@ -40,6 +40,7 @@ from confluent_kafka import (
 )
 
 from flows.runtime import metrics
+from flows.runtime.kafka_metadata import end_offset
 from flows.runtime.settings import KafkaSettings, kafka_timeout_seconds
 from operators.models import ModelSet
 from schemas.learning import LearnedExamples
@@ -242,16 +243,7 @@ class ModelReplica:
 
     def _end(self, consumer: Consumer, timeout: float | None = None) -> int:
         """The log's end offset now (0 when the topic is not there yet)."""
-        try:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, 0), timeout=timeout or self._timeout
-            )
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.code() in _NO_TOPIC:
-                return 0
-            raise
-        return int(high)
+        return end_offset(consumer, self.topic, 0, timeout or self._timeout)
 
     def _take(self, messages: list[Message]) -> None:
         """Apply what the follower read (in the follower's thread)."""
@@ -383,9 +375,6 @@ class InOrder:
                     model.learn(example)
             done.append((name, at))
         return done
-
-
-_NO_TOPIC = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC})
 
 
 def _follow(

@@ -21,11 +21,13 @@ fresh profile, under the same rule until the horizon has passed. The tombstone i
 dropped once the horizon has passed (`expired`).
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import overload
 
 import msgspec
 
+from operators import sealing
 from operators.decide import DecisionMaker
 from operators.identity import MergeSeal, visitor_key
 from operators.ids import derived_event_id, transition_id
@@ -48,7 +50,7 @@ from operators.sentiment import event_sentiment, observe
 from schemas.action import Action
 from schemas.audience import AudienceChange, Tombstone
 from schemas.codec import BadInput
-from schemas.decision import Decision, DecisionInput, Trigger
+from schemas.decision import Decision, DecisionBasis, DecisionInput, Trigger
 from schemas.event import ANONYMOUS_PREFIX, Event, ProfileMerge
 from schemas.journey import IntentTransition, JourneyTransition
 from schemas.learning import Example
@@ -71,6 +73,9 @@ from state.context import (
     to_snapshot,
     tombstone,
 )
+from state.key_vault import CustomerKey
+
+_BASIS = msgspec.msgpack.Encoder()
 
 #: Outcomes that settle what an action taught the propensity model (which predicts
 #: conversion); anything else is settled as "no" when the attribution window ends.
@@ -83,8 +88,8 @@ MERGE_WAIT = 86400.0
 MAX_HELD = 64
 
 #: Outputs: transitions, audience changes, decisions (with their inputs), actions,
-#: tombstones, examples for the models, and Events for the events topic (merges,
-#: forwards, erasures of linked devices).
+#: tombstones, examples for the models, Events for the events topic (merges,
+#: forwards, erasures of linked devices), and customers' keys made and destroyed.
 Output = (
     JourneyTransition
     | IntentTransition
@@ -95,6 +100,7 @@ Output = (
     | Action
     | Example
     | Event
+    | CustomerKey
 )
 
 
@@ -110,6 +116,7 @@ class CustomerStep:
         record_inputs: bool = False,
         seal: MergeSeal | None = None,
         redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
+        new_secret: Callable[[], bytes] = sealing.new_secret,
     ) -> None:
         """`models`: the online models, which learn from the `Example`s this step emits
         (the caller feeds them); `predictors`: what decisions ask (the models by
@@ -118,12 +125,14 @@ class CustomerStep:
         `seal`: signs the merges this step writes and checks those it reads (the
         deployment's secret; a lab run without one signs under an empty key).
         `redelivery_horizon`: seconds of event time within which a redelivery is
-        recognised (and an erased key stays a tombstone)."""
+        recognised (and an erased key stays a tombstone). `new_secret`: makes a
+        customer's key, under which their decisions' inputs are sealed."""
         if not redelivery_horizon > 0:
             raise ValueError(f"redelivery horizon {redelivery_horizon!r}: must be positive")
         self.playbook = playbook
         self._horizon = redelivery_horizon
         self._seal = seal if seal is not None else MergeSeal(b"")
+        self._new_secret = new_secret
         self._channels = frozenset(playbook.channels)
         self.models = models
         self.predictors = predictors = predictors if predictors is not None else models
@@ -501,13 +510,29 @@ class CustomerStep:
 
     # ------------------------------------------------------------------ decisions
     def _decide(self, ctx: CustomerContext, trigger: Trigger, outputs: list[Output]) -> None:
-        action, decision, recorded = self.decisions.decide(ctx, trigger)
+        action, decision, basis = self.decisions.decide(ctx, trigger)
         if decision is not None:
             outputs.append(decision)
-        if recorded is not None:
-            outputs.append(recorded)
+            if basis is not None:
+                outputs.append(self._recorded(ctx, decision, basis, outputs))
         if action is not None:
             outputs.append(action)
+
+    def _recorded(
+        self, ctx: CustomerContext, decision: Decision, basis: DecisionBasis, outputs: list[Output]
+    ) -> DecisionInput:
+        """The decision's input, its basis sealed under the customer's key (made now,
+        and handed to the key sink, if this is their first)."""
+        if not ctx.secret:
+            ctx.secret = self._new_secret()
+            outputs.append(CustomerKey(ctx.key, ctx.secret))
+        return DecisionInput(
+            decision_id=decision.decision_id,
+            customer_id=decision.customer_id,
+            basis=sealing.seal(ctx.secret, decision.decision_id.encode(), _BASIS.encode(basis)),
+            playbook_version=decision.playbook_version,
+            model_version=decision.model_version,
+        )
 
     def _react(
         self,
@@ -548,7 +573,7 @@ class CustomerStep:
             )
         context = b""  # the answer of a device with nothing to hand over
         if ctx is not None and ctx.alias_of is None and ctx.events:
-            context = to_snapshot(ctx, redeliveries=False)  # the alias keeps them
+            context = to_snapshot(ctx, copy=True)  # the alias keeps them
         outputs.append(self._handover(key, event, context))
         ts = event.ts.timestamp()
         # The alias keeps the ids its visitor folded, so their redeliveries stop here.
@@ -641,7 +666,10 @@ class CustomerStep:
                 customer_id=key,
                 erased_at=event.ts.astimezone(UTC),
                 trigger_event_id=event.event_id,
-            )
+            ),
+            # Always: a key made in a run that crashed before its snapshot is in the
+            # vault, though not in the state recovered.
+            CustomerKey(key, None),
         ]
         if ctx is not None and not key.startswith(ANONYMOUS_PREFIX):
             outputs += (

@@ -26,7 +26,7 @@ from schemas.decision import (
     Candidate,
     CandidateStatus,
     Decision,
-    DecisionInput,
+    DecisionBasis,
     DecisionOutcome,
     Trigger,
 )
@@ -114,9 +114,9 @@ class DecisionMaker:
 
     def decide(
         self, ctx: CustomerContext, trigger: Trigger
-    ) -> tuple[Action | None, Decision | None, DecisionInput | None]:
+    ) -> tuple[Action | None, Decision | None, DecisionBasis | None]:
         """Decide on one trigger (its event already folded): the action, the decision and,
-        when recorded, its input; all None if no action applies."""
+        when recorded, what it was made from; all None if no action applies."""
         request = trigger.event is not None and trigger.event.type == "decision_request"
         if request:
             actions = tuple(a for a in self._request_actions if trigger.channel in a.channels)
@@ -133,7 +133,7 @@ class DecisionMaker:
         if not verdicts and not request:
             return None, None, None
         # Considering candidates reads the context; sending (below) changes it.
-        context = to_snapshot(ctx, redeliveries=False) if self.record_inputs else None
+        context = to_snapshot(ctx, copy=True) if self.record_inputs else None
 
         sent = [v for v in verdicts if v.status == "sent"]
         best = max(sent, key=lambda v: (v.score, v.action.name)) if sent else None
@@ -233,17 +233,8 @@ class DecisionMaker:
             request_id=trigger.request_id,
             holdout=holdout,
         )
-        recorded = None
-        if context is not None:
-            recorded = DecisionInput(
-                decision_id=dec_id,
-                customer_id=customer,
-                trigger=trigger,
-                context=context,
-                playbook_version=self.playbook.version,
-                model_version=model_version,
-            )
-        return action, decision, recorded
+        basis = DecisionBasis(trigger, context) if context is not None else None
+        return action, decision, basis
 
     # ------------------------------------------------------------------ candidates
     def _consider(

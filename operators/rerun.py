@@ -1,7 +1,8 @@
 """Re-running a recorded decision with the model versions it was made with.
 
-A decision records its input (`DecisionInput`: the trigger, the customer's context as
-the decision saw it, the playbook and model versions), and the learner publishes every
+A decision records its input (`DecisionInput`: the trigger and the customer's context
+as the decision saw it, sealed under the customer's key, and the playbook and model
+versions), and the learner publishes every
 example it learns, numbered (`LearnedExamples`). A model's version `name@N` is the model
 that learned the first N; river models are deterministic, so learning those N again
 from a fresh model rebuilds it exactly, and deciding again on the recorded input gives
@@ -17,7 +18,8 @@ import msgspec
 from operators.decide import DecisionMaker
 from operators.models import ModelSet, OnlineModel
 from operators.playbook import CompiledPlaybook
-from schemas.decision import Candidate, Decision, DecisionInput
+from operators.sealing import Unreadable, unseal
+from schemas.decision import Candidate, Decision, DecisionBasis, DecisionInput
 from schemas.learning import Example, LearnedExamples
 from state.context import from_snapshot
 
@@ -26,7 +28,26 @@ CHECKPOINT_EVERY = 5000
 
 
 class RerunError(Exception):
-    """A decision cannot be re-run as asked (a version not in the log, another playbook)."""
+    """A decision cannot be re-run as asked (a version not in the log, another playbook,
+    a customer erased)."""
+
+
+_BASIS = msgspec.msgpack.Decoder(DecisionBasis)
+
+
+def open_basis(recorded: DecisionInput, secret: bytes | None) -> DecisionBasis:
+    """What the decision was made from, unsealed with the customer's key (None: the
+    key is gone, so the customer was erased)."""
+    erased = RerunError(
+        f"decision {recorded.decision_id}: its customer was erased (their key is destroyed, "
+        "so what it was made from can no longer be read)"
+    )
+    if secret is None:
+        raise erased
+    try:
+        return _BASIS.decode(unseal(secret, recorded.decision_id.encode(), recorded.basis))
+    except Unreadable:
+        raise erased from None
 
 
 def parse_version(text: str | None) -> dict[str, int]:
@@ -129,9 +150,14 @@ class Rerun:
         """The newest version of every model in the log."""
         return {name: history.latest for name, history in self.models.items()}
 
-    def decide(self, recorded: DecisionInput, versions: dict[str, int] | None = None) -> Decision:
-        """The decision made again on `recorded`, with the models at `versions` (by
-        default the ones it was made with)."""
+    def decide(
+        self,
+        recorded: DecisionInput,
+        basis: DecisionBasis,
+        versions: dict[str, int] | None = None,
+    ) -> Decision:
+        """The decision made again on `recorded` (its `basis` unsealed), with the models
+        at `versions` (by default the ones it was made with)."""
         if recorded.playbook_version != self.playbook.version:
             raise RerunError(
                 f"decision {recorded.decision_id} was made with playbook version "
@@ -145,7 +171,7 @@ class Rerun:
                 raise RerunError(f"no example log for model {name}")
             self._asked.models[name] = history.at(version)
         maker = self._with_models if versions else self._rules_only
-        _action, decision, _input = maker.decide(from_snapshot(recorded.context), recorded.trigger)
+        _action, decision, _basis = maker.decide(from_snapshot(basis.context), basis.trigger)
         if decision is None:  # a recorded decision had candidates; so has its input
             raise RerunError(f"decision {recorded.decision_id}: no candidate on re-run")
         return decision

@@ -95,16 +95,27 @@ class Decision(Struct, kw_only=True, omit_defaults=True):
     holdout: bool = False
 
 
+class DecisionBasis(Struct, array_like=True, frozen=True):
+    """What a decision was made from: the trigger, and the customer's context as the
+    decision saw it (a msgpack snapshot; it holds the intent scores it read)."""
+
+    trigger: Trigger
+    context: bytes
+
+
 class DecisionInput(Struct, kw_only=True):
-    """Everything a decision was made from, on the `decisions.inputs` topic: the trigger,
-    the customer's context as the decision saw it (a msgpack snapshot; it holds the
-    intent scores it read), and the versions of the playbook and of the models it asked.
-    With the models rebuilt to those versions (from `models.examples`), deciding again
-    gives the same decision: `wayfinder rerun`."""
+    """Everything a decision was made from, on the `decisions.inputs` topic, to decide
+    again (`wayfinder rerun`): its basis, and the versions of the playbook and of the
+    models it asked (rebuilt from `models.examples`).
+
+    The basis is personal (the customer's context, the event) and the topic outlives
+    the state, so it is sealed (`operators.sealing`) under the customer's own key,
+    bound to the decision id: erasing the customer destroys the key, and every copy of
+    every input recorded for them is unreadable at once.
+    """
 
     decision_id: str
     customer_id: str
-    trigger: Trigger
-    context: bytes
+    basis: bytes
     playbook_version: str
     model_version: str | None = None

@@ -224,6 +224,10 @@ class CustomerContext(Struct):
     awaiting: str | None = None
     awaiting_since: float = 0.0
     held: list[Event] = []
+    #: The customer's own key (`operators.sealing`): what is written about them on logs
+    #: that outlive the state (their decisions' inputs) is sealed under it, and erasing
+    #: them destroys it. Made when first needed; never in a copy of the context.
+    secret: bytes = b""
 
 
 def new_context(key: str, event: Event) -> CustomerContext:
@@ -480,12 +484,12 @@ def is_tombstone_snapshot(data: bytes) -> bool:
     return data.startswith(_TOMBSTONE_PREFIX)
 
 
-def to_snapshot(ctx: CustomerContext, *, redeliveries: bool = True) -> bytes:
-    """Compact immutable bytes of the context, for recovery snapshots. `redeliveries`:
-    with the ids remembered for recognising redeliveries (the state needs them; a copy
-    of the context for another purpose, a merge or a decision's input, does not)."""
-    if not redeliveries and ctx.seen.generations:
-        ctx = msgspec.structs.replace(ctx, seen=Seen())
+def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
+    """Compact immutable bytes of the context, for recovery snapshots. `copy`: for
+    another purpose (a merge, a decision's input), without what only the state needs:
+    the ids remembered for recognising redeliveries, and the customer's key."""
+    if copy and (ctx.seen.generations or ctx.secret):
+        ctx = msgspec.structs.replace(ctx, seen=Seen(), secret=b"")
     return _SNAPSHOT_ENCODER.encode(ctx)
 
 

@@ -3,6 +3,7 @@ that `make test` starts, and per-test topics."""
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -44,17 +45,33 @@ def bootstrap_servers() -> str:
     return servers
 
 
-@pytest.fixture
-def kafka(bootstrap_servers: str) -> KafkaSettings:
-    """Settings with a topic prefix of this test's own, and its topics created."""
+def fresh_topics(
+    bootstrap_servers: str,
+    name: str = "test",
+    partitions: int = 3,
+    *,
+    tail: bool = False,
+    channels: tuple[str, ...] | None = None,
+    key_vault: Path | None = None,
+) -> KafkaSettings:
+    """Settings on topics of their own (`wf-NAME-<random>.`), created; a bounded run's
+    unless `tail`; the flow's key vault in `key_vault`."""
     settings = KafkaSettings(
         bootstrap_servers=bootstrap_servers,
-        topic_prefix=f"wf-test-{uuid.uuid4().hex[:10]}.",
-        partitions=3,
-        tail=False,
+        topic_prefix=f"wf-{name}-{uuid.uuid4().hex[:10]}.",
+        partitions=partitions,
+        tail=tail,
+        key_vault=key_vault,
     )
-    ensure_topics(settings)
+    ensure_topics(settings, channels)
     return settings
+
+
+@pytest.fixture
+def kafka(bootstrap_servers: str, tmp_path: Path) -> KafkaSettings:
+    """Settings with a topic prefix of this test's own, its topics created, and a key
+    vault in the test's folder."""
+    return fresh_topics(bootstrap_servers, key_vault=tmp_path / "keys")
 
 
 def kafka_env(settings: KafkaSettings) -> dict[str, str]:
@@ -65,4 +82,5 @@ def kafka_env(settings: KafkaSettings) -> dict[str, str]:
         "WAYFINDER_TOPIC_PREFIX": settings.topic_prefix,
         "WAYFINDER_TOPIC_PARTITIONS": str(settings.partitions),
         "WAYFINDER_KAFKA_TAIL": "false",
+        **({"WAYFINDER_KEY_VAULT": str(settings.key_vault)} if settings.key_vault else {}),
     }

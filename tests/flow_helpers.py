@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
@@ -32,8 +33,12 @@ from flows.lab.traffic import SimulatedTraffic
 from flows.lab.world import World
 from flows.runtime.run_files import contact_map, prepare_out, write_end_files
 from flows.runtime.runner import RunSummary, run_with_progress
+from flows.runtime.settings import state_key
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
+from operators.rerun import open_basis
+from schemas.decision import DecisionInput
+from state.key_vault import VaultReader
 from tests.helpers import default_playbook
 
 
@@ -127,6 +132,23 @@ def comparable_outputs(out: Path) -> dict[str, list[bytes]]:
     for name in ("models.json", "contact_map.json", "contact_map_edges.csv"):
         compared[name] = file_lines(out / name)
     return compared
+
+
+def opened_inputs(lines: list[bytes], vault: Path) -> list[bytes]:
+    """Decision inputs with their basis opened by the customers' keys in `vault`, sorted:
+    what must be the same between two runs (each makes its customers' keys anew, so
+    the sealed bytes differ). An input the vault cannot open is an error."""
+    reader = VaultReader(vault)
+    opened = []
+    try:
+        for line in lines:
+            recorded = msgspec.json.decode(line, type=DecisionInput)
+            basis = open_basis(recorded, reader.secret(state_key(recorded.customer_id)))
+            plain = msgspec.structs.replace(recorded, basis=msgspec.msgpack.encode(basis))
+            opened.append(msgspec.json.encode(plain))
+    finally:
+        reader.close()
+    return sorted(opened)
 
 
 def simulated(customers: int, hours: float, seed: int, *, reactions: bool = True) -> Records:

@@ -2,11 +2,14 @@
 
 Reads what a run recorded (the decisions, their inputs and the examples the models
 learned) from an embedded run's files or from the topics, rebuilds each model to
-the version a decision names, and decides again on the decision's input: the same
-decision, or what differs. With `latest`, it also decides with the newest models in
-the log: what those would have done instead.
+the version a decision names, opens the decision's input with the customer's key (from
+the flow's key vault), and decides again on it: the same decision, or what differs. A
+decision of a customer erased since is counted as such: its input can no longer be
+read. With `latest`, it also decides with the newest models in the log: what those
+would have done instead.
 """
 
+import contextlib
 import gzip
 import time
 from collections.abc import Callable, Iterator
@@ -17,13 +20,22 @@ from typing import TypeVar
 import msgspec
 
 from flows.runtime.kafka_check import check_connection
-from flows.runtime.settings import KafkaSettings
+from flows.runtime.run_files import KEY_VAULT
+from flows.runtime.settings import KafkaSettings, state_key
 from flows.runtime.topics import read_topic
 from operators.playbook import CompiledPlaybook
-from operators.rerun import Rerun, RerunError, differences, histories, parse_version
-from schemas.decision import Decision, DecisionInput
+from operators.rerun import (
+    Rerun,
+    RerunError,
+    differences,
+    histories,
+    open_basis,
+    parse_version,
+)
+from schemas.decision import Decision, DecisionBasis, DecisionInput
 from schemas.learning import LearnedExamples
 from schemas.topics import DECISION_INPUTS, DECISIONS, MODEL_EXAMPLES
+from state.key_vault import VaultReader
 
 #: A recorded decision, or what it was made from (both start with their decision id).
 Recorded = TypeVar("Recorded", Decision, DecisionInput)
@@ -50,20 +62,43 @@ def _records(out: Path | None, topic: str) -> Iterator[bytes]:
         yield from lines
 
 
-def _latest_by_id(
+def _by_id(
     records: Iterator[bytes], wanted: set[str] | None, kind: type[Recorded]
-) -> dict[str, Recorded]:
-    """Each decision's last record (a resumed run may repeat one), of those wanted."""
+) -> dict[str, list[Recorded]]:
+    """Each decision's records (a resumed run may repeat one), of those wanted, last first."""
     decoder = msgspec.json.Decoder(kind)
     # The id is the first field of both records: skip the others without decoding them.
     prefixes = None if wanted is None else tuple(f'{{"decision_id":"{w}"'.encode() for w in wanted)
-    found = {}
+    found: dict[str, list[Recorded]] = {}
     for raw in records:
         if prefixes is not None and not raw.startswith(prefixes):
             continue
         record = decoder.decode(raw)
-        found[record.decision_id] = record
+        found.setdefault(record.decision_id, []).insert(0, record)
     return found
+
+
+def _opened(copies: list[DecisionInput], vault: VaultReader) -> tuple[DecisionInput, DecisionBasis]:
+    """The newest copy of a decision's input that the customer's key opens (a copy
+    sealed before a crash, under a key the resumed run made again, does not)."""
+    secret = vault.secret(state_key(copies[0].customer_id))
+    for recorded in copies[:-1]:
+        with contextlib.suppress(RerunError):
+            return recorded, open_basis(recorded, secret)
+    return copies[-1], open_basis(copies[-1], secret)
+
+
+def _vault(out: Path | None) -> VaultReader:
+    """The key vault of an embedded run's folder, or (None) the service's."""
+    if out is not None:
+        return VaultReader(out / KEY_VAULT)
+    directory = KafkaSettings.from_env().key_vault
+    if directory is None:
+        raise RerunError(
+            "WAYFINDER_KEY_VAULT is not set: decision inputs are sealed under each "
+            "customer's key; point it at the key vault of the flow that made them"
+        )
+    return VaultReader(directory)
 
 
 def _examples(records: Iterator[bytes]) -> Iterator[LearnedExamples]:
@@ -93,6 +128,8 @@ class RerunReport:
     identical: int = 0
     differ: list[Differs] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    #: Decisions of customers erased since: their inputs can no longer be read.
+    erased: int = 0
     latest_version: str | None = None
     changed_by_latest: int | None = None
     seconds: float = 0.0
@@ -114,32 +151,46 @@ def rerun(
     """Re-run the named decisions (None: all) of a run's files in `out` (None: the topics);
     `show` is told about each one. Raises RerunError when the record cannot be read."""
     started = time.perf_counter()
-    inputs = _latest_by_id(_records(out, DECISION_INPUTS), decision_ids, DecisionInput)
-    decisions = _latest_by_id(_records(out, DECISIONS), decision_ids, Decision)
+    inputs = _by_id(_records(out, DECISION_INPUTS), decision_ids, DecisionInput)
+    decisions = {
+        decision_id: copies[0]
+        for decision_id, copies in _by_id(_records(out, DECISIONS), decision_ids, Decision).items()
+    }
     engine = Rerun(playbook, histories(playbook, _examples(_records(out, MODEL_EXAMPLES))))
     report = RerunReport(missing=sorted((decision_ids or set()) - inputs.keys()))
     newest_versions = engine.latest()
     if latest:
         report.latest_version = " ".join(f"{n}@{v}" for n, v in newest_versions.items())
         report.changed_by_latest = 0
-    for recorded in sorted(inputs.values(), key=_version_order):
-        original = decisions.get(recorded.decision_id)
-        if original is None:
-            report.missing.append(recorded.decision_id)
-            continue
-        again = engine.decide(recorded)
-        newest = engine.decide(recorded, newest_versions) if latest else None
-        changes = differences(original, again)
-        report.decisions += 1
-        if changes:
-            report.differ.append(Differs(recorded.decision_id, changes))
-        else:
-            report.identical += 1
-        if newest is not None and report.changed_by_latest is not None:
-            outcome = (newest.outcome, newest.action_id)
-            report.changed_by_latest += outcome != (original.outcome, original.action_id)
-        if show is not None:
-            now = differences(original, newest) if newest is not None else []
-            show(original, changes, newest, now)
+    vault = _vault(out)
+    try:
+        for copies in sorted(inputs.values(), key=lambda c: _version_order(c[0])):
+            original = decisions.get(copies[0].decision_id)
+            if original is None:
+                report.missing.append(copies[0].decision_id)
+                continue
+            try:
+                recorded, basis = _opened(copies, vault)
+            except RerunError:
+                if decision_ids is not None:
+                    raise  # asked for by id: say why it cannot be re-run
+                report.erased += 1
+                continue
+            again = engine.decide(recorded, basis)
+            newest = engine.decide(recorded, basis, newest_versions) if latest else None
+            changes = differences(original, again)
+            report.decisions += 1
+            if changes:
+                report.differ.append(Differs(recorded.decision_id, changes))
+            else:
+                report.identical += 1
+            if newest is not None and report.changed_by_latest is not None:
+                outcome = (newest.outcome, newest.action_id)
+                report.changed_by_latest += outcome != (original.outcome, original.action_id)
+            if show is not None:
+                now = differences(original, newest) if newest is not None else []
+                show(original, changes, newest, now)
+    finally:
+        vault.close()
     report.seconds = round(time.perf_counter() - started, 2)
     return report

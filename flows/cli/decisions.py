@@ -98,7 +98,8 @@ def _summarise(console: Console, report: RerunReport) -> None:
     console.print(
         f"re-ran {report.decisions:,} decisions with their recorded model versions: "
         f"{report.identical:,} identical, {len(report.differ):,} differ, "
-        f"{len(report.missing):,} missing ({report.seconds} s)"
+        f"{len(report.missing):,} missing, {report.erased:,} of customers erased since "
+        f"(unreadable) ({report.seconds} s)"
     )
     for item in report.differ[:5]:
         console.print(f"  {item.decision_id}: {'; '.join(item.changes)}")

@@ -103,6 +103,7 @@ def _run_embedded(
     from flows.lab.traffic import SimulatedTraffic
     from flows.lab.world import World
     from flows.runtime.run_files import (
+        KEY_VAULT,
         OutFolderTaken,
         contact_map,
         prepare_out,
@@ -173,6 +174,8 @@ def _run_embedded(
     written: dict[str, Path] = dict(written_topics(out, playbook.channels))
     cmap = contact_map(out)
     written.update(write_end_files(out, models, cmap))
+    if (out / KEY_VAULT).is_dir():
+        written["customer keys"] = out / KEY_VAULT
     if cmap is not None and cmap.scopes:
         from flows.analysis.report import write_report
 

@@ -25,8 +25,9 @@ from bytewax.outputs import Sink
 
 from flows.dataflow.analytics import ScopeLogic, finished_journeys
 from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, WatermarkLogic
-from flows.dataflow.customer import CustomerLogic, Keyed
+from flows.dataflow.customer import CustomerLogic, Keyed, StepOutput
 from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
+from flows.dataflow.key_sink import KeyVaultSink
 from flows.dataflow.learner import ExampleLog, examples, learner
 from flows.dataflow.ledger import FlowLedger
 from flows.dataflow.loopback import EmbeddedSource
@@ -41,6 +42,7 @@ from flows.dataflow.routing import (
 )
 from flows.dataflow.sinks import TopicFileSink
 from flows.dataflow.sources import Records
+from flows.runtime.run_files import KEY_VAULT
 from flows.runtime.settings import (
     deployment_secret,
     load_default_playbook,
@@ -55,6 +57,7 @@ from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import DeadLetter
 from schemas.topics import all_topics
 from state.context import DEFAULT_REDELIVERY_HORIZON
+from state.key_vault import CustomerKey
 
 #: What the input source yields, and what the sink takes.
 R = TypeVar("R")
@@ -90,6 +93,7 @@ def build_flow(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     flow_id: str = "wayfinder",
     decision_inputs: bool = True,
+    key_vault: Path | None = None,
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
@@ -104,8 +108,9 @@ def build_flow(
     the published log (`flows.dataflow.replica`). `seal`: signs and checks the merges
     (the deployment's secret); `ahead`: how far ahead an event's time may be;
     `redelivery_horizon`: how long (event time) a redelivery is recognised.
-    `decision_inputs`: publish what each decision was made from, so it can be re-run
-    (`wayfinder rerun`).
+    `decision_inputs`: publish what each decision was made from, sealed under each
+    customer's key, so it can be re-run (`wayfinder rerun`); `key_vault`: the folder
+    where a copy of those keys is kept for it (none: in the state alone).
     """
     models = models if models is not None else ModelSet(playbook)
     step = CustomerStep(
@@ -161,6 +166,9 @@ def build_flow(
             ),
         )
         streams.append(op.filter_map("shadow_decisions", shadow, route_shadow))
+    if key_vault is not None:
+        keys = op.filter_map("customer_keys", customers, _customer_key)
+        op.output("key_vault", keys, KeyVaultSink(key_vault))
     merged = op.merge("all_outputs", *streams)
     op.output("out", op.map("shape", merged, shape), sink)
     return flow
@@ -172,6 +180,11 @@ def _is_keyed(item: Decoded) -> TypeGuard[tuple[str, Keyed]]:
 
 def _is_dead_letter(item: Decoded) -> TypeGuard[DeadLetter]:
     return type(item) is DeadLetter
+
+
+def _customer_key(item: tuple[str, StepOutput]) -> tuple[str, CustomerKey] | None:
+    _key, value = item
+    return (value.key, value) if type(value) is CustomerKey else None
 
 
 def _watermark_tick(item: Decoded) -> tuple[str, EventTime]:
@@ -210,6 +223,7 @@ def embedded_flow(
         ahead=AheadLimit(max_ahead_seconds(), span[1] if span is not None else float("-inf")),
         redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=decision_inputs,
+        key_vault=out_dir / KEY_VAULT if decision_inputs else None,
     )
     return flow, sink
 

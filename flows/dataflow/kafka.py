@@ -5,6 +5,7 @@ environment (`flows.runtime.settings.KafkaSettings`); `wayfinder run --kafka`
 runs the same flow in the foreground with a progress display.
 """
 
+import logging
 import sys
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from schemas.topics import DLQ, EVENTS
 
+logger = logging.getLogger(__name__)
+
 
 def kafka_flow(
     settings: KafkaSettings,
@@ -59,6 +62,11 @@ def kafka_flow(
     (WAYFINDER_MODELS_CATCH_UP), then follows it while the flow runs.
     """
     seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
+    if settings.decision_inputs and settings.key_vault is None:
+        logger.warning(
+            "WAYFINDER_KEY_VAULT is not set: decision inputs are sealed under keys that only "
+            "the flow's state holds, so `wayfinder rerun` cannot open them"
+        )
     playbook = playbook or load_default_playbook()
     config = settings.librdkafka_config()
     clock = EventClock(lateness=allowed_lateness_seconds(), follows_wall=settings.tail, stop=stop)
@@ -109,6 +117,7 @@ def kafka_flow(
         ahead=AheadLimit(max_ahead_seconds()),
         redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=settings.decision_inputs,
+        key_vault=settings.key_vault if settings.decision_inputs else None,
     )
 
 

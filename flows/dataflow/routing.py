@@ -1,8 +1,8 @@
 """Where each output of the flow goes: (topic, key, JSON bytes), encoded once.
 
 A tombstone is a None value (an erased customer's audience key); an output that
-is for the flow itself (an example to learn, where a customer is at the end) goes
-nowhere.
+is for the flow itself (an example to learn, where a customer is at the end) or for
+the key vault (a customer's key) goes to no topic.
 """
 
 from flows.dataflow.customer import StepOutput
@@ -30,6 +30,7 @@ from schemas.topics import (
     SHADOW_DECISIONS,
     action_topic,
 )
+from state.key_vault import CustomerKey
 
 #: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
 #: None for a tombstone).
@@ -55,7 +56,7 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
         return (EVENTS, value.customer_id or value.anonymous_id, encode(value))
     if isinstance(value, Tombstone):
         return (AUDIENCES, value.customer_id, None)
-    if isinstance(value, InFlight | Example):
+    if isinstance(value, InFlight | Example | CustomerKey):
         return None
     if isinstance(value, IntentTransition):
         metrics.INTENT_CHANGES.inc()

@@ -7,6 +7,7 @@ into by accident: the run refuses it unless told to replace them, or resumes in 
 """
 
 import json
+import shutil
 from pathlib import Path
 
 from flows.runtime.map_files import map_from_snapshots, write_map_files
@@ -16,6 +17,8 @@ from operators.models import ModelSet, model_records
 from schemas.topics import AUDIT_TOPICS, all_topics
 
 #: Files a run writes besides its topic files.
+#: The run's key vault (`state.key_vault`): a folder of RocksDB parts.
+KEY_VAULT = "keys"
 RUN_FILES = (
     "contact_map_edges.csv",
     "contact_map.json",
@@ -39,6 +42,7 @@ def owned_files(out: Path, channels: tuple[str, ...]) -> list[Path]:
     """The files of a run in `out` that are there now."""
     candidates = [topic_file(out, topic) for topic in all_topics(channels)]
     candidates += [out / name for name in RUN_FILES]
+    candidates.append(out / KEY_VAULT)
     return [path for path in candidates if path.exists()]
 
 
@@ -56,7 +60,10 @@ def prepare_out(out: Path, channels: tuple[str, ...], *, overwrite: bool, resumi
             "them, or choose another --out"
         )
     for path in earlier:
-        path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 

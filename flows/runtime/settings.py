@@ -120,6 +120,11 @@ class KafkaSettings:
     #: Read the events topic's partitions as one stream in event-time order (the same
     #: order every run); else each partition on a worker of its own, in arrival order.
     ordered: bool = True
+    #: WAYFINDER_KEY_VAULT: where the flow keeps a copy of each customer's key
+    #: (`state.key_vault`), for `wayfinder rerun --kafka` to open the decision inputs
+    #: sealed under them. None: the keys live in the flow's state alone, and its
+    #: decisions cannot be re-run.
+    key_vault: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "KafkaSettings":
@@ -142,6 +147,9 @@ class KafkaSettings:
             decision_inputs=_env_bool(env, "WAYFINDER_DECISION_INPUTS", cls.decision_inputs),
             group=env.get("WAYFINDER_KAFKA_GROUP") or cls.group,
             ordered=_env_bool(env, "WAYFINDER_KAFKA_ORDERED", cls.ordered),
+            key_vault=Path(vault)
+            if (vault := env.get("WAYFINDER_KEY_VAULT", "").strip())
+            else None,
         )
 
     @property

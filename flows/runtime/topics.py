@@ -19,6 +19,7 @@ from flows.runtime.settings import (
     FOREVER,
     KafkaSettings,
     TopicRetention,
+    kafka_timeout_seconds,
     load_default_playbook,
 )
 from schemas.topics import (
@@ -258,7 +259,9 @@ def _create(
         if topic["error_code"] != 0:
             raise error(f"{topic['name']}: {topic['error_message']}")
         created.append(topic["name"])
-    admin.wait_for_topics(created)
+    # A broker that has just started (or is busy) can take far longer than the client's
+    # default 10 s to give new topics their leaders: seen on a fresh broker in a test run.
+    admin.wait_for_topics(created, timeout_ms=int(3 * kafka_timeout_seconds() * 1000))
     return [name for name in missing if name in created]  # in the order they were wanted
 
 

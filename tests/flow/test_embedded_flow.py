@@ -25,6 +25,7 @@ from tests.flow_helpers import (
     cluster_main_threads,
     comparable_outputs,
     file_lines,
+    opened_inputs,
     run_embedded,
     simulated,
 )
@@ -37,8 +38,9 @@ CUSTOMERS, HOURS, SEED = 300, 24.0, 11
 
 def test_same_input_gives_byte_identical_outputs_on_one_two_and_three_workers(tmp_path):
     """The closed loop (customers react to what they are sent) on 1, 2 and 3 workers:
-    every topic but the analytics windows, the recorded decision inputs, the example log,
-    the models and the final map are the same bytes; only the order of lines may differ."""
+    every topic but the analytics windows, the recorded decision inputs (opened: each run
+    makes its customers' keys anew), the example log, the models and the final map are
+    the same bytes; only the order of lines may differ."""
     shapes: dict[str, EntryPoint] = {
         "1": ENTRY_POINTS["run_main"],
         "2": cluster_main_threads(2),
@@ -49,8 +51,9 @@ def test_same_input_gives_byte_identical_outputs_on_one_two_and_three_workers(tm
         out = tmp_path / workers
         run_embedded(entry_point, simulated(CUSTOMERS, HOURS, SEED), out)
         compared = comparable_outputs(out)
-        for audit in ("decisions.inputs.jsonl.gz", "models.examples.jsonl.gz"):
-            compared[audit] = sorted(file_lines(out / audit))
+        compared["models.examples"] = sorted(file_lines(out / "models.examples.jsonl.gz"))
+        inputs = file_lines(out / "decisions.inputs.jsonl.gz")
+        compared["decisions.inputs, opened"] = opened_inputs(inputs, out / "keys")
         outputs[workers] = compared
     one = outputs["1"]
     assert all(one[name] for name in one), [name for name in one if not one[name]]

@@ -16,6 +16,7 @@ import pytest
 from flows.dataflow.clock import EventClock
 from flows.dataflow.customer import CustomerLogic
 from flows.dataflow.sources import EventFileSource
+from flows.runtime.settings import state_key
 from operators.customer_step import CustomerStep
 from schemas.audience import Tombstone
 from schemas.codec import BadInput
@@ -27,6 +28,7 @@ from state.context import (
     is_tombstone,
     to_snapshot,
 )
+from state.key_vault import VaultReader
 from tests.flow_helpers import file_lines, run_embedded
 from tests.helpers import Harness, default_playbook, ev, profile, stuck_transfer
 
@@ -154,6 +156,12 @@ def many_devices_file(path: Path) -> None:
         _event(800, "2026-03-02T10:59:00Z", "page_view", customer_id="cust-M", touchpoint="plans")
     )
     rows += _others(3000, 2000, 40, "phones", lambda i: "2026-03-02T11:30:00Z")
+    # Another customer asks for a decision: their input is sealed under a key that stays.
+    rows.append(
+        _event(850, "2026-03-02T11:40:00Z", "decision_request", customer_id="cust-other-1").replace(
+            '"channel": "web"', '"channel": "app", "request_id": "req-other-1"'
+        )
+    )
     # Later, within the horizon: every device once more.
     rows += [
         _event(900 + i, "2026-03-02T12:00:00Z", "page_view", anonymous_id=device, touchpoint="tv")
@@ -191,8 +199,20 @@ def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
     assert [row for row in _live_rows(recovery) if _mentions(row)] == []
     assert _in_store_but_from_after(recovery, erase_ts, in_flight) == []
 
+    # Their decisions' inputs, sealed under keys the erasure destroyed, open no more;
+    # the key vault still opens everyone else's.
+    vault = VaultReader(tmp_path / "out" / "keys")
+    try:
+        assert vault.secret(state_key("cust-M")) is None
+        sealed = [json.loads(r) for r in run.lines("decisions.inputs.jsonl.gz")]
+        assert any(r["customer_id"] == "cust-M" for r in sealed)
+        others = [r for r in sealed if r["customer_id"] == "cust-other-1"]
+        assert others and vault.secret(state_key("cust-other-1"))
+    finally:
+        vault.close()
+
     after: list[tuple[str, dict[str, Any]]] = []
-    for path in sorted(p for p in (tmp_path / "out").iterdir() if p.is_file()):
+    for path in sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file()):
         for line in file_lines(path):
             if not _mentions(line):
                 continue
@@ -202,6 +222,8 @@ def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
                 raise AssertionError(f"{path.name}: {line[:200]!r}") from None
             if "tombstone" in record or record.get("type") == "erase":
                 continue
+            if path.name == "decisions.inputs.jsonl.gz":
+                continue  # sealed under a key that is gone (above)
             if path.name == "events.jsonl" and record["event_id"] in in_flight:
                 continue  # a forward of an event in flight: the loop's record, dropped
             at = _time_of(record)

@@ -10,17 +10,16 @@ the model versions its run recorded. Everything the rules decide is the same.
 
 import json
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from flows.dataflow.kafka import kafka_flow
 from flows.runtime.settings import KafkaSettings
-from flows.runtime.topics import ensure_topics
 from schemas.topics import all_topics
-from tests.conftest import kafka_env
+from tests.conftest import fresh_topics, kafka_env
 from tests.e2e.cli import WAYFINDER, run
+from tests.flow_helpers import opened_inputs
 from tests.helpers import default_playbook
 from tests.integration.test_loop_kafka import keyed
 from tests.kafka_io import produce, read_all
@@ -30,10 +29,14 @@ pytestmark = pytest.mark.integration
 
 def outputs(settings: KafkaSettings) -> dict[str, list[bytes]]:
     """Every output topic's messages, sorted; a dead letter without where and when the
-    broker took it (another topic, another time: the record is the same)."""
+    broker took it (another topic, another time: the record is the same); the decision
+    inputs opened with the run's keys."""
     topics = [t for t in all_topics(default_playbook().channels) if t != "events"]
     found = {t: [v for _, v in read_all(settings, t) if v is not None] for t in topics}
     found["dlq"] = [_unplaced(v) for v in found["dlq"]]
+    # Each run makes its customers' keys anew: their decisions' inputs compare opened.
+    assert settings.key_vault is not None
+    found["decisions.inputs"] = opened_inputs(found["decisions.inputs"], settings.key_vault)
     return {t: sorted(values) for t, values in found.items()}
 
 
@@ -64,14 +67,9 @@ def test_two_runs_of_the_same_input_give_the_same_outputs(
     )
     messages = [keyed(line) for line in events.read_bytes().splitlines()]
     runs = []
-    for _ in range(2):
-        settings = KafkaSettings(
-            bootstrap_servers=bootstrap_servers,
-            topic_prefix=f"wf-test-det-{uuid.uuid4().hex[:10]}.",
-            partitions=3,
-            tail=False,
-        )
-        ensure_topics(settings)
+    for run_number in range(2):
+        vault = tmp_path / f"keys-{run_number}"
+        settings = fresh_topics(bootstrap_servers, "test-det", key_vault=vault)
         produce(settings, "events", messages)
         entry_point(kafka_flow(settings))
         runs.append((settings, outputs(settings)))

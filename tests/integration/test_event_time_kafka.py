@@ -19,10 +19,9 @@ from kafka import KafkaProducer
 from flows.dataflow.kafka import kafka_flow
 from flows.dataflow.sources import EventFileSource
 from flows.runtime.settings import KafkaSettings, load_compiled
-from flows.runtime.topics import ensure_topics
 from schemas.event import Event
 from schemas.journey import JourneyTransition
-from tests.conftest import kafka_env
+from tests.conftest import fresh_topics, kafka_env
 from tests.flow_helpers import file_lines, run_embedded
 from tests.helpers import key_of, wire
 from tests.integration.test_live_kafka import short_playbook, transitions_on, wait_for
@@ -75,14 +74,9 @@ def test_embedded_replayed_backlog_and_live_give_the_same_transitions(bootstrap_
     end = events[-1].ts
 
     def topics(name: str, *, tail: bool) -> KafkaSettings:
-        settings = KafkaSettings(
-            bootstrap_servers=bootstrap_servers,
-            topic_prefix=f"wf-test-et-{name}-{time.time_ns()}.",
-            partitions=3,
-            tail=tail,
+        return fresh_topics(
+            bootstrap_servers, f"test-et-{name}", tail=tail, channels=playbook.channels
         )
-        ensure_topics(settings, playbook.channels)
-        return settings
 
     def live_env(settings: KafkaSettings) -> dict[str, str]:
         return {

@@ -11,7 +11,6 @@ the same merges and forwards in both.
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,7 @@ import pytest
 from flows.dataflow.kafka import kafka_flow
 from flows.dataflow.sources import EventFileSource
 from flows.runtime import metrics
-from flows.runtime.settings import KafkaSettings
-from flows.runtime.topics import ensure_topics
+from tests.conftest import fresh_topics
 from tests.flow_helpers import run_embedded
 from tests.helpers import default_playbook
 from tests.kafka_io import produce, read_all
@@ -64,13 +62,7 @@ def test_merges_come_back_and_land_where_they_do_embedded(bootstrap_servers, ent
 
     # One partition: the file's order is the topic's (a producer keys one person's
     # devices and logins differently, and partitions are read in no common order).
-    kafka = KafkaSettings(
-        bootstrap_servers=bootstrap_servers,
-        topic_prefix=f"wf-test-loop-{uuid.uuid4().hex[:10]}.",
-        partitions=1,
-        tail=False,
-    )
-    ensure_topics(kafka, playbook.channels)
+    kafka = fresh_topics(bootstrap_servers, "test-loop", 1, channels=playbook.channels)
     produce(kafka, "events", [keyed(line) for line in events.read_bytes().splitlines()])
     loop_before = metrics.sample("wayfinder_loop_events")
     entry_point(kafka_flow(kafka, playbook=playbook))

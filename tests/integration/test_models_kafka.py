@@ -18,12 +18,11 @@ import pytest
 from flows.dataflow.kafka import kafka_flow
 from flows.dataflow.replica import ModelReplica, live_replicas
 from flows.runtime.settings import FAULT_EXIT_CODE, KafkaSettings
-from flows.runtime.topics import ensure_topics
 from operators.models import WARM_UP, ModelSet
 from operators.rerun import parse_version
 from schemas.decision import Decision
 from schemas.learning import LearnedExamples
-from tests.conftest import kafka_env
+from tests.conftest import fresh_topics, kafka_env
 from tests.e2e.cli import run, wayfinder
 from tests.flow_helpers import cluster_main_threads
 from tests.helpers import default_playbook
@@ -144,11 +143,4 @@ def test_a_crash_and_a_resume_on_kafka_publish_every_example_once(kafka, tmp_pat
 
 def _other_topics(settings: KafkaSettings) -> KafkaSettings:
     """The same cluster with topics of their own (for a second run to compare with)."""
-    other = KafkaSettings(
-        bootstrap_servers=settings.bootstrap_servers,
-        topic_prefix=settings.topic_prefix.rstrip(".") + "-straight.",
-        partitions=settings.partitions,
-        tail=False,
-    )
-    ensure_topics(other)
-    return other
+    return fresh_topics(settings.bootstrap_servers, "test-straight", settings.partitions)

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.runtime.settings import KafkaSettings
-from flows.runtime.topics import ensure_topics
 from operators.rerun import parse_version
 from schemas.action import Action
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
-from tests.conftest import kafka_env
+from tests.conftest import fresh_topics, kafka_env
 from tests.e2e.cli import REPO, wayfinder
 from tests.integration.test_loop_kafka import keyed
 from tests.integration.test_models_kafka import counts_of, example_log
@@ -65,17 +63,6 @@ class Process:
         assert found is not None, self.stderr[-3000:]
         summary: dict[str, Any] = json.loads(found["json"])
         return summary
-
-
-def topics(bootstrap_servers: str, name: str) -> KafkaSettings:
-    settings = KafkaSettings(
-        bootstrap_servers=bootstrap_servers,
-        topic_prefix=f"wf-test-{uuid.uuid4().hex[:10]}-{name}.",
-        partitions=PARTITIONS,
-        tail=False,
-    )
-    ensure_topics(settings)
-    return settings
 
 
 def run_cluster(settings: KafkaSettings, processes: int, logs: Path) -> tuple[list[Process], float]:
@@ -180,7 +167,10 @@ def rule_driven(settings: KafkaSettings) -> dict[str, set[str]]:
 def test_two_processes_decide_with_models_that_learned_every_example(bootstrap_servers, tmp_path):
     records = [raw for _ts, raw in simulate(SIM)]
     messages = [keyed(raw) for raw in records]  # as `wayfinder simulate --kafka` keys them
-    one, two = topics(bootstrap_servers, "1p"), topics(bootstrap_servers, "2p")
+    one, two = (
+        fresh_topics(bootstrap_servers, f"test-{name}", PARTITIONS, key_vault=tmp_path / name)
+        for name in ("1p", "2p")
+    )
     produce(one, "events", messages)
     produce(two, "events", messages)
 

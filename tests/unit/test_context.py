@@ -135,10 +135,11 @@ def test_a_tombstone_keeps_when_and_nothing_else():
 
 
 def test_a_snapshot_of_an_earlier_version_still_loads():
-    """Contexts snapshotted before the redelivery memory existed resume with an empty one."""
+    """Contexts snapshotted before the redelivery memory and the customer's key existed
+    resume with an empty memory and no key (one is made when first needed)."""
     ctx = folded(ev("page_view", "web", event_id="x1"))
     fields = msgspec.to_builtins(ctx)
-    del fields["seen"], fields["erased_at"]
+    del fields["seen"], fields["erased_at"], fields["secret"]
     restored = from_snapshot(msgspec.msgpack.encode(fields))
-    assert restored.seen.count() == 0 and restored.erased_at is None
+    assert restored.seen.count() == 0 and restored.erased_at is None and restored.secret == b""
     assert restored.recent == ctx.recent

@@ -1,6 +1,7 @@
 """Re-running a decision: models rebuilt from their example log to a recorded version."""
 
 import pickle
+from dataclasses import dataclass
 
 import msgspec
 import pytest
@@ -9,11 +10,19 @@ from flows.lab.simulator import SimulationConfig, simulate
 from operators.customer_step import CustomerStep
 from operators.identity import customer_key
 from operators.models import INTENT, NEXT_STEP, PROPENSITY, ModelSet
-from operators.rerun import Rerun, RerunError, differences, histories, parse_version
+from operators.rerun import (
+    Rerun,
+    RerunError,
+    differences,
+    histories,
+    open_basis,
+    parse_version,
+)
 from schemas.codec import good_events
-from schemas.decision import Decision, DecisionInput
+from schemas.decision import Decision, DecisionBasis, DecisionInput
 from schemas.learning import Example, LearnedExamples
-from state.context import CustomerContext
+from state.context import CustomerContext, from_snapshot
+from state.key_vault import CustomerKey
 from tests.helpers import default_playbook
 
 
@@ -80,9 +89,21 @@ def test_model_versions_parse_and_a_bad_one_says_which_part():
         parse_version("intent@3 propensity")
 
 
-def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], list[LearnedExamples]]:
+@dataclass
+class Lagged:
+    decisions: list[Decision]
+    inputs: list[DecisionInput]
+    log: list[LearnedExamples]
+    keys: dict[str, bytes]
+
+    def basis(self, recorded: DecisionInput) -> DecisionBasis:
+        return open_basis(recorded, self.keys.get(recorded.customer_id))
+
+
+def lagged_run(customers: int) -> Lagged:
     """The customer step over a simulated stream, its models learning in batches behind
-    it as the flow's learner does, with decision inputs and the example log recorded."""
+    it as the flow's learner does, with decision inputs, the customers' keys and the
+    example log recorded."""
     playbook = default_playbook()
     models = ModelSet(playbook)
     step = CustomerStep(playbook, models, record_inputs=True)
@@ -92,6 +113,7 @@ def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], lis
     inputs: list[DecisionInput] = []
     log: list[LearnedExamples] = []
     pending: list[Example] = []
+    keys: dict[str, bytes] = {}
     for n, event in enumerate(good_events(raw for _ts, raw in records)):
         key = customer_key(event)
         ctx, outputs = step.on_event(key, contexts.get(key), event)
@@ -103,35 +125,72 @@ def lagged_run(customers: int) -> tuple[list[Decision], list[DecisionInput], lis
                 decisions.append(output)
             elif type(output) is DecisionInput:
                 inputs.append(output)
+            elif type(output) is CustomerKey and output.secret is not None:
+                keys[output.key] = output.secret
         if n % 40 == 0:  # the learner's batch
             for example in sorted(pending, key=lambda e: (e.at, e.example_id)):
                 model = models.models[example.model]
                 model.learn(example)
                 log.append(LearnedExamples(model.record.learned, [example]))
             pending.clear()
-    return decisions, inputs, log
+    return Lagged(decisions, inputs, log, keys)
 
 
 def test_every_decision_rerun_with_its_recorded_model_versions_is_the_same_decision():
-    decisions, inputs, log = lagged_run(150)
+    run = lagged_run(150)
+    decisions, inputs = run.decisions, run.inputs
     playbook = default_playbook()
-    rerun = Rerun(playbook, histories(playbook, log))
+    rerun = Rerun(playbook, histories(playbook, run.log))
     assert len(inputs) == len(decisions) > 200
     asked = [d for d in decisions if "xpected response" in str(d.candidates)]
     assert asked  # decisions that asked the response model are among them
     latest = rerun.latest()
     for original, recorded in zip(decisions, inputs, strict=True):
         assert recorded.decision_id == original.decision_id
-        again = rerun.decide(recorded)
+        again = rerun.decide(recorded, run.basis(recorded))
         assert msgspec.json.encode(again) == msgspec.json.encode(original)
         assert differences(original, again) == []
-    newest = rerun.decide(inputs[0], latest)
+    newest = rerun.decide(inputs[0], run.basis(inputs[0]), latest)
     assert newest.model_version == " ".join(f"{n}@{v}" for n, v in latest.items())
 
 
 def test_a_decision_made_with_another_playbook_version_is_not_rerun_with_this_one():
-    _decisions, inputs, log = lagged_run(20)
-    rerun = Rerun(default_playbook(), histories(default_playbook(), log))
-    moved = msgspec.structs.replace(inputs[0], playbook_version="2025.01-old@0000000000")
+    run = lagged_run(20)
+    rerun = Rerun(default_playbook(), histories(default_playbook(), run.log))
+    moved = msgspec.structs.replace(run.inputs[0], playbook_version="2025.01-old@0000000000")
     with pytest.raises(RerunError, match=r"made with playbook version 2025\.01-old"):
-        rerun.decide(moved)
+        rerun.decide(moved, run.basis(run.inputs[0]))
+
+
+def test_a_decision_input_is_sealed_under_its_customers_key_and_bound_to_its_decision():
+    run = lagged_run(20)
+    first, second = next(
+        (a, b)
+        for a in run.inputs
+        for b in run.inputs
+        if a.customer_id == b.customer_id and a.decision_id != b.decision_id
+    )
+    basis = run.basis(first)
+    assert basis.trigger.trigger_id and basis.context
+    # Nothing of the context or the trigger is readable in the record as published.
+    published = msgspec.json.encode(first)
+    assert basis.context not in published and basis.trigger.trigger_id.encode() not in published
+    # The key never travels with what it seals, not even inside the sealed context.
+    secret = run.keys[first.customer_id]
+    assert secret not in basis.context and from_snapshot(basis.context).secret == b""
+    # Moved to another decision's record, or opened with another customer's key: unreadable.
+    moved = msgspec.structs.replace(second, basis=first.basis)
+    with pytest.raises(RerunError, match="erased"):
+        run.basis(moved)
+    other = next(k for c, k in run.keys.items() if c != first.customer_id)
+    with pytest.raises(RerunError, match="erased"):
+        open_basis(first, other)
+
+
+def test_a_decision_of_an_erased_customer_says_the_customer_was_erased():
+    run = lagged_run(20)
+    recorded = run.inputs[0]
+    with pytest.raises(
+        RerunError, match=f"decision {recorded.decision_id}: its customer was erased"
+    ):
+        open_basis(recorded, None)

@@ -1,0 +1,57 @@
+"""The key sink: keeps the key vault (`state.key_vault`) in step with the customers'
+keys the customer step makes and destroys.
+
+Its partitions are the vault's parts, so a customer's key is written and destroyed in
+the same part whichever worker holds the customer. A part keeps no snapshot state: a
+replay after a crash writes each key again (or its replacement, if the key was made
+after the snapshot the flow resumed from) and destroys again what it destroyed.
+"""
+
+from pathlib import Path
+
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from flows.runtime.settings import state_key
+from state.key_vault import PARTS, CustomerKey, VaultPart, part_name, part_of
+
+
+class _VaultPartition(StatefulSinkPartition[CustomerKey, None]):
+    def __init__(self, path: Path) -> None:
+        self._part = VaultPart(path)
+
+    def write_batch(self, values: list[CustomerKey]) -> None:
+        made: dict[str, bytes] = {}
+        destroyed: set[str] = set()
+        for value in values:  # in order: a key made again after its destruction is kept
+            hashed = state_key(value.key)
+            if value.secret is None:
+                made.pop(hashed, None)
+                destroyed.add(hashed)
+            else:
+                destroyed.discard(hashed)
+                made[hashed] = value.secret
+        self._part.write(made, destroyed)
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._part.close()
+
+
+class KeyVaultSink(FixedPartitionedSink[CustomerKey, None]):
+    """Items are (customer key, CustomerKey)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def list_parts(self) -> list[str]:
+        return [part_name(i) for i in range(PARTS)]
+
+    def part_fn(self, item_key: str) -> int:
+        return part_of(state_key(item_key))
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> StatefulSinkPartition[CustomerKey, None]:
+        return _VaultPartition(self.directory / for_part)

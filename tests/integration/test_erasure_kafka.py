@@ -1,0 +1,88 @@
+"""An erasure on Kafka shreds what the topics cannot forget.
+
+Two customers ask for a decision; one of them, with devices, is then erased. Their
+decisions' inputs stay on `decisions.inputs` (append-only), sealed under keys the flow
+made for them: the erased customer's key is gone from the flow's key vault, so none of
+their inputs opens and `wayfinder rerun` says they were erased, while the other
+customer's decision re-runs identically. Nothing on the input topic's loop or any
+output topic names the erased customer or a device after the erasure, apart from the
+erasure's own records.
+"""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from flows.runtime.settings import state_key
+from schemas.topics import all_topics
+from state.key_vault import VaultReader
+from tests.conftest import kafka_env
+from tests.e2e.cli import WAYFINDER, run, wayfinder
+from tests.helpers import default_playbook
+from tests.integration.test_loop_kafka import keyed
+from tests.kafka_io import produce, read_all
+
+pytestmark = pytest.mark.integration
+
+DEVICES = [f"dev-E-{i}" for i in range(5)]
+ERASED_AT = "2026-05-04T12:00:00+00:00"
+
+
+def _event(n: int, minute: int, type_: str, channel: str = "web", **fields: str) -> bytes:
+    at = f"2026-05-04T{10 + minute // 60:02d}:{minute % 60:02d}:00+00:00"
+    body = {"event_id": f"ek-{n}", "ts": at, "type": type_, "channel": channel, **fields}
+    return json.dumps(body).encode()
+
+
+def _events() -> list[bytes]:
+    # The requests come before the logins: a customer waiting for a device's answer
+    # holds what comes next, and an erasure drops what it holds.
+    rows = [
+        _event(40 + n, 5, "decision_request", "app", customer_id=customer, request_id=f"r{n}")
+        for n, customer in enumerate(("cust-E", "cust-K"))
+    ]
+    for i, device in enumerate(DEVICES):
+        rows.append(_event(10 + i, i, "page_view", anonymous_id=device, touchpoint="phones"))
+        rows.append(_event(20 + i, 10 + i, "identify", customer_id="cust-E", anonymous_id=device))
+    rows.append(_event(50, 120, "erase", customer_id="cust-E"))  # 12:00
+    rows.append(_event(51, 150, "page_view", customer_id="cust-K", touchpoint="plans"))
+    return rows
+
+
+def _names_them(value: bytes) -> bool:
+    return b"cust-E" in value or b"dev-E-" in value
+
+
+def test_an_erasure_on_kafka_leaves_the_erased_customers_inputs_unreadable(kafka, tmp_path):
+    produce(kafka, "events", [keyed(line) for line in _events()])
+    wayfinder("run", "--kafka", "--no-progress", env=kafka_env(kafka))
+
+    inputs = [json.loads(v) for _, v in read_all(kafka, "decisions.inputs") if v]
+    of = {r["customer_id"]: r["decision_id"] for r in inputs}
+    assert {"cust-E", "cust-K"} <= of.keys()
+    assert kafka.key_vault is not None
+    vault = VaultReader(kafka.key_vault)
+    try:
+        assert vault.secret(state_key("cust-E")) is None
+        assert vault.secret(state_key("cust-K")) is not None
+    finally:
+        vault.close()
+
+    erased = run([WAYFINDER, "rerun", "--kafka", of["cust-E"]], env=kafka_env(kafka))
+    said = " ".join((erased.stdout + erased.stderr).split())
+    assert erased.returncode == 2 and "its customer was erased" in said, said[-2000:]
+    kept = run([WAYFINDER, "rerun", "--kafka", of["cust-K"]], env=kafka_env(kafka))
+    assert kept.returncode == 0 and "identical" in kept.stdout, kept.stdout + kept.stderr
+
+    # After the erasure, nothing names them but the erasure's own records.
+    erased_at = datetime.fromisoformat(ERASED_AT).astimezone(UTC)
+    for topic in all_topics(default_playbook().channels):
+        for _key, value in read_all(kafka, topic):
+            if value is None or not _names_them(value) or topic == "decisions.inputs":
+                continue  # a tombstone names nobody; inputs: sealed, their key is gone
+            record = json.loads(value)
+            if record.get("type") == "erase" or "erased_at" in record:
+                continue
+            at = record.get("created_at") or record.get("at") or record.get("ts")
+            assert at is not None and datetime.fromisoformat(at) < erased_at, (topic, record)

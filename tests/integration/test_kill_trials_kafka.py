@@ -1,0 +1,158 @@
+"""`kill -9` at random moments of the Kafka service loses nothing and doubles nothing.
+
+The same simulated day (its logins go round the flow's own loop on the events topic)
+is put on two sets of topics with three partitions each. On the first, the service
+runs uninterrupted (`wayfinder run --kafka`, a bounded run with a recovery folder). On
+the second, each seeded trial starts it, kills its process group with SIGKILL at a
+random moment within the uninterrupted run's wall time, and resumes it from its
+snapshots; the topics are the same through every trial, as in a deployment that
+crashes again and again. At the end:
+
+- every output topic holds what the uninterrupted run wrote, as a set: a record the
+  resumed run sent again is byte-identical to the first copy (an action or decision id
+  never carries two contents);
+- every model learned the same examples, each number once, with the same content;
+- each customer's context in the recovery store is the same bytes.
+
+One worker: on several, what the models had learned by a decision follows thread
+scheduling (test_determinism_kafka names it).
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from flows.runtime.settings import KafkaSettings
+from operators.rerun import RerunError
+from schemas.topics import all_topics
+from tests.conftest import fresh_topics, kafka_env
+from tests.e2e.cli import REPO, WAYFINDER, wayfinder
+from tests.e2e.test_kill_trials import final_contexts
+from tests.flow_helpers import opened_inputs
+from tests.helpers import default_playbook
+from tests.integration.test_determinism_kafka import _unplaced
+from tests.integration.test_loop_kafka import keyed
+from tests.kafka_io import produce, read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.recovery]
+
+SEED = 20261202
+TRIALS = 10
+SIMULATION = ["--customers", "120", "--hours", "24", "--seed", "9"]
+
+
+def _service(settings: KafkaSettings, recovery: Path) -> subprocess.Popen[bytes]:
+    command = [WAYFINDER, "run", "--kafka", "--no-progress", "--recovery-dir", str(recovery)]
+    return subprocess.Popen(
+        [*command, "--snapshot-interval", "0.05"],
+        env=kafka_env(settings),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _written(settings: KafkaSettings) -> dict[str, set[bytes]]:
+    """Each output topic's distinct records (a dead letter without where and when the
+    broker took it). A record sent again with other content than its first copy shows
+    as a record the uninterrupted run did not write."""
+    topics = [t for t in all_topics(default_playbook().channels) if t != "events"]
+    found = {t: {v for _, v in read_all(settings, t) if v is not None} for t in topics}
+    found["dlq"] = {_unplaced(v) for v in found["dlq"]}
+    found["decisions.inputs"] = _opened(found["decisions.inputs"], settings)
+    return found
+
+
+def _opened(inputs: set[bytes], settings: KafkaSettings) -> set[bytes]:
+    """Decision inputs opened with the run's keys (each run makes its own). A copy sealed
+    before a kill under a key made after the last snapshot does not open (the resumed run
+    made the key again): it must have a copy that does."""
+    assert settings.key_vault is not None
+    opened: set[bytes] = set()
+    unopened: set[str] = set()
+    for value in inputs:
+        try:
+            opened.update(opened_inputs([value], settings.key_vault))
+        except RerunError:
+            unopened.add(json.loads(value)["decision_id"])
+    reopened = {json.loads(value)["decision_id"] for value in opened}
+    assert unopened <= reopened, f"inputs no key opens: {sorted(unopened - reopened)[:3]}"
+    return opened
+
+
+def _examples(batches: set[bytes]) -> dict[tuple[str, int], set[str]]:
+    """Each model's example numbers and the examples published under each (a resumed
+    learner may cut its batches elsewhere)."""
+    numbered: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for value in batches:
+        first, examples = json.loads(value)  # LearnedExamples, array-like
+        for number, example in enumerate(examples, start=first):
+            numbered[(example[0], number)].add(json.dumps(example))
+    return dict(numbered)
+
+
+def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_doubles_nothing(
+    bootstrap_servers, tmp_path
+):
+    events = tmp_path / "events.jsonl"
+    wayfinder("simulate", *SIMULATION, "--out", str(events))
+    messages = [keyed(line) for line in events.read_bytes().splitlines()]
+
+    straight = fresh_topics(bootstrap_servers, "test-kill", key_vault=tmp_path / "keys-straight")
+    produce(straight, "events", messages)
+    straight_recovery = tmp_path / "straight-recovery"
+    started = time.monotonic()
+    done = _service(straight, straight_recovery)
+    _, err = done.communicate(timeout=300)
+    wall = time.monotonic() - started
+    assert done.returncode == 0, err.decode()[-3000:]
+    want = _written(straight)
+    want_contexts = final_contexts(straight_recovery)
+    assert want["decisions"] and want["journeys"] and want_contexts
+
+    trials = fresh_topics(bootstrap_servers, "test-kill", key_vault=tmp_path / "keys-trials")
+    produce(trials, "events", messages)
+    recovery = tmp_path / "recovery"
+    draw = random.Random(SEED)
+    killed = 0
+    for trial in range(TRIALS):
+        delay = draw.uniform(0.15, 0.6) * wall
+        flow = _service(trials, recovery)
+        try:
+            flow.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait(timeout=30)
+            killed += 1
+        print(f"trial {trial}: killed after {delay:.2f} s of {wall:.2f} s")  # pytest -s
+    resuming = time.monotonic()
+    resumed = _service(trials, recovery)
+    _, err = resumed.communicate(timeout=300)
+    print(f"resumed to the end in {time.monotonic() - resuming:.2f} s")
+    assert resumed.returncode == 0, err.decode()[-3000:]
+    assert killed >= TRIALS * 0.7, f"only {killed} of {TRIALS} kills fell mid-run"
+
+    got = _written(trials)
+    for topic, records in want.items():
+        if topic != "models.examples":
+            assert got[topic] == records, f"{topic}: {_difference(got[topic], records)}"
+    learned, want_learned = _examples(got["models.examples"]), _examples(want["models.examples"])
+    assert all(len(copies) == 1 for copies in learned.values()), "a number with two examples"
+    assert learned == want_learned, "the models learned other examples"
+    assert final_contexts(recovery) == want_contexts
+
+
+def _difference(got: set[bytes], want: set[bytes]) -> str:
+    extra, missing = sorted(got - want), sorted(want - got)
+    return (
+        f"{len(extra)} not in the uninterrupted run (e.g. {extra[:1]!r}), "
+        f"{len(missing)} missing (e.g. {missing[:1]!r})"
+    )

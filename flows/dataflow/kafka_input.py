@@ -183,6 +183,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         }
         self._buffered: dict[int, deque[tuple[float, int, Message]]] = {i: deque() for i in starts}
         self._at_end = dict.fromkeys(starts, False)
+        #: What the clock was last told of each partition: caught up or not.
+        self._told_caught_up = dict.fromkeys(starts, False)
         #: bytewax's own lag metric, which its source sets: dashboards know it.
         self._lag = {
             i: BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=step_id, topic=topic, partition=i)
@@ -238,12 +240,17 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             else:  # the client's, not a record's, and asking again will not mend it
                 raise RuntimeError(f"consuming {self._topic}[{index}]: {error.str()}")
         for index in fresh - caught_up:
-            if self._at_end[index]:
-                self._at_end[index] = False
-                self._clock.caught_up((self._topic, index), at_end=False)
+            self._at_end[index] = False
         for index in caught_up:
             self._at_end[index] = True
-            self._clock.caught_up((self._topic, index))
+        # A partition at its end is caught up only once the flow's own events are back:
+        # a login's merge still on its way is input to come, at an earlier event time,
+        # and a watermark gone on to the wall clock would give the customer up for it.
+        settled = self._ledger.even()
+        for index, at_end in self._at_end.items():
+            if (at_end and settled) != self._told_caught_up[index]:
+                self._told_caught_up[index] = at_end and settled
+                self._clock.caught_up((self._topic, index), at_end=at_end and settled)
 
     def _take(self) -> list[Message]:
         """What may be handed over now: everything buffered, or (merged) the events in

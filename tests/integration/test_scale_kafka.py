@@ -7,7 +7,11 @@ events topic of 4 partitions. Each process keeps its own replica of the models,
 following the numbered example log: both replicas apply every example (their last
 versions are the log's counts), the rule-driven outputs of the two runs are the same
 sets, and every decision of the cluster re-runs identically with `wayfinder rerun`
-from the versions it recorded. The processes' INFO lines (the replica's catch-up and
+from the versions it recorded. (Rule-driven within the input's span of event time:
+once a service has caught up, its watermark follows the wall clock, and the timers
+that fall due only then, months on, fire within a few minutes, whenever each
+customer's timer was set to look again; how many have fired by the stop depends on
+how long each run went on.) The processes' INFO lines (the replica's catch-up and
 its last versions, with the lag it measured) are read from their stderr.
 """
 
@@ -17,6 +21,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,24 +141,27 @@ def _until_quiet(settings: KafkaSettings, flows: list[subprocess.Popen[bytes]]) 
         consumer.close()
 
 
-def rule_driven(settings: KafkaSettings) -> dict[str, set[str]]:
-    """What the rules alone decide: priority-agent decisions and actions (stuck
-    transfers), journey transitions, those on timers included (not intent changes: a
-    model's), dead letters."""
+def rule_driven(settings: KafkaSettings, until: datetime) -> dict[str, set[str]]:
+    """What the rules alone decide, up to `until` (event time): priority-agent decisions
+    and actions (stuck transfers), journey transitions, those on timers included (not
+    intent changes: a model's), dead letters."""
     decisions = [msgspec.json.decode(v, type=Decision) for _, v in read_all(settings, "decisions")]
     priority = {
-        d.decision_id for d in decisions if any(c.action == "priority_agent" for c in d.candidates)
+        d.decision_id
+        for d in decisions
+        if d.created_at <= until and any(c.action == "priority_agent" for c in d.candidates)
     }
     actions = set()
     for name in ("chat", "call_centre"):
         for _, value in read_all(settings, f"actions.{name}"):
             action = msgspec.json.decode(value, type=Action)
-            if action.action == "priority_agent":
+            if action.action == "priority_agent" and action.created_at <= until:
                 actions.add(action.action_id)
     transitions = {
         value.decode()
         for _, value in read_all(settings, "journeys")
         if json.loads(value)["kind"] != "intent_changed"
+        and datetime.fromisoformat(json.loads(value)["at"]) <= until
     }
     dead = {msgspec.json.decode(v, type=DeadLetter).raw.hex() for _, v in read_all(settings, "dlq")}
     return {
@@ -189,7 +197,8 @@ def test_two_processes_decide_with_models_that_learned_every_example(bootstrap_s
     assert alone.last_versions == {"intent": 0, "propensity": 0, "next_step": 0, **alone_counts}
 
     # What the rules decide is the same on one process and on two.
-    alone_out, pair_out = rule_driven(one), rule_driven(two)
+    until = datetime.fromtimestamp(max(ts for ts, _raw in simulate(SIM)), UTC)
+    alone_out, pair_out = rule_driven(one, until), rule_driven(two, until)
     for name, expected in alone_out.items():
         assert pair_out[name] == expected, (name, len(pair_out[name] ^ expected))
     assert alone_out["priority actions"] and alone_out["transitions"]

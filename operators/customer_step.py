@@ -21,6 +21,7 @@ fresh profile, under the same rule until the horizon has passed. The tombstone i
 dropped once the horizon has passed (`expired`).
 """
 
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import overload
@@ -522,14 +523,17 @@ class CustomerStep:
         self, ctx: CustomerContext, decision: Decision, basis: DecisionBasis, outputs: list[Output]
     ) -> DecisionInput:
         """The decision's input, its basis sealed under the customer's key (made now,
-        and handed to the key sink, if this is their first)."""
+        and handed to the key sink, if this is their first). Compressed first: sealed
+        bytes do not compress, and the audit topic is the flow's largest."""
         if not ctx.secret:
             ctx.secret = self._new_secret()
             outputs.append(CustomerKey(ctx.key, ctx.secret))
         return DecisionInput(
             decision_id=decision.decision_id,
             customer_id=decision.customer_id,
-            basis=sealing.seal(ctx.secret, decision.decision_id.encode(), _BASIS.encode(basis)),
+            basis=sealing.seal(
+                ctx.secret, decision.decision_id.encode(), zlib.compress(_BASIS.encode(basis), 1)
+            ),
             playbook_version=decision.playbook_version,
             model_version=decision.model_version,
         )

@@ -11,6 +11,7 @@ those models would have decided instead.
 """
 
 import pickle
+import zlib
 from collections.abc import Iterable
 
 import msgspec
@@ -45,7 +46,9 @@ def open_basis(recorded: DecisionInput, secret: bytes | None) -> DecisionBasis:
     if secret is None:
         raise erased
     try:
-        return _BASIS.decode(unseal(secret, recorded.decision_id.encode(), recorded.basis))
+        return _BASIS.decode(
+            zlib.decompress(unseal(secret, recorded.decision_id.encode(), recorded.basis))
+        )
     except Unreadable:
         raise erased from None
 

@@ -309,7 +309,7 @@ def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
     key = data.rfind(b"\xa3key", max(0, at - 2000), at)
     start = key - 3  # a msgpack map16 header
     if key < 8 or data[start] != 0xDE or data[start - 5] != ord("B"):
-        return False
+        return _tail_from_before(data, at, erase_ts)
     size = int.from_bytes(data[start - 4 : start], "little")
     if at >= start + size:  # the match is not in this snapshot
         return False
@@ -318,6 +318,21 @@ def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
     except (msgspec.DecodeError, ValueError):  # only a piece of it is on this page
         return False
     return ctx.last_seen <= erase_ts.timestamp() and not ctx.erased_at
+
+
+def _tail_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
+    """The match is in the tail of a snapshot whose head is on another SQLite page (an
+    alias naming its customer, say): the redelivery memory that follows in the same
+    context holds the times of what it folded, the latest of which is its last."""
+    seen = data.find(b"\xa4seen", at, at + 3000)
+    if seen < 0 or data.find(b"\xa3key", at, seen) >= 0:  # not in the same context
+        return False
+    times = [struct.unpack(">d", t)[0] for t in _FLOATS.findall(data, seen, seen + 40)]
+    plausible = [t for t in times if 1e9 < t < 4e9]
+    return bool(plausible) and max(plausible) <= erase_ts.timestamp()
+
+
+_FLOATS = re.compile(rb"\xcb(.{8})", re.DOTALL)
 
 
 def _time_of(record: dict[str, Any]) -> datetime | None:

@@ -5,7 +5,9 @@ environment (`flows.runtime.settings.KafkaSettings`); `wayfinder run --kafka`
 runs the same flow in the foreground with a progress display.
 """
 
+import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,11 +20,13 @@ from flows.dataflow.decode import AheadLimit, unpack_kafka
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import Challenger, build_flow
 from flows.dataflow.kafka_input import KafkaInput
+from flows.dataflow.learner import LEARNER, resume_ceilings
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
+from flows.runtime.recovery_store import resumed_snapshots
 from flows.runtime.runner import summarise_at_exit
 from flows.runtime.settings import (
     KafkaSettings,
@@ -49,6 +53,7 @@ def kafka_flow(
     playbook: CompiledPlaybook | None = None,
     stop: StopRequest | None = None,
     models: ModelSet | None = None,
+    recovery: Path | None = None,
 ) -> Dataflow:
     """The production flow: the events topic in, every output topic out.
 
@@ -59,7 +64,9 @@ def kafka_flow(
 
     The models are this process's replica (`models`, a fresh set when not given),
     learned from the example log: it catches up with the log before this returns
-    (WAYFINDER_MODELS_CATCH_UP), then follows it while the flow runs.
+    (WAYFINDER_MODELS_CATCH_UP), then follows it while the flow runs. `recovery`: the
+    snapshot folder the run resumes from (one process); its learner snapshots say how
+    far the models had learned, and the replica learns the rest as the replay does.
     """
     seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
     if settings.decision_inputs and settings.key_vault is None:
@@ -99,7 +106,8 @@ def kafka_flow(
         )
 
     models = models if models is not None else ModelSet(playbook)
-    replica = ModelReplica(models, settings)
+    ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER)) if recovery else None
+    replica = ModelReplica(models, settings, ceilings)
     replica.start(models_catch_up_seconds())  # before the flow decides anything
     return build_flow(
         source,
@@ -121,6 +129,19 @@ def kafka_flow(
     )
 
 
+def _single_process_recovery() -> Path | None:
+    """The recovery folder `python -m bytewax.run` was given (`-r`, or its environment
+    variable) when it runs one process. In a cluster the processes' learners replay in
+    no one order, so a replica follows the log as it is."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-r", "--recovery-directory", type=Path)
+    parser.add_argument("-a", "--addresses")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    folder = known.recovery_directory or os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+    addresses = known.addresses or os.environ.get("BYTEWAX_ADDRESSES") or ""
+    return Path(folder) if folder and ";" not in addresses else None
+
+
 def __getattr__(name: str) -> Dataflow:
     # `flow` is built on first access, from the environment at that moment, so
     # importing this module (the CLI does) never needs a broker or settings.
@@ -131,7 +152,7 @@ def __getattr__(name: str) -> Dataflow:
             stop = StopRequest()
             stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch, flush, snapshot, exit 0
             summarise_at_exit(f"wayfinder on Kafka {settings.bootstrap_servers}")
-            return kafka_flow(settings, stop=stop)
+            return kafka_flow(settings, stop=stop, recovery=_single_process_recovery())
         except KafkaUnavailable as exc:  # one line, never the secret
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_KAFKA_UNAVAILABLE) from None

@@ -22,10 +22,9 @@ a time), so a decision's recorded version is the one it asked.
 
 import logging
 import pickle
-from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -44,6 +43,9 @@ def examples(item: tuple[str, object]) -> list[tuple[str, Example]]:
         return [(value.model, value)]
     return []
 
+
+#: The learner step's name (its snapshots are found by it in a recovery folder).
+LEARNER = "learn"
 
 #: Examples per published message (a message stays well under Kafka's 1 MB default).
 PUBLISHED_PER_MESSAGE = 256
@@ -152,9 +154,16 @@ class ExampleLog(Protocol):
     def published_after(self, model: str, count: int) -> dict[int, str]:
         """{number: example id} of `model`'s examples in the log numbered after `count`."""
 
-    def learned_here(self, batches: list[LearnedExamples]) -> None:
+    def learned_here(self, model: str, batches: list[LearnedExamples], ceiling: int | None) -> None:
         """Batches this process numbered: into its replica at once, in number order (the
-        follower skips them when they come round the log)."""
+        follower skips them when they come round the log); `ceiling`: the last number
+        of `model` the replica may apply (None: any)."""
+
+    def versions(self) -> dict[str, int]:
+        """{model: examples applied} in this process's replica now."""
+
+    def holds(self, model: str) -> bool:
+        """Whether this process's replica holds `model` back at a ceiling."""
 
 
 class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
@@ -168,6 +177,13 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     the snapshot until they do); numbering continues after the log's last number, and
     a number the log lacks below it (a message lost with the crash) is given first
     to the next examples, so the log has no gap a replica would wait at for ever.
+
+    A resumed process's replica holds back what the log holds after the snapshot
+    (`resume_ceilings`): each such example is released to it when the replay brings
+    it again, where the run before the crash had learned it, so the decisions made
+    again are made with the models they were made with, and are sent again the same.
+    Once the replay numbers an example the log did not hold, it has gone past the
+    crash: whatever was not brought again is released at once.
     """
 
     def __init__(self, log: ExampleLog, resume_state: bytes | None) -> None:
@@ -175,37 +191,41 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
         self._name: str | None = None
         #: The last number given (published, or in a message on its way).
         self._count = 0
-        #: Ids the log holds after the count the logic started from, not seen again yet.
-        self._known: Counter[str] = Counter()
+        #: Examples the log holds after the count the logic started from, not seen again
+        #: yet: {example id: their numbers}.
+        self._unseen: dict[str, list[int]] = {}
+        #: Numbers this process's replica holds back until the replay brings them again.
+        self._awaited: set[int] = set()
         #: Numbers the log lacks below its last one, filled first.
         self._holes: list[int] = []
         #: Whether the log's tail has been read (once a run, on the first batch).
         self._read = False
         if resume_state is not None:
-            state = pickle.loads(resume_state)
-            if len(state) == 4 and not isinstance(state[1], int):
-                # A ModelLogic snapshot (before the example log was the truth): its count.
-                self._name, self._count = state[0], state[1].record.learned
-            else:
-                self._name, self._count, known, self._holes = state
-                self._known = Counter(known)
+            state = _numbering_state(pickle.loads(resume_state))
+            self._name, self._count, self._unseen, self._holes, awaited, _ = state
+            self._awaited = set(awaited)
 
     def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
+        name = values[0].model
         if not self._read:
-            self._read_tail(values[0].model)
-        known = self._known
-        if known:
+            self._read_tail(name)
+        unseen = self._unseen
+        if unseen:
             fresh = []
             for example in values:
-                times = known.get(example.example_id)
-                if times is None:
+                numbers = unseen.get(example.example_id)
+                if numbers is None:
                     fresh.append(example)
-                elif times > 1:
-                    known[example.example_id] = times - 1
-                else:
-                    del known[example.example_id]  # published before the crash
+                    continue
+                self._awaited.discard(numbers.pop(0))  # published before the crash
+                if not numbers:
+                    del unseen[example.example_id]
             values = fresh
-        return self._number(sorted(values, key=_order)), False
+        batches = self._number(sorted(values, key=_order))
+        # This process decides with them at once, not when they come round the log: on
+        # one process what each decision asked is then the same every run.
+        self._log.learned_here(name, batches, self._ceiling())
+        return batches, False
 
     def _read_tail(self, name: str) -> None:
         self._name = name
@@ -213,7 +233,10 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
         tail = self._log.published_after(name, self._count)
         if not tail:
             return
-        self._known.update(tail.values())
+        for number in sorted(tail):
+            self._unseen.setdefault(tail[number], []).append(number)
+        if self._log.holds(name):  # a resumed process: the tail waits for the replay
+            self._awaited.update(tail)
         last = max(tail)
         holes = [n for n in range(self._count + 1, last) if n not in tail]
         self._holes = sorted({*self._holes, *holes})
@@ -239,16 +262,53 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
             else:
                 self._count += 1
                 numbered.append((self._count, example))
+                self._awaited.clear()  # past the crash: nothing more is brought again
         metrics.MODEL_PUBLISHED.labels(ordered[0].model).set(self._count)
-        batches = _in_messages(numbered)
-        # This process decides with them at once, not when they come round the log: on
-        # one process what each decision asked is then the same every run.
-        self._log.learned_here(batches)
-        return batches
+        return _in_messages(numbered)
+
+    def _ceiling(self) -> int | None:
+        """The last number this process's replica may have applied (None: any)."""
+        return min(self._awaited) - 1 if self._awaited else None
 
     def snapshot(self) -> bytes:
         assert self._name is not None
-        return pickle.dumps((self._name, self._count, dict(self._known), self._holes))
+        awaited = sorted(self._awaited)
+        versions = self._log.versions()  # what the replica had of every model then
+        return pickle.dumps((self._name, self._count, self._unseen, self._holes, awaited, versions))
+
+
+NumberingState = tuple[str, int, dict[str, list[int]], list[int], list[int], dict[str, int]]
+
+
+def _numbering_state(state: tuple[Any, ...]) -> NumberingState:
+    """A learner snapshot (unpickled) as (name, count, unseen, holes, awaited, the
+    replica's versions), whichever release wrote it."""
+    if len(state) == 6:
+        name, count, unseen, holes, awaited, versions = state
+        return name, count, unseen, holes, awaited, versions
+    if len(state) == 4 and not isinstance(state[1], int):
+        # A ModelLogic snapshot (before the example log was the truth): its count.
+        return state[0], state[1].record.learned, {}, [], [], {}
+    name, count, known, holes = state  # ids by how often, before numbers were kept
+    return name, count, {i: [0] * n for i, n in known.items()}, holes, [], {}
+
+
+def resume_ceilings(snapshots: Iterable[object]) -> dict[str, int]:
+    """{model: the last example number this process's replica may apply before the
+    replay brings more}, for a process that resumes from these learner snapshots
+    (`flows.runtime.recovery_store.resumed_snapshots`): a model's own snapshot says
+    where its learner was; a model without one had not changed since the run before
+    started, as the other learners' snapshots saw it."""
+    own: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for snapshot in snapshots:
+        if not isinstance(snapshot, bytes):
+            continue
+        name, count, _unseen, _holes, awaited, versions = _numbering_state(pickle.loads(snapshot))
+        own[name] = min(awaited) - 1 if awaited else count
+        for model, version in versions.items():
+            seen[model] = max(seen.get(model, 0), version)
+    return {**seen, **own}
 
 
 def learner(

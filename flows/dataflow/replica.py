@@ -14,8 +14,11 @@ what `wayfinder rerun` rebuilds for a decision that recorded it.
 
 At start the replica catches up with the log's end as of then before the flow
 decides anything (as Kafka Streams restores a store before its tasks run), within
-WAYFINDER_MODELS_CATCH_UP, and says so in one line; then it follows while the flow
-runs, holding the models' write lock for one message at a time (customer steps
+WAYFINDER_MODELS_CATCH_UP, and says so in one line. A process that resumes from
+snapshots learns only what its learners had learned by then (`ceilings`); the rest of
+the log waits until the replay brings each example again (`learner.NumberingLogic`),
+so what is decided again is decided with the same models. Then it follows while the
+flow runs, holding the models' write lock for one message at a time (customer steps
 hold the read lock, many at once). Gauges: the version each model decides with, and
 the lag from a batch's publication (its Kafka timestamp) to its being applied here.
 """
@@ -52,6 +55,8 @@ logger = logging.getLogger(__name__)
 #: as often).
 _BATCH = 500
 _POLL_S = 0.1
+#: How long a resumed replica holds examples back once the replay stops bringing them.
+_HELD_IDLE_S = 60.0
 #: How long a model's next example may be missing before the replica says so.
 _GAP_SAID_AFTER_S = 30.0
 #: Publication-to-applied lags kept for the summary at exit (the latest ones).
@@ -67,7 +72,12 @@ class ModelReplica:
     learner step that starts reads of the log (`flows.dataflow.learner.ExampleLog`).
     """
 
-    def __init__(self, models: ModelSet, settings: KafkaSettings) -> None:
+    def __init__(
+        self, models: ModelSet, settings: KafkaSettings, ceilings: dict[str, int] | None = None
+    ) -> None:
+        """`ceilings`: when the process resumes from snapshots, the last number of each
+        model that its learner had at the snapshot (`learner.resume_ceilings`); what the
+        log holds after it is held back until the replay brings it again."""
         self.models = models
         self.topic = settings.topic(MODEL_EXAMPLES)
         self._config = {
@@ -85,7 +95,7 @@ class ModelReplica:
         self.position = 0
         #: Per model, (last number, offset) of each message read: where a tail starts.
         self._index: dict[str, list[tuple[int, int]]] = {}
-        self._in_order = InOrder(models)
+        self._in_order = InOrder(models, ceilings)
         #: Lags (seconds) of the batches applied once caught up: the service's figure.
         self.lags: deque[float] = deque(maxlen=_LAGS_KEPT)
         self._live = False
@@ -113,16 +123,22 @@ class ModelReplica:
         self._thread.start()
         _REPLICAS.add(self)
         reached = self.wait_for(end, catch_up_timeout)
+        self._in_order.hold_from_now()
         self._live = True
         elapsed = time.monotonic() - started
         if reached:
+            held = self._in_order.held()
             logger.info(
-                "models replica caught up with %s: %d examples applied (%s), offset %d, in %.1f s",
+                "models replica caught up with %s: %d examples applied (%s), offset %d, "
+                "in %.1f s%s",
                 self.topic,
                 self.applied(),
                 self.models.version(),
                 end,
                 elapsed,
+                f"; {held} examples after the snapshot held until the replay learns them again"
+                if held
+                else "",
             )
         else:
             logger.warning(
@@ -147,6 +163,8 @@ class ModelReplica:
         (so a bounded run's replica ends with every example of it). Logs one line."""
         if self._thread is None or self._stop.is_set():
             return
+        for name, published in self._in_order.release_all():
+            self._applied(name, published)
         if drain_timeout > 0:
             # (A consumer of its own: the follower's is busy in its thread.)
             consumer = Consumer(self._config)
@@ -193,13 +211,21 @@ class ModelReplica:
             "max_ms": round(max(lags) * 1000, 1),
         }
 
-    def learned_here(self, batches: list[LearnedExamples]) -> None:
-        """Batches this process's learner numbered, applied now (in its worker's thread)."""
+    def learned_here(self, model: str, batches: list[LearnedExamples], ceiling: int | None) -> None:
+        """Batches this process's learner numbered, applied now (in its worker's thread),
+        up to `ceiling` (the learner's: what the replay has brought again)."""
+        if model not in self.models.models:
+            return
         now = time.time()
+        for applied, at in self._in_order.hold(model, ceiling):
+            self._applied(applied, at)
         for learned in batches:
-            if learned.examples and learned.examples[0].model in self.models.models:
-                for applied, at in self._in_order.offer(learned, now):
-                    self._applied(applied, at)
+            for applied, at in self._in_order.offer(learned, now):
+                self._applied(applied, at)
+
+    def holds(self, model: str) -> bool:
+        """Whether `model` is held back at a ceiling (a resumed process)."""
+        return self._in_order.holds(model)
 
     def published_after(self, model: str, count: int) -> dict[int, str]:
         """{number: example id} of `model`'s examples in the log numbered after `count`
@@ -275,6 +301,7 @@ class ModelReplica:
             published = stamp / 1000 if stamp > 0 else time.time()
             for applied, at in self._in_order.offer(learned, published):
                 self._applied(applied, at)
+        self._end_idle_hold()
         self._say_gaps()
         if position is None:
             return
@@ -296,6 +323,20 @@ class ModelReplica:
         metrics.MODEL_ACCURACY.labels(name).set(record.accuracy)
         metrics.MODEL_LOSS.labels(name).set(record.loss)
         metrics.MODEL_DRIFTS.labels(name).set(record.drifts)
+
+    def _end_idle_hold(self) -> None:
+        """Hold models no more once the replay has brought nothing back for a while (it
+        brings no more: the run went on elsewhere, or its learner is on no worker here)."""
+        released = self._in_order.release_all(idle=_HELD_IDLE_S)
+        if released:
+            logger.warning(
+                "models replica: the replay brought no held example again in %.0f s; "
+                "deciding with the whole log (%s)",
+                _HELD_IDLE_S,
+                self.models.version(),
+            )
+        for name, published in released:
+            self._applied(name, published)
 
     def _say_gaps(self) -> None:
         """Warn (once a gap) when a model's next example has been missing for long: its
@@ -334,15 +375,21 @@ class InOrder:
     each model's examples are learned strictly in number order, each number once. A
     batch that comes before the one it follows waits for it (a gap is never skipped);
     examples whose number was learned already are skipped (a batch delivered twice).
-    Each batch is learned under the set's write lock, alone."""
+    A model may be held at a ceiling (a resumed process: what it had learned at its
+    snapshot); what is above it waits until the ceiling is raised. Each batch is
+    learned under the set's write lock, alone."""
 
-    def __init__(self, models: ModelSet) -> None:
+    def __init__(self, models: ModelSet, ceilings: dict[str, int] | None = None) -> None:
         self.models = models
         #: The follower and this process's learner both offer batches.
         self._lock = threading.Lock()
         #: Per model, batches waiting for an earlier one, by first number: (batch, when
         #: it was published).
         self.waiting: dict[str, dict[int, tuple[LearnedExamples, float]]] = {}
+        #: Per held model, the last number that may be learned.
+        self.ceilings = {n: c for n, c in (ceilings or {}).items() if n in models.models}
+        #: When a ceiling was last raised (or the hold began).
+        self._raised = time.monotonic()
         #: Examples skipped because their number had been learned already.
         self.duplicates = 0
 
@@ -351,23 +398,70 @@ class InOrder:
         of each batch learned now, this one and those that waited for it."""
         if not learned.examples:
             return []
-        with self._lock:
-            return self._offer(learned, published)
-
-    def _offer(self, learned: LearnedExamples, published: float) -> list[tuple[str, float]]:
         name = learned.examples[0].model
+        with self._lock:
+            _wait(self.waiting.setdefault(name, {}), learned, published)
+            return self._learn(name)
+
+    def hold(self, name: str, ceiling: int | None) -> list[tuple[str, float]]:
+        """Raise a held model's ceiling (None: hold it no more); what that lets it learn.
+        A model not held stays so."""
+        with self._lock:
+            if name not in self.ceilings:
+                return []
+            self._raised = time.monotonic()
+            if ceiling is None:
+                del self.ceilings[name]
+            else:
+                self.ceilings[name] = max(self.ceilings[name], ceiling)
+            return self._learn(name)
+
+    def release_all(self, idle: float = 0.0) -> list[tuple[str, float]]:
+        """Hold no model (with `idle`: once no ceiling has been raised for that many
+        seconds): what each can learn now."""
+        with self._lock:
+            if not self.ceilings or time.monotonic() - self._raised < idle:
+                return []
+            held, self.ceilings = list(self.ceilings), {}
+            return [done for name in held for done in self._learn(name)]
+
+    def holds(self, name: str) -> bool:
+        with self._lock:
+            return name in self.ceilings
+
+    def hold_from_now(self) -> None:
+        """Count a hold's idle time from now (the flow starts: the replay begins)."""
+        with self._lock:
+            self._raised = time.monotonic()
+
+    def held(self) -> int:
+        """Examples read but held above a ceiling."""
+        with self._lock:
+            return sum(
+                len(batch.examples)
+                for name in self.ceilings
+                for batch, _at in self.waiting.get(name, {}).values()
+            )
+
+    def _learn(self, name: str) -> list[tuple[str, float]]:
         waiting = self.waiting.setdefault(name, {})
-        waiting.setdefault(learned.first, (learned, published))
         model = self.models.models[name]
+        ceiling = self.ceilings.get(name)
         done: list[tuple[str, float]] = []
         while waiting:
             first = min(waiting)
             applied = model.record.learned
             if first > applied + 1:
                 break  # a gap: the batch that fills it has not come yet
+            if ceiling is not None and applied >= ceiling:
+                break  # held: the replay has not brought the next one again
             batch, at = waiting.pop(first)
             examples = batch.examples[applied + 1 - first :]
             self.duplicates += len(batch.examples) - len(examples)
+            if ceiling is not None and applied + len(examples) > ceiling:
+                rest = ceiling - applied
+                _wait(waiting, LearnedExamples(ceiling + 1, examples[rest:]), at)
+                examples = examples[:rest]
             if not examples:
                 continue
             with self.models.lock.write():
@@ -375,6 +469,16 @@ class InOrder:
                     model.learn(example)
             done.append((name, at))
         return done
+
+
+def _wait(
+    waiting: dict[int, tuple[LearnedExamples, float]], batch: LearnedExamples, at: float
+) -> None:
+    """Keep a batch until it can be learned; of two from the same number (a resumed
+    learner may cut its messages elsewhere), the longer."""
+    kept = waiting.get(batch.first)
+    if kept is None or len(kept[0].examples) < len(batch.examples):
+        waiting[batch.first] = (batch, at)
 
 
 def _follow(

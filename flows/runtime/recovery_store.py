@@ -73,6 +73,29 @@ def scrub(directory: Path) -> int:
     return dropped
 
 
+def resumed_snapshots(directory: Path, step: str) -> list[object]:
+    """What one step's logics resume from in a run that starts from this folder: each
+    key's latest snapshot before the resume epoch, as the step wrote it (none: nothing
+    to resume). `step`: the step's name, without the flow's."""
+    parts = [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]
+    resume = _resume_epoch(parts)
+    if resume is None:
+        return []
+    latest: dict[str, tuple[int, bytes | None]] = {}
+    for part in parts:
+        with closing(sqlite3.connect(part, timeout=30.0)) as db:
+            rows = db.execute(
+                "SELECT state_key, snap_epoch, ser_change FROM snaps "
+                "WHERE step_id LIKE :step AND snap_epoch < :resume",
+                {"step": f"%.{step}", "resume": resume},
+            ).fetchall()
+        for key, epoch, change in rows:
+            if key not in latest or epoch > latest[key][0]:
+                latest[key] = (epoch, change)
+    # The store that bytewax and this flow wrote: each row pickled by bytewax.
+    return [pickle.loads(change) for _epoch, change in latest.values() if change is not None]
+
+
 def _is_store(part: Path) -> bool:
     """Whether a file is a bytewax recovery partition with its tables."""
     with closing(sqlite3.connect(part, timeout=30.0)) as db:

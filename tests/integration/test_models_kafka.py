@@ -8,6 +8,7 @@ emits again are not published twice: the log ends with the examples of an
 uninterrupted run, each once, numbered without a gap.
 """
 
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -125,7 +126,14 @@ def test_a_crash_and_a_resume_on_kafka_publish_every_example_once(kafka, tmp_pat
     resumed = run(logged("flows.cli.main", *service), env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     said = resumed.stderr
-    assert f"{before} examples applied" in said, said[-3000:]  # caught up before deciding
+    # Caught up before deciding: what the crashed run had learned by its last snapshot,
+    # and the rest held until the replay learns it again.
+    caught_up = re.search(
+        r"(\d+) examples applied.*?(?:; (\d+) examples after the snapshot.*)?$", said, re.M
+    )
+    assert caught_up is not None, said[-3000:]
+    applied, held = (int(n or 0) for n in caught_up.groups())
+    assert applied + held == before, caught_up.group(0)
     # What the replay emitted again and the log held (when the crash left any after the
     # last snapshot, which is most runs) was not published again:
     dropped = [line for line in said.splitlines() if "not published again" in line]
@@ -139,6 +147,12 @@ def test_a_crash_and_a_resume_on_kafka_publish_every_example_once(kafka, tmp_pat
         ), model
     report = rerun_all(kafka, tmp_path / "rerun.json")
     assert report["identical"] == report["decisions"], report["differ"]
+    # A decision made again by the replay was made with the models it was made with
+    # before the crash, so it was sent again the same.
+    contents: dict[str, set[bytes]] = {}
+    for _key, value in read_all(kafka, "decisions"):
+        contents.setdefault(msgspec.json.decode(value, type=Decision).decision_id, set()).add(value)
+    assert all(len(copies) == 1 for copies in contents.values())
 
 
 def _other_topics(settings: KafkaSettings) -> KafkaSettings:

@@ -5,7 +5,7 @@ import pickle
 import threading
 import time
 
-from flows.dataflow.learner import PUBLISHED_PER_MESSAGE, NumberingLogic
+from flows.dataflow.learner import PUBLISHED_PER_MESSAGE, NumberingLogic, resume_ceilings
 from flows.dataflow.replica import InOrder
 from operators.models import INTENT, NEXT_STEP, ModelSet, ReadersWriterLock
 from schemas.learning import Example, LearnedExamples
@@ -116,9 +116,13 @@ def test_a_replica_learns_each_number_once_in_order_and_waits_at_a_gap():
 class Log:
     """The example log as a learner reads it when it starts: what earlier runs published."""
 
-    def __init__(self, published: list[LearnedExamples]) -> None:
+    def __init__(self, published: list[LearnedExamples], *, holding: bool = False) -> None:
         self.published = published
+        #: Whether the replica holds the models back (a process resumed from snapshots).
+        self.holding = holding
         self.asked: list[tuple[str, int]] = []
+        #: The ceilings the learner gave this process's replica, one per batch.
+        self.ceilings: list[int | None] = []
 
     def published_after(self, model: str, count: int) -> dict[int, str]:
         self.asked.append((model, count))
@@ -129,8 +133,15 @@ class Log:
             if example.model == model and number > count
         }
 
-    def learned_here(self, batches: list[LearnedExamples]) -> None:
+    def learned_here(self, model: str, batches: list[LearnedExamples], ceiling: int | None) -> None:
         self.published += batches  # (this process's replica would learn them now)
+        self.ceilings.append(ceiling)
+
+    def versions(self) -> dict[str, int]:
+        return {INTENT: 7}
+
+    def holds(self, model: str) -> bool:
+        return self.holding
 
 
 def numbered(messages: object) -> list[tuple[int, str]]:
@@ -178,6 +189,7 @@ def test_a_fresh_learner_over_an_earlier_runs_log_drops_what_it_learned():
     logic = NumberingLogic(Log(earlier), None)  # no snapshot: the same input again
     out, _ = logic.on_batch([step(i) for i in range(1, 6)])
     assert numbered(out) == [(4, "n4"), (5, "n5")]
+    assert resume_ceilings([logic.snapshot()])[NEXT_STEP] == 5  # its replica held nothing
 
 
 def test_a_learner_publishes_large_batches_in_messages_of_bounded_size():
@@ -186,3 +198,52 @@ def test_a_learner_publishes_large_batches_in_messages_of_bounded_size():
     assert isinstance(out, list)
     assert [len(batch.examples) for batch in out] == [PUBLISHED_PER_MESSAGE, 10]
     assert [batch.first for batch in out] == [1, PUBLISHED_PER_MESSAGE + 1]
+
+
+def test_a_held_replica_learns_past_its_snapshot_only_as_the_replay_brings_each_again():
+    stream = [step(i) for i in range(1, 10)]
+    replica = InOrder(ModelSet(default_playbook()), {NEXT_STEP: 4, "no such model": 1})
+    model = replica.models.models[NEXT_STEP]
+    assert replica.offer(LearnedExamples(1, stream[:6]), 1.0) == [(NEXT_STEP, 1.0)]
+    assert model.record.learned == 4  # 5-6 held: the resumed run had not learned them
+    assert replica.held() == 2
+    assert replica.hold(NEXT_STEP, 5) == [(NEXT_STEP, 1.0)]
+    assert model.record.learned == 5
+    assert replica.hold(NEXT_STEP, 3) == []  # a ceiling never goes down
+    assert replica.offer(LearnedExamples(7, stream[6:9]), 2.0) == []
+    assert replica.hold(NEXT_STEP, None) == [(NEXT_STEP, 1.0), (NEXT_STEP, 2.0)]
+    assert model.record.learned == 9 and replica.held() == 0
+    assert replica.hold(NEXT_STEP, 2) == []  # held no more: stays so
+
+
+def test_a_held_replica_is_released_when_the_replay_brings_nothing_back_for_a_while():
+    replica = InOrder(ModelSet(default_playbook()), {NEXT_STEP: 0})
+    replica.offer(LearnedExamples(1, [step(1)]), 1.0)
+    assert replica.release_all(idle=60.0) == []
+    assert replica.release_all(idle=0.0) == [(NEXT_STEP, 1.0)]
+
+
+def test_a_resumed_learner_raises_its_replicas_ceiling_as_the_replay_brings_examples_again():
+    first_run = NumberingLogic(Log([]), None)
+    first_run.on_batch([step(i) for i in (1, 2, 3)])
+    snapshot = first_run.snapshot()
+    assert resume_ceilings([snapshot]) == {NEXT_STEP: 3, INTENT: 7}
+    out, _ = first_run.on_batch([step(i) for i in (4, 5, 6)])  # published, then the crash
+    log = Log([LearnedExamples(1, [step(1), step(2), step(3)]), *out], holding=True)
+
+    resumed = NumberingLogic(log, snapshot)
+    resumed.on_batch([step(4)])
+    assert log.ceilings == [4]  # 5 and 6 stay held
+    mid_replay = resumed.snapshot()
+    assert resume_ceilings([mid_replay])[NEXT_STEP] == 4
+    resumed.on_batch([step(6)])
+    assert log.ceilings == [4, 4]  # 6 waits for 5
+    resumed.on_batch([step(5)])
+    assert log.ceilings[-1] is None
+
+    # Crashed again mid-replay, and the replay goes past the crash before 5 and 6 come:
+    # what was not brought again is released at once.
+    again = Log(log.published, holding=True)
+    second = NumberingLogic(again, mid_replay)
+    out, _ = second.on_batch([step(7)])
+    assert numbered(out) == [(7, "n7")] and again.ceilings == [None]

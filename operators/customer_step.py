@@ -29,7 +29,7 @@ from typing import overload
 import msgspec
 
 from operators import sealing
-from operators.decide import DecisionMaker
+from operators.decide import DecisionMaker, erased_reply
 from operators.identity import MergeSeal, visitor_key
 from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
@@ -652,9 +652,8 @@ class CustomerStep:
         return ctx, outputs
 
     # ------------------------------------------------------------------ erasure
-    @staticmethod
     def _erase(
-        key: str, ctx: CustomerContext | None, event: Event
+        self, key: str, ctx: CustomerContext | None, event: Event
     ) -> tuple[CustomerContext, list[Output]]:
         """Forget the customer, keeping a tombstone; tell consumers (a Tombstone) and
         every device linked to the customer (an erase each, round the events topic).
@@ -679,13 +678,19 @@ class CustomerStep:
             outputs += (
                 _erase_device(key, anonymous_id, event) for anonymous_id in ctx.anonymous_ids
             )
+        if ctx is not None:  # requests that waited for a login's answer are answered
+            for held in ctx.held:
+                if held.type == "decision_request":
+                    outputs += erased_reply(held, self.playbook.version)
         return tombstone(erased_at), outputs
 
-    @staticmethod
-    def _unlinked(key: str, event: Event) -> list[Output]:
+    def _unlinked(self, key: str, event: Event) -> list[Output]:
         """What an erased key does with an event it does not take: nothing, except that
-        a device identifying as an erased customer is erased too (no alias may outlive
-        its customer's erasure, and this one is not among the customer's devices)."""
+        a decision request is answered (with nothing), and a device identifying as an
+        erased customer is erased too (no alias may outlive its customer's erasure, and
+        this one is not among the customer's devices)."""
+        if event.type == "decision_request":
+            return list(erased_reply(event, self.playbook.version))
         anonymous_id = event.anonymous_id
         if anonymous_id is None or event.type != "identify" or key.startswith(ANONYMOUS_PREFIX):
             return []

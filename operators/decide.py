@@ -42,6 +42,8 @@ NextStep = Callable[[CustomerContext], tuple[str, float] | None]
 IntentScores = Callable[[CustomerContext], dict[str, float] | None]
 
 NO_ACTION = "no_action"
+#: The customer an erased customer's answers name: nobody.
+NOBODY = ""
 
 
 class _IntentNow:
@@ -185,20 +187,7 @@ class DecisionMaker:
             # A decision request is always answered: explicitly with no action.
             why = [f"No action for {channel_name(trigger.channel or '')} now."]
             why += [f"{v.action.label}: {v.reasons[-1]}" for v in verdicts]
-            action = Action(
-                action_id=action_id(customer, trigger.trigger_id, NO_ACTION, trigger.at),
-                decision_id=dec_id,
-                customer_id=customer,
-                channel=trigger.channel or "",
-                action=NO_ACTION,
-                content={},
-                score=0.0,
-                reasons=why,
-                trigger_event_id=trigger.trigger_id,
-                created_at=created_at,
-                expires_at=created_at,
-                request_id=trigger.request_id,
-            )
+            action = no_action_reply(customer, trigger, dec_id, why)
         outcome: DecisionOutcome
         if holdout:
             outcome = "holdout"
@@ -492,3 +481,52 @@ def _response_words(response: Response, digits: int) -> str:
         f"{expected}, plus {response.exploration:.{digits}%} for what is not known yet of such "
         f"customers (exploration): score {response.score:.{digits}%}"
     )
+
+
+def no_action_reply(
+    customer: str, trigger: Trigger, decided: str, reasons: list[str], answer: str = NO_ACTION
+) -> Action:
+    """The answer to a decision request that there is nothing to do, and why; `answer`
+    tells its id from other answers to the same request."""
+    created_at = datetime.fromtimestamp(trigger.at, UTC)
+    return Action(
+        action_id=action_id(customer, trigger.trigger_id, answer, trigger.at),
+        decision_id=decided,
+        customer_id=customer,
+        channel=trigger.channel or "",
+        action=NO_ACTION,
+        content={},
+        score=0.0,
+        reasons=reasons,
+        trigger_event_id=trigger.trigger_id,
+        created_at=created_at,
+        expires_at=created_at,
+        request_id=trigger.request_id,
+    )
+
+
+def erased_reply(request: Event, playbook_version: str) -> tuple[Action, Decision]:
+    """The answer to a decision request for an erased customer, and its decision: nothing
+    to do, decided from nothing of theirs. Both name nobody (the channel matches the
+    answer by its request id): nothing written after an erasure names the customer."""
+    trigger = Trigger.of_event(request)
+    # Ids of their own, from the request alone: a request answered before the erasure,
+    # delivered again after it, keeps its first answer's ids for that answer, and one
+    # that reaches an erased device or its erased customer is answered the same.
+    decided = decision_id(NOBODY, f"{trigger.trigger_id}:erased", trigger.at)
+    reasons = ["The customer's data was erased: nothing is decided for them."]
+    reply = no_action_reply(NOBODY, trigger, decided, reasons, answer="erased")
+    decision = Decision(
+        decision_id=decided,
+        customer_id=NOBODY,
+        trigger_id=trigger.trigger_id,
+        trigger_type=trigger.type,
+        trigger_channel=trigger.channel,
+        created_at=reply.created_at,
+        outcome="no_action",
+        candidates=[],
+        playbook_version=playbook_version,
+        action_id=reply.action_id,
+        request_id=trigger.request_id,
+    )
+    return reply, decision

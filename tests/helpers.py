@@ -30,6 +30,19 @@ SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datas
 _ids = count()
 
 
+def request(minutes: float, request_id: str = "r-1", channel: str = "web") -> Event:
+    """cust-1's decision request on `channel`, `minutes` after T0."""
+    return Event(
+        event_id=f"req-{request_id}",
+        ts=T0 + timedelta(minutes=minutes),
+        type="decision_request",
+        channel=channel,
+        customer_id="cust-1",
+        touchpoint="home",
+        request_id=request_id,
+    )
+
+
 def ev(
     type_: str,
     channel: str,

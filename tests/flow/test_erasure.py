@@ -240,7 +240,9 @@ def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
     assert forwards and forwards <= in_flight  # the race happened, for in-flight events only
     decisions = [json.loads(r) for r in run.lines("decisions.jsonl")]
     assert [d["trigger_id"] for d in decisions if d["customer_id"] == "cust-M"] == ["er-501"]
-    assert not [d for d in decisions if d["trigger_id"] in late]
+    # The late requests are answered all the same: with nothing, naming nobody.
+    answers = [d for d in decisions if d["trigger_id"] in late]
+    assert answers and all(d["customer_id"] == "" and not d["candidates"] for d in answers)
 
 
 def _live_rows(recovery: Path) -> list[bytes]:

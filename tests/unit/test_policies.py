@@ -10,7 +10,7 @@ from schemas.action import Action
 from schemas.event import Consent, Event
 from schemas.playbook import parse_playbook
 from state.context import SentAction, record_sent
-from tests.helpers import T0, Harness, StubPredictors, default_playbook, ev, profile
+from tests.helpers import T0, Harness, StubPredictors, default_playbook, ev, profile, request
 
 
 def playbook_with(**policies):
@@ -171,18 +171,6 @@ def test_holdout_customer_is_audited_but_gets_nothing():
     (decision,) = run.decisions("accessories_upsell")
     assert decision.holdout and decision.outcome == "holdout"
     assert decision.candidates[0].status == "holdout"
-
-
-def request(minutes, channel="web", request_id="r-1"):
-    return Event(
-        event_id=f"req-{request_id}",
-        ts=T0 + timedelta(minutes=minutes),
-        type="decision_request",
-        channel=channel,
-        customer_id="cust-1",
-        touchpoint="home",
-        request_id=request_id,
-    )
 
 
 def test_decision_request_without_an_answer_gets_an_explicit_no_action_reply():

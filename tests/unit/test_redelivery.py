@@ -23,7 +23,7 @@ from state.context import (
     recall,
     to_snapshot,
 )
-from tests.helpers import T0, Harness, default_playbook, ev, profile
+from tests.helpers import Harness, default_playbook, ev, profile, request
 
 DAY = 24 * 60.0  # minutes
 
@@ -31,18 +31,6 @@ DAY = 24 * 60.0  # minutes
 def _recalled(ctx: CustomerContext, event: Event) -> bytes | None:
     """What the context knows of the event under the default horizon (`recall`)."""
     return recall(ctx, event.event_id, event.ts.timestamp(), DEFAULT_REDELIVERY_HORIZON)
-
-
-def request(minutes: float, request_id: str) -> Event:
-    return Event(
-        event_id=f"req-{request_id}",
-        ts=T0 + timedelta(minutes=minutes),
-        type="decision_request",
-        channel="web",
-        customer_id="cust-1",
-        touchpoint="home",
-        request_id=request_id,
-    )
 
 
 @pytest.mark.parametrize("between", [60, 500])

@@ -53,13 +53,16 @@ class Response(NamedTuple):
 
 
 class Learning(Struct):
-    """A model's online record: what it learned and how well it predicted it first."""
+    """A model's online record: what it learned and how well it predicted it first.
+    `learned` counts the examples numbered for it, `refused` those of them it could not
+    learn (`OnlineModel.learn`)."""
 
     learned: int = 0
     digest: int = 0
     correct: int = 0
     loss_total: float = 0.0
     drifts: int = 0
+    refused: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -90,10 +93,17 @@ class OnlineModel:
         return f"{self.name}@{self.record.learned}"
 
     def learn(self, example: Example) -> None:
-        correct, loss = self._score(example)
+        """Learn one example. One that is not of the shape this model learns (the
+        example log is an input like any other: anyone who may write to it may write
+        anything) is refused, its number taken all the same, so version N is still
+        the log's first N, wherever it is rebuilt."""
         record = self.record
         record.learned += 1
         record.digest ^= _id_hash(example.example_id)
+        if not (example.model == self.name and _well_formed(example) and self._accepts(example)):
+            record.refused += 1
+            return
+        correct, loss = self._score(example)
         record.correct += correct
         record.loss_total += loss
         self._drift.update(0.0 if correct else 1.0)
@@ -101,11 +111,38 @@ class OnlineModel:
             record.drifts += 1
         self._learn(example)
 
+    def _accepts(self, example: Example) -> bool:
+        """Whether the example has what this model learns from."""
+        raise NotImplementedError
+
     def _score(self, example: Example) -> tuple[bool, float]:
         raise NotImplementedError
 
     def _learn(self, example: Example) -> None:
         raise NotImplementedError
+
+
+#: Bounds of an example the models learn: far above what the customer step makes.
+_MAX_FEATURES = 512
+_MAX_NAME = 256
+_MAX_FEATURE_VALUE = 1e6
+
+
+def _well_formed(example: Example) -> bool:
+    """Finite time, a bounded number of finite, bounded features, names and labels of
+    bounded length."""
+    features = example.features
+    return (
+        math.isfinite(example.at)
+        and 0 < len(example.label) <= _MAX_NAME
+        and len(features) <= _MAX_FEATURES
+        and len(example.prefix) <= _MAX_FEATURES
+        and all(
+            len(name) <= _MAX_NAME and abs(value) <= _MAX_FEATURE_VALUE  # NaN fails too
+            for name, value in features.items()
+        )
+        and all(0 < len(step) <= _MAX_NAME for step in example.prefix)
+    )
 
 
 # ---------------------------------------------------------------- intent
@@ -163,6 +200,9 @@ class IntentModel(OnlineModel):
         if self.record.learned < WARM_UP:
             return None
         return self.model.predict_proba_one(intent_features(ctx)) or None
+
+    def _accepts(self, example: Example) -> bool:
+        return True  # any well-formed features, any label (an intent)
 
     def _score(self, example: Example) -> tuple[bool, float]:
         if not self.seen:
@@ -246,6 +286,10 @@ class PropensityModel(OnlineModel):
     def _action(example: Example) -> str:
         return example.example_id.split("|", 1)[0]
 
+    def _accepts(self, example: Example) -> bool:
+        # (The posterior cannot be updated from no features: the bias is always one.)
+        return bool(example.features) and example.label in ("0", "1")
+
     def _score(self, example: Example) -> tuple[bool, float]:
         arm = self.arms.get(self._action(example))
         p = arm.expected.predict_proba_one(example.features).get(True, 0.0) if arm else 0.5
@@ -283,6 +327,9 @@ class FlowNextStep(OnlineModel):
     def predict(self, prefix: tuple[str, ...]) -> tuple[str, float] | None:
         """(next contact point, the share of times it followed this suffix) or None."""
         return self.ngram.leader(prefix)
+
+    def _accepts(self, example: Example) -> bool:
+        return True  # any well-formed path and next step
 
     def _score(self, example: Example) -> tuple[bool, float]:
         predicted = self.predict(example.prefix)

@@ -12,6 +12,7 @@ would have done instead.
 import contextlib
 import gzip
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,12 @@ from state.key_vault import VaultReader
 
 #: A recorded decision, or what it was made from (both start with their decision id).
 Recorded = TypeVar("Recorded", Decision, DecisionInput)
+#: The topic each kind of record is read from.
+_TOPIC_OF: dict[type, str] = {
+    Decision: DECISIONS,
+    DecisionInput: DECISION_INPUTS,
+    LearnedExamples: MODEL_EXAMPLES,
+}
 
 
 def _records(out: Path | None, topic: str) -> Iterator[bytes]:
@@ -63,19 +70,36 @@ def _records(out: Path | None, topic: str) -> Iterator[bytes]:
 
 
 def _by_id(
-    records: Iterator[bytes], wanted: set[str] | None, kind: type[Recorded]
+    records: Iterator[bytes],
+    wanted: set[str] | None,
+    kind: type[Recorded],
+    unreadable: Counter[str],
 ) -> dict[str, list[Recorded]]:
-    """Each decision's records (a resumed run may repeat one), of those wanted, last first."""
-    decoder = msgspec.json.Decoder(kind)
+    """Each decision's records (a resumed run may repeat one), of those wanted, last first.
+    A record that is not one is counted in `unreadable` (by topic) and skipped."""
     # The id is the first field of both records: skip the others without decoding them.
     prefixes = None if wanted is None else tuple(f'{{"decision_id":"{w}"'.encode() for w in wanted)
     found: dict[str, list[Recorded]] = {}
     for raw in records:
         if prefixes is not None and not raw.startswith(prefixes):
             continue
-        record = decoder.decode(raw)
-        found.setdefault(record.decision_id, []).insert(0, record)
+        record = _decoded(raw, kind, unreadable)
+        if record is not None:
+            found.setdefault(record.decision_id, []).insert(0, record)
     return found
+
+
+_T = TypeVar("_T", DecisionInput, Decision, LearnedExamples)
+
+
+def _decoded(raw: bytes, kind: type[_T], unreadable: Counter[str]) -> _T | None:
+    """One record of a topic, or None (counted) when it is not one: a topic is written
+    by whoever may write to it, and one stray record does not stop a re-run."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except (msgspec.DecodeError, RecursionError):
+        unreadable[_TOPIC_OF[kind]] += 1
+        return None
 
 
 def _opened(copies: list[DecisionInput], vault: VaultReader) -> tuple[DecisionInput, DecisionBasis]:
@@ -101,10 +125,11 @@ def _vault(out: Path | None) -> VaultReader:
     return VaultReader(directory)
 
 
-def _examples(records: Iterator[bytes]) -> Iterator[LearnedExamples]:
-    decoder = msgspec.json.Decoder(LearnedExamples)
+def _examples(records: Iterator[bytes], unreadable: Counter[str]) -> Iterator[LearnedExamples]:
     for raw in records:
-        yield decoder.decode(raw)
+        batch = _decoded(raw, LearnedExamples, unreadable)
+        if batch is not None:
+            yield batch
 
 
 def _version_order(recorded: DecisionInput) -> tuple[tuple[str, int], ...]:
@@ -130,6 +155,8 @@ class RerunReport:
     missing: list[str] = field(default_factory=list)
     #: Decisions of customers erased since: their inputs can no longer be read.
     erased: int = 0
+    #: Records skipped, by topic, that were not records of that topic.
+    unreadable: dict[str, int] = field(default_factory=dict)
     latest_version: str | None = None
     changed_by_latest: int | None = None
     seconds: float = 0.0
@@ -151,12 +178,12 @@ def rerun(
     """Re-run the named decisions (None: all) of a run's files in `out` (None: the topics);
     `show` is told about each one. Raises RerunError when the record cannot be read."""
     started = time.perf_counter()
-    inputs = _by_id(_records(out, DECISION_INPUTS), decision_ids, DecisionInput)
-    decisions = {
-        decision_id: copies[0]
-        for decision_id, copies in _by_id(_records(out, DECISIONS), decision_ids, Decision).items()
-    }
-    engine = Rerun(playbook, histories(playbook, _examples(_records(out, MODEL_EXAMPLES))))
+    unreadable: Counter[str] = Counter()
+    inputs = _by_id(_records(out, DECISION_INPUTS), decision_ids, DecisionInput, unreadable)
+    made = _by_id(_records(out, DECISIONS), decision_ids, Decision, unreadable)
+    decisions = {decision_id: copies[0] for decision_id, copies in made.items()}
+    log = _examples(_records(out, MODEL_EXAMPLES), unreadable)
+    engine = Rerun(playbook, histories(playbook, log))
     report = RerunReport(missing=sorted((decision_ids or set()) - inputs.keys()))
     newest_versions = engine.latest()
     if latest:
@@ -192,5 +219,6 @@ def rerun(
                 show(original, changes, newest, now)
     finally:
         vault.close()
+    report.unreadable = dict(unreadable)  # (the log is read as the models are rebuilt)
     report.seconds = round(time.perf_counter() - started, 2)
     return report

@@ -101,6 +101,8 @@ def _summarise(console: Console, report: RerunReport) -> None:
         f"{len(report.missing):,} missing, {report.erased:,} of customers erased since "
         f"(unreadable) ({report.seconds} s)"
     )
+    for topic, n in sorted(report.unreadable.items()):
+        console.print(f"  skipped {n:,} records of {topic} that are not records of it")
     for item in report.differ[:5]:
         console.print(f"  {item.decision_id}: {'; '.join(item.changes)}")
     if report.changed_by_latest is not None:

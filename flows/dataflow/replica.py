@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 #: as often).
 _BATCH = 500
 _POLL_S = 0.1
+#: How far beyond a model's last learned example a batch may start and wait for the
+#: ones before it (a learner's batches come in order, give or take a crash's holes).
+_AHEAD_AT_MOST = 1_000_000
 #: How long a resumed replica holds examples back once the replay stops bringing them.
 _HELD_IDLE_S = 60.0
 #: How long a model's next example may be missing before the replica says so.
@@ -102,6 +105,8 @@ class ModelReplica:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors_said: set[int] = set()
+        #: Per model, the refused examples already said.
+        self._refused: dict[str, int] = {}
         #: Per model waiting at a gap: (the number missing, since when; None: said).
         self._gaps: dict[str, tuple[int, float | None]] = {}
 
@@ -177,12 +182,14 @@ class ModelReplica:
         self._thread.join(timeout=5)
         logger.info(
             "models replica stops with %s (%d examples, read to offset %d of %s; "
-            "%d duplicates skipped); lag from publication to applied: %s",
+            "%d duplicates skipped, %d batches numbered far beyond the log dropped); "
+            "lag from publication to applied: %s",
             self.models.version(),
             self.applied(),
             self.position,
             self.topic,
             self._in_order.duplicates,
+            self._in_order.beyond,
             self.lag_summary() or "no batch applied after the catch-up",
         )
 
@@ -317,6 +324,16 @@ class ModelReplica:
         if self._live:
             self.lags.append(lag)
         record = self.models.models[name].record
+        if record.refused > self._refused.get(name, 0):
+            logger.warning(
+                "models replica: %s refused %d examples of %s so far (not of its shape: "
+                "written by something other than a learner step); numbered, not learned",
+                name,
+                record.refused,
+                self.topic,
+            )
+            self._refused[name] = record.refused
+            metrics.MODEL_REFUSED.labels(name).set(record.refused)
         metrics.MODEL_REPLICA_VERSION.labels(name).set(record.learned)
         metrics.MODEL_REPLICA_LAG.labels(name).set(lag)
         metrics.MODEL_EXAMPLES.labels(name).set(record.learned)
@@ -392,6 +409,8 @@ class InOrder:
         self._raised = time.monotonic()
         #: Examples skipped because their number had been learned already.
         self.duplicates = 0
+        #: Batches dropped because they started too far beyond what was learned.
+        self.beyond = 0
 
     def offer(self, learned: LearnedExamples, published: float) -> list[tuple[str, float]]:
         """Take one batch (of one model, known to the set); (model, publication time)
@@ -400,6 +419,10 @@ class InOrder:
             return []
         name = learned.examples[0].model
         with self._lock:
+            applied = self.models.models[name].record.learned
+            if learned.first > applied + _AHEAD_AT_MOST:
+                self.beyond += 1  # not from a learner step: it would wait for ever
+                return []
             _wait(self.waiting.setdefault(name, {}), learned, published)
             return self._learn(name)
 

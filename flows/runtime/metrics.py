@@ -49,6 +49,11 @@ MODEL_ACCURACY = Gauge(
 )
 MODEL_LOSS = Gauge("wayfinder_model_loss", "Mean online loss (log loss, or 0-1).", ["model"])
 MODEL_DRIFTS = Gauge("wayfinder_model_drifts", "Drifts detected (ADWIN on errors).", ["model"])
+MODEL_REFUSED = Gauge(
+    "wayfinder_model_examples_refused",
+    "Examples in models.examples a model could not learn (not of its shape): numbered, skipped.",
+    ["model"],
+)
 INTENT_CHANGES = Counter("wayfinder_intent_changes", "Intent transitions published.")
 INPUT_EVENT_TIME = Gauge(
     "wayfinder_input_event_time_seconds",

@@ -7,6 +7,7 @@ in tests/flow/; crash-and-resume runs are in test_recovery.py.
 
 import argparse
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -281,6 +282,22 @@ def test_rerun_reports_every_decision_explains_one_and_names_what_it_cannot_find
 
     status, said = wayfinder_fails("rerun", "dec-unknown", *args)
     assert status == 1 and "no recorded input for decision dec-unknown" in said
+
+
+def test_rerun_skips_and_counts_records_that_are_not_records_of_their_topic(recorded_run, tmp_path):
+    """A topic is written by whoever may write to it: a stray record stops no re-run."""
+    with (recorded_run / "decisions.jsonl").open("ab") as out:
+        out.write(b'{"decision_id": 7}\n[[[[[[[[\n')
+    with gzip.open(recorded_run / "models.examples.jsonl.gz", "ab") as out:
+        out.write(b'"not a batch"\n')
+    with gzip.open(recorded_run / "decisions.inputs.jsonl.gz", "ab") as out:
+        out.write(b"\xff\xfe\n")
+    report_file = tmp_path / "rerun.json"
+    stdout = wayfinder("rerun", "--all", "--out", str(recorded_run), "--json", str(report_file))
+    report = json.loads(report_file.read_text())
+    assert report["unreadable"] == {"decisions": 2, "models.examples": 1, "decisions.inputs": 1}
+    assert report["decisions"] == report["identical"] > 0 and report["differ"] == []
+    assert "skipped 2 records of decisions" in " ".join(stdout.split())
 
 
 def test_rerun_refuses_a_run_made_with_no_decision_inputs(tmp_path):

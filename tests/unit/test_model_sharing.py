@@ -7,7 +7,14 @@ import time
 
 from flows.dataflow.learner import PUBLISHED_PER_MESSAGE, NumberingLogic, resume_ceilings
 from flows.dataflow.replica import InOrder
-from operators.models import INTENT, NEXT_STEP, ModelSet, ReadersWriterLock
+from operators.models import (
+    INTENT,
+    NEXT_STEP,
+    PROPENSITY,
+    FlowNextStep,
+    ModelSet,
+    ReadersWriterLock,
+)
 from schemas.learning import Example, LearnedExamples
 from tests.helpers import default_playbook
 
@@ -247,3 +254,41 @@ def test_a_resumed_learner_raises_its_replicas_ceiling_as_the_replay_brings_exam
     second = NumberingLogic(again, mid_replay)
     out, _ = second.on_batch([step(7)])
     assert numbered(out) == [(7, "n7")] and again.ceilings == [None]
+
+
+def test_a_replica_refuses_what_no_learner_step_writes_and_goes_on_in_number_order():
+    """The example log is an input: whatever a message holds, the replica goes on. An
+    example not of its model's shape is numbered (version N stays the log's first N)
+    and not learned; a batch numbered far beyond the log does not wait for ever."""
+    bad = [
+        Example(NEXT_STEP, "x1", "a", float("nan"), prefix=("a",)),
+        Example(INTENT, "x2", "pay", 1.0),  # another model's, in this model's batch
+        Example(NEXT_STEP, "x3", "a", 1.0, {"f": float("inf")}, prefix=("a",)),
+        Example(NEXT_STEP, "x4", "", 1.0, prefix=("a",)),
+        Example(NEXT_STEP, "x5", "a" * 10_000, 1.0, prefix=("a",)),
+    ]
+    good = [step(i) for i in range(1, 4)]
+    replica = InOrder(ModelSet(default_playbook()))
+    replica.offer(LearnedExamples(1, [good[0], *bad, *good[1:]]), 1.0)
+    model = replica.models.models[NEXT_STEP]
+    assert (model.record.learned, model.record.refused) == (8, 5)
+    straight = ModelSet(default_playbook())
+    for example in good:
+        straight.learn(example)
+    assert isinstance(model, FlowNextStep)
+    learned_straight = straight.models[NEXT_STEP]
+    assert isinstance(learned_straight, FlowNextStep)
+    assert model.predict(("a",)) == learned_straight.predict(("a",))
+    assert pickle.dumps(model.ngram) == pickle.dumps(learned_straight.ngram)
+
+    propensity = [
+        Example(PROPENSITY, "offer|1", "1", 1.0),  # no features: its posterior cannot learn
+        Example(PROPENSITY, "offer|2", "maybe", 1.0, {"bias": 1.0}),
+        Example(PROPENSITY, "offer|3", "1", 1.0, {"bias": 1e300}),
+        Example(PROPENSITY, "offer|4", "1", 1.0, {"bias": 1.0}),
+    ]
+    replica.offer(LearnedExamples(1, propensity), 2.0)
+    record = replica.models.models[PROPENSITY].record
+    assert (record.learned, record.refused) == (4, 3)
+    assert replica.offer(LearnedExamples(10**30, [step(9)]), 3.0) == []
+    assert replica.beyond == 1 and not replica.waiting[NEXT_STEP]

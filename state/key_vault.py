@@ -40,6 +40,29 @@ class CustomerKey(Struct, frozen=True, array_like=True):
     secret: bytes | None
 
 
+class KeyVaultError(Exception):
+    """A vault the flow cannot write to (said before the flow starts)."""
+
+
+def check(directory: Path) -> None:
+    """Refuse, in one sentence, a vault whose parts are not RocksDB stores that open
+    (damaged, or a file where a part's folder should be): the keys it holds are the
+    only copy outside the flow, so nothing starts over them."""
+    if directory.exists() and not directory.is_dir():
+        raise KeyVaultError(f"key vault {directory} is a file, not a folder")
+    for index in range(PARTS):
+        path = directory / part_name(index)
+        if not path.exists():
+            continue
+        try:
+            Rdict(str(path), _options(), access_type=AccessType.read_only()).close()
+        except Exception as exc:  # rocksdict raises plain Exceptions
+            raise KeyVaultError(
+                f"key vault part {path} does not open ({str(exc).strip()[:200]}): restore "
+                "it from a backup, or move it aside (its keys are then lost to rerun)"
+            ) from None
+
+
 def part_of(hashed: str) -> int:
     """The vault part that holds the key of the customer with this keyed hash."""
     return int(hashed[:8], 16) % PARTS

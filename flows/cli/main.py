@@ -35,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable
+    from flows.runtime.recovery_store import UnusableRecoveryFolder
     from flows.runtime.settings import SettingsError
     from schemas.playbook import PlaybookError
+    from state.key_vault import KeyVaultError
 
     args = build_parser().parse_args(argv)
     console = Console(stderr=args.command == "schema")
@@ -47,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except PlaybookError as exc:
         print_error(Console(stderr=True), f"playbook error: {exc}")
+        return 2
+    except UnusableRecoveryFolder as exc:
+        print_error(Console(stderr=True), f"recovery: {exc}")
+        return 2
+    except KeyVaultError as exc:
+        print_error(Console(stderr=True), f"error: {exc}")
         return 2
     except KafkaUnavailable as exc:  # one line naming the cluster and what failed, no secret
         print_error(Console(stderr=True), f"error: {exc}")

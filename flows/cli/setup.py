@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from flows.cli.options import Subcommands, add_command, print_error, write_json
+from flows.cli.options import Subcommands, add_command, write_json
 from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
 
 
@@ -84,12 +84,10 @@ def cmd_schema(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_scrub_recovery(args: argparse.Namespace, console: Console) -> int:
-    from flows.runtime.recovery_store import scrub
+    from flows.runtime.recovery_store import check, scrub
 
     folder: Path = args.folder
-    if not any(folder.glob("part-*.sqlite3")):
-        print_error(console, f"{folder}: no bytewax recovery partitions (part-*.sqlite3)")
-        return 2
+    check(folder)  # a folder that is not a recovery store is one sentence (main: exit 2)
     dropped = scrub(folder)
     console.print(
         f"scrubbed {folder}: {dropped:,} snapshots of erased keys dropped, files rewritten",

@@ -8,7 +8,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from flows.runtime.recovery_store import scrub
+from flows.runtime.recovery_store import check, scrub
 from flows.runtime.runner import RecoveryOptions
 
 
@@ -20,6 +20,7 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
         cli_main(flow, workers_per_process=workers)
         return
     if recovery.resumes:
+        check(recovery.directory)  # one sentence, not bytewax's panic
         scrub(recovery.directory)  # an earlier run's erasures, before anything reads them
     else:
         _init_recovery(recovery.directory, recovery.partitions)

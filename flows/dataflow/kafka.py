@@ -26,7 +26,7 @@ from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
-from flows.runtime.recovery_store import resumed_snapshots
+from flows.runtime.recovery_store import UnusableRecoveryFolder, check, resumed_snapshots
 from flows.runtime.runner import summarise_at_exit
 from flows.runtime.settings import (
     KafkaSettings,
@@ -43,6 +43,7 @@ from operators.identity import MergeSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from schemas.topics import DLQ, EVENTS
+from state.key_vault import KeyVaultError
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,10 @@ def kafka_flow(
         )
 
     models = models if models is not None else ModelSet(playbook)
-    ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER)) if recovery else None
+    ceilings = None
+    if recovery is not None and recovery.is_dir() and any(recovery.iterdir()):
+        check(recovery)  # one sentence, not bytewax's panic
+        ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
     replica = ModelReplica(models, settings, ceilings)
     replica.start(models_catch_up_seconds())  # before the flow decides anything
     return build_flow(
@@ -156,6 +160,7 @@ def __getattr__(name: str) -> Dataflow:
         except KafkaUnavailable as exc:  # one line, never the secret
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_KAFKA_UNAVAILABLE) from None
-        except SettingsError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        except (SettingsError, UnusableRecoveryFolder, KeyVaultError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     raise AttributeError(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.runtime.settings import state_key
-from state.key_vault import PARTS, CustomerKey, VaultPart, part_name, part_of
+from state.key_vault import PARTS, CustomerKey, VaultPart, check, part_name, part_of
 
 
 class _VaultPartition(StatefulSinkPartition[CustomerKey, None]):
@@ -43,6 +43,7 @@ class KeyVaultSink(FixedPartitionedSink[CustomerKey, None]):
     """Items are (customer key, CustomerKey)."""
 
     def __init__(self, directory: Path) -> None:
+        check(directory)  # a damaged vault is one sentence before the flow starts
         self.directory = directory
 
     def list_parts(self) -> list[str]:

@@ -49,6 +49,29 @@ WHERE snap_epoch < :erased
 """
 
 
+class UnusableRecoveryFolder(Exception):
+    """A recovery folder that no run can resume from (said before bytewax tries)."""
+
+
+def check(directory: Path) -> None:
+    """Refuse, in one sentence, a folder that holds files but not a recovery store
+    bytewax can open: a partition that is not an SQLite file (damaged, truncated,
+    something else under its name), or no partition at all."""
+    parts = sorted(directory.glob("part-*.sqlite3"))
+    if not parts:
+        raise UnusableRecoveryFolder(
+            f"{directory} holds files but no recovery partition (part-*.sqlite3): "
+            "give a new or empty folder, or the one the run before wrote"
+        )
+    for part in parts:
+        if not _is_store(part):
+            raise UnusableRecoveryFolder(
+                f"{part} is not a bytewax recovery partition (damaged, or another file): "
+                "restore the folder from a backup, or start from a new one (the run "
+                "then starts where WAYFINDER_KAFKA_START says, or from the start of its input)"
+            )
+
+
 def scrub(directory: Path) -> int:
     """Drop the snapshots of erased keys from every partition of a recovery folder and
     rewrite the files without freed pages; returns how many snapshots were dropped."""
@@ -98,8 +121,11 @@ def resumed_snapshots(directory: Path, step: str) -> list[object]:
 
 def _is_store(part: Path) -> bool:
     """Whether a file is a bytewax recovery partition with its tables."""
-    with closing(sqlite3.connect(part, timeout=30.0)) as db:
-        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    try:
+        with closing(sqlite3.connect(part, timeout=30.0)) as db:
+            names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError:  # not a database, or a damaged one
+        return False
     return {"snaps", "fronts"} <= names
 
 

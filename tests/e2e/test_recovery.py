@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from flows.runtime.settings import FAULT_EXIT_CODE
-from tests.e2e.cli import REPO, WAYFINDER, lines, wayfinder
+from tests.e2e.cli import REPO, WAYFINDER, lines, wayfinder, wayfinder_fails
 from tests.flow_helpers import comparable_outputs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.recovery]
@@ -94,3 +94,34 @@ def test_crash_in_the_closed_loop_on_two_workers_and_resume_on_one_learns_every_
     wayfinder("rerun", "--all", "--out", str(crashed), "--json", str(report))
     rerun = json.loads(report.read_text())
     assert rerun["identical"] == rerun["decisions"] == len(lines(crashed / "decisions.jsonl"))
+
+
+def test_a_damaged_recovery_folder_is_refused_in_one_sentence_before_anything_runs(tmp_path):
+    """A partition that is not an SQLite file (truncated, overwritten), or a folder with
+    files but no partition: one line naming it, exit status 2, no bytewax panic."""
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "part-0.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\x00" * 40)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a recovery store")
+    out = ["--out", str(tmp_path / "out"), "--customers", "10", "--hours", "1", "--no-progress"]
+    refusals = [(damaged, "is not a bytewax recovery partition"), (other, "no recovery partition")]
+    for folder, reason in refusals:
+        for args in (["run", *out, "--recovery-dir", str(folder)], ["scrub-recovery", str(folder)]):
+            status, said = wayfinder_fails(*args)
+            assert status == 2 and reason in said and "Traceback" not in said, said[-2000:]
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_damaged_key_vault_is_refused_in_one_sentence_on_resume(tmp_path):
+    """The vault holds the only copy of the keys outside the flow: a part that does not
+    open stops the start in one line, exit status 2, before the flow runs over it."""
+    out, recovery = tmp_path / "out", tmp_path / "recovery"
+    args = ["run", "--out", str(out), "--customers", "10", "--hours", "2", "--no-progress"]
+    wayfinder(*args, "--recovery-dir", str(recovery))
+    damaged = next(p for p in sorted((out / "keys").iterdir()) if (p / "CURRENT").exists())
+    (damaged / "CURRENT").write_text("junk\n")
+    status, said = wayfinder_fails(*args, "--recovery-dir", str(recovery))
+    assert status == 2 and f"{damaged.name} does not open" in said, said[-2000:]
+    assert "Traceback" not in said

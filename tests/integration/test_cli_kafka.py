@@ -1,5 +1,7 @@
 """`wayfinder simulate --kafka`, then `wayfinder run --kafka`: the embedded outputs, on Kafka."""
 
+import sys
+
 import msgspec
 import pytest
 
@@ -7,7 +9,7 @@ from schemas.action import Action
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
 from tests.conftest import kafka_env
-from tests.e2e.cli import lines, wayfinder
+from tests.e2e.cli import WAYFINDER, lines, run, wayfinder
 from tests.kafka_io import read_all
 
 pytestmark = pytest.mark.integration
@@ -56,3 +58,31 @@ def test_kafka_run_gives_the_same_decisions_as_the_embedded_run(kafka, tmp_path)
         msgspec.json.decode(raw, type=DeadLetter).raw for raw in lines(out / "dlq.jsonl")
     )
     assert kafka_dead == embedded_dead
+
+
+def test_a_damaged_recovery_folder_or_key_vault_is_refused_in_one_sentence_on_kafka(
+    kafka, tmp_path
+):
+    """As embedded (tests/e2e/test_recovery.py): `wayfinder run --kafka` and the flow
+    bytewax runs refuse a partition that is not one, and a key vault that does not
+    open, exit status 2, no traceback."""
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "part-0.sqlite3").write_bytes(b"not sqlite at all")
+    env = kafka_env(kafka)
+    ran = run(
+        [WAYFINDER, "run", "--kafka", "--no-progress", "--recovery-dir", str(damaged)], env=env
+    )
+    bytewax = [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow", "-r", str(damaged)]
+    for done in (ran, run([*bytewax, "-s", "1", "-b", "0"], env=env)):
+        said = done.stdout + done.stderr
+        assert done.returncode == 2, said[-2000:]
+        assert "is not a bytewax recovery partition" in said and "Traceback" not in said
+
+    # A key vault that does not open (a file where its folder should be), as embedded.
+    (tmp_path / "vault").write_text("not a folder")
+    env["WAYFINDER_KEY_VAULT"] = str(tmp_path / "vault")
+    runs = (["run", "--kafka", "--no-progress"], ["-m", "bytewax.run", "flows.dataflow.kafka:flow"])
+    for done in (run([WAYFINDER, *runs[0]], env=env), run([sys.executable, *runs[1]], env=env)):
+        said = done.stdout + done.stderr
+        assert done.returncode == 2 and "is a file" in said and "Traceback" not in said, said

@@ -4,7 +4,17 @@ writes, where a destroyed key leaves no byte behind and no file names anybody.""
 import os
 from pathlib import Path
 
-from state.key_vault import PARTS, VaultPart, VaultReader, part_name, part_of
+import pytest
+
+from state.key_vault import (
+    PARTS,
+    KeyVaultError,
+    VaultPart,
+    VaultReader,
+    check,
+    part_name,
+    part_of,
+)
 
 
 def _files_hold(directory: Path, needle: bytes) -> list[str]:
@@ -43,3 +53,18 @@ def test_every_keyed_hash_has_one_part_among_the_fixed_parts():
     assert parts == set(range(PARTS))
     # bytewax orders a sink's parts by name: index i must be the i-th name.
     assert sorted(part_name(i) for i in range(PARTS)) == [part_name(i) for i in range(PARTS)]
+
+
+def test_a_vault_that_does_not_open_is_refused_naming_the_part(tmp_path):
+    vault = tmp_path / "keys"
+    part = VaultPart(vault / part_name(3))
+    part.write({"ab" * 32: os.urandom(64)}, set())
+    part.close()
+    check(vault)  # a sound vault, and parts never written
+    (vault / part_name(3) / "CURRENT").write_text("junk\n")
+    with pytest.raises(KeyVaultError, match="part-3 does not open"):
+        check(vault)
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder")
+    with pytest.raises(KeyVaultError, match="is a file"):
+        check(afile)

@@ -102,6 +102,7 @@ def _run_embedded(
     from flows.dataflow.sources import EventFileSource, Records
     from flows.lab.traffic import SimulatedTraffic
     from flows.lab.world import World
+    from flows.runtime.recovery_store import hold
     from flows.runtime.run_files import (
         KEY_VAULT,
         OutFolderTaken,
@@ -139,6 +140,8 @@ def _run_embedded(
             soft_wrap=True,
         )
     recovery = _recovery(args)
+    if recovery is not None:
+        hold(recovery.directory)  # before the out folder is touched: a second run stops here
     out: Path = args.out
     try:
         prepare_out(

@@ -84,11 +84,15 @@ def cmd_schema(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_scrub_recovery(args: argparse.Namespace, console: Console) -> int:
-    from flows.runtime.recovery_store import check, scrub
+    from flows.runtime.recovery_store import check, hold, release, scrub
 
     folder: Path = args.folder
-    check(folder)  # a folder that is not a recovery store is one sentence (main: exit 2)
-    dropped = scrub(folder)
+    hold(folder)  # never while a run snapshots into it
+    try:
+        check(folder)  # a folder that is not a recovery store is one sentence (main: exit 2)
+        dropped = scrub(folder)
+    finally:
+        release(folder)
     console.print(
         f"scrubbed {folder}: {dropped:,} snapshots of erased keys dropped, files rewritten",
         soft_wrap=True,

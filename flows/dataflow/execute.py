@@ -8,7 +8,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from flows.runtime.recovery_store import check, scrub
+from flows.runtime.recovery_store import check, hold, release, scrub
 from flows.runtime.runner import RecoveryOptions
 
 
@@ -19,20 +19,24 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
     if recovery is None:
         cli_main(flow, workers_per_process=workers)
         return
-    if recovery.resumes:
-        check(recovery.directory)  # one sentence, not bytewax's panic
-        scrub(recovery.directory)  # an earlier run's erasures, before anything reads them
-    else:
-        _init_recovery(recovery.directory, recovery.partitions)
-    cli_main(
-        flow,
-        workers_per_process=workers,
-        epoch_interval=timedelta(seconds=recovery.snapshot_interval),
-        recovery_config=RecoveryConfig(
-            recovery.directory, timedelta(seconds=recovery.backup_interval)
-        ),
-    )
-    scrub(recovery.directory)
+    hold(recovery.directory)  # no second run snapshots into it meanwhile
+    try:
+        if recovery.resumes:
+            check(recovery.directory)  # one sentence, not bytewax's panic
+            scrub(recovery.directory)  # an earlier run's erasures, before anything reads them
+        else:
+            _init_recovery(recovery.directory, recovery.partitions)
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            epoch_interval=timedelta(seconds=recovery.snapshot_interval),
+            recovery_config=RecoveryConfig(
+                recovery.directory, timedelta(seconds=recovery.backup_interval)
+            ),
+        )
+        scrub(recovery.directory)
+    finally:
+        release(recovery.directory)
 
 
 def _init_recovery(directory: Path, partitions: int) -> None:

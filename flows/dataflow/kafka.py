@@ -26,7 +26,12 @@ from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
-from flows.runtime.recovery_store import UnusableRecoveryFolder, check, resumed_snapshots
+from flows.runtime.recovery_store import (
+    UnusableRecoveryFolder,
+    check,
+    hold,
+    resumed_snapshots,
+)
 from flows.runtime.runner import summarise_at_exit
 from flows.runtime.settings import (
     KafkaSettings,
@@ -108,6 +113,8 @@ def kafka_flow(
 
     models = models if models is not None else ModelSet(playbook)
     ceilings = None
+    if recovery is not None:
+        hold(recovery)  # no second run snapshots into it meanwhile
     if recovery is not None and recovery.is_dir() and any(recovery.iterdir()):
         check(recovery)  # one sentence, not bytewax's panic
         ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))

@@ -19,6 +19,8 @@ ends; a Kafka deployment runs `wayfinder scrub-recovery DIR` while the flow is
 stopped (between a stop and a restart, as a deployment does anyway).
 """
 
+import fcntl
+import os
 import pickle
 import sqlite3
 from contextlib import closing
@@ -53,6 +55,43 @@ class UnusableRecoveryFolder(Exception):
     """A recovery folder that no run can resume from (said before bytewax tries)."""
 
 
+#: The folders this process holds, by path: their lock files, open for its life.
+_HELD: dict[Path, int] = {}
+
+
+def hold(directory: Path) -> None:
+    """Hold a recovery folder for this process's life. Two runs snapshotting into one
+    folder (a service started twice, a restart that overlaps the old process) would
+    each resume from the other's snapshots: the second is refused in one sentence.
+    The lock is a file beside the folder (one inside would make a new folder look
+    like one to resume from); the system drops it when the process ends, however."""
+    directory = directory.resolve()
+    if directory in _HELD:
+        return
+    lock = directory.with_name(directory.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UnusableRecoveryFolder(
+            f"{directory} is in use by another run (process {holder}): stop it first, "
+            "or give this run a folder of its own"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _HELD[directory] = fd
+
+
+def release(directory: Path) -> None:
+    """Let go of a folder this process held (its run has ended)."""
+    fd = _HELD.pop(directory.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # (the lock goes with it)
+
+
 def check(directory: Path) -> None:
     """Refuse, in one sentence, a folder that holds files but not a recovery store
     bytewax can open: a partition that is not an SQLite file (damaged, truncated,
@@ -60,7 +99,7 @@ def check(directory: Path) -> None:
     parts = sorted(directory.glob("part-*.sqlite3"))
     if not parts:
         raise UnusableRecoveryFolder(
-            f"{directory} holds files but no recovery partition (part-*.sqlite3): "
+            f"{directory} holds no recovery partition (part-*.sqlite3): "
             "give a new or empty folder, or the one the run before wrote"
         )
     for part in parts:

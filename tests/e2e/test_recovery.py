@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from flows.runtime.recovery_store import hold, release
 from flows.runtime.settings import FAULT_EXIT_CODE
 from tests.e2e.cli import REPO, WAYFINDER, lines, wayfinder, wayfinder_fails
 from tests.flow_helpers import comparable_outputs
@@ -125,3 +126,27 @@ def test_a_damaged_key_vault_is_refused_in_one_sentence_on_resume(tmp_path):
     status, said = wayfinder_fails(*args, "--recovery-dir", str(recovery))
     assert status == 2 and f"{damaged.name} does not open" in said, said[-2000:]
     assert "Traceback" not in said
+
+
+def test_a_recovery_folder_in_use_by_another_run_is_refused_before_anything_is_touched(
+    tmp_path,
+):
+    """Two runs snapshotting into one folder would resume from each other's snapshots:
+    while one holds it (here this test, as another process would), a run on it, with
+    --overwrite too, and a scrub are refused in one line, and nothing is written."""
+    recovery, out = tmp_path / "recovery", tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")  # an earlier run's files, which stay
+    hold(recovery)
+    try:
+        args = ["run", "--out", str(out), "--overwrite", "--customers", "10", "--hours", "1"]
+        for command in (
+            [*args, "--recovery-dir", str(recovery)],
+            ["scrub-recovery", str(recovery)],
+        ):
+            status, said = wayfinder_fails(*command)
+            assert status == 2 and f"is in use by another run (process {os.getpid()})" in said, said
+        assert [p.name for p in out.iterdir()] == ["summary.json"]
+    finally:
+        release(recovery)
+    wayfinder(*args, "--no-progress", "--recovery-dir", str(recovery))  # free again

@@ -5,6 +5,7 @@ import sys
 import msgspec
 import pytest
 
+from flows.runtime.recovery_store import hold, release
 from schemas.action import Action
 from schemas.deadletter import DeadLetter
 from schemas.decision import Decision
@@ -60,12 +61,10 @@ def test_kafka_run_gives_the_same_decisions_as_the_embedded_run(kafka, tmp_path)
     assert kafka_dead == embedded_dead
 
 
-def test_a_damaged_recovery_folder_or_key_vault_is_refused_in_one_sentence_on_kafka(
-    kafka, tmp_path
-):
+def test_a_recovery_folder_or_key_vault_that_cannot_be_used_is_refused_on_kafka(kafka, tmp_path):
     """As embedded (tests/e2e/test_recovery.py): `wayfinder run --kafka` and the flow
-    bytewax runs refuse a partition that is not one, and a key vault that does not
-    open, exit status 2, no traceback."""
+    bytewax runs refuse a partition that is not one, a folder another run holds, and a
+    key vault that does not open, exit status 2, no traceback."""
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "part-0.sqlite3").write_bytes(b"not sqlite at all")
@@ -78,6 +77,22 @@ def test_a_damaged_recovery_folder_or_key_vault_is_refused_in_one_sentence_on_ka
         said = done.stdout + done.stderr
         assert done.returncode == 2, said[-2000:]
         assert "is not a bytewax recovery partition" in said and "Traceback" not in said
+
+    # A folder another run holds (here this test, as another process would).
+    (damaged / "part-0.sqlite3").unlink()
+    hold(damaged)
+    try:
+        for done in (
+            run(
+                [WAYFINDER, "run", "--kafka", "--no-progress", "--recovery-dir", str(damaged)],
+                env=env,
+            ),
+            run([*bytewax, "-s", "1", "-b", "0"], env=env),
+        ):
+            said = done.stdout + done.stderr
+            assert done.returncode == 2 and "is in use by another run" in said, said[-2000:]
+    finally:
+        release(damaged)
 
     # A key vault that does not open (a file where its folder should be), as embedded.
     (tmp_path / "vault").write_text("not a folder")

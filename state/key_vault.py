@@ -52,6 +52,8 @@ def check(directory: Path) -> None:
         raise KeyVaultError(f"key vault {directory} is a file, not a folder")
     for index in range(PARTS):
         path = directory / part_name(index)
+        if path.is_dir() and not (path / "CURRENT").exists():
+            continue  # never made whole (a process killed as it made it): made anew
         if not path.exists():
             continue
         try:

@@ -60,7 +60,9 @@ def test_a_vault_that_does_not_open_is_refused_naming_the_part(tmp_path):
     part = VaultPart(vault / part_name(3))
     part.write({"ab" * 32: os.urandom(64)}, set())
     part.close()
-    check(vault)  # a sound vault, and parts never written
+    (vault / part_name(5)).mkdir()
+    (vault / part_name(5) / "LOCK").write_text("")
+    check(vault)  # a sound vault, parts never written, a part killed as it was made
     (vault / part_name(3) / "CURRENT").write_text("junk\n")
     with pytest.raises(KeyVaultError, match="part-3 does not open"):
         check(vault)

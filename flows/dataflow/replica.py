@@ -405,8 +405,8 @@ class InOrder:
         self.waiting: dict[str, dict[int, tuple[LearnedExamples, float]]] = {}
         #: Per held model, the last number that may be learned.
         self.ceilings = {n: c for n, c in (ceilings or {}).items() if n in models.models}
-        #: When a ceiling was last raised (or the hold began).
-        self._raised = time.monotonic()
+        #: Per held model, when its ceiling was last raised (or the hold began).
+        self._raised = dict.fromkeys(self.ceilings, time.monotonic())
         #: Examples skipped because their number had been learned already.
         self.duplicates = 0
         #: Batches dropped because they started too far beyond what was learned.
@@ -432,7 +432,7 @@ class InOrder:
         with self._lock:
             if name not in self.ceilings:
                 return []
-            self._raised = time.monotonic()
+            self._raised[name] = time.monotonic()
             if ceiling is None:
                 del self.ceilings[name]
             else:
@@ -440,13 +440,14 @@ class InOrder:
             return self._learn(name)
 
     def release_all(self, idle: float = 0.0) -> list[tuple[str, float]]:
-        """Hold no model (with `idle`: once no ceiling has been raised for that many
-        seconds): what each can learn now."""
+        """Hold no model (with `idle`: none whose ceiling has not been raised for that
+        many seconds): what each can learn now."""
         with self._lock:
-            if not self.ceilings or time.monotonic() - self._raised < idle:
-                return []
-            held, self.ceilings = list(self.ceilings), {}
-            return [done for name in held for done in self._learn(name)]
+            now = time.monotonic()
+            idle_ones = [n for n in self.ceilings if now - self._raised[n] >= idle]
+            for name in idle_ones:
+                del self.ceilings[name]
+            return [done for name in idle_ones for done in self._learn(name)]
 
     def holds(self, name: str) -> bool:
         with self._lock:
@@ -455,7 +456,7 @@ class InOrder:
     def hold_from_now(self) -> None:
         """Count a hold's idle time from now (the flow starts: the replay begins)."""
         with self._lock:
-            self._raised = time.monotonic()
+            self._raised = dict.fromkeys(self.ceilings, time.monotonic())
 
     def held(self) -> int:
         """Examples read but held above a ceiling."""

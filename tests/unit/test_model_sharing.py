@@ -223,11 +223,14 @@ def test_a_held_replica_learns_past_its_snapshot_only_as_the_replay_brings_each_
     assert replica.hold(NEXT_STEP, 2) == []  # held no more: stays so
 
 
-def test_a_held_replica_is_released_when_the_replay_brings_nothing_back_for_a_while():
-    replica = InOrder(ModelSet(default_playbook()), {NEXT_STEP: 0})
+def test_a_held_model_is_released_when_the_replay_brings_nothing_of_it_back_for_a_while():
+    replica = InOrder(ModelSet(default_playbook()), {NEXT_STEP: 0, INTENT: 0})
     replica.offer(LearnedExamples(1, [step(1)]), 1.0)
     assert replica.release_all(idle=60.0) == []
-    assert replica.release_all(idle=0.0) == [(NEXT_STEP, 1.0)]
+    replica._raised[NEXT_STEP] -= 100  # (as if 100 s had passed since its last raise)
+    replica.hold(INTENT, 0)  # the intent learner is still bringing examples back
+    assert replica.release_all(idle=60.0) == [(NEXT_STEP, 1.0)]
+    assert replica.holds(INTENT) and not replica.holds(NEXT_STEP)
 
 
 def test_a_resumed_learner_raises_its_replicas_ceiling_as_the_replay_brings_examples_again():

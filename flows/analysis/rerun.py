@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -40,6 +40,10 @@ from state.key_vault import VaultReader
 
 #: A recorded decision, or what it was made from (both start with their decision id).
 Recorded = TypeVar("Recorded", Decision, DecisionInput)
+#: One decoder per kind of record (made once: a run's topics hold many thousands).
+_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
+    kind: msgspec.json.Decoder(kind) for kind in (Decision, DecisionInput, LearnedExamples)
+}
 #: The topic each kind of record is read from.
 _TOPIC_OF: dict[type, str] = {
     Decision: DECISIONS,
@@ -96,10 +100,11 @@ def _decoded(raw: bytes, kind: type[_T], unreadable: Counter[str]) -> _T | None:
     """One record of a topic, or None (counted) when it is not one: a topic is written
     by whoever may write to it, and one stray record does not stop a re-run."""
     try:
-        return msgspec.json.decode(raw, type=kind)
+        record: _T = _DECODERS[kind].decode(raw)
     except (msgspec.DecodeError, RecursionError):
         unreadable[_TOPIC_OF[kind]] += 1
         return None
+    return record
 
 
 def _opened(copies: list[DecisionInput], vault: VaultReader) -> tuple[DecisionInput, DecisionBasis]:

@@ -175,15 +175,6 @@ class Seen(Struct, array_like=True, gc=False):
         return sum(len(generation.ids) for generation in self.generations)
 
 
-class Handed(Struct, array_like=True):
-    """What a device handed over at a login (`login_id`, at event time `at`): a copy of
-    its context, or nothing (empty)."""
-
-    login_id: str
-    at: float
-    context: bytes
-
-
 class CustomerContext(Struct):
     """Everything seen so far about one customer (or one anonymous visitor)."""
 
@@ -217,10 +208,6 @@ class CustomerContext(Struct):
     intent_scores: dict[str, float] = {}
     #: For an anonymous visitor who has identified: the customer it now belongs to.
     alias_of: str | None = None
-    #: For an alias, for a day (`MERGE_WAIT`) after its login: what it handed over, kept
-    #: to answer the customer's handover request, and to answer it again should the
-    #: customer, resumed after a crash, ask under a handover key made anew.
-    handed: Handed | None = None
     #: The events folded within the redelivery horizon (for an alias: the ones folded
     #: before it identified), so that a redelivery is never folded twice.
     seen: Seen = msgspec.field(default_factory=Seen)

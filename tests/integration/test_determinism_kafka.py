@@ -14,6 +14,7 @@ re-runs identically (`wayfinder rerun --all`) with the model versions it recorde
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,16 +32,22 @@ from tests.kafka_io import produce, read_all
 pytestmark = pytest.mark.integration
 
 
-def outputs(settings: KafkaSettings) -> dict[str, list[bytes]]:
+def outputs(
+    settings: KafkaSettings, open_inputs: Callable[[list[bytes]], list[bytes]] | None = None
+) -> dict[str, list[bytes]]:
     """Every output topic's messages, sorted; a dead letter without where and when the
     broker took it (another topic, another time: the record is the same); the decision
-    inputs opened with the run's keys."""
+    inputs opened with the run's keys (by `open_inputs`, if given)."""
     topics = [t for t in all_topics(default_playbook().channels) if t != "events"]
     found = {t: [v for _, v in read_all(settings, t) if v is not None] for t in topics}
     found["dlq"] = [_unplaced(v) for v in found["dlq"]]
     # Each run makes its customers' keys anew: their decisions' inputs compare opened.
-    assert settings.key_vault is not None
-    found["decisions.inputs"] = opened_inputs(found["decisions.inputs"], settings.key_vault)
+    vault = settings.key_vault
+    assert vault is not None
+    inputs = found["decisions.inputs"]
+    found["decisions.inputs"] = (
+        opened_inputs(inputs, vault) if open_inputs is None else open_inputs(inputs)
+    )
     return {t: sorted(values) for t, values in found.items()}
 
 

@@ -35,16 +35,14 @@ import pytest
 from flows.runtime.settings import KafkaSettings
 from operators.models import INTENT, NEXT_STEP
 from operators.rerun import RerunError
-from schemas.topics import all_topics
 from state.context import from_snapshot
 from tests.conftest import fresh_topics, kafka_env
 from tests.e2e.cli import REPO, WAYFINDER, wayfinder
 from tests.e2e.test_kill_trials import final_contexts
 from tests.flow_helpers import opened_inputs
-from tests.helpers import default_playbook
-from tests.integration.test_determinism_kafka import _unplaced
+from tests.integration.test_determinism_kafka import outputs
 from tests.integration.test_loop_kafka import keyed
-from tests.kafka_io import produce, read_all
+from tests.kafka_io import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.recovery]
 
@@ -66,31 +64,28 @@ def _service(settings: KafkaSettings, recovery: Path) -> subprocess.Popen[bytes]
 
 
 def _written(settings: KafkaSettings) -> dict[str, set[bytes]]:
-    """Each output topic's distinct records (a dead letter without where and when the
-    broker took it). A record sent again with other content than its first copy shows
-    as a record the uninterrupted run did not write."""
-    topics = [t for t in all_topics(default_playbook().channels) if t != "events"]
-    found = {t: {v for _, v in read_all(settings, t) if v is not None} for t in topics}
-    found["dlq"] = {_unplaced(v) for v in found["dlq"]}
-    found["decisions.inputs"] = _opened(found["decisions.inputs"], settings)
-    return found
+    """Each output topic's distinct records (as `outputs` reads them). A record sent
+    again with other content than its first copy shows as a record the uninterrupted
+    run did not write."""
+    vault = settings.key_vault
+    assert vault is not None
 
+    def opened(inputs: list[bytes]) -> list[bytes]:
+        """Decision inputs opened with the run's keys (each run makes its own). A copy
+        sealed before a kill under a key made after the last snapshot does not open (the
+        resumed run made the key again): it must have a copy that does."""
+        found: list[bytes] = []
+        unopened: set[str] = set()
+        for value in inputs:
+            try:
+                found += opened_inputs([value], vault)
+            except RerunError:
+                unopened.add(json.loads(value)["decision_id"])
+        reopened = {json.loads(value)["decision_id"] for value in found}
+        assert unopened <= reopened, f"inputs no key opens: {sorted(unopened - reopened)[:3]}"
+        return found
 
-def _opened(inputs: set[bytes], settings: KafkaSettings) -> set[bytes]:
-    """Decision inputs opened with the run's keys (each run makes its own). A copy sealed
-    before a kill under a key made after the last snapshot does not open (the resumed run
-    made the key again): it must have a copy that does."""
-    assert settings.key_vault is not None
-    opened: set[bytes] = set()
-    unopened: set[str] = set()
-    for value in inputs:
-        try:
-            opened.update(opened_inputs([value], settings.key_vault))
-        except RerunError:
-            unopened.add(json.loads(value)["decision_id"])
-    reopened = {json.loads(value)["decision_id"] for value in opened}
-    assert unopened <= reopened, f"inputs no key opens: {sorted(unopened - reopened)[:3]}"
-    return opened
+    return {topic: set(values) for topic, values in outputs(settings, opened).items()}
 
 
 def _examples(batches: set[bytes]) -> dict[tuple[str, int], set[str]]:

@@ -46,6 +46,7 @@ from operators.models import (
     recent_path,
 )
 from operators.playbook import CompiledPlaybook
+from operators.published import Published
 from operators.segments import SegmentEvaluator
 from operators.sentiment import event_sentiment, observe
 from schemas.action import Action
@@ -118,6 +119,7 @@ class CustomerStep:
         seal: MergeSeal | None = None,
         redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
         new_secret: Callable[[], bytes] = sealing.new_secret,
+        published: Published | None = None,
     ) -> None:
         """`models`: the online models, which learn from the `Example`s this step emits
         (the caller feeds them); `predictors`: what decisions ask (the models by
@@ -127,7 +129,9 @@ class CustomerStep:
         deployment's secret; a lab run without one signs under an empty key).
         `redelivery_horizon`: seconds of event time within which a redelivery is
         recognised (and an erased key stays a tombstone). `new_secret`: makes a
-        customer's key, under which their decisions' inputs are sealed."""
+        customer's key, under which their decisions' inputs are sealed. `published`:
+        what the run before a crash published, which its replay repeats
+        (`operators.published`)."""
         if not redelivery_horizon > 0:
             raise ValueError(f"redelivery horizon {redelivery_horizon!r}: must be positive")
         self.playbook = playbook
@@ -136,6 +140,7 @@ class CustomerStep:
         self._new_secret = new_secret
         self._channels = frozenset(playbook.channels)
         self.models = models
+        self.published = published
         self.predictors = predictors = predictors if predictors is not None else models
         self.journeys = JourneyTracker(playbook)
         self.segments = SegmentEvaluator(playbook)
@@ -146,6 +151,7 @@ class CustomerStep:
             intent=predictors.intent if predictors else None,
             model_version=predictors.version if predictors else None,
             record_inputs=record_inputs,
+            published=published,
         )
         self._intent_of = {j.name: j.intent for j in playbook.journeys if j.intent}
         self._on_intent = any(t.intent_changed for a in playbook.actions for t in a.triggers)
@@ -406,12 +412,20 @@ class CustomerStep:
         if predictors is None:
             return None
         scores = predictors.intent(ctx)
-        if not scores:
+        ranked = sorted((scores or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        if ranked:
+            ctx.intent_scores = {name: round(p, 4) for name, p in ranked}
+        published = (
+            self.published.intent_change(ctx.key, event.event_id) if self.published else None
+        )
+        if published is not None:  # announced before a crash: the same, whatever the models say
+            outputs.append(published)
+            ctx.intent = published.intent
+            return published
+        if not ranked:
             return None
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         intent, confidence = ranked[0]
         margin = confidence - (ranked[1][1] if len(ranked) > 1 else 0.0)
-        ctx.intent_scores = {name: round(p, 4) for name, p in ranked}
         if intent != ctx.intent and confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:
             change = IntentTransition(
                 transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
@@ -528,6 +542,9 @@ class CustomerStep:
         if not ctx.secret:
             ctx.secret = self._new_secret()
             outputs.append(CustomerKey(ctx.key, ctx.secret))
+        published = self.published.decision(decision.decision_id) if self.published else None
+        if published and published.inputs and _opens(ctx.secret, published.inputs):
+            return published.inputs  # (under a key lost in the crash, it is sealed again)
         return DecisionInput(
             decision_id=decision.decision_id,
             customer_id=decision.customer_id,
@@ -706,6 +723,15 @@ def _erase_device(key: str, anonymous_id: str, event: Event) -> Event:
         channel=event.channel,
         anonymous_id=anonymous_id,
     )
+
+
+def _opens(secret: bytes, recorded: DecisionInput) -> bool:
+    """Whether a decision's recorded input is sealed under this key."""
+    try:
+        sealing.unseal(secret, recorded.decision_id.encode(), recorded.basis)
+    except sealing.Unreadable:
+        return False
+    return True
 
 
 def _iso(ts: float) -> str:

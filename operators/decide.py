@@ -14,12 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from msgspec.structs import replace
+
 from operators.conditions import Prefilter
 from operators.ids import action_id, decision_id
 from operators.journeys import JourneyTracker
 from operators.models import Response
 from operators.playbook import ActionSpec, CompiledPlaybook, JourneySpec, TriggerSpec
 from operators.policies import ContactPolicies
+from operators.published import Published, PublishedDecision
 from operators.wording import channel_name, clock, span, when
 from schemas.action import Action
 from schemas.decision import (
@@ -91,8 +94,10 @@ class DecisionMaker:
         intent: IntentScores | None = None,
         model_version: Callable[[], str | None] | None = None,
         record_inputs: bool = False,
+        published: Published | None = None,
     ) -> None:
-        """`record_inputs`: also return what each decision was made from, to re-run it."""
+        """`record_inputs`: also return what each decision was made from, to re-run it.
+        `published`: what the run before a crash published, which a replay repeats."""
         self.playbook = playbook
         self.record_inputs = record_inputs
         self.policies = ContactPolicies(playbook)
@@ -100,6 +105,8 @@ class DecisionMaker:
         self.next_step = next_step
         self.intent = intent
         self.model_version = model_version
+        self.published = published
+        self._actions = {a.name: a for a in playbook.actions}
         self._request_actions = tuple(
             a for a in playbook.actions if any(t.on_request for t in a.triggers)
         )
@@ -132,8 +139,17 @@ class DecisionMaker:
             verdict = self._consider(ctx, trigger, candidate, intent)
             if verdict is not None:
                 verdicts.append(verdict)
-        if not verdicts and not request:
+        customer = ctx.key
+        published = None
+        if self.published is not None:  # a replay after a crash
+            published = self.published.decision(
+                decision_id(customer, trigger.trigger_id, trigger.at)
+            )
+        if not verdicts and not request and published is None:
             return None, None, None
+        if published is None and self.published is not None:
+            self.published.went_past()
+        dec_id = decision_id(customer, trigger.trigger_id, trigger.at)
         # Considering candidates reads the context; sending (below) changes it.
         context = to_snapshot(ctx, copy=True) if self.record_inputs else None
 
@@ -154,35 +170,12 @@ class DecisionMaker:
             )
             best = None
 
-        customer = ctx.key
         model_version = self.model_version() if self.model_version else None
         created_at = datetime.fromtimestamp(trigger.at, UTC)
-        dec_id = decision_id(customer, trigger.trigger_id, trigger.at)
         action: Action | None = None
         if best is not None:
-            spec = best.action
             assert best.channel is not None  # a verdict is sent only on a channel
-            action = Action(
-                action_id=action_id(customer, trigger.trigger_id, spec.name, trigger.at),
-                decision_id=dec_id,
-                customer_id=customer,
-                channel=best.channel,
-                action=spec.name,
-                content=best.content,
-                score=round(best.score, 4),
-                reasons=best.reasons,
-                trigger_event_id=trigger.trigger_id,
-                created_at=created_at,
-                expires_at=created_at + timedelta(seconds=spec.expires_s),
-                journey=best.journey.name if best.journey else None,
-                request_id=trigger.request_id,
-                partner_id=best.partner_id,
-            )
-            record_sent(
-                ctx,
-                SentAction(action.action_id, spec.name, action.channel, spec.purpose, trigger.at),
-                self.policies.memory,
-            )
+            action = _action(ctx.key, trigger, dec_id, best, best.channel)
         elif request:
             # A decision request is always answered: explicitly with no action.
             why = [f"No action for {channel_name(trigger.channel or '')} now."]
@@ -222,8 +215,56 @@ class DecisionMaker:
             request_id=trigger.request_id,
             holdout=holdout,
         )
+        if published is not None:
+            action, decision = self._as_published(published, action, decision, trigger, verdicts)
+        if action is not None and decision.outcome == "sent":
+            spec = self._actions.get(action.action)
+            if spec is not None:  # (an action of an earlier playbook: no policy counts it)
+                record = SentAction(
+                    action.action_id, spec.name, action.channel, spec.purpose, trigger.at
+                )
+                record_sent(ctx, record, self.policies.memory)
         basis = DecisionBasis(trigger, context) if context is not None else None
         return action, decision, basis
+
+    def _as_published(
+        self,
+        published: PublishedDecision,
+        action: Action | None,
+        decision: Decision,
+        trigger: Trigger,
+        verdicts: list[_Verdict],
+    ) -> tuple[Action | None, Decision]:
+        """The decision and action the run before a crash published for this trigger,
+        where it did, in place of the ones just made (`operators.published`)."""
+        if published.decision is None:
+            if published.action is not None and (
+                action is None or action.action_id != published.action.action_id
+            ):
+                # The action went out, its decision was lost with the crash: this run
+                # decides otherwise. The action stands; the decision says so.
+                decision = replace(
+                    decision,
+                    action_id=published.action.action_id,
+                    outcome="sent" if published.action.action != NO_ACTION else decision.outcome,
+                )
+            return published.action or action, decision
+        decision = published.decision
+        if published.action is not None or decision.action_id is None:
+            return published.action, decision
+        if action is not None and action.action_id == decision.action_id:
+            return action, decision  # its action was lost with the crash: the same again
+        # Lost, and this run would send another: the one the decision names, as this run
+        # finds it (its id follows from the trigger and the action's name).
+        sent = next(
+            (c for c in decision.candidates if c.status == "sent" and c.channel is not None),
+            None,
+        )
+        verdict = next((v for v in verdicts if sent and v.action.name == sent.action), None)
+        if sent is None or sent.channel is None or verdict is None:
+            return None, decision
+        customer = decision.customer_id
+        return _action(customer, trigger, decision.decision_id, verdict, sent.channel), decision
 
     # ------------------------------------------------------------------ candidates
     def _consider(
@@ -480,6 +521,30 @@ def _response_words(response: Response, digits: int) -> str:
     return (
         f"{expected}, plus {response.exploration:.{digits}%} for what is not known yet of such "
         f"customers (exploration): score {response.score:.{digits}%}"
+    )
+
+
+def _action(
+    customer: str, trigger: Trigger, decided: str, verdict: _Verdict, channel: str
+) -> Action:
+    """The action a verdict sends on `channel`."""
+    spec = verdict.action
+    created_at = datetime.fromtimestamp(trigger.at, UTC)
+    return Action(
+        action_id=action_id(customer, trigger.trigger_id, spec.name, trigger.at),
+        decision_id=decided,
+        customer_id=customer,
+        channel=channel,
+        action=spec.name,
+        content=verdict.content,
+        score=round(verdict.score, 4),
+        reasons=verdict.reasons,
+        trigger_event_id=trigger.trigger_id,
+        created_at=created_at,
+        expires_at=created_at + timedelta(seconds=spec.expires_s),
+        journey=verdict.journey.name if verdict.journey else None,
+        request_id=trigger.request_id,
+        partner_id=verdict.partner_id,
     )
 
 

@@ -16,6 +16,7 @@ from operators.customer_step import CustomerStep, Output
 from operators.identity import customer_key, visitor_key
 from operators.models import ModelSet, Predictors
 from operators.playbook import CompiledPlaybook
+from operators.published import Published
 from schemas.codec import BadInput
 from schemas.event import Event
 from schemas.learning import Example
@@ -32,12 +33,16 @@ class Replay:
         learn: bool = True,
         predictors: Predictors | None = None,
         record_inputs: bool = False,
+        published: Published | None = None,
     ) -> None:
         """`learn`: with the online models, learning from what happens as it happens;
         `predictors`: what decisions ask instead of them (evaluations); `record_inputs`:
-        emit each decision's input too, as the flow does."""
+        emit each decision's input too, as the flow does; `published`: what a run before
+        published, which this one repeats (a replay after a crash)."""
         self.models = ModelSet(playbook) if learn else None
-        self.step = CustomerStep(playbook, self.models, predictors, record_inputs=record_inputs)
+        self.step = CustomerStep(
+            playbook, self.models, predictors, record_inputs=record_inputs, published=published
+        )
         self.contexts: dict[str, CustomerContext] = {}
         #: Erased keys: their tombstones, for the redelivery horizon (no customer's data).
         self.erased: dict[str, CustomerContext] = {}

@@ -53,11 +53,15 @@ from operators.customer_step import CustomerStep
 from operators.identity import MergeSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
+from operators.published import Published
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import DeadLetter
 from schemas.topics import all_topics
 from state.context import DEFAULT_REDELIVERY_HORIZON
 from state.key_vault import CustomerKey
+
+#: The input step's name (its snapshots are found by it in a recovery folder).
+INPUT = "events"
 
 #: What the input source yields, and what the sink takes.
 R = TypeVar("R")
@@ -94,6 +98,8 @@ def build_flow(
     flow_id: str = "wayfinder",
     decision_inputs: bool = True,
     key_vault: Path | None = None,
+    published: Published | None = None,
+    shadow_published: Published | None = None,
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
@@ -111,6 +117,8 @@ def build_flow(
     `decision_inputs`: publish what each decision was made from, sealed under each
     customer's key, so it can be re-run (`wayfinder rerun`); `key_vault`: the folder
     where a copy of those keys is kept for it (none: in the state alone).
+    `published`, `shadow_published`: what the live step and the challenger published
+    after the snapshot a run resumes from, which the replay repeats.
     """
     models = models if models is not None else ModelSet(playbook)
     step = CustomerStep(
@@ -119,10 +127,11 @@ def build_flow(
         record_inputs=decision_inputs,
         seal=seal,
         redelivery_horizon=redelivery_horizon,
+        published=published,
     )
     lock = models.lock.read()  # many customer steps at once; learning waits
     flow = Dataflow(flow_id)
-    raw = op.input("events", flow, source)
+    raw = op.input(INPUT, flow, source)
     ledger = rounds if rounds is not None else loop
     decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead)
     decoded = op.flat_map_batch("decode", raw, decoder)
@@ -149,7 +158,12 @@ def build_flow(
         # Beside the live step, on the same stream: decisions to the shadow topic only.
         predictors = models if challenger.models == "shared" else None
         shadow_step = CustomerStep(
-            challenger.playbook, None, predictors, seal=seal, redelivery_horizon=redelivery_horizon
+            challenger.playbook,
+            None,
+            predictors,
+            seal=seal,
+            redelivery_horizon=redelivery_horizon,
+            published=shadow_published,
         )
         shadow_lock = lock if predictors is not None else None
         shadow = op.stateful_batch(

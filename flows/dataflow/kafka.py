@@ -18,14 +18,15 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from flows.dataflow.clock import EventClock
 from flows.dataflow.decode import AheadLimit, unpack_kafka
 from flows.dataflow.delivery import DeliveredKafkaSink
-from flows.dataflow.flow import Challenger, build_flow
-from flows.dataflow.kafka_input import KafkaInput
+from flows.dataflow.flow import INPUT, Challenger, build_flow
+from flows.dataflow.kafka_input import KafkaInput, published_since
 from flows.dataflow.learner import LEARNER, resume_ceilings
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
+from flows.runtime.published import read_published
 from flows.runtime.recovery_store import (
     UnusableRecoveryFolder,
     check,
@@ -72,7 +73,9 @@ def kafka_flow(
     learned from the example log: it catches up with the log before this returns
     (WAYFINDER_MODELS_CATCH_UP), then follows it while the flow runs. `recovery`: the
     snapshot folder the run resumes from (one process); its learner snapshots say how
-    far the models had learned, and the replica learns the rest as the replay does.
+    far the models had learned, and the replica learns the rest as the replay does;
+    what was published after its snapshot is read back, and the replay repeats the
+    decisions and intent changes among it (`operators.published`).
     """
     seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
     if settings.decision_inputs and settings.key_vault is None:
@@ -88,6 +91,16 @@ def kafka_flow(
         challenger = Challenger(
             load_compiled(Path(settings.challenger_playbook)), settings.challenger_models
         )
+    ceilings = None
+    published = shadow_published = None
+    if recovery is not None:
+        hold(recovery)  # no second run snapshots into it meanwhile
+    if recovery is not None and recovery.is_dir() and any(recovery.iterdir()):
+        check(recovery)  # one sentence, not bytewax's panic
+        ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
+        since = published_since(resumed_snapshots(recovery, INPUT))
+        if since is not None:
+            published, shadow_published = read_published(settings, since)
     loop = LoopLedger(consumers=2 if challenger is not None else 1)
     source = KafkaInput(
         settings.bootstrap_servers,
@@ -99,6 +112,8 @@ def kafka_flow(
         ordered=settings.ordered,
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
         config=config,
+        replaying=published.replaying if published is not None else lambda: False,
+        batch=settings.batch,
     )
     sink = DeliveredKafkaSink(
         settings.brokers, config, settings.topic(DLQ), loop=(settings.topic(EVENTS), loop)
@@ -112,12 +127,6 @@ def kafka_flow(
         )
 
     models = models if models is not None else ModelSet(playbook)
-    ceilings = None
-    if recovery is not None:
-        hold(recovery)  # no second run snapshots into it meanwhile
-    if recovery is not None and recovery.is_dir() and any(recovery.iterdir()):
-        check(recovery)  # one sentence, not bytewax's panic
-        ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
     replica = ModelReplica(models, settings, ceilings)
     replica.start(models_catch_up_seconds())  # before the flow decides anything
     return build_flow(
@@ -137,6 +146,8 @@ def kafka_flow(
         redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=settings.decision_inputs,
         key_vault=settings.key_vault if settings.decision_inputs else None,
+        published=published,
+        shadow_published=shadow_published,
     )
 
 

@@ -11,8 +11,8 @@ of its input, so it has its own source on the same client library:
   (`flows.dataflow.ledger`);
 - a start without snapshots that says where it starts, and that what an earlier
   run of the group sent will be sent again.
-Read partition by partition (each on a worker of its own, names and resume state as
-bytewax's, so a recovery folder written with either source resumes with the other),
+Read partition by partition (each on a worker of its own, with bytewax's names: a
+recovery folder bytewax's source wrote resumes with this one),
 the topic's partitions are read in no common order: a customer's login on one and
 their device's browsing on another meet in whatever order they arrive, and two runs of
 the same input differ. Ordered (`ordered`, the default), one reader takes every
@@ -22,7 +22,10 @@ offset), the same order every run, as the embedded run reads its file.
 
 import heapq
 import logging
+import time
 from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
@@ -46,11 +49,35 @@ from flows.runtime.kafka_metadata import topic_metadata, transient
 
 logger = logging.getLogger(__name__)
 
-#: Messages taken per poll: enough to amortise the call, few enough to keep batches short.
+#: Messages taken per poll and handed over per batch, by default
+#: (WAYFINDER_KAFKA_BATCH): enough to amortise the call, few enough to keep batches short.
 BATCH_SIZE = 1000
 
-#: Resume state: the next offset of one partition, or (ordered) of each.
-Offsets = int | dict[int, int] | None
+
+@dataclass(frozen=True)
+class InputPosition:
+    """A reader's snapshot: the next offset of each of its partitions, and since when a
+    run may have read past them (wall clock): what the flow published since then may
+    be what a run resumed from here replays (`flows.runtime.published`).
+
+    That is when the snapshot was taken, unless the run that took it had resumed and
+    was still replaying what a run before it had read and published: then, the time
+    carried from the snapshot it resumed from."""
+
+    offsets: dict[int, int]
+    since: float
+
+
+#: Resume state: the next offset of one partition, or (ordered) of each, as bytewax's
+#: source and earlier releases wrote it; or a position.
+Offsets = int | dict[int, int] | InputPosition | None
+
+
+def published_since(snapshots: Iterable[object]) -> float | None:
+    """Since when a run resumed from these reader snapshots may have published what it
+    replays (None: written by a source that does not say)."""
+    times = [s.since for s in snapshots if isinstance(s, InputPosition)]
+    return min(times) if times else None
 
 
 class KafkaInput(FixedPartitionedSource[Message, Offsets]):
@@ -59,7 +86,9 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
 
     `tail`: a service, which waits at the end of a partition for more; otherwise the
     input ends where each partition ends. `group`: the consumer group the offsets are
-    committed to.
+    committed to. `batch`: messages handed over at most per batch. `replaying`: whether
+    a resumed run is still repeating what a run before it published
+    (`operators.published`), which its snapshots then carry on saying.
     """
 
     def __init__(
@@ -74,8 +103,12 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         ordered: bool = True,
         starting_offset: int = OFFSET_BEGINNING,
         config: dict[str, str] | None = None,
+        replaying: Callable[[], bool] = lambda: False,
+        batch: int = BATCH_SIZE,
     ) -> None:
         self._brokers = brokers
+        self._replaying = replaying
+        self._batch = batch
         self._topic = topic
         self._clock = clock
         self._group = group
@@ -116,7 +149,10 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         )
         indexes = self._partitions() if kind == "ordered" else [int(kind)]
         resumed: dict[int, int] = {}
-        if isinstance(resume_state, int):
+        since = None
+        if isinstance(resume_state, InputPosition):
+            resumed, since = resume_state.offsets, resume_state.since
+        elif isinstance(resume_state, int):
             resumed = {indexes[0]: resume_state}
         elif isinstance(resume_state, dict):
             resumed = resume_state
@@ -135,6 +171,9 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             ledger=self._ledger,
             tail=self._tail,
             merged=kind == "ordered",
+            since=since,
+            replaying=self._replaying,
+            batch=self._batch,
         )
 
 
@@ -170,8 +209,13 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         ledger: LoopLedger,
         tail: bool,
         merged: bool,
+        since: float | None = None,
+        replaying: Callable[[], bool] = lambda: False,
+        batch: int = BATCH_SIZE,
     ) -> None:
         self._consumer = consumer
+        self._batch = batch
+        self._since, self._replaying = since, replaying
         self._topic = topic
         self._clock = clock
         self._ledger = ledger
@@ -225,7 +269,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         buffered = self._buffered
         caught_up: set[int] = set()
         fresh: set[int] = set()
-        for msg in self._consumer.consume(BATCH_SIZE, 0.001):
+        for msg in self._consumer.consume(self._batch, 0.001):
             error = msg.error()
             index = msg.partition() or 0
             if error is None:
@@ -267,7 +311,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         heads = [(queue[0][0], i, queue[0][1]) for i, queue in buffered.items() if queue]
         heapq.heapify(heads)
         taken: list[tuple[int, tuple[float, int, Message]]] = []
-        while heads and len(taken) < BATCH_SIZE:
+        while heads and len(taken) < self._batch:
             _key, index, _offset = heapq.heappop(heads)
             queue = buffered[index]
             taken.append((index, queue.popleft()))
@@ -275,7 +319,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 heapq.heappush(heads, (queue[0][0], index, queue[0][1]))
             elif not self._at_end[index]:
                 break  # its next may be earlier than the others' heads
-        if len(taken) < BATCH_SIZE and not self._tail and not all(self._at_end.values()):
+        if len(taken) < self._batch and not self._tail and not all(self._at_end.values()):
             # A replay hands over whole batches: a short one would end where this poll
             # happened to, and what the models had learned by each decision with it.
             for index, item in reversed(taken):
@@ -309,10 +353,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         if committed:
             # Where lag tools look; recovery, not the group, says where a run resumes.
             self._consumer.commit(offsets=committed, asynchronous=True)
-        if not self._merged:
-            (offset,) = self._next.values()
-            return offset
-        return {i: offset for i, offset in self._next.items() if offset is not None}
+        offsets = {i: offset for i, offset in self._next.items() if offset is not None}
+        now = time.time()
+        since = self._since if self._since is not None and self._replaying() else now
+        return InputPosition(offsets, min(since, now))
 
     def close(self) -> None:
         self._consumer.close()

@@ -120,6 +120,9 @@ class KafkaSettings:
     #: Read the events topic's partitions as one stream in event-time order (the same
     #: order every run); else each partition on a worker of its own, in arrival order.
     ordered: bool = True
+    #: Events handed to the flow per batch at most: larger ones amortise each step's
+    #: work, smaller ones make each step shorter (and what a crash makes it fold again).
+    batch: int = 1000
     #: WAYFINDER_KEY_VAULT: where the flow keeps a copy of each customer's key
     #: (`state.key_vault`), for `wayfinder rerun --kafka` to open the decision inputs
     #: sealed under them. None: the keys live in the flow's state alone, and its
@@ -147,6 +150,7 @@ class KafkaSettings:
             decision_inputs=_env_bool(env, "WAYFINDER_DECISION_INPUTS", cls.decision_inputs),
             group=env.get("WAYFINDER_KAFKA_GROUP") or cls.group,
             ordered=_env_bool(env, "WAYFINDER_KAFKA_ORDERED", cls.ordered),
+            batch=_env_int(env, "WAYFINDER_KAFKA_BATCH", cls.batch),
             key_vault=Path(vault)
             if (vault := env.get("WAYFINDER_KEY_VAULT", "").strip())
             else None,

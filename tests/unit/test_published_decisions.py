@@ -1,0 +1,98 @@
+"""A replay after a crash repeats what the run before published: a decision id never
+carries two contents, however far the models have moved on since."""
+
+from collections.abc import Sequence
+
+import msgspec
+
+from flows.lab.simulator import SimulationConfig, simulate
+from operators.models import ModelSet
+from operators.published import Published
+from operators.replay import Replay
+from schemas.action import Action
+from schemas.decision import Decision, DecisionInput
+from schemas.event import Event
+from schemas.journey import IntentTransition
+from tests.helpers import default_playbook
+
+_EVENT = msgspec.json.Decoder(Event)
+
+
+def _day() -> list[Event]:
+    events = []
+    for _ts, raw in simulate(SimulationConfig(customers=60, hours=24, seed=3)):
+        try:
+            events.append(_EVENT.decode(raw))
+        except msgspec.DecodeError:
+            continue  # the simulator's bad input: the decode step's, not this test's
+    return events
+
+
+Record = Decision | Action | DecisionInput | IntentTransition
+
+
+def _published(outputs: Sequence[object]) -> list[Record]:
+    return [o for o in outputs if isinstance(o, Record)]
+
+
+def _by_id(outputs: Sequence[object]) -> dict[str, bytes]:
+    """Each decision, action and intent change, encoded, by its id."""
+    found: dict[str, bytes] = {}
+    for o in outputs:
+        if isinstance(o, Decision):
+            found[o.decision_id] = msgspec.json.encode(o)
+        elif isinstance(o, Action):
+            found[o.action_id] = msgspec.json.encode(o)
+        elif isinstance(o, IntentTransition):
+            found[o.transition_id] = msgspec.json.encode(o)
+    return found
+
+
+def _facts(records: list[Record]) -> Published:
+    facts = Published()
+    for record in records:
+        facts.add(record)
+    return facts
+
+
+def test_a_replay_with_other_models_repeats_every_published_decision_action_and_intent():
+    events = _day()
+    playbook = default_playbook()
+    before = Replay(playbook, record_inputs=True)  # learning as it goes
+    before.run(events)
+    written = _by_id(before.outputs)
+    assert sum(isinstance(o, Decision) for o in before.outputs) > 50
+
+    # Models that learned nothing: what the same input decides with them differs.
+    untrained = Replay(playbook, learn=False, predictors=ModelSet(playbook))
+    untrained.run(events)
+    again = _by_id(untrained.outputs)
+    changed = [i for i in written.keys() & again.keys() if written[i] != again[i]]
+    assert changed, "the models do not change any decision: this test proves nothing"
+
+    facts = _facts(_published(before.outputs))
+    replay = Replay(playbook, learn=False, predictors=ModelSet(playbook), published=facts)
+    replay.run(events)
+    repeated = _by_id(replay.outputs)
+    assert repeated.keys() >= {i for i, v in written.items() if b'"intent_changed"' not in v}
+    assert all(repeated[i] == written[i] for i in written.keys() & repeated.keys())
+    for key, ctx in before.contexts.items():  # what each customer was sent, as it was
+        assert replay.contexts[key].actions == ctx.actions, key
+    assert facts.replaying(), "every decision it made had been published: never went past"
+
+
+def test_the_replay_goes_past_the_crash_at_the_first_decision_not_published():
+    events = _day()
+    playbook = default_playbook()
+    before = Replay(playbook)
+    before.run(events[: len(events) // 2])  # the crash: half the day published
+    facts = _facts(_published(before.outputs))
+    assert facts.replaying()
+
+    replay = Replay(playbook, learn=False, predictors=ModelSet(playbook), published=facts)
+    replay.run(events[: len(events) // 2])
+    assert facts.replaying()  # every decision so far was published: still repeating
+    replay.run(events[len(events) // 2 :])
+    assert not facts.replaying()
+    written, repeated = _by_id(before.outputs), _by_id(replay.outputs)
+    assert all(repeated[i] == written[i] for i in written.keys() & repeated.keys())

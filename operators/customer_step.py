@@ -199,15 +199,12 @@ class CustomerStep:
         if kind == "profile_merge":
             return self._merge(key, ctx, event, ts)
 
-        if ctx is None:
-            ctx = new_context(key, event)
+        fresh = ctx is None
+        ctx, digest = self._admitted(key, ctx, event, ts)
+        if not digest:  # a redelivery (None), or too old to tell (empty)
+            return self._not_folded(ctx, event, ts, digest)
+        if fresh:
             ctx.erased_at = erased_at
-            digest = event_digest(event.event_id)
-        else:
-            known = recall(ctx, event.event_id, ts, self._horizon)
-            if not known:  # a redelivery (None), or too old to tell (empty)
-                return self._not_folded(ctx, event, ts, known)
-            digest = known
         outputs = self._tick(ctx, ts)
         learning = self.models is not None and event.touchpoint is not None
         before = recent_path(ctx) if learning else ()  # the path the next step follows
@@ -305,6 +302,15 @@ class CustomerStep:
         return outputs
 
     # ------------------------------------------------------------------ redeliveries
+    def _admitted(
+        self, key: str, ctx: CustomerContext | None, event: Event, ts: float
+    ) -> tuple[CustomerContext, bytes | None]:
+        """The context to fold `event` into (a new one for a new key) and the digest of
+        its id, as `recall` gives it: None or empty, and it is not folded."""
+        if ctx is None:
+            return new_context(key, event), event_digest(event.event_id)
+        return ctx, recall(ctx, event.event_id, ts, self._horizon)
+
     def _not_folded(
         self, ctx: CustomerContext, event: Event, ts: float, known: bytes | None
     ) -> tuple[CustomerContext, list[Output]]:
@@ -647,14 +653,9 @@ class CustomerStep:
             if ctx is not None and recall(ctx, event.event_id, ts, self._horizon):
                 remember(ctx.seen, event_digest(event.event_id), ctx.last_seen, self._horizon)
             return ctx, []
-        if ctx is None:
-            ctx = new_context(key, event)
-            digest = event_digest(event.event_id)
-        else:
-            known = recall(ctx, event.event_id, ts, self._horizon)
-            if not known:  # a redelivery (None), or too old to tell (empty)
-                return self._not_folded(ctx, event, ts, known)
-            digest = known
+        ctx, digest = self._admitted(key, ctx, event, ts)
+        if not digest:  # a redelivery (None), or too old to tell (empty)
+            return self._not_folded(ctx, event, ts, digest)
         visitor = from_snapshot(merge.context)
         if _already_merged(ctx, visitor):
             return ctx, []

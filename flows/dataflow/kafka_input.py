@@ -49,10 +49,6 @@ from flows.runtime.kafka_metadata import topic_metadata, transient
 
 logger = logging.getLogger(__name__)
 
-#: Messages taken per poll and handed over per batch, by default
-#: (WAYFINDER_KAFKA_BATCH): enough to amortise the call, few enough to keep batches short.
-BATCH_SIZE = 1000
-
 
 @dataclass(frozen=True)
 class InputPosition:
@@ -86,9 +82,10 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
 
     `tail`: a service, which waits at the end of a partition for more; otherwise the
     input ends where each partition ends. `group`: the consumer group the offsets are
-    committed to. `batch`: messages handed over at most per batch. `replaying`: whether
-    a resumed run is still repeating what a run before it published
-    (`operators.published`), which its snapshots then carry on saying.
+    committed to. `batch`: messages taken per poll and handed over per batch at most
+    (WAYFINDER_KAFKA_BATCH). `replaying`: whether a resumed run is still repeating what
+    a run before it published (`operators.published`), which its snapshots then carry
+    on saying.
     """
 
     def __init__(
@@ -104,7 +101,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         starting_offset: int = OFFSET_BEGINNING,
         config: dict[str, str] | None = None,
         replaying: Callable[[], bool] = lambda: False,
-        batch: int = BATCH_SIZE,
+        batch: int,
     ) -> None:
         self._brokers = brokers
         self._replaying = replaying
@@ -211,7 +208,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         merged: bool,
         since: float | None = None,
         replaying: Callable[[], bool] = lambda: False,
-        batch: int = BATCH_SIZE,
+        batch: int,
     ) -> None:
         self._consumer = consumer
         self._batch = batch

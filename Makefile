@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Tests run on two processes (pytest-xdist): most of them wait on Kafka or on a flow
+# they started, so two keep both cores of a small machine busy.
+TEST_WORKERS ?= 2
 RUN_ARGS ?=
 
 .PHONY: install run test bench lint format kafka-up kafka-down clean
@@ -29,7 +32,7 @@ test: $(STAMP)
 	@trap 'scripts/kafka down' EXIT; \
 	scripts/kafka up && \
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## Hot-path benchmark: pure cores vs the embedded bytewax flow (figures, not assertions).
 bench: $(STAMP)

@@ -1,9 +1,10 @@
 """`kill -9` at random moments loses nothing: seeded trials of the embedded run.
 
 Each trial runs `wayfinder run` on the simulator's closed loop as a user does, with a
-recovery folder, and kills the whole process group with SIGKILL at a random moment
-(drawn from a seeded generator, within the uninterrupted run's wall time); then it
-resumes from the snapshots, on one worker or two, until the run ends. The resumed run
+recovery folder, and kills the whole process group with SIGKILL at a random moment of
+its processing (once its decisions file holds a share, drawn from a seeded generator,
+of the uninterrupted run's: a moment that does not depend on this machine's speed or
+load); then it resumes from the snapshots, on one worker or two, until the run ends. The resumed run
 must end where the uninterrupted one does: every output byte-identical (sorted), every
 model having learned the same examples exactly once, and every customer's final
 context in the recovery store the same bytes.
@@ -70,9 +71,18 @@ def _run(out: Path, recovery: Path, workers: int) -> subprocess.Popen[bytes]:
     )
 
 
+def _decided(flow: subprocess.Popen[bytes], decisions: Path, size: float) -> bool:
+    """Wait until the run's decisions file (flushed at every snapshot) holds `size` bytes
+    (True), or the run ends (False)."""
+    while flow.poll() is None:
+        if decisions.exists() and decisions.stat().st_size >= size:
+            return True
+        time.sleep(0.005)
+    return False
+
+
 def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_does(tmp_path):
     straight, straight_recovery = tmp_path / "straight", tmp_path / "straight-recovery"
-    started = time.monotonic()
     wayfinder(
         "run",
         *SIMULATION,
@@ -84,7 +94,7 @@ def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_do
         "--snapshot-interval",
         "0.05",
     )
-    wall = time.monotonic() - started
+    decided = (straight / "decisions.jsonl").stat().st_size
     want, want_models = comparable_outputs(straight), models_of(straight)
     want_contexts = final_contexts(straight_recovery)
     assert want_contexts and all(want.values())
@@ -94,15 +104,9 @@ def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_do
     for trial in range(TRIALS):
         out, recovery = tmp_path / f"trial-{trial}", tmp_path / f"recovery-{trial}"
         crash_workers, resume_workers = trials.choice([(1, 2), (2, 1), (1, 1), (2, 2)])
-        # Within the part of the uninterrupted run's wall time that any run of the same
-        # input is surely still in: runs vary by a third with the worker count and the
-        # machine's load, and a moment drawn up to 0.9 of it fell after the end of 4 of
-        # 10 trials in one fresh-clone run.
-        delay = trials.uniform(0.2, 0.65) * wall
+        share = trials.uniform(0.1, 0.9)
         flow = _run(out, recovery, crash_workers)
-        try:
-            flow.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
+        if _decided(flow, out / "decisions.jsonl", share * decided):
             os.killpg(flow.pid, signal.SIGKILL)
             flow.wait(timeout=30)
             killed_mid_run += not (out / "models.json").exists()
@@ -110,13 +114,13 @@ def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_do
         resumed = _run(out, recovery, resume_workers)
         _, err = resumed.communicate(timeout=300)
         print(  # the figures of the closing note: `pytest -s` shows them
-            f"trial {trial}: killed after {delay:.2f} s of {wall:.2f} s on {crash_workers} "
+            f"trial {trial}: killed at {share:.0%} of the decisions on {crash_workers} "
             f"workers, resumed on {resume_workers} in {time.monotonic() - resuming:.2f} s"
         )
         assert resumed.returncode == 0, f"trial {trial}: {err.decode()[-2000:]}"
 
         where = (
-            f"trial {trial} (killed after {delay:.2f} s on {crash_workers} workers, "
+            f"trial {trial} (killed at {share:.0%} of the decisions on {crash_workers} workers, "
             f"resumed on {resume_workers})"
         )
         got = comparable_outputs(out)

@@ -253,13 +253,17 @@ class CustomerStep:
                 held = self._stop_waiting(ctx)
                 ctx, outputs = self._merge(key, ctx, event, ts)
                 return self._replay(key, ctx, held, outputs)
+        known = recall(ctx, event.event_id, ts, self._horizon)
+        if not known:  # a redelivery, or too old to tell: as it would be without the wait
+            return self._not_folded(ctx, event, ts, known)
+        if any(waiting.event_id == event.event_id for waiting in ctx.held):
+            # A redelivery of what waits (a device's forward sent again by a run resumed
+            # after a crash): it neither waits twice nor brings the wait nearer its end.
+            return ctx, []
         if ts > ctx.awaiting_since + MERGE_WAIT or len(ctx.held) >= MAX_HELD:
             released, outputs = self._replay(key, ctx, self._stop_waiting(ctx), [])
             after, more = self.on_event(key, released, event)
             return after, outputs + more
-        known = recall(ctx, event.event_id, ts, self._horizon)
-        if not known:  # a redelivery, or too old to tell: as it would be without the wait
-            return self._not_folded(ctx, event, ts, known)
         ctx.held.append(event)
         return ctx, []
 

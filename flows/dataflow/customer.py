@@ -127,6 +127,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 ctx.events == folded_before
                 and ctx.alias_of is None
                 and kind_of_event not in _NOT_FOLDED
+                and not (ctx.held and ctx.held[-1] is event)  # it waits for a login's answer
             ):
                 metrics.DUPLICATE_EVENTS.inc()
         return ctx

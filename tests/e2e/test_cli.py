@@ -56,6 +56,9 @@ def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):
     result = summary(out)
     assert result["events"] == len(records)
     assert result["customers"] == len(known - {None}) > 250
+    # The simulation redelivers nothing (an event that waits for a login's answer, and is
+    # folded after it, is no duplicate).
+    assert result["duplicates"] == 0
     dead = lines(out / "dlq.jsonl")
     assert sum(result["dead_letters"].values()) == len(dead) > 0
     assert sum(result["decisions"].values()) == len(lines(out / "decisions.jsonl")) > 0

@@ -74,6 +74,23 @@ def test_the_wait_is_bounded_by_time_and_by_what_it_holds():
     assert not waiting(ctx) and ctx.events == 2
 
 
+def test_a_redelivery_of_what_waits_neither_waits_twice_nor_ends_the_wait():
+    """A run resumed after a crash sends a device's forwards again: the copies of what
+    already waits are dropped, so they do not bring the wait to MAX_HELD before the
+    answer comes (the uninterrupted run folded the merge first)."""
+    step = CustomerStep(default_playbook())
+    ctx, _login, answer = login_and_answer(step)
+    waits = [ev("page_view", "app", minutes=2 + i, touchpoint="plans") for i in range(40)]
+    for event in waits:
+        step.on_event("cust-1", ctx, event)
+    for event in waits:  # every one again
+        assert step.on_event("cust-1", ctx, event) == (ctx, [])
+    assert waiting(ctx) and [e.event_id for e in ctx.held] == [e.event_id for e in waits]
+    _after, outputs = step.on_event("cust-1", ctx, answer)
+    assert any(getattr(o, "kind", None) == "merged" for o in outputs)
+    assert ctx.events == 1 + 1 + len(waits)  # the login, the laptop's page view, each once
+
+
 def test_an_answer_that_came_first_is_not_waited_for():
     step = CustomerStep(default_playbook())
     ctx, login, answer = login_and_answer(step)

@@ -3,9 +3,12 @@
 fold → sentiment → journeys → segments → decisions, as a pure function of
 (key, context, event), so the embedded run, the Kafka run and a replay all
 execute exactly this. Identity is handled here too: an anonymous visitor who
-identifies hands their context to the customer through a `profile_merge`
-event written to the events topic (the dataflow has no cycle), and becomes an
-alias that forwards the device's later anonymous events the same way.
+identifies becomes an alias that forwards the device's later anonymous events to
+the customer through the events topic (the dataflow has no cycle). Their context
+goes the same way, sealed to the customer: the customer's login sends the device a
+`handover_request` with the public half of its handover key, and the device answers
+with a `profile_merge` that only the customer's state can open, so erasing the
+customer leaves no readable copy of it on the topic.
 
 Redeliveries: an event id is folded once. Each customer remembers the ids folded
 within the redelivery horizon of their latest event time; an event older than that
@@ -53,7 +56,7 @@ from schemas.action import Action
 from schemas.audience import AudienceChange, Tombstone
 from schemas.codec import BadInput
 from schemas.decision import Decision, DecisionBasis, DecisionInput, Trigger
-from schemas.event import ANONYMOUS_PREFIX, Event, ProfileMerge
+from schemas.event import ANONYMOUS_PREFIX, Event, HandoverRequest, ProfileMerge
 from schemas.journey import IntentTransition, JourneyTransition
 from schemas.learning import Example
 from schemas.playbook import seconds
@@ -61,6 +64,7 @@ from state.context import (
     DEFAULT_REDELIVERY_HORIZON,
     MAX_SEEN,
     CustomerContext,
+    Handed,
     Seen,
     SentAction,
     absorb_visitor,
@@ -177,6 +181,8 @@ class CustomerStep:
             )
         if kind == "erase":
             return self._erase(key, ctx, event)
+        if kind == "handover_request":
+            return self._answer(key, ctx, event)
         if ctx is not None and ctx.awaiting is not None:
             return self._while_awaiting(key, ctx, event)
         ts = event.ts.timestamp()
@@ -186,8 +192,6 @@ class CustomerStep:
             if ts >= erased_at + self._horizon:
                 erased_at = None  # the horizon has passed: the key is like any other
             elif ts <= erased_at or event.anonymous_id is not None or kind == "profile_merge":
-                if kind == "identify" and key.startswith(ANONYMOUS_PREFIX):
-                    return ctx, [self._handover(key, event, b"")]  # nothing to hand over
                 return ctx, self._unlinked(key, event)
             if is_tombstone(ctx):
                 ctx = None  # a new profile, with nothing from before the erasure
@@ -227,16 +231,51 @@ class CustomerStep:
             self._decide(ctx, Trigger.of_intent(changed), outputs)
         self._react(ctx, transitions, changes, outputs)
         if kind == "identify" and event.anonymous_id is not None:
-            self._await_handover(ctx, event, ts)
+            self._ask_device(ctx, event, ts, outputs)
         return ctx, outputs
 
     # ------------------------------------------------------------------ logins
-    def _await_handover(self, ctx: CustomerContext, event: Event, ts: float) -> None:
-        """After a login, wait for the device's answer (unless it came first)."""
+    def _ask_device(
+        self, ctx: CustomerContext, event: Event, ts: float, outputs: list[Output]
+    ) -> None:
+        """After a login, ask the device for its context, to be sealed to this
+        customer's handover key, and wait for the answer (unless it was folded before:
+        a login redelivered)."""
+        anonymous_id = event.anonymous_id
+        customer = event.customer_id
+        assert anonymous_id is not None and customer is not None  # an identify has both
+        public = sealing.handover_public(self._secret_of(ctx, outputs))
         answer = derived_event_id("merge", visitor_key(event), event.event_id)
-        if recall(ctx, answer, ts, self._horizon) is not None:
-            ctx.awaiting = answer
-            ctx.awaiting_since = ts
+        if recall(ctx, answer, ts, self._horizon) is None:
+            return
+        ctx.awaiting = answer
+        ctx.awaiting_since = ts
+        request_id = derived_event_id("handover", customer, event.event_id)
+        outputs.append(
+            Event(
+                event_id=request_id,
+                ts=event.ts,
+                type="handover_request",
+                channel=event.channel,
+                anonymous_id=anonymous_id,
+                handover=HandoverRequest(
+                    customer_id=customer,
+                    login_id=event.event_id,
+                    public_key=public,
+                    signature=self._seal.sign(
+                        request_id, customer, anonymous_id, event.event_id, public
+                    ),
+                ),
+            )
+        )
+
+    def _secret_of(self, ctx: CustomerContext, outputs: list[Output]) -> bytes:
+        """The customer's key, made now (and handed to the key sink) if this is its
+        first use."""
+        if not ctx.secret:
+            ctx.secret = self._new_secret()
+            outputs.append(CustomerKey(ctx.key, ctx.secret))
+        return ctx.secret
 
     def _while_awaiting(
         self, key: str, ctx: CustomerContext, event: Event
@@ -249,9 +288,16 @@ class CustomerStep:
         if event.type == "profile_merge":
             if not self._seal.verify(event):
                 raise BadInput("forged", "a profile_merge without Wayfinder's signature")
+            opened = self._opened(ctx, event)
+            if opened is None:
+                # Superseded: the copy asked for under this customer's key comes under
+                # the same id, and this one never opens. It does not wait either (a copy
+                # that waits would stand for that id, and the one that opens be dropped
+                # as its redelivery).
+                return ctx, []
             if event.event_id == ctx.awaiting:
                 held = self._stop_waiting(ctx)
-                ctx, outputs = self._merge(key, ctx, event, ts)
+                ctx, outputs = self._merge(key, ctx, event, ts, opened)
                 return self._replay(key, ctx, held, outputs)
         known = recall(ctx, event.event_id, ts, self._horizon)
         if not known:  # a redelivery, or too old to tell: as it would be without the wait
@@ -361,6 +407,7 @@ class CustomerStep:
                 return self._not_folded(alias, event, ts, known)
             if seen.generations[0].until < ts - self._horizon:
                 forget(seen, ts - self._horizon)  # (an alias folds nothing new)
+        self._drop_handed(alias, ts)
         forward = msgspec.structs.replace(event, customer_id=alias.alias_of)
         return alias, [forward]
 
@@ -482,27 +529,24 @@ class CustomerStep:
 
         Each deadline fires at its own time, whenever the caller gets to it: a timer
         woken late by a busy process gives what an event at that moment would have."""
-        if is_tombstone(ctx):
+        if is_tombstone(ctx) or ctx.alias_of is not None or ctx.awaiting is not None:
+            # A wait for a login's answer ends with the answer, the customer's own events
+            # or the input's end, never with the watermark: the answer comes round the
+            # events topic behind whatever backlog is there, however far the watermark
+            # has gone meanwhile. What falls due meanwhile fires when it ends, at its time.
             return []
-        outputs: list[Output] = []
-        if ctx.awaiting is not None:
-            if now < ctx.awaiting_since + MERGE_WAIT:
-                return []  # what falls due meanwhile fires when the wait ends, at its time
-            outputs = self.release(ctx)
         due = self.journeys.next_deadline(ctx) if ctx.journeys else None
         if due is None or due > now:
-            return outputs
-        return outputs + self._tick(ctx, due, until=now)
+            return []
+        return self._tick(ctx, due, until=now)
 
     def next_deadline(self, ctx: CustomerContext | None) -> float | None:
         """When this customer next needs waking; None holds no timer. A tombstone is
         woken when its horizon has passed, to be dropped (`expired`)."""
-        if ctx is None or ctx.alias_of is not None:
-            return None
+        if ctx is None or ctx.alias_of is not None or ctx.awaiting is not None:
+            return None  # (see `on_time`)
         if ctx.erased_at is not None and is_tombstone(ctx):
             return ctx.erased_at + self._horizon
-        if ctx.awaiting is not None:
-            return ctx.awaiting_since + MERGE_WAIT
         return self.journeys.next_deadline(ctx)
 
     def expired(self, ctx: CustomerContext | None, now: float) -> bool:
@@ -549,17 +593,15 @@ class CustomerStep:
         """The decision's input, its basis sealed under the customer's key (made now,
         and handed to the key sink, if this is their first). Compressed first: sealed
         bytes do not compress, and the audit topic is the flow's largest."""
-        if not ctx.secret:
-            ctx.secret = self._new_secret()
-            outputs.append(CustomerKey(ctx.key, ctx.secret))
+        secret = self._secret_of(ctx, outputs)
         published = self.published.decision(decision.decision_id) if self.published else None
-        if published and published.inputs and _opens(ctx.secret, published.inputs):
+        if published and published.inputs and _opens(secret, published.inputs):
             return published.inputs  # (under a key lost in the crash, it is sealed again)
         return DecisionInput(
             decision_id=decision.decision_id,
             customer_id=decision.customer_id,
             basis=sealing.seal(
-                ctx.secret, decision.decision_id.encode(), zlib.compress(_BASIS.encode(basis), 1)
+                secret, decision.decision_id.encode(), zlib.compress(_BASIS.encode(basis), 1)
             ),
             playbook_version=decision.playbook_version,
             model_version=decision.model_version,
@@ -590,23 +632,28 @@ class CustomerStep:
     def _identified(
         self, key: str, ctx: CustomerContext | None, event: Event
     ) -> tuple[CustomerContext, list[Output]]:
-        """The visitor behind `key` logged in: hand over their history, become an alias."""
+        """The visitor behind `key` logged in: become an alias, keeping a copy of the
+        context for the customer's handover request (`_answer`)."""
         customer = event.customer_id
         assert customer is not None  # identify always carries both ids
+        ts = event.ts.timestamp()
+        if ctx is not None and ctx.alias_of is not None:
+            if ctx.handed is not None and ctx.handed.login_id == event.event_id:
+                return ctx, []  # its request came first (the order of a resumed run)
+            # A device that logged in before: it has nothing more to hand over, and keeps
+            # what it handed then for that login's request.
+            ctx.alias_of = customer
+            ctx.last_seen = max(ts, ctx.last_seen)
+            return ctx, []
         outputs: list[Output] = []
-        if ctx is not None and ctx.alias_of is None:
+        context = b""  # the answer of a device with nothing to hand over
+        if ctx is not None:
             # The visitor's audiences move to the customer with the merge.
             outputs += self.segments.leave_all(
-                ctx,
-                event.ts.timestamp(),
-                event.event_id,
-                "identified: now in the customer's profile",
+                ctx, ts, event.event_id, "identified: now in the customer's profile"
             )
-        context = b""  # the answer of a device with nothing to hand over
-        if ctx is not None and ctx.alias_of is None and ctx.events:
-            context = to_snapshot(ctx, copy=True)  # the alias keeps them
-        outputs.append(self._handover(key, event, context))
-        ts = event.ts.timestamp()
+            if ctx.events:
+                context = to_snapshot(ctx, copy=True)
         # The alias keeps the ids its visitor folded, so their redeliveries stop here.
         alias = CustomerContext(
             key=key,
@@ -615,57 +662,143 @@ class CustomerStep:
             last_seen=ts if ctx is None else max(ts, ctx.last_seen),
             alias_of=customer,
             seen=Seen() if ctx is None else ctx.seen,
+            handed=Handed(event.event_id, ts, context),
         )
         return alias, outputs
 
-    def _handover(self, key: str, event: Event, context: bytes) -> Event:
-        """A device's answer to its login: its context for the customer (a profile
-        merge), or none; the customer waits for it (`_while_awaiting`)."""
-        customer = event.customer_id
-        assert customer is not None  # identify always carries both ids
-        merge_id = derived_event_id("merge", key, event.event_id)
+    def _answer(
+        self, key: str, ctx: CustomerContext | None, event: Event
+    ) -> tuple[CustomerContext | None, list[Output]]:
+        """A customer's handover request, at the device: answered with the context the
+        device handed over at that login, sealed to the customer's handover key; or
+        with nothing (the device had nothing, was erased, or has dropped it since).
+        A request that comes before its login (a resumed run reads the events topic
+        and the input in another order) does what the login would."""
+        request = event.handover
+        assert request is not None  # validated at decode
+        if not self._seal.verify(event):
+            raise BadInput("forged", "a handover_request without Wayfinder's signature")
+        ts = event.ts.timestamp()
+        if ctx is not None and ctx.erased_at is not None and ts < ctx.erased_at + self._horizon:
+            return ctx, [self._handover(key, event, b"")]
+        outputs: list[Output] = []
+        if ctx is None or ctx.alias_of is None:
+            login = Event(
+                event_id=request.login_id,
+                ts=event.ts,
+                type="identify",
+                channel=event.channel,
+                customer_id=request.customer_id,
+                anonymous_id=event.anonymous_id,
+            )
+            ctx, outputs = self._identified(key, ctx, login)
+        self._drop_handed(ctx, ts)
+        handed = ctx.handed
+        context = (
+            handed.context if handed is not None and handed.login_id == request.login_id else b""
+        )
+        outputs.append(self._handover(key, event, context))
+        return ctx, outputs
+
+    @staticmethod
+    def _opened(ctx: CustomerContext, event: Event) -> bytes | None:
+        """What a merge hands over, opened by the customer's handover key; None for a
+        merge that answers a request under a key this customer no longer holds (made in
+        a run that crashed before its snapshot, whose login, replayed, asked again under
+        a new one): nobody can open it, and the answer to the new request, under the
+        same id, comes instead. It is superseded, not bad input; one sealed to the
+        customer's key that does not open is (Unreadable)."""
+        merge = event.merge
+        assert merge is not None  # validated at decode
+        if not ctx.secret:
+            return None
+        try:
+            return sealing.open_sealed_to(ctx.secret, event.event_id.encode(), merge.context)
+        except sealing.Unreadable:
+            if merge.sealed_to != sealing.handover_public(ctx.secret):
+                return None
+            raise
+
+    def _drop_handed(self, alias: CustomerContext, now: float) -> None:
+        """An alias keeps what it handed over for the redelivery horizon of its own
+        event time after the login, as it keeps the ids its visitor folded: a request
+        asked again after a crash comes behind whatever backlog the topic holds."""
+        if alias.handed is not None and now >= alias.handed.at + self._horizon:
+            alias.handed = None
+
+    def _handover(self, key: str, request: Event, context: bytes) -> Event:
+        """The device's answer to a handover request (a profile merge): its context, or
+        nothing to hand over, sealed to the customer."""
+        asked = request.handover
+        assert asked is not None
+        merge_id = derived_event_id("merge", key, asked.login_id)
+        # Sealed even when empty: what is on the topic says nothing of whether the device
+        # had a history, and a key no point can be agreed with fails here, for any device.
+        context = sealing.seal_to(asked.public_key, merge_id.encode(), context)
+        customer = asked.customer_id
         return Event(
             event_id=merge_id,
-            ts=event.ts,
+            ts=request.ts,
             type="profile_merge",
-            channel=event.channel,
+            channel=request.channel,
             customer_id=customer,
-            anonymous_id=event.anonymous_id,
+            anonymous_id=request.anonymous_id,
             merge=ProfileMerge(
                 source_key=key,
+                login_id=asked.login_id,
+                sealed_to=asked.public_key,
                 context=context,
-                signature=self._seal.sign(merge_id, customer, key, context),
+                signature=self._seal.sign(
+                    merge_id, customer, key, asked.login_id, asked.public_key, context
+                ),
             ),
         )
 
     @overload
     def _merge(
-        self, key: str, ctx: CustomerContext, event: Event, ts: float
+        self, key: str, ctx: CustomerContext, event: Event, ts: float, opened: bytes | None = None
     ) -> tuple[CustomerContext, list[Output]]: ...
     @overload
     def _merge(
-        self, key: str, ctx: CustomerContext | None, event: Event, ts: float
+        self,
+        key: str,
+        ctx: CustomerContext | None,
+        event: Event,
+        ts: float,
+        opened: bytes | None = None,
     ) -> tuple[CustomerContext | None, list[Output]]: ...
     def _merge(
-        self, key: str, ctx: CustomerContext | None, event: Event, ts: float
+        self,
+        key: str,
+        ctx: CustomerContext | None,
+        event: Event,
+        ts: float,
+        opened: bytes | None = None,
     ) -> tuple[CustomerContext | None, list[Output]]:
-        merge = event.merge
-        assert merge is not None  # validated at decode
+        """A device's answer to this customer's login (`opened`: already opened)."""
         if not self._seal.verify(event):
             raise BadInput("forged", "a profile_merge without Wayfinder's signature")
-        if not merge.context:  # the device had nothing to hand over: remembered, no more
-            if ctx is not None and recall(ctx, event.event_id, ts, self._horizon):
-                remember(ctx.seen, event_digest(event.event_id), ctx.last_seen, self._horizon)
+        if ctx is None:
+            return ctx, []  # nobody here asked for it
+        known = recall(ctx, event.event_id, ts, self._horizon)
+        if known is None:  # a redelivery (or a superseded copy of what was folded)
             return ctx, []
-        ctx, digest = self._admitted(key, ctx, event, ts)
-        if not digest:  # a redelivery (None), or too old to tell (empty)
-            return self._not_folded(ctx, event, ts, digest)
-        visitor = from_snapshot(merge.context)
+        if opened is None:
+            opened = self._opened(ctx, event)
+            if opened is None:
+                return ctx, []
+        if not opened:  # the device had nothing to hand over: remembered, no more
+            if known:
+                remember(ctx.seen, known, ctx.last_seen, self._horizon)
+            return ctx, []
+        if not known:  # a redelivery (None), or too old to tell (empty)
+            return self._not_folded(ctx, event, ts, known)
+        visitor = from_snapshot(opened)
         if _already_merged(ctx, visitor):
             return ctx, []
         outputs = self._tick(ctx, ts)
         absorb_visitor(ctx, visitor)
-        remember(ctx.seen, digest, ctx.last_seen, self._horizon)
+        remember(ctx.seen, known, ctx.last_seen, self._horizon)
         transitions = self.journeys.absorb(ctx, visitor, event.event_id, ts)
         changes = self.segments.update(ctx, ts, event.event_id)
         outputs += transitions

@@ -27,28 +27,43 @@ def visitor_key(event: Event) -> str:
 
 
 class MergeSeal:
-    """Signs the profile merges Wayfinder writes, so no other producer can forge one.
+    """Signs the loop events of a login that Wayfinder writes (a customer's handover
+    request, the device's profile merge), so no other producer can forge one.
 
     A merge hands a visitor's whole context (consent, devices, attributes) to a
-    customer; it travels on the events topic, which any producer can write. Its
-    signature is an HMAC-SHA256, under the deployment's secret, of everything the
-    merge says: who, from which visitor, which event, and the context bytes.
+    customer, and a request asks a device for it; both travel on the events topic,
+    which any producer can write. Their signature is an HMAC-SHA256, under the
+    deployment's secret, of everything they say.
     """
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def sign(self, event_id: str, customer_id: str, source_key: str, context: bytes) -> str:
+    def sign(self, event_id: str, *parts: str | bytes) -> str:
         mac = hmac.new(self._secret, digestmod=hashlib.sha256)
-        for part in (event_id.encode(), customer_id.encode(), source_key.encode(), context):
-            mac.update(len(part).to_bytes(8, "big"))
-            mac.update(part)
+        for part in (event_id, *parts):
+            data = part.encode() if isinstance(part, str) else part
+            mac.update(len(data).to_bytes(8, "big"))
+            mac.update(data)
         return mac.hexdigest()
 
     def verify(self, event: Event) -> bool:
-        """Whether a `profile_merge` event carries this deployment's signature."""
-        merge = event.merge
-        if merge is None or event.customer_id is None:
+        """Whether a `profile_merge` or `handover_request` event carries this
+        deployment's signature."""
+        merge, request = event.merge, event.handover
+        parts: tuple[str | bytes, ...]
+        if merge is not None and event.customer_id is not None:
+            parts = (
+                event.customer_id,
+                merge.source_key,
+                merge.login_id,
+                merge.sealed_to,
+                merge.context,
+            )
+            signature = merge.signature
+        elif request is not None and event.anonymous_id is not None:
+            parts = (request.customer_id, event.anonymous_id, request.login_id, request.public_key)
+            signature = request.signature
+        else:
             return False
-        expected = self.sign(event.event_id, event.customer_id, merge.source_key, merge.context)
-        return hmac.compare_digest(expected, merge.signature)
+        return hmac.compare_digest(self.sign(event.event_id, *parts), signature)

@@ -7,6 +7,12 @@ beside what it seals) and the cipher is AES-SIV (RFC 5297): deterministic, so a 
 after a crash that holds the same key writes byte-identical records, and misuse-proof
 (no nonce to get wrong). The associated data binds a sealed blob to the record that
 carries it: moved to another record, it does not open.
+
+A device's context, handed to the customer after a login, crosses the events topic
+from the device's state to the customer's, so it is sealed to the customer: to the
+public half of a handover key pair derived from the customer's key (HPKE, RFC 9180:
+X25519, HKDF-SHA256, AES-128-GCM). Erasing the customer destroys the private half
+with the key.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ from __future__ import annotations
 import secrets
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hpke
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 #: AES-256-SIV takes a 512-bit key (two 256-bit halves: one for the MAC, one for CTR).
 SECRET_BYTES = 64
@@ -40,3 +49,35 @@ def unseal(secret: bytes, bound_to: bytes, sealed: bytes) -> bytes:
         return AESSIV(secret).decrypt(sealed, [bound_to])
     except (InvalidTag, ValueError):
         raise Unreadable("sealed under another key, or altered") from None
+
+
+_HANDOVER = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
+
+
+def _handover_private(secret: bytes) -> X25519PrivateKey:
+    seed = HKDF(hashes.SHA256(), 32, salt=None, info=b"wayfinder handover").derive(secret)
+    return X25519PrivateKey.from_private_bytes(seed)
+
+
+def handover_public(secret: bytes) -> bytes:
+    """The public half (32 bytes) of the handover key pair of the customer whose key
+    is `secret`: what a device seals its context to."""
+    return _handover_private(secret).public_key().public_bytes_raw()
+
+
+def seal_to(public_key: bytes, bound_to: bytes, plain: bytes) -> bytes:
+    """`plain` sealed to a customer's handover public key, bound to `bound_to`."""
+    try:
+        recipient = X25519PublicKey.from_public_bytes(public_key)
+        return _HANDOVER.encrypt(plain, recipient, info=bound_to)
+    except ValueError:  # not a point to agree a key with
+        raise Unreadable("not a handover key") from None
+
+
+def open_sealed_to(secret: bytes, bound_to: bytes, sealed: bytes) -> bytes:
+    """What `seal_to` sealed to the handover key of the customer whose key is `secret`;
+    Unreadable to anyone else (a key lost, erased, or another customer's)."""
+    try:
+        return _HANDOVER.decrypt(sealed, _handover_private(secret), info=bound_to)
+    except (InvalidTag, ValueError):
+        raise Unreadable("sealed to another handover key, or altered") from None

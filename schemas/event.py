@@ -19,16 +19,36 @@ class Consent(Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ProfileMerge(Struct, kw_only=True, forbid_unknown_fields=True):
-    """An anonymous visitor's context, handed to the customer it turned out to be.
+    """An anonymous visitor's context, handed to the customer it turned out to be, in
+    answer to the customer's `HandoverRequest`.
 
     Wayfinder writes these itself (on the events topic, so the dataflow has no
-    cycle); `context` is the visitor's state, msgpack-encoded (base64 in JSON).
-    `signature` is Wayfinder's (`operators.identity.MergeSeal`): a merge without a
-    valid one is dead-lettered, whoever sent it.
+    cycle); `context` is the visitor's state, msgpack-encoded (empty: the device had
+    nothing to hand over), sealed to the requesting customer's handover key
+    (`operators.sealing.seal_to`; base64 in JSON). `signature` is Wayfinder's
+    (`operators.identity.MergeSeal`): a merge without a valid one is dead-lettered,
+    whoever sent it.
     """
 
     source_key: Annotated[str, Meta(min_length=1, max_length=160)]
-    context: Annotated[bytes, Meta(max_length=32 * 1024)]
+    login_id: Identifier
+    sealed_to: Annotated[bytes, Meta(min_length=32, max_length=32)]
+    context: Annotated[bytes, Meta(max_length=32 * 1024 + 64)]
+    signature: Annotated[str, Meta(min_length=64, max_length=64)]
+
+
+class HandoverRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A customer's request, after a login, for the device's context: sent to the
+    device's key (a `handover_request` event names the device alone), answered with a
+    `profile_merge` sealed to `public_key`, which only the customer's state can open.
+
+    Wayfinder writes these itself, signed like merges; `login_id` is the identify
+    event's id.
+    """
+
+    customer_id: Identifier
+    login_id: Identifier
+    public_key: Annotated[bytes, Meta(min_length=32, max_length=32)]
     signature: Annotated[str, Meta(min_length=64, max_length=64)]
 
 
@@ -38,7 +58,15 @@ ANONYMOUS_PREFIX = "anon:"
 
 #: Event types that need fields beyond the common ones.
 SPECIAL_TYPES = frozenset(
-    {"identify", "consent", "erase", "decision_request", "action_outcome", "profile_merge"}
+    {
+        "identify",
+        "consent",
+        "erase",
+        "decision_request",
+        "action_outcome",
+        "profile_merge",
+        "handover_request",
+    }
 )
 
 
@@ -67,6 +95,7 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     outcome: Outcome | None = None
     consent: Consent | None = None
     merge: ProfileMerge | None = None
+    handover: HandoverRequest | None = None
 
     def __post_init__(self) -> None:
         # Raising ValueError here makes msgspec report a ValidationError, so the
@@ -84,6 +113,10 @@ class Event(Struct, kw_only=True, omit_defaults=True):
             raise ValueError("`consent` needs the `consent` object")
         if kind == "profile_merge" and (self.merge is None or self.customer_id is None):
             raise ValueError("`profile_merge` needs `customer_id` and `merge`")
+        if kind == "handover_request" and (
+            self.handover is None or self.anonymous_id is None or self.customer_id is not None
+        ):
+            raise ValueError("`handover_request` needs `handover` and `anonymous_id` alone")
         if kind == "decision_request" and self.request_id is None:
             raise ValueError("`decision_request` needs `request_id`")
         if kind == "action_outcome" and (self.action_id is None or self.outcome is None):

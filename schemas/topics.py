@@ -73,17 +73,21 @@ def json_schema(topic: str) -> dict[str, Any]:
     """A self-contained JSON Schema (2020-12) for the messages of one topic.
 
     The events topic's is what outside producers may send: profile merges are
-    Wayfinder's own (signed; anyone else's is a dead letter), so they are not offered.
+    Wayfinder's own, as are the handover requests they answer (signed; anyone else's
+    is a dead letter), so neither is offered.
     """
     struct = TOPIC_SCHEMAS[topic]
     (ref,), components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
     if topic == EVENTS:
         components.pop("ProfileMerge", None)
+        components.pop("HandoverRequest", None)
         event = components["Event"]
         event["properties"].pop("merge", None)
+        event["properties"].pop("handover", None)
         event["description"] += (
-            "\n\n`profile_merge` events are written by Wayfinder alone (signed under the "
-            "deployment's secret); one from any other producer is dead-lettered."
+            "\n\n`profile_merge` and `handover_request` events are written by Wayfinder "
+            "alone (signed under the deployment's secret); one from any other producer is "
+            "dead-lettered."
         )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -175,6 +175,15 @@ class Seen(Struct, array_like=True, gc=False):
         return sum(len(generation.ids) for generation in self.generations)
 
 
+class Handed(Struct, array_like=True):
+    """What a device handed over at a login (`login_id`, at event time `at`): a copy of
+    its context, or nothing (empty)."""
+
+    login_id: str
+    at: float
+    context: bytes
+
+
 class CustomerContext(Struct):
     """Everything seen so far about one customer (or one anonymous visitor)."""
 
@@ -208,6 +217,10 @@ class CustomerContext(Struct):
     intent_scores: dict[str, float] = {}
     #: For an anonymous visitor who has identified: the customer it now belongs to.
     alias_of: str | None = None
+    #: For an alias, for the redelivery horizon after its login: what it handed over,
+    #: kept to answer the customer's handover request, and to answer it again should the
+    #: customer, resumed after a crash, ask under a handover key made anew.
+    handed: Handed | None = None
     #: The events folded within the redelivery horizon (for an alias: the ones folded
     #: before it identified), so that a redelivery is never folded twice.
     seen: Seen = msgspec.field(default_factory=Seen)
@@ -487,9 +500,10 @@ def is_tombstone_snapshot(data: bytes) -> bool:
 def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
     """Compact immutable bytes of the context, for recovery snapshots. `copy`: for
     another purpose (a merge, a decision's input), without what only the state needs:
-    the ids remembered for recognising redeliveries, and the customer's key."""
-    if copy and (ctx.seen.generations or ctx.secret):
-        ctx = msgspec.structs.replace(ctx, seen=Seen(), secret=b"")
+    the ids remembered for recognising redeliveries, the customer's key, and what an
+    alias keeps of its handover."""
+    if copy and (ctx.seen.generations or ctx.secret or ctx.handed is not None):
+        ctx = msgspec.structs.replace(ctx, seen=Seen(), secret=b"", handed=None)
     return _SNAPSHOT_ENCODER.encode(ctx)
 
 

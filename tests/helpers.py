@@ -244,20 +244,30 @@ def hostile_records(customer: str, device: str, at: datetime) -> list[tuple[byte
     def record(**fields: Any) -> bytes:
         return json.dumps({**base, **fields}).encode()
 
+    def asking(**fields: Any) -> bytes:  # a handover request names the device alone
+        request = {**base, "type": "handover_request", "anonymous_id": device, **fields}
+        del request["customer_id"]
+        return json.dumps(request).encode()
+
     visitor = ev("consent", "web", customer=None, anon=device, consent=Consent(granted=True))
     context = to_snapshot(new_context("anon:" + device, visitor))
     forged = {
         "source_key": "anon:" + device,
+        "login_id": "h-login",
+        "sealed_to": base64.b64encode(b"\x09" * 32).decode(),
         "context": base64.b64encode(context).decode(),
         "signature": "0" * 64,
     }
     seal = MergeSeal(deployment_secret())
-    broken = b"\x93\x00"  # msgpack that is no context
-    signed_broken = {
-        "source_key": "anon:" + device,
-        "context": base64.b64encode(broken).decode(),
-        "signature": seal.sign("h-merge-ok", customer, "anon:" + device, broken),
+    nowhere = bytes(32)  # signed, but no key can be agreed with it (a low-order point)
+    ask_id = "h-ask-ok"
+    signed_unusable = {
+        "customer_id": customer,
+        "login_id": "h-login",
+        "public_key": base64.b64encode(nowhere).decode(),
+        "signature": seal.sign(ask_id, customer, device, "h-login", nowhere),
     }
+    forged_ask = {**signed_unusable, "public_key": base64.b64encode(b"\x09" * 32).decode()}
     deep_list = b"[" * 1000 + b"]" * 1000
     deep_map = b'{"a":' * 3000 + b"1" + b"}" * 3000
     return [
@@ -267,7 +277,8 @@ def hostile_records(customer: str, device: str, at: datetime) -> list[tuple[byte
         (record(event_id="h-year1", ts="0001-01-01T00:00:00+14:00"), "out_of_range"),
         (record(event_id="h-future", ts="2090-01-01T00:00:00Z"), "too_far_ahead"),
         (record(event_id="h-merge", type="profile_merge", merge=forged), "forged"),
-        (record(event_id="h-merge-ok", type="profile_merge", merge=signed_broken), "fold_failed"),
+        (asking(event_id=ask_id, handover=signed_unusable), "fold_failed"),
+        (asking(event_id="h-ask", handover=forged_ask), "forged"),
         (
             record(event_id="h-fax", type="decision_request", channel="fax", request_id="r1"),
             "unknown_channel",

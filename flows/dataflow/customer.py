@@ -37,7 +37,7 @@ StepOutput = Output | InFlight | DeadLetter
 logger = logging.getLogger(__name__)
 
 #: Event types the step acts on without folding them into the context.
-_NOT_FOLDED = frozenset({"identify", "profile_merge"})
+_NOT_FOLDED = frozenset({"identify", "profile_merge", "handover_request"})
 
 
 class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):

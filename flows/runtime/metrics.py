@@ -7,7 +7,8 @@ EVENTS_RECEIVED = Counter(
 )
 LOOP_EVENTS = Counter(
     "wayfinder_loop_events",
-    "Events Wayfinder wrote to its own events topic and read back (merges, forwards, erasures).",
+    "Events Wayfinder wrote to its own events topic and read back (logins' handover "
+    "requests and merges, forwards, erasures).",
 )
 DEAD_LETTERS = Counter(
     "wayfinder_dead_letters", "Records sent to the dead-letter output, by reason.", ["reason"]

@@ -293,7 +293,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if summary.audience_changes:
         changes = ", ".join(f"{n:,} {c}" for c, n in summary.audience_changes.items())
         table.add_row("segment changes", changes)
-    table.add_row("identity merges & forwards", f"{summary.loop_events:,}")
+    table.add_row("identity handovers, forwards & erasures", f"{summary.loop_events:,}")
     table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
     for reason, n in summary.dead_letters.items():
         table.add_row(f"  {reason}", f"{n:,}")

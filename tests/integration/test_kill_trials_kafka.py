@@ -156,6 +156,7 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
     trials = fresh_topics(bootstrap_servers, "test-kill", key_vault=tmp_path / "keys-trials")
     produce(trials, "events", messages)
     recovery = tmp_path / "recovery"
+    print(f"topics: {trials.topic_prefix}* (trials), {straight.topic_prefix}* (uninterrupted)")
     draw = random.Random(SEED)
     killed = 0
     decided = _Decisions(trials)

@@ -1,5 +1,6 @@
-"""The flow's own events on Kafka: a device's answer to a login, forwards and device
-erasures go round the events topic and are folded as in the embedded run.
+"""The flow's own events on Kafka: a login's handover (the customer's request, the
+device's sealed answer), forwards and device erasures go round the events topic and
+are folded as in the embedded run.
 
 A bounded replay does not stop at the topic's end while its own events are on their
 way back, and a customer who logged in waits for the device's answer before folding
@@ -13,13 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from flows.dataflow.kafka import kafka_flow
 from flows.dataflow.sources import EventFileSource
 from flows.runtime import metrics
+from schemas.event import Event
 from tests.conftest import fresh_topics
-from tests.flow_helpers import run_embedded
+from tests.flow_helpers import comparable_loop, run_embedded
 from tests.helpers import default_playbook
 from tests.kafka_io import produce, read_all
 
@@ -42,6 +45,13 @@ def keyed(line: bytes) -> tuple[bytes | None, bytes]:
 
 def merged(lines: list[bytes]) -> list[bytes]:
     return sorted(line for line in lines if b'"kind":"merged"' in line)
+
+
+def logins(lines: list[bytes]) -> list[bytes]:
+    """The loop's handover requests and merges, as two runs can compare them."""
+    return comparable_loop(
+        [line for line in lines if b'"handover_request"' in line or b'"profile_merge"' in line]
+    )
 
 
 def test_merges_come_back_and_land_where_they_do_embedded(bootstrap_servers, entry_point, tmp_path):
@@ -72,3 +82,13 @@ def test_merges_come_back_and_land_where_they_do_embedded(bootstrap_servers, ent
     assert len(embedded_merged) >= 20  # the simulated day has logins with journeys to merge
     assert kafka_merged == embedded_merged
     assert kafka_loop == embedded_loop > 0
+
+    # The same logins asked and answered in both; what each device handed over crossed
+    # the topic sealed to its customer: nothing of the visitor is readable on it.
+    on_topic = [v for _, v in read_all(kafka, "events") if v is not None]
+    assert logins(on_topic) == logins(embedded.lines("events.jsonl"))
+    merges = [msgspec.json.decode(v, type=Event) for v in on_topic if b'"profile_merge"' in v]
+    assert len(merges) >= len(embedded_merged)
+    for merge in merges:
+        assert merge.merge is not None and len(merge.merge.context) >= 48
+        assert b"anon" not in merge.merge.context  # a visitor's context names its key

@@ -1,29 +1,73 @@
-"""A login's hand-over: the customer waits for the device's answer, then folds what
-waited, so a merge lands at the same point of the stream however long it took."""
+"""A login's hand-over: the customer asks the device for its context, sealed to the
+customer's handover key, waits for the answer, then folds what waited, so a merge
+lands at the same point of the stream however long it took."""
+
+from collections.abc import Sequence
+
+import msgspec
+import pytest
 
 from operators.customer_step import MAX_HELD, MERGE_WAIT, CustomerStep
+from operators.identity import MergeSeal
+from schemas.codec import BadInput
 from schemas.event import Event
-from state.context import CustomerContext
+from state.context import DEFAULT_REDELIVERY_HORIZON, CustomerContext
 from tests.helpers import default_playbook, ev
 
 DEVICE = "anon:laptop-1"
+#: An empty context sealed: HPKE's encapsulated key (32 bytes) and AES-GCM's tag (16).
+SEALED_NOTHING = 48
 
 
 def login_and_answer(
     step: CustomerStep, *, browsed: bool = True
 ) -> tuple[CustomerContext, Event, Event]:
-    """The customer has folded a login from the laptop; the laptop's answer (its merge,
-    or that it has nothing) is on its way."""
+    """The customer has folded a login from the laptop; the laptop's answer to the
+    customer's request (its merge, or that it has nothing) is on its way."""
     visitor = None
     if browsed:
         browse = ev("page_view", "web", customer=None, anon="laptop-1", touchpoint="phones")
         visitor, _ = step.on_event(DEVICE, None, browse)
     login = ev("identify", "web", minutes=1, anon="laptop-1")
-    _alias, outputs = step.on_event(DEVICE, visitor, login)
-    (answer,) = [o for o in outputs if isinstance(o, Event) and o.type == "profile_merge"]
-    ctx, _ = step.on_event("cust-1", None, login)
+    ctx, outputs = step.on_event("cust-1", None, login)
+    request = only(outputs, "handover_request")
+    alias, outputs = step.on_event(DEVICE, visitor, login)
+    assert alias is not None and not [o for o in outputs if isinstance(o, Event)]
+    _alias, outputs = step.on_event(DEVICE, alias, request)
+    answer = only(outputs, "profile_merge")
     assert ctx is not None and ctx.awaiting == answer.event_id
     return ctx, login, answer
+
+
+def asked_twice(step: CustomerStep) -> tuple[CustomerContext, Event, Event]:
+    """The laptop browsed; the customer's login asked it for its context, the run
+    crashed before its snapshot, and the resumed login asked again, under the same id,
+    with a new handover key; the laptop answered both. The resumed customer, and the
+    answers sealed to the lost key and to the new one."""
+    browse = ev("page_view", "web", customer=None, anon="laptop-1", touchpoint="phones")
+    visitor, _ = step.on_event(DEVICE, None, browse)
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    _crashed, outputs = step.on_event("cust-1", None, login)
+    first = only(outputs, "handover_request")
+    ctx, outputs = step.on_event("cust-1", None, login)  # resumed: the state before the login
+    second = only(outputs, "handover_request")
+    assert ctx is not None and first.event_id == second.event_id and first != second
+    alias, _ = step.on_event(DEVICE, visitor, login)
+    assert alias is not None
+    alias, outputs = step.on_event(DEVICE, alias, first)
+    stale = only(outputs, "profile_merge")
+    _alias, outputs = step.on_event(DEVICE, alias, second)
+    return ctx, stale, only(outputs, "profile_merge")
+
+
+def keeps(alias: CustomerContext) -> bool:
+    """Whether a device keeps what it handed over (a call, as `waiting`)."""
+    return alias.handed is not None
+
+
+def only(outputs: Sequence[object], kind: str) -> Event:
+    (event,) = [o for o in outputs if isinstance(o, Event) and o.type == kind]
+    return event
 
 
 def waiting(ctx: CustomerContext) -> bool:
@@ -49,7 +93,7 @@ def test_what_arrives_before_the_answer_waits_and_is_folded_after_it():
 def test_a_device_with_nothing_to_hand_over_answers_all_the_same():
     step = CustomerStep(default_playbook())
     ctx, _login, answer = login_and_answer(step, browsed=False)
-    assert answer.merge is not None and answer.merge.context == b""
+    assert answer.merge is not None and len(answer.merge.context) == SEALED_NOTHING
     step.on_event("cust-1", ctx, ev("page_view", "app", minutes=2))
     assert step.on_event("cust-1", ctx, answer) == (ctx, [])
     assert ctx.awaiting is None and ctx.events == 2
@@ -67,11 +111,12 @@ def test_the_wait_is_bounded_by_time_and_by_what_it_holds():
 
     ctx, login, _answer = login_and_answer(step)
     step.on_event("cust-1", ctx, ev("page_view", "app", minutes=2))
-    assert step.next_deadline(ctx) == login.ts.timestamp() + MERGE_WAIT
-    assert step.on_time(ctx, login.ts.timestamp() + MERGE_WAIT - 1) == []
+    # Not by the watermark: the answer comes behind whatever backlog the topic holds.
+    assert step.next_deadline(ctx) is None
+    assert step.on_time(ctx, login.ts.timestamp() + 10 * MERGE_WAIT) == []
     assert waiting(ctx)
-    step.on_time(ctx, login.ts.timestamp() + MERGE_WAIT)
-    assert not waiting(ctx) and ctx.events == 2
+    step.on_event("cust-1", ctx, ev("page_view", "app", minutes=1 + MERGE_WAIT / 60 + 1))
+    assert not waiting(ctx) and ctx.events == 3
 
 
 def test_a_redelivery_of_what_waits_neither_waits_twice_nor_ends_the_wait():
@@ -97,3 +142,119 @@ def test_an_answer_that_came_first_is_not_waited_for():
     step.on_event("cust-1", ctx, answer)
     again, _ = step.on_event("cust-1", ctx, login)  # a redelivered login: nothing to wait for
     assert again is ctx and ctx.awaiting is None
+
+
+def test_the_context_crosses_the_topic_sealed_to_the_customer_alone():
+    """The merge carries nothing of the visitor in clear; another customer's key (or
+    none: the customer erased) does not open it; the customer's does."""
+    step = CustomerStep(default_playbook())
+    ctx, _login, answer = login_and_answer(step)
+    assert answer.merge is not None and answer.merge.context
+    wire = msgspec.json.encode(answer)
+    assert b"phones" not in wire and b"phones" not in answer.merge.context
+    stranger, _ = step.on_event("cust-2", None, ev("page_view", "app", customer="cust-2"))
+    assert stranger is not None
+    stolen = msgspec.structs.replace(answer, customer_id="cust-2")
+    with pytest.raises(BadInput):  # re-addressed: its signature no longer holds
+        step.on_event("cust-2", stranger, stolen)
+    after, outputs = step.on_event("cust-1", ctx, answer)
+    assert after is ctx and "phones" in ctx.touchpoints
+    assert any(getattr(o, "kind", None) == "merged" for o in outputs)
+
+
+def test_a_customer_resumed_with_a_new_key_asks_again_and_the_old_answer_is_dropped():
+    """A customer's key made after the last snapshot is lost with a crash: the replayed
+    login asks again, under the same id, with a new handover key; the device answers
+    both requests; the answer sealed to the lost key is dropped, the new one absorbed."""
+    step = CustomerStep(default_playbook())
+    ctx, stale, fresh = asked_twice(step)
+    assert stale.event_id == fresh.event_id == ctx.awaiting
+    assert step.on_event("cust-1", ctx, stale) == (ctx, [])
+    assert ctx.awaiting == fresh.event_id and ctx.held == []
+    step.on_event("cust-1", ctx, fresh)
+    assert not waiting(ctx) and ctx.touchpoints.get("phones") == 1
+    assert step.on_event("cust-1", ctx, stale) == (ctx, [])
+    assert step.on_event("cust-1", ctx, fresh) == (ctx, [])  # a redelivery
+    assert ctx.touchpoints.get("phones") == 1
+
+
+def test_a_late_answer_under_a_lost_key_does_not_wait_in_place_of_the_one_that_opens():
+    """A customer's wait for the laptop ended unanswered (MAX_HELD), then a login from
+    the phone started another. The laptop's answers, to the request asked under a key
+    lost in a crash and to the one asked again, come during the second wait under one
+    id, after the second wait began: the first never opens, so it must not wait in place
+    of the second."""
+    step = CustomerStep(default_playbook())
+    ctx, stale, fresh = asked_twice(step)
+    for i in range(MAX_HELD + 1):  # the wait ends unanswered
+        step.on_event("cust-1", ctx, ev("page_view", "app", minutes=2 + i, touchpoint="plans"))
+    assert not waiting(ctx)
+    phone_login = ev("identify", "app", minutes=3 + MAX_HELD, anon="phone-1")
+    _ctx, outputs = step.on_event("cust-1", ctx, phone_login)
+    phone_request = only(outputs, "handover_request")
+    assert waiting(ctx)
+    assert step.on_event("cust-1", ctx, stale) == (ctx, [])
+    assert step.on_event("cust-1", ctx, fresh) == (ctx, [])
+    assert [e.event_id for e in ctx.held] == [fresh.event_id]
+    phone, _ = step.on_event("anon:phone-1", None, phone_login)
+    _phone, outputs = step.on_event("anon:phone-1", phone, phone_request)
+    step.on_event("cust-1", ctx, only(outputs, "profile_merge"))
+    assert not waiting(ctx) and ctx.touchpoints.get("phones") == 1  # the laptop's history
+
+
+def test_a_request_before_its_login_does_what_the_login_would():
+    """A resumed run may read the customer's request before the device's own copy of
+    the login: the device hands over then, and the login after it changes nothing."""
+    step = CustomerStep(default_playbook())
+    browse = ev("page_view", "web", customer=None, anon="laptop-1", touchpoint="phones")
+    visitor, _ = step.on_event(DEVICE, None, browse)
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    ctx, outputs = step.on_event("cust-1", None, login)
+    alias, outputs = step.on_event(DEVICE, visitor, only(outputs, "handover_request"))
+    answer = only(outputs, "profile_merge")
+    assert alias is not None and alias.alias_of == "cust-1"
+    assert step.on_event(DEVICE, alias, login) == (alias, [])
+    assert ctx is not None and ctx.awaiting == answer.event_id
+    step.on_event("cust-1", ctx, answer)
+    assert ctx.touchpoints.get("phones") == 1
+
+
+def test_a_forged_request_is_refused_and_an_erased_device_hands_over_nothing():
+    step = CustomerStep(default_playbook(), seal=MergeSeal(b"the-deployment-secret"))
+    browse = ev("page_view", "web", customer=None, anon="laptop-1", touchpoint="phones")
+    visitor, _ = step.on_event(DEVICE, None, browse)
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    _ctx, outputs = step.on_event("cust-1", None, login)
+    request = only(outputs, "handover_request")
+    assert request.handover is not None
+    forged = msgspec.structs.replace(
+        request,
+        handover=msgspec.structs.replace(request.handover, public_key=b"\x09" * 32),
+    )
+    with pytest.raises(BadInput) as refused:
+        step.on_event(DEVICE, visitor, forged)
+    assert refused.value.reason == "forged"
+    erased, _ = step.on_event(DEVICE, visitor, ev("erase", "web", customer=None, anon="laptop-1"))
+    _erased, outputs = step.on_event(DEVICE, erased, request)
+    answer = only(outputs, "profile_merge")
+    assert answer.merge is not None and len(answer.merge.context) == SEALED_NOTHING
+
+
+def test_a_device_keeps_what_it_handed_over_for_the_horizon_of_its_own_events():
+    """Not by the watermark (a request asked again after a crash comes behind whatever
+    backlog the topic holds): until its own events pass the redelivery horizon."""
+    step = CustomerStep(default_playbook())
+    browse = ev("page_view", "web", customer=None, anon="laptop-1", touchpoint="phones")
+    visitor, _ = step.on_event(DEVICE, None, browse)
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    alias, _ = step.on_event(DEVICE, visitor, login)
+    assert alias is not None and keeps(alias) and step.next_deadline(alias) is None
+    horizon = DEFAULT_REDELIVERY_HORIZON / 60
+    step.on_event(
+        DEVICE, alias, ev("page_view", "web", minutes=horizon, customer=None, anon="laptop-1")
+    )
+    assert keeps(alias)
+    step.on_event(
+        DEVICE, alias, ev("page_view", "web", minutes=horizon + 2, customer=None, anon="laptop-1")
+    )
+    assert not keeps(alias)

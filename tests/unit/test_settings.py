@@ -96,16 +96,25 @@ def test_an_embedded_run_without_a_secret_uses_the_public_lab_secret():
     assert deployment_secret({}) == LAB_SECRET
 
 
+KEY = b"k" * 32
+
+
 def test_a_merge_signed_under_one_secret_does_not_verify_under_another():
     seal = MergeSeal(b"one-secret-of-16-bytes")
 
     def merge_event(signature: str, context: bytes = b"ctx") -> Event:
-        merge = ProfileMerge(source_key="anon:a1", context=context, signature=signature)
+        merge = ProfileMerge(
+            source_key="anon:a1",
+            login_id="login-1",
+            sealed_to=KEY,
+            context=context,
+            signature=signature,
+        )
         return Event(
             event_id="m1", ts=T0, type="profile_merge", channel="web", customer_id="c1", merge=merge
         )
 
-    signature = seal.sign("m1", "c1", "anon:a1", b"ctx")
+    signature = seal.sign("m1", "c1", "anon:a1", "login-1", KEY, b"ctx")
     assert seal.verify(merge_event(signature))
     assert not MergeSeal(b"another-secret-16b").verify(merge_event(signature))
     assert not seal.verify(merge_event("0" * 64))

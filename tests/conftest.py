@@ -2,10 +2,13 @@
 that `make test` starts, and per-test topics."""
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 #: The deployment secret every run in the suite uses (the Kafka flow refuses to start
 #: without one); set before any module reads it, and passed on to the CLI's processes.
@@ -24,6 +27,28 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and item.get_closest_marker("integration") is not None:
         report.outcome = "failed"
         report.longrepr = f"integration test was skipped ({report.longrepr}); it must run"
+
+
+#: The topic prefixes this session created, by bootstrap servers (see `pytest_sessionfinish`).
+_CREATED: dict[str, list[str]] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Delete the topics the session created: a broker kept between runs (the working
+    copy's, or a cluster named by KAFKA_BOOTSTRAP_SERVERS) would otherwise gather
+    thousands of partitions, and a broker with ~20,000 took longer to start than
+    `scripts/kafka up` waits."""
+    for servers, prefixes in _CREATED.items():
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=servers)
+            try:
+                ours = [t for t in admin.list_topics() if t.startswith(tuple(prefixes))]
+                if ours:
+                    admin.delete_topics(ours)
+            finally:
+                admin.close()
+        except KafkaError as exc:  # the run's outcome stands; what is left is said
+            print(f"test topics left on {servers}: {exc}", file=sys.stderr)
 
 
 @pytest.fixture(params=sorted(ENTRY_POINTS))
@@ -64,6 +89,7 @@ def fresh_topics(
         key_vault=key_vault,
     )
     ensure_topics(settings, channels)
+    _CREATED.setdefault(bootstrap_servers, []).append(settings.topic_prefix)
     return settings
 
 

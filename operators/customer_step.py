@@ -27,7 +27,6 @@ dropped once the horizon has passed (`expired`).
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import overload
 
 import msgspec
 
@@ -201,6 +200,9 @@ class CustomerStep:
             if ctx is not None and ctx.alias_of is not None:
                 return self._forward(ctx, event, ts)
         if kind == "profile_merge":
+            self._require_signature(event)
+            if ctx is None:
+                return ctx, []  # nobody here asked for it
             return self._merge(key, ctx, event, ts)
 
         fresh = ctx is None
@@ -286,8 +288,7 @@ class CustomerStep:
         MERGE_WAIT of the customer's time or MAX_HELD events."""
         ts = event.ts.timestamp()
         if event.type == "profile_merge":
-            if not self._seal.verify(event):
-                raise BadInput("forged", "a profile_merge without Wayfinder's signature")
+            self._require_signature(event)
             opened = self._opened(ctx, event)
             if opened is None:
                 # Superseded: the copy asked for under this customer's key comes under
@@ -676,8 +677,7 @@ class CustomerStep:
         and the input in another order) does what the login would."""
         request = event.handover
         assert request is not None  # validated at decode
-        if not self._seal.verify(event):
-            raise BadInput("forged", "a handover_request without Wayfinder's signature")
+        self._require_signature(event)
         ts = event.ts.timestamp()
         if ctx is not None and ctx.erased_at is not None and ts < ctx.erased_at + self._horizon:
             return ctx, [self._handover(key, event, b"")]
@@ -726,6 +726,12 @@ class CustomerStep:
         if alias.handed is not None and now >= alias.handed.at + self._horizon:
             alias.handed = None
 
+    def _require_signature(self, event: Event) -> None:
+        """Refuse a loop record only Wayfinder writes (a handover request, a profile
+        merge) that does not carry its signature."""
+        if not self._seal.verify(event):
+            raise BadInput("forged", f"a {event.type} without Wayfinder's signature")
+
     def _handover(self, key: str, request: Event, context: bytes) -> Event:
         """The device's answer to a handover request (a profile merge): its context, or
         nothing to hand over, sealed to the customer."""
@@ -754,32 +760,11 @@ class CustomerStep:
             ),
         )
 
-    @overload
     def _merge(
         self, key: str, ctx: CustomerContext, event: Event, ts: float, opened: bytes | None = None
-    ) -> tuple[CustomerContext, list[Output]]: ...
-    @overload
-    def _merge(
-        self,
-        key: str,
-        ctx: CustomerContext | None,
-        event: Event,
-        ts: float,
-        opened: bytes | None = None,
-    ) -> tuple[CustomerContext | None, list[Output]]: ...
-    def _merge(
-        self,
-        key: str,
-        ctx: CustomerContext | None,
-        event: Event,
-        ts: float,
-        opened: bytes | None = None,
-    ) -> tuple[CustomerContext | None, list[Output]]:
-        """A device's answer to this customer's login (`opened`: already opened)."""
-        if not self._seal.verify(event):
-            raise BadInput("forged", "a profile_merge without Wayfinder's signature")
-        if ctx is None:
-            return ctx, []  # nobody here asked for it
+    ) -> tuple[CustomerContext, list[Output]]:
+        """A device's answer to this customer's login, its signature checked (`opened`:
+        already opened)."""
         known = recall(ctx, event.event_id, ts, self._horizon)
         if known is None:  # a redelivery (or a superseded copy of what was folded)
             return ctx, []

@@ -10,11 +10,14 @@ earlier run sent is sent again.
 import signal
 import subprocess
 import time
+from collections import Counter
 
+import msgspec
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from flows.runtime.settings import KafkaSettings
+from schemas.decision import Decision
 from tests.conftest import kafka_env
 from tests.e2e.cli import REPO, WAYFINDER, run, run_failing, wayfinder
 from tests.integration.test_live_kafka import wait_for
@@ -42,6 +45,14 @@ def committed_and_end(settings: KafkaSettings, group: str) -> tuple[dict[int, in
 
 def sent(settings: KafkaSettings) -> int:
     return len(read_all(settings, "decisions"))
+
+
+def decision_ids(settings: KafkaSettings) -> Counter[str]:
+    """How many times each decision id is on the decisions topic."""
+    return Counter(
+        msgspec.json.decode(value, type=Decision).decision_id
+        for _key, value in read_all(settings, "decisions")
+    )
 
 
 def test_ctrl_c_stops_cleanly_commits_offsets_and_a_fresh_start_says_what_it_resends(
@@ -88,12 +99,17 @@ def test_ctrl_c_stops_cleanly_commits_offsets_and_a_fresh_start_says_what_it_res
     assert service.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr and "panicked" not in stderr, stderr[-3000:]
     assert "stopped by SIGINT" in stdout and "Wayfinder run" in stdout, stdout[-3000:]
-    decisions = sent(kafka)
-    assert decisions > 0
+    before = decision_ids(kafka)
+    assert before
 
-    # Resumed from its snapshots: nothing is sent twice.
+    # Resumed from its snapshots: nothing is sent twice. Caught up is not finished: what
+    # the flow wrote back to its events topic in its last epochs (logins' handovers) may
+    # not have been read when the stop came, and the resumed run decides on it then.
     wayfinder("run", "--kafka", "--no-progress", "--recovery-dir", str(recovery), env=env)
-    assert sent(kafka) == decisions
+    after = decision_ids(kafka)
+    assert max(after.values()) == 1, [i for i, n in after.items() if n > 1][:5]
+    assert set(before) <= set(after)
+    decisions = len(after)
 
     # Started without them: it says where it starts, and that it sends again.
     done = run([WAYFINDER, "run", "--kafka", "--no-progress"], env=env)

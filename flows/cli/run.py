@@ -80,7 +80,9 @@ def _run_kafka(
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
     stop = StopRequest()
     stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch in hand, flush, snapshot, summarise
-    flow = kafka_flow(settings, playbook=playbook, stop=stop, recovery=args.recovery_dir)
+    flow = kafka_flow(
+        settings, playbook=playbook, stop=stop, recovery=args.recovery_dir, workers=args.workers
+    )
     summary = run_with_progress(
         lambda: execute(flow, workers=args.workers, recovery=_recovery(args)),
         console=console,

@@ -6,9 +6,12 @@ runs the same flow in the foreground with a progress display.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bytewax.connectors.kafka import KafkaSinkMessage
@@ -30,6 +33,8 @@ from flows.runtime.published import read_published
 from flows.runtime.recovery_store import (
     UnusableRecoveryFolder,
     check,
+    earlier_start,
+    forget_start,
     hold,
     resumed_snapshots,
 )
@@ -48,6 +53,7 @@ from flows.runtime.settings import (
 from operators.identity import MergeSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
+from operators.published import Published
 from schemas.topics import DLQ, EVENTS
 from state.key_vault import KeyVaultError
 
@@ -61,6 +67,8 @@ def kafka_flow(
     stop: StopRequest | None = None,
     models: ModelSet | None = None,
     recovery: Path | None = None,
+    process: int | None = None,
+    workers: int = 1,
 ) -> Dataflow:
     """The production flow: the events topic in, every output topic out.
 
@@ -72,10 +80,13 @@ def kafka_flow(
     The models are this process's replica (`models`, a fresh set when not given),
     learned from the example log: it catches up with the log before this returns
     (WAYFINDER_MODELS_CATCH_UP), then follows it while the flow runs. `recovery`: the
-    snapshot folder the run resumes from (one process); its learner snapshots say how
-    far the models had learned, and the replica learns the rest as the replay does;
-    what was published after its snapshot is read back, and the replay repeats the
-    decisions and intent changes among it (`operators.published`).
+    snapshot folder the run resumes from; what was published after its snapshot is
+    read back, and the replay repeats the decisions and intent changes among it
+    (`operators.published`). `process`: this process's id, when it is one of a
+    cluster's, which share the folder; `workers`: this process's. A process alone has
+    its learner snapshots say how far the models had learned, and its replica learns
+    the rest as the replay does; in a cluster the processes' learners replay in no one
+    order, so a replica follows the log as it is.
     """
     seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
     if settings.decision_inputs and settings.key_vault is None:
@@ -93,12 +104,20 @@ def kafka_flow(
         )
     ceilings = None
     published = shadow_published = None
+    since = None  # what was published from then on, the replay may come to
     if recovery is not None:
-        hold(recovery)  # no second run snapshots into it meanwhile
-    if recovery is not None and recovery.is_dir() and any(recovery.iterdir()):
-        check(recovery)  # one sentence, not bytewax's panic
-        ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
-        since = published_since(resumed_snapshots(recovery, INPUT))
+        hold(recovery, process)  # no second run snapshots into it meanwhile
+        positions = []
+        if recovery.is_dir() and any(recovery.iterdir()):
+            check(recovery)  # one sentence, not bytewax's panic
+            if process is None:
+                ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
+            positions = resumed_snapshots(recovery, INPUT)
+        if positions:
+            forget_start(recovery)
+            since = published_since(positions)
+        else:
+            since = earlier_start(recovery, time.time())
         if since is not None:
             published, shadow_published = read_published(settings, since)
     loop = LoopLedger(consumers=2 if challenger is not None else 1)
@@ -112,7 +131,8 @@ def kafka_flow(
         ordered=settings.ordered,
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
         config=config,
-        replaying=published.replaying if published is not None else lambda: False,
+        replaying=_replaying(published, alone=process is None and workers == 1),
+        since=since,
         batch=settings.batch,
     )
     sink = DeliveredKafkaSink(
@@ -151,17 +171,44 @@ def kafka_flow(
     )
 
 
-def _single_process_recovery() -> Path | None:
+def _replaying(published: Published | None, *, alone: bool) -> Callable[[], bool]:
+    """Whether the replay may still come to what was published, as far as the decisions
+    say: a worker alone has gone past once it makes one that was not published (it
+    reads its input in order); one of several (workers, processes of a cluster) cannot
+    tell for the others, and the input's position says (`KafkaInputPartition`)."""
+    if published is None:
+        return lambda: False
+    return published.replaying if alone else lambda: len(published) > 0
+
+
+def _this_process() -> tuple[Path | None, int | None, int]:
     """The recovery folder `python -m bytewax.run` was given (`-r`, or its environment
-    variable) when it runs one process. In a cluster the processes' learners replay in
-    no one order, so a replica follows the log as it is."""
+    variable); this process's id when it is one of a cluster's (`-i/-a`, their
+    environment variables, or the Helm chart's pod name and host file, as bytewax reads
+    them), None when it runs alone; and its workers (`-w`)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("-r", "--recovery-directory", type=Path)
+    parser.add_argument("-i", "--process-id", type=int)
     parser.add_argument("-a", "--addresses")
+    parser.add_argument("-w", "--workers-per-process", type=int)
     known, _ = parser.parse_known_args(sys.argv[1:])
-    folder = known.recovery_directory or os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
-    addresses = known.addresses or os.environ.get("BYTEWAX_ADDRESSES") or ""
-    return Path(folder) if folder and ";" not in addresses else None
+    env = os.environ
+    folder = known.recovery_directory or env.get("BYTEWAX_RECOVERY_DIRECTORY")
+    process = known.process_id
+    if process is None and env.get("BYTEWAX_PROCESS_ID", "").isdigit():
+        process = int(env["BYTEWAX_PROCESS_ID"])
+    pod, statefulset = env.get("BYTEWAX_POD_NAME", ""), env.get("BYTEWAX_STATEFULSET_NAME")
+    if process is None and statefulset and pod.removeprefix(statefulset + "-").isdigit():
+        process = int(pod.removeprefix(statefulset + "-"))
+    addresses = known.addresses or env.get("BYTEWAX_ADDRESSES") or ""
+    if not addresses and env.get("BYTEWAX_HOSTFILE_PATH"):
+        with contextlib.suppress(OSError):
+            addresses = ";".join(Path(env["BYTEWAX_HOSTFILE_PATH"]).read_text().split())
+    alone = process is None or len([a for a in addresses.split(";") if a.strip()]) < 2
+    workers = known.workers_per_process
+    if workers is None and env.get("BYTEWAX_WORKERS_PER_PROCESS", "").isdigit():
+        workers = int(env["BYTEWAX_WORKERS_PER_PROCESS"])
+    return (Path(folder) if folder else None), (None if alone else process), workers or 1
 
 
 def __getattr__(name: str) -> Dataflow:
@@ -174,7 +221,10 @@ def __getattr__(name: str) -> Dataflow:
             stop = StopRequest()
             stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch, flush, snapshot, exit 0
             summarise_at_exit(f"wayfinder on Kafka {settings.bootstrap_servers}")
-            return kafka_flow(settings, stop=stop, recovery=_single_process_recovery())
+            recovery, process, workers = _this_process()
+            return kafka_flow(
+                settings, stop=stop, recovery=recovery, process=process, workers=workers
+            )
         except KafkaUnavailable as exc:  # one line, never the secret
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_KAFKA_UNAVAILABLE) from None

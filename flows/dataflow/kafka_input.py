@@ -56,9 +56,10 @@ class InputPosition:
     run may have read past them (wall clock): what the flow published since then may
     be what a run resumed from here replays (`flows.runtime.published`).
 
-    That is when the snapshot was taken, unless the run that took it had resumed and
-    was still replaying what a run before it had read and published: then, the time
-    carried from the snapshot it resumed from."""
+    That is when the snapshot was taken, unless the run that took it was still
+    replaying what a run before it had read and published: then, the time that run
+    read back from (the snapshots it resumed from, or the start of a run in its folder
+    that crashed before its first snapshot)."""
 
     offsets: dict[int, int]
     since: float
@@ -84,8 +85,8 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
     input ends where each partition ends. `group`: the consumer group the offsets are
     committed to. `batch`: messages taken per poll and handed over per batch at most
     (WAYFINDER_KAFKA_BATCH). `replaying`: whether a resumed run is still repeating what
-    a run before it published (`operators.published`), which its snapshots then carry
-    on saying.
+    a run before it published (`operators.published`) from `since` on, which its
+    snapshots then carry on saying.
     """
 
     def __init__(
@@ -101,10 +102,11 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         starting_offset: int = OFFSET_BEGINNING,
         config: dict[str, str] | None = None,
         replaying: Callable[[], bool] = lambda: False,
+        since: float | None = None,
         batch: int,
     ) -> None:
         self._brokers = brokers
-        self._replaying = replaying
+        self._replaying, self._since = replaying, since
         self._batch = batch
         self._topic = topic
         self._clock = clock
@@ -146,9 +148,8 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         )
         indexes = self._partitions() if kind == "ordered" else [int(kind)]
         resumed: dict[int, int] = {}
-        since = None
         if isinstance(resume_state, InputPosition):
-            resumed, since = resume_state.offsets, resume_state.since
+            resumed = resume_state.offsets
         elif isinstance(resume_state, int):
             resumed = {indexes[0]: resume_state}
         elif isinstance(resume_state, dict):
@@ -159,6 +160,9 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
                 part = TopicPartition(topic, index)
                 _say_where_it_starts(consumer, part, self._starting_offset, self._group)
             starts[index] = resumed.get(index, self._starting_offset)
+        # Everything a run before this one can have read lies before these offsets.
+        since = self._since
+        read_before = _ends(consumer, topic, indexes) if since is not None else None
         return KafkaInputPartition(
             consumer,
             topic,
@@ -169,9 +173,19 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             tail=self._tail,
             merged=kind == "ordered",
             since=since,
+            read_before=read_before,
             replaying=self._replaying,
             batch=self._batch,
         )
+
+
+def _ends(consumer: Consumer, topic: str, indexes: list[int]) -> dict[int, int]:
+    """The partitions' end offsets now."""
+    ends: dict[int, int] = {}
+    for index in indexes:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, index), timeout=30)
+        ends[index] = high
+    return ends
 
 
 class _EventTime(Struct):
@@ -207,12 +221,14 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         tail: bool,
         merged: bool,
         since: float | None = None,
+        read_before: dict[int, int] | None = None,
         replaying: Callable[[], bool] = lambda: False,
         batch: int,
     ) -> None:
         self._consumer = consumer
         self._batch = batch
         self._since, self._replaying = since, replaying
+        self._read_before = read_before
         self._topic = topic
         self._clock = clock
         self._ledger = ledger
@@ -352,8 +368,16 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             self._consumer.commit(offsets=committed, asynchronous=True)
         offsets = {i: offset for i, offset in self._next.items() if offset is not None}
         now = time.time()
-        since = self._since if self._since is not None and self._replaying() else now
+        since = self._since if self._since is not None and self._still_replaying() else now
         return InputPosition(offsets, min(since, now))
+
+    def _still_replaying(self) -> bool:
+        """Whether the replay may still come to what a run before it published: the flow
+        says so, and the input has not yet gone past all that run could have read."""
+        if not self._replaying():
+            return False
+        ends = self._read_before
+        return ends is None or any((self._next.get(i) or 0) < end for i, end in ends.items())
 
     def close(self) -> None:
         self._consumer.close()

@@ -59,16 +59,19 @@ class UnusableRecoveryFolder(Exception):
 _HELD: dict[Path, int] = {}
 
 
-def hold(directory: Path) -> None:
+def hold(directory: Path, process: int | None = None) -> None:
     """Hold a recovery folder for this process's life. Two runs snapshotting into one
     folder (a service started twice, a restart that overlaps the old process) would
     each resume from the other's snapshots: the second is refused in one sentence.
     The lock is a file beside the folder (one inside would make a new folder look
-    like one to resume from); the system drops it when the process ends, however."""
+    like one to resume from); the system drops it when the process ends, however.
+    `process`: this process's id in a cluster, whose processes share the folder (each
+    holds its own part of it)."""
     directory = directory.resolve()
     if directory in _HELD:
         return
-    lock = directory.with_name(directory.name + ".lock")
+    suffix = ".lock" if process is None else f".process-{process}.lock"
+    lock = directory.with_name(directory.name + suffix)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -83,6 +86,30 @@ def hold(directory: Path) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     _HELD[directory] = fd
+
+
+def earlier_start(directory: Path, now: float) -> float | None:
+    """When a run began in this folder before any snapshot was taken in it (None: none
+    did, and `now` is recorded as this one's start). A run that crashed before its
+    first snapshot may have published from then on, and the run after it replays that
+    input from its start. The time is a file beside the folder, which the first process
+    of a cluster to start writes; `forget_start` drops it once snapshots say more."""
+    mark = directory.with_name(directory.name + ".started")
+    try:
+        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            return float(mark.read_text())
+        except (OSError, ValueError):  # being written by another process: it started now
+            return None
+    with os.fdopen(fd, "w") as out:
+        out.write(repr(now))
+    return None
+
+
+def forget_start(directory: Path) -> None:
+    """The folder holds snapshots, which say since when a resumed run may have published."""
+    directory.with_name(directory.name + ".started").unlink(missing_ok=True)
 
 
 def release(directory: Path) -> None:

@@ -26,6 +26,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -44,12 +45,13 @@ from tests.e2e.test_kill_trials import final_contexts
 from tests.flow_helpers import opened_inputs
 from tests.integration.test_determinism_kafka import outputs
 from tests.integration.test_loop_kafka import keyed
-from tests.kafka_io import produce
+from tests.kafka_io import free_ports, logged, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.recovery]
 
 SEED = 20261202
 TRIALS = 10
+CLUSTER_TRIALS = 6
 SIMULATION = ["--customers", "120", "--hours", "24", "--seed", "9"]
 
 
@@ -150,8 +152,7 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
     _, err = done.communicate(timeout=300)
     assert done.returncode == 0, err.decode()[-3000:]
     want = _written(straight)
-    want_contexts = final_contexts(straight_recovery)
-    assert want["decisions"] and want["journeys"] and want_contexts
+    assert want["decisions"] and want["journeys"] and final_contexts(straight_recovery)
 
     trials = fresh_topics(bootstrap_servers, "test-kill", key_vault=tmp_path / "keys-trials")
     produce(trials, "events", messages)
@@ -180,6 +181,17 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
     assert resumed.returncode == 0, err.decode()[-3000:]
     assert killed >= TRIALS * 0.7, f"only {killed} of {TRIALS} kills fell mid-run"
 
+    _assert_lost_and_doubled_nothing(trials, recovery, want, straight_recovery)
+
+
+def _assert_lost_and_doubled_nothing(
+    trials: KafkaSettings,
+    recovery: Path,
+    want: dict[str, set[bytes]],
+    straight_recovery: Path,
+) -> None:
+    """What the trials wrote against what the uninterrupted run wrote (`want`): the
+    module's list."""
     got = _written(trials)
     for topic, records in got.items():
         field = _ID_FIELDS.get(topic if not topic.startswith("actions.") else "actions")
@@ -200,7 +212,77 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
         assert len(examples) == len(set(examples)), f"{model}: an example learned twice"
     for model in (INTENT, NEXT_STEP):  # from events and journeys (propensity: from actions)
         assert set(ids[model]) == set(want_ids[model]), model
-    assert _folded(final_contexts(recovery)) == _folded(want_contexts)
+    assert _folded(final_contexts(recovery)) == _folded(final_contexts(straight_recovery))
+
+
+def _cluster(settings: KafkaSettings, recovery: Path, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """The service as a cluster of two processes on this machine (`bytewax.run -i/-a`),
+    bounded, sharing one recovery folder (snapshots every second, bytewax's least)."""
+    if not recovery.exists():
+        recovery.mkdir()
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "2"], check=True)
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    env = {**kafka_env(settings), "WAYFINDER_KAFKA_BATCH": "100"}
+    processes = []
+    for i in range(2):
+        args = ["-i", str(i), "-a", addresses, "-r", str(recovery), "-s", "1", "-b", "0"]
+        with (logs / f"{settings.topic_prefix}{i}.{time.monotonic_ns()}.stderr").open("wb") as err:
+            command = logged("bytewax.run", "flows.dataflow.kafka:flow", *args)
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    env=env,
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            )
+    return processes
+
+
+@pytest.mark.scale
+def test_kill_9_at_random_moments_of_a_two_process_cluster_then_resume_loses_and_doubles_nothing(
+    bootstrap_servers, tmp_path
+):
+    """The same, on a cluster of two processes killed together: each process reads back
+    what was published, and a kill before the folder's first snapshot is a crash too
+    (the run after it starts from the beginning, and repeats what was published)."""
+    events = tmp_path / "events.jsonl"
+    wayfinder("simulate", *SIMULATION, "--out", str(events))
+    messages = [keyed(line) for line in events.read_bytes().splitlines()]
+    straight = fresh_topics(bootstrap_servers, "test-kill2", key_vault=tmp_path / "keys-straight")
+    produce(straight, "events", messages)
+    straight_recovery = tmp_path / "straight-recovery"
+    for process in _cluster(straight, straight_recovery, tmp_path):
+        assert process.wait(timeout=300) == 0
+    want = _written(straight)
+    total = len(want["decisions"])
+
+    trials = fresh_topics(bootstrap_servers, "test-kill2", key_vault=tmp_path / "keys-trials")
+    produce(trials, "events", messages)
+    recovery = tmp_path / "recovery"
+    print(f"topics: {trials.topic_prefix}* (trials), {straight.topic_prefix}* (uninterrupted)")
+    draw = random.Random(SEED)
+    decided = _Decisions(trials)
+    killed = 0
+    for trial in range(CLUSTER_TRIALS):
+        more = int(draw.uniform(0.02, 0.12) * total)
+        cluster = _cluster(trials, recovery, tmp_path)
+        if decided.wait_for(cluster[0], len(decided.ids) + more):
+            for process in cluster:
+                os.killpg(process.pid, signal.SIGKILL)
+            killed += 1
+        for process in cluster:
+            process.wait(timeout=30)
+        print(f"trial {trial}: killed after {more} new decisions, {len(decided.ids)} of {total}")
+    decided.close()
+    resuming = time.monotonic()
+    for process in _cluster(trials, recovery, tmp_path):
+        assert process.wait(timeout=300) == 0
+    print(f"resumed to the end in {time.monotonic() - resuming:.2f} s")
+    assert killed >= CLUSTER_TRIALS * 0.7, f"only {killed} of {CLUSTER_TRIALS} kills fell mid-run"
+    _assert_lost_and_doubled_nothing(trials, recovery, want, straight_recovery)
 
 
 #: The id each output record carries, by topic.

@@ -138,15 +138,26 @@ def _examples(batches: set[bytes]) -> dict[tuple[str, int], set[str]]:
     return dict(numbered)
 
 
-def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_doubles_nothing(
-    bootstrap_servers, tmp_path
-):
+def _the_day_twice(
+    bootstrap_servers: str, name: str, tmp_path: Path
+) -> tuple[KafkaSettings, KafkaSettings]:
+    """The simulated day on two sets of topics: for the uninterrupted run, and for the
+    trials (each with a key vault of its own)."""
     events = tmp_path / "events.jsonl"
     wayfinder("simulate", *SIMULATION, "--out", str(events))
     messages = [keyed(line) for line in events.read_bytes().splitlines()]
+    topics = []
+    for run in ("straight", "trials"):
+        settings = fresh_topics(bootstrap_servers, name, key_vault=tmp_path / f"keys-{run}")
+        produce(settings, "events", messages)
+        topics.append(settings)
+    return topics[0], topics[1]
 
-    straight = fresh_topics(bootstrap_servers, "test-kill", key_vault=tmp_path / "keys-straight")
-    produce(straight, "events", messages)
+
+def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_doubles_nothing(
+    bootstrap_servers, tmp_path
+):
+    straight, trials = _the_day_twice(bootstrap_servers, "test-kill", tmp_path)
     straight_recovery = tmp_path / "straight-recovery"
     done = _service(straight, straight_recovery)
     _, err = done.communicate(timeout=300)
@@ -154,8 +165,6 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
     want = _written(straight)
     assert want["decisions"] and want["journeys"] and final_contexts(straight_recovery)
 
-    trials = fresh_topics(bootstrap_servers, "test-kill", key_vault=tmp_path / "keys-trials")
-    produce(trials, "events", messages)
     recovery = tmp_path / "recovery"
     print(f"topics: {trials.topic_prefix}* (trials), {straight.topic_prefix}* (uninterrupted)")
     draw = random.Random(SEED)
@@ -248,19 +257,13 @@ def test_kill_9_at_random_moments_of_a_two_process_cluster_then_resume_loses_and
     """The same, on a cluster of two processes killed together: each process reads back
     what was published, and a kill before the folder's first snapshot is a crash too
     (the run after it starts from the beginning, and repeats what was published)."""
-    events = tmp_path / "events.jsonl"
-    wayfinder("simulate", *SIMULATION, "--out", str(events))
-    messages = [keyed(line) for line in events.read_bytes().splitlines()]
-    straight = fresh_topics(bootstrap_servers, "test-kill2", key_vault=tmp_path / "keys-straight")
-    produce(straight, "events", messages)
+    straight, trials = _the_day_twice(bootstrap_servers, "test-kill2", tmp_path)
     straight_recovery = tmp_path / "straight-recovery"
     for process in _cluster(straight, straight_recovery, tmp_path):
         assert process.wait(timeout=300) == 0
     want = _written(straight)
     total = len(want["decisions"])
 
-    trials = fresh_topics(bootstrap_servers, "test-kill2", key_vault=tmp_path / "keys-trials")
-    produce(trials, "events", messages)
     recovery = tmp_path / "recovery"
     print(f"topics: {trials.topic_prefix}* (trials), {straight.topic_prefix}* (uninterrupted)")
     draw = random.Random(SEED)

@@ -42,7 +42,6 @@ _HOPELESS = frozenset(
 #: What marks the flow's own events on the events topic (merges, forwards, erasures of
 #: devices), so whichever process reads one back counts it as such.
 LOOP_HEADER = ("wayfinder-loop", b"1")
-_LOOP_HEADERS: list[tuple[str, str | bytes | None]] = [LOOP_HEADER]
 
 #: Rounds of producing again what the client could not deliver, before giving up.
 _ATTEMPTS = 3
@@ -121,7 +120,9 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
 
             topic = msg.topic
             assert topic is not None  # the flow names each message's topic
-            headers = _LOOP_HEADERS if topic == self._loop_topic else None
+            headers: list[tuple[str, str | bytes | None]] = [*msg.headers]
+            if topic == self._loop_topic:
+                headers.append(LOOP_HEADER)
             while True:
                 try:
                     producer.produce(

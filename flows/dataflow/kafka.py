@@ -50,6 +50,7 @@ from flows.runtime.settings import (
     models_catch_up_seconds,
     redelivery_horizon_seconds,
 )
+from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
 from operators.identity import MergeSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
@@ -88,7 +89,8 @@ def kafka_flow(
     the rest as the replay does; in a cluster the processes' learners replay in no one
     order, so a replica follows the log as it is.
     """
-    seal = MergeSeal(deployment_secret(required=True))  # refuse to start without one
+    secret = deployment_secret(required=True)  # refuse to start without one
+    seal, signature = MergeSeal(secret), RecordSignature(secret)
     if settings.decision_inputs and settings.key_vault is None:
         logger.warning(
             "WAYFINDER_KEY_VAULT is not set: decision inputs are sealed under keys that only "
@@ -119,7 +121,7 @@ def kafka_flow(
         else:
             since = earlier_start(recovery, time.time())
         if since is not None:
-            published, shadow_published = read_published(settings, since)
+            published, shadow_published = read_published(settings, since, signature)
     loop = LoopLedger(consumers=2 if challenger is not None else 1)
     source = KafkaInput(
         settings.bootstrap_servers,
@@ -142,12 +144,12 @@ def kafka_flow(
 
     def shape(out: Routed) -> KafkaSinkMessage[bytes | None, bytes | None]:
         topic, key, value = out
-        return KafkaSinkMessage(
-            key=key.encode() if key is not None else None, value=value, topic=prefix + topic
-        )
+        raw_key = key.encode() if key is not None else None
+        signed = [(SIGNATURE_HEADER, signature.of(topic, raw_key, value))] if value else []
+        return KafkaSinkMessage(key=raw_key, value=value, topic=prefix + topic, headers=signed)
 
     models = models if models is not None else ModelSet(playbook)
-    replica = ModelReplica(models, settings, ceilings)
+    replica = ModelReplica(models, settings, signature, ceilings)
     replica.start(models_catch_up_seconds())  # before the flow decides anything
     return build_flow(
         source,

@@ -45,6 +45,7 @@ from confluent_kafka import (
 from flows.runtime import metrics
 from flows.runtime.kafka_metadata import end_offset
 from flows.runtime.settings import KafkaSettings, kafka_timeout_seconds
+from flows.runtime.signature import RecordSignature
 from operators.models import ModelSet
 from schemas.learning import LearnedExamples
 from schemas.topics import MODEL_EXAMPLES
@@ -76,12 +77,19 @@ class ModelReplica:
     """
 
     def __init__(
-        self, models: ModelSet, settings: KafkaSettings, ceilings: dict[str, int] | None = None
+        self,
+        models: ModelSet,
+        settings: KafkaSettings,
+        signature: RecordSignature,
+        ceilings: dict[str, int] | None = None,
     ) -> None:
-        """`ceilings`: when the process resumes from snapshots, the last number of each
-        model that its learner had at the snapshot (`learner.resume_ceilings`); what the
-        log holds after it is held back until the replay brings it again."""
+        """`signature`: the deployment's, which every batch of the log carries (one
+        that does not is not learned from). `ceilings`: when the process resumes from
+        snapshots, the last number of each model that its learner had at the snapshot
+        (`learner.resume_ceilings`); what the log holds after it is held back until the
+        replay brings it again."""
         self.models = models
+        self._signature = signature
         self.topic = settings.topic(MODEL_EXAMPLES)
         self._config = {
             "bootstrap.servers": settings.bootstrap_servers,
@@ -262,7 +270,7 @@ class ModelReplica:
                         continue
                     reached = max(reached, (msg.offset() or 0) + 1)
                     value = msg.value()
-                    if msg.key() != key or value is None:
+                    if msg.key() != key or value is None or not self._signed(msg, value):
                         continue
                     learned = _decode(value)
                     for number, example in enumerate(learned.examples, start=learned.first):
@@ -273,6 +281,9 @@ class ModelReplica:
             consumer.close()
 
     # ------------------------------------------------------------------ following
+
+    def _signed(self, msg: Message, value: bytes) -> bool:
+        return self._signature.holds(MODEL_EXAMPLES, msg.key(), value, msg.headers())
 
     def _end(self, consumer: Consumer, timeout: float | None = None) -> int:
         """The log's end offset now (0 when the topic is not there yet)."""
@@ -291,6 +302,15 @@ class ModelReplica:
             position = offset + 1
             value = msg.value()
             if value is None:
+                continue
+            if not self._signed(msg, value):
+                metrics.UNSIGNED_RECORDS.labels(MODEL_EXAMPLES).inc()
+                logger.warning(
+                    "%s offset %d: without this deployment's signature (written by another "
+                    "producer, or under another WAYFINDER_STATE_KEY_SECRET); not learned",
+                    self.topic,
+                    offset,
+                )
                 continue
             try:
                 learned = _decode(value)

@@ -21,6 +21,12 @@ DELIVERY_FAILURES = Counter(
     "Kafka delivery reports with an error, by error (retried, or dead-lettered when hopeless).",
     ["error"],
 )
+UNSIGNED_RECORDS = Counter(
+    "wayfinder_unsigned_records",
+    "Records read back from the flow's own topics (decisions, actions, inputs, intent "
+    "changes, model examples) without the deployment's signature, skipped, by topic.",
+    ["topic"],
+)
 DELIVERY_RETRIES = Counter(
     "wayfinder_delivery_retries", "Messages produced again after a failed delivery."
 )

@@ -11,12 +11,15 @@ What a run publishes between two snapshots is small, and so is this.
 
 import logging
 import time
+from collections import Counter
 
 import msgspec
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from flows.runtime import metrics
 from flows.runtime.kafka_metadata import ask, end_offset
 from flows.runtime.settings import KafkaSettings, kafka_timeout_seconds
+from flows.runtime.signature import Headers, RecordSignature
 from operators.published import Published
 from schemas.action import Action
 from schemas.decision import Decision, DecisionInput
@@ -38,9 +41,12 @@ _DECODERS: dict[str, msgspec.json.Decoder[Decision | Action | DecisionInput | In
 _ACTIONS = msgspec.json.Decoder(Action)
 
 
-def read_published(settings: KafkaSettings, since: float) -> tuple[Published, Published]:
+def read_published(
+    settings: KafkaSettings, since: float, signature: RecordSignature
+) -> tuple[Published, Published]:
     """What the live step and a challenger's step published from `since` (a wall-clock
-    time, seconds) on: (live, shadow)."""
+    time, seconds) on: (live, shadow). A record without this deployment's `signature`
+    was not published by its flow, and is skipped."""
     started = time.monotonic()
     live, shadow = Published(), Published()
     timeout = max(kafka_timeout_seconds(), 30.0)
@@ -65,10 +71,14 @@ def read_published(settings: KafkaSettings, since: float) -> tuple[Published, Pu
         }
         ranges = _offsets_at(consumer, wanted, since - CLOCK_MARGIN_S, timeout)
         read = 0
-        for name, value in _read(consumer, ranges, timeout):
+        unsigned: Counter[str] = Counter()
+        for name, key, value, headers in _read(consumer, ranges, timeout):
             topic = name[len(prefix) :]
             if topic == JOURNEYS and b'"intent_changed"' not in value:
                 continue  # a journey's transition: it follows from the input alone
+            if not signature.holds(topic, key, value, headers):
+                unsigned[topic] += 1
+                continue
             decode = _ACTIONS.decode if name.startswith(actions) else _DECODERS[topic].decode
             try:
                 record = decode(value)
@@ -78,6 +88,16 @@ def read_published(settings: KafkaSettings, since: float) -> tuple[Published, Pu
             read += 1
     finally:
         consumer.close()
+    for topic, count in sorted(unsigned.items()):
+        metrics.UNSIGNED_RECORDS.labels(topic).inc(count)
+        logger.warning(
+            "resuming: %d records on %s%s without this deployment's signature skipped (written "
+            "by another producer, or under another WAYFINDER_STATE_KEY_SECRET): the replay "
+            "does not repeat them",
+            count,
+            prefix,
+            topic,
+        )
     logger.info(
         "resuming: %d records published after the snapshot (from %s, less %.0f s) read back "
         "in %.1f s; the replay repeats them",
@@ -116,14 +136,14 @@ def _offsets_at(
 
 def _read(
     consumer: Consumer, ranges: dict[tuple[str, int], tuple[int, int]], timeout: float
-) -> list[tuple[str, bytes]]:
-    """(topic, value) of every record in the ranges, each partition in its order
-    (tombstones left out)."""
+) -> list[tuple[str, bytes | None, bytes, Headers | None]]:
+    """(topic, key, value, headers) of every record in the ranges, each partition in its
+    order (tombstones left out)."""
     if not ranges:
         return []
     consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in ranges.items()])
     left = {part: end for part, (_start, end) in ranges.items()}
-    values: list[tuple[str, bytes]] = []
+    values: list[tuple[str, bytes | None, bytes, Headers | None]] = []
     deadline = time.monotonic() + timeout
     while left:
         if time.monotonic() > deadline:
@@ -141,7 +161,7 @@ def _read(
                 continue
             value = msg.value()
             if value is not None:
-                values.append((part[0], value))
+                values.append((part[0], msg.key(), value, msg.headers()))
             if offset + 1 >= stop:
                 del left[part]
     return values

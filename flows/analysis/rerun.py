@@ -22,7 +22,8 @@ import msgspec
 
 from flows.runtime.kafka_check import check_connection
 from flows.runtime.run_files import KEY_VAULT
-from flows.runtime.settings import KafkaSettings, state_key
+from flows.runtime.settings import KafkaSettings, deployment_secret, state_key
+from flows.runtime.signature import RecordSignature
 from flows.runtime.topics import read_topic
 from operators.playbook import CompiledPlaybook
 from operators.rerun import (
@@ -52,15 +53,15 @@ _TOPIC_OF: dict[type, str] = {
 }
 
 
-def _records(out: Path | None, topic: str) -> Iterator[bytes]:
+def _records(out: Path | None, topic: str, unsigned: Counter[str]) -> Iterator[bytes]:
     """The messages of a topic: an embedded run's file in `out`, or (None) the topic on
-    Kafka."""
+    Kafka, those its deployment's flow signed (the others counted in `unsigned`)."""
     if out is None:
         settings = KafkaSettings.from_env()
         check_connection(settings)  # a refused login is one line at once, not after 30 s
-        for _key, value in read_topic(settings, topic):
-            if value is not None:
-                yield value
+        signature = RecordSignature(deployment_secret(required=True))
+        for _key, value in read_topic(settings, topic, signed=(signature, unsigned)):
+            yield value
         return
     plain = out / f"{topic}.jsonl"
     packed = plain.with_name(plain.name + ".gz")
@@ -162,6 +163,8 @@ class RerunReport:
     erased: int = 0
     #: Records skipped, by topic, that were not records of that topic.
     unreadable: dict[str, int] = field(default_factory=dict)
+    #: Records skipped, by topic, that the deployment's flow did not sign (on Kafka).
+    unsigned: dict[str, int] = field(default_factory=dict)
     latest_version: str | None = None
     changed_by_latest: int | None = None
     seconds: float = 0.0
@@ -184,10 +187,13 @@ def rerun(
     `show` is told about each one. Raises RerunError when the record cannot be read."""
     started = time.perf_counter()
     unreadable: Counter[str] = Counter()
-    inputs = _by_id(_records(out, DECISION_INPUTS), decision_ids, DecisionInput, unreadable)
-    made = _by_id(_records(out, DECISIONS), decision_ids, Decision, unreadable)
+    unsigned: Counter[str] = Counter()
+    inputs = _by_id(
+        _records(out, DECISION_INPUTS, unsigned), decision_ids, DecisionInput, unreadable
+    )
+    made = _by_id(_records(out, DECISIONS, unsigned), decision_ids, Decision, unreadable)
     decisions = {decision_id: copies[0] for decision_id, copies in made.items()}
-    log = _examples(_records(out, MODEL_EXAMPLES), unreadable)
+    log = _examples(_records(out, MODEL_EXAMPLES, unsigned), unreadable)
     engine = Rerun(playbook, histories(playbook, log))
     report = RerunReport(missing=sorted((decision_ids or set()) - inputs.keys()))
     newest_versions = engine.latest()
@@ -225,5 +231,6 @@ def rerun(
     finally:
         vault.close()
     report.unreadable = dict(unreadable)  # (the log is read as the models are rebuilt)
+    report.unsigned = dict(unsigned)
     report.seconds = round(time.perf_counter() - started, 2)
     return report

@@ -103,6 +103,8 @@ def _summarise(console: Console, report: RerunReport) -> None:
     )
     for topic, n in sorted(report.unreadable.items()):
         console.print(f"  skipped {n:,} records of {topic} that are not records of it")
+    for topic, n in sorted(report.unsigned.items()):
+        console.print(f"  skipped {n:,} records of {topic} that the flow did not sign")
     for item in report.differ[:5]:
         console.print(f"  {item.decision_id}: {'; '.join(item.changes)}")
     if report.changed_by_latest is not None:

@@ -6,6 +6,7 @@ place that decides it. Topics that are already there are never altered; `set_up_
 describes them and says, per difference, what differs, why it matters and how to change it.
 """
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from flows.runtime.settings import (
     kafka_timeout_seconds,
     load_default_playbook,
 )
+from flows.runtime.signature import RecordSignature
 from schemas.topics import (
     ANALYTICS,
     AUDIENCES,
@@ -378,18 +380,33 @@ def describe_use(use: TopicUse) -> str:
 
 
 def read_topic(
-    settings: KafkaSettings, topic: str, timeout_s: float = 30.0
+    settings: KafkaSettings,
+    topic: str,
+    timeout_s: float = 30.0,
+    *,
+    signed: tuple[RecordSignature, Counter[str]] | None = None,
 ) -> list[tuple[bytes | None, bytes]]:
-    """Every message on the topic now, (key, value), partition by partition."""
+    """Every message on the topic now, (key, value), partition by partition. `signed`:
+    only those the deployment's flow signed, and the others counted by topic."""
     try:
-        return _read_to_end(settings, settings.topic(topic), timeout_s)
+        records = _read_to_end(settings, settings.topic(topic), timeout_s)
     except KafkaError as exc:  # one line saying why, no traceback
         raise explain(settings, exc, f"reading {settings.topic(topic)}") from exc
+    if signed is None:
+        return [(key, value) for key, value, _headers in records]
+    signature, unsigned = signed
+    kept = []
+    for key, value, headers in records:
+        if value is not None and signature.holds(topic, key, value, headers):
+            kept.append((key, value))
+        else:
+            unsigned[topic] += 1
+    return kept
 
 
 def _read_to_end(
     settings: KafkaSettings, name: str, timeout_s: float
-) -> list[tuple[bytes | None, bytes]]:
+) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
     consumer = KafkaConsumer(
         enable_auto_commit=False,
         consumer_timeout_ms=int(timeout_s * 1000),
@@ -401,7 +418,7 @@ def _read_to_end(
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if end[tp] > 0}
-        out: list[tuple[bytes | None, bytes]] = []
+        out: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
         while remaining:
             polled = consumer.poll(timeout_ms=int(timeout_s * 1000))
             if not polled:
@@ -409,7 +426,7 @@ def _read_to_end(
                     f"{name}: no message within {timeout_s}s, {len(remaining)} partitions short"
                 )
             for tp, records in polled.items():
-                out += [(r.key, r.value) for r in records]
+                out += [(r.key, r.value, r.headers) for r in records]
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         return out

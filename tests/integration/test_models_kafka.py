@@ -27,7 +27,7 @@ from tests.conftest import fresh_topics, kafka_env
 from tests.e2e.cli import run, wayfinder
 from tests.flow_helpers import cluster_main_threads
 from tests.helpers import default_playbook
-from tests.kafka_io import logged, read_all
+from tests.kafka_io import logged, produce, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -94,9 +94,13 @@ def test_every_kafka_decision_reruns_the_same_with_the_model_versions_it_recorde
     assert len(advanced) > 5  # decided with models that learned as the run went
     assert sum(v["intent"] >= WARM_UP for v in versions) > len(decisions) // 4
 
+    # A copy of a decision planted by another producer: skipped, not compared with.
+    planted = msgspec.structs.replace(decisions[0], outcome="holdout", holdout=True)
+    produce(kafka, "decisions", [(b"planted", msgspec.json.encode(planted))])
     report = rerun_all(kafka, tmp_path / "rerun.json")
     assert report["decisions"] == len({d.decision_id for d in decisions}) > 500
     assert report["identical"] == report["decisions"], report["differ"]
+    assert report["unsigned"] == {"decisions": 1}
     lag = replica.lag_summary()
     print(f"\n1 process, 2 workers: {len(decisions)} decisions in {seconds:.1f} s; lag {lag}")
 

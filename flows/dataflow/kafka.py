@@ -135,6 +135,7 @@ def kafka_flow(
         config=config,
         replaying=_replaying(published, alone=process is None and workers == 1),
         since=since,
+        snapshotted=(lambda: forget_start(recovery)) if recovery is not None else None,
         batch=settings.batch,
     )
     sink = DeliveredKafkaSink(

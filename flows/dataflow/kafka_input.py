@@ -70,6 +70,11 @@ class InputPosition:
 Offsets = int | dict[int, int] | InputPosition | None
 
 
+#: The snapshots a reader has taken once the run's first is in the recovery store for
+#: sure (bytewax writes an epoch's snapshots as that epoch closes on every worker).
+_DURABLE_AFTER = 3
+
+
 def published_since(snapshots: Iterable[object]) -> float | None:
     """Since when a run resumed from these reader snapshots may have published what it
     replays (None: written by a source that does not say)."""
@@ -86,7 +91,8 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
     committed to. `batch`: messages taken per poll and handed over per batch at most
     (WAYFINDER_KAFKA_BATCH). `replaying`: whether a resumed run is still repeating what
     a run before it published (`operators.published`) from `since` on, which its
-    snapshots then carry on saying.
+    snapshots then carry on saying. `snapshotted`: called once the run's snapshots can
+    be resumed from.
     """
 
     def __init__(
@@ -103,10 +109,12 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         config: dict[str, str] | None = None,
         replaying: Callable[[], bool] = lambda: False,
         since: float | None = None,
+        snapshotted: Callable[[], None] | None = None,
         batch: int,
     ) -> None:
         self._brokers = brokers
         self._replaying, self._since = replaying, since
+        self._snapshotted = snapshotted
         self._batch = batch
         self._topic = topic
         self._clock = clock
@@ -174,6 +182,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             merged=kind == "ordered",
             since=since,
             read_before=read_before,
+            snapshotted=self._snapshotted,
             replaying=self._replaying,
             batch=self._batch,
         )
@@ -222,6 +231,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         merged: bool,
         since: float | None = None,
         read_before: dict[int, int] | None = None,
+        snapshotted: Callable[[], None] | None = None,
         replaying: Callable[[], bool] = lambda: False,
         batch: int,
     ) -> None:
@@ -229,6 +239,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._batch = batch
         self._since, self._replaying = since, replaying
         self._read_before = read_before
+        self._snapshotted = snapshotted
+        self._snapshots = 0
         self._topic = topic
         self._clock = clock
         self._ledger = ledger
@@ -367,6 +379,9 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             # Where lag tools look; recovery, not the group, says where a run resumes.
             self._consumer.commit(offsets=committed, asynchronous=True)
         offsets = {i: offset for i, offset in self._next.items() if offset is not None}
+        self._snapshots += 1
+        if self._snapshots == _DURABLE_AFTER and self._snapshotted is not None:
+            self._snapshotted()
         now = time.time()
         since = self._since if self._since is not None and self._still_replaying() else now
         return InputPosition(offsets, min(since, now))

@@ -93,7 +93,8 @@ def earlier_start(directory: Path, now: float) -> float | None:
     did, and `now` is recorded as this one's start). A run that crashed before its
     first snapshot may have published from then on, and the run after it replays that
     input from its start. The time is a file beside the folder, which the first process
-    of a cluster to start writes; `forget_start` drops it once snapshots say more."""
+    of a cluster to start writes; `forget_start` drops it once snapshots say more (the
+    run resumes from them, or has taken a few)."""
     mark = directory.with_name(directory.name + ".started")
     try:
         fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -191,6 +191,7 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
     assert killed >= TRIALS * 0.7, f"only {killed} of {TRIALS} kills fell mid-run"
 
     _assert_lost_and_doubled_nothing(trials, recovery, want, straight_recovery)
+    assert not [path.name for path in tmp_path.glob("*.started")]
 
 
 def _assert_lost_and_doubled_nothing(
@@ -286,6 +287,8 @@ def test_kill_9_at_random_moments_of_a_two_process_cluster_then_resume_loses_and
     print(f"resumed to the end in {time.monotonic() - resuming:.2f} s")
     assert killed >= CLUSTER_TRIALS * 0.7, f"only {killed} of {CLUSTER_TRIALS} kills fell mid-run"
     _assert_lost_and_doubled_nothing(trials, recovery, want, straight_recovery)
+    # Once snapshots say since when, the start written beside each folder is gone.
+    assert not [path.name for path in tmp_path.glob("*.started")]
 
 
 #: The id each output record carries, by topic.

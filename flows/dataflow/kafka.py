@@ -36,6 +36,7 @@ from flows.runtime.recovery_store import (
     earlier_start,
     forget_start,
     hold,
+    holds_snapshots,
     resumed_snapshots,
 )
 from flows.runtime.runner import summarise_at_exit
@@ -109,15 +110,22 @@ def kafka_flow(
     since = None  # what was published from then on, the replay may come to
     if recovery is not None:
         hold(recovery, process)  # no second run snapshots into it meanwhile
-        positions = []
-        if recovery.is_dir() and any(recovery.iterdir()):
+        resuming = recovery.is_dir() and any(recovery.iterdir())
+        if resuming:
             check(recovery)  # one sentence, not bytewax's panic
+            resuming = holds_snapshots(recovery)
+        if resuming:
+            forget_start(recovery)
             if process is None:
                 ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
-            positions = resumed_snapshots(recovery, INPUT)
-        if positions:
-            forget_start(recovery)
-            since = published_since(positions)
+            since = published_since(resumed_snapshots(recovery, INPUT))
+            if since is None and process is not None:
+                logger.warning(
+                    "%s holds no snapshot of the input: this process resumes without reading "
+                    "back what the cluster published before the crash, and may decide some "
+                    "of it again differently; give every process of a cluster the same folder",
+                    recovery,
+                )
         else:
             since = earlier_start(recovery, time.time())
         if since is not None:

@@ -163,6 +163,12 @@ def scrub(directory: Path) -> int:
     return dropped
 
 
+def holds_snapshots(directory: Path) -> bool:
+    """Whether a run would resume from this folder's snapshots."""
+    parts = [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]
+    return _resume_epoch(parts) is not None
+
+
 def resumed_snapshots(directory: Path, step: str) -> list[object]:
     """What one step's logics resume from in a run that starts from this folder: each
     key's latest snapshot before the resume epoch, as the step wrote it (none: nothing

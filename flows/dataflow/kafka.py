@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
@@ -105,31 +106,11 @@ def kafka_flow(
         challenger = Challenger(
             load_compiled(Path(settings.challenger_playbook)), settings.challenger_models
         )
-    ceilings = None
-    published = shadow_published = None
-    since = None  # what was published from then on, the replay may come to
+    resumed = _Resumed()
     if recovery is not None:
         hold(recovery, process)  # no second run snapshots into it meanwhile
-        resuming = recovery.is_dir() and any(recovery.iterdir())
-        if resuming:
-            check(recovery)  # one sentence, not bytewax's panic
-            resuming = holds_snapshots(recovery)
-        if resuming:
-            forget_start(recovery)
-            if process is None:
-                ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
-            since = published_since(resumed_snapshots(recovery, INPUT))
-            if since is None and process is not None:
-                logger.warning(
-                    "%s holds no snapshot of the input: this process resumes without reading "
-                    "back what the cluster published before the crash, and may decide some "
-                    "of it again differently; give every process of a cluster the same folder",
-                    recovery,
-                )
-        else:
-            since = earlier_start(recovery, time.time())
-        if since is not None:
-            published, shadow_published = read_published(settings, since, signature)
+        resumed = _resume(settings, recovery, process, signature)
+    published, since = resumed.published, resumed.since
     loop = LoopLedger(consumers=2 if challenger is not None else 1)
     source = KafkaInput(
         settings.bootstrap_servers,
@@ -158,7 +139,7 @@ def kafka_flow(
         return KafkaSinkMessage(key=raw_key, value=value, topic=prefix + topic, headers=signed)
 
     models = models if models is not None else ModelSet(playbook)
-    replica = ModelReplica(models, settings, signature, ceilings)
+    replica = ModelReplica(models, settings, signature, resumed.ceilings)
     replica.start(models_catch_up_seconds())  # before the flow decides anything
     return build_flow(
         source,
@@ -178,8 +159,52 @@ def kafka_flow(
         decision_inputs=settings.decision_inputs,
         key_vault=settings.key_vault if settings.decision_inputs else None,
         published=published,
-        shadow_published=shadow_published,
+        shadow_published=resumed.shadow_published,
     )
+
+
+class _Resumed(NamedTuple):
+    """What a run resuming from a recovery folder starts with."""
+
+    #: A process alone: how far its replica may learn before the replay brings more.
+    ceilings: dict[str, int] | None = None
+    #: Since when what was published may be what the replay comes to.
+    since: float | None = None
+    published: Published | None = None
+    shadow_published: Published | None = None
+
+
+def _resume(
+    settings: KafkaSettings, recovery: Path, process: int | None, signature: RecordSignature
+) -> _Resumed:
+    """What the folder's snapshots (or the start of a run in it that crashed before its
+    first) say, and what was published since then."""
+    resuming = recovery.is_dir() and any(recovery.iterdir())
+    if resuming:
+        check(recovery)  # one sentence, not bytewax's panic
+        resuming = holds_snapshots(recovery)
+    ceilings = None
+    if resuming and process is None:
+        ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))
+    positions = resumed_snapshots(recovery, INPUT) if resuming else []
+    if positions:
+        forget_start(recovery)
+        since = published_since(positions)
+    elif resuming and process is not None:
+        forget_start(recovery)  # (the process with the input's snapshots reads back)
+        logger.warning(
+            "%s holds no snapshot of the input: this process resumes without reading "
+            "back what the cluster published before the crash, and may decide some "
+            "of it again differently; give every process of a cluster the same folder",
+            recovery,
+        )
+        since = None
+    else:
+        since = earlier_start(recovery, time.time())
+    if since is None:
+        return _Resumed(ceilings)
+    published, shadow = read_published(settings, since, signature)
+    return _Resumed(ceilings, since, published, shadow)
 
 
 def _replaying(published: Published | None, *, alone: bool) -> Callable[[], bool]:

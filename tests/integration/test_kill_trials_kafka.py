@@ -227,7 +227,8 @@ def _assert_lost_and_doubled_nothing(
 
 def _cluster(settings: KafkaSettings, recovery: Path, logs: Path) -> list[subprocess.Popen[bytes]]:
     """The service as a cluster of two processes on this machine (`bytewax.run -i/-a`),
-    bounded, sharing one recovery folder (snapshots every second, bytewax's least)."""
+    bounded, sharing one recovery folder (snapshots every second, bytewax's least); each
+    process's stderr in a file of `logs`."""
     if not recovery.exists():
         recovery.mkdir()
         subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "2"], check=True)
@@ -236,19 +237,31 @@ def _cluster(settings: KafkaSettings, recovery: Path, logs: Path) -> list[subpro
     processes = []
     for i in range(2):
         args = ["-i", str(i), "-a", addresses, "-r", str(recovery), "-s", "1", "-b", "0"]
-        with (logs / f"{settings.topic_prefix}{i}.{time.monotonic_ns()}.stderr").open("wb") as err:
+        log = logs / f"{settings.topic_prefix}{i}.{time.monotonic_ns()}.stderr"
+        with log.open("wb") as err:
             command = logged("bytewax.run", "flows.dataflow.kafka:flow", *args)
-            processes.append(
-                subprocess.Popen(
-                    command,
-                    env=env,
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    start_new_session=True,
-                )
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
             )
+        _LOGS[process.pid] = log
+        processes.append(process)
     return processes
+
+
+#: Where each cluster process's stderr went, by pid.
+_LOGS: dict[int, Path] = {}
+
+
+def _finish(cluster: list[subprocess.Popen[bytes]]) -> None:
+    """Wait for a bounded cluster to end; each process ends well."""
+    for process in cluster:
+        code = process.wait(timeout=300)
+        assert code == 0, _LOGS[process.pid].read_text(errors="replace")[-3000:]
 
 
 @pytest.mark.scale
@@ -260,8 +273,7 @@ def test_kill_9_at_random_moments_of_a_two_process_cluster_then_resume_loses_and
     (the run after it starts from the beginning, and repeats what was published)."""
     straight, trials = _the_day_twice(bootstrap_servers, "test-kill2", tmp_path)
     straight_recovery = tmp_path / "straight-recovery"
-    for process in _cluster(straight, straight_recovery, tmp_path):
-        assert process.wait(timeout=300) == 0
+    _finish(_cluster(straight, straight_recovery, tmp_path))
     want = _written(straight)
     total = len(want["decisions"])
 
@@ -282,8 +294,7 @@ def test_kill_9_at_random_moments_of_a_two_process_cluster_then_resume_loses_and
         print(f"trial {trial}: killed after {more} new decisions, {len(decided.ids)} of {total}")
     decided.close()
     resuming = time.monotonic()
-    for process in _cluster(trials, recovery, tmp_path):
-        assert process.wait(timeout=300) == 0
+    _finish(_cluster(trials, recovery, tmp_path))
     print(f"resumed to the end in {time.monotonic() - resuming:.2f} s")
     assert killed >= CLUSTER_TRIALS * 0.7, f"only {killed} of {CLUSTER_TRIALS} kills fell mid-run"
     _assert_lost_and_doubled_nothing(trials, recovery, want, straight_recovery)

@@ -26,6 +26,17 @@ def visitor_key(event: Event) -> str:
     return ANONYMOUS_PREFIX + anonymous_id
 
 
+def keyed_digest(key: bytes, *parts: str | bytes) -> bytes:
+    """HMAC-SHA256 under `key` of the parts, each prefixed with its length, so that no
+    part's bytes can be shifted into the next."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        mac.update(len(data).to_bytes(8, "big"))
+        mac.update(data)
+    return mac.digest()
+
+
 class MergeSeal:
     """Signs the loop events of a login that Wayfinder writes (a customer's handover
     request, the device's profile merge), so no other producer can forge one.
@@ -40,12 +51,7 @@ class MergeSeal:
         self._secret = secret
 
     def sign(self, event_id: str, *parts: str | bytes) -> str:
-        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
-        for part in (event_id, *parts):
-            data = part.encode() if isinstance(part, str) else part
-            mac.update(len(data).to_bytes(8, "big"))
-            mac.update(data)
-        return mac.hexdigest()
+        return keyed_digest(self._secret, event_id, *parts).hex()
 
     def verify(self, event: Event) -> bool:
         """Whether a `profile_merge` or `handover_request` event carries this

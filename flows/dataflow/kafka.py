@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -217,18 +217,19 @@ def _replaying(published: Published | None, *, alone: bool) -> Callable[[], bool
     return published.replaying if alone else lambda: len(published) > 0
 
 
-def _this_process() -> tuple[Path | None, int | None, int]:
-    """The recovery folder `python -m bytewax.run` was given (`-r`, or its environment
-    variable); this process's id when it is one of a cluster's (`-i/-a`, their
-    environment variables, or the Helm chart's pod name and host file, as bytewax reads
-    them), None when it runs alone; and its workers (`-w`)."""
+def this_process(
+    argv: Sequence[str], env: Mapping[str, str]
+) -> tuple[Path | None, int | None, int]:
+    """From `python -m bytewax.run`'s arguments and environment: the recovery folder
+    (`-r`, or its environment variable); this process's id when it is one of a
+    cluster's (`-i/-a`, their environment variables, or the Helm chart's pod name and
+    host file, as bytewax reads them), None when it runs alone; and its workers (`-w`)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("-r", "--recovery-directory", type=Path)
     parser.add_argument("-i", "--process-id", type=int)
     parser.add_argument("-a", "--addresses")
     parser.add_argument("-w", "--workers-per-process", type=int)
-    known, _ = parser.parse_known_args(sys.argv[1:])
-    env = os.environ
+    known, _ = parser.parse_known_args(argv)
     folder = known.recovery_directory or env.get("BYTEWAX_RECOVERY_DIRECTORY")
     process = known.process_id
     if process is None and env.get("BYTEWAX_PROCESS_ID", "").isdigit():
@@ -257,7 +258,7 @@ def __getattr__(name: str) -> Dataflow:
             stop = StopRequest()
             stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch, flush, snapshot, exit 0
             summarise_at_exit(f"wayfinder on Kafka {settings.bootstrap_servers}")
-            recovery, process, workers = _this_process()
+            recovery, process, workers = this_process(sys.argv[1:], os.environ)
             return kafka_flow(
                 settings, stop=stop, recovery=recovery, process=process, workers=workers
             )

@@ -45,7 +45,7 @@ from flows.dataflow.clock import EventClock
 from flows.dataflow.delivery import LOOP_HEADER
 from flows.dataflow.ledger import LoopLedger
 from flows.runtime import metrics
-from flows.runtime.kafka_metadata import topic_metadata, transient
+from flows.runtime.kafka_metadata import end_offset, topic_metadata, transient
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,9 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             starts[index] = resumed.get(index, self._starting_offset)
         # Everything a run before this one can have read lies before these offsets.
         since = self._since
-        read_before = _ends(consumer, topic, indexes) if since is not None else None
+        read_before = None
+        if since is not None:
+            read_before = {i: end_offset(consumer, topic, i, timeout=30) for i in indexes}
         return KafkaInputPartition(
             consumer,
             topic,
@@ -186,15 +188,6 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             replaying=self._replaying,
             batch=self._batch,
         )
-
-
-def _ends(consumer: Consumer, topic: str, indexes: list[int]) -> dict[int, int]:
-    """The partitions' end offsets now."""
-    ends: dict[int, int] = {}
-    for index in indexes:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, index), timeout=30)
-        ends[index] = high
-    return ends
 
 
 class _EventTime(Struct):

@@ -9,9 +9,10 @@ the deployment's prefix), key and value. What the flow reads back without a vali
 one is skipped, counted and said.
 """
 
-import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+
+from operators.identity import keyed_digest
 
 #: The header that holds a record's signature.
 SIGNATURE_HEADER = "wayfinder-signature"
@@ -25,15 +26,11 @@ class RecordSignature:
 
     def __init__(self, secret: bytes) -> None:
         # A key of its own: the secret also keys state and signs merges.
-        self._key = hmac.new(secret, b"wayfinder: published records", hashlib.sha256).digest()
+        self._key = keyed_digest(secret, "wayfinder: published records")
 
     def of(self, topic: str, key: bytes | None, value: bytes) -> bytes:
         """The signature of a record on `topic` (the name without the prefix)."""
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for part in (topic.encode(), b"" if key is None else b"k" + key, value):
-            mac.update(len(part).to_bytes(8, "big"))
-            mac.update(part)
-        return mac.digest()
+        return keyed_digest(self._key, topic, b"" if key is None else b"k" + key, value)
 
     def holds(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None) -> bool:
         """Whether a record read back carries this deployment's signature."""

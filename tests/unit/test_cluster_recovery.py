@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.dataflow.kafka import _this_process
+from flows.dataflow.kafka import this_process
 from flows.runtime.recovery_store import (
     earlier_start,
     forget_start,
@@ -79,25 +79,10 @@ def test_a_second_process_with_the_same_id_is_refused_one_with_another_is_not(tm
         ),
     ],
 )
-def test_the_process_knows_whether_it_is_one_of_a_cluster(
-    monkeypatch, tmp_path, argv, env, expected
-):
-    for name in (
-        "BYTEWAX_RECOVERY_DIRECTORY",
-        "BYTEWAX_PROCESS_ID",
-        "BYTEWAX_ADDRESSES",
-        "BYTEWAX_WORKERS_PER_PROCESS",
-        "BYTEWAX_POD_NAME",
-        "BYTEWAX_STATEFULSET_NAME",
-        "BYTEWAX_HOSTFILE_PATH",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def test_the_process_knows_whether_it_is_one_of_a_cluster(tmp_path, argv, env, expected):
     env = dict(env)
     if "HOSTS" in env:
         hosts = tmp_path / "hosts"
         hosts.write_text(env.pop("HOSTS"))
         env["BYTEWAX_HOSTFILE_PATH"] = str(hosts)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr("sys.argv", ["bytewax.run", "flows.dataflow.kafka:flow", *argv])
-    assert _this_process() == expected
+    assert this_process(["flows.dataflow.kafka:flow", *argv], env) == expected

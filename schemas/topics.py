@@ -27,6 +27,9 @@ SHADOW_DECISIONS = "decisions.shadow"
 #: together, any decision can be re-run with the model versions it used.
 DECISION_INPUTS = "decisions.inputs"
 MODEL_EXAMPLES = "models.examples"
+#: A cluster's processes say how much of their loop is in flight, so that a bounded
+#: run knows when every process is done (`flows.runtime.balance`).
+BALANCE = "cluster.balance"
 #: Bulky topics of the audit trail (a decision's input is a few kilobytes): gzip files
 #: in embedded runs.
 AUDIT_TOPICS = frozenset({DECISION_INPUTS, MODEL_EXAMPLES})
@@ -50,8 +53,14 @@ def action_topic(channel: str) -> str:
 
 
 def all_topics(channels: Iterable[str]) -> list[str]:
-    """Every topic a Wayfinder deployment reads or writes, for these channels."""
+    """Every topic a Wayfinder deployment reads or writes, for these channels (but the
+    cluster's own `BALANCE`, which an embedded run has no use for)."""
     return [*CORE_TOPICS, *(action_topic(channel) for channel in channels)]
+
+
+def kafka_topics(channels: Iterable[str]) -> list[str]:
+    """Every topic of a deployment on Kafka."""
+    return [*all_topics(channels), BALANCE]
 
 
 #: Topic name (without prefix) to the Struct its messages carry. `actions` stands

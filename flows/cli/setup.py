@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from flows.cli.options import Subcommands, add_command, write_json
-from schemas.topics import CORE_TOPICS, TOPIC_SCHEMAS
+from schemas.topics import BALANCE, CORE_TOPICS, TOPIC_SCHEMAS
 
 
 def cmd_topics(args: argparse.Namespace, console: Console) -> int:
@@ -109,11 +109,12 @@ def register(sub: Subcommands) -> None:
         help="create the Kafka topics, configured for their use (idempotent)",
         description=(
             "Create every Wayfinder topic that is missing: "
-            + ", ".join(CORE_TOPICS)
+            + ", ".join((*CORE_TOPICS, BALANCE))
             + ", and actions.<channel> for each channel of the playbook, each configured for "
             "its use: audiences compacted, decisions, decisions.inputs and decisions.shadow "
             "kept for WAYFINDER_DECISIONS_RETENTION, dlq for WAYFINDER_DLQ_RETENTION, "
-            "models.examples on one partition and kept forever. Names carry "
+            "models.examples on one partition and kept forever, cluster.balance on one "
+            "partition and kept an hour. Names carry "
             "WAYFINDER_TOPIC_PREFIX; partitions and replication come from "
             "WAYFINDER_TOPIC_PARTITIONS and WAYFINDER_TOPIC_REPLICATION. Topics that exist "
             "are checked, never changed: a warning says each difference and how to change it "

@@ -29,6 +29,7 @@ from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
+from flows.runtime.balance import ClusterBalance
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
 from flows.runtime.published import read_published
 from flows.runtime.recovery_store import (
@@ -53,11 +54,12 @@ from flows.runtime.settings import (
     redelivery_horizon_seconds,
 )
 from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
+from flows.runtime.topics import ensure_topics
 from operators.identity import MergeSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from operators.published import Published
-from schemas.topics import DLQ, EVENTS
+from schemas.topics import BALANCE, DLQ, EVENTS
 from state.key_vault import KeyVaultError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def kafka_flow(
     models: ModelSet | None = None,
     recovery: Path | None = None,
     process: int | None = None,
+    processes: int = 1,
     workers: int = 1,
 ) -> Dataflow:
     """The production flow: the events topic in, every output topic out.
@@ -86,7 +89,9 @@ def kafka_flow(
     snapshot folder the run resumes from; what was published after its snapshot is
     read back, and the replay repeats the decisions and intent changes among it
     (`operators.published`). `process`: this process's id, when it is one of a
-    cluster's, which share the folder; `workers`: this process's. A process alone has
+    cluster's (of `processes`), which share the folder; `workers`: this process's. A
+    bounded cluster run ends when the balance of every process says that nothing is in
+    flight (`flows.runtime.balance`). A process alone has
     its learner snapshots say how far the models had learned, and its replica learns
     the rest as the replay does; in a cluster the processes' learners replay in no one
     order, so a replica follows the log as it is.
@@ -127,6 +132,20 @@ def kafka_flow(
         snapshotted=(lambda: forget_start(recovery)) if recovery is not None else None,
         batch=settings.batch,
     )
+    if process is not None:
+        ensure_topics(settings, playbook.channels)  # the balance topic may be new
+        balance = ClusterBalance(
+            config | {"bootstrap.servers": settings.bootstrap_servers},
+            settings.topic(BALANCE),
+            group=settings.group,
+            process=process,
+            processes=processes,
+            partitions=source.partitions(),
+            signature=signature,
+            counts=loop.counts,
+        )
+        loop.in_cluster(balance)
+        balance.start()
     sink = DeliveredKafkaSink(
         settings.brokers, config, settings.topic(DLQ), loop=(settings.topic(EVENTS), loop)
     )
@@ -217,13 +236,23 @@ def _replaying(published: Published | None, *, alone: bool) -> Callable[[], bool
     return published.replaying if alone else lambda: len(published) > 0
 
 
-def this_process(
-    argv: Sequence[str], env: Mapping[str, str]
-) -> tuple[Path | None, int | None, int]:
-    """From `python -m bytewax.run`'s arguments and environment: the recovery folder
-    (`-r`, or its environment variable); this process's id when it is one of a
-    cluster's (`-i/-a`, their environment variables, or the Helm chart's pod name and
-    host file, as bytewax reads them), None when it runs alone; and its workers (`-w`)."""
+class ThisProcess(NamedTuple):
+    """Where a process of `python -m bytewax.run` stands."""
+
+    #: The recovery folder (`-r`, or its environment variable).
+    recovery: Path | None
+    #: This process's id when it is one of a cluster's, None when it runs alone.
+    process: int | None
+    #: The cluster's processes (1: alone).
+    processes: int
+    #: This process's workers (`-w`).
+    workers: int
+
+
+def this_process(argv: Sequence[str], env: Mapping[str, str]) -> ThisProcess:
+    """From `python -m bytewax.run`'s arguments and environment (`-i/-a`, their
+    environment variables, or the Helm chart's pod name and host file, as bytewax
+    reads them)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("-r", "--recovery-directory", type=Path)
     parser.add_argument("-i", "--process-id", type=int)
@@ -241,11 +270,17 @@ def this_process(
     if not addresses and env.get("BYTEWAX_HOSTFILE_PATH"):
         with contextlib.suppress(OSError):
             addresses = ";".join(Path(env["BYTEWAX_HOSTFILE_PATH"]).read_text().split())
-    alone = process is None or len([a for a in addresses.split(";") if a.strip()]) < 2
+    processes = len([a for a in addresses.split(";") if a.strip()])
+    alone = process is None or processes < 2
     workers = known.workers_per_process
     if workers is None and env.get("BYTEWAX_WORKERS_PER_PROCESS", "").isdigit():
         workers = int(env["BYTEWAX_WORKERS_PER_PROCESS"])
-    return (Path(folder) if folder else None), (None if alone else process), workers or 1
+    return ThisProcess(
+        Path(folder) if folder else None,
+        None if alone else process,
+        1 if alone else processes,
+        workers or 1,
+    )
 
 
 def __getattr__(name: str) -> Dataflow:
@@ -258,9 +293,14 @@ def __getattr__(name: str) -> Dataflow:
             stop = StopRequest()
             stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch, flush, snapshot, exit 0
             summarise_at_exit(f"wayfinder on Kafka {settings.bootstrap_servers}")
-            recovery, process, workers = this_process(sys.argv[1:], os.environ)
+            here = this_process(sys.argv[1:], os.environ)
             return kafka_flow(
-                settings, stop=stop, recovery=recovery, process=process, workers=workers
+                settings,
+                stop=stop,
+                recovery=here.recovery,
+                process=here.process,
+                processes=here.processes,
+                workers=here.workers,
             )
         except KafkaUnavailable as exc:  # one line, never the secret
             print(f"error: {exc}", file=sys.stderr)

@@ -125,7 +125,8 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         self._starting_offset = starting_offset
         self._config = dict(config or {})
 
-    def _partitions(self) -> list[int]:
+    def partitions(self) -> list[int]:
+        """The topic's partitions."""
         admin = AdminClient({"bootstrap.servers": self._brokers, **self._config})
         try:
             topic = topic_metadata(admin, self._topic, timeout=30)
@@ -136,7 +137,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
     def list_parts(self) -> list[str]:
         if self._ordered:
             return [f"ordered-{self._topic}"]
-        return [f"{i}-{self._topic}" for i in self._partitions()]
+        return [f"{i}-{self._topic}" for i in self.partitions()]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Offsets
@@ -154,7 +155,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
                 **self._config,
             }
         )
-        indexes = self._partitions() if kind == "ordered" else [int(kind)]
+        indexes = self.partitions() if kind == "ordered" else [int(kind)]
         resumed: dict[int, int] = {}
         if isinstance(resume_state, InputPosition):
             resumed = resume_state.offsets
@@ -279,6 +280,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 self._next[index] = offset + 1
         for index, n in handed.items():
             self._ledger.read(n, index, self._next[index] or 0)
+        # (after the records handed over are counted: never at its end with them unsaid)
+        self._ledger.at_end(
+            {i: at_end and not self._buffered[i] for i, at_end in self._at_end.items()}
+        )
         if loop:
             metrics.LOOP_EVENTS.inc(loop)  # (the summary's events are the others)
         return batch

@@ -7,21 +7,18 @@ must not stop at the topic's end while one of them is on its way, or a customer'
 login would never get its answer. The process keeps the balance here: records read
 and not yet folded, loop events emitted and not yet delivered, and, per partition,
 how far the loop events delivered reach and how far the reader has got. Its input
-partitions end only when the balance is even.
+partitions end only when the balance is even: in a cluster, the balance of every
+process (`flows.runtime.balance`).
 
 The embedded run's `Rounds` keep the same accounts (and more: its lockstep); both
 serve the decode and customer steps through `FlowLedger`.
 """
 
 import threading
-import time
 from typing import Protocol
 
+from flows.runtime.balance import ClusterBalance, LoopCounts
 from schemas.topics import EVENTS
-
-#: Seconds without a record settling here after which a cluster's records are taken to
-#: be folded elsewhere (see `LoopLedger.even`).
-SETTLED_AFTER = 5.0
 
 
 class FlowLedger(Protocol):
@@ -45,31 +42,38 @@ class LoopLedger:
     """The balance of a Kafka run's loop through the events topic (one process).
 
     `consumers`: customer steps that fold every record (a challenger is a second).
+    The counts only grow, so that a cluster's processes can compare them
+    (`flows.runtime.balance`).
     """
 
     def __init__(self, consumers: int = 1) -> None:
         self.consumers = consumers
         self._lock = threading.Lock()
-        self._records = 0
-        self._pending = 0
+        self._entered = self._settled = 0  # records, per consumer
+        self._emitted = self._resolved = 0  # loop events
         self._delivered: dict[int, int] = {}  # partition → offset after the last loop event
         self._read: dict[int, int] = {}  # partition → next offset its reader reads
-        self._last_records, self._records_since = 0, 0.0  # (see `even`)
+        self._at_end: dict[int, bool] = {}  # partition → read to its end, nothing held
+        self._cluster: ClusterBalance | None = None
+
+    def in_cluster(self, balance: ClusterBalance) -> None:
+        """This process is one of a cluster's, which `balance` hears from."""
+        self._cluster = balance
 
     def started(self, n: int) -> None:
         if n:
             with self._lock:
-                self._records += n * self.consumers
+                self._entered += n * self.consumers
 
     def settled(self, n: int, *, all_consumers: bool = False) -> None:
         if n:
             with self._lock:
-                self._records -= n * (self.consumers if all_consumers else 1)
+                self._settled += n * (self.consumers if all_consumers else 1)
 
     def emitted(self, outputs: int, examples: int) -> None:
         if outputs:
             with self._lock:
-                self._pending += outputs
+                self._emitted += outputs
 
     def fed_back(self, topic: str) -> bool:
         return topic == EVENTS
@@ -77,39 +81,52 @@ class LoopLedger:
     def delivered(self, partition: int, offset: int) -> None:
         """A loop event reached the events topic at (`partition`, `offset`)."""
         with self._lock:
-            self._pending -= 1
+            self._resolved += 1
             self._delivered[partition] = max(self._delivered.get(partition, 0), offset + 1)
 
     def dropped(self) -> None:
         """A loop event the topic refused for good (it went to the dead letters)."""
         with self._lock:
-            self._pending -= 1
+            self._resolved += 1
 
     def read(self, n: int, partition: int, offset: int) -> None:
         """The reader of `partition` (of this process) handed `n` records over and reads
         `offset` next."""
         with self._lock:
-            self._records += n * self.consumers
+            self._entered += n * self.consumers
             self._read[partition] = offset
+
+    def at_end(self, partitions: dict[int, bool]) -> None:
+        """Which of the partitions this process reads are at their end, with nothing
+        held back."""
+        with self._lock:
+            self._at_end.update(partitions)
+
+    def counts(self) -> LoopCounts:
+        with self._lock:
+            return LoopCounts(
+                entered=self._entered,
+                settled=self._settled,
+                emitted=self._emitted,
+                resolved=self._resolved,
+                read=dict(self._read),
+                delivered=dict(self._delivered),
+                at_end=tuple(sorted(p for p, done in self._at_end.items() if done)),
+            )
 
     def even(self) -> bool:
         """Nothing read is still being folded, nothing written is still on its way, and
         every loop event delivered has been read back.
 
-        In a cluster the records this process reads are folded by every process, and
-        settle there: when its count has not moved for `SETTLED_AFTER` seconds, with
-        nothing of its own on the way, they are taken to be folded. (What another
-        process writes back comes as new input, and the input is not at its end then.)
+        In a cluster, records this process reads are folded by every process, whose
+        loop events land on partitions any may read: the cluster's balance says.
         """
+        if self._cluster is not None:
+            return self._cluster.done()
         with self._lock:
             read = self._read
-            balanced = self._pending <= 0 and all(
-                read[p] >= end for p, end in self._delivered.items() if p in read
+            return (
+                self._entered <= self._settled
+                and self._emitted <= self._resolved
+                and all(read[p] >= end for p, end in self._delivered.items() if p in read)
             )
-            if self._records <= 0 or not balanced:
-                return balanced
-            now = time.monotonic()
-            if self._records != self._last_records:
-                self._last_records, self._records_since = self._records, now
-                return False
-            return now - self._records_since >= SETTLED_AFTER

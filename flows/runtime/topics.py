@@ -27,6 +27,7 @@ from flows.runtime.signature import RecordSignature
 from schemas.topics import (
     ANALYTICS,
     AUDIENCES,
+    BALANCE,
     DECISION_INPUTS,
     DECISIONS,
     DLQ,
@@ -35,12 +36,13 @@ from schemas.topics import (
     MODEL_EXAMPLES,
     SHADOW_DECISIONS,
     action_topic,
-    all_topics,
+    kafka_topics,
 )
 
 #: The name that stands for every `actions.<channel>` topic in `topic_uses`.
 ACTIONS = "actions"
-_DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,19 @@ def topic_uses(settings: KafkaSettings, retention: TopicRetention) -> dict[str, 
             },
             scaled=False,
         ),
+        BALANCE: TopicUse(
+            "a cluster's processes say, several times a second, what of their loop is in "
+            "flight: a bounded run ends when nothing is, anywhere",
+            1,
+            "one partition: every process reads every report, in one order",
+            {
+                "cleanup.policy": Setting("delete", "a report matters for seconds: kept by time"),
+                "retention.ms": Setting(
+                    str(_HOUR_MS), "a report matters for seconds; an hour covers any reader"
+                ),
+            },
+            scaled=False,
+        ),
     }
 
 
@@ -203,7 +218,7 @@ def set_up_topics(
     if channels is None:
         channels = load_default_playbook().channels
     uses = topic_uses(settings, TopicRetention.from_env() if retention is None else retention)
-    wanted = {settings.topic(name): use_of(uses, name) for name in all_topics(channels)}
+    wanted = {settings.topic(name): use_of(uses, name) for name in kafka_topics(channels)}
     try:
         return _set_up(settings, wanted, check)
     except KafkaError as exc:  # one line saying why, no traceback

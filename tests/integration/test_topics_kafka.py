@@ -10,7 +10,7 @@ from kafka.admin import ConfigResource, KafkaAdminClient
 
 from flows.runtime.settings import KafkaSettings, TopicRetention
 from flows.runtime.topics import set_up_topics
-from schemas.topics import all_topics
+from schemas.topics import kafka_topics
 from tests.conftest import kafka_env
 from tests.e2e.cli import wayfinder
 
@@ -57,7 +57,7 @@ def test_each_topic_is_created_configured_for_its_use(settings, admin):
         {"WAYFINDER_DECISIONS_RETENTION": "2d", "WAYFINDER_DLQ_RETENTION": "36h"}
     )
     done = set_up_topics(settings, CHANNELS, retention)
-    assert done.created == [settings.topic(t) for t in all_topics(CHANNELS)]
+    assert done.created == [settings.topic(t) for t in kafka_topics(CHANNELS)]
     assert done.existing == [] and done.warnings == []
 
     # Segment changes and erasure tombstones: compacted.

@@ -62,20 +62,20 @@ def test_a_second_process_with_the_same_id_is_refused_one_with_another_is_not(tm
 @pytest.mark.parametrize(
     ("argv", "env", "expected"),
     [
-        (["-r", "rec"], {}, (Path("rec"), None, 1)),
-        (["-r", "rec", "-w", "2"], {}, (Path("rec"), None, 2)),
-        (["-r", "rec", "-i", "1", "-a", "h:1;h:2"], {}, (Path("rec"), 1, 1)),
-        (["-i", "0", "-a", "h:1"], {}, (None, None, 1)),  # a cluster of one: alone
+        (["-r", "rec"], {}, (Path("rec"), None, 1, 1)),
+        (["-r", "rec", "-w", "2"], {}, (Path("rec"), None, 1, 2)),
+        (["-r", "rec", "-i", "1", "-a", "h:1;h:2"], {}, (Path("rec"), 1, 2, 1)),
+        (["-i", "0", "-a", "h:1"], {}, (None, None, 1, 1)),  # a cluster of one: alone
         (
             [],
             {"BYTEWAX_RECOVERY_DIRECTORY": "rec", "BYTEWAX_PROCESS_ID": "1"}
             | {"BYTEWAX_ADDRESSES": "h:1;h:2", "BYTEWAX_WORKERS_PER_PROCESS": "3"},
-            (Path("rec"), 1, 3),
+            (Path("rec"), 1, 2, 3),
         ),
         (  # the Helm chart's: a pod's ordinal and a host file
             ["-r", "rec"],
             {"BYTEWAX_POD_NAME": "wf-2", "BYTEWAX_STATEFULSET_NAME": "wf", "HOSTS": "a\nb\nc\n"},
-            (Path("rec"), 2, 1),
+            (Path("rec"), 2, 3, 1),
         ),
     ],
 )

@@ -4,7 +4,7 @@ import pytest
 
 from flows.runtime.settings import FOREVER, KafkaSettings, SettingsError, TopicRetention
 from flows.runtime.topics import ACTIONS, describe_use, topic_uses, use_of
-from schemas.topics import CORE_TOPICS, all_topics
+from schemas.topics import BALANCE, CORE_TOPICS, kafka_topics
 
 DAY_MS = 86_400_000
 
@@ -41,8 +41,8 @@ def test_a_bad_retention_names_the_variable_and_what_it_takes(name, value):
 
 def test_every_topic_has_a_use():
     uses = topic_uses(KafkaSettings(), TopicRetention())
-    assert set(uses) == {*CORE_TOPICS, ACTIONS}
-    for name in all_topics(("web", "call_centre")):
+    assert set(uses) == {*CORE_TOPICS, BALANCE, ACTIONS}
+    for name in kafka_topics(("web", "call_centre")):
         assert use_of(uses, name).purpose
 
 
@@ -67,9 +67,15 @@ def test_each_topic_is_configured_for_its_use():
         "retention.bytes": "-1",
     }
     assert uses["models.examples"].partitions == 1 and not uses["models.examples"].scaled
+    # A cluster's balance: one partition, every report read by every process, for an hour.
+    assert config("cluster.balance") == {"cleanup.policy": "delete", "retention.ms": "3600000"}
+    assert uses["cluster.balance"].partitions == 1 and not uses["cluster.balance"].scaled
     # Every other topic has the events topic's partitions; those without a config of
     # their own keep the cluster's defaults.
-    assert {name for name, use in uses.items() if use.partitions != 6} == {"models.examples"}
+    assert {name for name, use in uses.items() if use.partitions != 6} == {
+        "models.examples",
+        "cluster.balance",
+    }
     assert {name for name, use in uses.items() if not use.config} == {
         "events",
         "actions",

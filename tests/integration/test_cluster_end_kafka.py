@@ -1,0 +1,126 @@
+"""A bounded cluster run ends only when nothing is in flight on any process.
+
+A process of a 2-process cluster is stopped (SIGSTOP) for 8 seconds while the cluster
+replays a simulated day of logins, then let go on. The records it holds, and the loop
+events its customers then write (a device's answer to a login, forwards, erasures of
+devices), land on partitions the other process reads: the cluster's bounded input
+must not end before they are back. Every loop event on the events topic has been read
+by the flow, and what the rules decided is what an uninterrupted cluster run decides.
+"""
+
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from flows.dataflow.delivery import LOOP_HEADER
+from flows.lab.simulator import SimulationConfig, simulate
+from flows.runtime.settings import KafkaSettings
+from tests.conftest import fresh_topics, kafka_env
+from tests.e2e.cli import REPO
+from tests.integration.test_loop_kafka import keyed
+from tests.integration.test_scale_kafka import Process, rule_driven
+from tests.kafka_io import free_ports, logged, produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.scale]
+
+SIM = SimulationConfig(customers=120, hours=12, seed=23)
+#: Longer than any wait for a process's records would have been, by a clock.
+STOPPED = 8.0
+
+
+def _bounded_cluster(settings: KafkaSettings, logs: Path) -> list[subprocess.Popen[bytes]]:
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    env = {**kafka_env(settings), "WAYFINDER_KAFKA_BATCH": "50"}
+    cluster = []
+    for i in range(2):
+        with (logs / f"{settings.topic_prefix}{i}.stderr").open("wb") as err:
+            args = ["flows.dataflow.kafka:flow", "-i", str(i), "-a", addresses]
+            cluster.append(
+                subprocess.Popen(
+                    logged("bytewax.run", *args),
+                    env=env,
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+            )
+    return cluster
+
+
+def _ended(
+    cluster: list[subprocess.Popen[bytes]], settings: KafkaSettings, logs: Path
+) -> list[Process]:
+    said = []
+    for i, process in enumerate(cluster):
+        try:
+            code = process.wait(timeout=240)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        text = (logs / f"{settings.topic_prefix}{i}.stderr").read_text(errors="replace")
+        assert code == 0, text[-3000:]
+        said.append(Process(text))
+    return said
+
+
+def _loop_records(settings: KafkaSettings) -> int:
+    consumer = KafkaConsumer(**settings.kafka_python_config(), enable_auto_commit=False)
+    try:
+        topic = settings.topic("events")
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(parts)
+        loop = 0
+        while any(consumer.position(p) < ends[p] for p in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                loop += sum(1 for r in records if (LOOP_HEADER[0], LOOP_HEADER[1]) in r.headers)
+        return loop
+    finally:
+        consumer.close()
+
+
+def _wait_for_loop_records(settings: KafkaSettings, cluster: list[subprocess.Popen[bytes]]) -> None:
+    """Until the cluster has written its first loop event (it is folding logins)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in cluster), "a process of the cluster ended early"
+        if _loop_records(settings):
+            return
+        time.sleep(0.2)
+    raise AssertionError("no loop event written in 120 s")
+
+
+def test_a_bounded_cluster_waits_for_a_process_that_stopped_answering(bootstrap_servers, tmp_path):
+    records = list(simulate(SIM))
+    messages = [keyed(raw) for _ts, raw in records]
+    straight, stalled = (
+        fresh_topics(bootstrap_servers, f"test-end-{name}", 4, key_vault=tmp_path / name)
+        for name in ("straight", "stalled")
+    )
+    for settings in (straight, stalled):
+        produce(settings, "events", messages)
+
+    _ended(_bounded_cluster(straight, tmp_path), straight, tmp_path)
+
+    cluster = _bounded_cluster(stalled, tmp_path)
+    _wait_for_loop_records(stalled, cluster)
+    os.kill(cluster[1].pid, signal.SIGSTOP)
+    time.sleep(STOPPED)
+    written_while_stopped = _loop_records(stalled)
+    os.kill(cluster[1].pid, signal.SIGCONT)
+    said = _ended(cluster, stalled, tmp_path)
+
+    written = _loop_records(stalled)
+    read = sum(process.summary["loop_events"] for process in said)
+    print(f"\nloop events: {written_while_stopped} by the stop, {written} in all, {read} read back")
+    assert written > written_while_stopped > 0  # the stopped process had more to write
+    assert read == written
+    until = datetime.fromtimestamp(max(ts for ts, _raw in records), UTC)
+    assert rule_driven(stalled, until) == rule_driven(straight, until)

@@ -43,6 +43,11 @@ _HOPELESS = frozenset(
 #: devices), so whichever process reads one back counts it as such.
 LOOP_HEADER = ("wayfinder-loop", b"1")
 
+#: What marks a loop event written in a round of a replay (`LoopLedger.rounds`): the
+#: run's lineage and the round's number. The reader never takes one from the topic: it
+#: was handed back as delivered, or is a copy a run resumed from snapshots writes again.
+ROUND_HEADER = "wayfinder-round"
+
 #: Rounds of producing again what the client could not deliver, before giving up.
 _ATTEMPTS = 3
 
@@ -116,13 +121,16 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
                 topic = message.topic() or ""
                 metrics.PRODUCED.labels(topic).inc()
                 if topic == self._loop_topic and self._ledger is not None:
-                    self._ledger.delivered(message.partition() or 0, message.offset() or 0)
+                    partition, offset = message.partition() or 0, message.offset() or 0
+                    self._ledger.delivered(partition, offset, message)
 
             topic = msg.topic
             assert topic is not None  # the flow names each message's topic
             headers: list[tuple[str, str | bytes | None]] = [*msg.headers]
             if topic == self._loop_topic:
                 headers.append(LOOP_HEADER)
+                if self._ledger is not None and self._ledger.rounds:
+                    headers.append((ROUND_HEADER, self._ledger.round_mark()))
             while True:
                 try:
                     producer.produce(

@@ -28,8 +28,8 @@ from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, Watermark
 from flows.dataflow.customer import CustomerLogic, Keyed, StepOutput
 from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
 from flows.dataflow.key_sink import KeyVaultSink
-from flows.dataflow.learner import LEARNER, ExampleLog, examples, learner
-from flows.dataflow.ledger import FlowLedger
+from flows.dataflow.learner import LEARNER, ExampleLog, LearningRounds, examples, learner
+from flows.dataflow.ledger import FlowLedger, LoopLedger
 from flows.dataflow.loopback import EmbeddedSource
 from flows.dataflow.rounds import Rounds
 from flows.dataflow.routing import (
@@ -148,7 +148,10 @@ def build_flow(
     )
     results = op.filter_map("route", customers, route)
     to_learn = op.flat_map("examples", customers, examples)
-    learned = op.stateful_batch(LEARNER, to_learn, learner(models, rounds, example_log))
+    paced: LearningRounds | None = rounds
+    if isinstance(loop, LoopLedger) and loop.rounds:
+        paced = loop  # a Kafka replay in rounds
+    learned = op.stateful_batch(LEARNER, to_learn, learner(models, paced, example_log))
     finished = op.flat_map("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, route_analytics)

@@ -116,7 +116,10 @@ def kafka_flow(
         hold(recovery, process)  # no second run snapshots into it meanwhile
         resumed = _resume(settings, recovery, process, signature)
     published, since = resumed.published, resumed.since
-    loop = LoopLedger(consumers=2 if challenger is not None else 1)
+    # A replay on one process goes in rounds, as an embedded run does: the same outputs
+    # every run, and the embedded run's on the same input.
+    in_rounds = not settings.tail and settings.ordered and process is None
+    loop = LoopLedger(consumers=2 if challenger is not None else 1, rounds=in_rounds)
     source = KafkaInput(
         settings.bootstrap_servers,
         settings.topic(EVENTS),
@@ -131,6 +134,7 @@ def kafka_flow(
         since=since,
         snapshotted=(lambda: forget_start(recovery)) if recovery is not None else None,
         batch=settings.batch,
+        rounds=in_rounds,
     )
     if process is not None:
         ensure_topics(settings, playbook.channels)  # the balance topic may be new
@@ -167,7 +171,7 @@ def kafka_flow(
         shape=shape,
         playbook=playbook,
         clock=clock,
-        timers=True,
+        timers=not in_rounds,  # (rounds fire them on events and at the end, as embedded)
         loop=loop,
         models=models,
         example_log=replica,

@@ -23,8 +23,9 @@ offset), the same order every run, as the embedded run reads its file.
 import heapq
 import logging
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,8 +43,9 @@ from confluent_kafka.admin import AdminClient
 from msgspec import Struct, json
 
 from flows.dataflow.clock import EventClock
-from flows.dataflow.delivery import LOOP_HEADER
+from flows.dataflow.delivery import LOOP_HEADER, ROUND_HEADER
 from flows.dataflow.ledger import LoopLedger
+from flows.dataflow.loopback import event_order, hold_after_logins
 from flows.runtime import metrics
 from flows.runtime.kafka_metadata import end_offset, topic_metadata, transient
 
@@ -63,6 +65,30 @@ class InputPosition:
 
     offsets: dict[int, int]
     since: float
+    #: A replay in rounds (`LoopLedger.rounds`): where its rounds were.
+    rounds: "RoundPosition | None" = None
+
+
+@dataclass(frozen=True)
+class RoundPosition:
+    """A replay in rounds at a snapshot: its lineage (a run, and those resumed from its
+    snapshots), how many rounds it had handed over, and from which offset of each
+    partition on the loop events of the last one were written. Those have not been
+    handed back yet: a run resumed from here finds them there, and hands them first."""
+
+    lineage: str
+    handed: int
+    written_from: dict[int, int]
+    #: (partition, offset) of the records taken for the next round (after a login).
+    held: tuple[tuple[int, int], ...] = ()
+
+    def mark(self) -> bytes:
+        """The round header of the last round's loop events."""
+        return round_mark(self.lineage, self.handed)
+
+
+def round_mark(lineage: str, number: int) -> bytes:
+    return f"{lineage}:{number}".encode()
 
 
 #: Resume state: the next offset of one partition, or (ordered) of each, as bytewax's
@@ -92,7 +118,8 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
     (WAYFINDER_KAFKA_BATCH). `replaying`: whether a resumed run is still repeating what
     a run before it published (`operators.published`) from `since` on, which its
     snapshots then carry on saying. `snapshotted`: called once the run's snapshots can
-    be resumed from.
+    be resumed from. `rounds`: a replay on one process that goes in rounds
+    (`LoopLedger.rounds`).
     """
 
     def __init__(
@@ -111,8 +138,10 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         since: float | None = None,
         snapshotted: Callable[[], None] | None = None,
         batch: int,
+        rounds: bool = False,
     ) -> None:
         self._brokers = brokers
+        self._rounds = rounds
         self._replaying, self._since = replaying, since
         self._snapshotted = snapshotted
         self._batch = batch
@@ -157,8 +186,10 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         )
         indexes = self.partitions() if kind == "ordered" else [int(kind)]
         resumed: dict[int, int] = {}
+        rounds = None
         if isinstance(resume_state, InputPosition):
             resumed = resume_state.offsets
+            rounds = resume_state.rounds
         elif isinstance(resume_state, int):
             resumed = {indexes[0]: resume_state}
         elif isinstance(resume_state, dict):
@@ -174,6 +205,19 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         read_before = None
         if since is not None:
             read_before = {i: end_offset(consumer, topic, i, timeout=30) for i in indexes}
+        last_round: list[Message] = []
+        held: list[Message] = []
+        if rounds is not None:
+            last_round = _written_in(consumer, topic, rounds)
+            held = _fetched(consumer, topic, rounds.held)
+            logger.info(
+                "%s: the replay resumes after round %d; %d loop events it wrote come first",
+                topic,
+                rounds.handed,
+                len(last_round),
+            )
+        elif self._rounds:
+            rounds = RoundPosition(uuid.uuid4().hex[:12], 0, {})
         return KafkaInputPartition(
             consumer,
             topic,
@@ -188,7 +232,87 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             snapshotted=self._snapshotted,
             replaying=self._replaying,
             batch=self._batch,
+            rounds=rounds if self._rounds else None,
+            last_round=last_round,
+            held=held,
         )
+
+
+def _written_in(consumer: Consumer, topic: str, rounds: RoundPosition) -> list[Message]:
+    """The loop events of a replay's last round before a snapshot (one copy of each, a
+    run resumed before may have written them again), in order of partition and offset."""
+    mark = rounds.mark()
+    ends = {p: end_offset(consumer, topic, p, timeout=30) for p in rounds.written_from}
+    left = {p for p, start in rounds.written_from.items() if start < ends[p]}
+    consumer.assign([TopicPartition(topic, p, rounds.written_from[p]) for p in left])
+    found: dict[tuple[bytes | None, bytes | None], Message] = {}
+    try:
+        while left:
+            for msg in consumer.consume(500, 1.0):
+                error, index = msg.error(), msg.partition() or 0
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        left.discard(index)
+                    elif not transient(error):
+                        raise RuntimeError(f"consuming {topic}[{index}]: {error.str()}")
+                    continue
+                if (msg.offset() or 0) + 1 >= ends[index]:
+                    left.discard(index)
+                if _round_of(msg) == mark:
+                    found.setdefault((msg.key(), msg.value()), msg)
+    finally:
+        consumer.unassign()
+    return sorted(found.values(), key=_position)
+
+
+def _fetched(consumer: Consumer, topic: str, positions: Sequence[tuple[int, int]]) -> list[Message]:
+    """The records at these (partition, offset), in that order."""
+    wanted = set(positions)
+    starts: dict[int, int] = {}
+    for partition, offset in positions:
+        starts[partition] = min(starts.get(partition, offset), offset)
+    consumer.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
+    found: dict[tuple[int, int], Message] = {}
+    try:
+        while len(found) < len(wanted):
+            for msg in consumer.consume(500, 1.0):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"{topic}: a record held at a snapshot is gone")
+                    if not transient(error):
+                        raise RuntimeError(f"consuming {topic}: {error.str()}")
+                    continue
+                position = _position(msg)
+                if position in wanted:
+                    found[position] = msg
+    finally:
+        consumer.unassign()
+    return [found[position] for position in positions]
+
+
+def _round_of(msg: Message) -> bytes | None:
+    """The round header of a loop event written in a replay's round (else None)."""
+    headers = msg.headers()
+    if headers is None:
+        return None
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for name, value in pairs:
+        if name == ROUND_HEADER:
+            return value if isinstance(value, bytes) else None
+    return None
+
+
+def _position(msg: Message) -> tuple[int, int]:
+    return msg.partition() or 0, msg.offset() or 0
+
+
+def _value(msg: Message) -> bytes:
+    return msg.value() or b""
+
+
+def _event_order(msg: Message) -> tuple[str, str]:
+    return event_order(_value(msg))
 
 
 class _EventTime(Struct):
@@ -228,8 +352,17 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         snapshotted: Callable[[], None] | None = None,
         replaying: Callable[[], bool] = lambda: False,
         batch: int,
+        rounds: RoundPosition | None = None,
+        last_round: list[Message] | None = None,
+        held: list[Message] | None = None,
     ) -> None:
         self._consumer = consumer
+        #: A replay in rounds: where they are, and the last round's loop events found
+        #: on the topic at a resume (handed over first).
+        self._rounds = rounds
+        self._last_round = list(last_round or [])
+        #: (`rounds`) Records taken from the partitions that wait for the next round.
+        self._held: list[Message] = list(held or [])
         self._batch = batch
         self._since, self._replaying = since, replaying
         self._read_before = read_before
@@ -262,11 +395,34 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         if self._clock.stop.requested:
             raise StopIteration  # a clean stop: the flow finishes what it holds
         self._poll()
-        batch = self._take()
+        if self._rounds is not None:
+            if not self._ledger.round_over():
+                return []  # the round in hand is still folding, writing or learning
+            back = self._last_round or self._ledger.returned()
+            if back:
+                self._last_round = []
+                back.sort(key=_event_order)
+                self._start_round()
+                return self._handed_back(back)
+            # As embedded: a customer's records after their login wait a round, for
+            # the device's answer; so does what follows under their ids.
+            batch, self._held = hold_after_logins(self._held or self._take(), _value)
+            for msg in self._held:  # taken: what is read next comes after them
+                part, after = _position(msg)
+                self._next[part] = max(self._next[part] or 0, after + 1)
+        elif self._last_round:
+            # A run resumed from a replay's snapshots, not in rounds itself: what the
+            # last round left comes first.
+            back, self._last_round = self._last_round, []
+            return self._handed_back(back)
+        else:
+            batch, self._held = self._held or self._take(), []
         if not batch and not self._tail and self._ended():
             # A bounded run ends at the partitions' end, once nothing of its own is on
             # its way back to them.
             raise StopIteration
+        if batch and self._rounds is not None:
+            self._start_round()
         handed: dict[int, int] = {}
         loop = 0
         for msg in batch:
@@ -277,7 +433,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             handed[index] = handed.get(index, 0) + 1
             offset = msg.offset()
             if offset is not None:
-                self._next[index] = offset + 1
+                self._next[index] = max(self._next[index] or 0, offset + 1)
         for index, n in handed.items():
             self._ledger.read(n, index, self._next[index] or 0)
         # (after the records handed over are counted: never at its end with them unsaid)
@@ -288,6 +444,25 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             metrics.LOOP_EVENTS.inc(loop)  # (the summary's events are the others)
         return batch
 
+    def _handed_back(self, loop_events: list[Message]) -> list[Message]:
+        self._ledger.read_back(len(loop_events))
+        metrics.LOOP_EVENTS.inc(len(loop_events))
+        return loop_events
+
+    def _start_round(self) -> None:
+        """Hand over a round: its loop events will carry its mark, and land after the
+        loop events delivered so far (or, on a partition with none yet, after where
+        its reader is)."""
+        rounds = self._rounds
+        assert rounds is not None
+        delivered = self._ledger.delivered_up_to()
+        written_from = dict(rounds.written_from)
+        for index, offset in self._next.items():
+            start = max(delivered.get(index, 0), offset or 0)
+            written_from[index] = max(written_from.get(index, 0), start)
+        self._rounds = RoundPosition(rounds.lineage, rounds.handed + 1, written_from)
+        self._ledger.start_round(self._rounds.mark())
+
     def _poll(self) -> None:
         buffered = self._buffered
         caught_up: set[int] = set()
@@ -295,6 +470,12 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         for msg in self._consumer.consume(self._batch, 0.001):
             error = msg.error()
             index = msg.partition() or 0
+            if error is None and msg.headers() is not None and _round_of(msg) is not None:
+                # A loop event of a replay's round: handed back as it was delivered (or
+                # at a resume, from where it was written); else a copy written again.
+                if not buffered[index]:
+                    self._next[index] = max(self._next[index] or 0, (msg.offset() or 0) + 1)
+                continue
             if error is None:
                 key = _event_time(msg) if self._merged else 0.0
                 buffered[index].append((key, msg.offset() or 0, msg))
@@ -352,7 +533,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
 
     def _ended(self) -> bool:
         return (
-            all(self._at_end.values()) and not any(self._buffered.values()) and self._ledger.even()
+            all(self._at_end.values())
+            and not any(self._buffered.values())
+            and not self._held
+            and self._ledger.even()
         )
 
     def next_awake(self) -> datetime | None:
@@ -382,7 +566,11 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             self._snapshotted()
         now = time.time()
         since = self._since if self._since is not None and self._still_replaying() else now
-        return InputPosition(offsets, min(since, now))
+        rounds = self._rounds
+        if rounds is not None:
+            held = tuple(_position(msg) for msg in self._held)
+            rounds = RoundPosition(rounds.lineage, rounds.handed, rounds.written_from, held)
+        return InputPosition(offsets, min(since, now), rounds)
 
     def _still_replaying(self) -> bool:
         """Whether the replay may still come to what a run before it published: the flow

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 from bytewax.operators import StatefulBatchLogic
 
-from flows.dataflow.rounds import Rounds
 from flows.runtime import metrics
 from operators.models import ModelSet
 from schemas.learning import Example, LearnedExamples
@@ -51,6 +50,19 @@ LEARNER = "learn"
 PUBLISHED_PER_MESSAGE = 256
 
 
+class LearningRounds(Protocol):
+    """A run in rounds, as its learners see it (`Rounds`, or a Kafka replay's ledger)."""
+
+    def arrived(self, n: int) -> None:
+        """`n` examples reached their learner."""
+
+    def learned(self, n: int) -> None:
+        """`n` examples were learned (on Kafka: numbered and given to the replica)."""
+
+    def may_learn(self) -> bool:
+        """Nothing of the round in hand decides any more."""
+
+
 class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     """One model: learns its examples, snapshots itself, and serves the customer step.
 
@@ -61,7 +73,7 @@ class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     """
 
     def __init__(
-        self, models: ModelSet, resume_state: bytes | None, rounds: Rounds | None = None
+        self, models: ModelSet, resume_state: bytes | None, rounds: LearningRounds | None = None
     ) -> None:
         self._models = models
         self._rounds = rounds
@@ -184,10 +196,17 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     again are made with the models they were made with, and are sent again the same.
     Once the replay numbers an example the log did not hold, it has gone past the
     crash: whatever was not brought again is released at once.
+
+    With `rounds` (a replay on one process), a round's examples wait until the round
+    has finished deciding, as an embedded run's do, and are then numbered all at once.
     """
 
-    def __init__(self, log: ExampleLog, resume_state: bytes | None) -> None:
+    def __init__(
+        self, log: ExampleLog, resume_state: bytes | None, rounds: LearningRounds | None = None
+    ) -> None:
         self._log = log
+        self._rounds = rounds
+        self._waiting: list[Example] = []
         self._name: str | None = None
         #: The last number given (published, or in a message on its way).
         self._count = 0
@@ -201,11 +220,51 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
         #: Whether the log's tail has been read (once a run, on the first batch).
         self._read = False
         if resume_state is not None:
-            state = _numbering_state(pickle.loads(resume_state))
+            loaded = pickle.loads(resume_state)
+            state = _numbering_state(loaded)
             self._name, self._count, self._unseen, self._holes, awaited, _ = state
             self._awaited = set(awaited)
+            # A snapshot falls between rounds: what waited then is numbered before the
+            # first round of this run, as it would have been without the crash.
+            self._waiting = list(loaded[6]) if len(loaded) == 7 else []
+            if self._waiting and rounds is not None:
+                rounds.arrived(len(self._waiting))
 
     def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
+        rounds = self._rounds
+        if rounds is None:
+            return self._numbered(values), False
+        self._name = values[0].model
+        rounds.arrived(len(values))
+        self._waiting.extend(values)
+        return self.on_notify()
+
+    def on_notify(self) -> tuple[Iterable[LearnedExamples], bool]:
+        rounds, waiting = self._rounds, self._waiting
+        if rounds is None or not waiting or not rounds.may_learn():
+            return [], False
+        self._waiting = []
+        numbered = self._numbered(waiting)
+        rounds.learned(len(waiting))
+        return numbered, False
+
+    def on_eof(self) -> tuple[Iterable[LearnedExamples], bool]:
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return [], False
+        numbered = self._numbered(waiting)
+        if self._rounds is not None:
+            self._rounds.learned(len(waiting))
+        return numbered, False
+
+    def notify_at(self) -> datetime | None:
+        if self._waiting and self._rounds is not None:
+            return datetime.now(UTC) + _RECHECK  # the round is still deciding
+        return None
+
+    def _numbered(self, values: list[Example]) -> list[LearnedExamples]:
+        """Number examples (not those the log already holds), in order of (time, id),
+        and give them to this process's replica."""
         name = values[0].model
         if not self._read:
             self._read_tail(name)
@@ -225,7 +284,7 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
         # This process decides with them at once, not when they come round the log: on
         # one process what each decision asked is then the same every run.
         self._log.learned_here(name, batches, self._ceiling())
-        return batches, False
+        return batches
 
     def _read_tail(self, name: str) -> None:
         self._name = name
@@ -274,7 +333,8 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
         assert self._name is not None
         awaited = sorted(self._awaited)
         versions = self._log.versions()  # what the replica had of every model then
-        return pickle.dumps((self._name, self._count, self._unseen, self._holes, awaited, versions))
+        state = (self._name, self._count, self._unseen, self._holes, awaited, versions)
+        return pickle.dumps((*state, self._waiting) if self._waiting else state)
 
 
 NumberingState = tuple[str, int, dict[str, list[int]], list[int], list[int], dict[str, int]]
@@ -283,8 +343,8 @@ NumberingState = tuple[str, int, dict[str, list[int]], list[int], list[int], dic
 def _numbering_state(state: tuple[Any, ...]) -> NumberingState:
     """A learner snapshot (unpickled) as (name, count, unseen, holes, awaited, the
     replica's versions), whichever release wrote it."""
-    if len(state) == 6:
-        name, count, unseen, holes, awaited, versions = state
+    if len(state) in (6, 7):  # (7: with the examples that waited for their round)
+        name, count, unseen, holes, awaited, versions = state[:6]
         return name, count, unseen, holes, awaited, versions
     if len(state) == 4 and not isinstance(state[1], int):
         # A ModelLogic snapshot (before the example log was the truth): its count.
@@ -312,13 +372,14 @@ def resume_ceilings(snapshots: Iterable[object]) -> dict[str, int]:
 
 
 def learner(
-    models: ModelSet, rounds: Rounds | None, log: ExampleLog | None
+    models: ModelSet, rounds: LearningRounds | None, log: ExampleLog | None
 ) -> Callable[[bytes | None], StatefulBatchLogic[Example, LearnedExamples, bytes]]:
     """The learner step's logic: learning into `models` (embedded), or, with the example
-    `log` (Kafka), numbering only, for every process's replica to learn from."""
+    `log` (Kafka), numbering only, for every process's replica to learn from; with
+    `rounds`, a round's examples wait until it has finished deciding."""
     if log is None:
         return lambda resume: ModelLogic(models, resume, rounds)
-    return lambda resume: NumberingLogic(log, resume)
+    return lambda resume: NumberingLogic(log, resume, rounds)
 
 
 def _order(example: Example) -> tuple[float, str]:

@@ -17,6 +17,8 @@ serve the decode and customer steps through `FlowLedger`.
 import threading
 from typing import Protocol
 
+from confluent_kafka import Message
+
 from flows.runtime.balance import ClusterBalance, LoopCounts
 from schemas.topics import EVENTS
 
@@ -44,16 +46,28 @@ class LoopLedger:
     `consumers`: customer steps that fold every record (a challenger is a second).
     The counts only grow, so that a cluster's processes can compare them
     (`flows.runtime.balance`).
+
+    `rounds`: a replay on one process goes in rounds, as an embedded run does
+    (`flows.dataflow.rounds`): a round is one batch of the input, or the loop events
+    the round before wrote, with everything it causes (folding, loop events delivered,
+    examples learned); the next starts only when it is over. The loop events a round
+    wrote are handed back as they were delivered (the sink gives them here), not when
+    the reader reaches the end of the topic they were appended to, so a login's answer
+    comes where it does embedded, and the run is the same every time.
     """
 
-    def __init__(self, consumers: int = 1) -> None:
+    def __init__(self, consumers: int = 1, *, rounds: bool = False) -> None:
         self.consumers = consumers
+        self.rounds = rounds
         self._lock = threading.Lock()
         self._entered = self._settled = 0  # records, per consumer
         self._emitted = self._resolved = 0  # loop events
+        self._examples = self._arrived = self._learned = 0  # examples (`rounds`)
         self._delivered: dict[int, int] = {}  # partition → offset after the last loop event
         self._read: dict[int, int] = {}  # partition → next offset its reader reads
         self._at_end: dict[int, bool] = {}  # partition → read to its end, nothing held
+        self._returned: list[Message] = []  # (`rounds`) delivered, not handed back yet
+        self._round = b""  # (`rounds`) the mark of the round in hand: lineage and number
         self._cluster: ClusterBalance | None = None
 
     def in_cluster(self, balance: ClusterBalance) -> None:
@@ -71,18 +85,22 @@ class LoopLedger:
                 self._settled += n * (self.consumers if all_consumers else 1)
 
     def emitted(self, outputs: int, examples: int) -> None:
-        if outputs:
+        if outputs or examples:
             with self._lock:
                 self._emitted += outputs
+                self._examples += examples
 
     def fed_back(self, topic: str) -> bool:
         return topic == EVENTS
 
-    def delivered(self, partition: int, offset: int) -> None:
-        """A loop event reached the events topic at (`partition`, `offset`)."""
+    def delivered(self, partition: int, offset: int, message: Message | None = None) -> None:
+        """A loop event reached the events topic at (`partition`, `offset`) (`message`:
+        its delivery report, which a replay in rounds hands back)."""
         with self._lock:
             self._resolved += 1
             self._delivered[partition] = max(self._delivered.get(partition, 0), offset + 1)
+            if self.rounds and message is not None:
+                self._returned.append(message)
 
     def dropped(self) -> None:
         """A loop event the topic refused for good (it went to the dead letters)."""
@@ -101,6 +119,57 @@ class LoopLedger:
         held back."""
         with self._lock:
             self._at_end.update(partitions)
+
+    # -- rounds
+
+    def start_round(self, mark: bytes) -> None:
+        """The reader hands over a round, marked so (the loop events it writes carry it)."""
+        with self._lock:
+            self._round = mark
+
+    def round_mark(self) -> bytes:
+        return self._round
+
+    def round_over(self) -> bool:
+        """Every record handed over is folded, every loop event delivered, every example
+        learned."""
+        with self._lock:
+            return (
+                self._entered <= self._settled
+                and self._emitted <= self._resolved
+                and self._learned >= self._examples
+            )
+
+    def returned(self) -> list[Message]:
+        """The loop events delivered since the last call, in the order delivered."""
+        with self._lock:
+            returned, self._returned = self._returned, []
+            return returned
+
+    def read_back(self, n: int) -> None:
+        """`n` loop events were handed back to the flow."""
+        with self._lock:
+            self._entered += n * self.consumers
+
+    def delivered_up_to(self) -> dict[int, int]:
+        """Partition → the offset after the last loop event delivered there."""
+        with self._lock:
+            return dict(self._delivered)
+
+    def arrived(self, n: int) -> None:
+        """`n` examples reached their learner."""
+        with self._lock:
+            self._arrived += n
+
+    def learned(self, n: int) -> None:
+        with self._lock:
+            self._learned += n
+
+    def may_learn(self) -> bool:
+        """Every record of the round is folded and every example it taught has reached
+        its learner: nothing of the round decides any more."""
+        with self._lock:
+            return self._entered <= self._settled and self._arrived >= self._examples
 
     def counts(self) -> LoopCounts:
         with self._lock:
@@ -123,6 +192,10 @@ class LoopLedger:
         """
         if self._cluster is not None:
             return self._cluster.done()
+        if self.rounds:
+            with self._lock:
+                waiting = bool(self._returned)
+            return not waiting and self.round_over()
         with self._lock:
             read = self._read
             return (

@@ -17,6 +17,7 @@ workers, and an embedded run gives the same outputs in any shape.
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -35,8 +36,10 @@ class _Order(msgspec.Struct):
 _ORDER = msgspec.json.Decoder(_Order)
 
 
-def _event_order(raw: bytes) -> tuple[str, str]:
-    # Wayfinder wrote these lines itself, always in UTC ("...Z"), so the text sorts.
+def event_order(raw: bytes) -> tuple[str, str]:
+    """The order a round's loop events are handed back in: the order the workers wrote
+    them in depends on scheduling, this one does not."""
+    # Wayfinder wrote these itself, always in UTC ("...Z"), so the text sorts.
     order = _ORDER.decode(raw)
     return order.ts, order.event_id
 
@@ -57,7 +60,10 @@ def _ids(raw: bytes) -> _Ids | None:
         return None
 
 
-def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[RawRecord]]:
+T = TypeVar("T")
+
+
+def hold_after_logins(batch: list[T], value: Callable[[T], bytes]) -> tuple[list[T], list[T]]:
     """Split a batch so that a customer's records after their login wait for the merge.
 
     Everyone else's records go ahead; the held ones go in the next round, once the
@@ -65,10 +71,10 @@ def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[Ra
     and per device: holding a record also holds what follows under its ids.
     """
     blocked: set[str] = set()
-    now: list[RawRecord] = []
-    later: list[RawRecord] = []
+    now: list[T] = []
+    later: list[T] = []
     for record in batch:
-        raw = record.value
+        raw = value(record)
         if blocked or b"identify" in raw:
             ids = _ids(raw)
             if ids is not None:
@@ -80,6 +86,10 @@ def _hold_after_logins(batch: list[RawRecord]) -> tuple[list[RawRecord], list[Ra
                     blocked.add(ids.customer_id)
         now.append(record)
     return now, later
+
+
+def _value(record: RawRecord) -> bytes:
+    return record.value
 
 
 class CountedPartition(StatefulSourcePartition[RawRecord, object]):
@@ -118,7 +128,7 @@ class CountedPartition(StatefulSourcePartition[RawRecord, object]):
             if reached is not None:
                 self._reached = reached
                 metrics.INPUT_EVENT_TIME.labels(self._name).set(reached)
-        batch, self._held = _hold_after_logins(batch)
+        batch, self._held = hold_after_logins(batch, _value)
         self._rounds.hand_over(self._name, len(batch), self._reached)
         return batch
 
@@ -151,9 +161,7 @@ class LoopbackPartition(StatefulSourcePartition[RawRecord, object]):
             if self._rounds.idle():
                 raise StopIteration
             return []
-        # One round's loop events, in event-time order: the order the workers wrote
-        # them in depends on scheduling, this one does not.
-        lines.sort(key=_event_order)
+        lines.sort(key=event_order)  # one round's loop events
         batch = []
         for raw in lines:
             self._line += 1

@@ -13,10 +13,10 @@ import hashlib
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
+from flows.runtime.settings import BATCH_SIZE
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES
 from schemas.deadletter import MAX_RAW_BYTES
 
-BATCH_SIZE = 512
 #: Bytes read at a time while skipping the rest of a line too long to keep.
 _SKIP_CHUNK = 1 << 20
 

@@ -13,10 +13,11 @@ from typing import NamedTuple
 
 import msgspec
 
-from flows.dataflow.sources import BATCH_SIZE, RawRecord, WrittenTopics
+from flows.dataflow.sources import RawRecord, WrittenTopics
 from flows.lab.population import customer_index
 from flows.lab.simulator import SimulationConfig, simulate_partition
 from flows.lab.world import World
+from flows.runtime.settings import BATCH_SIZE
 from schemas.action import Action
 from schemas.codec import encode
 

@@ -37,6 +37,11 @@ _SECURITY_CHOICES = {
 }
 
 
+#: Records an input hands over per batch: an embedded run's, and by default a Kafka
+#: run's (WAYFINDER_KAFKA_BATCH).
+BATCH_SIZE = 512
+
+
 class SettingsError(ValueError):
     """A setting from the environment is unusable; the message names the variable."""
 
@@ -122,7 +127,8 @@ class KafkaSettings:
     ordered: bool = True
     #: Events handed to the flow per batch at most: larger ones amortise each step's
     #: work, smaller ones make each step shorter (and what a crash makes it fold again).
-    batch: int = 1000
+    #: A replay's rounds are batches: with the embedded run's, it gives its outputs.
+    batch: int = BATCH_SIZE
     #: WAYFINDER_KEY_VAULT: where the flow keeps a copy of each customer's key
     #: (`state.key_vault`), for `wayfinder rerun --kafka` to open the decision inputs
     #: sealed under them. None: the keys live in the flow's state alone, and its

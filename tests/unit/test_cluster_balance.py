@@ -3,7 +3,6 @@ with nothing changed, say that nothing is in flight anywhere."""
 
 import pytest
 
-from flows.dataflow.ledger import LoopLedger
 from flows.runtime.balance import BalanceBook, BalanceReport, LoopCounts
 
 PARTITIONS = (0, 1)
@@ -69,20 +68,3 @@ def test_a_process_not_heard_from_keeps_the_cluster_going():
 )
 def test_anything_in_flight_keeps_the_cluster_going(reader, folder):
     assert not _two_rounds(reader, folder).done(PARTITIONS)
-
-
-def test_a_process_alone_balances_its_own_counts_exactly():
-    ledger = LoopLedger()
-    ledger.read(3, 0, 3)
-    ledger.settled(2)
-    assert not ledger.even()
-    ledger.settled(1)
-    ledger.emitted(1, 0)
-    assert not ledger.even()
-    ledger.delivered(0, 3)  # at offset 3: not read back yet
-    assert not ledger.even()
-    ledger.read(1, 0, 4)
-    ledger.settled(1)
-    assert ledger.even()
-    counts = ledger.counts()
-    assert (counts.entered, counts.settled, counts.emitted, counts.resolved) == (4, 4, 1, 1)

@@ -295,3 +295,41 @@ def test_a_replica_refuses_what_no_learner_step_writes_and_goes_on_in_number_ord
     assert (record.learned, record.refused) == (4, 3)
     assert replica.offer(LearnedExamples(10**30, [step(9)]), 3.0) == []
     assert replica.beyond == 1 and not replica.waiting[NEXT_STEP]
+
+
+class Round:
+    """A replay's round as a learner sees it: whether it has finished deciding."""
+
+    def __init__(self) -> None:
+        self.deciding = True
+        self.arrivals = self.learnt = 0
+
+    def arrived(self, n: int) -> None:
+        self.arrivals += n
+
+    def learned(self, n: int) -> None:
+        self.learnt += n
+
+    def may_learn(self) -> bool:
+        return not self.deciding
+
+
+def test_a_learner_in_rounds_numbers_a_rounds_examples_once_it_has_finished_deciding():
+    now = Round()
+    logic = NumberingLogic(Log([]), None, now)
+    out, _ = logic.on_batch([step(2)])
+    assert numbered(out) == [] and logic.notify_at() is not None  # the round still decides
+    out, _ = logic.on_batch([step(1)])
+    assert numbered(out) == [] and now.arrivals == 2
+    snapshot = logic.snapshot()  # (between: what waits is in it)
+    now.deciding = False
+    out, _ = logic.on_notify()
+    assert numbered(out) == [(1, "n1"), (2, "n2")] and now.learnt == 2  # by (time, id)
+    assert logic.notify_at() is None
+
+    # Resumed from the snapshot: what waited is numbered before the next round.
+    after = Round()
+    resumed = NumberingLogic(Log([]), snapshot, after)
+    assert after.arrivals == 2
+    after.deciding = False
+    assert numbered(resumed.on_notify()[0]) == [(1, "n1"), (2, "n2")] and after.learnt == 2

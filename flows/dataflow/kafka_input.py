@@ -8,7 +8,8 @@ of its input, so it has its own source on the same client library:
   lag tools look (bytewax's recovery stays the truth of where to resume);
 - a stop that ends the input at the next batch (`flows.dataflow.stopping`);
 - a bounded run that does not end while its own events are on their way back
-  (`flows.dataflow.ledger`);
+  (`flows.dataflow.ledger`), and a replay on one process that goes in rounds, its
+  own events handed back as they are delivered, as the embedded run's are;
 - a start without snapshots that says where it starts, and that what an earlier
   run of the group sent will be sent again.
 Read partition by partition (each on a worker of its own, with bytewax's names: a

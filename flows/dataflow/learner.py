@@ -206,7 +206,8 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     ) -> None:
         self._log = log
         self._rounds = rounds
-        self._waiting: list[Example] = []
+        self._waiting: list[Example] = []  # (`rounds`) this round's, until it has decided
+        self._unpublished: list[LearnedExamples] = []  # numbered at a resume
         self._name: str | None = None
         #: The last number given (published, or in a message on its way).
         self._count = 0
@@ -224,16 +225,16 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
             state = _numbering_state(loaded)
             self._name, self._count, self._unseen, self._holes, awaited, _ = state
             self._awaited = set(awaited)
-            # A snapshot falls between rounds: what waited then is numbered before the
-            # first round of this run, as it would have been without the crash.
-            self._waiting = list(loaded[6]) if len(loaded) == 7 else []
-            if self._waiting and rounds is not None:
-                rounds.arrived(len(self._waiting))
+            # A snapshot falls between rounds: what waited then is numbered (and given
+            # to the replica) before the first round of this run, as it would have been
+            # without the crash; published with the next batch.
+            if len(loaded) == 7 and loaded[6]:
+                self._unpublished = self._numbered(list(loaded[6]))
 
     def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
         rounds = self._rounds
         if rounds is None:
-            return self._numbered(values), False
+            return self._published(self._numbered(values)), False
         self._name = values[0].model
         rounds.arrived(len(values))
         self._waiting.extend(values)
@@ -242,25 +243,30 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     def on_notify(self) -> tuple[Iterable[LearnedExamples], bool]:
         rounds, waiting = self._rounds, self._waiting
         if rounds is None or not waiting or not rounds.may_learn():
-            return [], False
-        self._waiting = []
-        numbered = self._numbered(waiting)
-        rounds.learned(len(waiting))
-        return numbered, False
+            return self._published([]), False
+        return self._published(self._number_waiting()), False
 
     def on_eof(self) -> tuple[Iterable[LearnedExamples], bool]:
+        return self._published(self._number_waiting()), False
+
+    def notify_at(self) -> datetime | None:
+        if self._unpublished or (self._waiting and self._rounds is not None):
+            return datetime.now(UTC) + _RECHECK  # the round is still deciding
+        return None
+
+    def _number_waiting(self) -> list[LearnedExamples]:
         waiting, self._waiting = self._waiting, []
         if not waiting:
-            return [], False
+            return []
         numbered = self._numbered(waiting)
         if self._rounds is not None:
             self._rounds.learned(len(waiting))
-        return numbered, False
+        return numbered
 
-    def notify_at(self) -> datetime | None:
-        if self._waiting and self._rounds is not None:
-            return datetime.now(UTC) + _RECHECK  # the round is still deciding
-        return None
+    def _published(self, numbered: list[LearnedExamples]) -> list[LearnedExamples]:
+        if self._unpublished:
+            numbered, self._unpublished = [*self._unpublished, *numbered], []
+        return numbered
 
     def _numbered(self, values: list[Example]) -> list[LearnedExamples]:
         """Number examples (not those the log already holds), in order of (time, id),

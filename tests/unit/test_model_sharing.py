@@ -327,9 +327,10 @@ def test_a_learner_in_rounds_numbers_a_rounds_examples_once_it_has_finished_deci
     assert numbered(out) == [(1, "n1"), (2, "n2")] and now.learnt == 2  # by (time, id)
     assert logic.notify_at() is None
 
-    # Resumed from the snapshot: what waited is numbered before the next round.
-    after = Round()
-    resumed = NumberingLogic(Log([]), snapshot, after)
-    assert after.arrivals == 2
-    after.deciding = False
-    assert numbered(resumed.on_notify()[0]) == [(1, "n1"), (2, "n2")] and after.learnt == 2
+    # Resumed from the snapshot: what waited is numbered and given to the replica before
+    # the first round, and published with the next output.
+    log = Log([])
+    resumed = NumberingLogic(log, snapshot, Round())
+    assert numbered(log.published) == [(1, "n1"), (2, "n2")] and resumed.notify_at()
+    assert numbered(resumed.on_notify()[0]) == [(1, "n1"), (2, "n2")]
+    assert resumed.on_notify()[0] == [] and resumed.notify_at() is None

@@ -17,12 +17,8 @@ crashes again and again. At the end:
   numbers, and the examples of the events and journeys are the uninterrupted run's;
 - each customer's context folded the same events.
 
-On one process the service replays in rounds, as the uninterrupted run does, so every
-topic but the example log (whose messages a resumed learner may cut elsewhere) holds
-what the uninterrupted run wrote, byte for byte, model-driven decisions and intent
-changes included. A cluster's processes read as records come: there, what the models
-had learned by each decision follows the broker's timing, and only what the rules
-decide is compared.
+What the models had learned by each decision is not compared: on Kafka it follows the
+broker's timing even between two uninterrupted runs (test_determinism_kafka names it).
 """
 
 import json
@@ -194,7 +190,7 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
     assert resumed.returncode == 0, err.decode()[-3000:]
     assert killed >= TRIALS * 0.7, f"only {killed} of {TRIALS} kills fell mid-run"
 
-    _assert_lost_and_doubled_nothing(trials, recovery, want, straight_recovery, exact=True)
+    _assert_lost_and_doubled_nothing(trials, recovery, want, straight_recovery)
     assert not [path.name for path in tmp_path.glob("*.started")]
 
 
@@ -203,16 +199,10 @@ def _assert_lost_and_doubled_nothing(
     recovery: Path,
     want: dict[str, set[bytes]],
     straight_recovery: Path,
-    *,
-    exact: bool = False,
 ) -> None:
     """What the trials wrote against what the uninterrupted run wrote (`want`): the
-    module's list; `exact` (one process, in rounds): every topic but the example log."""
+    module's list."""
     got = _written(trials)
-    if exact:
-        for topic, records in want.items():
-            if topic != "models.examples":
-                assert got[topic] == records, f"{topic}: {_difference(got[topic], records)}"
     for topic, records in got.items():
         field = _ID_FIELDS.get(topic if not topic.startswith("actions.") else "actions")
         if field is not None:

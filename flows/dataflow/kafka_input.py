@@ -280,8 +280,11 @@ def _fetched(consumer: Consumer, topic: str, positions: Sequence[tuple[int, int]
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        raise RuntimeError(f"{topic}: a record held at a snapshot is gone")
-                    if not transient(error):
+                        # At a partition's end: only another partition's may be missing.
+                        index = msg.partition()
+                        if any(p == index and (p, o) not in found for p, o in wanted):
+                            raise RuntimeError(f"{topic}: a record held at a snapshot is gone")
+                    elif not transient(error):
                         raise RuntimeError(f"consuming {topic}: {error.str()}")
                     continue
                 position = _position(msg)

@@ -63,31 +63,23 @@ class LearningRounds(Protocol):
         """Nothing of the round in hand decides any more."""
 
 
-class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
-    """One model: learns its examples, snapshots itself, and serves the customer step.
+class _PacedLearner(StatefulBatchLogic[Example, LearnedExamples, bytes]):
+    """What both learners share. With `rounds`, the examples of a round wait until the
+    round has finished deciding, and are then learned all at once in order of (time,
+    id): the models every decision asks are the same on any number of workers. What a
+    resumed learner learned of the examples that waited in its snapshot is published
+    with its next output."""
 
-    With `rounds` (an embedded run), the examples of a round wait until
-    the round has finished deciding, and are then learned all at once in order of
-    (time, id): the models every decision asks are the same on any number of
-    workers. Examples waiting are part of the snapshot.
-    """
-
-    def __init__(
-        self, models: ModelSet, resume_state: bytes | None, rounds: LearningRounds | None = None
-    ) -> None:
-        self._models = models
+    def __init__(self, rounds: LearningRounds | None) -> None:
         self._rounds = rounds
         self._name: str | None = None
         self._waiting: list[Example] = []
         #: Learned, not yet published (examples that waited in a snapshot).
         self._unpublished: list[LearnedExamples] = []
-        if resume_state is not None:
-            name, model, waiting, unpublished = pickle.loads(resume_state)
-            self._name = name
-            models.models[name] = model  # predictions resume with the recovered model
-            # A snapshot falls between rounds: what waited then is learned before the
-            # first round of this run, as it would have been without the crash.
-            self._unpublished = [*unpublished, *self._learn(waiting)]
+
+    def _learn(self, values: list[Example]) -> list[LearnedExamples]:
+        """Learn these examples (of one model, not empty); the messages to publish."""
+        raise NotImplementedError
 
     def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
         self._name = values[0].model
@@ -96,18 +88,16 @@ class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
             return self._publish(self._learn(values)), False
         rounds.arrived(len(values))
         self._waiting.extend(values)
-        if rounds.may_learn():
-            return self._learn_waiting(), False
-        return self._publish([]), False
+        return self.on_notify()
 
     def on_notify(self) -> tuple[Iterable[LearnedExamples], bool]:
         rounds = self._rounds
         if rounds is not None and rounds.may_learn():
-            return self._learn_waiting(), False
+            return self._publish(self._learn_waiting()), False
         return self._publish([]), False
 
     def on_eof(self) -> tuple[Iterable[LearnedExamples], bool]:
-        return self._learn_waiting(), False
+        return self._publish(self._learn_waiting()), False
 
     def notify_at(self) -> datetime | None:
         if self._unpublished or (self._waiting and self._rounds is not None):
@@ -116,15 +106,38 @@ class ModelLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
 
     def _learn_waiting(self) -> list[LearnedExamples]:
         waiting, self._waiting = self._waiting, []
-        published = self._learn(waiting)
+        if not waiting:
+            return []
+        learned = self._learn(waiting)
         if self._rounds is not None:
             self._rounds.learned(len(waiting))
-        return self._publish(published)
+        return learned
 
     def _publish(self, published: list[LearnedExamples]) -> list[LearnedExamples]:
         if self._unpublished:
             published, self._unpublished = [*self._unpublished, *published], []
         return published
+
+
+class ModelLogic(_PacedLearner):
+    """One model: learns its examples, snapshots itself, and serves the customer step.
+
+    With `rounds` (an embedded run), a round's examples wait for it to finish deciding
+    (`_PacedLearner`). Examples waiting are part of the snapshot.
+    """
+
+    def __init__(
+        self, models: ModelSet, resume_state: bytes | None, rounds: LearningRounds | None = None
+    ) -> None:
+        super().__init__(rounds)
+        self._models = models
+        if resume_state is not None:
+            name, model, waiting, unpublished = pickle.loads(resume_state)
+            self._name = name
+            models.models[name] = model  # predictions resume with the recovered model
+            # A snapshot falls between rounds: what waited then is learned before the
+            # first round of this run, as it would have been without the crash.
+            self._unpublished = [*unpublished, *self._learn(waiting)]
 
     def _learn(self, values: list[Example]) -> list[LearnedExamples]:
         """Learn the examples in order of (time, id); the numbered messages to publish."""
@@ -178,7 +191,7 @@ class ExampleLog(Protocol):
         """Whether this process's replica holds `model` back at a ceiling."""
 
 
-class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
+class NumberingLogic(_PacedLearner):
     """One model on Kafka: numbers its examples, publishes them, and gives them to this
     process's replica.
 
@@ -197,18 +210,15 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
     Once the replay numbers an example the log did not hold, it has gone past the
     crash: whatever was not brought again is released at once.
 
-    With `rounds` (a replay on one process), a round's examples wait until the round
-    has finished deciding, as an embedded run's do, and are then numbered all at once.
+    With `rounds` (a replay on one process), a round's examples wait for it to finish
+    deciding, as an embedded run's do (`_PacedLearner`), and are then numbered at once.
     """
 
     def __init__(
         self, log: ExampleLog, resume_state: bytes | None, rounds: LearningRounds | None = None
     ) -> None:
+        super().__init__(rounds)
         self._log = log
-        self._rounds = rounds
-        self._waiting: list[Example] = []  # (`rounds`) this round's, until it has decided
-        self._unpublished: list[LearnedExamples] = []  # numbered at a resume
-        self._name: str | None = None
         #: The last number given (published, or in a message on its way).
         self._count = 0
         #: Examples the log holds after the count the logic started from, not seen again
@@ -229,46 +239,9 @@ class NumberingLogic(StatefulBatchLogic[Example, LearnedExamples, bytes]):
             # to the replica) before the first round of this run, as it would have been
             # without the crash; published with the next batch.
             if len(loaded) == 7 and loaded[6]:
-                self._unpublished = self._numbered(list(loaded[6]))
+                self._unpublished = self._learn(list(loaded[6]))
 
-    def on_batch(self, values: list[Example]) -> tuple[Iterable[LearnedExamples], bool]:
-        rounds = self._rounds
-        if rounds is None:
-            return self._published(self._numbered(values)), False
-        self._name = values[0].model
-        rounds.arrived(len(values))
-        self._waiting.extend(values)
-        return self.on_notify()
-
-    def on_notify(self) -> tuple[Iterable[LearnedExamples], bool]:
-        rounds, waiting = self._rounds, self._waiting
-        if rounds is None or not waiting or not rounds.may_learn():
-            return self._published([]), False
-        return self._published(self._number_waiting()), False
-
-    def on_eof(self) -> tuple[Iterable[LearnedExamples], bool]:
-        return self._published(self._number_waiting()), False
-
-    def notify_at(self) -> datetime | None:
-        if self._unpublished or (self._waiting and self._rounds is not None):
-            return datetime.now(UTC) + _RECHECK  # the round is still deciding
-        return None
-
-    def _number_waiting(self) -> list[LearnedExamples]:
-        waiting, self._waiting = self._waiting, []
-        if not waiting:
-            return []
-        numbered = self._numbered(waiting)
-        if self._rounds is not None:
-            self._rounds.learned(len(waiting))
-        return numbered
-
-    def _published(self, numbered: list[LearnedExamples]) -> list[LearnedExamples]:
-        if self._unpublished:
-            numbered, self._unpublished = [*self._unpublished, *numbered], []
-        return numbered
-
-    def _numbered(self, values: list[Example]) -> list[LearnedExamples]:
+    def _learn(self, values: list[Example]) -> list[LearnedExamples]:
         """Number examples (not those the log already holds), in order of (time, id),
         and give them to this process's replica."""
         name = values[0].model

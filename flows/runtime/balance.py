@@ -150,8 +150,6 @@ class ClusterBalance:
         self._book = BalanceBook(processes)
         #: This process's counts in a round that found the cluster done (None: not so).
         self._done_at: LoopCounts | None = None
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         consumer = Consumer(
@@ -160,10 +158,11 @@ class ClusterBalance:
         # From now on: a report from before this run started is not this run's.
         consumer.assign([TopicPartition(self._topic, 0, OFFSET_END)])
         producer = Producer(self._config)
-        self._thread = threading.Thread(
+        # A daemon for the process's life: a report matters for seconds, and nothing
+        # is lost with the last ones.
+        threading.Thread(
             target=self._follow, args=(consumer, producer), name="wayfinder-balance", daemon=True
-        )
-        self._thread.start()
+        ).start()
 
     def done(self) -> bool:
         """Whether the cluster was found done, and this process's counts have not
@@ -171,38 +170,29 @@ class ClusterBalance:
         done_at = self._done_at
         return done_at is not None and self._counts() == done_at
 
-    def close(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
     def _follow(self, consumer: Consumer, producer: Producer) -> None:
         seen = 0
         last_report = 0.0
         key = f"{self._group}/{self._process}".encode()
-        try:
-            while not self._stopping.is_set():
-                for msg in consumer.consume(500, REPORT_EVERY / 2):
-                    seen = max(seen, self._take(msg))
-                self._done_at = self._settled()
-                if time.monotonic() - last_report >= REPORT_EVERY:
-                    report = BalanceReport(
-                        group=self._group,
-                        process=self._process,
-                        processes=self._book.processes,
-                        seen=seen,
-                        counts=self._counts(),
-                    )
-                    value = _ENCODE.encode(report)
-                    signed = self._signature.of(BALANCE, key, value)
-                    producer.produce(
-                        self._topic, value=value, key=key, headers=[(SIGNATURE_HEADER, signed)]
-                    )
-                    producer.poll(0)
-                    last_report = time.monotonic()
-        finally:
-            producer.flush(1)
-            consumer.close()
+        while True:
+            for msg in consumer.consume(500, REPORT_EVERY / 2):
+                seen = max(seen, self._take(msg))
+            self._done_at = self._settled()
+            if time.monotonic() - last_report >= REPORT_EVERY:
+                report = BalanceReport(
+                    group=self._group,
+                    process=self._process,
+                    processes=self._book.processes,
+                    seen=seen,
+                    counts=self._counts(),
+                )
+                value = _ENCODE.encode(report)
+                signed = self._signature.of(BALANCE, key, value)
+                producer.produce(
+                    self._topic, value=value, key=key, headers=[(SIGNATURE_HEADER, signed)]
+                )
+                producer.poll(0)
+                last_report = time.monotonic()
 
     def _take(self, msg: Message) -> int:
         """Read one record of the balance topic; the offset after it."""

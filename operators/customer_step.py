@@ -27,12 +27,13 @@ dropped once the horizon has passed (`expired`).
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import msgspec
 
 from operators import sealing
 from operators.decide import DecisionMaker, erased_reply
-from operators.identity import MergeSeal, visitor_key
+from operators.identity import MergeSeal, pseudonym, visitor_key
 from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
 from operators.models import (
@@ -92,6 +93,9 @@ _LABELLED_OUTCOMES = frozenset({"converted", "dismissed"})
 MERGE_WAIT = 86400.0
 MAX_HELD = 64
 
+#: Outputs that name a customer (by pseudonym, `customer`).
+_NAMING = (JourneyTransition, IntentTransition, AudienceChange, Decision, Action)
+
 #: Outputs: transitions, audience changes, decisions (with their inputs), actions,
 #: tombstones, examples for the models, Events for the events topic (merges,
 #: forwards, erasures of linked devices), and customers' keys made and destroyed.
@@ -123,6 +127,7 @@ class CustomerStep:
         redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
         new_secret: Callable[[], bytes] = sealing.new_secret,
         published: Published | None = None,
+        pseudonym_of: Callable[[str], str] | None = None,
     ) -> None:
         """`models`: the online models, which learn from the `Example`s this step emits
         (the caller feeds them); `predictors`: what decisions ask (the models by
@@ -134,12 +139,14 @@ class CustomerStep:
         recognised (and an erased key stays a tombstone). `new_secret`: makes a
         customer's key, under which their decisions' inputs are sealed. `published`:
         what the run before a crash published, which its replay repeats
-        (`operators.published`)."""
+        (`operators.published`). `pseudonym_of`: what the records name a customer key
+        by (the flow's state key; by default the pseudonym under `seal`'s secret)."""
         if not redelivery_horizon > 0:
             raise ValueError(f"redelivery horizon {redelivery_horizon!r}: must be positive")
         self.playbook = playbook
         self._horizon = redelivery_horizon
         self._seal = seal if seal is not None else MergeSeal(b"")
+        self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
         self._channels = frozenset(playbook.channels)
         self.models = models
@@ -172,6 +179,27 @@ class CustomerStep:
         A redelivery, and an event an erased key does not take, are dropped: the
         context is returned as it was, with no outputs.
         """
+        if ctx is not None and not ctx.pseudonym and ctx.key:
+            ctx.pseudonym = self.pseudonym_of(ctx.key)  # (a snapshot of an older release)
+        after, outputs = self._on_event(key, ctx, event)
+        if outputs and after is not None:
+            self._in_vault(after, outputs)
+        return after, outputs
+
+    def _in_vault(self, ctx: CustomerContext, outputs: list[Output]) -> None:
+        """Give the key vault the customer's key (and with it their id) when a record
+        first names them: consumers resolve the pseudonym there, until the erasure."""
+        if ctx.secret or not ctx.key:
+            return
+        pseudonym = ctx.pseudonym
+        for output in outputs:
+            if isinstance(output, _NAMING) and output.customer == pseudonym:
+                self._secret_of(ctx, outputs)
+                return
+
+    def _on_event(
+        self, key: str, ctx: CustomerContext | None, event: Event
+    ) -> tuple[CustomerContext | None, list[Output]]:
         kind = event.type
         if kind == "decision_request" and event.channel not in self._channels:
             raise BadInput(
@@ -359,7 +387,7 @@ class CustomerStep:
         """The context to fold `event` into (a new one for a new key) and the digest of
         its id, as `recall` gives it: None or empty, and it is not folded."""
         if ctx is None:
-            return new_context(key, event), event_digest(event.event_id)
+            return new_context(key, event, self.pseudonym_of(key)), event_digest(event.event_id)
         return ctx, recall(ctx, event.event_id, ts, self._horizon)
 
     def _not_folded(
@@ -474,7 +502,7 @@ class CustomerStep:
         if ranked:
             ctx.intent_scores = {name: round(p, 4) for name, p in ranked}
         published = (
-            self.published.intent_change(ctx.key, event.event_id) if self.published else None
+            self.published.intent_change(ctx.pseudonym, event.event_id) if self.published else None
         )
         if published is not None:  # announced before a crash: the same, whatever the models say
             outputs.append(published)
@@ -487,7 +515,7 @@ class CustomerStep:
         if intent != ctx.intent and confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:
             change = IntentTransition(
                 transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
-                customer_id=ctx.key,
+                customer=ctx.pseudonym,
                 intent=intent,
                 previous_intent=ctx.intent,
                 confidence=round(confidence, 4),
@@ -539,7 +567,12 @@ class CustomerStep:
         due = self.journeys.next_deadline(ctx) if ctx.journeys else None
         if due is None or due > now:
             return []
-        return self._tick(ctx, due, until=now)
+        if not ctx.pseudonym:
+            ctx.pseudonym = self.pseudonym_of(ctx.key)  # (a snapshot of an older release)
+        outputs = self._tick(ctx, due, until=now)
+        if outputs:
+            self._in_vault(ctx, outputs)
+        return outputs
 
     def next_deadline(self, ctx: CustomerContext | None) -> float | None:
         """When this customer next needs waking; None holds no timer. A tombstone is
@@ -600,7 +633,7 @@ class CustomerStep:
             return published.inputs  # (under a key lost in the crash, it is sealed again)
         return DecisionInput(
             decision_id=decision.decision_id,
-            customer_id=decision.customer_id,
+            customer=decision.customer,
             basis=sealing.seal(
                 secret, decision.decision_id.encode(), zlib.compress(_BASIS.encode(basis), 1)
             ),
@@ -616,7 +649,7 @@ class CustomerStep:
         outputs: list[Output],
     ) -> None:
         for transition in transitions:
-            if transition.customer_id == ctx.key:
+            if transition.customer == ctx.pseudonym:
                 self._decide(ctx, Trigger.of_transition(transition), outputs)
         for change in changes:
             if change.change == "entered":
@@ -779,6 +812,7 @@ class CustomerStep:
         if not known:  # a redelivery (None), or too old to tell (empty)
             return self._not_folded(ctx, event, ts, known)
         visitor = from_snapshot(opened)
+        visitor.pseudonym = visitor.pseudonym or self.pseudonym_of(visitor.key)
         if _already_merged(ctx, visitor):
             return ctx, []
         outputs = self._tick(ctx, ts)
@@ -806,7 +840,7 @@ class CustomerStep:
             erased_at = max(erased_at, ctx.last_seen, ctx.erased_at or erased_at)
         outputs: list[Output] = [
             Tombstone(
-                customer_id=key,
+                customer=self.pseudonym_of(key),
                 erased_at=event.ts.astimezone(UTC),
                 trigger_event_id=event.event_id,
             ),

@@ -175,12 +175,12 @@ class DecisionMaker:
         action: Action | None = None
         if best is not None:
             assert best.channel is not None  # a verdict is sent only on a channel
-            action = _action(ctx.key, trigger, dec_id, best, best.channel)
+            action = _action(ctx, trigger, dec_id, best, best.channel)
         elif request:
             # A decision request is always answered: explicitly with no action.
             why = [f"No action for {channel_name(trigger.channel or '')} now."]
             why += [f"{v.action.label}: {v.reasons[-1]}" for v in verdicts]
-            action = no_action_reply(customer, trigger, dec_id, why)
+            action = no_action_reply(ctx.key, ctx.pseudonym, trigger, dec_id, why)
         outcome: DecisionOutcome
         if holdout:
             outcome = "holdout"
@@ -192,7 +192,7 @@ class DecisionMaker:
             outcome = "no_action"
         decision = Decision(
             decision_id=dec_id,
-            customer_id=customer,
+            customer=ctx.pseudonym,
             trigger_id=trigger.trigger_id,
             trigger_type=trigger.type,
             trigger_channel=trigger.channel,
@@ -216,7 +216,9 @@ class DecisionMaker:
             holdout=holdout,
         )
         if published is not None:
-            action, decision = self._as_published(published, action, decision, trigger, verdicts)
+            action, decision = self._as_published(
+                ctx, published, action, decision, trigger, verdicts
+            )
         if action is not None and decision.outcome == "sent":
             spec = self._actions.get(action.action)
             if spec is not None:  # (an action of an earlier playbook: no policy counts it)
@@ -229,6 +231,7 @@ class DecisionMaker:
 
     def _as_published(
         self,
+        ctx: CustomerContext,
         published: PublishedDecision,
         action: Action | None,
         decision: Decision,
@@ -263,8 +266,7 @@ class DecisionMaker:
         verdict = next((v for v in verdicts if sent and v.action.name == sent.action), None)
         if sent is None or sent.channel is None or verdict is None:
             return None, decision
-        customer = decision.customer_id
-        return _action(customer, trigger, decision.decision_id, verdict, sent.channel), decision
+        return _action(ctx, trigger, decision.decision_id, verdict, sent.channel), decision
 
     # ------------------------------------------------------------------ candidates
     def _consider(
@@ -525,15 +527,15 @@ def _response_words(response: Response, digits: int) -> str:
 
 
 def _action(
-    customer: str, trigger: Trigger, decided: str, verdict: _Verdict, channel: str
+    ctx: CustomerContext, trigger: Trigger, decided: str, verdict: _Verdict, channel: str
 ) -> Action:
     """The action a verdict sends on `channel`."""
     spec = verdict.action
     created_at = datetime.fromtimestamp(trigger.at, UTC)
     return Action(
-        action_id=action_id(customer, trigger.trigger_id, spec.name, trigger.at),
+        action_id=action_id(ctx.key, trigger.trigger_id, spec.name, trigger.at),
         decision_id=decided,
-        customer_id=customer,
+        customer=ctx.pseudonym,
         channel=channel,
         action=spec.name,
         content=verdict.content,
@@ -549,15 +551,21 @@ def _action(
 
 
 def no_action_reply(
-    customer: str, trigger: Trigger, decided: str, reasons: list[str], answer: str = NO_ACTION
+    key: str,
+    customer: str,
+    trigger: Trigger,
+    decided: str,
+    reasons: list[str],
+    answer: str = NO_ACTION,
 ) -> Action:
-    """The answer to a decision request that there is nothing to do, and why; `answer`
-    tells its id from other answers to the same request."""
+    """The answer to a decision request that there is nothing to do, and why, for the
+    customer `key` (named `customer`, their pseudonym); `answer` tells its id from other
+    answers to the same request."""
     created_at = datetime.fromtimestamp(trigger.at, UTC)
     return Action(
-        action_id=action_id(customer, trigger.trigger_id, answer, trigger.at),
+        action_id=action_id(key, trigger.trigger_id, answer, trigger.at),
         decision_id=decided,
-        customer_id=customer,
+        customer=customer,
         channel=trigger.channel or "",
         action=NO_ACTION,
         content={},
@@ -580,10 +588,10 @@ def erased_reply(request: Event, playbook_version: str) -> tuple[Action, Decisio
     # that reaches an erased device or its erased customer is answered the same.
     decided = decision_id(NOBODY, f"{trigger.trigger_id}:erased", trigger.at)
     reasons = ["The customer's data was erased: nothing is decided for them."]
-    reply = no_action_reply(NOBODY, trigger, decided, reasons, answer="erased")
+    reply = no_action_reply(NOBODY, NOBODY, trigger, decided, reasons, answer="erased")
     decision = Decision(
         decision_id=decided,
-        customer_id=NOBODY,
+        customer=NOBODY,
         trigger_id=trigger.trigger_id,
         trigger_type=trigger.type,
         trigger_channel=trigger.channel,

@@ -26,6 +26,18 @@ def visitor_key(event: Event) -> str:
     return ANONYMOUS_PREFIX + anonymous_id
 
 
+def pseudonym(secret: bytes, key: str) -> str:
+    """What Wayfinder's records and state name a customer (or visitor) by: a keyed hash
+    (BLAKE2b, 128 bits) of their key under the deployment's secret, never the id.
+
+    The key vault maps it back to the customer while they are not erased; after an
+    erasure it names nobody to anyone without the secret and the id (what an erased
+    customer's old records on an append-only topic keep)."""
+    if len(secret) > 64:  # BLAKE2b takes a key of at most 64 bytes
+        secret = hashlib.blake2b(secret).digest()
+    return hashlib.blake2b(key.encode(), digest_size=16, key=secret).hexdigest()
+
+
 def keyed_digest(key: bytes, *parts: str | bytes) -> bytes:
     """HMAC-SHA256 under `key` of the parts, each prefixed with its length, so that no
     part's bytes can be shifted into the next."""
@@ -48,10 +60,10 @@ class MergeSeal:
     """
 
     def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+        self.secret = secret
 
     def sign(self, event_id: str, *parts: str | bytes) -> str:
-        return keyed_digest(self._secret, event_id, *parts).hex()
+        return keyed_digest(self.secret, event_id, *parts).hex()
 
     def verify(self, event: Event) -> bool:
         """Whether a `profile_merge` or `handover_request` event carries this

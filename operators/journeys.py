@@ -95,10 +95,10 @@ class JourneyTracker:
         resumed = inst.status == "stalled"
         self._touch(inst, spec, event, ts, sentiment)
         if entered:
-            out.append(self._transition(ctx.key, spec, inst, "entered", ts, event.event_id))
+            out.append(self._transition(ctx, spec, inst, "entered", ts, event.event_id))
         if resumed:
             inst.status = "open"
-            out.append(self._transition(ctx.key, spec, inst, "resumed", ts, event.event_id))
+            out.append(self._transition(ctx, spec, inst, "resumed", ts, event.event_id))
         for milestone in reached:
             first = inst.milestones.get(milestone.name)
             if first is None:
@@ -106,13 +106,13 @@ class JourneyTracker:
                 inst.stage = self._stage(spec, inst)
                 out.append(
                     self._transition(
-                        ctx.key, spec, inst, "progressed", ts, event.event_id, milestone.name
+                        ctx, spec, inst, "progressed", ts, event.event_id, milestone.name
                     )
                 )
             elif ts < first:  # a late event from another device reached it earlier
                 inst.milestones[milestone.name] = ts
         if spec.goal(event):
-            out.append(self._transition(ctx.key, spec, inst, "completed", ts, event.event_id))
+            out.append(self._transition(ctx, spec, inst, "completed", ts, event.event_id))
             self._finish(ctx, inst, "completed", ts)
 
     def _touch(
@@ -173,7 +173,7 @@ class JourneyTracker:
             if due > now:
                 break
             spec = self.playbook.journey(inst.journey)
-            out.append(self._transition(ctx.key, spec, inst, kind, due))
+            out.append(self._transition(ctx, spec, inst, kind, due))
             if kind == "stalled":
                 inst.status = "stalled"
             else:
@@ -200,7 +200,7 @@ class JourneyTracker:
             spec = self.playbook.journey(theirs.journey)
             out.append(
                 self._transition(
-                    visitor.key, spec, theirs, "merged", at, trigger_event_id, merged_into=ctx.key
+                    visitor, spec, theirs, "merged", at, trigger_event_id, merged_into=ctx
                 )
             )
             ours = self.find(ctx, theirs.journey, theirs.key or None)
@@ -208,7 +208,7 @@ class JourneyTracker:
                 self._open(ctx, theirs, out)
                 out.append(
                     self._transition(
-                        ctx.key, spec, theirs, "entered", theirs.started_at, trigger_event_id
+                        ctx, spec, theirs, "entered", theirs.started_at, trigger_event_id
                     )
                 )
                 continue
@@ -231,10 +231,10 @@ class JourneyTracker:
             if ours.status == "stalled" and theirs.status == "open":
                 # Picked up again on another device while it was stalled here.
                 ours.status = "open"
-                out.append(self._transition(ctx.key, spec, ours, "resumed", at, trigger_event_id))
+                out.append(self._transition(ctx, spec, ours, "resumed", at, trigger_event_id))
             for ts, name in sorted(gained):
                 out.append(
-                    self._transition(ctx.key, spec, ours, "progressed", ts, trigger_event_id, name)
+                    self._transition(ctx, spec, ours, "progressed", ts, trigger_event_id, name)
                 )
         visitor.journeys.clear()
         return out
@@ -263,7 +263,7 @@ class JourneyTracker:
             # Bounded state: the least recently active journey is given up.
             oldest = min(ctx.journeys, key=lambda j: j.last_at)
             spec = self.playbook.journey(oldest.journey)
-            out.append(self._transition(ctx.key, spec, oldest, "abandoned", inst.last_at))
+            out.append(self._transition(ctx, spec, oldest, "abandoned", inst.last_at))
             self._finish(ctx, oldest, "abandoned", inst.last_at)
 
     @staticmethod
@@ -291,14 +291,14 @@ class JourneyTracker:
 
     @staticmethod
     def _transition(
-        customer: str,
+        customer: CustomerContext,
         spec: JourneySpec,
         inst: JourneyInstance,
         kind: TransitionKind,
         at: float,
         trigger_event_id: str | None = None,
         milestone: str | None = None,
-        merged_into: str | None = None,
+        merged_into: CustomerContext | None = None,
     ) -> JourneyTransition:
         contact_points: list[str] = []
         channels: list[str] = []
@@ -309,9 +309,14 @@ class JourneyTracker:
                 channels.append(touch.channel)
         return JourneyTransition(
             transition_id=transition_id(
-                customer, spec.name, inst.key, kind, milestone or merged_into or "", at
+                customer.key,
+                spec.name,
+                inst.key,
+                kind,
+                milestone or (merged_into.key if merged_into else ""),
+                at,
             ),
-            customer_id=customer,
+            customer=customer.pseudonym,
             journey=spec.name,
             category=spec.category,
             kind=kind,
@@ -325,7 +330,7 @@ class JourneyTracker:
             loops=inst.loops,
             trigger_event_id=trigger_event_id,
             partner_id=inst.owner,
-            merged_into=merged_into,
+            merged_into=merged_into.pseudonym if merged_into else None,
             sentiment=inst.sentiment,
             path=[
                 PathStep(datetime.fromtimestamp(t.ts, UTC), t.touchpoint, t.channel)

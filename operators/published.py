@@ -42,7 +42,7 @@ class Published:
         """One record read back from the topics, in the order they hold it."""
         if isinstance(record, IntentTransition):
             if record.trigger_event_id is not None:
-                self._intents.setdefault((record.customer_id, record.trigger_event_id), record)
+                self._intents.setdefault((record.customer, record.trigger_event_id), record)
             return
         fact = self._decisions.setdefault(record.decision_id, PublishedDecision())
         if isinstance(record, Decision):
@@ -55,9 +55,9 @@ class Published:
     def decision(self, decision_id: str) -> PublishedDecision | None:
         return self._decisions.get(decision_id)
 
-    def intent_change(self, customer_id: str, event_id: str) -> IntentTransition | None:
-        """The intent change announced on this customer's event, if one was."""
-        return self._intents.get((customer_id, event_id))
+    def intent_change(self, customer: str, event_id: str) -> IntentTransition | None:
+        """The intent change announced on this customer's (pseudonym's) event, if one was."""
+        return self._intents.get((customer, event_id))
 
     def went_past(self) -> None:
         """A decision was made that the run before had not published: the replay has

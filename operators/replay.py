@@ -9,7 +9,7 @@ wall clock; the transitions are the same.
 """
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep, Output
@@ -34,14 +34,21 @@ class Replay:
         predictors: Predictors | None = None,
         record_inputs: bool = False,
         published: Published | None = None,
+        pseudonym_of: Callable[[str], str] | None = None,
     ) -> None:
         """`learn`: with the online models, learning from what happens as it happens;
         `predictors`: what decisions ask instead of them (evaluations); `record_inputs`:
         emit each decision's input too, as the flow does; `published`: what a run before
-        published, which this one repeats (a replay after a crash)."""
+        published, which this one repeats (a replay after a crash); `pseudonym_of`: what
+        the outputs name a customer by (`CustomerStep`)."""
         self.models = ModelSet(playbook) if learn else None
         self.step = CustomerStep(
-            playbook, self.models, predictors, record_inputs=record_inputs, published=published
+            playbook,
+            self.models,
+            predictors,
+            record_inputs=record_inputs,
+            published=published,
+            pseudonym_of=pseudonym_of,
         )
         self.contexts: dict[str, CustomerContext] = {}
         #: Erased keys: their tombstones, for the redelivery horizon (no customer's data).

@@ -176,7 +176,7 @@ class SegmentEvaluator:
     ) -> AudienceChange:
         return AudienceChange(
             change_id=audience_change_id(ctx.key, segment, change, trigger),
-            customer_id=ctx.key,
+            customer=ctx.pseudonym,
             segment=segment,
             change=change,
             at=at,

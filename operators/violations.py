@@ -7,6 +7,7 @@ compared in a closed-loop evaluation.
 """
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,10 +30,14 @@ class _Sent:
 class ViolationChecker:
     """Checks what was sent against the contact policies, independently of the engine:
     consent (from the customer's own consent events), frequency caps, quiet hours,
-    and suppression by open journeys (from the journey transitions)."""
+    and suppression by open journeys (from the journey transitions).
 
-    def __init__(self, playbook: CompiledPlaybook) -> None:
+    Actions and transitions name customers by pseudonym; `pseudonym_of` names the
+    customers of the events it sees the same way (the run's)."""
+
+    def __init__(self, playbook: CompiledPlaybook, pseudonym_of: Callable[[str], str]) -> None:
         self.playbook = playbook
+        self._pseudonym_of = pseudonym_of
         self.timezone: dict[str, str] = {}
         self.consent: dict[str, list[tuple[str | None, str | None, bool]]] = defaultdict(list)
         self.open: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
@@ -41,24 +46,27 @@ class ViolationChecker:
         self.suppressors = {j.name: j.suppresses for j in playbook.journeys}
 
     def saw(self, event: Event) -> None:
+        if event.customer_id is None:
+            return
         zone = event.properties.get("timezone") if event.properties else None
-        if isinstance(zone, str) and event.customer_id is not None:
-            self.timezone[event.customer_id] = zone
-        if event.consent is not None and event.customer_id is not None:
+        if isinstance(zone, str):
+            self.timezone[self._pseudonym_of(event.customer_id)] = zone
+        if event.consent is not None:
             c = event.consent
-            self.consent[event.customer_id].append((c.channel, c.purpose, c.granted))
+            customer = self._pseudonym_of(event.customer_id)
+            self.consent[customer].append((c.channel, c.purpose, c.granted))
 
     def transition(self, t: JourneyTransition) -> None:
         key = (t.journey, t.instance or "")
         if t.kind in ("entered", "resumed", "progressed", "stalled"):
-            self.open[t.customer_id][key] = t.journey
+            self.open[t.customer][key] = t.journey
         elif t.kind in ("completed", "abandoned", "merged"):
-            self.open[t.customer_id].pop(key, None)
+            self.open[t.customer].pop(key, None)
 
     def check(self, action: Action, spec: ActionSpec) -> None:
         if action.action == "no_action":
             return
-        customer, channel, now = action.customer_id, action.channel, action.created_at.timestamp()
+        customer, channel, now = action.customer, action.channel, action.created_at.timestamp()
         granted = None
         for scope_channel, scope_purpose, value in self.consent[customer]:
             if scope_channel in (None, channel) and scope_purpose in (None, spec.purpose):

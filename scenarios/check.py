@@ -3,15 +3,19 @@
     .venv/bin/wayfinder run --events scenarios/02_device_activation/events.jsonl --out out/s2
     .venv/bin/python scenarios/check.py scenarios/02_device_activation out/s2
 
-Standard library only, so the same check reads the files a user's run wrote and
-the outputs the tests take from the cores. The format of expected.json is in
-scenarios/README.md.
+The same check reads the files a user's run wrote and the outputs the tests take from
+the cores. The format of expected.json is in scenarios/README.md. An item names
+customers by id; the outputs name them by pseudonym (the run's, under
+WAYFINDER_STATE_KEY_SECRET), which the check works out from the id.
 """
 
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flows.runtime.settings import state_key
 
 #: A JSON object: an output line, or an item of expected.json.
 Record = dict[str, Any]
@@ -49,6 +53,21 @@ def _phrases(item: Record) -> list[str]:
     return [wanted] if isinstance(wanted, str) else list(wanted)
 
 
+#: Fields of an item that name a customer by id, and the output field that names them
+#: by pseudonym (events, which Wayfinder writes for itself, carry the ids).
+_NAMED = {"customer_id": "customer", "merged_into": "merged_into"}
+
+
+def as_written(item: Record) -> Record:
+    """The item as an output names its customers."""
+    if item.get("topic") == "events":
+        return item
+    return {
+        _NAMED.get(key, key): state_key(value) if key in _NAMED and value else value
+        for key, value in item.items()
+    }
+
+
 def matches(item: Record, record: Record) -> bool:
     """Every field the item gives equals the record's (a list: all its elements are there)."""
     for key, want in item.items():
@@ -79,7 +98,8 @@ def problems(expected: Record, outputs: dict[str, list[Record]]) -> list[str]:
         return found
     for item in expected.get("required", []):
         records = _records(item["topic"], outputs.get(item["topic"], []))
-        hits = sum(matches(item, r) for r in records)
+        wanted = as_written(item)
+        hits = sum(matches(wanted, r) for r in records)
         count = item.get("count")
         if count is None and hits == 0:
             found.append(f"missing: {_describe(item)}")
@@ -87,7 +107,8 @@ def problems(expected: Record, outputs: dict[str, list[Record]]) -> list[str]:
             found.append(f"expected {count}, found {hits}: {_describe(item)}")
     for item in expected.get("forbidden", []):
         records = _records(item["topic"], outputs.get(item["topic"], []))
-        hits = sum(matches(item, r) for r in records)
+        wanted = as_written(item)
+        hits = sum(matches(wanted, r) for r in records)
         if hits:
             found.append(f"forbidden, found {hits}: {_describe(item)}")
     return found

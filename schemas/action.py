@@ -17,7 +17,9 @@ class Action(Struct, kw_only=True, omit_defaults=True):
 
     action_id: str
     decision_id: str
-    customer_id: str
+    #: The customer's pseudonym (`operators.identity.pseudonym`): the channel resolves
+    #: it to the customer with the key vault while the customer is not erased.
+    customer: str
     channel: str
     action: str
     content: dict[str, PropertyValue]

@@ -11,7 +11,8 @@ class AudienceChange(Struct, kw_only=True, omit_defaults=True):
     audience (e.g. everyone about to receive a paper bill) without polling."""
 
     change_id: str
-    customer_id: str
+    #: The customer's pseudonym: resolved to the customer with the key vault.
+    customer: str
     segment: str
     change: Literal["entered", "exited"]
     at: datetime
@@ -22,6 +23,7 @@ class AudienceChange(Struct, kw_only=True, omit_defaults=True):
 class Tombstone(Struct, kw_only=True):
     """An erased customer: consumers delete what they hold under this key."""
 
-    customer_id: str
+    #: The erased customer's pseudonym (the key their audience records were under).
+    customer: str
     erased_at: datetime
     trigger_event_id: str

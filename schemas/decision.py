@@ -80,7 +80,8 @@ class Decision(Struct, kw_only=True, omit_defaults=True):
     """
 
     decision_id: str
-    customer_id: str
+    #: The customer's pseudonym (`operators.identity.pseudonym`), never their id.
+    customer: str
     trigger_id: str
     trigger_type: str
     created_at: datetime
@@ -116,7 +117,8 @@ class DecisionInput(Struct, kw_only=True):
     """
 
     decision_id: str
-    customer_id: str
+    #: The customer's pseudonym: the key vault holds their key under it.
+    customer: str
     basis: bytes
     playbook_version: str
     model_version: str | None = None

@@ -24,7 +24,8 @@ class JourneyTransition(Struct, kw_only=True, omit_defaults=True):
     """A customer's journey moved: entered, reached a milestone, stalled, ended."""
 
     transition_id: str
-    customer_id: str
+    #: The customer's (or visitor's) pseudonym (`operators.identity.pseudonym`).
+    customer: str
     journey: str
     category: str
     kind: TransitionKind
@@ -39,6 +40,7 @@ class JourneyTransition(Struct, kw_only=True, omit_defaults=True):
     loops: int = 0
     trigger_event_id: str | None = None
     partner_id: str | None = None
+    #: On `merged`: the pseudonym of the customer the visitor's journey continues in.
     merged_into: str | None = None
     sentiment: float | None = None
     #: The steps taken, on `completed` and `abandoned`: what the contact-point map learns from.
@@ -50,7 +52,8 @@ class IntentTransition(Struct, kw_only=True):
     margin (published on the `journeys` topic beside journey transitions)."""
 
     transition_id: str
-    customer_id: str
+    #: The customer's pseudonym (`operators.identity.pseudonym`).
+    customer: str
     kind: Literal["intent_changed"] = "intent_changed"
     intent: str
     previous_intent: str | None = None

@@ -241,12 +241,19 @@ class CustomerContext(Struct):
     #: that outlive the state (their decisions' inputs) is sealed under it, and erasing
     #: them destroys it. Made when first needed; never in a copy of the context.
     secret: bytes = b""
+    #: What the records written about this customer name them by (`customer`): their
+    #: pseudonym (`operators.identity.pseudonym`), never their id.
+    pseudonym: str = ""
 
 
-def new_context(key: str, event: Event) -> CustomerContext:
+def new_context(key: str, event: Event, pseudonym: str) -> CustomerContext:
     ts = event.ts.timestamp()
     return CustomerContext(
-        key=key, known=event.customer_id is not None, first_seen=ts, last_seen=ts
+        key=key,
+        known=event.customer_id is not None,
+        first_seen=ts,
+        last_seen=ts,
+        pseudonym=pseudonym,
     )
 
 

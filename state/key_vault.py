@@ -1,5 +1,6 @@
-"""Customers' keys for readers outside the flow: `wayfinder rerun` opening what a
-decision was made from.
+"""Customers' keys and ids for readers outside the flow: `wayfinder rerun` opening what
+a decision was made from, and a channel resolving the pseudonym an action names the
+customer by (`VaultReader.customer`).
 
 The flow's state holds each customer's key (the truth, snapshotted and recovered with
 the rest of the context); the vault is a copy on disk that a tool can read while the
@@ -7,10 +8,12 @@ flow runs, kept by the flow's key sink. It is split into a fixed number of Rocks
 parts so that a customer's key always lands in the same one, whichever worker or
 process holds the customer (a flow rescaled keeps finding and destroying it).
 
-Nothing in it names anybody: keys are stored under the customer's keyed hash (the
-state key), since RocksDB's own bookkeeping (its manifest records each file's first
-and last key) outlives a deletion. Destroying a key is a delete, then a flush and a
-forced compaction of the bottommost level, so that no file still holds the secret.
+Its keys name nobody: entries are stored under the customer's pseudonym (their state
+key), since RocksDB's own bookkeeping (its manifest records each file's first and last
+key) outlives a deletion. An entry's value is the length of the secret (one byte), the
+secret and the customer's id (an entry of an older release: the 64-byte secret alone).
+Destroying an entry is a delete, then a flush and a forced compaction of the bottommost
+level, so that no file still holds the secret or the id.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from rocksdict import (
 
 #: Parts of a vault; fixed for a vault's life (a key's part is its hash modulo this).
 PARTS = 8
+#: An entry of an older release: the secret alone, this long.
+_OLD_SECRET_BYTES = 64
 _PART = re.compile(r"part-(\d+)")
 
 
@@ -87,10 +92,12 @@ class VaultPart:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), _options())
 
-    def write(self, made: dict[str, bytes], destroyed: set[str]) -> None:
-        """Keep the keys made and destroy those named (hashed keys)."""
-        for hashed, secret in made.items():
-            self._db[hashed.encode()] = secret
+    def write(self, made: dict[str, CustomerKey], destroyed: set[str]) -> None:
+        """Keep the keys made (by pseudonym) and destroy those named (pseudonyms)."""
+        for hashed, made_key in made.items():
+            assert made_key.secret is not None and len(made_key.secret) < 256
+            secret = made_key.secret
+            self._db[hashed.encode()] = bytes([len(secret)]) + secret + made_key.key.encode()
         if not destroyed:
             return
         for hashed in destroyed:
@@ -118,8 +125,23 @@ class VaultReader:
         )
 
     def secret(self, hashed: str) -> bytes | None:
-        """The key of the customer with this keyed hash; None if it was destroyed (or
+        """The key of the customer with this pseudonym; None if it was destroyed (or
         never made)."""
+        entry = self._entry(hashed)
+        return None if entry is None else entry[0]
+
+    def customer(self, pseudonym: str) -> str | None:
+        """Who a pseudonym is (the customer, or a visitor's `anon:` key) while their key
+        is kept; None once erased (or before the flow has named them)."""
+        entry = self._entry(pseudonym)
+        return None if entry is None else entry[1]
+
+    def refresh(self) -> None:
+        """See what the flow has written since the parts were opened (a read-only part
+        is the vault as it was then)."""
+        self.close()
+
+    def _entry(self, hashed: str) -> tuple[bytes, str | None] | None:
         index = part_of(hashed)
         if index not in self._parts:
             path = self.directory / part_name(index)
@@ -132,7 +154,13 @@ class VaultReader:
         if db is None:
             return None
         found = db.get(hashed.encode())
-        return bytes(found) if found is not None else None
+        if found is None:
+            return None
+        value = bytes(found)
+        if len(value) == _OLD_SECRET_BYTES:
+            return value, None
+        end = 1 + value[0]
+        return value[1:end], value[end:].decode()
 
     def close(self) -> None:
         for db in self._parts.values():

@@ -33,7 +33,6 @@ from flows.lab.traffic import SimulatedTraffic
 from flows.lab.world import World
 from flows.runtime.run_files import contact_map, prepare_out, write_end_files
 from flows.runtime.runner import RunSummary, run_with_progress
-from flows.runtime.settings import state_key
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from operators.rerun import open_basis
@@ -146,7 +145,7 @@ def opened_inputs(lines: list[bytes], vault: Path) -> list[bytes]:
     try:
         for line in lines:
             recorded = msgspec.json.decode(line, type=DecisionInput)
-            basis = open_basis(recorded, reader.secret(state_key(recorded.customer_id)))
+            basis = open_basis(recorded, reader.secret(recorded.customer))
             plain = msgspec.structs.replace(recorded, basis=msgspec.msgpack.encode(basis))
             opened.append(msgspec.json.encode(plain))
     finally:

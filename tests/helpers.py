@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from flows.runtime.settings import DEFAULT_PLAYBOOK, deployment_secret, load_compiled
+from flows.runtime.settings import DEFAULT_PLAYBOOK, deployment_secret, load_compiled, state_key
 from operators.identity import MergeSeal
 from operators.models import Response
 from operators.playbook import CompiledPlaybook
@@ -189,9 +189,11 @@ class Harness:
     ) -> None:
         playbook = playbook or default_playbook()
         if predictors is None:
-            self.replay = Replay(playbook)
+            self.replay = Replay(playbook, pseudonym_of=state_key)
         else:
-            self.replay = Replay(playbook, learn=False, predictors=predictors)
+            self.replay = Replay(
+                playbook, learn=False, predictors=predictors, pseudonym_of=state_key
+            )
 
     def run(self, events: list[Event], *, until_minutes: float | None = None) -> "Harness":
         until = None if until_minutes is None else (T0 + timedelta(minutes=until_minutes))
@@ -207,7 +209,7 @@ class Harness:
             a
             for a in self.of(Action)
             if (name is None or a.action == name)
-            and (customer is None or a.customer_id == customer)
+            and (customer is None or a.customer == state_key(customer))
         ]
 
     def decisions(self, action: str | None = None) -> list[Decision]:
@@ -225,7 +227,7 @@ class Harness:
             for t in self.of(JourneyTransition)
             if (journey is None or t.journey == journey)
             and (kind is None or t.kind == kind)
-            and (customer is None or t.customer_id == customer)
+            and (customer is None or t.customer == state_key(customer))
         ]
 
     def context(self, key: str = "cust-1") -> CustomerContext:
@@ -250,7 +252,7 @@ def hostile_records(customer: str, device: str, at: datetime) -> list[tuple[byte
         return json.dumps(request).encode()
 
     visitor = ev("consent", "web", customer=None, anon=device, consent=Consent(granted=True))
-    context = to_snapshot(new_context("anon:" + device, visitor))
+    context = to_snapshot(new_context("anon:" + device, visitor, state_key("anon:" + device)))
     forged = {
         "source_key": "anon:" + device,
         "login_id": "h-login",

@@ -22,7 +22,7 @@ import msgspec
 
 from flows.runtime.kafka_check import check_connection
 from flows.runtime.run_files import KEY_VAULT
-from flows.runtime.settings import KafkaSettings, deployment_secret, state_key
+from flows.runtime.settings import KafkaSettings, deployment_secret
 from flows.runtime.signature import RecordSignature
 from flows.runtime.topics import read_topic
 from operators.playbook import CompiledPlaybook
@@ -111,7 +111,7 @@ def _decoded(raw: bytes, kind: type[_T], unreadable: Counter[str]) -> _T | None:
 def _opened(copies: list[DecisionInput], vault: VaultReader) -> tuple[DecisionInput, DecisionBasis]:
     """The newest copy of a decision's input that the customer's key opens (a copy
     sealed before a crash, under a key the resumed run made again, does not)."""
-    secret = vault.secret(state_key(copies[0].customer_id))
+    secret = vault.secret(copies[0].customer)
     for recorded in copies[:-1]:
         with contextlib.suppress(RerunError):
             return recorded, open_basis(recorded, secret)

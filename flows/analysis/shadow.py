@@ -35,8 +35,8 @@ def _sent(decision: Decision) -> tuple[str | None, float]:
 
 def compare(champion: Iterable[Decision], challenger: Iterable[Decision]) -> dict[str, object]:
     """Pair the decisions on each trigger and say where and how much they differ."""
-    ours = {(d.customer_id, d.trigger_id): d for d in champion}
-    theirs = {(d.customer_id, d.trigger_id): d for d in challenger}
+    ours = {(d.customer, d.trigger_id): d for d in champion}
+    theirs = {(d.customer, d.trigger_id): d for d in challenger}
     same = different = 0
     value = {"champion": 0.0, "challenger": 0.0}
     changes: Counter[str] = Counter()
@@ -53,7 +53,7 @@ def compare(champion: Iterable[Decision], challenger: Iterable[Decision]) -> dic
         changes[f"{a[0] or 'nothing'} -> {b[0] or 'nothing'}"] += 1
         if len(examples) < 20:
             examples.append(
-                {"customer_id": key[0], "trigger_id": key[1], "champion": a[0], "challenger": b[0]}
+                {"customer": key[0], "trigger_id": key[1], "champion": a[0], "challenger": b[0]}
             )
     return {
         "triggers": len(ours.keys() | theirs.keys()),
@@ -79,7 +79,10 @@ def replay_shadow(
         "champion": Replay(champion),
         "challenger": Replay(challenger, learn=challenger_learns),
     }
-    checkers = {"champion": ViolationChecker(champion), "challenger": ViolationChecker(challenger)}
+    checkers = {
+        name: ViolationChecker(replay.step.playbook, replay.step.pseudonym_of)
+        for name, replay in runs.items()
+    }
     specs = {
         "champion": {a.name: a for a in champion.actions},
         "challenger": {a.name: a for a in challenger.actions},

@@ -72,7 +72,7 @@ def _show(
     from rich.table import Table
 
     console.print(
-        f"[bold]{original.decision_id}[/bold] customer {original.customer_id}, "
+        f"[bold]{original.decision_id}[/bold] customer {original.customer}, "
         f"{original.trigger_type} at {original.created_at.isoformat()}"
     )
     console.print(

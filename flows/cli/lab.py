@@ -13,6 +13,7 @@ from flows.cli.options import (
     add_command,
     add_playbook_arg,
     add_simulation_args,
+    print_error,
     simulation,
     write_json,
 )
@@ -80,9 +81,17 @@ def _produce_simulation(sim: SimulationConfig, console: Console) -> int:
     return 0
 
 
+#: How long an action whose pseudonym the key vault does not resolve yet is tried again.
+_RESOLVE_WITHIN = 10.0
+
+
 def cmd_react(args: argparse.Namespace, console: Console) -> int:
     """The simulated customers' side of the closed loop on Kafka: read the action topics,
-    write their reactions (outcomes, and what the action made happen) to the events topic."""
+    write their reactions (outcomes, and what the action made happen) to the events topic.
+
+    As a channel does, it learns whom an action is for from the key vault (an action
+    names the customer by pseudonym); one whose customer is not in the vault yet (the
+    flow writes it as it publishes) is tried again for `_RESOLVE_WITHIN` seconds."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from flows.lab.world import World
@@ -91,11 +100,20 @@ def cmd_react(args: argparse.Namespace, console: Console) -> int:
     from schemas.action import Action
     from schemas.codec import encode
     from schemas.topics import EVENTS, action_topic
+    from state.key_vault import VaultReader
 
     settings = KafkaSettings.from_env()
     playbook = load_compiled(args.playbook or playbook_path())
     check_connection(settings)
     world = World(args.seed)
+    if settings.key_vault is None:
+        print_error(
+            console,
+            "WAYFINDER_KEY_VAULT is not set: actions name customers by pseudonym, which "
+            "the flow's key vault resolves",
+        )
+        return 2
+    vault = VaultReader(settings.key_vault)
     topics = [settings.topic(action_topic(channel)) for channel in playbook.channels]
     consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_python_config())
     partitions = [
@@ -107,29 +125,47 @@ def cmd_react(args: argparse.Namespace, console: Console) -> int:
     consumer.seek_to_beginning(*partitions)
     producer = KafkaProducer(acks="all", **settings.kafka_python_config())
     decoder = msgspec.json.Decoder(Action)
-    reacted = produced = 0
+    reacted = produced = unresolved = 0
+    waiting: list[tuple[float, Action]] = []  # (first read, action) not resolved yet
     quiet_since = time.monotonic()
     try:
-        while time.monotonic() - quiet_since < args.idle:
+        while time.monotonic() - quiet_since < args.idle or waiting:
             batch = consumer.poll(timeout_ms=500)
+            now = time.monotonic()
             for records in batch.values():
                 for record in records:
-                    quiet_since = time.monotonic()
-                    action = decoder.decode(record.value)
-                    reacted += 1
-                    for event in world.react(action):
-                        producer.send(
-                            settings.topic(EVENTS),
-                            key=action.customer_id.encode(),
-                            value=encode(event),
-                        )
-                        produced += 1
+                    quiet_since = now
+                    waiting.append((now, decoder.decode(record.value)))
+            if waiting:
+                vault.refresh()
+            still: list[tuple[float, Action]] = []
+            for since, action in waiting:
+                if not action.customer or action.action == "no_action":
+                    reacted += 1  # nobody to react (an erased customer's answer), or nothing
+                    continue
+                customer = vault.customer(action.customer)
+                if customer is None:
+                    if now - since < _RESOLVE_WITHIN:
+                        still.append((since, action))
+                    else:
+                        unresolved += 1  # erased meanwhile, or a visitor never named
+                    continue
+                reacted += 1
+                for event in world.react(action, customer):
+                    producer.send(
+                        settings.topic(EVENTS), key=customer.encode(), value=encode(event)
+                    )
+                    produced += 1
+            waiting = still
             producer.flush()
     finally:
         consumer.close()
         producer.close()
+        vault.close()
     console.print(
-        f"read {reacted:,} actions, wrote {produced:,} reactions to {settings.topic(EVENTS)}",
+        f"read {reacted + unresolved:,} actions, wrote {produced:,} reactions to "
+        f"{settings.topic(EVENTS)}"
+        + (f" ({unresolved:,} for customers the key vault does not know)" if unresolved else ""),
         highlight=False,
     )
     return 0

@@ -180,7 +180,7 @@ def _run_embedded(
     cmap = contact_map(out)
     written.update(write_end_files(out, models, cmap))
     if (out / KEY_VAULT).is_dir():
-        written["customer keys"] = out / KEY_VAULT
+        written["key vault"] = out / KEY_VAULT
     if cmap is not None and cmap.scopes:
         from flows.analysis.report import write_report
 

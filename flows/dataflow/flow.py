@@ -48,6 +48,7 @@ from flows.runtime.settings import (
     load_default_playbook,
     max_ahead_seconds,
     redelivery_horizon_seconds,
+    state_key,
 )
 from operators.customer_step import CustomerStep
 from operators.identity import MergeSeal
@@ -116,7 +117,8 @@ def build_flow(
     `redelivery_horizon`: how long (event time) a redelivery is recognised.
     `decision_inputs`: publish what each decision was made from, sealed under each
     customer's key, so it can be re-run (`wayfinder rerun`); `key_vault`: the folder
-    where a copy of those keys is kept for it (none: in the state alone).
+    where a copy of the customers' keys and ids is kept, for it and for channels to
+    resolve the pseudonyms the records name customers by (none: in the state alone).
     `published`, `shadow_published`: what the live step and the challenger published
     after the snapshot a run resumes from, which the replay repeats.
     """
@@ -128,6 +130,7 @@ def build_flow(
         seal=seal,
         redelivery_horizon=redelivery_horizon,
         published=published,
+        pseudonym_of=state_key,  # the records name a customer by their state key
     )
     lock = models.lock.read()  # many customer steps at once; learning waits
     flow = Dataflow(flow_id)
@@ -167,6 +170,7 @@ def build_flow(
             seal=seal,
             redelivery_horizon=redelivery_horizon,
             published=shadow_published,
+            pseudonym_of=state_key,
         )
         shadow_lock = lock if predictors is not None else None
         shadow = op.stateful_batch(
@@ -240,7 +244,7 @@ def embedded_flow(
         ahead=AheadLimit(max_ahead_seconds(), span[1] if span is not None else float("-inf")),
         redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=decision_inputs,
-        key_vault=out_dir / KEY_VAULT if decision_inputs else None,
+        key_vault=out_dir / KEY_VAULT,
     )
     return flow, sink
 

@@ -98,10 +98,11 @@ def kafka_flow(
     """
     secret = deployment_secret(required=True)  # refuse to start without one
     seal, signature = MergeSeal(secret), RecordSignature(secret)
-    if settings.decision_inputs and settings.key_vault is None:
+    if settings.key_vault is None:
         logger.warning(
-            "WAYFINDER_KEY_VAULT is not set: decision inputs are sealed under keys that only "
-            "the flow's state holds, so `wayfinder rerun` cannot open them"
+            "WAYFINDER_KEY_VAULT is not set: the records name customers by pseudonym, which "
+            "only the key vault resolves (for channels), and decision inputs are sealed under "
+            "keys that only the flow's state holds, so `wayfinder rerun` cannot open them"
         )
     playbook = playbook or load_default_playbook()
     config = settings.librdkafka_config()
@@ -180,7 +181,7 @@ def kafka_flow(
         ahead=AheadLimit(max_ahead_seconds()),
         redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=settings.decision_inputs,
-        key_vault=settings.key_vault if settings.decision_inputs else None,
+        key_vault=settings.key_vault,
         published=published,
         shadow_published=resumed.shadow_published,
     )

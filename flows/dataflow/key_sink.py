@@ -20,7 +20,7 @@ class _VaultPartition(StatefulSinkPartition[CustomerKey, None]):
         self._part = VaultPart(path)
 
     def write_batch(self, values: list[CustomerKey]) -> None:
-        made: dict[str, bytes] = {}
+        made: dict[str, CustomerKey] = {}
         destroyed: set[str] = set()
         for value in values:  # in order: a key made again after its destruction is kept
             hashed = state_key(value.key)
@@ -29,7 +29,7 @@ class _VaultPartition(StatefulSinkPartition[CustomerKey, None]):
                 destroyed.add(hashed)
             else:
                 destroyed.discard(hashed)
-                made[hashed] = value.secret
+                made[hashed] = value
         self._part.write(made, destroyed)
 
     def snapshot(self) -> None:

@@ -42,27 +42,27 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
     _state_key, value = item
     if isinstance(value, Decision):
         metrics.DECISIONS.labels(value.outcome).inc()
-        return (DECISIONS, value.customer_id, encode(value))
+        return (DECISIONS, value.customer, encode(value))
     if isinstance(value, JourneyTransition):
         metrics.TRANSITIONS.labels(value.kind).inc()
-        return (JOURNEYS, value.customer_id, encode(value))
+        return (JOURNEYS, value.customer, encode(value))
     if isinstance(value, Action):
         metrics.ACTIONS.labels(value.channel, value.action, _kind(value)).inc()
-        return (action_topic(value.channel), value.customer_id, encode(value))
+        return (action_topic(value.channel), value.customer, encode(value))
     if isinstance(value, AudienceChange):
         metrics.AUDIENCE_CHANGES.labels(value.change).inc()
-        return (AUDIENCES, value.customer_id, encode(value))
+        return (AUDIENCES, value.customer, encode(value))
     if isinstance(value, Event):
         return (EVENTS, value.customer_id or value.anonymous_id, encode(value))
     if isinstance(value, Tombstone):
-        return (AUDIENCES, value.customer_id, None)
+        return (AUDIENCES, value.customer, None)
     if isinstance(value, InFlight | Example | CustomerKey):
         return None
     if isinstance(value, IntentTransition):
         metrics.INTENT_CHANGES.inc()
-        return (JOURNEYS, value.customer_id, encode(value))
+        return (JOURNEYS, value.customer, encode(value))
     if isinstance(value, DecisionInput):
-        return (DECISION_INPUTS, value.customer_id, encode(value))
+        return (DECISION_INPUTS, value.customer, encode(value))
     if isinstance(value, DeadLetter):
         return route_dead_letter(value)
     raise TypeError(f"customer step emitted an unroutable {type(value).__name__}")
@@ -78,7 +78,7 @@ def route_shadow(item: tuple[str, StepOutput]) -> Routed | None:
     """A challenger's decisions go to the shadow topic; it never acts, merges or forwards."""
     _key, value = item
     if isinstance(value, Decision):
-        return (SHADOW_DECISIONS, value.customer_id, encode(value))
+        return (SHADOW_DECISIONS, value.customer, encode(value))
     return None
 
 

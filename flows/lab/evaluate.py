@@ -17,7 +17,7 @@ from collections import defaultdict
 from hashlib import blake2b
 from typing import Any
 
-from flows.lab.population import customer_index
+from flows.lab.population import customer_index, directory
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.lab.world import World
 from operators.models import ModelSet, Response
@@ -119,7 +119,8 @@ def closed_loop(
         choices = ", ".join(POLICIES + DIAGNOSTICS)
         raise ValueError(f"unknown policy {policy!r}; one of {choices}")
     specs = {a.name: a for a in playbook.actions}
-    checker = ViolationChecker(playbook)
+    checker = ViolationChecker(playbook, replay.step.pseudonym_of)
+    population = directory(config.customers, replay.step.pseudonym_of)
     counter = itertools.count()
     queue: list[tuple[float, int, Event]] = []
     for event in good_events(raw for _ts, raw in simulate(config)):
@@ -147,15 +148,17 @@ def closed_loop(
         for output in fresh:
             if isinstance(output, JourneyTransition):
                 checker.transition(output)
-                if output.kind == "completed" and not output.customer_id.startswith("anon:"):
-                    goals[output.customer_id] += 1
+                customer = population.get(output.customer)
+                if output.kind == "completed" and customer is not None:
+                    goals[customer] += 1
             elif isinstance(output, Action) and output.action != "no_action":
                 spec = specs[output.action]
                 checker.check(output, spec)
                 sent += 1
                 value_of[output.action_id] = (spec.name, spec.value)
                 sent_by_action[spec.name] += 1
-                for reaction in world.react(output):
+                customer = population.get(output.customer)
+                for reaction in world.react(output, customer) if customer else ():
                     heapq.heappush(queue, (reaction.ts.timestamp(), next(counter), reaction))
 
     customers = [k for k in replay.contexts if customer_index(k) is not None]

@@ -14,10 +14,10 @@ from typing import NamedTuple
 import msgspec
 
 from flows.dataflow.sources import RawRecord, WrittenTopics
-from flows.lab.population import customer_index
+from flows.lab.population import customer_index, directory
 from flows.lab.simulator import SimulationConfig, simulate_partition
 from flows.lab.world import World
-from flows.runtime.settings import BATCH_SIZE
+from flows.runtime.settings import BATCH_SIZE, state_key
 from schemas.action import Action
 from schemas.codec import encode
 
@@ -36,6 +36,8 @@ class SimulatedTraffic:
         self.config = config
         self.world = world
         self.feedback: tuple[str, ...] = (ACTION_TOPICS,) if world is not None else ()
+        #: Who each action is for (the flow names customers by their state key).
+        self.directory = directory(config.customers, state_key) if world is not None else {}
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self.config.partitions)]
@@ -49,7 +51,7 @@ class SimulatedTraffic:
         self, part: str, resume_state: object | None, written: WrittenTopics
     ) -> "_TrafficPartition":
         state = resume_state if isinstance(resume_state, TrafficState) else None
-        return _TrafficPartition(self.config, int(part), state, self.world, written)
+        return _TrafficPartition(self.config, int(part), state, self.world, written, self.directory)
 
 
 class TrafficState(NamedTuple):
@@ -69,8 +71,10 @@ class _TrafficPartition:
         state: TrafficState | None,
         world: World | None,
         written: WrittenTopics,
+        customers: dict[str, str],
     ) -> None:
         self._source = f"simulator/{partition}"
+        self._customers = customers
         self._partition = partition
         self._config = config
         self._world = world
@@ -119,10 +123,13 @@ class _TrafficPartition:
             lines, self._read[topic] = self._written.read(topic, self._read.get(topic, 0))
             for raw in lines:
                 action = self._decoder.decode(raw)
-                index = customer_index(action.customer_id)
-                if index is None or self._config.partition_of(index) != self._partition:
+                customer = self._customers.get(action.customer)
+                index = customer_index(customer) if customer is not None else None
+                if customer is None or index is None:
                     continue
-                for event in world.react(action):
+                if self._config.partition_of(index) != self._partition:
+                    continue
+                for event in world.react(action, customer):
                     at = event.ts.timestamp()
                     heapq.heappush(self._pending, (at, event.event_id, encode(event)))
 

@@ -113,9 +113,10 @@ class World:
             return 0.0
         return truth.open_rate.get(channel, 0.3) * self.appetite(truth, action)
 
-    def react(self, action: Action) -> list[Event]:
-        """The events a customer's reaction to an action produces (none for no_action)."""
-        truth = self.truth(action.customer_id)
+    def react(self, action: Action, customer: str) -> list[Event]:
+        """The events the reaction of `customer` (whom the action's pseudonym names) to an
+        action produces (none for no_action)."""
+        truth = self.truth(customer)
         if truth is None or action.action == "no_action":
             return []
         rng = random.Random(f"{self.seed}:{action.action_id}")
@@ -123,13 +124,14 @@ class World:
         opened_at = at + timedelta(minutes=rng.uniform(2, 180))
         if rng.random() >= truth.open_rate.get(action.channel, 0.3):
             return []  # ignored: no outcome ever comes back
-        events = [self._outcome(action, "opened", opened_at)]
+        events = [self._outcome(action, customer, "opened", opened_at)]
         if rng.random() >= self.appetite(truth, action.action):
             if rng.random() < 0.3:
-                events.append(self._outcome(action, "dismissed", opened_at + timedelta(minutes=1)))
+                dismissed_at = opened_at + timedelta(minutes=1)
+                events.append(self._outcome(action, customer, "dismissed", dismissed_at))
             return events
         converted_at = opened_at + timedelta(minutes=rng.uniform(1, 120))
-        events.append(self._outcome(action, "converted", converted_at))
+        events.append(self._outcome(action, customer, "converted", converted_at))
         effect = EFFECTS.get(action.action)
         if effect is not None:
             kind, channel, touchpoint = effect
@@ -142,7 +144,7 @@ class World:
                     ts=converted_at + timedelta(seconds=30),
                     type=kind,
                     channel=channel,
-                    customer_id=action.customer_id,
+                    customer_id=customer,
                     touchpoint=touchpoint,
                     partner_id=action.partner_id if channel == "partner" else None,
                     properties=properties,
@@ -151,13 +153,13 @@ class World:
         return events
 
     @staticmethod
-    def _outcome(action: Action, outcome: Outcome, at: datetime) -> Event:
+    def _outcome(action: Action, customer: str, outcome: Outcome, at: datetime) -> Event:
         return Event(
             event_id=f"world-{action.action_id}-{outcome}",
             ts=at,
             type="action_outcome",
             channel=action.channel,
-            customer_id=action.customer_id,
+            customer_id=customer,
             action_id=action.action_id,
             outcome=outcome,
         )

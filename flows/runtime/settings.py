@@ -9,9 +9,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from hashlib import blake2b
 from pathlib import Path
 
+from operators.identity import pseudonym
 from operators.playbook import CompiledPlaybook, compile_playbook
 from schemas.playbook import load_playbook, seconds
 
@@ -232,20 +232,11 @@ def lab_secret_in_use(env: Mapping[str, str] | None = None) -> bool:
 
 
 @cache
-def _state_key_secret() -> bytes:
-    # BLAKE2b takes a key of at most 64 bytes; a longer secret is hashed down to one.
-    secret = deployment_secret()
-    return secret if len(secret) <= 64 else blake2b(secret).digest()
-
-
 def state_key(key: str) -> str:
-    """The key the dataflow's state and recovery snapshots are stored under.
-
-    A keyed hash of the customer key, never the id itself: once a customer is
-    erased, their snapshot is gone and what remains under this key (a deletion
-    marker) names nobody who does not hold the secret.
-    """
-    return blake2b(key.encode(), digest_size=16, key=_state_key_secret()).hexdigest()
+    """The key the dataflow's state and recovery snapshots are stored under, and what
+    every record the flow writes names the customer by: their pseudonym
+    (`operators.identity.pseudonym`) under the deployment's secret."""
+    return pseudonym(deployment_secret(), key)
 
 
 #: How far past the wall clock an event's time may be (WAYFINDER_MAX_AHEAD).

@@ -91,7 +91,9 @@ def _merge() -> st.SearchStrategy[dict[str, Any]]:
     context = st.one_of(
         st.binary(max_size=64),
         st.just(
-            to_snapshot(new_context("anon:a1", ev("page_view", "web", customer=None, anon="a1")))
+            to_snapshot(
+                new_context("anon:a1", ev("page_view", "web", customer=None, anon="a1"), "p-a1")
+            )
         ),
     ).map(lambda b: base64.b64encode(b).decode())
     return st.fixed_dictionaries(

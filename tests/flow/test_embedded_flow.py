@@ -13,7 +13,7 @@ from flows.analysis.rerun import rerun
 from flows.analysis.shadow import compare, decisions_in
 from flows.dataflow.flow import Challenger
 from flows.dataflow.sources import EventFileSource
-from flows.runtime.settings import load_compiled
+from flows.runtime.settings import load_compiled, state_key
 from operators.rerun import RerunError
 from schemas.action import Action
 from schemas.deadletter import DeadLetter
@@ -73,7 +73,7 @@ def test_bad_lines_of_an_events_file_go_to_the_dead_letters_with_their_line(entr
     run = run_embedded(entry_point, EventFileSource(events), tmp_path / "out")
 
     (action,) = [msgspec.json.decode(r, type=Action) for r in run.lines("actions.chat.jsonl")]
-    assert action.customer_id == "cust-F"
+    assert action.customer == state_key("cust-F")
     assert action.trigger_event_id == good[-1].event_id
     letters = [msgspec.json.decode(r, type=DeadLetter) for r in run.lines("dlq.jsonl")]
     assert [(d.raw, d.offset) for d in letters] == [(bad[0], 2), (bad[1], 5), (bad[2], 7)]

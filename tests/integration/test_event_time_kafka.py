@@ -90,7 +90,7 @@ def test_embedded_replayed_backlog_and_live_give_the_same_transitions(bootstrap_
         # Everyone's journey has ended: completed or abandoned.
         def ended() -> list[JourneyTransition] | None:
             seen = transitions_on(settings)
-            done = {t.customer_id for t in seen if t.kind in ("completed", "abandoned")}
+            done = {t.customer for t in seen if t.kind in ("completed", "abandoned")}
             return seen if len(done) == 8 else None
 
         wait_for(ended, timeout=90, what="every journey to end")

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from flows.runtime.settings import DEFAULT_PLAYBOOK, load_compiled
+from flows.runtime.settings import DEFAULT_PLAYBOOK, load_compiled, state_key
 from operators.replay import Replay
 from schemas.action import Action
 from schemas.event import Consent, Event
@@ -141,7 +141,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
     }
     with live_flow(env):
         wait_for(
-            lambda: any(t.customer_id == "anon:laptop-9" for t in transitions_on(kafka)),
+            lambda: any(t.customer == state_key("anon:laptop-9") for t in transitions_on(kafka)),
             timeout=60,
             what="the anonymous laptop's journey",
         )
@@ -149,7 +149,9 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
 
         def settled():
             seen = transitions_on(kafka)
-            abandoned = any(t.kind == "abandoned" and t.customer_id == "cust-K1" for t in seen)
+            abandoned = any(
+                t.kind == "abandoned" and t.customer == state_key("cust-K1") for t in seen
+            )
             merged = any(t.kind == "merged" for t in seen)
             return seen if abandoned and merged else None
 
@@ -157,7 +159,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
             settled,
             timeout=90,
             what="the stall, abandonment and merge",
-            seen=lambda: [(t.customer_id, t.kind) for t in transitions_on(kafka)],
+            seen=lambda: [(t.customer, t.kind) for t in transitions_on(kafka)],
         )
         time.sleep(1.0)  # anything else the flow had in hand
         live = transitions_on(kafka)
@@ -167,11 +169,11 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
 
     # Scenario 2 live: the stall fired on the wall clock, with no event after the purchase,
     # and activation help went to a consented channel (sms, preferred, was revoked).
-    stalled = [t for t in live if t.kind == "stalled" and t.customer_id == "cust-K1"]
+    stalled = [t for t in live if t.kind == "stalled" and t.customer == state_key("cust-K1")]
     assert len(stalled) == 1
     assert stalled[0].at == events[2].ts + timedelta(seconds=STALL_S)
     (help_action,) = [a for a in helped if a.action == "activation_help"]
-    assert help_action.customer_id == "cust-K1" and help_action.channel != "sms"
+    assert help_action.customer == state_key("cust-K1") and help_action.channel != "sms"
     assert "SMS: no service consent" in " ".join(help_action.reasons)
 
     # Scenario 6 live: the laptop's journey merged into the customer's: one journey.
@@ -179,10 +181,11 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
     entered = [t for t in upgrade if t.kind == "entered"]
     merged = [t for t in upgrade if t.kind == "merged"]
     assert len(entered) - len(merged) == 1
-    assert merged[0].customer_id == "anon:laptop-9" and merged[0].merged_into == "cust-K2"
+    assert merged[0].customer == state_key("anon:laptop-9")
+    assert merged[0].merged_into == state_key("cust-K2")
 
     # The same input in event time: exactly the same transitions.
-    replay = Replay(load_compiled(playbook_file))
+    replay = Replay(load_compiled(playbook_file), pseudonym_of=state_key)
     until = (events[2].ts + timedelta(seconds=ABANDON_S + 1)).timestamp()
     replay.run(events, until=until)
     replayed = [o for o in replay.outputs if type(o) is JourneyTransition]

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from flows.dataflow.kafka import kafka_flow
+from flows.runtime.settings import state_key
 from schemas.action import Action
 from schemas.deadletter import MAX_RAW_BYTES, DeadLetter
 from schemas.decision import Decision
@@ -58,9 +59,9 @@ def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka
     assert len(chat) == 1
     key, value = chat[0]
     action = msgspec.json.decode(value, type=Action)
-    assert key == b"cust-A"
-    assert (action.customer_id, action.action, action.channel) == (
-        "cust-A",
+    assert key == state_key("cust-A").encode()  # (the pseudonym: the records name nobody)
+    assert (action.customer, action.action, action.channel) == (
+        state_key("cust-A"),
         "priority_agent",
         "chat",
     )
@@ -78,17 +79,19 @@ def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka
 
     decisions = [msgspec.json.decode(v, type=Decision) for _, v in read_all(kafka, "decisions")]
     decisions = [d for d in decisions if any(c.action == "priority_agent" for c in d.candidates)]
-    assert sorted((d.customer_id, d.outcome) for d in decisions) == [
-        ("cust-A", "sent"),
-        ("cust-B", "no_action"),
-    ]
-    assert next(d for d in decisions if d.customer_id == "cust-A").action_id == action.action_id
+    assert sorted((d.customer, d.outcome) for d in decisions) == sorted(
+        [(state_key("cust-A"), "sent"), (state_key("cust-B"), "no_action")]
+    )
+    assert (
+        next(d for d in decisions if d.customer == state_key("cust-A")).action_id
+        == action.action_id
+    )
 
     transitions = [
         msgspec.json.decode(v, type=JourneyTransition) for _, v in read_all(kafka, "journeys")
     ]
-    entered = {(t.customer_id, t.journey) for t in transitions if t.kind == "entered"}
-    assert {("cust-A", "money_transfer"), ("cust-B", "money_transfer")} <= entered
+    entered = {(t.customer, t.journey) for t in transitions if t.kind == "entered"}
+    assert {(state_key(c), "money_transfer") for c in ("cust-A", "cust-B")} <= entered
 
     letters = [msgspec.json.decode(v, type=DeadLetter) for _, v in read_all(kafka, "dlq")]
     assert Counter(letter.raw for letter in letters) == Counter(list(BAD))
@@ -112,7 +115,7 @@ def test_hostile_records_on_kafka_are_dead_letters_and_the_flow_goes_on(kafka, e
     entry_point(kafka_flow(kafka))
 
     (action,) = [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.chat")]
-    assert (action.customer_id, action.action) == ("cust-A", "priority_agent")
+    assert (action.customer, action.action) == (state_key("cust-A"), "priority_agent")
     letters = [msgspec.json.decode(v, type=DeadLetter) for _, v in read_all(kafka, "dlq")]
     assert sorted(letter.reason for letter in letters) == sorted(r for _, r in hostile)
     for letter in letters:

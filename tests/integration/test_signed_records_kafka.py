@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 
 from flows.dataflow.replica import ModelReplica
 from flows.runtime.published import read_published
-from flows.runtime.settings import KafkaSettings, deployment_secret
+from flows.runtime.settings import KafkaSettings, deployment_secret, state_key
 from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
 from operators.models import ModelSet
 from schemas.decision import Decision
@@ -37,7 +37,7 @@ def _send(
 def _decision(outcome: str) -> bytes:
     decision = Decision(
         decision_id="dec-planted",
-        customer_id="cust-1",
+        customer=state_key("cust-1"),
         trigger_id="ev-1",
         trigger_type="page_view",
         created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),

@@ -26,7 +26,7 @@ def test_a_request_held_for_a_logins_answer_is_answered_when_the_customer_is_era
     _tombstone, outputs = step.on_event("cust-1", ctx, ev("erase", "web", minutes=3))
     (reply,), (decision,) = replies(outputs)
     assert reply.request_id == decision.request_id == "req-held"
-    assert reply.customer_id == decision.customer_id == ""  # names nobody
+    assert reply.customer == decision.customer == ""  # names nobody
     assert reply.action == NO_ACTION and reply.channel == "app"
     assert "erased" in reply.reasons[0]
     assert decision.outcome == "no_action" and decision.candidates == []
@@ -47,6 +47,6 @@ def test_a_request_for_an_erased_customer_is_answered_under_ids_of_its_own():
         assert after is tombstone  # nothing of theirs starts again
         (reply,), (decision,) = replies(outputs)
         assert reply.request_id == event.request_id and "erased" in reply.reasons[0]
-        assert reply.customer_id == decision.customer_id == ""
+        assert reply.customer == decision.customer == ""
         assert reply.action_id != answered.action_id  # the first answer keeps its ids
         assert decision.decision_id != answered.decision_id

@@ -1,13 +1,15 @@
-"""The key vault: a copy of each customer's key that a tool opens while the flow
+"""The key vault: a copy of each customer's key and id that a tool opens while the flow
 writes, where a destroyed key leaves no byte behind and no file names anybody."""
 
 import os
 from pathlib import Path
 
 import pytest
+from rocksdict import Options, Rdict
 
 from state.key_vault import (
     PARTS,
+    CustomerKey,
     KeyVaultError,
     VaultPart,
     VaultReader,
@@ -26,26 +28,56 @@ def test_a_destroyed_key_is_gone_from_every_file_of_its_part(tmp_path):
     secrets = {name: os.urandom(64) for name in hashed}  # random: no compression hides one
     path = tmp_path / part_name(0)
     part = VaultPart(path)
-    part.write({hashed[n]: secrets[n] for n in hashed}, set())
+    made = {hashed[n]: CustomerKey(f"customer-{n}-7f3e", secrets[n]) for n in hashed}
+    part.write(made, set())
     part.write({}, set())  # a batch with nothing to destroy changes nothing
     part.write({}, {hashed["b"]})
     part.close()
     assert _files_hold(path, secrets["a"]) and _files_hold(path, secrets["c"])
+    assert _files_hold(path, b"customer-a-7f3e") and _files_hold(path, b"customer-c-7f3e")
     assert _files_hold(path, secrets["b"]) == []
+    assert _files_hold(path, b"customer-b-7f3e") == []  # nor its id
 
 
 def test_a_reader_opens_the_vault_while_the_flow_writes_it(tmp_path):
     hashed = "1234abcd" + "00" * 12
     part = VaultPart(tmp_path / part_name(part_of(hashed)))
-    part.write({hashed: b"k" * 64}, set())
+    part.write({hashed: CustomerKey("cust-1", b"k" * 64)}, set())
     reader = VaultReader(tmp_path)
     try:
         assert reader.exists()
         assert reader.secret(hashed) == b"k" * 64
+        assert reader.customer(hashed) == "cust-1"  # whom the pseudonym names
         assert reader.secret("ffffffff" + "00" * 12) is None  # another part, never written
+        assert reader.customer("ffffffff" + "00" * 12) is None
+        # A reader sees the vault as it was when it opened it, until it refreshes.
+        later = "1234abcd" + "11" * 12  # (the same part)
+        part.write({later: CustomerKey("anon:laptop-2", b"j" * 64)}, set())
+        assert reader.customer(later) is None
+        reader.refresh()
+        assert reader.customer(later) == "anon:laptop-2"
+        part.write({}, {hashed})
+        reader.refresh()
+        assert reader.customer(hashed) is None and reader.secret(hashed) is None
     finally:
         reader.close()
         part.close()
+
+
+def test_an_entry_of_an_older_release_still_gives_its_key(tmp_path):
+    """Before the vault held ids, an entry was the 64-byte secret alone."""
+    hashed = "00000000" + "11" * 12
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    db = Rdict(str(tmp_path / part_name(part_of(hashed))), options)
+    db[hashed.encode()] = b"s" * 64
+    db.close()
+    reader = VaultReader(tmp_path)
+    try:
+        assert reader.secret(hashed) == b"s" * 64
+        assert reader.customer(hashed) is None
+    finally:
+        reader.close()
 
 
 def test_every_keyed_hash_has_one_part_among_the_fixed_parts():
@@ -58,7 +90,7 @@ def test_every_keyed_hash_has_one_part_among_the_fixed_parts():
 def test_a_vault_that_does_not_open_is_refused_naming_the_part(tmp_path):
     vault = tmp_path / "keys"
     part = VaultPart(vault / part_name(3))
-    part.write({"ab" * 32: os.urandom(64)}, set())
+    part.write({"ab" * 32: CustomerKey("cust-9", os.urandom(64))}, set())
     part.close()
     (vault / part_name(5)).mkdir()
     (vault / part_name(5) / "LOCK").write_text("")

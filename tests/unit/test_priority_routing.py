@@ -1,5 +1,6 @@
 """Scenario 1: a valuable customer stuck on one transfer across channels gets a priority agent."""
 
+from flows.runtime.settings import state_key
 from operators.ids import action_id
 from schemas.event import Consent
 from tests.helpers import Harness, ev, stuck_transfer
@@ -11,7 +12,7 @@ def test_high_value_customer_after_web_and_ivr_is_routed_to_priority_agent_on_ch
     (action,) = run.actions("priority_agent")
     chat = events[-1]
     assert action.channel == "chat"
-    assert action.customer_id == "cust-1"
+    assert action.customer == state_key("cust-1")
     assert action.journey == "money_transfer"
     assert action.trigger_event_id == chat.event_id
     assert action.content["transfer_id"] == "tx-77"

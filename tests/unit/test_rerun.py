@@ -97,7 +97,7 @@ class Lagged:
     keys: dict[str, bytes]
 
     def basis(self, recorded: DecisionInput) -> DecisionBasis:
-        return open_basis(recorded, self.keys.get(recorded.customer_id))
+        return open_basis(recorded, self.keys.get(recorded.customer))
 
 
 def lagged_run(customers: int) -> Lagged:
@@ -126,7 +126,7 @@ def lagged_run(customers: int) -> Lagged:
             elif type(output) is DecisionInput:
                 inputs.append(output)
             elif type(output) is CustomerKey and output.secret is not None:
-                keys[output.key] = output.secret
+                keys[step.pseudonym_of(output.key)] = output.secret
         if n % 40 == 0:  # the learner's batch
             for example in sorted(pending, key=lambda e: (e.at, e.example_id)):
                 model = models.models[example.model]
@@ -168,7 +168,7 @@ def test_a_decision_input_is_sealed_under_its_customers_key_and_bound_to_its_dec
         (a, b)
         for a in run.inputs
         for b in run.inputs
-        if a.customer_id == b.customer_id and a.decision_id != b.decision_id
+        if a.customer == b.customer and a.decision_id != b.decision_id
     )
     basis = run.basis(first)
     assert basis.trigger.trigger_id and basis.context
@@ -176,13 +176,13 @@ def test_a_decision_input_is_sealed_under_its_customers_key_and_bound_to_its_dec
     published = msgspec.json.encode(first)
     assert basis.context not in published and basis.trigger.trigger_id.encode() not in published
     # The key never travels with what it seals, not even inside the sealed context.
-    secret = run.keys[first.customer_id]
+    secret = run.keys[first.customer]
     assert secret not in basis.context and from_snapshot(basis.context).secret == b""
     # Moved to another decision's record, or opened with another customer's key: unreadable.
     moved = msgspec.structs.replace(second, basis=first.basis)
     with pytest.raises(RerunError, match="erased"):
         run.basis(moved)
-    other = next(k for c, k in run.keys.items() if c != first.customer_id)
+    other = next(k for c, k in run.keys.items() if c != first.customer)
     with pytest.raises(RerunError, match="erased"):
         open_basis(first, other)
 

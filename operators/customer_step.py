@@ -179,17 +179,29 @@ class CustomerStep:
         A redelivery, and an event an erased key does not take, are dropped: the
         context is returned as it was, with no outputs.
         """
-        if ctx is not None and not ctx.pseudonym and ctx.key:
-            ctx.pseudonym = self.pseudonym_of(ctx.key)  # (a snapshot of an older release)
+        upgraded = ctx is not None and self._upgrade(ctx)
         after, outputs = self._on_event(key, ctx, event)
-        if outputs and after is not None:
-            self._in_vault(after, outputs)
+        if after is not None and (outputs or upgraded):
+            self._in_vault(after, outputs, upgraded)
         return after, outputs
 
-    def _in_vault(self, ctx: CustomerContext, outputs: list[Output]) -> None:
+    def _upgrade(self, ctx: CustomerContext) -> bool:
+        """Name a context of an older release's snapshot (it had no pseudonym); True if
+        it was one."""
+        if ctx.pseudonym or not ctx.key:
+            return False
+        ctx.pseudonym = self.pseudonym_of(ctx.key)
+        return True
+
+    def _in_vault(self, ctx: CustomerContext, outputs: list[Output], upgraded: bool) -> None:
         """Give the key vault the customer's key (and with it their id) when a record
-        first names them: consumers resolve the pseudonym there, until the erasure."""
-        if ctx.secret or not ctx.key:
+        first names them: consumers resolve the pseudonym there, until the erasure. A key
+        an older release made is given again (its vault entry had no id)."""
+        if not ctx.key:
+            return
+        if ctx.secret:
+            if upgraded:
+                outputs.append(CustomerKey(ctx.key, ctx.secret))
             return
         pseudonym = ctx.pseudonym
         for output in outputs:
@@ -567,11 +579,10 @@ class CustomerStep:
         due = self.journeys.next_deadline(ctx) if ctx.journeys else None
         if due is None or due > now:
             return []
-        if not ctx.pseudonym:
-            ctx.pseudonym = self.pseudonym_of(ctx.key)  # (a snapshot of an older release)
+        upgraded = self._upgrade(ctx)
         outputs = self._tick(ctx, due, until=now)
-        if outputs:
-            self._in_vault(ctx, outputs)
+        if outputs or upgraded:
+            self._in_vault(ctx, outputs, upgraded)
         return outputs
 
     def next_deadline(self, ctx: CustomerContext | None) -> float | None:

@@ -33,7 +33,7 @@ import msgspec
 
 from operators import sealing
 from operators.decide import DecisionMaker, erased_reply
-from operators.identity import MergeSeal, pseudonym, visitor_key
+from operators.identity import MergeSeal, instance_name, pseudonym, visitor_key
 from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
 from operators.models import (
@@ -79,7 +79,7 @@ from state.context import (
     to_snapshot,
     tombstone,
 )
-from state.key_vault import CustomerKey
+from state.key_vault import CustomerKey, InstanceName
 
 _BASIS = msgspec.msgpack.Encoder()
 
@@ -110,6 +110,7 @@ Output = (
     | Example
     | Event
     | CustomerKey
+    | InstanceName
 )
 
 
@@ -152,7 +153,7 @@ class CustomerStep:
         self.models = models
         self.published = published
         self.predictors = predictors = predictors if predictors is not None else models
-        self.journeys = JourneyTracker(playbook)
+        self.journeys = JourneyTracker(playbook, self.pseudonym_of)
         self.segments = SegmentEvaluator(playbook)
         self.decisions = DecisionMaker(
             playbook,
@@ -162,6 +163,7 @@ class CustomerStep:
             model_version=predictors.version if predictors else None,
             record_inputs=record_inputs,
             published=published,
+            pseudonym_of=self.pseudonym_of,
         )
         self._intent_of = {j.name: j.intent for j in playbook.journeys if j.intent}
         self._on_intent = any(t.intent_changed for a in playbook.actions for t in a.triggers)
@@ -195,15 +197,30 @@ class CustomerStep:
 
     def _in_vault(self, ctx: CustomerContext, outputs: list[Output], upgraded: bool) -> None:
         """Give the key vault the customer's key (and with it their id) when a record
-        first names them: consumers resolve the pseudonym there, until the erasure. A key
-        an older release made is given again (its vault entry had no id)."""
+        first names them, and each journey instance's value when a transition first names
+        it (`entered`): consumers resolve the pseudonyms there, until the erasure. What an
+        older release put there is given again (its entries had no ids)."""
         if not ctx.key:
             return
+        pseudonym = ctx.pseudonym
+        tokens = {
+            o.instance
+            for o in outputs
+            if type(o) is JourneyTransition
+            and o.instance is not None
+            and (o.kind == "entered" or upgraded)
+            and o.customer == pseudonym
+        }
+        if tokens or upgraded:
+            for inst in ctx.journeys:
+                if inst.key and (
+                    upgraded or self.pseudonym_of(instance_name(ctx.key, inst.key)) in tokens
+                ):
+                    outputs.append(InstanceName(ctx.key, inst.key))
         if ctx.secret:
             if upgraded:
                 outputs.append(CustomerKey(ctx.key, ctx.secret))
             return
-        pseudonym = ctx.pseudonym
         for output in outputs:
             if isinstance(output, _NAMING) and output.customer == pseudonym:
                 self._secret_of(ctx, outputs)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from msgspec.structs import replace
 
 from operators.conditions import Prefilter
+from operators.identity import instance_name
 from operators.ids import action_id, decision_id
 from operators.journeys import JourneyTracker
 from operators.models import Response
@@ -95,10 +96,14 @@ class DecisionMaker:
         model_version: Callable[[], str | None] | None = None,
         record_inputs: bool = False,
         published: Published | None = None,
+        pseudonym_of: Callable[[str], str],
     ) -> None:
         """`record_inputs`: also return what each decision was made from, to re-run it.
-        `published`: what the run before a crash published, which a replay repeats."""
+        `published`: what the run before a crash published, which a replay repeats.
+        `pseudonym_of`: what an action names a journey instance by in its content (its
+        token), as the customer step names customers."""
         self.playbook = playbook
+        self._pseudonym_of = pseudonym_of
         self.record_inputs = record_inputs
         self.policies = ContactPolicies(playbook)
         self.propensity = propensity
@@ -427,7 +432,7 @@ class DecisionMaker:
         verdict.partner_id = placement.partner_id
         verdict.content = {**action.content}
         if inst is not None and inst.key and journey is not None and journey.key:
-            verdict.content[journey.key] = inst.key
+            verdict.content[journey.key] = self._pseudonym_of(instance_name(ctx.key, inst.key))
         if action.owner == "partner":
             verdict.reasons.append(
                 f"Passed to partner {placement.partner_id} on the partner channel."
@@ -475,8 +480,8 @@ class DecisionMaker:
         if journey is None or inst is None:
             return f"Customer {now_part}."
         instance = ""
-        if inst.key and journey.key:
-            instance = f" ({journey.key.removesuffix('_id').replace('_', ' ')} {inst.key})"
+        if inst.key and journey.key:  # (its value is the content's, by token: no id here)
+            instance = f" (the {journey.key.removesuffix('_id').replace('_', ' ')} in its content)"
         stage = f", stage {inst.stage.replace('_', ' ')}" if inst.stage else ""
         return (
             f"On the {journey.label} journey{instance} since {when(inst.started_at, now)}"

@@ -38,6 +38,12 @@ def pseudonym(secret: bytes, key: str) -> str:
     return hashlib.blake2b(key.encode(), digest_size=16, key=secret).hexdigest()
 
 
+def instance_name(customer_key: str, instance: str) -> str:
+    """What a journey instance's token is the pseudonym of: the instance key value (a
+    transfer's id) as one customer's, so that the vault files it under them."""
+    return f"{customer_key}\x1f{instance}"
+
+
 def keyed_digest(key: bytes, *parts: str | bytes) -> bytes:
     """HMAC-SHA256 under `key` of the parts, each prefixed with its length, so that no
     part's bytes can be shifted into the next."""

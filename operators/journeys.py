@@ -8,9 +8,11 @@ live runs, event time in replays), so both give the same transitions.
 """
 
 from bisect import insort
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from operators.conditions import Prefilter
+from operators.identity import instance_name
 from operators.ids import transition_id
 from operators.playbook import CompiledPlaybook, JourneySpec
 from schemas.event import Event
@@ -36,8 +38,12 @@ def _touch_ts(touch: Touch) -> float:
 class JourneyTracker:
     """Applies events and time to a customer's journeys and reports the transitions."""
 
-    def __init__(self, playbook: CompiledPlaybook) -> None:
+    def __init__(self, playbook: CompiledPlaybook, pseudonym_of: Callable[[str], str]) -> None:
+        """`pseudonym_of`: what a transition names an instance by (its token: the
+        pseudonym of `operators.identity.instance_name`), as the customer step names
+        customers."""
         self.playbook = playbook
+        self._pseudonym_of = pseudonym_of
         #: Properties that name an instance of some journey (transfer_id, ...).
         self._instance_keys = frozenset(j.key for j in playbook.journeys if j.key)
         self._prefilter = Prefilter(
@@ -289,8 +295,8 @@ class JourneyTracker:
         if len(ctx.finished) > MAX_FINISHED_JOURNEYS:
             del ctx.finished[0]
 
-    @staticmethod
     def _transition(
+        self,
         customer: CustomerContext,
         spec: JourneySpec,
         inst: JourneyInstance,
@@ -324,7 +330,9 @@ class JourneyTracker:
             duration_seconds=round(at - inst.started_at, 3),
             contact_points=contact_points,
             channels=channels,
-            instance=inst.key or None,
+            instance=self._pseudonym_of(instance_name(customer.key, inst.key))
+            if inst.key
+            else None,
             stage=inst.stage,
             milestone=milestone,
             loops=inst.loops,

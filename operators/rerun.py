@@ -12,7 +12,7 @@ those models would have decided instead.
 
 import pickle
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -135,7 +135,14 @@ def histories(
 class Rerun:
     """Decides again on recorded inputs, with the models rebuilt to chosen versions."""
 
-    def __init__(self, playbook: CompiledPlaybook, models: dict[str, ModelHistory]) -> None:
+    def __init__(
+        self,
+        playbook: CompiledPlaybook,
+        models: dict[str, ModelHistory],
+        pseudonym_of: Callable[[str], str],
+    ) -> None:
+        """`pseudonym_of`: the one the decisions were made with (`CustomerStep`), which
+        names what an action's content names by token."""
         self.playbook = playbook
         self.models = models
         #: The models a re-run asks: each decision puts in the versions it names.
@@ -146,8 +153,9 @@ class Rerun:
             next_step=asked.next_step,
             intent=asked.intent,
             model_version=asked.version,
+            pseudonym_of=pseudonym_of,
         )
-        self._rules_only = DecisionMaker(playbook)
+        self._rules_only = DecisionMaker(playbook, pseudonym_of=pseudonym_of)
 
     def latest(self) -> dict[str, int]:
         """The newest version of every model in the log."""

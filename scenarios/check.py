@@ -5,8 +5,8 @@
 
 The same check reads the files a user's run wrote and the outputs the tests take from
 the cores. The format of expected.json is in scenarios/README.md. An item names
-customers by id; the outputs name them by pseudonym (the run's, under
-WAYFINDER_STATE_KEY_SECRET), which the check works out from the id.
+customers (and journey instances) by id; the outputs name them by pseudonym (the run's,
+under WAYFINDER_STATE_KEY_SECRET), which the check works out from the id.
 """
 
 import json
@@ -16,6 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flows.runtime.settings import state_key
+from operators.identity import instance_name
 
 #: A JSON object: an output line, or an item of expected.json.
 Record = dict[str, Any]
@@ -59,13 +60,17 @@ _NAMED = {"customer_id": "customer", "merged_into": "merged_into"}
 
 
 def as_written(item: Record) -> Record:
-    """The item as an output names its customers."""
+    """The item as an output names its customers, and their journeys' instances (by
+    token: `operators.identity.instance_name`)."""
     if item.get("topic") == "events":
         return item
-    return {
+    written = {
         _NAMED.get(key, key): state_key(value) if key in _NAMED and value else value
         for key, value in item.items()
     }
+    if item.get("instance") and item.get("customer_id"):
+        written["instance"] = state_key(instance_name(item["customer_id"], item["instance"]))
+    return written
 
 
 def matches(item: Record, record: Record) -> bool:

@@ -34,6 +34,8 @@ from rocksdict import (
 PARTS = 8
 #: An entry of an older release: the secret alone, this long.
 _OLD_SECRET_BYTES = 64
+#: The character after INSTANCE_SEPARATOR: the end of a customer's range of instances.
+_AFTER_SEPARATOR = "0"
 _PART = re.compile(r"part-(\d+)")
 
 
@@ -43,6 +45,20 @@ class CustomerKey(Struct, frozen=True, array_like=True):
 
     key: str
     secret: bytes | None
+
+
+class InstanceName(Struct, frozen=True, array_like=True):
+    """A journey instance (`instance`: a transfer's id) that the records name by token,
+    for the vault to resolve under customer `key`: an output of the customer step for
+    the key sink, never for a topic."""
+
+    key: str
+    instance: str
+
+
+#: Between a customer's pseudonym and an instance's token in the vault's keys: every
+#: instance entry of a customer sorts under `pseudonym/` (one range to delete).
+INSTANCE_SEPARATOR = "/"
 
 
 class KeyVaultError(Exception):
@@ -92,16 +108,28 @@ class VaultPart:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), _options())
 
-    def write(self, made: dict[str, CustomerKey], destroyed: set[str]) -> None:
-        """Keep the keys made (by pseudonym) and destroy those named (pseudonyms)."""
+    def write(
+        self,
+        made: dict[str, CustomerKey],
+        destroyed: set[str],
+        names: dict[str, str] | None = None,
+    ) -> None:
+        """Destroy the entries of the customers named (pseudonyms: their key, id and
+        instances), then keep the keys made (by pseudonym) and the instances' values (by
+        `pseudonym/token`): what is kept was made after what is destroyed."""
+        for hashed in destroyed:
+            self._db.delete(hashed.encode())
+            self._db.delete_range(
+                (hashed + INSTANCE_SEPARATOR).encode(), (hashed + _AFTER_SEPARATOR).encode()
+            )
         for hashed, made_key in made.items():
             assert made_key.secret is not None and len(made_key.secret) < 256
             secret = made_key.secret
             self._db[hashed.encode()] = bytes([len(secret)]) + secret + made_key.key.encode()
+        for entry, value in (names or {}).items():
+            self._db[entry.encode()] = value.encode()
         if not destroyed:
             return
-        for hashed in destroyed:
-            self._db.delete(hashed.encode())
         self._db.flush()
         compaction = CompactOptions()
         compaction.set_bottommost_level_compaction(BottommostLevelCompaction.force())
@@ -136,13 +164,21 @@ class VaultReader:
         entry = self._entry(pseudonym)
         return None if entry is None else entry[1]
 
+    def instance(self, pseudonym: str, token: str) -> str | None:
+        """The value a record names by `token` (a transfer's id in an action's content,
+        a transition's instance) for the customer with this pseudonym; None once erased."""
+        db = self._part(part_of(pseudonym))
+        if db is None:
+            return None
+        found = db.get((pseudonym + INSTANCE_SEPARATOR + token).encode())
+        return None if found is None else bytes(found).decode()
+
     def refresh(self) -> None:
         """See what the flow has written since the parts were opened (a read-only part
         is the vault as it was then)."""
         self.close()
 
-    def _entry(self, hashed: str) -> tuple[bytes, str | None] | None:
-        index = part_of(hashed)
+    def _part(self, index: int) -> Rdict | None:
         if index not in self._parts:
             path = self.directory / part_name(index)
             self._parts[index] = (
@@ -150,7 +186,10 @@ class VaultReader:
                 if (path / "CURRENT").exists()
                 else None
             )
-        db = self._parts[index]
+        return self._parts[index]
+
+    def _entry(self, hashed: str) -> tuple[bytes, str | None] | None:
+        db = self._part(part_of(hashed))
         if db is None:
             return None
         found = db.get(hashed.encode())

@@ -33,6 +33,7 @@ from flows.lab.traffic import SimulatedTraffic
 from flows.lab.world import World
 from flows.runtime.run_files import contact_map, prepare_out, write_end_files
 from flows.runtime.runner import RunSummary, run_with_progress
+from flows.runtime.settings import state_key
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from operators.rerun import open_basis
@@ -180,7 +181,7 @@ def simulated(customers: int, hours: float, seed: int, *, reactions: bool = True
     """The lab's simulator as `wayfinder run --customers --hours --seed` feeds it; with
     `reactions`, its customers react to the actions written (the closed loop)."""
     config = SimulationConfig(customers=customers, hours=hours, seed=seed)
-    return SimulatedTraffic(config, World(config.seed) if reactions else None)
+    return SimulatedTraffic(config, World(config.seed, state_key) if reactions else None)
 
 
 def run_embedded(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from flows.runtime.settings import DEFAULT_PLAYBOOK, deployment_secret, load_compiled, state_key
-from operators.identity import MergeSeal
+from operators.identity import MergeSeal, instance_name
 from operators.models import Response
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
@@ -155,6 +155,11 @@ def stuck_transfer(
         ev("chat_started", "chat", minutes=chat_at, customer=customer, touchpoint="chat_support")
     )
     return sorted(events, key=lambda e: e.ts)
+
+
+def instance_token(value: str, customer: str = "cust-1") -> str:
+    """What the records name a customer's journey instance (`value`) by."""
+    return state_key(instance_name(customer, value))
 
 
 def default_playbook() -> CompiledPlaybook:

@@ -22,7 +22,7 @@ import msgspec
 
 from flows.runtime.kafka_check import check_connection
 from flows.runtime.run_files import KEY_VAULT
-from flows.runtime.settings import KafkaSettings, deployment_secret
+from flows.runtime.settings import KafkaSettings, deployment_secret, state_key
 from flows.runtime.signature import RecordSignature
 from flows.runtime.topics import read_topic
 from operators.playbook import CompiledPlaybook
@@ -194,7 +194,7 @@ def rerun(
     made = _by_id(_records(out, DECISIONS, unsigned), decision_ids, Decision, unreadable)
     decisions = {decision_id: copies[0] for decision_id, copies in made.items()}
     log = _examples(_records(out, MODEL_EXAMPLES, unsigned), unreadable)
-    engine = Rerun(playbook, histories(playbook, log))
+    engine = Rerun(playbook, histories(playbook, log), state_key)
     report = RerunReport(missing=sorted((decision_ids or set()) - inputs.keys()))
     newest_versions = engine.latest()
     if latest:

@@ -2,7 +2,9 @@
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 from rich.console import Console
@@ -18,6 +20,10 @@ from flows.cli.options import (
     write_json,
 )
 from flows.lab.simulator import SimulationConfig
+
+if TYPE_CHECKING:
+    from schemas.action import Action
+    from state.key_vault import VaultReader
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
@@ -79,6 +85,11 @@ def _produce_simulation(sim: SimulationConfig, console: Console) -> int:
     producer.close()
     console.print(f"produced {n:,} events of {sim.customers:,} customers to {topic}")
     return 0
+
+
+def _vault_instance(vault: "VaultReader", action: "Action", _key: str, token: str) -> str | None:
+    """What an action's content names by token, as its customer's vault entry says."""
+    return vault.instance(action.customer, token)
 
 
 #: How long an action whose pseudonym the key vault does not resolve yet is tried again.
@@ -151,7 +162,7 @@ def cmd_react(args: argparse.Namespace, console: Console) -> int:
                         unresolved += 1  # erased meanwhile, or a visitor never named
                     continue
                 reacted += 1
-                for event in world.react(action, customer):
+                for event in world.react(action, customer, partial(_vault_instance, vault, action)):
                     producer.send(
                         settings.topic(EVENTS), key=customer.encode(), value=encode(event)
                     )

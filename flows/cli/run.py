@@ -115,7 +115,7 @@ def _run_embedded(
         written_topics,
     )
     from flows.runtime.runner import run_with_progress
-    from flows.runtime.settings import lab_secret_in_use, load_compiled
+    from flows.runtime.settings import lab_secret_in_use, load_compiled, state_key
     from operators.models import ModelSet
 
     source: Records
@@ -127,7 +127,7 @@ def _run_embedded(
         title = f"wayfinder on {args.events}"
     else:
         sim = simulation(args)
-        source = SimulatedTraffic(sim, None if args.no_reactions else World(sim.seed))
+        source = SimulatedTraffic(sim, None if args.no_reactions else World(sim.seed, state_key))
         title = (
             f"wayfinder on the simulator ({sim.customers:,} customers, "
             f"{sim.hours:g} h, seed {sim.seed})"

@@ -27,7 +27,7 @@ from flows.dataflow.analytics import ScopeLogic, finished_journeys
 from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, WatermarkLogic
 from flows.dataflow.customer import CustomerLogic, Keyed, StepOutput
 from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
-from flows.dataflow.key_sink import KeyVaultSink
+from flows.dataflow.key_sink import KeyVaultSink, VaultChange
 from flows.dataflow.learner import LEARNER, ExampleLog, LearningRounds, examples, learner
 from flows.dataflow.ledger import FlowLedger, LoopLedger
 from flows.dataflow.loopback import EmbeddedSource
@@ -59,7 +59,7 @@ from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import DeadLetter
 from schemas.topics import all_topics
 from state.context import DEFAULT_REDELIVERY_HORIZON
-from state.key_vault import CustomerKey
+from state.key_vault import CustomerKey, InstanceName
 
 #: The input step's name (its snapshots are found by it in a recovery folder).
 INPUT = "events"
@@ -203,9 +203,9 @@ def _is_dead_letter(item: Decoded) -> TypeGuard[DeadLetter]:
     return type(item) is DeadLetter
 
 
-def _customer_key(item: tuple[str, StepOutput]) -> tuple[str, CustomerKey] | None:
+def _customer_key(item: tuple[str, StepOutput]) -> tuple[str, VaultChange] | None:
     _key, value = item
-    return (value.key, value) if type(value) is CustomerKey else None
+    return (value.key, value) if type(value) is CustomerKey or type(value) is InstanceName else None
 
 
 def _watermark_tick(item: Decoded) -> tuple[str, EventTime]:

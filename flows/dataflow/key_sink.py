@@ -12,25 +12,43 @@ from pathlib import Path
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.runtime.settings import state_key
-from state.key_vault import PARTS, CustomerKey, VaultPart, check, part_name, part_of
+from operators.identity import instance_name
+from state.key_vault import (
+    INSTANCE_SEPARATOR,
+    PARTS,
+    CustomerKey,
+    InstanceName,
+    VaultPart,
+    check,
+    part_name,
+    part_of,
+)
+
+#: What the key sink writes: a customer's key made or destroyed, an instance named.
+VaultChange = CustomerKey | InstanceName
 
 
-class _VaultPartition(StatefulSinkPartition[CustomerKey, None]):
+class _VaultPartition(StatefulSinkPartition[VaultChange, None]):
     def __init__(self, path: Path) -> None:
         self._part = VaultPart(path)
 
-    def write_batch(self, values: list[CustomerKey]) -> None:
+    def write_batch(self, values: list[VaultChange]) -> None:
         made: dict[str, CustomerKey] = {}
         destroyed: set[str] = set()
-        for value in values:  # in order: a key made again after its destruction is kept
+        names: dict[str, str] = {}
+        for value in values:  # in order: what is made after a destruction is kept
             hashed = state_key(value.key)
-            if value.secret is None:
+            if isinstance(value, InstanceName):
+                token = state_key(instance_name(value.key, value.instance))
+                names[hashed + INSTANCE_SEPARATOR + token] = value.instance
+            elif value.secret is None:
                 made.pop(hashed, None)
+                prefix = hashed + INSTANCE_SEPARATOR
+                names = {k: v for k, v in names.items() if not k.startswith(prefix)}
                 destroyed.add(hashed)
             else:
-                destroyed.discard(hashed)
                 made[hashed] = value
-        self._part.write(made, destroyed)
+        self._part.write(made, destroyed, names)
 
     def snapshot(self) -> None:
         return None
@@ -39,8 +57,8 @@ class _VaultPartition(StatefulSinkPartition[CustomerKey, None]):
         self._part.close()
 
 
-class KeyVaultSink(FixedPartitionedSink[CustomerKey, None]):
-    """Items are (customer key, CustomerKey)."""
+class KeyVaultSink(FixedPartitionedSink[VaultChange, None]):
+    """Items are (customer key, CustomerKey or InstanceName)."""
 
     def __init__(self, directory: Path) -> None:
         check(directory)  # a damaged vault is one sentence before the flow starts
@@ -54,5 +72,5 @@ class KeyVaultSink(FixedPartitionedSink[CustomerKey, None]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
-    ) -> StatefulSinkPartition[CustomerKey, None]:
+    ) -> StatefulSinkPartition[VaultChange, None]:
         return _VaultPartition(self.directory / for_part)

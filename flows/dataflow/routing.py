@@ -30,7 +30,7 @@ from schemas.topics import (
     SHADOW_DECISIONS,
     action_topic,
 )
-from state.key_vault import CustomerKey
+from state.key_vault import CustomerKey, InstanceName
 
 #: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
 #: None for a tombstone).
@@ -56,7 +56,7 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
         return (EVENTS, value.customer_id or value.anonymous_id, encode(value))
     if isinstance(value, Tombstone):
         return (AUDIENCES, value.customer, None)
-    if isinstance(value, InFlight | Example | CustomerKey):
+    if isinstance(value, InFlight | Example | CustomerKey | InstanceName):
         return None
     if isinstance(value, IntentTransition):
         metrics.INTENT_CHANGES.inc()

@@ -12,10 +12,15 @@ from flows.lab.channels import call, chat, ivr, open_visit, survey
 from flows.lab.population import Customer, weighted
 
 
+def transfer_id(index: int, n: int) -> str:
+    """The id of the `n`-th transfer (from 1) of the simulated customer `index`."""
+    return f"trf-{index:06d}-{n}"
+
+
 def _new_transfer(c: Customer, amount: float) -> dict[str, Any]:
     c.transfers += 1
     return {
-        "transfer_id": f"trf-{c.index:06d}-{c.transfers}",
+        "transfer_id": transfer_id(c.index, c.transfers),
         "amount": round(amount, 2),
         "currency": c.currency,
     }

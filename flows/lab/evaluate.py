@@ -20,6 +20,7 @@ from typing import Any
 from flows.lab.population import customer_index, directory
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.lab.world import World
+from flows.runtime.settings import state_key
 from operators.models import ModelSet, Response
 from operators.playbook import ActionSpec, CompiledPlaybook
 from operators.replay import Replay
@@ -102,25 +103,30 @@ def closed_loop(
     config: SimulationConfig, policy: str, playbook: CompiledPlaybook
 ) -> dict[str, Any]:
     """Run one policy on the simulated population, the world reacting as it goes."""
-    world = World(config.seed)
+    world = World(config.seed, state_key)
     if policy == "learned":
-        replay = Replay(playbook)
+        replay = Replay(playbook, pseudonym_of=state_key)
     elif policy == "rules":
-        replay = Replay(playbook, learn=False)
+        replay = Replay(playbook, learn=False, pseudonym_of=state_key)
     elif policy == "random":
-        replay = Replay(playbook, learn=False, predictors=RandomScores(config.seed, playbook))
+        replay = Replay(
+            playbook,
+            learn=False,
+            predictors=RandomScores(config.seed, playbook),
+            pseudonym_of=state_key,
+        )
     elif policy in ("oracle", "learned_true_intent"):
         models = ModelSet(playbook)
         known = Oracle if policy == "oracle" else TrueIntent
-        replay = Replay(playbook, predictors=known(world, models))
+        replay = Replay(playbook, predictors=known(world, models), pseudonym_of=state_key)
         replay.models = models  # still learning what it is not told
         replay.step.models = models
     else:
         choices = ", ".join(POLICIES + DIAGNOSTICS)
         raise ValueError(f"unknown policy {policy!r}; one of {choices}")
     specs = {a.name: a for a in playbook.actions}
-    checker = ViolationChecker(playbook, replay.step.pseudonym_of)
-    population = directory(config.customers, replay.step.pseudonym_of)
+    checker = ViolationChecker(playbook, state_key)
+    population = directory(config.customers, state_key)
     counter = itertools.count()
     queue: list[tuple[float, int, Event]] = []
     for event in good_events(raw for _ts, raw in simulate(config)):

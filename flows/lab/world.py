@@ -11,13 +11,17 @@ what they decide.
 """
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flows.lab.banking import transfer_id
 from flows.lab.population import customer_index
 from flows.lab.simulator import customer_profile, true_intent
+from operators.identity import instance_name
 from schemas.action import Action
 from schemas.event import Event, Outcome
+from schemas.types import PropertyValue
 
 #: Base chance that a message on a channel is opened (a conversation: engaged with).
 _CHANNEL_OPEN = {
@@ -75,12 +79,38 @@ class Truth:
     preferred: str
 
 
-class World:
-    """The simulated population's hidden truth, and its reactions to actions."""
+#: A simulated customer's own journey instances, by instance key: the n-th (from 1).
+_OWN_INSTANCES: dict[str, Callable[[int, int], str]] = {"transfer_id": transfer_id}
+#: How many of their own instances a simulated customer looks through.
+_MAX_OWN = 1000
 
-    def __init__(self, seed: int) -> None:
+#: What an action's content names by token, resolved (None: not known).
+Resolve = Callable[[str, str], str | None]
+
+
+class World:
+    """The simulated population's hidden truth, and its reactions to actions.
+
+    An action names a journey instance (a transfer) by token in its content; the
+    customer who reacts knows their own: `own_instance` finds which of theirs it is
+    (a bank's channel resolves it with the key vault)."""
+
+    def __init__(self, seed: int, pseudonym_of: Callable[[str], str] | None = None) -> None:
         self.seed = seed
         self._truths: dict[str, Truth] = {}
+        self._pseudonym_of = pseudonym_of
+
+    def own_instance(self, customer: str, key: str, token: str) -> str | None:
+        """Which of `customer`'s own instances of `key` the token names (the world's
+        pseudonyms are the run's: `pseudonym_of`)."""
+        index, named = customer_index(customer), _OWN_INSTANCES.get(key)
+        if index is None or named is None or self._pseudonym_of is None:
+            return None
+        for n in range(1, _MAX_OWN + 1):
+            value = named(index, n)
+            if self._pseudonym_of(instance_name(customer, value)) == token:
+                return value
+        return None
 
     def truth(self, customer: str) -> Truth | None:
         """The hidden truth of a simulated customer (`cust-000123`); None for others."""
@@ -113,9 +143,10 @@ class World:
             return 0.0
         return truth.open_rate.get(channel, 0.3) * self.appetite(truth, action)
 
-    def react(self, action: Action, customer: str) -> list[Event]:
+    def react(self, action: Action, customer: str, resolve: Resolve | None = None) -> list[Event]:
         """The events the reaction of `customer` (whom the action's pseudonym names) to an
-        action produces (none for no_action)."""
+        action produces (none for no_action). `resolve(key, token)`: the value of what
+        the content names by token (by default, the customer's own instances)."""
         truth = self.truth(customer)
         if truth is None or action.action == "no_action":
             return []
@@ -135,7 +166,12 @@ class World:
         effect = EFFECTS.get(action.action)
         if effect is not None:
             kind, channel, touchpoint = effect
-            properties = {k: v for k, v in action.content.items() if k.endswith("_id")}
+            find = resolve or (lambda key, token: self.own_instance(customer, key, token))
+            properties: dict[str, PropertyValue] = {
+                k: find(k, v) or v
+                for k, v in action.content.items()
+                if k.endswith("_id") and isinstance(v, str)
+            }
             if kind == "purchase":
                 properties["product"] = action.action
             events.append(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from flows.runtime.settings import state_key
+from operators.identity import instance_name
 from schemas.topics import all_topics
 from state.key_vault import VaultReader
 from tests.conftest import kafka_env
@@ -46,13 +47,17 @@ def _events() -> list[bytes]:
     for i, device in enumerate(DEVICES):
         rows.append(_event(10 + i, i, "page_view", anonymous_id=device, touchpoint="phones"))
         rows.append(_event(20 + i, 10 + i, "identify", customer_id="cust-E", anonymous_id=device))
+    for n, customer in enumerate(("cust-E", "cust-K")):  # a transfer each, in trouble
+        failed = json.loads(_event(60 + n, 30, "transfer_failed", "app", customer_id=customer))
+        failed |= {"touchpoint": "transfers", "properties": {"transfer_id": f"trf-{customer}"}}
+        rows.append(json.dumps(failed).encode())
     rows.append(_event(50, 120, "erase", customer_id="cust-E"))  # 12:00
     rows.append(_event(51, 150, "page_view", customer_id="cust-K", touchpoint="plans"))
     return rows
 
 
 def _names_them(value: bytes) -> bool:
-    return b"cust-E" in value or b"dev-E-" in value
+    return b"cust-E" in value or b"dev-E-" in value  # (their transfer too: trf-cust-E)
 
 
 def test_an_erasure_on_kafka_leaves_the_erased_customers_inputs_unreadable(kafka, tmp_path):
@@ -69,6 +74,9 @@ def test_an_erasure_on_kafka_leaves_the_erased_customers_inputs_unreadable(kafka
         assert vault.secret(erased_one) is None and vault.customer(erased_one) is None
         assert vault.secret(kept_one) is not None
         assert vault.customer(kept_one) == "cust-K"  # as a channel resolves an action's
+        transfer = state_key(instance_name("cust-K", "trf-cust-K"))  # and its transfer
+        assert vault.instance(kept_one, transfer) == "trf-cust-K"
+        assert vault.instance(erased_one, state_key(instance_name("cust-E", "trf-cust-E"))) is None
     finally:
         vault.close()
 
@@ -94,3 +102,8 @@ def test_an_erasure_on_kafka_leaves_the_erased_customers_inputs_unreadable(kafka
             at = record.get("created_at") or record.get("at") or record.get("ts")
             assert at is not None and datetime.fromisoformat(at) < erased_at, (topic, record)
     assert named  # (the search does find records: under the pseudonyms)
+    # Their transfer's journey was published before the erasure, by token, which no
+    # longer resolves (above).
+    entered = [json.loads(v) for _, v in read_all(kafka, "journeys") if v and b"entered" in v]
+    token = state_key(instance_name("cust-E", "trf-cust-E"))
+    assert any(t["customer"] == erased_one and t.get("instance") == token for t in entered)

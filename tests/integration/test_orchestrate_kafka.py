@@ -12,6 +12,7 @@ import pytest
 
 from flows.dataflow.kafka import kafka_flow
 from flows.runtime.settings import state_key
+from operators.identity import instance_name
 from schemas.action import Action
 from schemas.deadletter import MAX_RAW_BYTES, DeadLetter
 from schemas.decision import Decision
@@ -66,7 +67,8 @@ def test_flow_routes_the_stuck_customer_and_dead_letters_every_bad_message(kafka
         "chat",
     )
     reasons = " ".join(action.reasons)
-    assert "money transfer journey" in reasons and "tx-A" in reasons
+    assert "money transfer journey" in reasons and "tx-A" not in reasons  # (by token)
+    assert action.content["transfer_id"] == state_key(instance_name("cust-A", "tx-A"))
     assert "web at" in reasons and "IVR at" in reasons
 
     # Anything else is model-driven: a proactive guide when the next-step model, having

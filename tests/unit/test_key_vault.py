@@ -64,6 +64,36 @@ def test_a_reader_opens_the_vault_while_the_flow_writes_it(tmp_path):
         part.close()
 
 
+def test_an_erased_customers_instances_go_with_their_entry(tmp_path):
+    """Instances are kept under `pseudonym/token`: the customer's erasure deletes the
+    range, and an instance named after it (a new profile) is kept."""
+    hashed, other = "1234abcd" + "22" * 12, "1234abcd" + "33" * 12
+    path = tmp_path / part_name(part_of(hashed))
+    part = VaultPart(path)
+    part.write(
+        {hashed: CustomerKey("cust-7", b"k" * 64), other: CustomerKey("cust-8", b"o" * 64)},
+        set(),
+        {
+            f"{hashed}/tok-1": "trf-7781-a",
+            f"{hashed}/tok-2": "trf-7781-b",
+            f"{other}/tok-1": "trf-8",
+        },
+    )
+    reader = VaultReader(tmp_path)
+    try:
+        assert reader.instance(hashed, "tok-1") == "trf-7781-a"
+        part.write({}, {hashed}, {f"{hashed}/tok-3": "trf-7781-c"})  # erased, then anew
+        reader.refresh()
+        assert reader.instance(hashed, "tok-1") is None and reader.instance(hashed, "tok-2") is None
+        assert reader.instance(hashed, "tok-3") == "trf-7781-c"
+        assert reader.instance(other, "tok-1") == "trf-8"  # another customer's stays
+    finally:
+        reader.close()
+        part.close()
+    assert _files_hold(path, b"trf-7781-a") == [] and _files_hold(path, b"trf-7781-b") == []
+    assert _files_hold(path, b"trf-8")
+
+
 def test_an_entry_of_an_older_release_still_gives_its_key(tmp_path):
     """Before the vault held ids, an entry was the 64-byte secret alone."""
     hashed = "00000000" + "11" * 12

@@ -1,6 +1,7 @@
 """Re-running a decision: models rebuilt from their example log to a recorded version."""
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -95,6 +96,7 @@ class Lagged:
     inputs: list[DecisionInput]
     log: list[LearnedExamples]
     keys: dict[str, bytes]
+    pseudonym_of: Callable[[str], str]
 
     def basis(self, recorded: DecisionInput) -> DecisionBasis:
         return open_basis(recorded, self.keys.get(recorded.customer))
@@ -133,14 +135,14 @@ def lagged_run(customers: int) -> Lagged:
                 model.learn(example)
                 log.append(LearnedExamples(model.record.learned, [example]))
             pending.clear()
-    return Lagged(decisions, inputs, log, keys)
+    return Lagged(decisions, inputs, log, keys, step.pseudonym_of)
 
 
 def test_every_decision_rerun_with_its_recorded_model_versions_is_the_same_decision():
     run = lagged_run(150)
     decisions, inputs = run.decisions, run.inputs
     playbook = default_playbook()
-    rerun = Rerun(playbook, histories(playbook, run.log))
+    rerun = Rerun(playbook, histories(playbook, run.log), run.pseudonym_of)
     assert len(inputs) == len(decisions) > 200
     asked = [d for d in decisions if "xpected response" in str(d.candidates)]
     assert asked  # decisions that asked the response model are among them
@@ -156,7 +158,7 @@ def test_every_decision_rerun_with_its_recorded_model_versions_is_the_same_decis
 
 def test_a_decision_made_with_another_playbook_version_is_not_rerun_with_this_one():
     run = lagged_run(20)
-    rerun = Rerun(default_playbook(), histories(default_playbook(), run.log))
+    rerun = Rerun(default_playbook(), histories(default_playbook(), run.log), run.pseudonym_of)
     moved = msgspec.structs.replace(run.inputs[0], playbook_version="2025.01-old@0000000000")
     with pytest.raises(RerunError, match=r"made with playbook version 2025\.01-old"):
         rerun.decide(moved, run.basis(run.inputs[0]))

@@ -19,6 +19,7 @@ from flows.dataflow.customer import CustomerLogic
 from flows.dataflow.sources import EventFileSource
 from flows.runtime.settings import state_key
 from operators.customer_step import CustomerStep
+from operators.identity import instance_name
 from schemas.audience import Tombstone
 from schemas.codec import BadInput
 from schemas.event import Event
@@ -137,6 +138,17 @@ def many_devices_file(path: Path) -> None:
             501, "2026-03-02T10:40:00Z", "decision_request", customer_id="cust-M", request_id="q1"
         )
     )
+    # A transfer of theirs in trouble: a journey (and an id) of its own.
+    rows.append(
+        _event(
+            502,
+            "2026-03-02T10:41:00Z",
+            "transfer_failed",
+            customer_id="cust-M",
+            touchpoint="transfers",
+            properties={"transfer_id": "trf-cust-M-1"},
+        )
+    )
     rows += _others(1000, 2000, 40, "home", lambda i: f"2026-03-02T10:{20 + i // 100:02d}:00Z")
     rows.append(_event(600, ERASED_AT, "erase", customer_id="cust-M"))
     # In flight: each device again, just after the erasure (read before the erasures of
@@ -172,7 +184,7 @@ def many_devices_file(path: Path) -> None:
 
 
 def _mentions(line: bytes) -> bool:
-    return b"cust-M" in line or b"dev-M" in line
+    return b"cust-M" in line or b"dev-M" in line  # (their transfer too: trf-cust-M-1)
 
 
 def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
@@ -219,6 +231,8 @@ def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
         assert vault.customer(state_key("cust-other-1")) == "cust-other-1"
         assert vault.customer(state_key("cust-M")) is None
         assert all(vault.customer(state_key(f"anon:{d}")) is None for d in DEVICES)
+        transfer = state_key(instance_name("cust-M", "trf-cust-M-1"))
+        assert vault.instance(state_key("cust-M"), transfer) is None
     finally:
         vault.close()
 
@@ -264,8 +278,14 @@ def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
     assert forwards and forwards <= in_flight  # the race happened, for in-flight events only
     decisions = [json.loads(r) for r in run.lines("decisions.jsonl")]
     assert [d["trigger_id"] for d in decisions if d["customer"] == state_key("cust-M")] == [
-        "er-501"
+        "er-501",
+        "er-502",
     ]
+    # Their transfer's journey was written before the erasure, by a token that no longer
+    # resolves (the vault, above): the search above finds no trace of its id.
+    journeys = [json.loads(r) for r in run.lines("journeys.jsonl")]
+    transfer = state_key(instance_name("cust-M", "trf-cust-M-1"))
+    assert any(t.get("instance") == transfer for t in journeys)
     # The late requests are answered all the same: with nothing, naming nobody.
     answers = [d for d in decisions if d["trigger_id"] in late]
     assert answers and all(d["customer"] == "" and not d["candidates"] for d in answers)

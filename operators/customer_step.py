@@ -207,8 +207,8 @@ class CustomerStep:
             o.instance
             for o in outputs
             if type(o) is JourneyTransition
+            and o.kind == "entered"
             and o.instance is not None
-            and (o.kind == "entered" or upgraded)
             and o.customer == pseudonym
         }
         if tokens or upgraded:

@@ -1,6 +1,7 @@
-"""Customers' keys and ids for readers outside the flow: `wayfinder rerun` opening what
-a decision was made from, and a channel resolving the pseudonym an action names the
-customer by (`VaultReader.customer`).
+"""Customers' keys, ids and journey instances for readers outside the flow: `wayfinder
+rerun` opening what a decision was made from, and a channel resolving the pseudonym an
+action names the customer by (`VaultReader.customer`) and the token it names a
+transfer by (`VaultReader.instance`).
 
 The flow's state holds each customer's key (the truth, snapshotted and recovered with
 the rest of the context); the vault is a copy on disk that a tool can read while the
@@ -11,9 +12,10 @@ process holds the customer (a flow rescaled keeps finding and destroying it).
 Its keys name nobody: entries are stored under the customer's pseudonym (their state
 key), since RocksDB's own bookkeeping (its manifest records each file's first and last
 key) outlives a deletion. An entry's value is the length of the secret (one byte), the
-secret and the customer's id (an entry of an older release: the 64-byte secret alone).
-Destroying an entry is a delete, then a flush and a forced compaction of the bottommost
-level, so that no file still holds the secret or the id.
+secret and the customer's id (an entry of an older release: the 64-byte secret alone);
+an instance's value is under `pseudonym/token`. Destroying a customer's entries is a
+delete (a range for the instances), then a flush and a forced compaction of the
+bottommost level, so that no file still holds the secret, the id or an instance.
 """
 
 from __future__ import annotations

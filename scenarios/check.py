@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flows.runtime.settings import state_key
 from operators.identity import instance_name
 

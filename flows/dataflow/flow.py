@@ -205,7 +205,7 @@ def _is_dead_letter(item: Decoded) -> TypeGuard[DeadLetter]:
 
 def _customer_key(item: tuple[str, StepOutput]) -> tuple[str, VaultChange] | None:
     _key, value = item
-    return (value.key, value) if type(value) is CustomerKey or type(value) is InstanceName else None
+    return (value.key, value) if isinstance(value, CustomerKey | InstanceName) else None
 
 
 def _watermark_tick(item: Decoded) -> tuple[str, EventTime]:

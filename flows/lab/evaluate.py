@@ -17,7 +17,7 @@ from collections import defaultdict
 from hashlib import blake2b
 from typing import Any
 
-from flows.lab.population import customer_index, directory
+from flows.lab.population import customer_id, customer_index, directory
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.lab.world import World
 from flows.runtime.settings import state_key
@@ -154,17 +154,19 @@ def closed_loop(
         for output in fresh:
             if isinstance(output, JourneyTransition):
                 checker.transition(output)
-                customer = population.get(output.customer)
-                if output.kind == "completed" and customer is not None:
-                    goals[customer] += 1
+                index = population.get(output.customer)
+                if output.kind == "completed" and index is not None:
+                    goals[customer_id(index)] += 1
             elif isinstance(output, Action) and output.action != "no_action":
                 spec = specs[output.action]
                 checker.check(output, spec)
                 sent += 1
                 value_of[output.action_id] = (spec.name, spec.value)
                 sent_by_action[spec.name] += 1
-                customer = population.get(output.customer)
-                for reaction in world.react(output, customer) if customer else ():
+                index = population.get(output.customer)
+                if index is None:
+                    continue
+                for reaction in world.react(output, customer_id(index)):
                     heapq.heappush(queue, (reaction.ts.timestamp(), next(counter), reaction))
 
     customers = [k for k in replay.contexts if customer_index(k) is not None]

@@ -152,11 +152,11 @@ def customer_id(index: int) -> str:
     return f"{_CUSTOMER_PREFIX}{index:06d}"
 
 
-def directory(customers: int, pseudonym_of: Callable[[str], str]) -> dict[str, str]:
-    """The simulated customers by pseudonym: how the lab's channels know who an action
-    is for (a bank's channels resolve the pseudonym with the key vault, or know their
-    customers' pseudonyms from their own records)."""
-    return {pseudonym_of(customer_id(i)): customer_id(i) for i in range(customers)}
+def directory(customers: int, pseudonym_of: Callable[[str], str]) -> dict[str, int]:
+    """The simulated customers' indexes by pseudonym: how the lab's channels know who an
+    action is for (a bank's channels resolve the pseudonym with the key vault, or know
+    their customers' pseudonyms from their own records)."""
+    return {pseudonym_of(customer_id(i)): i for i in range(customers)}
 
 
 def customer_index(customer: str) -> int | None:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import msgspec
 
 from flows.dataflow.sources import RawRecord, WrittenTopics
-from flows.lab.population import customer_index, directory
+from flows.lab.population import customer_id, directory
 from flows.lab.simulator import SimulationConfig, simulate_partition
 from flows.lab.world import World
 from flows.runtime.settings import BATCH_SIZE, state_key
@@ -71,7 +71,7 @@ class _TrafficPartition:
         state: TrafficState | None,
         world: World | None,
         written: WrittenTopics,
-        customers: dict[str, str],
+        customers: dict[str, int],
     ) -> None:
         self._source = f"simulator/{partition}"
         self._customers = customers
@@ -123,13 +123,10 @@ class _TrafficPartition:
             lines, self._read[topic] = self._written.read(topic, self._read.get(topic, 0))
             for raw in lines:
                 action = self._decoder.decode(raw)
-                customer = self._customers.get(action.customer)
-                index = customer_index(customer) if customer is not None else None
-                if customer is None or index is None:
+                index = self._customers.get(action.customer)
+                if index is None or self._config.partition_of(index) != self._partition:
                     continue
-                if self._config.partition_of(index) != self._partition:
-                    continue
-                for event in world.react(action, customer):
+                for event in world.react(action, customer_id(index)):
                     at = event.ts.timestamp()
                     heapq.heappush(self._pending, (at, event.event_id, encode(event)))
 

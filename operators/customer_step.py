@@ -33,7 +33,7 @@ import msgspec
 
 from operators import sealing
 from operators.decide import DecisionMaker, erased_reply
-from operators.identity import MergeSeal, instance_name, pseudonym, visitor_key
+from operators.identity import LoopSeal, instance_name, pseudonym, visitor_key
 from operators.ids import derived_event_id, transition_id
 from operators.journeys import JourneyTracker
 from operators.models import (
@@ -54,14 +54,15 @@ from operators.segments import SegmentEvaluator
 from operators.sentiment import event_sentiment, observe
 from schemas.action import Action
 from schemas.audience import AudienceChange, Tombstone
-from schemas.codec import BadInput
+from schemas.codec import BadInput, encode
 from schemas.decision import Decision, DecisionBasis, DecisionInput, Trigger
-from schemas.event import ANONYMOUS_PREFIX, Event, HandoverRequest, ProfileMerge
+from schemas.event import ANONYMOUS_PREFIX, Event, Forward, HandoverRequest, ProfileMerge
 from schemas.journey import IntentTransition, JourneyTransition
 from schemas.learning import Example
 from schemas.playbook import seconds
 from state.context import (
     DEFAULT_REDELIVERY_HORIZON,
+    MAX_DEVICE_KEYS,
     MAX_SEEN,
     CustomerContext,
     Handed,
@@ -79,7 +80,7 @@ from state.context import (
     to_snapshot,
     tombstone,
 )
-from state.key_vault import CustomerKey, InstanceName
+from state.key_vault import CustomerKey, InstanceName, KeyDestroyed
 
 _BASIS = msgspec.msgpack.Encoder()
 
@@ -110,6 +111,7 @@ Output = (
     | Example
     | Event
     | CustomerKey
+    | KeyDestroyed
     | InstanceName
 )
 
@@ -124,7 +126,7 @@ class CustomerStep:
         predictors: Predictors | None = None,
         *,
         record_inputs: bool = False,
-        seal: MergeSeal | None = None,
+        seal: LoopSeal | None = None,
         redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
         new_secret: Callable[[], bytes] = sealing.new_secret,
         published: Published | None = None,
@@ -134,7 +136,7 @@ class CustomerStep:
         (the caller feeds them); `predictors`: what decisions ask (the models by
         default; an oracle or a random policy in evaluations). Neither: rules alone.
         `record_inputs`: emit each decision's `DecisionInput`, so it can be re-run.
-        `seal`: signs the merges this step writes and checks those it reads (the
+        `seal`: signs the loop's records this step writes and checks those it reads (the
         deployment's secret; a lab run without one signs under an empty key).
         `redelivery_horizon`: seconds of event time within which a redelivery is
         recognised (and an erased key stays a tombstone). `new_secret`: makes a
@@ -146,7 +148,7 @@ class CustomerStep:
             raise ValueError(f"redelivery horizon {redelivery_horizon!r}: must be positive")
         self.playbook = playbook
         self._horizon = redelivery_horizon
-        self._seal = seal if seal is not None else MergeSeal(b"")
+        self._seal = seal if seal is not None else LoopSeal(b"")
         self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
         self._channels = frozenset(playbook.channels)
@@ -179,8 +181,11 @@ class CustomerStep:
         a merge Wayfinder did not sign, a request no channel of the playbook can answer,
         an event older than the redelivery horizon allows to check (`stale`).
         A redelivery, and an event an erased key does not take, are dropped: the
-        context is returned as it was, with no outputs.
+        context is returned as it was, with no outputs. A record of the loop (addressed
+        `to` a state) names nobody: `key` is the context's own (empty: none yet).
         """
+        if event.to is not None:
+            key = ctx.key if ctx is not None else ""
         upgraded = ctx is not None and self._upgrade(ctx)
         after, outputs = self._on_event(key, ctx, event)
         if after is not None and (outputs or upgraded):
@@ -189,7 +194,12 @@ class CustomerStep:
 
     def _upgrade(self, ctx: CustomerContext) -> bool:
         """Name a context of an older release's snapshot (it had no pseudonym); True if
-        it was one."""
+        it was one. An alias of an older release named its customer by id: by pseudonym
+        now (it has no key to seal its forwards under: they go unsealed until the next
+        login)."""
+        if ctx.alias_of is not None:
+            ctx.alias_to = self.pseudonym_of(ctx.alias_of)
+            ctx.alias_of = None
         if ctx.pseudonym or not ctx.key:
             return False
         ctx.pseudonym = self.pseudonym_of(ctx.key)
@@ -230,6 +240,8 @@ class CustomerStep:
         self, key: str, ctx: CustomerContext | None, event: Event
     ) -> tuple[CustomerContext | None, list[Output]]:
         kind = event.type
+        if event.to is not None:
+            self._require_signature(event)
         if kind == "decision_request" and event.channel not in self._channels:
             raise BadInput(
                 "unknown_channel",
@@ -247,19 +259,23 @@ class CustomerStep:
             erased_at = ctx.erased_at
             if ts >= erased_at + self._horizon:
                 erased_at = None  # the horizon has passed: the key is like any other
-            elif ts <= erased_at or event.anonymous_id is not None or kind == "profile_merge":
+            elif ts <= erased_at or event.anonymous_id is not None or event.to is not None:
                 return ctx, self._unlinked(key, event)
             if is_tombstone(ctx):
                 ctx = None  # a new profile, with nothing from before the erasure
         if key.startswith(ANONYMOUS_PREFIX):
             if kind == "identify":
-                return self._identified(key, ctx, event)
-            if ctx is not None and ctx.alias_of is not None:
+                assert event.customer_id is not None  # identify always carries both ids
+                customer = self.pseudonym_of(event.customer_id)
+                device = ctx.pseudonym if ctx is not None else self.pseudonym_of(key)
+                return self._identified(key, device, ctx, event.event_id, ts, customer)
+            if ctx is not None and ctx.alias_to is not None:
                 return self._forward(ctx, event, ts)
-        if kind == "profile_merge":
-            self._require_signature(event)
+        if event.to is not None:  # a merge or a forward, for a customer
             if ctx is None:
                 return ctx, []  # nobody here asked for it
+            if kind == "forward":
+                return self._forwarded(ctx, event)
             return self._merge(key, ctx, event, ts)
 
         fresh = ctx is None
@@ -300,31 +316,25 @@ class CustomerStep:
         """After a login, ask the device for its context, to be sealed to this
         customer's handover key, and wait for the answer (unless it was folded before:
         a login redelivered)."""
-        anonymous_id = event.anonymous_id
-        customer = event.customer_id
-        assert anonymous_id is not None and customer is not None  # an identify has both
         public = sealing.handover_public(self._secret_of(ctx, outputs))
-        answer = derived_event_id("merge", visitor_key(event), event.event_id)
+        device = self.pseudonym_of(visitor_key(event))
+        answer = derived_event_id("merge", device, event.event_id)
         if recall(ctx, answer, ts, self._horizon) is None:
             return
         ctx.awaiting = answer
         ctx.awaiting_since = ts
-        request_id = derived_event_id("handover", customer, event.event_id)
         outputs.append(
-            Event(
-                event_id=request_id,
-                ts=event.ts,
-                type="handover_request",
-                channel=event.channel,
-                anonymous_id=anonymous_id,
-                handover=HandoverRequest(
-                    customer_id=customer,
-                    login_id=event.event_id,
-                    public_key=public,
-                    signature=self._seal.sign(
-                        request_id, customer, anonymous_id, event.event_id, public
+            self._seal.signed(
+                Event(
+                    event_id=derived_event_id("handover", ctx.pseudonym, event.event_id),
+                    ts=event.ts,
+                    type="handover_request",
+                    channel=event.channel,
+                    to=device,
+                    handover=HandoverRequest(
+                        customer=ctx.pseudonym, login_id=event.event_id, public_key=public
                     ),
-                ),
+                )
             )
         )
 
@@ -345,7 +355,6 @@ class CustomerStep:
         MERGE_WAIT of the customer's time or MAX_HELD events."""
         ts = event.ts.timestamp()
         if event.type == "profile_merge":
-            self._require_signature(event)
             opened = self._opened(ctx, event)
             if opened is None:
                 # Superseded: the copy asked for under this customer's key comes under
@@ -360,11 +369,14 @@ class CustomerStep:
         known = recall(ctx, event.event_id, ts, self._horizon)
         if not known:  # a redelivery, or too old to tell: as it would be without the wait
             return self._not_folded(ctx, event, ts, known)
-        if any(waiting.event_id == event.event_id for waiting in ctx.held):
+        if any(w.event_id == event.event_id and w.forward == event.forward for w in ctx.held):
             # A redelivery of what waits (a device's forward sent again by a run resumed
             # after a crash): it neither waits twice nor brings the wait nearer its end.
+            # (A forward sealed again under a device key made anew is not one: of the
+            # two, only one opens.)
             return ctx, []
-        if ts > ctx.awaiting_since + MERGE_WAIT or len(ctx.held) >= MAX_HELD:
+        # (Counted by id: a forward sealed again after a crash is one event, not two.)
+        if ts > ctx.awaiting_since + MERGE_WAIT or len({e.event_id for e in ctx.held}) >= MAX_HELD:
             released, outputs = self._replay(key, ctx, self._stop_waiting(ctx), [])
             after, more = self.on_event(key, released, event)
             return after, outputs + more
@@ -466,8 +478,53 @@ class CustomerStep:
             if seen.generations[0].until < ts - self._horizon:
                 forget(seen, ts - self._horizon)  # (an alias folds nothing new)
         self._drop_handed(alias, ts)
-        forward = msgspec.structs.replace(event, customer_id=alias.alias_of)
-        return alias, [forward]
+        return alias, [self._sealed_forward(alias, event)]
+
+    def _sealed_forward(self, alias: CustomerContext, event: Event) -> Event:
+        """A device's event on its way to its customer, sealed under the device's key
+        (unsealed only for an alias of an older release, which has none)."""
+        body = encode(event)
+        key = alias.forward_key
+        if key:
+            body = sealing.seal(key, event.event_id.encode(), body)
+        return self._seal.signed(
+            Event(
+                event_id=event.event_id,
+                ts=event.ts,
+                type="forward",
+                channel=event.channel,
+                to=alias.alias_to,
+                forward=Forward(source=alias.pseudonym, event=body, sealed=bool(key)),
+            )
+        )
+
+    def _forwarded(
+        self, ctx: CustomerContext, record: Event
+    ) -> tuple[CustomerContext | None, list[Output]]:
+        """A device's event, forwarded to this customer: opened with the key the device
+        handed over, and folded as the customer's. One that no key this customer holds
+        opens was sealed under a device key lost in a crash (the device's replayed
+        events come again under the new one), or for a customer erased since: dropped."""
+        forward = record.forward
+        assert forward is not None  # validated at decode
+        body = forward.event
+        if forward.sealed:
+            for key in reversed(ctx.device_keys.get(forward.source, ())):
+                try:
+                    body = sealing.unseal(key, record.event_id.encode(), body)
+                    break
+                except sealing.Unreadable:
+                    continue
+            else:
+                return ctx, []
+        try:
+            event = _FORWARDED.decode(body)
+        except msgspec.MsgspecError as exc:
+            raise BadInput("invalid_event", f"a forwarded event: {exc}") from None
+        if event.anonymous_id is None or event.to is not None:
+            raise BadInput("invalid_event", "a forwarded event that is no device's")
+        event = msgspec.structs.replace(event, customer_id=ctx.key)
+        return self._on_event(ctx.key, ctx, event)
 
     # ------------------------------------------------------------------ models
     def _learn_and_predict(
@@ -692,19 +749,26 @@ class CustomerStep:
 
     # ------------------------------------------------------------------ identity
     def _identified(
-        self, key: str, ctx: CustomerContext | None, event: Event
+        self,
+        key: str,
+        device: str,
+        ctx: CustomerContext | None,
+        login_id: str,
+        ts: float,
+        customer: str,
     ) -> tuple[CustomerContext, list[Output]]:
-        """The visitor behind `key` logged in: become an alias, keeping a copy of the
-        context for the customer's handover request (`_answer`)."""
-        customer = event.customer_id
-        assert customer is not None  # identify always carries both ids
-        ts = event.ts.timestamp()
-        if ctx is not None and ctx.alias_of is not None:
-            if ctx.handed is not None and ctx.handed.login_id == event.event_id:
+        """The visitor behind `key` (empty: not known yet; `device`: its pseudonym) logged
+        in as `customer` (a pseudonym): become an alias, keeping a copy of the context for
+        the customer's handover request (`_answer`), and a new key to seal forwards
+        under."""
+        if ctx is not None and ctx.alias_to is not None:
+            ctx.key = ctx.key or key  # (an alias made by a request that came first)
+            if ctx.handed is not None and ctx.handed.login_id == login_id:
                 return ctx, []  # its request came first (the order of a resumed run)
             # A device that logged in before: it has nothing more to hand over, and keeps
             # what it handed then for that login's request.
-            ctx.alias_of = customer
+            ctx.alias_to = customer
+            ctx.forward_key = self._new_secret()
             ctx.last_seen = max(ts, ctx.last_seen)
             return ctx, []
         outputs: list[Output] = []
@@ -712,7 +776,7 @@ class CustomerStep:
         if ctx is not None:
             # The visitor's audiences move to the customer with the merge.
             outputs += self.segments.leave_all(
-                ctx, ts, event.event_id, "identified: now in the customer's profile"
+                ctx, ts, login_id, "identified: now in the customer's profile"
             )
             if ctx.events:
                 context = to_snapshot(ctx, copy=True)
@@ -722,43 +786,42 @@ class CustomerStep:
             known=False,
             first_seen=ts,
             last_seen=ts if ctx is None else max(ts, ctx.last_seen),
-            alias_of=customer,
+            alias_to=customer,
+            forward_key=self._new_secret(),
             seen=Seen() if ctx is None else ctx.seen,
-            handed=Handed(event.event_id, ts, context),
+            handed=Handed(login_id, ts, context),
+            pseudonym=device,
+            secret=b"" if ctx is None else ctx.secret,  # (what was sealed under it still opens)
         )
         return alias, outputs
 
     def _answer(
         self, key: str, ctx: CustomerContext | None, event: Event
     ) -> tuple[CustomerContext | None, list[Output]]:
-        """A customer's handover request, at the device: answered with the context the
-        device handed over at that login, sealed to the customer's handover key; or
-        with nothing (the device had nothing, was erased, or has dropped it since).
+        """A customer's handover request, at the device: answered with the key the
+        device seals its forwards under and the context it handed over at that login,
+        sealed to the customer's handover key; or with nothing (the device was erased).
         A request that comes before its login (a resumed run reads the events topic
         and the input in another order) does what the login would."""
         request = event.handover
-        assert request is not None  # validated at decode
-        self._require_signature(event)
+        assert request is not None and event.to is not None  # validated at decode
         ts = event.ts.timestamp()
         if ctx is not None and ctx.erased_at is not None and ts < ctx.erased_at + self._horizon:
-            return ctx, [self._handover(key, event, b"")]
+            return ctx, [self._handover(event.to, event, None)]
         outputs: list[Output] = []
-        if ctx is None or ctx.alias_of is None:
-            login = Event(
-                event_id=request.login_id,
-                ts=event.ts,
-                type="identify",
-                channel=event.channel,
-                customer_id=request.customer_id,
-                anonymous_id=event.anonymous_id,
+        if ctx is None or ctx.alias_to is None:  # as its login would, which comes later
+            ctx, outputs = self._identified(
+                key, event.to, ctx, request.login_id, ts, request.customer
             )
-            ctx, outputs = self._identified(key, ctx, login)
         self._drop_handed(ctx, ts)
         handed = ctx.handed
         context = (
             handed.context if handed is not None and handed.login_id == request.login_id else b""
         )
-        outputs.append(self._handover(key, event, context))
+        # The key for forwards goes to the customer the device now belongs to, and only
+        # to them (a late request of an earlier login's customer gets none).
+        key_for = ctx.forward_key if request.customer == ctx.alias_to else None
+        outputs.append(self._handover(event.to, event, (key_for, context)))
         return ctx, outputs
 
     @staticmethod
@@ -788,44 +851,47 @@ class CustomerStep:
             alias.handed = None
 
     def _require_signature(self, event: Event) -> None:
-        """Refuse a loop record only Wayfinder writes (a handover request, a profile
-        merge) that does not carry its signature."""
+        """Refuse a record addressed to a state (only Wayfinder writes them: requests,
+        merges, forwards, erasures of devices) that does not carry its signature."""
         if not self._seal.verify(event):
             raise BadInput("forged", f"a {event.type} without Wayfinder's signature")
 
-    def _handover(self, key: str, request: Event, context: bytes) -> Event:
-        """The device's answer to a handover request (a profile merge): its context, or
-        nothing to hand over, sealed to the customer."""
+    def _handover(
+        self, device: str, request: Event, handed: tuple[bytes | None, bytes] | None
+    ) -> Event:
+        """The device's answer to a handover request (a profile merge), sealed to the
+        customer: its key for forwards then its context (`handed`), or nothing."""
         asked = request.handover
         assert asked is not None
-        merge_id = derived_event_id("merge", key, asked.login_id)
+        merge_id = derived_event_id("merge", device, asked.login_id)
+        plain = b""
+        if handed is not None and (handed[0] or handed[1]):
+            plain = (handed[0] or bytes(sealing.SECRET_BYTES)) + handed[1]
         # Sealed even when empty: what is on the topic says nothing of whether the device
         # had a history, and a key no point can be agreed with fails here, for any device.
-        context = sealing.seal_to(asked.public_key, merge_id.encode(), context)
-        customer = asked.customer_id
-        return Event(
-            event_id=merge_id,
-            ts=request.ts,
-            type="profile_merge",
-            channel=request.channel,
-            customer_id=customer,
-            anonymous_id=request.anonymous_id,
-            merge=ProfileMerge(
-                source_key=key,
-                login_id=asked.login_id,
-                sealed_to=asked.public_key,
-                context=context,
-                signature=self._seal.sign(
-                    merge_id, customer, key, asked.login_id, asked.public_key, context
+        context = sealing.seal_to(asked.public_key, merge_id.encode(), plain)
+        return self._seal.signed(
+            Event(
+                event_id=merge_id,
+                ts=request.ts,
+                type="profile_merge",
+                channel=request.channel,
+                to=asked.customer,
+                merge=ProfileMerge(
+                    source=device,
+                    login_id=asked.login_id,
+                    sealed_to=asked.public_key,
+                    context=context,
                 ),
-            ),
+            )
         )
 
     def _merge(
         self, key: str, ctx: CustomerContext, event: Event, ts: float, opened: bytes | None = None
     ) -> tuple[CustomerContext, list[Output]]:
         """A device's answer to this customer's login, its signature checked (`opened`:
-        already opened)."""
+        already opened): the key its forwards are sealed under, and its visitor's context
+        if it had one."""
         known = recall(ctx, event.event_id, ts, self._horizon)
         if known is None:  # a redelivery (or a superseded copy of what was folded)
             return ctx, []
@@ -833,6 +899,15 @@ class CustomerStep:
             opened = self._opened(ctx, event)
             if opened is None:
                 return ctx, []
+        if opened:
+            device_key, opened = opened[: sealing.SECRET_BYTES], opened[sealing.SECRET_BYTES :]
+            merge = event.merge
+            assert merge is not None  # validated at decode
+            if any(device_key):
+                keys = ctx.device_keys.setdefault(merge.source, [])
+                if device_key not in keys:
+                    keys.append(device_key)
+                    del keys[:-MAX_DEVICE_KEYS]
         if not opened:  # the device had nothing to hand over: remembered, no more
             if known:
                 remember(ctx.seen, known, ctx.last_seen, self._horizon)
@@ -866,19 +941,21 @@ class CustomerStep:
         erased_at = event.ts.timestamp()
         if ctx is not None:
             erased_at = max(erased_at, ctx.last_seen, ctx.erased_at or erased_at)
+        erased = event.to or self.pseudonym_of(key)  # (a device's erasure names it so)
         outputs: list[Output] = [
             Tombstone(
-                customer=self.pseudonym_of(key),
+                customer=erased,
                 erased_at=event.ts.astimezone(UTC),
                 trigger_event_id=event.event_id,
             ),
             # Always: a key made in a run that crashed before its snapshot is in the
             # vault, though not in the state recovered.
-            CustomerKey(key, None),
+            KeyDestroyed(erased),
         ]
-        if ctx is not None and not key.startswith(ANONYMOUS_PREFIX):
+        if ctx is not None and event.to is None and not key.startswith(ANONYMOUS_PREFIX):
             outputs += (
-                _erase_device(key, anonymous_id, event) for anonymous_id in ctx.anonymous_ids
+                self._erase_device(erased, anonymous_id, event)
+                for anonymous_id in ctx.anonymous_ids
             )
         if ctx is not None:  # requests that waited for a login's answer are answered
             for held in ctx.held:
@@ -896,18 +973,24 @@ class CustomerStep:
         anonymous_id = event.anonymous_id
         if anonymous_id is None or event.type != "identify" or key.startswith(ANONYMOUS_PREFIX):
             return []
-        return [_erase_device(key, anonymous_id, event)]
+        return [self._erase_device(self.pseudonym_of(key), anonymous_id, event)]
+
+    def _erase_device(self, customer: str, anonymous_id: str, event: Event) -> Event:
+        """The erase of one of the devices of `customer` (a pseudonym), on behalf of
+        `event`, addressed to the device's state by pseudonym."""
+        device = self.pseudonym_of(ANONYMOUS_PREFIX + anonymous_id)
+        return self._seal.signed(
+            Event(
+                event_id=derived_event_id("erase", customer, device, event.event_id),
+                ts=event.ts,
+                type="erase",
+                channel=event.channel,
+                to=device,
+            )
+        )
 
 
-def _erase_device(key: str, anonymous_id: str, event: Event) -> Event:
-    """The erase of one of customer `key`'s devices, on behalf of `event`."""
-    return Event(
-        event_id=derived_event_id("erase", key, anonymous_id, event.event_id),
-        ts=event.ts,
-        type="erase",
-        channel=event.channel,
-        anonymous_id=anonymous_id,
-    )
+_FORWARDED = msgspec.json.Decoder(Event)
 
 
 def _opens(secret: bytes, recorded: DecisionInput) -> bool:

@@ -3,6 +3,8 @@
 import hashlib
 import hmac
 
+import msgspec
+
 from schemas.event import ANONYMOUS_PREFIX, Event
 
 
@@ -55,39 +57,42 @@ def keyed_digest(key: bytes, *parts: str | bytes) -> bytes:
     return mac.digest()
 
 
-class MergeSeal:
-    """Signs the loop events of a login that Wayfinder writes (a customer's handover
-    request, the device's profile merge), so no other producer can forge one.
+class LoopSeal:
+    """Signs the records of Wayfinder's own loop through the events topic (a login's
+    handover request, the device's profile merge, a device's forwarded event, the
+    erasure of a customer's device), so no other producer can forge one.
 
-    A merge hands a visitor's whole context (consent, devices, attributes) to a
-    customer, and a request asks a device for it; both travel on the events topic,
-    which any producer can write. Their signature is an HMAC-SHA256, under the
-    deployment's secret, of everything they say.
+    A merge hands a visitor's context to a customer, a request asks a device for it, an
+    erasure destroys a state; all travel on the events topic, which any producer can
+    write, addressed to a state by pseudonym. Their signature is an HMAC-SHA256, under
+    the deployment's secret, of everything they say.
     """
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
 
-    def sign(self, event_id: str, *parts: str | bytes) -> str:
-        return keyed_digest(self.secret, event_id, *parts).hex()
+    def signed(self, event: Event) -> Event:
+        """`event` (addressed `to` a state) with this deployment's signature."""
+        return msgspec.structs.replace(event, signature=self._sign(event))
 
     def verify(self, event: Event) -> bool:
-        """Whether a `profile_merge` or `handover_request` event carries this
-        deployment's signature."""
-        merge, request = event.merge, event.handover
-        parts: tuple[str | bytes, ...]
-        if merge is not None and event.customer_id is not None:
-            parts = (
-                event.customer_id,
-                merge.source_key,
-                merge.login_id,
-                merge.sealed_to,
-                merge.context,
-            )
-            signature = merge.signature
-        elif request is not None and event.anonymous_id is not None:
-            parts = (request.customer_id, event.anonymous_id, request.login_id, request.public_key)
-            signature = request.signature
-        else:
-            return False
-        return hmac.compare_digest(self.sign(event.event_id, *parts), signature)
+        """Whether a record of the loop carries this deployment's signature."""
+        signature = event.signature
+        return signature is not None and hmac.compare_digest(self._sign(event), signature)
+
+    def _sign(self, event: Event) -> str:
+        parts: list[str | bytes] = [
+            event.event_id,
+            event.type,
+            event.channel,
+            event.to or "",
+            str(round(event.ts.timestamp() * 1_000_000)),
+        ]
+        merge, request, forward = event.merge, event.handover, event.forward
+        if merge is not None:
+            parts += ("merge", merge.source, merge.login_id, merge.sealed_to, merge.context)
+        if request is not None:
+            parts += ("handover", request.customer, request.login_id, request.public_key)
+        if forward is not None:
+            parts += ("forward", forward.source, forward.event, str(forward.sealed))
+        return keyed_digest(self.secret, *parts).hex()

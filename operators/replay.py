@@ -51,6 +51,8 @@ class Replay:
             pseudonym_of=pseudonym_of,
         )
         self.contexts: dict[str, CustomerContext] = {}
+        #: Whose state a pseudonym is: the loop's records name no one else.
+        self._named: dict[str, str] = {}
         #: Erased keys: their tombstones, for the redelivery horizon (no customer's data).
         self.erased: dict[str, CustomerContext] = {}
         self.outputs: list[Output] = []
@@ -89,11 +91,16 @@ class Replay:
     def _drain(self, pending: deque[Event]) -> None:
         while pending:
             current = pending.popleft()
-            keys = [customer_key(current)]
-            if current.type == "identify":
-                keys.append(visitor_key(current))
+            if current.to is not None:
+                keys = [self._named.get(current.to, current.to)]
+            else:
+                keys = [customer_key(current)]
+                if current.type == "identify":
+                    keys.append(visitor_key(current))
             for key in keys:
                 before = self.contexts.get(key) or self.erased.get(key)
+                if before is None and current.to is None:
+                    self._named[self.step.pseudonym_of(key)] = key
                 try:
                     ctx, outputs = self.step.on_event(key, before, current)
                 except BadInput:  # refused, as the flow dead-letters it

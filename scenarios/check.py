@@ -59,10 +59,10 @@ _NAMED = {"customer_id": "customer", "merged_into": "merged_into"}
 
 
 def as_written(item: Record) -> Record:
-    """The item as an output names its customers, and their journeys' instances (by
-    token: `operators.identity.instance_name`)."""
-    if item.get("topic") == "events":
-        return item
+    """The item as an output names its customers (and a loop record the state it is
+    `to`), and their journeys' instances (by token: `operators.identity.instance_name`)."""
+    if item.get("topic") == "events":  # the loop's records name a state by pseudonym
+        return {k: state_key(v) if k == "to" else v for k, v in item.items()}
     written = {
         _NAMED.get(key, key): state_key(value) if key in _NAMED and value else value
         for key, value in item.items()

@@ -19,6 +19,13 @@ from schemas.event import Event
 #: a customer interaction is a few hundred bytes).
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 
+
+def loop_limit(max_bytes: int) -> int:
+    """How large a record of Wayfinder's own loop may be: a forward carries a whole
+    event, sealed (16 bytes more) and in base64 (a third more), in a signed envelope."""
+    return max_bytes * 3 // 2 + 4096
+
+
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -51,30 +58,41 @@ class EventDecoder:
     def __init__(self, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._decoder = msgspec.json.Decoder(Event)
         self.max_bytes = max_bytes
+        self._loop_bytes = loop_limit(max_bytes)
 
     def decode(self, raw: bytes | None) -> Event:
         if not raw:
             raise BadInput("empty", "message has no value")
-        if len(raw) > self.max_bytes:
-            raise BadInput("too_large", f"{len(raw)} bytes, limit {self.max_bytes}")
+        size = len(raw)
+        if size > self.max_bytes and size > self._loop_bytes:
+            raise BadInput("too_large", f"{size} bytes, limit {self.max_bytes}")
         try:
             event = self._decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise BadInput("invalid_event", str(exc)) from None
-        except UnicodeDecodeError as exc:  # msgspec raises it for bad bytes inside strings
-            raise BadInput("invalid_utf8", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise _undecodable(raw, exc) from None
-        except RecursionError:
-            raise BadInput("too_deep", "nested deeper than the decoder follows") from None
-        except Exception as exc:  # anything else msgspec may raise is still this record's
-            raise BadInput("malformed_json", f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # whatever msgspec raises is still this record's
+            if size > self.max_bytes:  # the truer reason (only the loop's may be larger)
+                raise BadInput("too_large", f"{size} bytes, limit {self.max_bytes}") from None
+            raise _refusal(raw, exc) from None
+        if size > self.max_bytes and event.to is None:  # only the loop's records may be larger
+            raise BadInput("too_large", f"{size} bytes, limit {self.max_bytes}")
         ts = event.ts.timestamp()
         if not EARLIEST <= ts < LATEST:
             raise BadInput(
                 "out_of_range", f"$.ts {event.ts.isoformat()} is outside 1970 to 9000 in UTC"
             )
         return event
+
+
+def _refusal(raw: bytes, exc: Exception) -> BadInput:
+    """Why the decoder refused bytes, from what it raised."""
+    if isinstance(exc, msgspec.ValidationError):
+        return BadInput("invalid_event", str(exc))
+    if isinstance(exc, UnicodeDecodeError):  # msgspec raises it for bad bytes in strings
+        return BadInput("invalid_utf8", str(exc))
+    if isinstance(exc, msgspec.DecodeError):
+        return _undecodable(raw, exc)
+    if isinstance(exc, RecursionError):
+        return BadInput("too_deep", "nested deeper than the decoder follows")
+    return BadInput("malformed_json", f"{type(exc).__name__}: {exc}")
 
 
 _SURROGATE_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")

@@ -18,38 +18,56 @@ class Consent(Struct, kw_only=True, forbid_unknown_fields=True):
     purpose: Vocab | None = None
 
 
-class ProfileMerge(Struct, kw_only=True, forbid_unknown_fields=True):
-    """An anonymous visitor's context, handed to the customer it turned out to be, in
-    answer to the customer's `HandoverRequest`.
+#: What Wayfinder's own records name a customer's (or device's) state by: its
+#: pseudonym (`operators.identity.pseudonym`), never an id.
+Pseudonym = Annotated[str, Meta(pattern="^[0-9a-f]{32}$")]
 
-    Wayfinder writes these itself (on the events topic, so the dataflow has no
-    cycle); `context` is the visitor's state, msgpack-encoded (empty: the device had
-    nothing to hand over), sealed to the requesting customer's handover key
-    (`operators.sealing.seal_to`; base64 in JSON). `signature` is Wayfinder's
-    (`operators.identity.MergeSeal`): a merge without a valid one is dead-lettered,
-    whoever sent it.
+
+class ProfileMerge(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A device's answer to a customer's `HandoverRequest`: the key the device seals
+    its forwarded events under (`Forward`), and its anonymous visitor's context, if it
+    had one to hand over.
+
+    Wayfinder writes these itself (on the events topic, so the dataflow has no cycle);
+    `context` is the device's key then the visitor's state, msgpack-encoded (no state:
+    the device had nothing to hand over, or the request was not its current
+    customer's), sealed to the requesting customer's handover key
+    (`operators.sealing.seal_to`; base64 in JSON). `source` is the device's pseudonym.
     """
 
-    source_key: Annotated[str, Meta(min_length=1, max_length=160)]
+    source: Pseudonym
     login_id: Identifier
     sealed_to: Annotated[bytes, Meta(min_length=32, max_length=32)]
-    context: Annotated[bytes, Meta(max_length=32 * 1024 + 64)]
-    signature: Annotated[str, Meta(min_length=64, max_length=64)]
+    context: Annotated[bytes, Meta(max_length=32 * 1024 + 128)]
 
 
 class HandoverRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     """A customer's request, after a login, for the device's context: sent to the
-    device's key (a `handover_request` event names the device alone), answered with a
-    `profile_merge` sealed to `public_key`, which only the customer's state can open.
+    device's state (the event's `to`), answered with a `profile_merge` sealed to
+    `public_key`, which only the customer's state can open.
 
-    Wayfinder writes these itself, signed like merges; `login_id` is the identify
-    event's id.
+    Wayfinder writes these itself; `customer` is the customer's pseudonym (where the
+    answer goes), `login_id` the identify event's id.
     """
 
-    customer_id: Identifier
+    customer: Pseudonym
     login_id: Identifier
     public_key: Annotated[bytes, Meta(min_length=32, max_length=32)]
-    signature: Annotated[str, Meta(min_length=64, max_length=64)]
+
+
+class Forward(Struct, kw_only=True, forbid_unknown_fields=True):
+    """An event of a device that logged in, on its way to the customer it belongs to:
+    the event as its channel sent it (JSON), sealed under the key the device handed the
+    customer with its merge (`operators.sealing.seal`, bound to the record's id), so
+    that erasing the customer (and with them the device) leaves no readable copy.
+
+    `source` is the device's pseudonym. `sealed` is false only for a device linked by
+    a release before the forwards were sealed (it had handed over no key).
+    """
+
+    source: Pseudonym
+    event: Annotated[bytes, Meta(max_length=1024 * 1024)]
+    sealed: bool = True
 
 
 #: What an anonymous visitor's state key starts with; no customer id may, so the two
@@ -66,8 +84,14 @@ SPECIAL_TYPES = frozenset(
         "action_outcome",
         "profile_merge",
         "handover_request",
+        "forward",
     }
 )
+
+#: The records of Wayfinder's own loop through the events topic: addressed to a state
+#: by pseudonym (`to`), signed, naming nobody by id. An `erase` addressed so (a device
+#: of an erased customer) is one too.
+LOOP_TYPES = frozenset({"profile_merge", "handover_request", "forward"})
 
 
 class Event(Struct, kw_only=True, omit_defaults=True):
@@ -96,28 +120,48 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     consent: Consent | None = None
     merge: ProfileMerge | None = None
     handover: HandoverRequest | None = None
+    forward: Forward | None = None
+    #: For a record of Wayfinder's own loop (`LOOP_TYPES`, or an erase of a device):
+    #: the pseudonym of the state it is for, and Wayfinder's signature over what it
+    #: says (`operators.identity.LoopSeal`).
+    to: Pseudonym | None = None
+    signature: Annotated[str, Meta(min_length=64, max_length=64)] | None = None
 
     def __post_init__(self) -> None:
         # Raising ValueError here makes msgspec report a ValidationError, so the
         # special-type rules are enforced in the same single decode pass.
+        kind = self.type
+        if self.to is not None:
+            self._check_loop(kind)
+            return
         if self.customer_id is None and self.anonymous_id is None:
             raise ValueError("event needs `customer_id` or `anonymous_id`")
         if self.customer_id is not None and self.customer_id.startswith(ANONYMOUS_PREFIX):
             raise ValueError(f"`customer_id` may not start with {ANONYMOUS_PREFIX!r} (visitors')")
-        kind = self.type
         if kind not in SPECIAL_TYPES:
             return
+        if kind in LOOP_TYPES:
+            raise ValueError(f"`{kind}` is written by Wayfinder alone, addressed `to` a state")
         if kind == "identify" and (self.customer_id is None or self.anonymous_id is None):
             raise ValueError("`identify` needs both `customer_id` and `anonymous_id`")
         if kind == "consent" and self.consent is None:
             raise ValueError("`consent` needs the `consent` object")
-        if kind == "profile_merge" and (self.merge is None or self.customer_id is None):
-            raise ValueError("`profile_merge` needs `customer_id` and `merge`")
-        if kind == "handover_request" and (
-            self.handover is None or self.anonymous_id is None or self.customer_id is not None
-        ):
-            raise ValueError("`handover_request` needs `handover` and `anonymous_id` alone")
         if kind == "decision_request" and self.request_id is None:
             raise ValueError("`decision_request` needs `request_id`")
         if kind == "action_outcome" and (self.action_id is None or self.outcome is None):
             raise ValueError("`action_outcome` needs `action_id` and `outcome`")
+
+    def _check_loop(self, kind: str) -> None:
+        """A record addressed `to` a state: one of the loop's, naming no id (its
+        signature is checked where it is folded: `CustomerStep`)."""
+        if kind not in LOOP_TYPES and kind != "erase":
+            raise ValueError(f"a `{kind}` event is not addressed `to` a state")
+        if self.customer_id is not None or self.anonymous_id is not None:
+            raise ValueError("a record addressed `to` a state names no id")
+        field, body = {
+            "profile_merge": ("merge", self.merge),
+            "handover_request": ("handover", self.handover),
+            "forward": ("forward", self.forward),
+        }.get(kind, ("", True))
+        if body is None:
+            raise ValueError(f"`{kind}` needs `{field}`")

@@ -41,6 +41,9 @@ MAX_FINISHED_JOURNEYS = 16
 #: Sent actions are kept while a contact policy or the attribution window still needs
 #: them (caps bound how many that is); this guards memory under a playbook without caps.
 MAX_ACTIONS = 512
+#: Keys kept for each device of a customer (its last logins'): a forward sealed at the
+#: login before the latest may still be on its way.
+MAX_DEVICE_KEYS = 2
 
 #: Property keys that tie interactions to one matter (a transfer, an order...).
 #: The first one present on an event becomes the interaction's `ref`.
@@ -215,7 +218,13 @@ class CustomerContext(Struct):
     #: announced (it changes only with a clear margin), and the latest probabilities.
     intent: str | None = None
     intent_scores: dict[str, float] = {}
-    #: For an anonymous visitor who has identified: the customer it now belongs to.
+    #: For an anonymous visitor who has identified: the customer it now belongs to, by
+    #: pseudonym (its events are forwarded there), and the key it seals them under (made
+    #: at each login, handed to that customer with the device's merge).
+    alias_to: str | None = None
+    forward_key: bytes = b""
+    #: An alias of a release before forwards were sealed: the customer's id (made
+    #: `alias_to` when it is next woken).
     alias_of: str | None = None
     #: For an alias, for the redelivery horizon after its login: what it handed over,
     #: kept to answer the customer's handover request, and to answer it again should the
@@ -244,6 +253,9 @@ class CustomerContext(Struct):
     #: What the records written about this customer name them by (`customer`): their
     #: pseudonym (`operators.identity.pseudonym`), never their id.
     pseudonym: str = ""
+    #: The keys this customer's devices seal their forwarded events under, by device
+    #: pseudonym, latest last (`MAX_DEVICE_KEYS`): never in a copy of the context.
+    device_keys: dict[str, list[bytes]] = {}
 
 
 def new_context(key: str, event: Event, pseudonym: str) -> CustomerContext:
@@ -507,10 +519,18 @@ def is_tombstone_snapshot(data: bytes) -> bool:
 def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
     """Compact immutable bytes of the context, for recovery snapshots. `copy`: for
     another purpose (a merge, a decision's input), without what only the state needs:
-    the ids remembered for recognising redeliveries, the customer's key, and what an
-    alias keeps of its handover."""
-    if copy and (ctx.seen.generations or ctx.secret or ctx.handed is not None):
-        ctx = msgspec.structs.replace(ctx, seen=Seen(), secret=b"", handed=None)
+    the ids remembered for recognising redeliveries, the customer's and devices' keys,
+    and what an alias keeps of its handover."""
+    if copy and (
+        ctx.seen.generations
+        or ctx.secret
+        or ctx.handed is not None
+        or ctx.forward_key
+        or ctx.device_keys
+    ):
+        ctx = msgspec.structs.replace(
+            ctx, seen=Seen(), secret=b"", handed=None, forward_key=b"", device_keys={}
+        )
     return _SNAPSHOT_ENCODER.encode(ctx)
 
 

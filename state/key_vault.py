@@ -42,11 +42,18 @@ _PART = re.compile(r"part-(\d+)")
 
 
 class CustomerKey(Struct, frozen=True, array_like=True):
-    """A customer's key made (`secret`) or destroyed (None): an output of the customer
-    step for the key sink, never for a topic. `key` is the customer (or device) key."""
+    """A customer's key made: an output of the customer step for the key sink, never
+    for a topic. `key` is the customer (or device) key."""
 
     key: str
-    secret: bytes | None
+    secret: bytes
+
+
+class KeyDestroyed(Struct, frozen=True, array_like=True):
+    """A customer's (or device's) entries to destroy, with their instances: an output of
+    the customer step for the key sink. By pseudonym: a device's erasure names it so."""
+
+    pseudonym: str
 
 
 class InstanceName(Struct, frozen=True, array_like=True):

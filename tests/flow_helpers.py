@@ -157,24 +157,24 @@ def opened_inputs(lines: list[bytes], vault: Path) -> list[bytes]:
 def comparable_loop(lines: list[bytes]) -> list[bytes]:
     """The loop's records without what each run makes anew, sorted: a login's request
     without the customer's public handover key, the device's merge without what is
-    sealed to it (what it carried shows in the merged journeys, audiences and
-    decisions, which are compared as written)."""
-    comparable = []
-    for line in lines:
-        login = b'"handover_request"' in line or b'"profile_merge"' in line
-        comparable.append(_comparable_login_record(line) if login else line)
-    return sorted(comparable)
+    sealed to the customer, a forward without its event (sealed under the device's
+    key), and so none of them with its signature. What they carried shows in the
+    merged journeys, audiences and decisions, which are compared as written."""
+    return sorted(_comparable_loop_record(line) for line in lines)
 
 
-def _comparable_login_record(line: bytes) -> bytes:
+def _comparable_loop_record(line: bytes) -> bytes:
     event = msgspec.json.decode(line, type=Event)
+    replace = msgspec.structs.replace
     if event.handover is not None:
-        request = msgspec.structs.replace(event.handover, public_key=b"", signature="")
-        return msgspec.json.encode(msgspec.structs.replace(event, handover=request))
-    if event.merge is not None:
-        merge = msgspec.structs.replace(event.merge, sealed_to=b"", context=b"", signature="")
-        return msgspec.json.encode(msgspec.structs.replace(event, merge=merge))
-    return line
+        event = replace(event, handover=replace(event.handover, public_key=b""))
+    elif event.merge is not None:
+        event = replace(event, merge=replace(event.merge, sealed_to=b"", context=b""))
+    elif event.forward is not None:
+        event = replace(event, forward=replace(event.forward, event=b""))
+    else:
+        return line
+    return msgspec.json.encode(replace(event, signature=None))
 
 
 def simulated(customers: int, hours: float, seed: int, *, reactions: bool = True) -> Records:

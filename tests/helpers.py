@@ -8,17 +8,18 @@ from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from flows.runtime.settings import DEFAULT_PLAYBOOK, deployment_secret, load_compiled, state_key
-from operators.identity import MergeSeal, instance_name
+from operators.identity import LoopSeal, instance_name
 from operators.models import Response
 from operators.playbook import CompiledPlaybook
 from operators.replay import Replay
 from schemas.action import Action
 from schemas.codec import encode
 from schemas.decision import Decision
-from schemas.event import Consent, Event
+from schemas.event import Consent, Event, HandoverRequest
 from schemas.journey import JourneyTransition
 from state.context import CustomerContext, new_context, to_snapshot
 
@@ -251,30 +252,41 @@ def hostile_records(customer: str, device: str, at: datetime) -> list[tuple[byte
     def record(**fields: Any) -> bytes:
         return json.dumps({**base, **fields}).encode()
 
-    def asking(**fields: Any) -> bytes:  # a handover request names the device alone
-        request = {**base, "type": "handover_request", "anonymous_id": device, **fields}
-        del request["customer_id"]
-        return json.dumps(request).encode()
+    def loop(**fields: Any) -> bytes:  # the loop's records name a state by pseudonym alone
+        written = {**base, **fields}
+        del written["customer_id"]
+        return json.dumps(written).encode()
 
+    customer_state, device_state = state_key(customer), state_key("anon:" + device)
     visitor = ev("consent", "web", customer=None, anon=device, consent=Consent(granted=True))
-    context = to_snapshot(new_context("anon:" + device, visitor, state_key("anon:" + device)))
+    context = to_snapshot(new_context("anon:" + device, visitor, device_state))
     forged = {
-        "source_key": "anon:" + device,
+        "source": device_state,
         "login_id": "h-login",
         "sealed_to": base64.b64encode(b"\x09" * 32).decode(),
         "context": base64.b64encode(context).decode(),
-        "signature": "0" * 64,
     }
-    seal = MergeSeal(deployment_secret())
+    seal = LoopSeal(deployment_secret())
     nowhere = bytes(32)  # signed, but no key can be agreed with it (a low-order point)
-    ask_id = "h-ask-ok"
-    signed_unusable = {
-        "customer_id": customer,
-        "login_id": "h-login",
-        "public_key": base64.b64encode(nowhere).decode(),
-        "signature": seal.sign(ask_id, customer, device, "h-login", nowhere),
-    }
-    forged_ask = {**signed_unusable, "public_key": base64.b64encode(b"\x09" * 32).decode()}
+    signed_unusable = seal.signed(
+        Event(
+            event_id="h-ask-ok",
+            ts=at,
+            type="handover_request",
+            channel="web",
+            to=device_state,
+            handover=HandoverRequest(
+                customer=customer_state, login_id="h-login", public_key=nowhere
+            ),
+        )
+    )
+    assert signed_unusable.handover is not None
+    forged_ask = msgspec.structs.replace(
+        signed_unusable,
+        event_id="h-ask",
+        handover=msgspec.structs.replace(signed_unusable.handover, public_key=b"\x09" * 32),
+    )
+    forwarded = {"source": device_state, "event": base64.b64encode(encode(visitor)).decode()}
     deep_list = b"[" * 1000 + b"]" * 1000
     deep_map = b'{"a":' * 3000 + b"1" + b"}" * 3000
     return [
@@ -283,9 +295,22 @@ def hostile_records(customer: str, device: str, at: datetime) -> list[tuple[byte
         (record(event_id="h-y10k", ts="9999-12-31T23:59:59-05:00"), "out_of_range"),
         (record(event_id="h-year1", ts="0001-01-01T00:00:00+14:00"), "out_of_range"),
         (record(event_id="h-future", ts="2090-01-01T00:00:00Z"), "too_far_ahead"),
-        (record(event_id="h-merge", type="profile_merge", merge=forged), "forged"),
-        (asking(event_id=ask_id, handover=signed_unusable), "fold_failed"),
-        (asking(event_id="h-ask", handover=forged_ask), "forged"),
+        (loop(event_id="h-merge", type="profile_merge", to=customer_state, merge=forged), "forged"),
+        (encode(signed_unusable), "fold_failed"),
+        (encode(forged_ask), "forged"),
+        (
+            loop(
+                event_id="h-fwd",
+                type="forward",
+                to=customer_state,
+                forward={**forwarded, "sealed": False},
+                signature="0" * 64,
+            ),
+            "forged",
+        ),
+        (loop(event_id="h-erase", type="erase", to=customer_state), "forged"),
+        (record(event_id="h-fwd2", type="forward", forward=forwarded), "invalid_event"),
+        (record(event_id="h-to", to=customer_state), "invalid_event"),
         (
             record(event_id="h-fax", type="decision_request", channel="fax", request_id="r1"),
             "unknown_channel",

@@ -108,16 +108,23 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                     type(exc).__name__,
                 )
                 continue
-            if (ctx is None or ctx.erased_at is not None) and _created(ctx, after):
-                kind = "anonymous" if key.startswith(ANONYMOUS_PREFIX) else "known"
-                metrics.CONTEXTS_CREATED.labels(kind).inc()
+            if (
+                (ctx is None or ctx.erased_at is not None)
+                and after is not None
+                and _created(ctx, after)
+            ):
+                metrics.CONTEXTS_CREATED.labels("known" if after.known else "anonymous").inc()
             ctx = after
             if outputs:
                 emitted.extend(outputs)
             kind_of_event = event.type
             if ctx is None or kind_of_event == "erase":
                 rollback.saved(None if ctx is None else to_snapshot(ctx))
-                if kind_of_event == "erase" and not key.startswith(ANONYMOUS_PREFIX):
+                if (
+                    kind_of_event == "erase"
+                    and event.to is None
+                    and not key.startswith(ANONYMOUS_PREFIX)
+                ):
                     metrics.ERASURES.inc()  # their devices go with them
                 continue
             since.append((key, event))  # (the rollback's bookkeeping, inline: every event)
@@ -125,7 +132,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 rollback.saved(to_snapshot(ctx))
             if (
                 ctx.events == folded_before
-                and ctx.alias_of is None
+                and ctx.alias_to is None
                 and kind_of_event not in _NOT_FOLDED
                 and not (ctx.held and ctx.held[-1] is event)  # it waits for a login's answer
             ):
@@ -239,11 +246,9 @@ class _Rollback:
         return ctx
 
 
-def _created(before: CustomerContext | None, after: CustomerContext | None) -> bool:
+def _created(before: CustomerContext | None, after: CustomerContext) -> bool:
     """Whether a step made a context where there was none (or only a tombstone)."""
-    return (
-        (before is None or is_tombstone(before)) and after is not None and not is_tombstone(after)
-    )
+    return (before is None or is_tombstone(before)) and not is_tombstone(after)
 
 
 def _refused(reason: DeadLetterReason, detail: str, event: Event) -> DeadLetter:

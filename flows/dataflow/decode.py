@@ -108,6 +108,10 @@ def make_decoder(
             latest = max(latest, ts)
             if partition is not None and ts > by_part.get((source, partition), float("-inf")):
                 by_part[(source, partition)] = ts
+            to = event.to
+            if to is not None:  # the loop's: for a state it names by pseudonym alone
+                out.append((to, ("", event, stamped)))
+                continue
             key = customer_key(event)
             out.append((state_key(key), (key, event, stamped)))
             if event.type == "identify":

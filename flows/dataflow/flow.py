@@ -51,7 +51,7 @@ from flows.runtime.settings import (
     state_key,
 )
 from operators.customer_step import CustomerStep
-from operators.identity import MergeSeal
+from operators.identity import LoopSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from operators.published import Published
@@ -59,7 +59,7 @@ from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import DeadLetter
 from schemas.topics import all_topics
 from state.context import DEFAULT_REDELIVERY_HORIZON
-from state.key_vault import CustomerKey, InstanceName
+from state.key_vault import CustomerKey, InstanceName, KeyDestroyed
 
 #: The input step's name (its snapshots are found by it in a recovery folder).
 INPUT = "events"
@@ -92,7 +92,7 @@ def build_flow(
     models: ModelSet | None = None,
     example_log: ExampleLog | None = None,
     challenger: Challenger | None = None,
-    seal: MergeSeal,
+    seal: LoopSeal,
     ahead: AheadLimit,
     redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -204,8 +204,10 @@ def _is_dead_letter(item: Decoded) -> TypeGuard[DeadLetter]:
 
 
 def _customer_key(item: tuple[str, StepOutput]) -> tuple[str, VaultChange] | None:
-    _key, value = item
-    return (value.key, value) if isinstance(value, CustomerKey | InstanceName) else None
+    pseudonym, value = item  # (the state key the customer step holds them under)
+    return (
+        (pseudonym, value) if isinstance(value, CustomerKey | KeyDestroyed | InstanceName) else None
+    )
 
 
 def _watermark_tick(item: Decoded) -> tuple[str, EventTime]:
@@ -240,7 +242,7 @@ def embedded_flow(
         rounds=rounds,
         models=models,
         challenger=challenger,
-        seal=MergeSeal(deployment_secret()),
+        seal=LoopSeal(deployment_secret()),
         ahead=AheadLimit(max_ahead_seconds(), span[1] if span is not None else float("-inf")),
         redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=decision_inputs,

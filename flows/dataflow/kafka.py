@@ -55,7 +55,7 @@ from flows.runtime.settings import (
 )
 from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
 from flows.runtime.topics import ensure_topics
-from operators.identity import MergeSeal
+from operators.identity import LoopSeal
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from operators.published import Published
@@ -97,7 +97,7 @@ def kafka_flow(
     order, so a replica follows the log as it is.
     """
     secret = deployment_secret(required=True)  # refuse to start without one
-    seal, signature = MergeSeal(secret), RecordSignature(secret)
+    seal, signature = LoopSeal(secret), RecordSignature(secret)
     if settings.key_vault is None:
         logger.warning(
             "WAYFINDER_KEY_VAULT is not set: the records name customers by pseudonym, which "

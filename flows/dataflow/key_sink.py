@@ -18,6 +18,7 @@ from state.key_vault import (
     PARTS,
     CustomerKey,
     InstanceName,
+    KeyDestroyed,
     VaultPart,
     check,
     part_name,
@@ -25,7 +26,7 @@ from state.key_vault import (
 )
 
 #: What the key sink writes: a customer's key made or destroyed, an instance named.
-VaultChange = CustomerKey | InstanceName
+VaultChange = CustomerKey | KeyDestroyed | InstanceName
 
 
 class _VaultPartition(StatefulSinkPartition[VaultChange, None]):
@@ -37,17 +38,18 @@ class _VaultPartition(StatefulSinkPartition[VaultChange, None]):
         destroyed: set[str] = set()
         names: dict[str, str] = {}
         for value in values:  # in order: what is made after a destruction is kept
-            hashed = state_key(value.key)
-            if isinstance(value, InstanceName):
-                token = state_key(instance_name(value.key, value.instance))
-                names[hashed + INSTANCE_SEPARATOR + token] = value.instance
-            elif value.secret is None:
+            if isinstance(value, KeyDestroyed):
+                hashed = value.pseudonym
                 made.pop(hashed, None)
                 prefix = hashed + INSTANCE_SEPARATOR
                 names = {k: v for k, v in names.items() if not k.startswith(prefix)}
                 destroyed.add(hashed)
+            elif isinstance(value, InstanceName):
+                hashed = state_key(value.key)
+                token = state_key(instance_name(value.key, value.instance))
+                names[hashed + INSTANCE_SEPARATOR + token] = value.instance
             else:
-                made[hashed] = value
+                made[state_key(value.key)] = value
         self._part.write(made, destroyed, names)
 
     def snapshot(self) -> None:
@@ -58,7 +60,7 @@ class _VaultPartition(StatefulSinkPartition[VaultChange, None]):
 
 
 class KeyVaultSink(FixedPartitionedSink[VaultChange, None]):
-    """Items are (customer key, CustomerKey or InstanceName)."""
+    """Items are (the customer's pseudonym, what changes in their entries)."""
 
     def __init__(self, directory: Path) -> None:
         check(directory)  # a damaged vault is one sentence before the flow starts
@@ -68,7 +70,7 @@ class KeyVaultSink(FixedPartitionedSink[VaultChange, None]):
         return [part_name(i) for i in range(PARTS)]
 
     def part_fn(self, item_key: str) -> int:
-        return part_of(state_key(item_key))
+        return part_of(item_key)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: None

@@ -30,7 +30,7 @@ from schemas.topics import (
     SHADOW_DECISIONS,
     action_topic,
 )
-from state.key_vault import CustomerKey, InstanceName
+from state.key_vault import CustomerKey, InstanceName, KeyDestroyed
 
 #: What leaves the flow before it is shaped for a sink: (topic, key, JSON bytes or
 #: None for a tombstone).
@@ -53,10 +53,10 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
         metrics.AUDIENCE_CHANGES.labels(value.change).inc()
         return (AUDIENCES, value.customer, encode(value))
     if isinstance(value, Event):
-        return (EVENTS, value.customer_id or value.anonymous_id, encode(value))
+        return (EVENTS, value.to, encode(value))  # (the loop's records name a state so)
     if isinstance(value, Tombstone):
         return (AUDIENCES, value.customer, None)
-    if isinstance(value, InFlight | Example | CustomerKey | InstanceName):
+    if isinstance(value, InFlight | Example | CustomerKey | KeyDestroyed | InstanceName):
         return None
     if isinstance(value, IntentTransition):
         metrics.INTENT_CHANGES.inc()

@@ -29,13 +29,13 @@ from flows.dataflow.decode import AheadLimit, make_decoder, unpack_kafka, unpack
 from flows.dataflow.routing import route
 from flows.dataflow.sources import EventFileSource, RawRecord, read_line
 from flows.lab.simulator import SimulationConfig, simulate
-from flows.runtime.settings import deployment_secret
+from flows.runtime.settings import deployment_secret, state_key
 from operators.customer_step import CustomerStep
-from operators.identity import MergeSeal
+from operators.identity import LoopSeal
 from operators.models import ModelSet
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import MAX_RAW_BYTES, DeadLetter
-from schemas.event import SPECIAL_TYPES, Consent
+from schemas.event import SPECIAL_TYPES, Consent, Event
 from state.context import new_context, to_snapshot
 from tests.flow_helpers import comparable_outputs, run_embedded
 from tests.helpers import default_playbook, ev, hostile_records
@@ -86,6 +86,14 @@ _values = st.recursive(
 VISIT = ev("page_view", "web", customer=None, anon="a1")
 
 
+def _blob(max_size: int = 64) -> st.SearchStrategy[str]:
+    return st.binary(max_size=max_size).map(lambda b: base64.b64encode(b).decode())
+
+
+#: States the loop's records may name: real pseudonyms, and not quite ones.
+_STATES = st.sampled_from([state_key("c1"), state_key("anon:a1"), "0" * 32, "A" * 32, "x"])
+
+
 def _merge() -> st.SearchStrategy[dict[str, Any]]:
     """A merge's payload: random bytes, or a real context (under a forged signature)."""
     context = st.one_of(
@@ -97,11 +105,8 @@ def _merge() -> st.SearchStrategy[dict[str, Any]]:
         ),
     ).map(lambda b: base64.b64encode(b).decode())
     return st.fixed_dictionaries(
-        {
-            "source_key": st.sampled_from(["anon:a1", "anon:a2", ""]),
-            "context": context,
-            "signature": st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
-        }
+        {"source": _STATES, "login_id": st.just("l1"), "context": context},
+        optional={"sealed_to": _blob(40)},
     )
 
 
@@ -124,6 +129,14 @@ _fields: dict[str, st.SearchStrategy[Any]] = {
         optional={"channel": st.sampled_from(CHANNELS), "purpose": st.text(max_size=9)},
     ),
     "merge": _merge(),
+    "handover": st.fixed_dictionaries(
+        {"customer": _STATES, "login_id": st.just("l1"), "public_key": _blob(40)}
+    ),
+    "forward": st.fixed_dictionaries(
+        {"source": _STATES, "event": _blob(200)}, optional={"sealed": st.booleans()}
+    ),
+    "to": _STATES,
+    "signature": st.text(alphabet="0123456789abcdef", min_size=63, max_size=64),
     "deep": st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),
     "unknown": _values,
 }
@@ -138,12 +151,29 @@ def records(draw: st.DrawFn) -> bytes:
         "type": draw(st.sampled_from(TYPES)),
         "channel": draw(st.sampled_from(CHANNELS)),
     }
+    if draw(st.integers(0, 3)) == 0:  # shaped like one of the loop's own records
+        kind = draw(st.sampled_from(["profile_merge", "handover_request", "forward", "erase"]))
+        body["type"], body["to"] = kind, draw(_STATES)
+        field = {"profile_merge": "merge", "handover_request": "handover"}.get(kind, kind)
+        if field in _fields:
+            body[field] = draw(_fields[field])
+        if kind == "forward" and draw(st.booleans()):  # an event that is one, unsealed
+            inner = encode(
+                ev("page_view", "web", customer=None, anon=draw(st.sampled_from(IDS[3:])))
+            )
+            body["forward"] = {
+                "source": draw(_STATES),
+                "event": base64.b64encode(inner).decode(),
+                "sealed": False,
+            }
     for name in draw(st.sets(st.sampled_from(sorted(_fields)), max_size=5)):
         body[name] = draw(_fields[name])
     deep = body.pop("deep", None)
     raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
     if deep is not None:
         raw = raw[:-1] + b', "nested": ' + deep.encode() + b"}"
+    if "to" in body and draw(st.booleans()):
+        raw = _signed(raw)  # as Wayfinder would have written it, whatever it says
     damage = draw(st.sampled_from(["none", "none", "none", "cut", "bytes", "not_object"]))
     if damage == "cut":
         raw = raw[: draw(st.integers(0, max(0, len(raw) - 1)))]
@@ -155,6 +185,15 @@ def records(draw: st.DrawFn) -> bytes:
     return raw
 
 
+def _signed(raw: bytes) -> bytes:
+    """A loop record signed under the deployment's secret (unchanged if it is no event)."""
+    try:
+        event = msgspec.json.decode(raw, type=Event)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        return raw
+    return encode(LoopSeal(deployment_secret()).signed(event))
+
+
 class _Flow:
     """The flow's own steps, driven by hand: decode, one CustomerLogic per key, routing."""
 
@@ -163,7 +202,7 @@ class _Flow:
             PLAYBOOK,
             ModelSet(PLAYBOOK),
             record_inputs=True,
-            seal=MergeSeal(deployment_secret()),
+            seal=LoopSeal(deployment_secret()),
         )
         self.step = step
         self.clock = EventClock()
@@ -180,16 +219,16 @@ class _Flow:
         assert keyed or dead, f"record vanished: {raw[:200]!r}"
         assert all(type(d) in (tuple, DeadLetter, EventTime) for d in decoded)
         emitted: list[StepOutput] = list(dead)
-        for state_key, value in keyed:
-            logic = self.logics.get(state_key)
+        for held_as, value in keyed:
+            logic = self.logics.get(held_as)
             if logic is None:
                 logic = CustomerLogic(self.step, None, timers=False, clock=self.clock, ledger=None)
             outputs, discard = logic.on_batch([value])
             emitted += outputs
             if discard:
-                self.logics.pop(state_key, None)
+                self.logics.pop(held_as, None)
             else:
-                self.logics[state_key] = logic
+                self.logics[held_as] = logic
                 logic.snapshot()  # as bytewax does at the end of an epoch
         for output in emitted:
             routed = route(("key", output))

@@ -92,3 +92,12 @@ def test_merges_come_back_and_land_where_they_do_embedded(bootstrap_servers, ent
     for merge in merges:
         assert merge.merge is not None and len(merge.merge.context) >= 48
         assert b"anon" not in merge.merge.context  # a visitor's context names its key
+    # The loop's records name a state by pseudonym alone, as their key and in what they
+    # say: no customer's or device's id (a forward's event is sealed).
+    own = [(k, v) for k, v in read_all(kafka, "events") if v is not None and b'"to":' in v]
+    assert {msgspec.json.decode(v, type=Event).type for _, v in own} >= {"forward", "profile_merge"}
+    for key, value in own:
+        event = msgspec.json.decode(value, type=Event)
+        assert key is not None and key.decode() == event.to
+        assert event.customer_id is None and event.anonymous_id is None
+        assert b"cust-" not in value and b"anon-" not in value

@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from operators.customer_step import MAX_HELD, MERGE_WAIT, CustomerStep
-from operators.identity import MergeSeal
+from operators.identity import LoopSeal
+from operators.sealing import SECRET_BYTES
 from schemas.codec import BadInput
 from schemas.event import Event
 from state.context import DEFAULT_REDELIVERY_HORIZON, CustomerContext
@@ -17,6 +18,8 @@ from tests.helpers import default_playbook, ev
 DEVICE = "anon:laptop-1"
 #: An empty context sealed: HPKE's encapsulated key (32 bytes) and AES-GCM's tag (16).
 SEALED_NOTHING = 48
+#: A device's key for its forwards, and no context, sealed.
+SEALED_KEY = SEALED_NOTHING + SECRET_BYTES
 
 
 def login_and_answer(
@@ -93,7 +96,7 @@ def test_what_arrives_before_the_answer_waits_and_is_folded_after_it():
 def test_a_device_with_nothing_to_hand_over_answers_all_the_same():
     step = CustomerStep(default_playbook())
     ctx, _login, answer = login_and_answer(step, browsed=False)
-    assert answer.merge is not None and len(answer.merge.context) == SEALED_NOTHING
+    assert answer.merge is not None and len(answer.merge.context) == SEALED_KEY
     step.on_event("cust-1", ctx, ev("page_view", "app", minutes=2))
     assert step.on_event("cust-1", ctx, answer) == (ctx, [])
     assert ctx.awaiting is None and ctx.events == 2
@@ -154,7 +157,7 @@ def test_the_context_crosses_the_topic_sealed_to_the_customer_alone():
     assert b"phones" not in wire and b"phones" not in answer.merge.context
     stranger, _ = step.on_event("cust-2", None, ev("page_view", "app", customer="cust-2"))
     assert stranger is not None
-    stolen = msgspec.structs.replace(answer, customer_id="cust-2")
+    stolen = msgspec.structs.replace(answer, to=step.pseudonym_of("cust-2"))
     with pytest.raises(BadInput):  # re-addressed: its signature no longer holds
         step.on_event("cust-2", stranger, stolen)
     after, outputs = step.on_event("cust-1", ctx, answer)
@@ -212,7 +215,7 @@ def test_a_request_before_its_login_does_what_the_login_would():
     ctx, outputs = step.on_event("cust-1", None, login)
     alias, outputs = step.on_event(DEVICE, visitor, only(outputs, "handover_request"))
     answer = only(outputs, "profile_merge")
-    assert alias is not None and alias.alias_of == "cust-1"
+    assert alias is not None and alias.alias_to == step.pseudonym_of("cust-1")
     assert step.on_event(DEVICE, alias, login) == (alias, [])
     assert ctx is not None and ctx.awaiting == answer.event_id
     step.on_event("cust-1", ctx, answer)
@@ -220,7 +223,7 @@ def test_a_request_before_its_login_does_what_the_login_would():
 
 
 def test_a_forged_request_is_refused_and_an_erased_device_hands_over_nothing():
-    step = CustomerStep(default_playbook(), seal=MergeSeal(b"the-deployment-secret"))
+    step = CustomerStep(default_playbook(), seal=LoopSeal(b"the-deployment-secret"))
     browse = ev("page_view", "web", customer=None, anon="laptop-1", touchpoint="phones")
     visitor, _ = step.on_event(DEVICE, None, browse)
     login = ev("identify", "web", minutes=1, anon="laptop-1")
@@ -258,3 +261,104 @@ def test_a_device_keeps_what_it_handed_over_for_the_horizon_of_its_own_events():
         DEVICE, alias, ev("page_view", "web", minutes=horizon + 2, customer=None, anon="laptop-1")
     )
     assert not keeps(alias)
+
+
+def test_a_request_before_anything_of_the_device_makes_an_alias_its_login_then_names():
+    """A device's state may get the customer's request before any record of its own (a
+    resumed run's order): it becomes the customer's alias with nothing to hand over
+    but its key, and its login, when it comes, gives the state its key."""
+    step = CustomerStep(default_playbook())
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    ctx, outputs = step.on_event("cust-1", None, login)
+    request = only(outputs, "handover_request")
+    alias, outputs = step.on_event("", None, request)
+    answer = only(outputs, "profile_merge")
+    assert alias is not None and (alias.key, alias.pseudonym) == ("", request.to)
+    assert answer.merge is not None and len(answer.merge.context) == SEALED_KEY
+    assert step.on_event(DEVICE, alias, login) == (alias, [])
+    assert alias.key == DEVICE
+    assert ctx is not None
+    step.on_event("cust-1", ctx, answer)
+    _alias, outputs = step.on_event(DEVICE, alias, laptop_page(2))
+    step.on_event("cust-1", ctx, only(outputs, "forward"))
+    assert ctx.touchpoints.get("deals") == 1
+
+
+def laptop_page(minutes: float, touchpoint: str = "deals") -> Event:
+    return ev(
+        "page_view", "web", minutes=minutes, customer=None, anon="laptop-1", touchpoint=touchpoint
+    )
+
+
+def linked(step: CustomerStep) -> tuple[CustomerContext, CustomerContext]:
+    """The laptop browsed, then the customer logged in from it; the merge has come
+    round: the customer, and the laptop's alias."""
+    visitor, _ = step.on_event(DEVICE, None, laptop_page(0, "phones"))
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    ctx, outputs = step.on_event("cust-1", None, login)
+    alias, _ = step.on_event(DEVICE, visitor, login)
+    alias, outputs = step.on_event(DEVICE, alias, only(outputs, "handover_request"))
+    assert ctx is not None and alias is not None
+    step.on_event("cust-1", ctx, only(outputs, "profile_merge"))
+    assert not waiting(ctx) and ctx.touchpoints.get("phones") == 1
+    return ctx, alias
+
+
+def test_a_device_forwards_its_events_sealed_and_addressed_by_pseudonym():
+    """After a login, a device's events go to the customer sealed under the key the
+    device handed over with its merge: the record names neither the customer nor the
+    device, and says nothing of the event in clear."""
+    step = CustomerStep(default_playbook())
+    ctx, alias = linked(step)
+    page = laptop_page(2, "secret-deals")
+    _alias, outputs = step.on_event(DEVICE, alias, page)
+    forward = only(outputs, "forward")
+    wire = msgspec.json.encode(forward)
+    for clear in (b"cust-1", b"laptop-1", b"secret-deals", b"page_view"):
+        assert clear not in wire
+    assert (forward.to, forward.event_id) == (ctx.pseudonym, page.event_id)
+    after, _ = step.on_event("cust-1", ctx, forward)
+    assert after is ctx and ctx.touchpoints.get("secret-deals") == 1
+    assert step.on_event("cust-1", ctx, forward) == (ctx, [])  # a redelivery: once
+    assert ctx.touchpoints.get("secret-deals") == 1
+
+
+def test_a_forward_no_key_of_the_customer_opens_is_dropped_and_a_forged_one_refused():
+    """A forward sealed under a device key lost in a crash (the device made a new one
+    at its replayed login) opens under no key the customer holds: dropped, and the
+    replayed copy under the new key is folded. A forward Wayfinder did not sign, or one
+    re-addressed to another customer, is refused."""
+    step = CustomerStep(default_playbook(), seal=LoopSeal(b"the-deployment-secret"))
+    ctx, alias = linked(step)
+    lost = msgspec.structs.replace(alias, forward_key=b"\x07" * SECRET_BYTES)
+    page = laptop_page(2)
+    _lost, outputs = step.on_event(DEVICE, lost, page)
+    unopenable = only(outputs, "forward")
+    assert step.on_event("cust-1", ctx, unopenable) == (ctx, [])
+    assert "deals" not in ctx.touchpoints
+    _alias, outputs = step.on_event(DEVICE, alias, page)
+    step.on_event("cust-1", ctx, only(outputs, "forward"))
+    assert ctx.touchpoints.get("deals") == 1
+    forged = msgspec.structs.replace(unopenable, signature="0" * 64)
+    with pytest.raises(BadInput) as refused:
+        step.on_event("cust-1", ctx, forged)
+    assert refused.value.reason == "forged"
+    stranger, _ = step.on_event("cust-2", None, ev("page_view", "app", customer="cust-2"))
+    moved = msgspec.structs.replace(unopenable, to=step.pseudonym_of("cust-2"))
+    with pytest.raises(BadInput):
+        step.on_event("cust-2", stranger, moved)
+
+
+def test_an_erased_customers_devices_are_erased_by_records_that_name_nobody():
+    step = CustomerStep(default_playbook())
+    ctx, alias = linked(step)
+    _tomb, outputs = step.on_event("cust-1", ctx, ev("erase", "web", minutes=5))
+    (device_erase,) = [o for o in outputs if isinstance(o, Event)]
+    assert device_erase.type == "erase" and device_erase.to == step.pseudonym_of(DEVICE)
+    assert b"laptop-1" not in msgspec.json.encode(device_erase)
+    assert b"cust-1" not in msgspec.json.encode(device_erase)
+    gone, outputs = step.on_event(DEVICE, alias, device_erase)
+    assert gone is not None and gone.erased_at is not None and not gone.key
+    forged = msgspec.structs.replace(device_erase, signature="1" * 64)
+    with pytest.raises(BadInput):
+        step.on_event("", None, forged)

@@ -163,13 +163,14 @@ def test_an_alias_does_not_forward_a_redelivery_of_what_its_visitor_folded():
     visitor, _ = step.on_event(key, None, browsed)
     login = ev("identify", "web", minutes=1, anon="laptop-1")
     alias, outputs = step.on_event(key, visitor, login)
-    assert alias is not None and alias.alias_of == "cust-1"
+    assert alias is not None and alias.alias_to == step.pseudonym_of("cust-1")
     assert not [o for o in outputs if isinstance(o, Event)]  # it answers the request
     assert alias.handed is not None and b"phones" in alias.handed.context  # ...with this
     assert step.on_event(key, alias, browsed) == (alias, [])
     later = ev("page_view", "web", minutes=2, customer=None, anon="laptop-1")
     _alias, (forward,) = step.on_event(key, alias, later)
-    assert isinstance(forward, Event) and forward.customer_id == "cust-1"
+    assert isinstance(forward, Event) and forward.to == step.pseudonym_of("cust-1")
+    assert forward.forward is not None and forward.event_id == later.event_id
     assert to_snapshot(alias, copy=True).count(b"phones") == 0  # (a copy leaves it out)
 
 

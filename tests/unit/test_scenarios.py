@@ -329,14 +329,15 @@ def test_anonymous_laptop_and_phone_login_make_one_journey_not_two():
     assert {t.touchpoint for t in journey.path} >= {"phones", "phone_detail"}
     assert {t.channel for t in journey.path} == {"web", "app"}
     assert "compared" in journey.milestones  # reached on the laptop, before the login
-    assert run.context("anon:laptop-1").alias_of == "cust-1"
+    assert run.context("anon:laptop-1").alias_to == state_key("cust-1")
 
 
 def test_anonymous_event_from_an_identified_device_is_attributed_to_the_customer():
     cart = laptop("add_to_cart", "cart", 20 * HOUR)
     run = Harness().run([*two_devices(), cart])
     (forward,) = [e for e in run.of(Event) if e.event_id == cart.event_id]
-    assert (forward.customer_id, forward.anonymous_id) == ("cust-1", "laptop-1")
+    assert (forward.type, forward.to) == ("forward", state_key("cust-1"))
+    assert forward.customer_id is None and forward.anonymous_id is None  # sealed inside
     (in_cart,) = [
         t for t in run.transitions("phone_upgrade", "progressed") if t.milestone == "in_cart"
     ]

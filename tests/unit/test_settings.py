@@ -1,9 +1,10 @@
 """Settings from the environment reach every Kafka client, in each client's spelling."""
 
+import msgspec
 import pytest
 
 from flows.runtime.settings import LAB_SECRET, KafkaSettings, SettingsError, deployment_secret
-from operators.identity import MergeSeal
+from operators.identity import LoopSeal
 from schemas.event import Event, ProfileMerge
 from schemas.topics import all_topics
 from tests.helpers import T0
@@ -100,22 +101,16 @@ KEY = b"k" * 32
 
 
 def test_a_merge_signed_under_one_secret_does_not_verify_under_another():
-    seal = MergeSeal(b"one-secret-of-16-bytes")
+    seal = LoopSeal(b"one-secret-of-16-bytes")
 
-    def merge_event(signature: str, context: bytes = b"ctx") -> Event:
-        merge = ProfileMerge(
-            source_key="anon:a1",
-            login_id="login-1",
-            sealed_to=KEY,
-            context=context,
-            signature=signature,
-        )
-        return Event(
-            event_id="m1", ts=T0, type="profile_merge", channel="web", customer_id="c1", merge=merge
-        )
+    def merge_event(context: bytes = b"ctx", to: str = "c1" * 16) -> Event:
+        merge = ProfileMerge(source="a1" * 16, login_id="login-1", sealed_to=KEY, context=context)
+        return Event(event_id="m1", ts=T0, type="profile_merge", channel="web", to=to, merge=merge)
 
-    signature = seal.sign("m1", "c1", "anon:a1", "login-1", KEY, b"ctx")
-    assert seal.verify(merge_event(signature))
-    assert not MergeSeal(b"another-secret-16b").verify(merge_event(signature))
-    assert not seal.verify(merge_event("0" * 64))
-    assert not seal.verify(merge_event(signature, context=b"other"))
+    signed = seal.signed(merge_event())
+    assert signed.signature is not None and seal.verify(signed)
+    assert not LoopSeal(b"another-secret-16b").verify(signed)
+    assert not seal.verify(merge_event())  # unsigned
+    assert not seal.verify(msgspec.structs.replace(signed, signature="0" * 64))
+    for altered in (merge_event(context=b"other"), merge_event(to="c2" * 16)):
+        assert not seal.verify(msgspec.structs.replace(altered, signature=signed.signature))

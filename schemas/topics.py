@@ -81,22 +81,22 @@ TOPIC_SCHEMAS: dict[str, type[msgspec.Struct]] = {
 def json_schema(topic: str) -> dict[str, Any]:
     """A self-contained JSON Schema (2020-12) for the messages of one topic.
 
-    The events topic's is what outside producers may send: profile merges are
-    Wayfinder's own, as are the handover requests they answer (signed; anyone else's
-    is a dead letter), so neither is offered.
+    The events topic's is what outside producers may send: the records of Wayfinder's
+    own loop (addressed `to` a state and signed: handover requests, profile merges,
+    forwards; anyone else's is a dead letter) are not offered.
     """
     struct = TOPIC_SCHEMAS[topic]
     (ref,), components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
     if topic == EVENTS:
-        components.pop("ProfileMerge", None)
-        components.pop("HandoverRequest", None)
+        for own in ("ProfileMerge", "HandoverRequest", "Forward"):
+            components.pop(own, None)
         event = components["Event"]
-        event["properties"].pop("merge", None)
-        event["properties"].pop("handover", None)
+        for field in ("merge", "handover", "forward", "to", "signature"):
+            event["properties"].pop(field, None)
         event["description"] += (
-            "\n\n`profile_merge` and `handover_request` events are written by Wayfinder "
-            "alone (signed under the deployment's secret); one from any other producer is "
-            "dead-lettered."
+            "\n\n`profile_merge`, `handover_request` and `forward` events, and any record "
+            "addressed `to` a state, are written by Wayfinder alone (signed under the "
+            "deployment's secret); one from any other producer is dead-lettered."
         )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

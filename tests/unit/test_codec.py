@@ -105,11 +105,32 @@ def test_every_topic_exports_a_json_schema():
     msgspec.json.encode(json_schema("dlq"))  # serialisable as is
 
 
-def test_the_events_schema_does_not_offer_profile_merges_to_outside_producers():
+def test_the_events_schema_does_not_offer_the_loops_records_to_outside_producers():
     events = json_schema("events")
-    assert "merge" not in events["$defs"]["Event"]["properties"]
-    assert "ProfileMerge" not in events["$defs"]
+    offered = events["$defs"]["Event"]["properties"]
+    assert not {"merge", "handover", "forward", "to", "signature"} & offered.keys()
+    assert not {"ProfileMerge", "HandoverRequest", "Forward"} & events["$defs"].keys()
     assert "dead-lettered" in events["$defs"]["Event"]["description"]
+
+
+def test_a_loop_record_names_no_id_and_only_the_loops_records_may_be_larger():
+    to = "0" * 32
+    loop = b'{"event_id":"l1","ts":"2026-03-02T12:00:00Z","type":"erase","channel":"web",'
+    assert EventDecoder().decode(loop + b'"to":"' + to.encode() + b'"}').to == to
+    for bad in (
+        loop + b'"to":"' + to.encode() + b'","customer_id":"c1"}',  # names someone
+        GOOD[:-1] + b',"to":"' + to.encode() + b'"}',  # not one of the loop's types
+        GOOD.replace(b'"page_view"', b'"forward"'),  # a loop type with no address
+    ):
+        with pytest.raises(BadInput) as info:
+            EventDecoder().decode(bad)
+        assert info.value.reason == "invalid_event", bad
+    decoder = EventDecoder(max_bytes=200)
+    padded = loop + b'"to":"' + to.encode() + b'","text":"' + b"x" * 150 + b'"}'
+    assert decoder.decode(padded).to == to  # the loop's own may be larger
+    with pytest.raises(BadInput) as info:
+        decoder.decode(GOOD[:-1] + b',"text":"' + b"x" * 150 + b'"}')
+    assert info.value.reason == "too_large"
 
 
 def test_a_customer_id_in_the_visitors_namespace_is_refused():

@@ -25,7 +25,8 @@ dropped once the horizon has passed (`expired`).
 """
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 
@@ -151,6 +152,10 @@ class CustomerStep:
         self._seal = seal if seal is not None else LoopSeal(b"")
         self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
+        #: When a list, every key this step makes is appended to it (the flow's rollback
+        #: keeps them, to make the same again when it folds a customer's events anew).
+        self.keys_made: list[bytes] | None = None
+        self._reused: list[bytes] = []
         self._channels = frozenset(playbook.channels)
         self.models = models
         self.published = published
@@ -338,11 +343,30 @@ class CustomerStep:
             )
         )
 
+    def _new_key(self) -> bytes:
+        """A random key (a customer's, a device's for its forwards), or, while `reusing`,
+        the next of the keys made before."""
+        key = self._reused.pop(0) if self._reused else self._new_secret()
+        if self.keys_made is not None:
+            self.keys_made.append(key)
+        return key
+
+    @contextmanager
+    def reusing(self, keys: list[bytes]) -> Iterator[None]:
+        """Make these keys again, in order, before any new one: events folded anew (a
+        rollback) make the same keys as the first time, which the vault and other
+        states already hold."""
+        self._reused = list(keys)
+        try:
+            yield
+        finally:
+            self._reused = []
+
     def _secret_of(self, ctx: CustomerContext, outputs: list[Output]) -> bytes:
         """The customer's key, made now (and handed to the key sink) if this is its
         first use."""
         if not ctx.secret:
-            ctx.secret = self._new_secret()
+            ctx.secret = self._new_key()
             outputs.append(CustomerKey(ctx.key, ctx.secret))
         return ctx.secret
 
@@ -768,7 +792,7 @@ class CustomerStep:
             # A device that logged in before: it has nothing more to hand over, and keeps
             # what it handed then for that login's request.
             ctx.alias_to = customer
-            ctx.forward_key = self._new_secret()
+            ctx.forward_key = self._new_key()
             ctx.last_seen = max(ts, ctx.last_seen)
             return ctx, []
         outputs: list[Output] = []
@@ -787,7 +811,7 @@ class CustomerStep:
             first_seen=ts,
             last_seen=ts if ctx is None else max(ts, ctx.last_seen),
             alias_to=customer,
-            forward_key=self._new_secret(),
+            forward_key=self._new_key(),
             seen=Seen() if ctx is None else ctx.seen,
             handed=Handed(login_id, ts, context),
             pseudonym=device,

@@ -75,6 +75,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             from_snapshot(resume_state) if resume_state is not None else None
         )
         self._rollback = _Rollback(resume_state)
+        if step.keys_made is None:  # (one step serves every customer of the worker)
+            step.keys_made = []
         #: A deadline whose wake failed: not asked for again (a timer would loop on it).
         self._failed_due: float | None = None
 
@@ -92,14 +94,20 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         ctx = self._ctx
         rollback = self._rollback
         since = rollback.since
+        made = step.keys_made
+        assert made is not None
         for key, event, _stamp in values:
             folded_before = -1 if ctx is None else ctx.events
             try:
                 after, outputs = step.on_event(key, ctx, event)
+                if made:  # keys made: kept, so that a rollback makes the same ones
+                    rollback.keys += made
+                    made.clear()
             except BadInput as exc:  # refused before the context was touched
                 emitted.append(_refused(exc.reason, exc.detail, event))
                 continue
             except Exception as exc:  # one record never stops the flow
+                made.clear()  # (the failed record's)
                 ctx = rollback.restore(step)
                 emitted.append(_refused("fold_failed", f"{type(exc).__name__}: {exc}", event))
                 logger.warning(
@@ -149,8 +157,13 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             return [], self._ctx is None
         released: list[StepOutput] = []
         if self._ctx is not None and self._ctx.awaiting is not None:
-            with self._models_lock:
-                released += self._step.release(self._ctx)  # no answer will come now
+            try:
+                with self._models_lock:
+                    released += self._step.release(self._ctx)  # no answer will come now
+            except Exception as exc:  # what waited never stops the flow either
+                self._failed("what waited for a login's answer", exc)
+            else:
+                self._settled()
         outputs, discard = self._wake(clock.at_end())
         outputs = [*released, *outputs]
         if self._ctx is not None:
@@ -184,15 +197,28 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 outputs: list[StepOutput] = list(self._step.on_time(self._ctx, now))
         except Exception as exc:  # a timer never stops the flow either
             self._failed_due = self._step.next_deadline(self._ctx)
-            self._ctx = self._rollback.restore(self._step)
-            metrics.DEAD_LETTERS.labels("fold_failed").inc()
-            logger.warning(
-                "a customer's timer failed (%s); the context is kept as before",
-                type(exc).__name__,
-            )
+            self._failed("a customer's timer", exc)
             return [], self._ctx is None
+        if outputs or self._step.keys_made:  # (time changed it: most wakes change nothing)
+            self._settled()
         self._account(0, outputs)
         return outputs, False
+
+    def _settled(self) -> None:
+        """What time did to the context (outside any event: a timer, the input's end) is
+        where a rollback starts from, with the keys it made."""
+        made = self._step.keys_made
+        assert made is not None
+        made.clear()
+        self._rollback.saved(None if self._ctx is None else to_snapshot(self._ctx))
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        made = self._step.keys_made
+        assert made is not None
+        made.clear()  # (the failed call's)
+        self._ctx = self._rollback.restore(self._step)
+        metrics.DEAD_LETTERS.labels("fold_failed").inc()
+        logger.warning("%s failed (%s); the context is kept as before", what, type(exc).__name__)
 
     def _account(self, consumed: int, emitted: Sequence[StepOutput]) -> None:
         ledger = self._ledger
@@ -227,22 +253,31 @@ class _Rollback:
     def __init__(self, state: bytes | None) -> None:
         self._state = state
         self.since: list[tuple[str, Event]] = []
+        #: The keys the step made while folding `since` (random: made again, they would
+        #: differ from what the vault and the customer's devices hold).
+        self.keys: list[bytes] = []
 
     def saved(self, state: bytes | None) -> None:
         """The context is now these bytes (None: no context); nothing folded since."""
         self._state = state
         self.since.clear()
+        self.keys.clear()
 
     def restore(self, step: CustomerStep) -> CustomerContext | None:
         ctx = from_snapshot(self._state) if self._state is not None else None
         kept: list[tuple[str, Event]] = []
-        for key, event in self.since:
-            try:
-                ctx, _outputs = step.on_event(key, ctx, event)
-            except Exception:  # refused now: left out
-                continue
-            kept.append((key, event))
+        made = step.keys_made
+        assert made is not None
+        with step.reusing(self.keys):
+            for key, event in self.since:
+                try:
+                    ctx, _outputs = step.on_event(key, ctx, event)
+                except Exception:  # refused now: left out
+                    continue
+                kept.append((key, event))
         self.since[:] = kept
+        self.keys[:] = made
+        made.clear()
         return ctx
 
 

@@ -36,7 +36,7 @@ from operators.models import ModelSet
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import MAX_RAW_BYTES, DeadLetter
 from schemas.event import SPECIAL_TYPES, Consent, Event
-from state.context import new_context, to_snapshot
+from state.context import from_snapshot, new_context, to_snapshot
 from tests.flow_helpers import comparable_outputs, run_embedded
 from tests.helpers import default_playbook, ev, hostile_records
 
@@ -366,3 +366,51 @@ def test_a_kafka_timestamp_no_calendar_holds_is_no_reason_to_stop(ts_ms):
     message = Message(topic="events", partition=1, offset=7, value=b"{}", timestamp=(1, ts_ms))
     raw, source, partition, offset, received_at, cut = unpack_kafka(message)
     assert (raw, source, partition, offset, received_at, cut) == (b"{}", "events", 1, 7, None, None)
+
+
+def test_a_record_that_fails_to_fold_leaves_the_keys_made_before_it_as_they_were():
+    """Keys are random: a rollback that folded a state's events anew would make new
+    ones, which the vault and the records already sealed under the old ones (a merge to
+    the customer, the device's key for its forwards) do not know."""
+    seal = LoopSeal(deployment_secret())
+    step = CustomerStep(PLAYBOOK, seal=seal)
+    clock = EventClock()
+    stamp = (float("-inf"), float("-inf"))
+    customer = CustomerLogic(step, None, timers=False, clock=clock, ledger=None)
+    device = CustomerLogic(step, None, timers=False, clock=clock, ledger=None)
+
+    def sent(outputs: Any, kind: str) -> Event:
+        return next(o for o in outputs if isinstance(o, Event) and o.type == kind)
+
+    browse = ev("page_view", "web", customer=None, anon="a1", touchpoint="phones")
+    login = ev("identify", "web", minutes=1, customer="c1", anon="a1")
+    device.on_batch([("anon:a1", browse, stamp), ("anon:a1", login, stamp)])
+    asked, _ = customer.on_batch([("c1", login, stamp)])
+    answered, _ = device.on_batch([("", sent(asked, "handover_request"), stamp)])
+    merge = sent(answered, "profile_merge")
+    assert merge.merge is not None
+    # A request signed but unusable fails at the device; a merge altered (and signed
+    # again) fails at the customer: each state is rolled back to before it.
+    unusable = msgspec.structs.replace(sent(asked, "handover_request"), event_id="x-ask")
+    assert unusable.handover is not None
+    unusable = seal.signed(
+        msgspec.structs.replace(
+            unusable, handover=msgspec.structs.replace(unusable.handover, public_key=bytes(32))
+        )
+    )
+    altered = seal.signed(
+        msgspec.structs.replace(
+            merge, merge=msgspec.structs.replace(merge.merge, context=merge.merge.context[:-1])
+        )
+    )
+    for logic, record in ((device, unusable), (customer, altered)):
+        failed, _ = logic.on_batch([("", record, stamp)])
+        assert [d.reason for d in failed if isinstance(d, DeadLetter)] == ["fold_failed"]
+    # The customer's key still opens the merge; the device's forwards still open.
+    merged, _ = customer.on_batch([("", merge, stamp)])
+    assert any(getattr(o, "kind", None) == "merged" for o in merged)
+    later = ev("page_view", "web", minutes=2, customer=None, anon="a1", touchpoint="plans")
+    forwarded, _ = device.on_batch([("anon:a1", later, stamp)])
+    customer.on_batch([("", sent(forwarded, "forward"), stamp)])
+    context = from_snapshot(customer.snapshot())
+    assert context.touchpoints.get("phones") == 1 and context.touchpoints.get("plans") == 1

@@ -268,6 +268,12 @@ class CustomerStep:
                 return ctx, self._unlinked(key, event)
             if is_tombstone(ctx):
                 ctx = None  # a new profile, with nothing from before the erasure
+        if event.to is not None:  # a merge or a forward, for a customer
+            if ctx is None:
+                return ctx, []  # nobody here asked for it
+            if kind == "forward":
+                return self._forwarded(ctx, event)
+            return self._merge(key, ctx, event, ts)
         if key.startswith(ANONYMOUS_PREFIX):
             if kind == "identify":
                 assert event.customer_id is not None  # identify always carries both ids
@@ -275,13 +281,7 @@ class CustomerStep:
                 device = ctx.pseudonym if ctx is not None else self.pseudonym_of(key)
                 return self._identified(key, device, ctx, event.event_id, ts, customer)
             if ctx is not None and ctx.alias_to is not None:
-                return self._forward(ctx, event, ts)
-        if event.to is not None:  # a merge or a forward, for a customer
-            if ctx is None:
-                return ctx, []  # nobody here asked for it
-            if kind == "forward":
-                return self._forwarded(ctx, event)
-            return self._merge(key, ctx, event, ts)
+                return self._forward(ctx, event, ts)  # (never the loop's own records)
 
         fresh = ctx is None
         ctx, digest = self._admitted(key, ctx, event, ts)

@@ -49,7 +49,7 @@ def instance_name(customer_key: str, instance: str) -> str:
 def keyed_digest(key: bytes, *parts: str | bytes) -> bytes:
     """HMAC-SHA256 under `key` of the parts, each prefixed with its length, so that no
     part's bytes can be shifted into the next."""
-    framed = []
+    framed: list[bytes] = []
     for part in parts:
         data = part.encode() if isinstance(part, str) else part
         framed += (len(data).to_bytes(8, "big"), data)

@@ -24,6 +24,7 @@ fresh profile, under the same rule until the horizon has passed. The tombstone i
 dropped once the horizon has passed (`expired`).
 """
 
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -152,10 +153,7 @@ class CustomerStep:
         self._seal = seal if seal is not None else LoopSeal(b"")
         self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
-        #: When a list, every key this step makes is appended to it (the flow's rollback
-        #: keeps them, to make the same again when it folds a customer's events anew).
-        self.keys_made: list[bytes] | None = None
-        self._reused: list[bytes] = []
+        self._keys = _KeyLog()
         self._channels = frozenset(playbook.channels)
         self.models = models
         self.published = published
@@ -343,12 +341,22 @@ class CustomerStep:
             )
         )
 
+    def keys_made(self) -> list[bytes]:
+        """The keys this step has made in this thread since the list was last emptied:
+        the flow's rollback keeps them, to make the same again when it folds a
+        customer's events anew (`reusing`)."""
+        log = self._keys
+        if log.made is None:
+            log.made = []
+        return log.made
+
     def _new_key(self) -> bytes:
         """A random key (a customer's, a device's for its forwards), or, while `reusing`,
         the next of the keys made before."""
-        key = self._reused.pop(0) if self._reused else self._new_secret()
-        if self.keys_made is not None:
-            self.keys_made.append(key)
+        log = self._keys
+        key = log.reused.pop(0) if log.reused else self._new_secret()
+        if log.made is not None:
+            log.made.append(key)
         return key
 
     @contextmanager
@@ -356,11 +364,11 @@ class CustomerStep:
         """Make these keys again, in order, before any new one: events folded anew (a
         rollback) make the same keys as the first time, which the vault and other
         states already hold."""
-        self._reused = list(keys)
+        self._keys.reused = list(keys)
         try:
             yield
         finally:
-            self._reused = []
+            self._keys.reused = []
 
     def _secret_of(self, ctx: CustomerContext, outputs: list[Output]) -> bytes:
         """The customer's key, made now (and handed to the key sink) if this is its
@@ -390,6 +398,8 @@ class CustomerStep:
                 held = self._stop_waiting(ctx)
                 ctx, outputs = self._merge(key, ctx, event, ts, opened)
                 return self._replay(key, ctx, held, outputs)
+            if recall(ctx, event.event_id, ts, self._horizon) is None:
+                return self._merge(key, ctx, event, ts, opened)  # a copy: its key, no more
         known = recall(ctx, event.event_id, ts, self._horizon)
         if not known:  # a redelivery, or too old to tell: as it would be without the wait
             return self._not_folded(ctx, event, ts, known)
@@ -917,11 +927,9 @@ class CustomerStep:
         already opened): the key its forwards are sealed under, and its visitor's context
         if it had one."""
         known = recall(ctx, event.event_id, ts, self._horizon)
-        if known is None:  # a redelivery (or a superseded copy of what was folded)
-            return ctx, []
         if opened is None:
             opened = self._opened(ctx, event)
-            if opened is None:
+            if opened is None:  # superseded (sealed to a key this customer no longer has)
                 return ctx, []
         if opened:
             device_key, opened = opened[: sealing.SECRET_BYTES], opened[sealing.SECRET_BYTES :]
@@ -932,6 +940,11 @@ class CustomerStep:
                 if device_key not in keys:
                     keys.append(device_key)
                     del keys[:-MAX_DEVICE_KEYS]
+        if known is None:
+            # A redelivery: only its key may be new. A device resumed after a crash
+            # from before its login made a new key, and answers under the merge's id
+            # again; the first copy folded may have carried the key it made before.
+            return ctx, []
         if not opened:  # the device had nothing to hand over: remembered, no more
             if known:
                 remember(ctx.seen, known, ctx.last_seen, self._horizon)
@@ -1015,6 +1028,15 @@ class CustomerStep:
 
 
 _FORWARDED = msgspec.json.Decoder(Event)
+
+
+class _KeyLog(threading.local):
+    """The keys a step made, and those it is to make again, per thread: the workers of
+    a process run one step at once (under a shared read lock)."""
+
+    def __init__(self) -> None:
+        self.made: list[bytes] | None = None
+        self.reused: list[bytes] = []
 
 
 def _opens(secret: bytes, recorded: DecisionInput) -> bool:

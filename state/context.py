@@ -41,9 +41,9 @@ MAX_FINISHED_JOURNEYS = 16
 #: Sent actions are kept while a contact policy or the attribution window still needs
 #: them (caps bound how many that is); this guards memory under a playbook without caps.
 MAX_ACTIONS = 512
-#: Keys kept for each device of a customer (its last logins'): a forward sealed at the
-#: login before the latest may still be on its way.
-MAX_DEVICE_KEYS = 2
+#: Keys kept for each device of a customer (its last logins', and those a device made
+#: anew after crashes): a forward sealed under an earlier one may still be on its way.
+MAX_DEVICE_KEYS = 4
 
 #: Property keys that tie interactions to one matter (a transfer, an order...).
 #: The first one present on an event becomes the interaction's `ref`.

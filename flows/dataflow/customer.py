@@ -75,8 +75,6 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             from_snapshot(resume_state) if resume_state is not None else None
         )
         self._rollback = _Rollback(resume_state)
-        if step.keys_made is None:  # (one step serves every customer of the worker)
-            step.keys_made = []
         #: A deadline whose wake failed: not asked for again (a timer would loop on it).
         self._failed_due: float | None = None
 
@@ -94,8 +92,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         ctx = self._ctx
         rollback = self._rollback
         since = rollback.since
-        made = step.keys_made
-        assert made is not None
+        made = step.keys_made()
         for key, event, _stamp in values:
             folded_before = -1 if ctx is None else ctx.events
             try:
@@ -160,10 +157,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             try:
                 with self._models_lock:
                     released += self._step.release(self._ctx)  # no answer will come now
+                    self._settled()
             except Exception as exc:  # what waited never stops the flow either
                 self._failed("what waited for a login's answer", exc)
-            else:
-                self._settled()
         outputs, discard = self._wake(clock.at_end())
         outputs = [*released, *outputs]
         if self._ctx is not None:
@@ -195,28 +191,25 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         try:
             with self._models_lock:
                 outputs: list[StepOutput] = list(self._step.on_time(self._ctx, now))
+                if outputs or self._step.keys_made():  # (most wakes change nothing)
+                    self._settled()
         except Exception as exc:  # a timer never stops the flow either
             self._failed_due = self._step.next_deadline(self._ctx)
             self._failed("a customer's timer", exc)
             return [], self._ctx is None
-        if outputs or self._step.keys_made:  # (time changed it: most wakes change nothing)
-            self._settled()
         self._account(0, outputs)
         return outputs, False
 
     def _settled(self) -> None:
         """What time did to the context (outside any event: a timer, the input's end) is
         where a rollback starts from, with the keys it made."""
-        made = self._step.keys_made
-        assert made is not None
-        made.clear()
+        self._step.keys_made().clear()
         self._rollback.saved(None if self._ctx is None else to_snapshot(self._ctx))
 
     def _failed(self, what: str, exc: Exception) -> None:
-        made = self._step.keys_made
-        assert made is not None
-        made.clear()  # (the failed call's)
-        self._ctx = self._rollback.restore(self._step)
+        with self._models_lock:
+            self._step.keys_made().clear()  # (the failed call's)
+            self._ctx = self._rollback.restore(self._step)
         metrics.DEAD_LETTERS.labels("fold_failed").inc()
         logger.warning("%s failed (%s); the context is kept as before", what, type(exc).__name__)
 
@@ -266,8 +259,7 @@ class _Rollback:
     def restore(self, step: CustomerStep) -> CustomerContext | None:
         ctx = from_snapshot(self._state) if self._state is not None else None
         kept: list[tuple[str, Event]] = []
-        made = step.keys_made
-        assert made is not None
+        made = step.keys_made()
         with step.reusing(self.keys):
             for key, event in self.since:
                 try:

@@ -12,7 +12,7 @@ from operators.identity import LoopSeal
 from operators.sealing import SECRET_BYTES
 from schemas.codec import BadInput
 from schemas.event import Event
-from state.context import DEFAULT_REDELIVERY_HORIZON, CustomerContext
+from state.context import DEFAULT_REDELIVERY_HORIZON, CustomerContext, from_snapshot, to_snapshot
 from tests.helpers import default_playbook, ev
 
 DEVICE = "anon:laptop-1"
@@ -362,3 +362,30 @@ def test_an_erased_customers_devices_are_erased_by_records_that_name_nobody():
     forged = msgspec.structs.replace(device_erase, signature="1" * 64)
     with pytest.raises(BadInput):
         step.on_event("", None, forged)
+
+
+def test_a_device_resumed_from_before_its_login_seals_under_a_key_its_customer_learns():
+    """A crash took the device back to before the login, while the customer kept the
+    merge it had absorbed: the replayed login makes the device a new key, and it answers
+    the request again under the merge's id. That copy is a redelivery, but its key is
+    kept, so the device's later forwards still open."""
+    step = CustomerStep(default_playbook())
+    visitor, _ = step.on_event(DEVICE, None, laptop_page(0, "phones"))
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    ctx, outputs = step.on_event("cust-1", None, login)
+    request = only(outputs, "handover_request")
+    assert visitor is not None
+    before = to_snapshot(visitor)  # the device's state at the snapshot resumed from
+    alias, _ = step.on_event(DEVICE, from_snapshot(before), login)
+    _alias, outputs = step.on_event(DEVICE, alias, request)
+    assert ctx is not None
+    step.on_event("cust-1", ctx, only(outputs, "profile_merge"))
+    # The crash: the device is back to before the login, which it folds again.
+    replayed, _ = step.on_event(DEVICE, from_snapshot(before), login)
+    replayed, outputs = step.on_event(DEVICE, replayed, request)
+    again = only(outputs, "profile_merge")
+    assert replayed is not None and replayed.forward_key != _alias.forward_key
+    assert step.on_event("cust-1", ctx, again) == (ctx, [])  # a redelivery...
+    _replayed, outputs = step.on_event(DEVICE, replayed, laptop_page(2))
+    step.on_event("cust-1", ctx, only(outputs, "forward"))
+    assert ctx.touchpoints.get("deals") == 1  # ...whose key opens what the device sends now

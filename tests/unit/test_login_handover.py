@@ -377,14 +377,14 @@ def test_a_device_resumed_from_before_its_login_seals_under_a_key_its_customer_l
     assert visitor is not None
     before = to_snapshot(visitor)  # the device's state at the snapshot resumed from
     alias, _ = step.on_event(DEVICE, from_snapshot(before), login)
-    _alias, outputs = step.on_event(DEVICE, alias, request)
-    assert ctx is not None
+    first, outputs = step.on_event(DEVICE, alias, request)
+    assert ctx is not None and first is not None
     step.on_event("cust-1", ctx, only(outputs, "profile_merge"))
     # The crash: the device is back to before the login, which it folds again.
     replayed, _ = step.on_event(DEVICE, from_snapshot(before), login)
     replayed, outputs = step.on_event(DEVICE, replayed, request)
     again = only(outputs, "profile_merge")
-    assert replayed is not None and replayed.forward_key != _alias.forward_key
+    assert replayed is not None and replayed.forward_key != first.forward_key
     assert step.on_event("cust-1", ctx, again) == (ctx, [])  # a redelivery...
     _replayed, outputs = step.on_event(DEVICE, replayed, laptop_page(2))
     step.on_event("cust-1", ctx, only(outputs, "forward"))

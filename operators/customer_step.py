@@ -386,6 +386,7 @@ class CustomerStep:
         device's merge too: it came round after what waits), unless the wait has lasted
         MERGE_WAIT of the customer's time or MAX_HELD events."""
         ts = event.ts.timestamp()
+        known = recall(ctx, event.event_id, ts, self._horizon)
         if event.type == "profile_merge":
             opened = self._opened(ctx, event)
             if opened is None:
@@ -398,9 +399,8 @@ class CustomerStep:
                 held = self._stop_waiting(ctx)
                 ctx, outputs = self._merge(key, ctx, event, ts, opened)
                 return self._replay(key, ctx, held, outputs)
-            if recall(ctx, event.event_id, ts, self._horizon) is None:
+            if known is None:
                 return self._merge(key, ctx, event, ts, opened)  # a copy: its key, no more
-        known = recall(ctx, event.event_id, ts, self._horizon)
         if not known:  # a redelivery, or too old to tell: as it would be without the wait
             return self._not_folded(ctx, event, ts, known)
         if any(w.event_id == event.event_id and w.forward == event.forward for w in ctx.held):

@@ -36,7 +36,7 @@ import msgspec
 from operators import sealing
 from operators.decide import DecisionMaker, erased_reply
 from operators.identity import LoopSeal, instance_name, pseudonym, visitor_key
-from operators.ids import derived_event_id, transition_id
+from operators.ids import decision_id, derived_event_id, transition_id
 from operators.journeys import JourneyTracker
 from operators.models import (
     INTENT,
@@ -628,25 +628,44 @@ class CustomerStep:
             outputs.append(published)
             ctx.intent = published.intent
             return published
-        if not ranked:
+        intent = self._lost_intent_change(ctx, ts)
+        if intent is None:
+            if not ranked:
+                return None
+            intent, confidence = ranked[0]
+            margin = confidence - (ranked[1][1] if len(ranked) > 1 else 0.0)
+            if intent == ctx.intent or confidence < INTENT_CONFIDENCE or margin < INTENT_MARGIN:
+                return None
+        else:
+            confidence = dict(ranked).get(intent, 0.0)
+            margin = confidence - max((p for i, p in ranked if i != intent), default=0.0)
+        change = IntentTransition(
+            transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
+            customer=ctx.pseudonym,
+            intent=intent,
+            previous_intent=ctx.intent,
+            confidence=round(confidence, 4),
+            margin=round(margin, 4),
+            at=event.ts,
+            trigger_event_id=event.event_id,
+            model_version=predictors.version(),
+        )
+        outputs.append(change)
+        ctx.intent = intent
+        return change
+
+    def _lost_intent_change(self, ctx: CustomerContext, ts: float) -> str | None:
+        """The intent that the run before a crash announced on this event, where only the
+        decision it led to was published (a crash can fall between the producer's batches
+        for two topics): the change is announced again, whatever the models say now, so
+        that the decision is repeated and the context follows it."""
+        published = self.published
+        if published is None or not published.decided_on_intent(ctx.pseudonym):
             return None
-        intent, confidence = ranked[0]
-        margin = confidence - (ranked[1][1] if len(ranked) > 1 else 0.0)
-        if intent != ctx.intent and confidence >= INTENT_CONFIDENCE and margin >= INTENT_MARGIN:
-            change = IntentTransition(
-                transition_id=transition_id(ctx.key, "intent", intent, "changed", "", ts),
-                customer=ctx.pseudonym,
-                intent=intent,
-                previous_intent=ctx.intent,
-                confidence=round(confidence, 4),
-                margin=round(margin, 4),
-                at=event.ts,
-                trigger_event_id=event.event_id,
-                model_version=predictors.version(),
-            )
-            outputs.append(change)
-            ctx.intent = intent
-            return change
+        for intent in self.playbook.intents:
+            change_id = transition_id(ctx.key, "intent", intent, "changed", "", ts)
+            if published.decision(decision_id(ctx.key, change_id, ts)) is not None:
+                return intent
         return None
 
     def _propensity_example(

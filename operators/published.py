@@ -36,6 +36,8 @@ class Published:
     def __init__(self) -> None:
         self._decisions: dict[str, PublishedDecision] = {}
         self._intents: dict[tuple[str, str], IntentTransition] = {}
+        #: Customers (pseudonyms) with a published decision on an intent change.
+        self._intent_decided: set[str] = set()
         self._past = False
 
     def add(self, record: Decision | Action | DecisionInput | IntentTransition) -> None:
@@ -47,6 +49,8 @@ class Published:
         fact = self._decisions.setdefault(record.decision_id, PublishedDecision())
         if isinstance(record, Decision):
             fact.decision = fact.decision or record
+            if record.trigger_type == "intent_changed":
+                self._intent_decided.add(record.customer)
         elif isinstance(record, Action):
             fact.action = fact.action or record
         else:
@@ -58,6 +62,11 @@ class Published:
     def intent_change(self, customer: str, event_id: str) -> IntentTransition | None:
         """The intent change announced on this customer's (pseudonym's) event, if one was."""
         return self._intents.get((customer, event_id))
+
+    def decided_on_intent(self, customer: str) -> bool:
+        """Whether a decision on an intent change of this customer (pseudonym) was
+        published: the change itself may have been lost in the crash (another topic)."""
+        return customer in self._intent_decided
 
     def went_past(self) -> None:
         """A decision was made that the run before had not published: the replay has

@@ -37,7 +37,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Delete the topics the session created: a broker kept between runs (the working
     copy's, or a cluster named by KAFKA_BOOTSTRAP_SERVERS) would otherwise gather
     thousands of partitions, and a broker with ~20,000 took longer to start than
-    `scripts/kafka up` waits."""
+    `scripts/kafka up` waits. A session with a failure keeps them, to be read."""
+    if session.testsfailed:
+        kept = [prefix for prefixes in _CREATED.values() for prefix in prefixes]
+        print(f"\ntest topics kept after a failure: {len(kept)} prefixes", file=sys.stderr)
+        return
     for servers, prefixes in _CREATED.items():
         try:
             admin = KafkaAdminClient(bootstrap_servers=servers)

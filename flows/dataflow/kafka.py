@@ -35,6 +35,7 @@ from flows.runtime.published import read_published
 from flows.runtime.recovery_store import (
     UnusableRecoveryFolder,
     check,
+    drop_abandoned,
     earlier_start,
     forget_start,
     hold,
@@ -206,6 +207,7 @@ def _resume(
     resuming = recovery.is_dir() and any(recovery.iterdir())
     if resuming:
         check(recovery)  # one sentence, not bytewax's panic
+        drop_abandoned(recovery)  # a crashed run's epochs, which this run runs again
         resuming = holds_snapshots(recovery)
     ceilings = None
     if resuming and process is None:

@@ -17,6 +17,13 @@ tombstone names nobody.
 It needs the store to itself: `wayfinder run` scrubs before it resumes and after it
 ends; a Kafka deployment runs `wayfinder scrub-recovery DIR` while the flow is
 stopped (between a stop and a restart, as a deployment does anyway).
+
+`drop_abandoned` drops what a crashed run snapshotted at or after the epoch the next
+run resumes from. bytewax keeps those rows, and a resume reads each key's latest row
+before its epoch, whichever run wrote it: the resumed run cuts its epochs elsewhere,
+so a key it changed once before such an epoch and not since would come back, at a
+later resume, as the crashed run had it (a customer's key made twice: the vault holds
+the second, the state the first, and what is sealed under it never opens again).
 """
 
 import fcntl
@@ -142,38 +149,61 @@ def check(directory: Path) -> None:
 def scrub(directory: Path) -> int:
     """Drop the snapshots of erased keys from every partition of a recovery folder and
     rewrite the files without freed pages; returns how many snapshots were dropped."""
-    parts = [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]
+    parts = _stores(directory)
+    resume = _resume_epoch(parts)
+    erased = None if resume is None else _last_erasure(parts, resume)
+    if erased is None:
+        return 0
+    return _delete(parts, _DROP, {"resume": resume, "erased": erased}, rewrite=True)
+
+
+def drop_abandoned(directory: Path) -> int:
+    """Drop the snapshots of epochs the run that resumes from this folder runs again (a
+    crashed run's, from at or after the resume epoch); returns how many. Called before
+    the run starts: in a cluster every process calls it before connecting, and no
+    process snapshots anything before all have connected."""
+    parts = _stores(directory)
     resume = _resume_epoch(parts)
     if resume is None:
         return 0
-    erased = _last_erasure(parts, resume)
-    if erased is None:
-        return 0
+    return _delete(parts, "DELETE FROM snaps WHERE snap_epoch >= :resume", {"resume": resume})
+
+
+def _delete(
+    parts: list[Path], statement: str, params: dict[str, int | None], *, rewrite: bool = False
+) -> int:
+    """Delete rows from each partition with SQLite's secure deletion on (`rewrite`: and
+    rewrite the file, so no freed page keeps old bytes); returns how many."""
     dropped = 0
     for part in parts:
         db = sqlite3.connect(part, timeout=30.0, isolation_level=None)
         try:
             db.execute("PRAGMA secure_delete = ON")
-            dropped += db.execute(_DROP, {"resume": resume, "erased": erased}).rowcount
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")  # a new file: no freed page keeps old bytes
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            dropped += db.execute(statement, params).rowcount
+            if rewrite:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                db.execute("VACUUM")  # a new file
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             db.close()
     return dropped
 
 
 def holds_snapshots(directory: Path) -> bool:
-    """Whether a run would resume from this folder's snapshots."""
-    parts = [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]
-    return _resume_epoch(parts) is not None
+    """Whether a run would resume from this folder's snapshots: a run before took one
+    (its workers said how far they had got)."""
+    for part in _stores(directory):
+        with closing(sqlite3.connect(part, timeout=30.0)) as db:
+            if db.execute("SELECT 1 FROM fronts LIMIT 1").fetchone():
+                return True
+    return False
 
 
 def resumed_snapshots(directory: Path, step: str) -> list[object]:
     """What one step's logics resume from in a run that starts from this folder: each
     key's latest snapshot before the resume epoch, as the step wrote it (none: nothing
     to resume). `step`: the step's name, without the flow's."""
-    parts = [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]
+    parts = _stores(directory)
     resume = _resume_epoch(parts)
     if resume is None:
         return []
@@ -192,6 +222,11 @@ def resumed_snapshots(directory: Path, step: str) -> list[object]:
     return [pickle.loads(change) for _epoch, change in latest.values() if change is not None]
 
 
+def _stores(directory: Path) -> list[Path]:
+    """The folder's recovery partitions (files that are not are left alone)."""
+    return [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]
+
+
 def _is_store(part: Path) -> bool:
     """Whether a file is a bytewax recovery partition with its tables."""
     try:
@@ -199,20 +234,31 @@ def _is_store(part: Path) -> bool:
             names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError:  # not a database, or a damaged one
         return False
-    return {"snaps", "fronts"} <= names
+    return {"snaps", "fronts", "exs"} <= names
 
 
 def _resume_epoch(parts: list[Path]) -> int | None:
-    """The epoch a resume starts from: the lowest frontier of the workers of the latest
-    execution (every snapshot before it is complete, and is all a resume reads)."""
-    fronts: list[tuple[int, int]] = []
+    """The epoch a resume starts from, as bytewax computes it: the lowest frontier of the
+    workers of the latest execution, a worker that wrote none counting at the epoch
+    that execution resumed from (every snapshot before it is complete, and is all a
+    resume reads)."""
+    executions: dict[int, tuple[int, int]] = {}  # number: (workers, resume epoch)
+    fronts: dict[tuple[int, int], int] = {}  # (execution, worker): frontier
     for part in parts:
         with closing(sqlite3.connect(part, timeout=30.0)) as db:
-            fronts += db.execute("SELECT ex_num, worker_frontier FROM fronts").fetchall()
-    if not fronts:
+            for ex, workers, resume in db.execute(
+                "SELECT ex_num, worker_count, resume_epoch FROM exs"
+            ):
+                executions[ex] = (workers, resume)
+            for ex, worker, frontier in db.execute(
+                "SELECT ex_num, worker_index, worker_frontier FROM fronts"
+            ):
+                fronts[ex, worker] = max(frontier, fronts.get((ex, worker), frontier))
+    if not executions:
         return None
-    latest = max(ex for ex, _frontier in fronts)
-    return min(frontier for ex, frontier in fronts if ex == latest)
+    latest = max(executions)
+    workers, resume = executions[latest]
+    return min(max(resume, fronts.get((latest, w), resume)) for w in range(workers))
 
 
 def _last_erasure(parts: list[Path], resume: int) -> int | None:

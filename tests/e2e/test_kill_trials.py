@@ -40,6 +40,19 @@ def final_contexts(recovery: Path) -> dict[str, bytes]:
     """Each customer's last snapshot in a bytewax recovery folder (erased: none), with
     the customer's key left out (every run makes its customers' keys anew; a resumed run
     keeps those of its snapshots)."""
+    return {key: _keyless(change) for key, change in _latest(recovery).items()}
+
+
+def final_keys(recovery: Path) -> dict[str, bytes]:
+    """Each customer's key in their last snapshot, by state key (none made: left out)."""
+    contexts = (
+        (key, from_snapshot(pickle.loads(change))) for key, change in _latest(recovery).items()
+    )
+    return {key: ctx.secret for key, ctx in contexts if ctx.secret}
+
+
+def _latest(recovery: Path) -> dict[str, bytes]:
+    """Each customer's last snapshot row (erased: none), as bytewax pickled it."""
     latest: dict[str, tuple[int, bytes | None]] = {}
     for part in sorted(recovery.glob("part-*.sqlite3")):
         with sqlite3.connect(part) as db:
@@ -50,7 +63,7 @@ def final_contexts(recovery: Path) -> dict[str, bytes]:
         for key, epoch, change in rows:
             if key not in latest or epoch > latest[key][0]:
                 latest[key] = (epoch, change)
-    return {key: _keyless(change) for key, (_epoch, change) in latest.items() if change is not None}
+    return {key: change for key, (_epoch, change) in latest.items() if change is not None}
 
 
 def _keyless(change: bytes) -> bytes:

@@ -39,9 +39,10 @@ from flows.runtime.settings import KafkaSettings
 from operators.models import INTENT, NEXT_STEP
 from operators.rerun import RerunError
 from state.context import from_snapshot
+from state.key_vault import VaultReader
 from tests.conftest import fresh_topics, kafka_env
 from tests.e2e.cli import REPO, WAYFINDER, wayfinder
-from tests.e2e.test_kill_trials import final_contexts
+from tests.e2e.test_kill_trials import final_contexts, final_keys
 from tests.flow_helpers import opened_inputs
 from tests.integration.test_determinism_kafka import outputs
 from tests.integration.test_loop_kafka import keyed
@@ -201,7 +202,14 @@ def _assert_lost_and_doubled_nothing(
     straight_recovery: Path,
 ) -> None:
     """What the trials wrote against what the uninterrupted run wrote (`want`): the
-    module's list."""
+    module's list, and the key vault holding each customer's key as their state does."""
+    vault = VaultReader(trials.key_vault or Path())
+    try:
+        keys = final_keys(recovery)
+        differ = [key for key, secret in keys.items() if vault.secret(key) != secret]
+    finally:
+        vault.close()
+    assert keys and not differ, f"{len(differ)} of {len(keys)} keys are not the vault's"
     got = _written(trials)
     for topic, records in got.items():
         field = _ID_FIELDS.get(topic if not topic.startswith("actions.") else "actions")

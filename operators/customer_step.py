@@ -66,6 +66,7 @@ from state.context import (
     DEFAULT_REDELIVERY_HORIZON,
     MAX_DEVICE_KEYS,
     MAX_SEEN,
+    MAX_UNOPENED,
     CustomerContext,
     Handed,
     Seen,
@@ -537,8 +538,7 @@ class CustomerStep:
     ) -> tuple[CustomerContext | None, list[Output]]:
         """A device's event, forwarded to this customer: opened with the key the device
         handed over, and folded as the customer's. One that no key this customer holds
-        opens was sealed under a device key lost in a crash (the device's replayed
-        events come again under the new one), or for a customer erased since: dropped."""
+        opens waits for the merge that hands the key over (`_await_key`)."""
         forward = record.forward
         assert forward is not None  # validated at decode
         body = forward.event
@@ -550,15 +550,52 @@ class CustomerStep:
                 except sealing.Unreadable:
                     continue
             else:
-                return ctx, []
+                return ctx, self._await_key(ctx, record)
         try:
             event = _FORWARDED.decode(body)
         except msgspec.MsgspecError as exc:
             raise BadInput("invalid_event", f"a forwarded event: {exc}") from None
         if event.anonymous_id is None or event.to is not None:
             raise BadInput("invalid_event", "a forwarded event that is no device's")
+        if ctx.unopened:  # copies sealed under a key lost in a crash: this one stands
+            ctx.unopened = [w for w in ctx.unopened if w.event_id != record.event_id]
         event = msgspec.structs.replace(event, customer_id=ctx.key)
         return self._on_event(ctx.key, ctx, event)
+
+    def _await_key(self, ctx: CustomerContext, record: Event) -> list[Output]:
+        """Keep a forward no key here opens until its device's key comes (`_merge`): when
+        the loop lags behind the input, a device's events can come round before the
+        merge that hands it over. One whose event was folded already (a copy sealed
+        under a key lost in a crash) is dropped; more than MAX_UNOPENED is refused."""
+        if recall(ctx, record.event_id, record.ts.timestamp(), self._horizon) is None:
+            return []
+        waiting = ctx.unopened
+        if any(w.event_id == record.event_id and w.forward == record.forward for w in waiting):
+            return []  # a redelivery of one that waits
+        if len(waiting) >= MAX_UNOPENED:
+            raise BadInput(
+                "no_key",
+                f"a device's forward that no key of its customer opens, with {MAX_UNOPENED} "
+                "waiting for their device's key already",
+            )
+        waiting.append(record)
+        return []
+
+    def _open_waiting(self, ctx: CustomerContext, source: str) -> list[Output]:
+        """Fold the forwards of device `source` that waited for the key it has just
+        handed over, in the order they came (those it does not open wait on)."""
+        waiting = [w for w in ctx.unopened if w.forward is not None and w.forward.source == source]
+        if not waiting:
+            return []
+        ctx.unopened = [w for w in ctx.unopened if w not in waiting]
+        outputs: list[Output] = []
+        for record in waiting:
+            try:
+                _ctx, more = self._forwarded(ctx, record)
+            except BadInput:  # refused now (stale by the time its key came): left out
+                continue
+            outputs += more
+        return outputs
 
     # ------------------------------------------------------------------ models
     def _learn_and_predict(
@@ -819,9 +856,13 @@ class CustomerStep:
             if ctx.handed is not None and ctx.handed.login_id == login_id:
                 return ctx, []  # its request came first (the order of a resumed run)
             # A device that logged in before: it has nothing more to hand over, and keeps
-            # what it handed then for that login's request.
-            ctx.alias_to = customer
-            ctx.forward_key = self._new_key()
+            # what it handed then for that login's request. Logged in as another customer,
+            # it seals under a new key, which only that customer is handed; as the same
+            # one, under the same key (the earlier login's answer may come round after
+            # this one, and the forwards sealed under it since with it).
+            if customer != ctx.alias_to or not ctx.forward_key:
+                ctx.alias_to = customer
+                ctx.forward_key = self._new_key()
             ctx.last_seen = max(ts, ctx.last_seen)
             return ctx, []
         outputs: list[Output] = []
@@ -950,15 +991,27 @@ class CustomerStep:
             opened = self._opened(ctx, event)
             if opened is None:  # superseded (sealed to a key this customer no longer has)
                 return ctx, []
+        merge = event.merge
+        assert merge is not None  # validated at decode
+        keyed = False
         if opened:
             device_key, opened = opened[: sealing.SECRET_BYTES], opened[sealing.SECRET_BYTES :]
-            merge = event.merge
-            assert merge is not None  # validated at decode
             if any(device_key):
                 keys = ctx.device_keys.setdefault(merge.source, [])
                 if device_key not in keys:
                     keys.append(device_key)
                     del keys[:-MAX_DEVICE_KEYS]
+                    keyed = True
+        ctx, outputs = self._handed_over(ctx, event, ts, known, opened)
+        if keyed and ctx.unopened:
+            outputs += self._open_waiting(ctx, merge.source)
+        return ctx, outputs
+
+    def _handed_over(
+        self, ctx: CustomerContext, event: Event, ts: float, known: bytes | None, opened: bytes
+    ) -> tuple[CustomerContext, list[Output]]:
+        """What a merge's visitor context (`opened`, without the device's key) brings the
+        customer: nothing for a redelivery (`known` None) or a device with no history."""
         if known is None:
             # A redelivery: only its key may be new. A device resumed after a crash
             # from before its login made a new key, and answers under the merge's id

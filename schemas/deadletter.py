@@ -27,6 +27,7 @@ DeadLetterReason = Literal[
     "unknown_channel",
     "forged",
     "stale",
+    "no_key",
     "fold_failed",
     "undeliverable",
 ]

@@ -44,6 +44,8 @@ MAX_ACTIONS = 512
 #: Keys kept for each device of a customer (its last logins', and those a device made
 #: anew after crashes): a forward sealed under an earlier one may still be on its way.
 MAX_DEVICE_KEYS = 4
+#: Forwards kept waiting for their device's key, at most (one more is a dead letter).
+MAX_UNOPENED = 256
 
 #: Property keys that tie interactions to one matter (a transfer, an order...).
 #: The first one present on an event becomes the interaction's `ref`.
@@ -256,6 +258,11 @@ class CustomerContext(Struct):
     #: The keys this customer's devices seal their forwarded events under, by device
     #: pseudonym, latest last (`MAX_DEVICE_KEYS`): never in a copy of the context.
     device_keys: dict[str, list[bytes]] = {}
+    #: Forwarded events that no key here opens yet, in arrival order: a device forwards
+    #: as soon as it has identified, and when the loop lags behind the input (a cluster
+    #: reading a backlog) its events can come round before the merge that hands over its
+    #: key (`MAX_UNOPENED`): never in a copy of the context.
+    unopened: list[Event] = []
 
 
 def new_context(key: str, event: Event, pseudonym: str) -> CustomerContext:
@@ -527,9 +534,16 @@ def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
         or ctx.handed is not None
         or ctx.forward_key
         or ctx.device_keys
+        or ctx.unopened
     ):
         ctx = msgspec.structs.replace(
-            ctx, seen=Seen(), secret=b"", handed=None, forward_key=b"", device_keys={}
+            ctx,
+            seen=Seen(),
+            secret=b"",
+            handed=None,
+            forward_key=b"",
+            device_keys={},
+            unopened=[],
         )
     return _SNAPSHOT_ENCODER.encode(ctx)
 

@@ -140,6 +140,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 and ctx.alias_to is None
                 and kind_of_event not in _NOT_FOLDED
                 and not (ctx.held and ctx.held[-1] is event)  # it waits for a login's answer
+                and not (ctx.unopened and ctx.unopened[-1] is event)  # ... or for a key
             ):
                 metrics.DUPLICATE_EVENTS.inc()
         return ctx

@@ -323,11 +323,12 @@ def test_a_device_forwards_its_events_sealed_and_addressed_by_pseudonym():
     assert ctx.touchpoints.get("secret-deals") == 1
 
 
-def test_a_forward_no_key_of_the_customer_opens_is_dropped_and_a_forged_one_refused():
+def test_a_forward_no_key_of_the_customer_opens_waits_and_a_forged_one_is_refused():
     """A forward sealed under a device key lost in a crash (the device made a new one
-    at its replayed login) opens under no key the customer holds: dropped, and the
-    replayed copy under the new key is folded. A forward Wayfinder did not sign, or one
-    re-addressed to another customer, is refused."""
+    at its replayed login) opens under no key the customer holds: it waits, and the
+    replayed copy under the new key is folded in its place (and a copy that comes after
+    it is dropped). A forward Wayfinder did not sign, or one re-addressed to another
+    customer, is refused."""
     step = CustomerStep(default_playbook(), seal=LoopSeal(b"the-deployment-secret"))
     ctx, alias = linked(step)
     lost = msgspec.structs.replace(alias, forward_key=b"\x07" * SECRET_BYTES)
@@ -335,10 +336,11 @@ def test_a_forward_no_key_of_the_customer_opens_is_dropped_and_a_forged_one_refu
     _lost, outputs = step.on_event(DEVICE, lost, page)
     unopenable = only(outputs, "forward")
     assert step.on_event("cust-1", ctx, unopenable) == (ctx, [])
-    assert "deals" not in ctx.touchpoints
+    assert "deals" not in ctx.touchpoints and ctx.unopened == [unopenable]
     _alias, outputs = step.on_event(DEVICE, alias, page)
     step.on_event("cust-1", ctx, only(outputs, "forward"))
-    assert ctx.touchpoints.get("deals") == 1
+    assert ctx.touchpoints.get("deals") == 1 and not ctx.unopened
+    assert step.on_event("cust-1", ctx, unopenable) == (ctx, []) and not ctx.unopened
     forged = msgspec.structs.replace(unopenable, signature="0" * 64)
     with pytest.raises(BadInput) as refused:
         step.on_event("cust-1", ctx, forged)
@@ -347,6 +349,32 @@ def test_a_forward_no_key_of_the_customer_opens_is_dropped_and_a_forged_one_refu
     moved = msgspec.structs.replace(unopenable, to=step.pseudonym_of("cust-2"))
     with pytest.raises(BadInput):
         step.on_event("cust-2", stranger, moved)
+
+
+def test_a_devices_events_that_come_round_before_its_key_wait_for_the_merge():
+    """A device forwards as soon as its login is folded; when the loop lags behind the
+    input (a cluster reading a backlog), its events can reach the customer after the
+    customer stopped waiting for the device's answer and before that answer: they wait
+    for the key the answer hands over, and are folded when it comes."""
+    step = CustomerStep(default_playbook())
+    visitor, _ = step.on_event(DEVICE, None, laptop_page(0, "phones"))
+    login = ev("identify", "web", minutes=1, anon="laptop-1")
+    ctx, outputs = step.on_event("cust-1", None, login)
+    request = only(outputs, "handover_request")
+    alias, _ = step.on_event(DEVICE, visitor, login)
+    assert ctx is not None and alias is not None
+    _alias, outputs = step.on_event(DEVICE, alias, laptop_page(2))
+    forward = only(outputs, "forward")
+    later = ev("page_view", "app", minutes=MERGE_WAIT / 60 + 5)  # the wait is over
+    ctx, _ = step.on_event("cust-1", ctx, later)
+    assert ctx is not None and not waiting(ctx)
+    assert step.on_event("cust-1", ctx, forward) == (ctx, [])
+    assert ctx.unopened == [forward] and "deals" not in ctx.touchpoints
+    assert not from_snapshot(to_snapshot(ctx, copy=True)).unopened  # never in a copy
+    _alias, outputs = step.on_event(DEVICE, alias, request)
+    step.on_event("cust-1", ctx, only(outputs, "profile_merge"))
+    assert ctx.touchpoints.get("deals") == 1 and ctx.touchpoints.get("phones") == 1
+    assert not ctx.unopened
 
 
 def test_an_erased_customers_devices_are_erased_by_records_that_name_nobody():

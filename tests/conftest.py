@@ -13,6 +13,9 @@ from kafka.errors import KafkaError
 #: The deployment secret every run in the suite uses (the Kafka flow refuses to start
 #: without one); set before any module reads it, and passed on to the CLI's processes.
 os.environ.setdefault("WAYFINDER_STATE_KEY_SECRET", "wayfinder-test-suite-secret")
+#: Each Kafka process the suite starts serves its metrics on a port the system picks:
+#: many run at once (a test that reads an endpoint names its own port).
+os.environ.setdefault("WAYFINDER_METRICS_PORT", "0")
 
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import ensure_topics

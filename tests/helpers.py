@@ -2,6 +2,8 @@
 
 import base64
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -331,3 +333,14 @@ def hostile_records(customer: str, device: str, at: datetime) -> list[tuple[byte
         (b"\x00\x01\x02", "malformed_json"),
         (record(event_id="h-list", properties={"n": [1]}), "invalid_event"),
     ]
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
+    """A GET's status and body; status 0 when nothing serves there (yet, or any more)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+    except OSError:
+        return 0, ""

@@ -24,6 +24,7 @@ from flows.cli.options import (
 
 if TYPE_CHECKING:
     from flows.dataflow.flow import Challenger
+    from flows.runtime.metrics_endpoint import MetricsEndpoint
     from flows.runtime.runner import RecoveryOptions, RunSummary
     from operators.playbook import CompiledPlaybook
 
@@ -60,7 +61,7 @@ def _run_kafka(
     args: argparse.Namespace, console: Console, playbook: CompiledPlaybook
 ) -> RunSummary:
     from flows.dataflow.execute import execute
-    from flows.dataflow.kafka import kafka_flow
+    from flows.dataflow.kafka import kafka_flow, serve_metrics
     from flows.dataflow.stopping import StopRequest
     from flows.runtime.kafka_check import check_connection
     from flows.runtime.runner import run_with_progress
@@ -83,6 +84,7 @@ def _run_kafka(
     flow = kafka_flow(
         settings, playbook=playbook, stop=stop, recovery=args.recovery_dir, workers=args.workers
     )
+    serve_metrics(settings, port=args.metrics_port)
     summary = run_with_progress(
         lambda: execute(flow, workers=args.workers, recovery=_recovery(args)),
         console=console,
@@ -169,13 +171,18 @@ def _run_embedded(
         challenger=challenger,
         decision_inputs=not args.no_decision_inputs,
     )
-    summary = run_with_progress(
-        lambda: execute(flow, workers=args.workers, recovery=recovery),
-        console=console,
-        title=title,
-        span=source.span(),
-        progress=not args.no_progress,
-    )
+    endpoint = _serve_embedded(args.metrics_port)
+    try:
+        summary = run_with_progress(
+            lambda: execute(flow, workers=args.workers, recovery=recovery),
+            console=console,
+            title=title,
+            span=source.span(),
+            progress=not args.no_progress,
+        )
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     written: dict[str, Path] = dict(written_topics(out, playbook.channels))
     cmap = contact_map(out)
     written.update(write_end_files(out, models, cmap))
@@ -190,6 +197,20 @@ def _run_embedded(
     summary.outputs = {name: str(path) for name, path in written.items()}
     write_summary(out, summary)
     return summary
+
+
+def _serve_embedded(port: int | None) -> MetricsEndpoint | None:
+    """The embedded run's endpoint, when asked for (a demo's live graphs)."""
+    if port is None:
+        return None
+    import os
+
+    from flows.runtime.metrics_endpoint import always_ready, serve
+    from flows.runtime.settings import metrics_settings
+
+    where = metrics_settings({**os.environ, "WAYFINDER_METRICS_PORT": str(port)})
+    assert where is not None  # (a port was given)
+    return serve(where.address, where.port, ready=always_ready)
 
 
 def _shadow_report(
@@ -239,6 +260,14 @@ def register(sub: Subcommands) -> None:
         "--workers", type=positive_int, default=1, help="bytewax workers in this process"
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics (and /livez, /readyz) on this port while the run lasts, on "
+        "WAYFINDER_METRICS_ADDRESS (loopback by default); embedded runs serve none without "
+        "it, --kafka serves on WAYFINDER_METRICS_PORT (9464) without it",
+    )
     run.add_argument(
         "--challenger",
         type=Path,

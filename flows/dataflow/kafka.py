@@ -31,6 +31,7 @@ from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
 from flows.runtime.balance import ClusterBalance
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
+from flows.runtime.metrics_endpoint import MetricsEndpoint, kafka_readiness, serve
 from flows.runtime.published import read_published
 from flows.runtime.recovery_store import (
     UnusableRecoveryFolder,
@@ -51,6 +52,7 @@ from flows.runtime.settings import (
     load_compiled,
     load_default_playbook,
     max_ahead_seconds,
+    metrics_settings,
     models_catch_up_seconds,
     redelivery_horizon_seconds,
 )
@@ -290,6 +292,21 @@ def this_process(argv: Sequence[str], env: Mapping[str, str]) -> ThisProcess:
     )
 
 
+def serve_metrics(
+    settings: KafkaSettings, process: int = 0, processes: int = 1, *, port: int | None = None
+) -> MetricsEndpoint | None:
+    """This process's metrics endpoint (WAYFINDER_METRICS_*, or `port`), ready once
+    caught up with the events topic; None when it is off."""
+    env = dict(os.environ)
+    if port is not None:
+        env["WAYFINDER_METRICS_PORT"] = str(port)
+    where = metrics_settings(env)
+    if where is None:
+        return None
+    ready = kafka_readiness(settings.topic(EVENTS), where.ready_lag)
+    return serve(where.address, where.port, process=process, processes=processes, ready=ready)
+
+
 def __getattr__(name: str) -> Dataflow:
     # `flow` is built on first access, from the environment at that moment, so
     # importing this module (the CLI does) never needs a broker or settings.
@@ -301,7 +318,7 @@ def __getattr__(name: str) -> Dataflow:
             stop.on_signals()  # SIGTERM, Ctrl-C: finish the batch, flush, snapshot, exit 0
             summarise_at_exit(f"wayfinder on Kafka {settings.bootstrap_servers}")
             here = this_process(sys.argv[1:], os.environ)
-            return kafka_flow(
+            flow = kafka_flow(
                 settings,
                 stop=stop,
                 recovery=here.recovery,
@@ -309,6 +326,8 @@ def __getattr__(name: str) -> Dataflow:
                 processes=here.processes,
                 workers=here.workers,
             )
+            serve_metrics(settings, here.process or 0, here.processes)
+            return flow
         except KafkaUnavailable as exc:  # one line, never the secret
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_KAFKA_UNAVAILABLE) from None

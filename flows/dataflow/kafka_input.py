@@ -390,6 +390,12 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             i: BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=step_id, topic=topic, partition=i)
             for i in starts
         }
+        #: Whether each partition has been read to its end since the start (readiness).
+        self._caught_up_once = {
+            i: metrics.INPUT_CAUGHT_UP.labels(topic=topic, partition=str(i)) for i in starts
+        }
+        for gauge in self._caught_up_once.values():
+            gauge.set(0)
         for index, offset in starts.items():
             clock.register((topic, index))
             ledger.read(0, index, max(offset, 0))
@@ -495,6 +501,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             self._at_end[index] = False
         for index in caught_up:
             self._at_end[index] = True
+            self._caught_up_once[index].set(1)
         # A partition at its end is caught up only once the flow's own events are back:
         # a login's merge still on its way is input to come, at an earlier event time,
         # and a watermark gone on to the wall clock would give the customer up for it.

@@ -67,6 +67,12 @@ INPUT_EVENT_TIME = Gauge(
     "Event time reached by each embedded input partition (how far a replay has got).",
     ["partition"],
 )
+INPUT_CAUGHT_UP = Gauge(
+    "wayfinder_input_caught_up",
+    "1 once this process has read a partition of the events topic to its end since it "
+    "started (then it stays 1: what was there at the start has been read).",
+    ["topic", "partition"],
+)
 ACTIONS = Counter(
     "wayfinder_actions",
     "Actions emitted, by channel, action and kind: sent (pushed), reply (an answer to a "

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from operators.identity import pseudonym
 from operators.playbook import CompiledPlaybook, compile_playbook
@@ -368,3 +369,33 @@ class TopicRetention:
             ),
             dlq_ms=_env_retention_ms(values, "WAYFINDER_DLQ_RETENTION", DEFAULT_DLQ_RETENTION),
         )
+
+
+#: Where a process serves its metrics and probes unless told otherwise.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
+DEFAULT_METRICS_PORT = 9464
+
+
+class MetricsSettings(NamedTuple):
+    """Where the metrics endpoint binds (`flows.runtime.metrics_endpoint`), and how far
+    behind the events topic a Kafka process may be and still be ready."""
+
+    address: str
+    port: int
+    ready_lag: int
+
+
+def metrics_settings(env: Mapping[str, str] | None = None) -> MetricsSettings | None:
+    """WAYFINDER_METRICS_ADDRESS (loopback by default: `0.0.0.0` for a scraper on another
+    host), WAYFINDER_METRICS_PORT (9464, Prometheus's registered default for exporters;
+    0: one the system picks; `off`: no endpoint) and WAYFINDER_READY_LAG (messages)."""
+    values = dict(os.environ if env is None else env)
+    raw = (values.get("WAYFINDER_METRICS_PORT") or str(DEFAULT_METRICS_PORT)).strip().lower()
+    if raw == "off":
+        return None
+    port = _env_int({"WAYFINDER_METRICS_PORT": raw}, "WAYFINDER_METRICS_PORT", 0, minimum=0)
+    if port > 65535:
+        raise SettingsError(f"WAYFINDER_METRICS_PORT={raw!r}: a port is at most 65535")
+    address = (values.get("WAYFINDER_METRICS_ADDRESS") or DEFAULT_METRICS_ADDRESS).strip()
+    lag = _env_int(values, "WAYFINDER_READY_LAG", 1000, minimum=0)
+    return MetricsSettings(address, port, lag)

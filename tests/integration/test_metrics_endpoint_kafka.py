@@ -1,0 +1,92 @@
+"""The metrics endpoint while a run goes on: the embedded run with `--metrics-port`, and
+the Kafka service by default (here on a port of the test's own), each serving the
+`wayfinder_*` families Prometheus scrapes, and the Kafka service ready once caught up."""
+
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import kafka_env
+from tests.e2e.cli import REPO, WAYFINDER, wayfinder
+from tests.helpers import http_get
+from tests.integration.test_loop_kafka import keyed
+from tests.kafka_io import free_ports, produce
+
+pytestmark = pytest.mark.integration
+
+SIM = ["--customers", "200", "--hours", "24", "--seed", "5"]
+
+
+def _events_read(text: str) -> float:
+    found = re.search(r"^wayfinder_events_received_total ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
+def _scrape_while(flow: subprocess.Popen[bytes], url: str, enough) -> str:
+    """Scrape `url` until `enough(text)` or the flow ends; the last text scraped."""
+    text = ""
+    while flow.poll() is None:
+        status, body = http_get(url)
+        if status == 200:
+            text = body
+            if enough(text):
+                return text
+        time.sleep(0.05)
+    return text
+
+
+def test_an_embedded_run_serves_its_metrics_while_it_lasts(tmp_path):
+    (port,) = free_ports(1)
+    day = ["--customers", "1000", "--hours", "24", "--seed", "5"]  # (5 s of run to scrape)
+    command = [WAYFINDER, "run", *day, "--out", str(tmp_path / "out"), "--no-progress"]
+    flow = subprocess.Popen(
+        [*command, "--metrics-port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    text = _scrape_while(flow, url + "/metrics", lambda t: _events_read(t) > 0)
+    assert http_get(url + "/readyz")[0] in (200, 0)  # (0: the run has just ended)
+    _, err = flow.communicate(timeout=300)
+    assert flow.returncode == 0, err.decode()[-2000:]
+    assert _events_read(text) > 0, "no scrape saw an event read"
+    assert 'wayfinder_process_info{process="0",processes="1"} 1.0' in text
+    assert http_get(url + "/metrics")[0] == 0  # gone with the run
+
+
+def test_the_kafka_service_serves_its_metrics_and_is_ready_once_caught_up(kafka, tmp_path):
+    events = tmp_path / "events.jsonl"
+    wayfinder("simulate", "--out", str(events), *SIM)
+    produce(kafka, "events", [keyed(line) for line in events.read_bytes().splitlines()])
+    (port,) = free_ports(1)
+    env = {**kafka_env(kafka), "WAYFINDER_KAFKA_TAIL": "true", "WAYFINDER_METRICS_PORT": str(port)}
+    flow = subprocess.Popen(
+        [WAYFINDER, "run", "--kafka", "--no-progress"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        ready = (0, "")
+        while time.monotonic() < deadline and flow.poll() is None:
+            ready = http_get(url + "/readyz")
+            if ready[0] == 200:
+                break
+            time.sleep(0.1)
+        assert ready == (200, "ready\n"), ready
+        status, text = http_get(url + "/metrics")
+        assert status == 200 and _events_read(text) > 0
+        lag = rf'^bytewax_kafka_consumer_lag\{{[^}}]*topic="{re.escape(kafka.topic("events"))}"'
+        assert re.search(lag, text, re.MULTILINE), "no lag of the events topic"
+        assert http_get(url + "/livez") == (200, "ok\n")
+    finally:
+        flow.send_signal(signal.SIGTERM)
+        _, err = flow.communicate(timeout=120)
+    assert flow.returncode == 0, err.decode()[-2000:]

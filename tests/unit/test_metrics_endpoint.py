@@ -1,0 +1,68 @@
+"""The metrics endpoint: Prometheus's `/metrics` with every `wayfinder_*` family, and the
+probes Kubernetes asks (`/livez`, `/readyz` saying why not), where the settings say."""
+
+import socket
+
+import pytest
+from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
+
+from flows.runtime.metrics import INPUT_CAUGHT_UP
+from flows.runtime.metrics_endpoint import kafka_readiness, serve
+from flows.runtime.settings import MetricsSettings, SettingsError, metrics_settings
+from tests.helpers import http_get
+
+
+def test_the_endpoint_serves_the_metrics_and_answers_the_probes():
+    why: list[str | None] = ["catching up"]
+    endpoint = serve("127.0.0.1", 0, process=1, processes=2, ready=lambda: why[0])
+    try:
+        status, text = http_get(endpoint.url + "/metrics")
+        assert status == 200 and 'wayfinder_process_info{process="1",processes="2"} 1.0' in text
+        assert "wayfinder_dead_letters_total" in text or "wayfinder_events_received" in text
+        assert http_get(endpoint.url + "/livez") == (200, "ok\n")
+        assert http_get(endpoint.url + "/readyz") == (503, "not ready: catching up\n")
+        why[0] = None
+        assert http_get(endpoint.url + "/readyz") == (200, "ready\n")
+        assert http_get(endpoint.url + "/")[0] == 404
+    finally:
+        endpoint.close()
+
+
+def test_a_port_taken_is_one_sentence_naming_the_setting():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SettingsError, match="WAYFINDER_METRICS_PORT"):
+            serve("127.0.0.1", port, ready=lambda: None)
+
+
+def test_the_settings_default_to_loopback_and_can_turn_the_endpoint_off():
+    assert metrics_settings({}) == MetricsSettings("127.0.0.1", 9464, 1000)
+    assert metrics_settings({"WAYFINDER_METRICS_PORT": "off"}) is None
+    where = {"WAYFINDER_METRICS_ADDRESS": "0.0.0.0", "WAYFINDER_METRICS_PORT": "9500"}
+    assert metrics_settings(where) == MetricsSettings("0.0.0.0", 9500, 1000)
+    for wrong in ("70000", "-1", "metrics"):
+        with pytest.raises(SettingsError, match="WAYFINDER_METRICS_PORT"):
+            metrics_settings({"WAYFINDER_METRICS_PORT": wrong})
+
+
+def test_a_kafka_process_is_ready_once_it_has_read_to_the_end_and_while_caught_up():
+    topic = "readiness-test.events"
+    ready = kafka_readiness(topic, max_lag=100)
+    assert "not started" in (ready() or "")
+    first, second = (INPUT_CAUGHT_UP.labels(topic=topic, partition=p) for p in ("0", "1"))
+    lag = BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id="input", topic=topic, partition="0")
+    try:
+        first.set(1)
+        second.set(0)
+        lag.set(0)  # (a lag of 0 before anything is fetched says nothing)
+        assert "1 partition(s)" in (ready() or "")
+        second.set(1)
+        assert ready() is None
+        lag.set(5000)
+        assert "5000 messages behind" in (ready() or "")
+    finally:
+        BYTEWAX_CONSUMER_LAG_GAUGE.remove("input", topic, "0")
+        INPUT_CAUGHT_UP.remove(topic, "0")
+        INPUT_CAUGHT_UP.remove(topic, "1")

@@ -13,6 +13,7 @@ Without registered partitions (an embedded run, whose rounds keep its partitions
 together) the watermark is the latest event time read.
 """
 
+import math
 import threading
 import time
 from collections.abc import Hashable, Iterable
@@ -141,6 +142,12 @@ class EventClock:
         if self._follows_wall and self._idle():
             return max(self._floor, time.time() - self._lateness)
         return self._floor
+
+    def freshness(self) -> float:
+        """Wall clock minus the watermark, in seconds (NaN before any event time is
+        known): how far behind real time this process's view of event time is."""
+        lag = time.time() - self.watermark
+        return lag if math.isfinite(lag) else math.nan
 
     def _idle(self) -> bool:
         if self._reached:  # this process reads: its partitions say

@@ -42,6 +42,7 @@ from flows.dataflow.routing import (
 )
 from flows.dataflow.sinks import TopicFileSink
 from flows.dataflow.sources import Records
+from flows.runtime import metrics
 from flows.runtime.run_files import KEY_VAULT
 from flows.runtime.settings import (
     deployment_secret,
@@ -134,6 +135,7 @@ def build_flow(
     )
     lock = models.lock.read()  # many customer steps at once; learning waits
     flow = Dataflow(flow_id)
+    metrics.FRESHNESS.set_function(clock.freshness)  # (this process's latest flow's clock)
     raw = op.input(INPUT, flow, source)
     ledger = rounds if rounds is not None else loop
     decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead)

@@ -67,6 +67,11 @@ INPUT_EVENT_TIME = Gauge(
     "Event time reached by each embedded input partition (how far a replay has got).",
     ["partition"],
 )
+FRESHNESS = Gauge(
+    "wayfinder_freshness_seconds",
+    "Wall clock minus this process's watermark: how far behind real time its view of "
+    "event time is (a replay: how far back the replayed day is; NaN before any event).",
+)
 INPUT_CAUGHT_UP = Gauge(
     "wayfinder_input_caught_up",
     "1 once this process has read a partition of the events topic to its end since it "

@@ -86,6 +86,10 @@ def test_the_kafka_service_serves_its_metrics_and_is_ready_once_caught_up(kafka,
         lag = rf'^bytewax_kafka_consumer_lag\{{[^}}]*topic="{re.escape(kafka.topic("events"))}"'
         assert re.search(lag, text, re.MULTILINE), "no lag of the events topic"
         assert http_get(url + "/livez") == (200, "ok\n")
+        # Known once events are read: the simulated day's distance, or (caught up, the
+        # watermark following the wall clock) the allowed lateness.
+        fresh = re.search(r"^wayfinder_freshness_seconds ([0-9.e+]+)$", text, re.MULTILINE)
+        assert fresh is not None and float(fresh[1]) >= 59
     finally:
         flow.send_signal(signal.SIGTERM)
         _, err = flow.communicate(timeout=120)

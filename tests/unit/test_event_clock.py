@@ -1,6 +1,7 @@
 """The watermark: the least event time of the partitions still reading, minus the
 allowed lateness; the wall clock only once every partition has caught up."""
 
+import math
 import time
 
 from flows.dataflow.clock import EventClock
@@ -53,3 +54,11 @@ def test_a_timer_is_asked_again_when_the_watermark_should_have_got_there():
     now = time.time()
     assert clock.wake_at(50.0) <= time.time()  # due already: at once
     assert now < clock.wake_at(10_000.0) <= now + 1.5  # pace not known yet: soon
+
+
+def test_freshness_is_the_wall_clock_minus_the_watermark_and_unknown_before_any_event():
+    clock = EventClock()
+    assert math.isnan(clock.freshness())
+    an_hour_ago = time.time() - 3600
+    clock.observe(an_hour_ago, an_hour_ago)
+    assert 3600 <= clock.freshness() < 3660

@@ -5,6 +5,8 @@ is for the flow itself (an example to learn, where a customer is at the end) or 
 the key vault (a customer's key) goes to no topic.
 """
 
+import time
+
 from flows.dataflow.customer import StepOutput
 from flows.runtime import metrics
 from operators.analytics import InFlight
@@ -47,7 +49,9 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
         metrics.TRANSITIONS.labels(value.kind).inc()
         return (JOURNEYS, value.customer, encode(value))
     if isinstance(value, Action):
-        metrics.ACTIONS.labels(value.channel, value.action, _kind(value)).inc()
+        kind = _kind(value)
+        metrics.ACTIONS.labels(value.channel, value.action, kind).inc()
+        metrics.EVENT_TO_ACTION.labels(kind).observe(time.time() - value.created_at.timestamp())
         return (action_topic(value.channel), value.customer, encode(value))
     if isinstance(value, AudienceChange):
         metrics.AUDIENCE_CHANGES.labels(value.change).inc()

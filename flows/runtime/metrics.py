@@ -1,6 +1,6 @@
 """The flow's Prometheus metrics. Labels are bounded vocabularies, never personal data."""
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 EVENTS_RECEIVED = Counter(
     "wayfinder_events_received", "Records read from the input, good or bad (loop included)."
@@ -83,6 +83,14 @@ ACTIONS = Counter(
     "Actions emitted, by channel, action and kind: sent (pushed), reply (an answer to a "
     "decision request) or no_action (an answer that there is nothing to do).",
     ["channel", "action", "kind"],
+)
+EVENT_TO_ACTION = Histogram(
+    "wayfinder_event_to_action_seconds",
+    "From the event time of what an action answers (its trigger) to the action leaving the "
+    "flow (wall clock), by kind (sent, reply, no_action). Live: the flow's reaction time; a "
+    "replay: how far back the replayed events are.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
 )
 MODEL_PUBLISHED = Gauge(
     "wayfinder_model_examples_published",

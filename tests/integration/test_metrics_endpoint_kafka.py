@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -25,10 +26,14 @@ def _events_read(text: str) -> float:
     return float(found[1]) if found else 0.0
 
 
-def _scrape_while(flow: subprocess.Popen[bytes], url: str, enough) -> str:
-    """Scrape `url` until `enough(text)` or the flow ends; the last text scraped."""
+def _scrape_while(
+    flow: subprocess.Popen[bytes], url: str, enough: Callable[[str], bool], within: float = 120
+) -> str:
+    """Scrape `url` until `enough(text)`, the flow ends or `within` seconds pass; the last
+    text scraped."""
     text = ""
-    while flow.poll() is None:
+    deadline = time.monotonic() + within
+    while flow.poll() is None and time.monotonic() < deadline:
         status, body = http_get(url)
         if status == 200:
             text = body
@@ -36,6 +41,16 @@ def _scrape_while(flow: subprocess.Popen[bytes], url: str, enough) -> str:
                 return text
         time.sleep(0.05)
     return text
+
+
+def _replies(text: str) -> float:
+    """Replies to decision requests timed from their event (answers and no-actions)."""
+    found = re.findall(
+        r'^wayfinder_event_to_action_seconds_count\{kind="(?:reply|no_action)"\} ([0-9.]+)$',
+        text,
+        re.MULTILINE,
+    )
+    return sum(float(n) for n in found)
 
 
 def test_an_embedded_run_serves_its_metrics_while_it_lasts(tmp_path):
@@ -81,8 +96,9 @@ def test_the_kafka_service_serves_its_metrics_and_is_ready_once_caught_up(kafka,
                 break
             time.sleep(0.1)
         assert ready == (200, "ready\n"), ready
-        status, text = http_get(url + "/metrics")
-        assert status == 200 and _events_read(text) > 0
+        # What the input has read is being folded and answered: scraped until it shows.
+        text = _scrape_while(flow, url + "/metrics", lambda t: _replies(t) > 0)
+        assert _events_read(text) > 0 and _replies(text) > 0, "no reply was timed"
         lag = rf'^bytewax_kafka_consumer_lag\{{[^}}]*topic="{re.escape(kafka.topic("events"))}"'
         assert re.search(lag, text, re.MULTILINE), "no lag of the events topic"
         assert http_get(url + "/livez") == (200, "ok\n")

@@ -584,10 +584,14 @@ class CustomerStep:
     def _open_waiting(self, ctx: CustomerContext, source: str) -> list[Output]:
         """Fold the forwards of device `source` that waited for the key it has just
         handed over, in the order they came (those it does not open wait on)."""
-        waiting = [w for w in ctx.unopened if w.forward is not None and w.forward.source == source]
+        waiting: list[Event] = []
+        still: list[Event] = []
+        for record in ctx.unopened:
+            mine = record.forward is not None and record.forward.source == source
+            (waiting if mine else still).append(record)
         if not waiting:
             return []
-        ctx.unopened = [w for w in ctx.unopened if w not in waiting]
+        ctx.unopened = still
         outputs: list[Output] = []
         for record in waiting:
             try:

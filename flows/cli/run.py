@@ -203,12 +203,10 @@ def _serve_embedded(port: int | None) -> MetricsEndpoint | None:
     """The embedded run's endpoint, when asked for (a demo's live graphs)."""
     if port is None:
         return None
-    import os
-
     from flows.runtime.metrics_endpoint import always_ready, serve
     from flows.runtime.settings import metrics_settings
 
-    where = metrics_settings({**os.environ, "WAYFINDER_METRICS_PORT": str(port)})
+    where = metrics_settings(port=port)
     assert where is not None  # (a port was given)
     return serve(where.address, where.port, ready=always_ready)
 

@@ -297,10 +297,7 @@ def serve_metrics(
 ) -> MetricsEndpoint | None:
     """This process's metrics endpoint (WAYFINDER_METRICS_*, or `port`), ready once
     caught up with the events topic; None when it is off."""
-    env = dict(os.environ)
-    if port is not None:
-        env["WAYFINDER_METRICS_PORT"] = str(port)
-    where = metrics_settings(env)
+    where = metrics_settings(port=port)
     if where is None:
         return None
     ready = kafka_readiness(settings.topic(EVENTS), where.ready_lag)

@@ -51,7 +51,7 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
     if isinstance(value, Action):
         kind = _kind(value)
         metrics.ACTIONS.labels(value.channel, value.action, kind).inc()
-        metrics.EVENT_TO_ACTION.labels(kind).observe(time.time() - value.created_at.timestamp())
+        _REACTION_TIME[kind].observe(time.time() - value.created_at.timestamp())
         return (action_topic(value.channel), value.customer, encode(value))
     if isinstance(value, AudienceChange):
         metrics.AUDIENCE_CHANGES.labels(value.change).inc()
@@ -70,6 +70,10 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
     if isinstance(value, DeadLetter):
         return route_dead_letter(value)
     raise TypeError(f"customer step emitted an unroutable {type(value).__name__}")
+
+
+#: The event-to-action histogram of each kind of action, bound once.
+_REACTION_TIME = {k: metrics.EVENT_TO_ACTION.labels(k) for k in ("sent", "reply", "no_action")}
 
 
 def _kind(action: Action) -> str:

@@ -385,11 +385,16 @@ class MetricsSettings(NamedTuple):
     ready_lag: int
 
 
-def metrics_settings(env: Mapping[str, str] | None = None) -> MetricsSettings | None:
+def metrics_settings(
+    env: Mapping[str, str] | None = None, *, port: int | None = None
+) -> MetricsSettings | None:
     """WAYFINDER_METRICS_ADDRESS (loopback by default: `0.0.0.0` for a scraper on another
     host), WAYFINDER_METRICS_PORT (9464, Prometheus's registered default for exporters;
-    0: one the system picks; `off`: no endpoint) and WAYFINDER_READY_LAG (messages)."""
+    0: one the system picks; `off`: no endpoint; `port`, a command's option, instead)
+    and WAYFINDER_READY_LAG (messages)."""
     values = dict(os.environ if env is None else env)
+    if port is not None:
+        values["WAYFINDER_METRICS_PORT"] = str(port)
     raw = (values.get("WAYFINDER_METRICS_PORT") or str(DEFAULT_METRICS_PORT)).strip().lower()
     if raw == "off":
         return None

@@ -40,6 +40,9 @@ def test_a_port_taken_is_one_sentence_naming_the_setting():
 def test_the_settings_default_to_loopback_and_can_turn_the_endpoint_off():
     assert metrics_settings({}) == MetricsSettings("127.0.0.1", 9464, 1000)
     assert metrics_settings({"WAYFINDER_METRICS_PORT": "off"}) is None
+    assert metrics_settings({"WAYFINDER_METRICS_PORT": "off"}, port=9501) == (
+        MetricsSettings("127.0.0.1", 9501, 1000)
+    )  # a command's --metrics-port
     where = {"WAYFINDER_METRICS_ADDRESS": "0.0.0.0", "WAYFINDER_METRICS_PORT": "9500"}
     assert metrics_settings(where) == MetricsSettings("0.0.0.0", 9500, 1000)
     for wrong in ("70000", "-1", "metrics"):

@@ -199,7 +199,7 @@ def run_embedded(
     """Run the embedded flow over `records` into `out` to its end, on `entry_point`.
 
     With `recovery`, snapshot to that folder every `snapshot_interval` seconds (it is
-    initialised when empty, and resumed from when it holds snapshots).
+    initialised when it has no partitions yet, and resumed from when it holds snapshots).
     """
     playbook = playbook or default_playbook()
     resuming = recovery is not None and recovery.is_dir() and any(recovery.iterdir())
@@ -215,7 +215,7 @@ def run_embedded(
     )
     config, interval = None, None
     if recovery is not None:
-        if not resuming:
+        if not any(recovery.glob("*.sqlite3")):
             recovery.mkdir(parents=True, exist_ok=True)
             init_db_dir(recovery, 1)
         config = RecoveryConfig(str(recovery), timedelta(seconds=backup_interval))

@@ -2,17 +2,17 @@
 
 import base64
 import json
+import pickle
 import re
 import sqlite3
-import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
+from bytewax.recovery import init_db_dir
 
 from flows.dataflow.clock import EventClock
 from flows.dataflow.customer import CustomerLogic
@@ -198,6 +198,7 @@ def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
     flight, which the erased customer dropped; the state holds none of them."""
     events, recovery = tmp_path / "events.jsonl", tmp_path / "recovery"
     many_devices_file(events)
+    _log_every_snapshot(recovery)
     run = run_embedded(
         entry_point,
         EventFileSource(events),
@@ -210,13 +211,17 @@ def test_every_device_is_erased_and_nothing_in_flight_brings_the_customer_back(
     late = {"er-800", *in_flight, *(f"er-{900 + i}" for i in range(len(DEVICES)))}
     assert [row for row in _live_rows(recovery) if b"cust-other-1" in row]
     assert [row for row in _live_rows(recovery) if _mentions(row)] == []
-    before = [
-        line
-        for path in (events, tmp_path / "out" / "events.jsonl")
-        for line in file_lines(path)
-        if _from_before(json.loads(line), erase_ts, in_flight)
-    ]
-    assert _in_store_but_from_after(recovery, erase_ts, in_flight, b"\n".join(before)) == []
+    # Every snapshot the run ever wrote (superseded ones too, whose bytes SQLite keeps in
+    # freed pages) that names them is from before the erasure, and the store's bytes
+    # hold nothing of theirs that is not in one of those snapshots.
+    snapshots = _every_snapshot_written(recovery)
+    assert [row for row in snapshots if b"cust-other-1" in row]
+    assert [
+        row[:200]
+        for row in snapshots
+        if _mentions(row) and not _from_before_erasure(row, erase_ts, in_flight)
+    ] == []
+    assert _not_written(recovery, snapshots) == []
 
     # Their decisions' inputs, sealed under keys the erasure destroyed, open no more;
     # the key vault still opens everyone else's.
@@ -287,38 +292,90 @@ def _live_rows(recovery: Path) -> list[bytes]:
     return rows
 
 
-def _in_store_but_from_after(
-    recovery: Path, erase_ts: datetime, allowed: set[str], before: bytes
-) -> list[bytes]:
-    """What the store's bytes hold of the erased ids (freed pages included: the recovery
-    store's own part of erasure is not the state's) that is not from before the erasure:
-    not a loop record of before it (or an erasure, or a forward `allowed`), not a
-    customer's snapshot of before it. `before`: those records, one a line, as the event
-    files hold them."""
+#: Records every snapshot bytewax writes, in a table of the store's own file: what the
+#: raw bytes of the file (freed pages included) can hold is what was written there.
+_SNAPSHOT_LOG = """
+CREATE TABLE written (ser_change BLOB);
+CREATE TRIGGER written_on_insert AFTER INSERT ON snaps BEGIN
+  INSERT INTO written VALUES (NEW.ser_change);
+END;
+CREATE TRIGGER written_on_update AFTER UPDATE ON snaps BEGIN
+  INSERT INTO written VALUES (NEW.ser_change);
+END;
+"""
+
+
+def _log_every_snapshot(recovery: Path) -> None:
+    recovery.mkdir(parents=True)
+    init_db_dir(recovery, 1)
+    for path in recovery.glob("*.sqlite3"):
+        with closing(sqlite3.connect(path)) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'snaps'").fetchone():
+                db.executescript(_SNAPSHOT_LOG)
+
+
+def _every_snapshot_written(recovery: Path) -> list[bytes]:
+    rows: list[bytes] = []
+    for path in recovery.glob("*.sqlite3"):
+        with closing(sqlite3.connect(path)) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'written'").fetchone():
+                rows += [row for (row,) in db.execute("SELECT ser_change FROM written") if row]
+    return rows
+
+
+def _from_before_erasure(row: bytes, erase_ts: datetime, allowed: set[str]) -> bool:
+    """Whether every piece of a snapshot that names them is from before the erasure: a
+    context last changed before it (after it, the erased keys hold tombstones), a record
+    read before it, an erasure, or a forward `allowed`."""
+    for piece in _bytes_in(pickle.loads(row)):  # the store that bytewax and this flow wrote
+        if not _mentions(piece):
+            continue
+        if piece.startswith(b"{"):
+            if not _from_before(json.loads(piece), erase_ts, allowed):
+                return False
+        else:
+            ctx = from_snapshot(piece)
+            if ctx.last_seen > erase_ts.timestamp() or ctx.erased_at:
+                return False
+    return True
+
+
+def _bytes_in(state: object) -> Iterator[bytes]:
+    """The bytes a step's snapshot holds: a customer's context, the records an input
+    holds (in named tuples, tuples and lists)."""
+    if isinstance(state, bytes):
+        yield state
+    elif isinstance(state, tuple | list):
+        for item in state:
+            yield from _bytes_in(item)
+    elif isinstance(state, dict):
+        for item in state.values():
+            yield from _bytes_in(item)
+
+
+def _not_written(recovery: Path, written: list[bytes]) -> list[bytes]:
+    """What the store's files hold of the erased ids (freed pages and the write-ahead
+    log included) that is in no snapshot written: an id with the bytes on one side of it
+    as some snapshot has them (SQLite cuts a long row at a page's end, so one side may
+    be a page's header or the pointer to the next page)."""
+    sides: set[bytes] = set()
+    for row in written:
+        for found in _IDS.finditer(row):
+            sides.add(row[max(0, found.start() - _SIDE) : found.end()])
+            sides.add(row[found.start() : found.end() + _SIDE])
     unexplained = []
     for path in sorted(recovery.iterdir()):
         data = path.read_bytes()
-        for found in re.finditer(rb"cust-M|dev-M", data):
-            if not (
-                _record_from_before(data, found.start(), erase_ts, allowed)
-                or _snapshot_from_before(data, found.start(), erase_ts)
-                or _piece_of(data, found.start(), found.end(), before)
-            ):
+        for found in _IDS.finditer(data):
+            left = data[max(0, found.start() - _SIDE) : found.end()]
+            right = data[found.start() : found.end() + _SIDE]
+            if left not in sides and right not in sides:
                 unexplained.append(data[max(0, found.start() - 80) : found.end() + 40])
     return unexplained
 
 
-def _record_from_before(data: bytes, at: int, erase_ts: datetime, allowed: set[str]) -> bool:
-    start = data.rfind(b'{"event_id": ', max(0, at - 400), at)
-    text = data[start : start + 2000].decode("utf-8", "replace") if start >= 0 else ""
-    try:
-        record, _end = json.JSONDecoder().raw_decode(text)
-    except ValueError:
-        # A record longer than the rest of its page continues on another (SQLite's
-        # overflow pages): only a piece is here. The piece before the id holds its time.
-        times = _RECORD_TIME.findall(data[max(0, at - 400) : at])
-        return bool(times) and datetime.fromisoformat(times[-1].decode()) <= erase_ts
-    return _from_before(record, erase_ts, allowed)
+_IDS = re.compile(rb"cust-M|dev-M")
+_SIDE = 12
 
 
 def _from_before(record: dict[str, Any], erase_ts: datetime, allowed: set[str]) -> bool:
@@ -327,93 +384,6 @@ def _from_before(record: dict[str, Any], erase_ts: datetime, allowed: set[str]) 
         or record["type"] == "erase"
         or record["event_id"] in allowed
     )
-
-
-def _piece_of(data: bytes, start: int, end: int, records: bytes) -> bool:
-    """Whether the text around a match is a piece of one of `records`, its time's end
-    included (which says which). SQLite cuts a record that overflows its page anywhere,
-    even inside its time, and the next page's header bytes (a few of them printable)
-    come before the rest."""
-    first, last = start, end
-    while first > 0 and 0x20 <= data[first - 1] < 0x7F:
-        first -= 1
-    while last < len(data) and 0x20 <= data[last] < 0x7F:
-        last += 1
-    pieces = (data[cut:last] for cut in range(first, min(first + 16, start) + 1))
-    return any(_TIME_END.search(piece) and piece in records for piece in pieces)
-
-
-#: The end of a record's time, and what follows it, in either file's spacing.
-_TIME_END = re.compile(rb'\d\dZ", ?"type": ?"')
-
-
-#: What follows a context's key in its snapshot: whether known, and its first and last
-#: event times (a snapshot split over SQLite pages keeps its key and times together).
-_SNAPSHOT_TIMES = re.compile(
-    rb"\xa5known[\xc2\xc3]\xaafirst_seen\xcb.{8}\xa9last_seen\xcb(.{8})", re.DOTALL
-)
-
-#: A record's time and type, as the event files write them.
-_RECORD_TIME = re.compile(rb': "(\d{4}-\d\d-\d\dT[\d:.]+Z)", "type": ')
-
-
-def _snapshot_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
-    """A customer step's snapshot (pickled msgpack bytes) of a context last changed
-    before the erasure (after it, the erased keys hold tombstones)."""
-    # The id is a context's key: the times follow it, whatever page its head is on
-    # (SQLite keeps a long snapshot on overflow pages).
-    known = data.find(b"\xa5known", at, at + 60)
-    head = _SNAPSHOT_TIMES.match(data, known) if known >= 0 else None
-    if head is not None:
-        (last_seen,) = struct.unpack(">d", head.group(1))
-        return bool(last_seen <= erase_ts.timestamp())
-    key = data.rfind(b"\xa3key", max(0, at - 2000), at)
-    start = key - 3  # a msgpack map16 header
-    if key < 8 or data[start] != 0xDE:
-        return _tail_from_before(data, at, erase_ts)
-    if data[start - 5] == ord("B"):  # pickled bytes: the snapshot itself
-        size = int.from_bytes(data[start - 4 : start], "little")
-    elif data[start - 3] == 0xC5:  # msgpack bin16 in a snapshot: what an alias handed over
-        size = int.from_bytes(data[start - 2 : start], "big")
-    else:
-        return _tail_from_before(data, at, erase_ts)
-    if at >= start + size:  # the match is not in this snapshot
-        return False
-    try:
-        ctx = from_snapshot(data[start : start + size])
-    except (msgspec.DecodeError, ValueError):
-        # Only a piece of it is on this page (a long snapshot: a customer holding what
-        # came while a login's answer was on its way): its head holds its times.
-        head = _SNAPSHOT_TIMES.search(data, key, key + 300)
-        return head is not None and struct.unpack(">d", head.group(1))[0] <= erase_ts.timestamp()
-    return ctx.last_seen <= erase_ts.timestamp() and not ctx.erased_at
-
-
-def _tail_from_before(data: bytes, at: int, erase_ts: datetime) -> bool:
-    """The match is in the tail of a snapshot whose head is on another SQLite page (an
-    alias naming its customer, say): the redelivery memory that follows in the same
-    context holds the times of what it folded, the latest of which is its last."""
-    seen = data.find(b"\xa4seen", at, at + 3000)
-    if seen < 0 or data.find(b"\xa3key", at, seen) >= 0:  # not in the same context
-        return False
-    times = [struct.unpack(">d", t)[0] for t in _FLOATS.findall(data, seen, seen + 40)]
-    plausible = [t for t in times if 1e9 < t < 4e9]
-    return bool(plausible) and max(plausible) <= erase_ts.timestamp()
-
-
-_FLOATS = re.compile(rb"\xcb(.{8})", re.DOTALL)
-
-
-def _time_of(record: dict[str, Any]) -> datetime | None:
-    """When an output record happened (decisions, actions, transitions, audiences, events)."""
-    for name in ("created_at", "at", "ts", "erased_at"):
-        value = record.get(name)
-        if isinstance(value, str):
-            return datetime.fromisoformat(value)
-    trigger = record.get("trigger")
-    if isinstance(trigger, dict) and isinstance(trigger.get("at"), int | float):
-        return datetime.fromtimestamp(trigger["at"], UTC)
-    return None
 
 
 # ---------------------------------------------------------------- the step and its state

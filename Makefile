@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 RUN_ARGS ?=
 
-.PHONY: install run test bench lint format kafka-up kafka-down clean
+.PHONY: install run test bench lint format dashboards kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+
+## Grafana dashboards (dashboards/*.json) from their code, dashboards/build.py.
+dashboards: $(STAMP)
+	$(PY) dashboards/build.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -32,6 +32,7 @@ from schemas.decision import (
     Decision,
     DecisionBasis,
     DecisionOutcome,
+    SuppressionPolicy,
     Trigger,
 )
 from schemas.event import Event
@@ -81,6 +82,7 @@ class _Verdict:
     channel: str | None = None
     partner_id: str | None = None
     content: dict[str, PropertyValue] = field(default_factory=dict)
+    policy: SuppressionPolicy | None = None  # (what suppressed it)
 
 
 class DecisionMaker:
@@ -163,7 +165,7 @@ class DecisionMaker:
         if best is not None:
             for v in sent:
                 if v is not best:
-                    v.status = "suppressed"
+                    v.status, v.policy = "suppressed", "outranked"
                     v.reasons.append(f"Outranked by {best.action.label}.")
         holdout = best is not None and self.policies.in_holdout(ctx.key)
         if best is not None and holdout:
@@ -211,6 +213,7 @@ class DecisionMaker:
                     reasons=v.reasons,
                     channel=v.channel,
                     journey=v.journey.name if v.journey else None,
+                    policy=v.policy,
                 )
                 for v in verdicts
             ],
@@ -414,15 +417,16 @@ class DecisionMaker:
             return verdict
         placement, refusal = self.policies.place(ctx, action, now, trigger.channel, journey, inst)
         if placement is None:
-            verdict.status = "suppressed"
-            verdict.reasons.append(refusal or "Not sent: the contact policies refuse it.")
+            assert refusal is not None  # (the policies say why, always)
+            verdict.status, verdict.policy = "suppressed", refusal.policy
+            verdict.reasons.append(refusal.reason)
             return verdict
         priority = journey.priority if journey is not None else 0
         response = self.propensity(ctx, action, placement.channel) if self.propensity else None
         score = response.score if response is not None else 1.0
         floor = self.playbook.policies.min_expected_response
         if response is not None and score < floor:
-            verdict.status = "suppressed"
+            verdict.status, verdict.policy = "suppressed", "min_response"
             verdict.reasons.append(
                 f"Not sent: {_response_words(response, 1)} is below {floor:.0%}."
             )

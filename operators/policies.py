@@ -11,12 +11,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from hashlib import blake2b
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from operators.playbook import ActionSpec, CompiledPlaybook, JourneySpec
 from operators.wording import ago, channel_list, channel_name, span
+from schemas.decision import SuppressionPolicy
 from schemas.playbook import seconds
 from state.context import RESPONSES, CustomerContext, JourneyInstance, consent_allows
+
+
+class Refusal(NamedTuple):
+    """Why the policies refuse an action: which policy (a bounded name, for the
+    suppression counts) and in words (for the decision's reasons)."""
+
+    policy: SuppressionPolicy
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -91,23 +101,25 @@ class ContactPolicies:
         trigger_channel: str | None,
         journey: JourneySpec | None,
         inst: JourneyInstance | None,
-    ) -> tuple[Placement | None, str | None]:
+    ) -> tuple[Placement | None, Refusal | None]:
         """(where it may go, None) if the policies allow the action; else (None, why not)."""
         sent = ctx.actions
         if action.cooldown_s is not None:
             last = next((s.at for s in reversed(sent) if s.action == action.name), None)
             if last is not None and now - last < action.cooldown_s:
-                return None, (
-                    f"Not sent: already sent {ago(now - last)}; cooldown {span(action.cooldown_s)}."
+                cooldown = span(action.cooldown_s)
+                return None, Refusal(
+                    "cooldown", f"Not sent: already sent {ago(now - last)}; cooldown {cooldown}."
                 )
         for other in ctx.journeys:
             if other is inst:
                 continue
             other_spec = self.playbook.journey(other.journey)
             if action.category in other_spec.suppresses:
-                return None, (
+                return None, Refusal(
+                    "journey_suppression",
                     f"Not sent: the open {other_spec.label} journey ({other_spec.category}) "
-                    f"suppresses {action.category} actions."
+                    f"suppresses {action.category} actions.",
                 )
         partner_id = None
         if action.owner == "partner":
@@ -117,21 +129,25 @@ class ContactPolicies:
             inst is not None and inst.owner is not None and action.category in {"sales", "partner"}
         ):
             label = journey.label if journey else ""
-            return None, (
+            return None, Refusal(
+                "co_selling",
                 f"Not sent: partner {inst.owner} leads this {label} journey; the direct team "
-                "stands back (co-selling: one owner per journey)."
+                "stands back (co-selling: one owner per journey).",
             )
-        why_not = self._fatigued(ctx, action, now) or self._quiet_now(ctx, action, now)
-        if why_not:
-            return None, why_not
+        tired = self._fatigued(ctx, action, now)
+        if tired:
+            return None, Refusal("fatigue", tired)
+        quiet = self._quiet_now(ctx, action, now)
+        if quiet:
+            return None, Refusal("quiet_hours", quiet)
 
         candidates = list(action.channels)
         if not ctx.known:
             # Nobody to address yet: an anonymous visitor is answered where they are.
             if action.owner == "partner" or trigger_channel not in candidates:
                 where = channel_name(trigger_channel or "their current channel")
-                return (
-                    None,
+                return None, Refusal(
+                    "anonymous",
                     f"Not sent: anonymous visitor, reachable only on {where} until they log in.",
                 )
             candidates = [trigger_channel] if trigger_channel is not None else []
@@ -140,10 +156,10 @@ class ContactPolicies:
         consented = [c for c in candidates if consent_allows(ctx, c, action.purpose)]
         if not consented:
             where = channel_list(candidates) or "any channel"
-            return None, f"Not sent: no {action.purpose} consent on {where}."
+            return None, Refusal("consent", f"Not sent: no {action.purpose} consent on {where}.")
         open_channels, capped = self._under_caps(ctx, action, consented, now)
         if not open_channels:
-            return None, f"Not sent: {capped[0]}."
+            return None, Refusal("frequency_cap", f"Not sent: {capped[0]}.")
         channel, how = self._choose(ctx, open_channels, candidates, consented, capped, action)
         return Placement(channel, partner_id, how), None
 

@@ -11,6 +11,20 @@ from schemas.journey import IntentTransition, JourneyTransition
 #: `holdout`: eligible and allowed, but the customer is in the control group.
 CandidateStatus = Literal["sent", "suppressed", "ineligible", "holdout"]
 DecisionOutcome = Literal["sent", "suppressed", "no_action", "holdout"]
+#: The policy that suppressed a candidate: a contact policy, the response floor, or a
+#: better candidate (a bounded vocabulary: the metrics count suppressions by it).
+SuppressionPolicy = Literal[
+    "consent",
+    "cooldown",
+    "journey_suppression",
+    "co_selling",
+    "fatigue",
+    "quiet_hours",
+    "anonymous",
+    "frequency_cap",
+    "min_response",
+    "outranked",
+]
 
 
 class Trigger(Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -69,6 +83,8 @@ class Candidate(Struct, kw_only=True, omit_defaults=True):
     reasons: list[str]
     channel: str | None = None
     journey: str | None = None
+    #: On `suppressed`: the policy that held it back.
+    policy: SuppressionPolicy | None = None
 
 
 class Decision(Struct, kw_only=True, omit_defaults=True):

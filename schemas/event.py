@@ -88,6 +88,20 @@ SPECIAL_TYPES = frozenset(
     }
 )
 
+#: The family of each special event type, as the metrics count events (any other type
+#: is an interaction: a customer doing something on a channel).
+TYPE_FAMILIES = {
+    "identify": "identity",
+    "consent": "consent",
+    "erase": "erasure",
+    "decision_request": "decision_request",
+    "action_outcome": "outcome",
+    "profile_merge": "loop",
+    "handover_request": "loop",
+    "forward": "loop",
+}
+FAMILIES = ("interaction", *sorted(set(TYPE_FAMILIES.values())))
+
 #: The records of Wayfinder's own loop through the events topic: addressed to a state
 #: by pseudonym (`to`), signed, naming nobody by id. An `erase` addressed so (a device
 #: of an erased customer) is one too.

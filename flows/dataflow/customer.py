@@ -6,6 +6,7 @@ it folded and what will come back (see `flows.dataflow.loopback`).
 """
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from bytewax.operators import StatefulBatchLogic
 
 from flows.dataflow.clock import EventClock
+from flows.dataflow.held_state import HeldState, took
 from flows.dataflow.ledger import FlowLedger
 from flows.runtime import metrics
 from operators.analytics import InFlight, in_flight
@@ -27,8 +29,9 @@ from state.context import CustomerContext, from_snapshot, is_tombstone, to_snaps
 
 #: Where event time was when an event was decoded: the decoding process's watermark and
 #: the latest event time it had read. Every record carries it, so a process that reads
-#: no input itself (a cluster's other processes) knows the watermark all the same.
-Stamp = tuple[float, float]
+#: no input itself (a cluster's other processes) knows the watermark all the same. Then
+#: when its batch was read (wall clock), which its actions are timed from.
+Stamp = tuple[float, float, float]
 #: (customer key, event, stamp): what the decode step hands to a customer.
 Keyed = tuple[str, Event, Stamp]
 #: What the step emits: the core's outputs, where each customer is when a bounded
@@ -77,14 +80,21 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._rollback = _Rollback(resume_state)
         #: A deadline whose wake failed: not asked for again (a timer would loop on it).
         self._failed_due: float | None = None
+        #: This key's part of the state gauges (a challenger's state is not counted).
+        self._held = None if shadow else HeldState()
+        if self._held is not None and resume_state is not None:
+            self._held.holds(self._ctx)
+            self._held.snapshotted(len(resume_state))
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[StepOutput], bool]:
-        self._clock.observe(*values[-1][2])  # (the latest stamp: one call a batch)
+        watermark, latest, ingested = values[-1][2]  # (the latest stamp: one call a batch)
+        self._clock.observe(watermark, latest)
         emitted: list[StepOutput] = []
         with self._models_lock:
             ctx = self._step_batch(values, emitted)
         self._ctx = ctx
         self._account(len(values), emitted)
+        self._observe(emitted, ingested)
         return emitted, ctx is None
 
     def _step_batch(self, values: list[Keyed], emitted: list[StepOutput]) -> CustomerContext | None:
@@ -146,7 +156,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return ctx
 
     def on_notify(self) -> tuple[Iterable[StepOutput], bool]:
-        return self._wake(self._clock.watermark)
+        outputs, discard = self._wake(self._clock.watermark)
+        self._observe(outputs, None)
+        return outputs, discard
 
     def on_eof(self) -> tuple[Iterable[StepOutput], bool]:
         clock = self._clock
@@ -166,6 +178,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if self._ctx is not None:
             # Where this customer is when the input ends, for the contact-point map.
             outputs = [*outputs, *in_flight(self._ctx)]
+        self._observe(outputs, None)
         return outputs, discard
 
     def notify_at(self) -> datetime | None:
@@ -178,9 +191,29 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
 
     def snapshot(self) -> bytes:
         assert self._ctx is not None  # a discarded logic is never snapshotted
+        started = time.perf_counter()
         state = to_snapshot(self._ctx)
         self._rollback.saved(state)
+        if self._held is not None:
+            self._held.snapshotted(len(state))
+            metrics.SNAPSHOT_SECONDS.inc(time.perf_counter() - started)
+            metrics.SNAPSHOTS.inc()
+            metrics.LAST_SNAPSHOT.set(time.time())
         return state
+
+    def _observe(self, outputs: list[StepOutput], ingested: float | None) -> None:
+        """Tell the operators' gauges what the key holds now, and what its outputs took."""
+        held = self._held
+        if held is None:
+            return
+        ctx = self._ctx
+        if ctx is None:
+            held.discarded()
+        else:
+            held.holds(ctx)
+        if outputs:
+            policies = self._step.decisions.policies
+            took(outputs, ingested, lambda: ctx is not None and policies.in_holdout(ctx.key))
 
     def _wake(self, now: float) -> tuple[list[StepOutput], bool]:
         if self._ctx is None:

@@ -2,7 +2,7 @@
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from flows.runtime.settings import FAULT_EXIT_CODE, fault_after_events, state_ke
 from operators.identity import customer_key, visitor_key
 from schemas.codec import BadInput, EventDecoder
 from schemas.deadletter import DeadLetter, dead_letter
+from schemas.event import TYPE_FAMILIES
 
 #: (raw bytes, source, partition, offset, when the broker received it, and for a record
 #: the source had to cut: its original size and SHA-256): what a dead letter says of it.
@@ -52,6 +53,7 @@ def make_decoder(
     clock: EventClock,
     ledger: FlowLedger | None,
     ahead: AheadLimit,
+    channels: Iterable[str] = (),
 ) -> Callable[[list[Any]], list[Decoded]]:
     """Decode a batch of raw inputs into keyed events or dead letters.
 
@@ -59,8 +61,11 @@ def make_decoder(
     goes to both its keys: the customer folds it, the visitor hands over. Each
     batch also says how far in event time it reached (for the watermark's state).
     Whatever a record holds, it leaves as an event or a dead letter, never an error.
+    `channels`: the playbook's, which the count of events by channel names (the others
+    are counted as `other`: a label's values stay bounded whatever the input holds).
     """
     decoder = EventDecoder(max_bytes)
+    by_family = _EventCounts(channels)
     received = metrics.EVENTS_RECEIVED
     dead = metrics.DEAD_LETTERS
     crash_after = fault_after_events()
@@ -77,7 +82,9 @@ def make_decoder(
         by_part: dict[tuple[str, int], float] = {}  # partitions the clock follows
         bad = extra = 0
         not_after = ahead.not_after()
-        stamped: Stamp = (clock.watermark, clock.latest)  # where event time was before it
+        # Where event time was before the batch, and when it was read.
+        stamped: Stamp = (clock.watermark, clock.latest, time.time())
+        counts = by_family.counts
         for item in batch:
             raw, source, partition, offset, received_at, cut = unpack(item)
             try:
@@ -106,6 +113,8 @@ def make_decoder(
                 )
                 continue
             latest = max(latest, ts)
+            kind = (event.type, event.channel)
+            counts[kind] = counts.get(kind, 0) + 1
             if partition is not None and ts > by_part.get((source, partition), float("-inf")):
                 by_part[(source, partition)] = ts
             to = event.to
@@ -126,6 +135,7 @@ def make_decoder(
             clock.advance(latest)
             out.append(EventTime(latest))
 
+        by_family.flush()
         if latest > float("-inf"):
             clock.resumed_after_end = False  # new input: its end is a new one
         if ledger is not None:
@@ -134,6 +144,28 @@ def make_decoder(
         return out
 
     return decode
+
+
+class _EventCounts:
+    """Events decoded by type family and channel, counted per batch (one increment of
+    each labelled child a batch, not one an event)."""
+
+    def __init__(self, channels: Iterable[str]) -> None:
+        self._channels = frozenset(channels)
+        self.counts: dict[tuple[str, str], int] = {}
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def flush(self) -> None:
+        for (event_type, channel), count in self.counts.items():
+            labels = (
+                TYPE_FAMILIES.get(event_type, "interaction"),
+                channel if channel in self._channels else "other",
+            )
+            child = self._children.get(labels)
+            if child is None:
+                child = self._children[labels] = metrics.EVENTS_DECODED.labels(*labels)
+            child.inc(count)
+        self.counts.clear()
 
 
 def unpack_raw(record: RawRecord) -> Unpacked:

@@ -8,7 +8,15 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from flows.runtime.recovery_store import check, drop_abandoned, hold, release, scrub
+from flows.runtime import metrics
+from flows.runtime.recovery_store import (
+    check,
+    drop_abandoned,
+    hold,
+    holds_snapshots,
+    release,
+    scrub,
+)
 from flows.runtime.runner import RecoveryOptions
 
 
@@ -25,6 +33,8 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
             check(recovery.directory)  # one sentence, not bytewax's panic
             drop_abandoned(recovery.directory)  # a crashed run's epochs, run again now
             scrub(recovery.directory)  # an earlier run's erasures, before anything reads them
+            if holds_snapshots(recovery.directory):
+                metrics.RESUMES.inc()
         else:
             _init_recovery(recovery.directory, recovery.partitions)
         cli_main(

@@ -136,9 +136,10 @@ def build_flow(
     lock = models.lock.read()  # many customer steps at once; learning waits
     flow = Dataflow(flow_id)
     metrics.FRESHNESS.set_function(clock.freshness)  # (this process's latest flow's clock)
+    metrics.start_at_zero((j.name for j in playbook.journeys), playbook.channels)
     raw = op.input(INPUT, flow, source)
     ledger = rounds if rounds is not None else loop
-    decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead)
+    decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead, playbook.channels)
     decoded = op.flat_map_batch("decode", raw, decoder)
     split = op.branch("valid", decoded, _is_keyed)
     rest = op.branch("dead_or_time", split.falses, _is_dead_letter)

@@ -29,6 +29,7 @@ from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
 from flows.dataflow.stopping import StopRequest
+from flows.runtime import metrics
 from flows.runtime.balance import ClusterBalance
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
 from flows.runtime.metrics_endpoint import MetricsEndpoint, kafka_readiness, serve
@@ -211,6 +212,8 @@ def _resume(
         check(recovery)  # one sentence, not bytewax's panic
         drop_abandoned(recovery)  # a crashed run's epochs, which this run runs again
         resuming = holds_snapshots(recovery)
+        if resuming:
+            metrics.RESUMES.inc()
     ceilings = None
     if resuming and process is None:
         ceilings = resume_ceilings(resumed_snapshots(recovery, LEARNER))

@@ -8,9 +8,9 @@ the key vault (a customer's key) goes to no topic.
 import time
 
 from flows.dataflow.customer import StepOutput
+from flows.dataflow.held_state import action_kind
 from flows.runtime import metrics
 from operators.analytics import InFlight
-from operators.decide import NO_ACTION
 from schemas.action import Action
 from schemas.analytics import AnalyticsSnapshot
 from schemas.audience import AudienceChange, Tombstone
@@ -44,12 +44,18 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
     _state_key, value = item
     if isinstance(value, Decision):
         metrics.DECISIONS.labels(value.outcome).inc()
+        if value.outcome != "sent" or len(value.candidates) > 1:
+            for candidate in value.candidates:
+                if candidate.policy is not None:
+                    metrics.SUPPRESSIONS.labels(candidate.policy).inc()
         return (DECISIONS, value.customer, encode(value))
     if isinstance(value, JourneyTransition):
-        metrics.TRANSITIONS.labels(value.kind).inc()
+        metrics.TRANSITIONS.labels(value.journey, value.kind).inc()
+        if value.kind == "completed":
+            metrics.TIME_TO_GOAL.labels(value.journey).observe(value.duration_seconds)
         return (JOURNEYS, value.customer, encode(value))
     if isinstance(value, Action):
-        kind = _kind(value)
+        kind = action_kind(value)
         metrics.ACTIONS.labels(value.channel, value.action, kind).inc()
         _REACTION_TIME[kind].observe(time.time() - value.created_at.timestamp())
         return (action_topic(value.channel), value.customer, encode(value))
@@ -74,12 +80,6 @@ def route(item: tuple[str, StepOutput]) -> Routed | None:
 
 #: The event-to-action histogram of each kind of action, bound once.
 _REACTION_TIME = {k: metrics.EVENT_TO_ACTION.labels(k) for k in ("sent", "reply", "no_action")}
-
-
-def _kind(action: Action) -> str:
-    if action.action == NO_ACTION:
-        return "no_action"
-    return "reply" if action.request_id is not None else "sent"
 
 
 def route_shadow(item: tuple[str, StepOutput]) -> Routed | None:

@@ -1,6 +1,14 @@
 """The flow's Prometheus metrics. Labels are bounded vocabularies, never personal data."""
 
+from collections.abc import Iterable
+from typing import get_args
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from schemas.deadletter import DeadLetterReason
+from schemas.decision import DecisionOutcome, SuppressionPolicy
+from schemas.event import FAMILIES
+from schemas.journey import TransitionKind
 
 EVENTS_RECEIVED = Counter(
     "wayfinder_events_received", "Records read from the input, good or bad (loop included)."
@@ -40,7 +48,64 @@ CONTEXTS_CREATED = Counter(
 )
 ERASURES = Counter("wayfinder_erasures", "Customers erased on request.")
 DECISIONS = Counter("wayfinder_decisions", "Decisions made, by outcome.", ["outcome"])
-TRANSITIONS = Counter("wayfinder_journey_transitions", "Journey transitions, by kind.", ["kind"])
+EVENTS_DECODED = Counter(
+    "wayfinder_events_decoded",
+    "Events decoded, by type family (interaction, identity, consent, outcome, "
+    "decision_request, erasure, loop) and channel (the playbook's; `other` for the rest).",
+    ["family", "channel"],
+)
+TRANSITIONS = Counter(
+    "wayfinder_journey_transitions",
+    "Journey transitions, by journey and kind.",
+    ["journey", "kind"],
+)
+OPEN_JOURNEYS = Gauge(
+    "wayfinder_open_journeys",
+    "Journeys open in this process's customer state, by journey.",
+    ["journey"],
+)
+TIME_TO_GOAL = Histogram(
+    "wayfinder_journey_time_to_goal_seconds",
+    "From a journey's start to its goal (event time), by journey: its completions.",
+    ["journey"],
+    buckets=(60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400),
+)
+SUPPRESSIONS = Counter(
+    "wayfinder_suppressions",
+    "Candidate actions suppressed, by the policy that held them back.",
+    ["policy"],
+)
+GOALS_BY_GROUP = Counter(
+    "wayfinder_goal_completions",
+    "Journeys completed, by the customer's group: treated, or holdout (never contacted). "
+    "With the decisions by outcome (sent, holdout), the uplift the actions make.",
+    ["group"],
+)
+CUSTOMERS_IN_STATE = Gauge(
+    "wayfinder_customers_in_state",
+    "Contexts (customers and visitors, not erasures' tombstones) in this process's state.",
+)
+STATE_BYTES = Gauge(
+    "wayfinder_state_bytes",
+    "Bytes of this process's customer state, as its latest snapshots measure it.",
+)
+SNAPSHOTS = Counter(
+    "wayfinder_snapshots", "Customer contexts serialised for bytewax's epoch snapshots."
+)
+SNAPSHOT_SECONDS = Counter(
+    "wayfinder_snapshot_seconds",
+    "Time spent serialising customer contexts for snapshots (per snapshot: divided by "
+    "wayfinder_snapshots_total).",
+)
+LAST_SNAPSHOT = Gauge(
+    "wayfinder_last_snapshot_timestamp_seconds",
+    "When this process last snapshotted a customer's context (Unix time).",
+)
+RESUMES = Counter(
+    "wayfinder_resumes",
+    "Runs of this process that resumed from a recovery folder's snapshots (after a crash, a "
+    "stop or a redeploy).",
+)
 AUDIENCE_CHANGES = Counter("wayfinder_audience_changes", "Segment entries and exits.", ["change"])
 JOURNEY_CASES = Gauge(
     "wayfinder_journey_finished_cases",
@@ -78,6 +143,14 @@ INPUT_CAUGHT_UP = Gauge(
     "started (then it stays 1: what was there at the start has been read).",
     ["topic", "partition"],
 )
+INGEST_TO_ACTION = Histogram(
+    "wayfinder_ingest_to_action_seconds",
+    "From the batch that held an action's trigger being read to the action being emitted "
+    "(wall clock), by kind: sent; reply and no_action are the answers to decision "
+    "requests (request to reply).",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 ACTIONS = Counter(
     "wayfinder_actions",
     "Actions emitted, by channel, action and kind: sent (pushed), reply (an answer to a "
@@ -110,6 +183,32 @@ MODEL_REPLICA_LAG = Gauge(
     "process's replica applying it, for the last batch applied.",
     ["model"],
 )
+
+
+def start_at_zero(journeys: Iterable[str], channels: Iterable[str]) -> None:
+    """Create at 0 the series whose label values are known before anything happens (the
+    playbook's journeys and channels, the closed vocabularies), as Prometheus advises: a
+    series that appears with its first event loses that event to `rate` and `increase`,
+    and a panel of a rare one shows nothing until it happens."""
+    for outcome in get_args(DecisionOutcome):
+        DECISIONS.labels(outcome)
+    for policy in get_args(SuppressionPolicy):
+        SUPPRESSIONS.labels(policy)
+    for reason in get_args(DeadLetterReason):
+        DEAD_LETTERS.labels(reason)
+    for kind in ("sent", "reply", "no_action"):
+        EVENT_TO_ACTION.labels(kind)
+        INGEST_TO_ACTION.labels(kind)
+    for group in ("treated", "holdout"):
+        GOALS_BY_GROUP.labels(group)
+    for journey in journeys:
+        OPEN_JOURNEYS.labels(journey)
+        TIME_TO_GOAL.labels(journey)
+        for transition in get_args(TransitionKind):
+            TRANSITIONS.labels(journey, transition)
+    for family in FAMILIES:
+        for channel in (*channels, "other"):
+            EVENTS_DECODED.labels(family, channel)
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:

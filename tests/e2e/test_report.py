@@ -1,12 +1,11 @@
 """The HTML report, opened as a person opens it: in a real (headless) Chromium.
 
 Chromium is Debian's `chromium` package; the test installs it when it is missing
-(as root, or through sudo) and fails, never skips, when it cannot. The network
+(`tests.debian`) and fails, never skips, when it cannot. The network
 is closed here, so Chromium runs with everything that would call home turned off.
 Screenshots are kept under `.artifacts/` in the repository.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 
 from flows.analysis.report import inline_svg, render_report, write_report
 from operators.contact_map import ContactMap, Step
+from tests.debian import debian_program
 from tests.e2e.cli import REPO
 
 pytestmark = pytest.mark.e2e
@@ -30,43 +30,9 @@ MIN, HOUR, DAY = 60.0, 3600.0, 86400.0
 
 
 # --------------------------------------------------------------------------- chromium
-def _install_chromium() -> None:
-    """`apt-get install -y chromium`, as root or through sudo; fail clearly otherwise."""
-    if os.geteuid() == 0:
-        prefix: list[str] = []
-    elif shutil.which("sudo") and (
-        subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
-    ):
-        prefix = ["sudo", "-n"]
-    else:
-        pytest.fail(
-            "Chromium is not installed and this user can neither install it (not root) nor use "
-            "sudo without a password: install Debian's `chromium` package "
-            "(`sudo apt-get install -y chromium`) and run the tests again"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [*prefix, "apt-get", "install", "-y", "-q", "chromium"]
-    done = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:  # package lists missing or stale: refresh them once
-        subprocess.run(
-            [*prefix, "apt-get", "update", "-q"], capture_output=True, env=env, check=False
-        )
-        done = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"apt-get install chromium failed:\n{done.stdout[-3000:]}\n{done.stderr}")
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        started = time.monotonic()
-        _install_chromium()
-        print(f"installed chromium in {time.monotonic() - started:.1f} s")
-        found = shutil.which("chromium")
-    if not found:
-        pytest.fail("chromium was installed but is not on PATH")
-    return found
+    return debian_program("chromium", "chromium", "chromium-browser")
 
 
 def headless(

@@ -98,7 +98,8 @@ def test_a_busy_week_of_service_actions_keeps_the_marketing_cap_closed():
     upsell = next(a for a in pb.actions if a.name == "accessories_upsell")
     placement, why = policies.place(ctx, upsell, start + 4 * 86400, "web", None, None)
     assert placement is None and why is not None
-    assert "frequency cap of 1 marketing actions in all" in why
+    assert why.policy == "frequency_cap"
+    assert "frequency cap of 1 marketing actions in all" in why.reason
     # Once no policy needs it, the marketing send is forgotten: its 14-day cooldown
     # outlasts the 7-day cap and the 3-day attribution window.
     assert policies.memory["finance_offer"] == 14 * 86400
@@ -122,6 +123,7 @@ def test_quiet_hours_hold_marketing_but_not_service():
     run = Harness(pb).run(accessories_visits([11 * 60]))
     (decision,) = run.decisions("accessories_upsell")
     assert decision.outcome == "suppressed"
+    assert decision.candidates[0].policy == "quiet_hours"
     assert "quiet hours 21:00-08:00 in Europe/London (it is 23:00 there)" in " ".join(
         decision.candidates[0].reasons
     )
@@ -149,7 +151,7 @@ def test_fatigue_pauses_marketing_after_ignored_actions():
     action = next(a for a in pb.actions if a.name == "accessories_upsell")
     placement, why = ContactPolicies(pb).place(ctx, action, start + 6 * 3600, "web", None, None)
     assert placement is None and why is not None
-    assert "unanswered" in why and "fatigue" in why
+    assert why.policy == "fatigue" and "unanswered" in why.reason
     ctx.actions[-1].outcome = "clicked"  # a response ends the streak
     placement, why = ContactPolicies(pb).place(ctx, action, start + 6 * 3600, "web", None, None)
     assert why is None

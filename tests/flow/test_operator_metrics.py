@@ -1,0 +1,123 @@
+"""The metrics operators read agree with what the flow wrote: journeys by journey and
+kind, open journeys, time to goal, suppressions by policy, the uplift's groups, the
+latency from ingest to action, events by family and channel, the state held.
+
+Prometheus's registry is process-global: each figure is the change over one run."""
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from tests.flow_helpers import run_embedded, simulated
+from tests.helpers import default_playbook
+
+CUSTOMERS, HOURS, SEED = 200, 24.0, 5
+Labels = tuple[tuple[str, str], ...]
+
+
+def _samples(sample: str) -> dict[Labels, float]:
+    """{labels: value} of every sample of this name in the registry."""
+    found: dict[Labels, float] = {}
+    for metric in REGISTRY.collect():
+        for s in metric.samples:
+            if s.name == sample:
+                found[tuple(sorted(s.labels.items()))] = s.value
+    return found
+
+
+class _Change:
+    """What a run added to each sample of the families asked for."""
+
+    def __init__(self, *samples: str) -> None:
+        self._before = {name: _samples(name) for name in samples}
+
+    def __call__(self, sample: str, *by: str) -> dict[str, float]:
+        """The changes, summed by the values of the labels `by` (joined with "/")."""
+        before = self._before[sample]
+        totals: dict[str, float] = {}
+        for labels, value in _samples(sample).items():
+            change = value - before.get(labels, 0.0)
+            if change:
+                named = dict(labels)
+                key = "/".join(named[label] for label in by)
+                totals[key] = totals.get(key, 0.0) + change
+        return {key: total for key, total in totals.items() if total}
+
+
+FAMILIES = (
+    "wayfinder_journey_transitions_total",
+    "wayfinder_open_journeys",
+    "wayfinder_journey_time_to_goal_seconds_count",
+    "wayfinder_suppressions_total",
+    "wayfinder_goal_completions_total",
+    "wayfinder_ingest_to_action_seconds_count",
+    "wayfinder_actions_total",
+    "wayfinder_events_decoded_total",
+    "wayfinder_events_received_total",
+    "wayfinder_dead_letters_total",
+    "wayfinder_customers_in_state",
+    "wayfinder_customer_contexts_created_total",
+    "wayfinder_state_bytes",
+)
+
+
+def _records(lines: list[bytes]) -> Iterator[dict[str, Any]]:
+    return (json.loads(line) for line in lines)
+
+
+def test_journey_decision_and_state_metrics_agree_with_the_outputs(entry_point, tmp_path):
+    change = _Change(*FAMILIES)
+    run = run_embedded(entry_point, simulated(CUSTOMERS, HOURS, SEED), tmp_path / "out")
+
+    transitions = [t for t in _records(run.lines("journeys.jsonl")) if "journey" in t]
+    by_journey_kind = Counter(f"{t['journey']}/{t['kind']}" for t in transitions)
+    counted = change("wayfinder_journey_transitions_total", "journey", "kind")
+    assert counted == dict(by_journey_kind) and by_journey_kind
+
+    # Open now: entered, less what ended (completed, abandoned, merged into a customer).
+    opened: Counter[str] = Counter()
+    for t in transitions:
+        if t["kind"] == "entered":
+            opened[t["journey"]] += 1
+        elif t["kind"] in ("completed", "abandoned", "merged"):
+            opened[t["journey"]] -= 1
+    assert change("wayfinder_open_journeys", "journey") == {j: n for j, n in opened.items() if n}
+
+    completed = Counter(t["journey"] for t in transitions if t["kind"] == "completed")
+    assert completed
+    assert change("wayfinder_journey_time_to_goal_seconds_count", "journey") == dict(completed)
+    groups = change("wayfinder_goal_completions_total", "group")
+    assert sum(groups.values()) == sum(completed.values()) and groups.get("treated")
+
+    decisions = list(_records(run.lines("decisions.jsonl")))
+    policies = Counter(
+        c["policy"] for d in decisions for c in d["candidates"] if c["status"] == "suppressed"
+    )
+    assert len(policies) > 1
+    assert change("wayfinder_suppressions_total", "policy") == dict(policies)
+
+    # Every answer to a request is timed from its batch's read; pushed actions too, but
+    # for those a timer found (the end of the input's, here), which no batch brought.
+    actions = change("wayfinder_actions_total", "kind")
+    timed = change("wayfinder_ingest_to_action_seconds_count", "kind")
+    assert timed.get("reply", 0) == actions.get("reply", 0)
+    assert timed.get("no_action", 0) == actions.get("no_action", 0)
+    assert 0 < timed["sent"] <= actions["sent"]
+
+    # Each decoded event is counted once, by family and by a channel of the playbook's.
+    received = change("wayfinder_events_received_total")[""]
+    decoded = change("wayfinder_events_decoded_total", "family")
+    assert {"interaction", "identity", "decision_request", "outcome", "loop"} <= set(decoded)
+    undecodable = change("wayfinder_dead_letters_total", "reason")
+    assert sum(decoded.values()) <= received <= sum(decoded.values()) + sum(undecodable.values())
+    channels = set(change("wayfinder_events_decoded_total", "channel"))
+    assert channels and channels <= {*default_playbook().channels, "other"}
+
+    # Every context the run made is still held (an embedded run discards none but the
+    # erased), and the state's bytes are the snapshots' (taken at every epoch's end).
+    created = sum(change("wayfinder_customer_contexts_created_total").values())
+    assert 0 < change("wayfinder_customers_in_state")[""] <= created
+    assert change("wayfinder_state_bytes")[""] > 1000 * CUSTOMERS

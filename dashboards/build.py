@@ -316,6 +316,13 @@ RELIABILITY = (
             ),
         ),
         Panel(
+            "Brokers connected",
+            "Brokers of the Kafka cluster each process's input is connected to (0: "
+            "unreachable; its /readyz says so).",
+            "short",
+            _q("min by (instance) (wayfinder_kafka_brokers_connected)", "{{instance}}"),
+        ),
+        Panel(
             "Input read to its end",
             "Partitions of the events topic each process has read to their end since it "
             "started (readiness waits for all).",

@@ -182,6 +182,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
                 "enable.auto.commit": "false",
                 "enable.partition.eof": "true",
                 "statistics.interval.ms": 1000,  # (cached high offsets, for the lag)
+                "stats_cb": brokers_connected,  # (whether the cluster is reachable)
                 **self._config,
             }
         )
@@ -317,6 +318,27 @@ def _value(msg: Message) -> bytes:
 
 def _event_order(msg: Message) -> tuple[str, str]:
     return event_order(_value(msg))
+
+
+class _BrokerStats(Struct):
+    state: str
+    nodeid: int
+
+
+class _ClientStats(Struct):
+    brokers: dict[str, _BrokerStats] = {}
+
+
+_CLIENT_STATS = json.Decoder(_ClientStats)
+
+
+def brokers_connected(stats: str) -> None:
+    """librdkafka's statistics of the input's consumer (every second): how many of the
+    cluster's brokers it is connected to (`wayfinder_kafka_brokers_connected`; 0: the
+    cluster is unreachable, and `/readyz` says so). The bootstrap addresses and the
+    client's internal broker are not brokers of the cluster (node id -1)."""
+    brokers = _CLIENT_STATS.decode(stats).brokers.values()
+    metrics.KAFKA_BROKERS.set(sum(1 for b in brokers if b.nodeid >= 0 and b.state == "UP"))
 
 
 class _EventTime(Struct):

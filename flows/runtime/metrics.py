@@ -151,6 +151,12 @@ INGEST_TO_ACTION = Histogram(
     ["kind"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+KAFKA_BROKERS = Gauge(
+    "wayfinder_kafka_brokers_connected",
+    "Brokers of the Kafka cluster the input's consumer is connected to, by librdkafka's "
+    "statistics every second (0: the cluster is unreachable; NaN: no statistics yet).",
+)
+KAFKA_BROKERS.set(float("nan"))
 ACTIONS = Counter(
     "wayfinder_actions",
     "Actions emitted, by channel, action and kind: sent (pushed), reply (an answer to a "

@@ -103,12 +103,14 @@ def serve(
 
 _LAG = "bytewax_kafka_consumer_lag"
 _CAUGHT_UP = "wayfinder_input_caught_up"
+_BROKERS = "wayfinder_kafka_brokers_connected"
 
 
 def kafka_readiness(topic: str, max_lag: int) -> Readiness:
     """Ready once the input has read every partition of the events `topic` to its end
-    since the process started, and while it is at most `max_lag` messages behind it (by
-    bytewax's lag gauge, which the input sets at every epoch)."""
+    since the process started, and while its consumer reaches the Kafka cluster and is
+    at most `max_lag` messages behind the topic (by bytewax's lag gauge, which the input
+    sets at every epoch)."""
 
     def ready() -> str | None:
         caught_up: list[float] = []
@@ -117,6 +119,8 @@ def kafka_readiness(topic: str, max_lag: int) -> Readiness:
             if metric.name in (_LAG, _CAUGHT_UP):
                 found = caught_up if metric.name == _CAUGHT_UP else lags
                 found += [s.value for s in metric.samples if s.labels.get("topic") == topic]
+        if REGISTRY.get_sample_value(_BROKERS) == 0:
+            return "no broker of the Kafka cluster is reachable"
         if not caught_up:
             return "the input has not started reading the events topic"
         if not all(caught_up):

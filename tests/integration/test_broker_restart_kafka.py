@@ -6,7 +6,8 @@ flows.dataflow.kafka:flow`, tailing the topic) with a recovery folder; the broke
 stopped (`scripts/kafka down`, data kept) and started again while the flow runs, and
 the second half of the input is produced after it is back. Every decision request of
 both halves is answered and every bad record is a dead letter: nothing was dropped on
-the way in or on the way out.
+the way in or on the way out. Meanwhile `/readyz` says the cluster is unreachable, and
+ready again once it is back.
 """
 
 import contextlib
@@ -27,6 +28,7 @@ from flows.runtime.settings import KafkaSettings, load_default_playbook
 from flows.runtime.topics import ensure_topics
 from schemas.action import Action
 from tests.e2e.cli import REPO
+from tests.helpers import http_get
 from tests.kafka_io import free_ports, produce, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.recovery]
@@ -106,11 +108,14 @@ def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_p
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    (metrics_port,) = free_ports(1)
+    readyz = f"http://127.0.0.1:{metrics_port}/readyz"
     flow_env = {
         **env,
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "WAYFINDER_TOPIC_PREFIX": settings.topic_prefix,
         "WAYFINDER_KAFKA_TAIL": "true",
+        "WAYFINDER_METRICS_PORT": str(metrics_port),
     }
     produce(settings, "events", [(None, raw) for raw in first])
     log = (tmp_path / "flow.log").open("wb")
@@ -123,14 +128,18 @@ def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_p
             lambda: asked_first <= _answered(settings, channels) or flow.poll() is not None, 120
         ), "the first half was not answered"
         assert flow.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
+        assert _wait_for(lambda: http_get(readyz)[0] == 200, 60), http_get(readyz)
         _scripts_kafka("down", env)  # data kept
-        time.sleep(3.0)
+        # Kubernetes would stop sending it work: the probe says why.
+        assert _wait_for(lambda: "no broker" in http_get(readyz)[1], 60), http_get(readyz)
+        assert http_get(readyz)[0] == 503
         _scripts_kafka("up", env)
         produce(settings, "events", [(None, raw) for raw in second])
         asked = _requests(lines)
         answered = _wait_for(lambda: asked <= _answered(settings, channels), 180)
         assert flow.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
         assert answered, f"unanswered: {sorted(asked - _answered(settings, channels))[:10]}"
+        assert _wait_for(lambda: http_get(readyz)[0] == 200, 60), http_get(readyz)
     finally:
         os.killpg(flow.pid, signal.SIGTERM)
         flow.wait(timeout=60)

@@ -41,7 +41,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from msgspec import Struct, json
+from msgspec import DecodeError, Struct, ValidationError, json
 
 from flows.dataflow.clock import EventClock
 from flows.dataflow.delivery import LOOP_HEADER, ROUND_HEADER
@@ -337,7 +337,11 @@ def brokers_connected(stats: str) -> None:
     cluster's brokers it is connected to (`wayfinder_kafka_brokers_connected`; 0: the
     cluster is unreachable, and `/readyz` says so). The bootstrap addresses and the
     client's internal broker are not brokers of the cluster (node id -1)."""
-    brokers = _CLIENT_STATS.decode(stats).brokers.values()
+    try:
+        brokers = _CLIENT_STATS.decode(stats).brokers.values()
+    except (DecodeError, ValidationError):  # a client of another shape: said, never fatal
+        logger.warning("librdkafka's statistics are not of the shape expected; ignored")
+        return
     metrics.KAFKA_BROKERS.set(sum(1 for b in brokers if b.nodeid >= 0 and b.state == "UP"))
 
 

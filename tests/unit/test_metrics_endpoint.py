@@ -1,12 +1,15 @@
 """The metrics endpoint: Prometheus's `/metrics` with every `wayfinder_*` family, and the
 probes Kubernetes asks (`/livez`, `/readyz` saying why not), where the settings say."""
 
+import json
 import socket
 
 import pytest
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
+from prometheus_client import REGISTRY
 
-from flows.runtime.metrics import INPUT_CAUGHT_UP
+from flows.dataflow.kafka_input import brokers_connected
+from flows.runtime.metrics import INPUT_CAUGHT_UP, KAFKA_BROKERS
 from flows.runtime.metrics_endpoint import kafka_readiness, serve
 from flows.runtime.settings import MetricsSettings, SettingsError, metrics_settings
 from tests.helpers import http_get
@@ -69,3 +72,40 @@ def test_a_kafka_process_is_ready_once_it_has_read_to_the_end_and_while_caught_u
         BYTEWAX_CONSUMER_LAG_GAUGE.remove("input", topic, "0")
         INPUT_CAUGHT_UP.remove(topic, "0")
         INPUT_CAUGHT_UP.remove(topic, "1")
+
+
+def _stats(*brokers: tuple[str, int, str]) -> str:
+    """librdkafka's statistics JSON, as a consumer's `stats_cb` receives it (the parts
+    read; the real one has many more)."""
+    return json.dumps(
+        {
+            "name": "rdkafka#consumer-1",
+            "type": "consumer",
+            "brokers": {
+                name: {"name": name, "nodeid": node, "state": state, "rtt": {"avg": 120}}
+                for name, node, state in brokers
+            },
+        }
+    )
+
+
+def test_a_kafka_process_is_not_ready_while_no_broker_of_the_cluster_is_reachable():
+    topic = "unreachable.events"
+    ready = kafka_readiness(topic, max_lag=100)
+    INPUT_CAUGHT_UP.labels(topic, "0").set(1)
+    internal, bootstrap = (":0/internal", -1, "UP"), ("127.0.0.1:9092/bootstrap", -1, "UP")
+    try:
+        brokers_connected(_stats(internal, bootstrap, ("127.0.0.1:9092/1", 1, "UP")))
+        assert REGISTRY.get_sample_value("wayfinder_kafka_brokers_connected") == 1
+        assert ready() is None
+        # Stopped: the connections drop; the bootstrap address and the client's own
+        # internal broker are not brokers of the cluster.
+        brokers_connected(_stats(internal, bootstrap, ("127.0.0.1:9092/1", 1, "CONNECT")))
+        assert ready() == "no broker of the Kafka cluster is reachable"
+        brokers_connected("{not the statistics}")  # (said in the log, never fatal)
+        assert ready() is not None
+        brokers_connected(_stats(("127.0.0.1:9092/1", 1, "UP")))
+        assert ready() is None
+    finally:
+        KAFKA_BROKERS.set(float("nan"))
+        INPUT_CAUGHT_UP.remove(topic, "0")

@@ -28,6 +28,7 @@ from rocksdict import (
     AccessType,
     BottommostLevelCompaction,
     CompactOptions,
+    DBCompressionType,
     Options,
     Rdict,
 )
@@ -105,8 +106,14 @@ def part_name(index: int) -> str:
 
 
 def _options() -> Options:
+    """Uncompressed: secrets are random (nothing to gain) and a destroyed entry is then
+    absent byte for byte, which a search of the files shows (a compressor can copy a
+    value's first bytes from an earlier match, or code them anew: a search would miss
+    an entry that is still there)."""
     options = Options(raw_mode=True)
     options.create_if_missing(True)
+    options.set_compression_type(DBCompressionType.none())
+    options.set_bottommost_compression_type(DBCompressionType.none())
     return options
 
 

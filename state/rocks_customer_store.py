@@ -1,0 +1,330 @@
+"""The cold tier on disk: RocksDB (rocksdict), one store per process's recovery part.
+
+The contract and its versions are `state.customer_store`'s. The store's keys name
+customers by their state key (a pseudonym, never an id); a context's bytes are the
+value. One RocksDB holds five kinds of entry, told apart by their first byte:
+- `c` key: the customer's current version (a point lookup: every new customer's first
+  event asks for one, and most are not there, which the bloom filters answer in memory);
+- `o` key NUL epoch: older versions a resume may still need (few, and short-lived);
+- `d` deadline key: the deadlines of cold customers, in time order (`due` is a scan);
+- `j` epoch key: which customers changed in an epoch (`durable` and `resume` read only
+  the epochs they concern, never the whole store);
+- `n`: how many customers are cold.
+Each change is one atomic write batch. A customer's gone versions are deleted, then the
+memtable is flushed and the files that held them are compacted down to the last level,
+so no file of the store keeps their bytes (as the key vault does, `state.key_vault`).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import (
+    BlockBasedOptions,
+    BottommostLevelCompaction,
+    Cache,
+    CompactOptions,
+    DBCompressionType,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+)
+
+from state.customer_store import Change, Version, after_durable, finite_deadline
+
+#: Block cache of a store (WAYFINDER_COLD_CACHE): the hot part of the index, the bloom
+#: filters and recently read contexts.
+DEFAULT_CACHE_BYTES = 64 << 20
+
+_CURRENT = b"c"
+_OLDER = b"o"
+_DEADLINE = b"d"
+_JOURNAL = b"j"
+_COUNT = b"n"
+_SEPARATOR = b"\x00"
+_CHANGES: tuple[Change, ...] = ("put", "woke", "gone")
+_HEAD = struct.Struct(">QBd")  # epoch, change, deadline (NaN: none)
+_EPOCH = struct.Struct(">Q")
+_NONE = DBCompressionType.none()
+
+
+def store_options(cache_bytes: int = DEFAULT_CACHE_BYTES, *, compression: bool = True) -> Options:
+    """RocksDB's options for a cold tier, chosen for its work: point lookups of one
+    context (3-4 KB of msgpack) by a random key, most of them misses, and few scans.
+
+    - Bloom filters of 10 bits a key (about 1% false positives): a lookup of a customer
+      the store does not hold reads no block from disk.
+    - Index and filter blocks in the block cache, so memory is the cache's size whatever
+      the number of customers (10 million keys' filters alone are about 12 MB), with
+      level 0's pinned there (the newest files are the most asked).
+    - 16 KB blocks: a few contexts a block, a smaller index for the same data.
+    - LZ4 on the upper levels (cheap for data that is rewritten soon), Zstandard on the
+      last, which holds most of it (msgpack contexts repeat their field names and
+      vocabularies, and compress well).
+    - Two background jobs: the machine's cores are the flow's first.
+    `compression`: off for a test that searches the files for a customer's bytes (a
+    compressor may copy or code them anew: a search would miss them).
+    """
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(cache_bytes))
+    table.set_bloom_filter(10, False)
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    table.set_block_size(16 << 10)
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_block_based_table_factory(table)
+    options.set_compression_type(DBCompressionType.lz4() if compression else _NONE)
+    options.set_bottommost_compression_type(DBCompressionType.zstd() if compression else _NONE)
+    options.set_max_background_jobs(2)
+    options.set_write_buffer_size(32 << 20)
+    options.set_keep_log_file_num(3)
+    return options
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """RocksDB's own figures of a store, for the metrics (as Kafka Streams exports for
+    its stores)."""
+
+    estimated_keys: int
+    sst_bytes: int
+    memtable_bytes: int
+    block_cache_bytes: int
+    pending_compaction_bytes: int
+
+
+class RocksCustomerStore:
+    """The cold tier in a RocksDB store at `path` (made if missing)."""
+
+    def __init__(
+        self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES, compression: bool = True
+    ) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = Rdict(str(path), store_options(cache_bytes, compression=compression))
+        found = self._db.get(_COUNT)
+        self._cold = 0 if found is None else _EPOCH.unpack(found)[0]
+        self._lock = threading.Lock()  # the workers of a process share the store
+
+    def put(self, key: str, state: bytes, *, epoch: int, due: float | None) -> None:
+        version = Version(epoch, "put", state, finite_deadline(due))
+        with self._lock:
+            self._change(_key(key), version)
+
+    def take(self, key: str, *, epoch: int) -> bytes | None:
+        name = _key(key)
+        with self._lock:
+            current = self._current(name)
+            if current is None or current.change != "put":
+                return None
+            self._change(name, Version(epoch, "woke"), current)
+        return current.state
+
+    def get(self, key: str) -> bytes | None:
+        current = self._current(_key(key))
+        return current.state if current is not None and current.change == "put" else None
+
+    def gone(self, key: str, *, epoch: int) -> None:
+        name = _key(key)
+        with self._lock:
+            current = self._current(name)
+            if current is not None:
+                self._change(name, Version(epoch, "gone"), current)
+
+    def due(self, until: float, *, limit: int) -> list[tuple[float, str]]:
+        found: list[tuple[float, str]] = []
+        end = _DEADLINE + _order(until) + b"\xff"
+        it = self._db.iter(ReadOptions())
+        it.seek(_DEADLINE)
+        while it.valid() and len(found) < limit:
+            entry: bytes = it.key()
+            if entry >= end:
+                break
+            found.append((_unorder(entry[1:9]), entry[9:].decode()))
+            it.next()
+        return found
+
+    def durable(self, epoch: int) -> None:
+        erased: list[bytes] = []
+        with self._lock:
+            keys = self._journal(_JOURNAL, _JOURNAL + _EPOCH.pack(epoch))
+            batch = WriteBatch(raw_mode=True)
+            for name, entries in keys.items():
+                versions = self._versions(name)
+                kept = after_durable([v for _, v in versions], epoch)
+                dropped = [v for _, v in versions[: len(versions) - len(kept)]]
+                if any(v.change == "gone" for v in dropped):
+                    erased.append(name)
+                if dropped:
+                    self._rewrite(batch, name, versions, kept)
+                for entry in entries:
+                    batch.delete(entry)
+            self._db.write(batch)
+            if erased:
+                self._compact(erased)
+
+    def resume(self, epoch: int) -> int:
+        with self._lock:
+            keys = self._journal(_JOURNAL + _EPOCH.pack(epoch), _JOURNAL + b"\xff")
+            batch = WriteBatch(raw_mode=True)
+            cold = self._cold
+            for name, entries in keys.items():
+                versions = self._versions(name)
+                kept = [v for _, v in versions if v.epoch < epoch]
+                was_cold = bool(versions) and versions[-1][1].change == "put"
+                cold += (bool(kept) and kept[-1].change == "put") - was_cold
+                if len(kept) < len(versions):
+                    self._rewrite(batch, name, versions, kept)
+                for entry in entries:
+                    batch.delete(entry)
+            self._count(batch, cold)
+            self._db.write(batch)
+            return len(keys)
+
+    def stats(self) -> StoreStats:
+        def number(name: str) -> int:
+            value = self._db.property_int_value(f"rocksdb.{name}")
+            return int(value) if value is not None else 0
+
+        return StoreStats(
+            estimated_keys=number("estimate-num-keys"),
+            sst_bytes=number("total-sst-files-size"),
+            memtable_bytes=number("cur-size-all-mem-tables"),
+            block_cache_bytes=number("block-cache-usage"),
+            pending_compaction_bytes=number("estimate-pending-compaction-bytes"),
+        )
+
+    def __len__(self) -> int:
+        return self._cold
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _current(self, name: bytes) -> Version | None:
+        found = self._db.get(_CURRENT + name)
+        return None if found is None else _decode(found)
+
+    def _versions(self, name: bytes) -> list[tuple[bytes, Version]]:
+        """Every version of a customer with the entry it is stored under, oldest first."""
+        versions: list[tuple[bytes, Version]] = []
+        prefix = _OLDER + name + _SEPARATOR
+        it = self._db.iter(ReadOptions())
+        it.seek(prefix)
+        while it.valid():
+            entry: bytes = it.key()
+            if not entry.startswith(prefix):
+                break
+            versions.append((entry, _decode(it.value())))
+            it.next()
+        current = self._db.get(_CURRENT + name)
+        if current is not None:
+            versions.append((_CURRENT + name, _decode(current)))
+        return versions
+
+    def _change(self, name: bytes, version: Version, current: Version | None = None) -> None:
+        current = current if current is not None else self._current(name)
+        batch = WriteBatch(raw_mode=True)
+        if current is not None:
+            _unindex(batch, name, current)
+            if current.epoch != version.epoch:  # an epoch's later change replaces its own
+                batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(current.epoch), _encode(current))
+        batch.put(_CURRENT + name, _encode(version))
+        _index(batch, name, version)
+        batch.put(_JOURNAL + _EPOCH.pack(version.epoch) + name, b"")
+        was_cold = current is not None and current.change == "put"
+        cold = self._cold + (version.change == "put") - was_cold
+        self._count(batch, cold)
+        self._db.write(batch)
+
+    def _rewrite(
+        self,
+        batch: WriteBatch,
+        name: bytes,
+        versions: list[tuple[bytes, Version]],
+        kept: list[Version],
+    ) -> None:
+        """Store a customer's versions as `kept` (oldest first; the last is current)."""
+        for entry, version in versions:
+            batch.delete(entry)
+            if entry[:1] == _CURRENT:
+                _unindex(batch, name, version)
+        for version in kept[:-1]:
+            batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(version.epoch), _encode(version))
+        if kept:
+            batch.put(_CURRENT + name, _encode(kept[-1]))
+            _index(batch, name, kept[-1])
+
+    def _journal(self, start: bytes, end: bytes) -> dict[bytes, list[bytes]]:
+        """The customers the journal names between two of its entries, with the entries."""
+        keys: dict[bytes, list[bytes]] = {}
+        it = self._db.iter(ReadOptions())
+        it.seek(start)
+        while it.valid():
+            entry: bytes = it.key()
+            if entry >= end or not entry.startswith(_JOURNAL):
+                break
+            keys.setdefault(entry[1 + _EPOCH.size :], []).append(entry)
+            it.next()
+        return keys
+
+    def _count(self, batch: WriteBatch, cold: int) -> None:
+        self._cold = cold
+        batch.put(_COUNT, _EPOCH.pack(cold))
+
+    def _compact(self, names: list[bytes]) -> None:
+        """Leave no file holding these customers' bytes: flush the memtable, then rewrite
+        every file whose range holds them, down to the last level."""
+        self._db.flush()
+        compaction = CompactOptions()
+        compaction.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        for name in names:
+            for prefix in (_CURRENT + name, _OLDER + name + _SEPARATOR):
+                self._db.compact_range(prefix, prefix + b"\xff", compaction)
+
+
+def _key(key: str) -> bytes:
+    name = key.encode()
+    if _SEPARATOR in name:
+        raise ValueError("a customer's state key never holds a NUL")
+    return name
+
+
+def _encode(version: Version) -> bytes:
+    due = math.nan if version.due is None else version.due
+    return _HEAD.pack(version.epoch, _CHANGES.index(version.change), due) + version.state
+
+
+def _decode(raw: bytes) -> Version:
+    epoch, change, due = _HEAD.unpack_from(raw)
+    return Version(
+        epoch, _CHANGES[change], bytes(raw[_HEAD.size :]), None if math.isnan(due) else due
+    )
+
+
+def _index(batch: WriteBatch, name: bytes, version: Version) -> None:
+    if version.change == "put" and version.due is not None:
+        batch.put(_DEADLINE + _order(version.due) + name, b"")
+
+
+def _unindex(batch: WriteBatch, name: bytes, version: Version) -> None:
+    if version.change == "put" and version.due is not None:
+        batch.delete(_DEADLINE + _order(version.due) + name)
+
+
+def _order(time: float) -> bytes:
+    """A time as 8 bytes that sort as the times do (negative ones too)."""
+    (bits,) = struct.unpack(">Q", struct.pack(">d", time))
+    return struct.pack(">Q", bits ^ 0xFFFFFFFFFFFFFFFF if bits >> 63 else bits | 1 << 63)
+
+
+def _unorder(raw: bytes) -> float:
+    (bits,) = struct.unpack(">Q", raw)
+    bits = bits ^ 1 << 63 if bits >> 63 else bits ^ 0xFFFFFFFFFFFFFFFF
+    (time,) = struct.unpack(">d", struct.pack(">Q", bits))
+    return float(time)

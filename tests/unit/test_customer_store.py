@@ -1,0 +1,273 @@
+"""The cold tier's contract, run over both stores (memory and RocksDB), as quix-streams
+runs one suite over its stores; then what only a store on disk can promise."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from state.customer_store import CustomerStore, MemoryCustomerStore
+from state.rocks_customer_store import RocksCustomerStore
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CustomerStore]:
+    made: CustomerStore = (
+        MemoryCustomerStore()
+        if request.param == "memory"
+        else RocksCustomerStore(tmp_path / "cold")
+    )
+    yield made
+    made.close()
+
+
+def test_a_customer_put_cold_is_taken_back_once(store: CustomerStore) -> None:
+    store.put("a", b"context of a", epoch=1, due=None)
+    assert store.get("a") == b"context of a"
+    assert len(store) == 1
+    assert store.take("a", epoch=2) == b"context of a"
+    assert store.take("a", epoch=2) is None
+    assert store.get("a") is None
+    assert len(store) == 0
+
+
+def test_a_customer_never_put_is_not_there(store: CustomerStore) -> None:
+    assert store.get("nobody") is None
+    assert store.take("nobody", epoch=1) is None
+    store.gone("nobody", epoch=1)
+    assert len(store) == 0
+
+
+def test_a_later_put_replaces_the_context(store: CustomerStore) -> None:
+    store.put("a", b"first", epoch=1, due=None)
+    store.take("a", epoch=2)
+    store.put("a", b"second", epoch=3, due=None)
+    assert store.get("a") == b"second"
+    assert len(store) == 1
+
+
+def test_due_lists_cold_deadlines_in_time_order_up_to_the_limit(store: CustomerStore) -> None:
+    store.put("late", b"l", epoch=1, due=300.0)
+    store.put("early", b"e", epoch=1, due=-50.5)
+    store.put("middle", b"m", epoch=1, due=100.25)
+    store.put("never", b"n", epoch=1, due=None)
+    assert store.due(300.0, limit=10) == [(-50.5, "early"), (100.25, "middle"), (300.0, "late")]
+    assert store.due(299.9, limit=10) == [(-50.5, "early"), (100.25, "middle")]
+    assert store.due(1e9, limit=2) == [(-50.5, "early"), (100.25, "middle")]
+    assert store.due(1e9, limit=10) == store.due(1e9, limit=10)  # asking changes nothing
+
+
+def test_a_customer_woken_or_put_again_has_only_their_latest_deadline(
+    store: CustomerStore,
+) -> None:
+    store.put("a", b"a", epoch=1, due=10.0)
+    store.put("b", b"b", epoch=1, due=20.0)
+    store.take("a", epoch=2)
+    store.put("b", b"b2", epoch=2, due=40.0)
+    assert store.due(100.0, limit=10) == [(40.0, "b")]
+    store.put("b", b"b3", epoch=2, due=30.0)  # the same epoch's later change replaces it
+    assert store.due(100.0, limit=10) == [(30.0, "b")]
+
+
+def test_a_deadline_must_be_a_time(store: CustomerStore) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        store.put("a", b"a", epoch=1, due=float("nan"))
+
+
+def test_a_resume_forgets_every_change_made_at_or_after_its_epoch(store: CustomerStore) -> None:
+    store.put("a", b"a at 1", epoch=1, due=15.0)
+    store.take("a", epoch=2)
+    store.put("a", b"a at 3", epoch=3, due=35.0)
+    store.put("b", b"b at 3", epoch=3, due=None)
+    store.put("c", b"c at 1", epoch=1, due=None)
+    store.gone("c", epoch=3)
+    assert store.resume(3) == 3
+    assert store.get("a") is None  # woken at 2: the flow's snapshots hold them
+    assert store.get("b") is None
+    assert store.get("c") == b"c at 1"
+    assert len(store) == 1
+    assert store.resume(2) == 1
+    assert store.get("a") == b"a at 1"
+    assert store.due(100.0, limit=10) == [(15.0, "a")]
+    assert len(store) == 2
+
+
+def test_what_is_durable_is_cleaned_up_without_changing_any_answer(
+    store: CustomerStore,
+) -> None:
+    store.put("a", b"a at 1", epoch=1, due=None)
+    store.take("a", epoch=2)
+    store.put("a", b"a at 3", epoch=3, due=None)
+    store.durable(2)  # a resume may start at 2: the put at 1 must stay
+    store.resume(2)
+    assert store.get("a") == b"a at 1"
+
+
+def test_a_durable_wake_leaves_nothing_a_resume_could_bring_back(store: CustomerStore) -> None:
+    store.put("a", b"a at 1", epoch=1, due=None)
+    store.take("a", epoch=2)
+    store.put("a", b"a at 4", epoch=4, due=None)
+    store.durable(3)
+    store.resume(3)  # from 3 on, the flow's snapshots hold the customer woken at 2
+    assert store.get("a") is None
+    assert len(store) == 0
+
+
+def test_an_epochs_later_change_replaces_its_earlier_one(store: CustomerStore) -> None:
+    store.put("a", b"a", epoch=5, due=50.0)
+    store.take("a", epoch=5)
+    store.durable(6)
+    store.resume(6)
+    assert store.get("a") is None
+    assert store.due(1e9, limit=10) == []
+    assert len(store) == 0
+
+
+#: One step of a run of the store: (operation, customer, argument).
+_Op = tuple[str, str, float | None]
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "take", "gone", "next_epoch", "durable", "resume"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.none(), st.floats(-100, 100, allow_nan=False)),
+    ),
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_ops)
+def test_any_run_of_changes_durables_and_resumes_answers_as_the_plain_log_of_changes(
+    ops: list[_Op], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The oracle keeps every change (no clean-up) and forgets those a resume undoes;
+    a customer's answer is their latest change. Both stores answer as it does, whatever
+    was cleaned up as durable (a resume never goes back before what is durable)."""
+    stores: list[CustomerStore] = [
+        MemoryCustomerStore(),
+        RocksCustomerStore(tmp_path_factory.mktemp("cold") / "store"),
+    ]
+    log: list[tuple[int, str, str, bytes, float | None]] = []  # epoch, key, change, state, due
+    epoch, durable = 1, 0
+    for serial, (op, key, value) in enumerate(ops):
+        if op == "next_epoch":
+            epoch += 1
+        elif op == "durable":
+            durable = max(durable, epoch)  # everything before the current epoch
+            for s in stores:
+                s.durable(durable)
+        elif op == "resume":
+            back = max(durable, epoch - 1, 1)
+            log = [c for c in log if c[0] < back]
+            for s in stores:
+                s.resume(back)
+            epoch = back
+        elif op == "put":
+            state = f"{key} #{serial}".encode()
+            log.append((epoch, key, "put", state, value))
+            for s in stores:
+                s.put(key, state, epoch=epoch, due=value)
+        elif op == "take":
+            latest = _latest(log, key)
+            cold = latest is not None and latest[2] == "put"
+            if cold:
+                log.append((epoch, key, "woke", b"", None))
+            for s in stores:
+                assert s.take(key, epoch=epoch) == (latest[3] if cold and latest else None)
+        elif op == "gone":
+            if _latest(log, key) is not None:
+                log.append((epoch, key, "gone", b"", None))
+            for s in stores:
+                s.gone(key, epoch=epoch)
+        for s in stores:
+            _answers_as(s, log)
+    for s in stores:
+        s.close()
+
+
+def _latest(
+    log: list[tuple[int, str, str, bytes, float | None]], key: str
+) -> tuple[int, str, str, bytes, float | None] | None:
+    mine = [c for c in log if c[1] == key]
+    return mine[-1] if mine else None
+
+
+def _answers_as(store: CustomerStore, log: list[tuple[int, str, str, bytes, float | None]]) -> None:
+    cold = {}
+    for key in ("a", "b", "c"):
+        latest = _latest(log, key)
+        expected = latest[3] if latest is not None and latest[2] == "put" else None
+        assert store.get(key) == expected, key
+        if latest is not None and latest[2] == "put":
+            cold[key] = latest[4]
+    assert len(store) == len(cold)
+    due = sorted((d, k) for k, d in cold.items() if d is not None)
+    assert store.due(1e9, limit=10) == due
+
+
+# What only the store on disk promises.
+
+
+def test_a_reopened_store_holds_what_it_held(tmp_path: Path) -> None:
+    path = tmp_path / "cold"
+    store = RocksCustomerStore(path)
+    store.put("a", b"a at 1", epoch=1, due=12.0)
+    store.take("a", epoch=2)
+    store.put("b", b"b at 2", epoch=2, due=None)
+    store.close()
+    again = RocksCustomerStore(path)
+    assert len(again) == 1
+    assert again.get("b") == b"b at 2"
+    again.resume(2)  # a resume after the restart still goes back
+    assert again.get("a") == b"a at 1"
+    assert again.due(100.0, limit=5) == [(12.0, "a")]
+    assert len(again) == 1
+    again.close()
+
+
+def test_a_durable_erasure_leaves_no_byte_of_the_customer_in_any_file(tmp_path: Path) -> None:
+    path = tmp_path / "cold"
+    store = RocksCustomerStore(path, compression=False)  # (a search of the files is exact)
+    secret = os.urandom(48)  # a context of theirs, as the files would hold it
+    for i in range(200):  # neighbours, in the same files
+        store.put(f"other-{i:03}", b"someone else " * 20, epoch=1, due=float(i))
+    store.put("ada", b"ada:" + secret, epoch=1, due=50.0)
+    store.take("ada", epoch=2)
+    store.put("ada", b"ada again:" + secret, epoch=3, due=70.0)
+    store._db.flush()  # (on disk before the erasure, as a long run would have it)
+    assert _files_holding(path, secret)
+    store.gone("ada", epoch=4)
+    store.durable(4)  # the erasure is not durable yet: a resume may need the versions
+    store.resume(4)
+    assert store.get("ada") == b"ada again:" + secret
+    store.gone("ada", epoch=4)
+    store.durable(5)
+    assert store.get("ada") is None
+    assert "ada" not in [k for _, k in store.due(1e9, limit=1000)]
+    assert _files_holding(path, secret) == []
+    assert store.get("other-007") == b"someone else " * 20
+    store.close()
+
+
+def _files_holding(directory: Path, needle: bytes) -> list[str]:
+    return [f.name for f in directory.iterdir() if f.is_file() and needle in f.read_bytes()]
+
+
+def test_its_own_figures_are_exported(tmp_path: Path) -> None:
+    store = RocksCustomerStore(tmp_path / "cold", cache_bytes=8 << 20)
+    for i in range(500):
+        store.put(f"k{i}", bytes(100), epoch=1, due=None)
+    store._db.flush()
+    store.get("k1")
+    stats = store.stats()
+    assert stats.estimated_keys >= 500
+    assert stats.sst_bytes > 0
+    assert 0 < stats.block_cache_bytes <= 8 << 20
+    assert stats.pending_compaction_bytes >= 0
+    store.close()

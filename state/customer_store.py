@@ -22,6 +22,7 @@ store); a `woke` or `gone` that is durable is dropped too, with everything befor
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import threading
@@ -35,12 +36,27 @@ Change = Literal["put", "woke", "gone"]
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """One change of one customer's entry."""
+    """One change of one customer's entry. `purge`: it replaced a `gone` of its epoch
+    (a customer erased, then kept again as their tombstone): once durable, what came
+    before it is purged as a `gone`'s is."""
 
     epoch: int
     change: Change
     state: bytes = b""
     due: float | None = None
+    purge: bool = False
+
+
+def replacing(old: Version, new: Version) -> Version:
+    """`new`, replacing `old` of the same epoch: a `gone` it replaces still purges."""
+    if (old.change == "gone" or old.purge) and not new.purge:
+        return dataclasses.replace(new, purge=True)
+    return new
+
+
+def purges(dropped: list[Version]) -> bool:
+    """Whether dropping these versions must leave no byte of them on disk."""
+    return any(v.change == "gone" or v.purge for v in dropped)
 
 
 class CustomerStore(Protocol):
@@ -68,6 +84,11 @@ class CustomerStore(Protocol):
     def due(self, until: float, *, limit: int) -> list[tuple[float, str]]:
         """Cold customers with a deadline at or before `until`: (deadline, key), soonest
         first, at most `limit`."""
+        ...
+
+    def cold_keys(self, *, after: str | None, limit: int) -> list[str]:
+        """Cold customers' keys in key order, from the first after `after` (None: from
+        the start), at most `limit`."""
         ...
 
     def durable(self, epoch: int) -> None:
@@ -145,6 +166,15 @@ class MemoryCustomerStore:
                 heapq.heappush(heap, (deadline, key, self._versions[key][-1].epoch))
         return [(deadline, key) for key, deadline in found.items()]
 
+    def cold_keys(self, *, after: str | None, limit: int) -> list[str]:
+        with self._lock:
+            cold = sorted(
+                key
+                for key, versions in self._versions.items()
+                if versions[-1].change == "put" and (after is None or key > after)
+            )
+        return cold[:limit]
+
     def durable(self, epoch: int) -> None:
         with self._lock:
             for done in sorted(e for e in self._journal if e < epoch):
@@ -190,7 +220,7 @@ class MemoryCustomerStore:
         versions = self._versions.setdefault(key, [])
         was_cold = bool(versions) and versions[-1].change == "put"
         if versions and versions[-1].epoch == version.epoch:
-            versions[-1] = version  # an epoch's later change replaces its earlier one
+            versions[-1] = replacing(versions[-1], version)  # an epoch's later change wins
         else:
             versions.append(version)
         self._journal.setdefault(version.epoch, set()).add(key)

@@ -35,7 +35,14 @@ from rocksdict import (
     WriteBatch,
 )
 
-from state.customer_store import Change, Version, after_durable, finite_deadline
+from state.customer_store import (
+    Change,
+    Version,
+    after_durable,
+    finite_deadline,
+    purges,
+    replacing,
+)
 
 #: Block cache of a store (WAYFINDER_COLD_CACHE): the hot part of the index, the bloom
 #: filters and recently read contexts.
@@ -49,6 +56,8 @@ _COUNT = b"n"
 _SEPARATOR = b"\x00"
 _CHANGES: tuple[Change, ...] = ("put", "woke", "gone")
 _HEAD = struct.Struct(">QBd")  # epoch, change, deadline (NaN: none)
+_PUT = _CHANGES.index("put")
+_PURGE = 0x80  # (a flag in the change byte: `Version.purge`)
 _EPOCH = struct.Struct(">Q")
 _NONE = DBCompressionType.none()
 
@@ -150,6 +159,19 @@ class RocksCustomerStore:
             it.next()
         return found
 
+    def cold_keys(self, *, after: str | None, limit: int) -> list[str]:
+        keys: list[str] = []
+        it = self._db.iter(ReadOptions())
+        it.seek(_CURRENT if after is None else _CURRENT + _key(after) + _SEPARATOR)
+        while it.valid() and len(keys) < limit:
+            entry: bytes = it.key()
+            if not entry.startswith(_CURRENT):
+                break
+            if _HEAD.unpack_from(it.value())[1] & ~_PURGE == _PUT:
+                keys.append(entry[1:].decode())
+            it.next()
+        return keys
+
     def durable(self, epoch: int) -> None:
         erased: list[bytes] = []
         with self._lock:
@@ -159,7 +181,7 @@ class RocksCustomerStore:
                 versions = self._versions(name)
                 kept = after_durable([v for _, v in versions], epoch)
                 dropped = [v for _, v in versions[: len(versions) - len(kept)]]
-                if any(v.change == "gone" for v in dropped):
+                if dropped and purges([*dropped, *kept[:1]]):
                     erased.append(name)
                 if dropped:
                     self._rewrite(batch, name, versions, kept)
@@ -232,7 +254,9 @@ class RocksCustomerStore:
         batch = WriteBatch(raw_mode=True)
         if current is not None:
             _unindex(batch, name, current)
-            if current.epoch != version.epoch:  # an epoch's later change replaces its own
+            if current.epoch == version.epoch:
+                version = replacing(current, version)  # an epoch's later change wins
+            else:
                 batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(current.epoch), _encode(current))
         batch.put(_CURRENT + name, _encode(version))
         _index(batch, name, version)
@@ -297,13 +321,18 @@ def _key(key: str) -> bytes:
 
 def _encode(version: Version) -> bytes:
     due = math.nan if version.due is None else version.due
-    return _HEAD.pack(version.epoch, _CHANGES.index(version.change), due) + version.state
+    change = _CHANGES.index(version.change) | (_PURGE if version.purge else 0)
+    return _HEAD.pack(version.epoch, change, due) + version.state
 
 
 def _decode(raw: bytes) -> Version:
     epoch, change, due = _HEAD.unpack_from(raw)
     return Version(
-        epoch, _CHANGES[change], bytes(raw[_HEAD.size :]), None if math.isnan(due) else due
+        epoch,
+        _CHANGES[change & ~_PURGE],
+        bytes(raw[_HEAD.size :]),
+        None if math.isnan(due) else due,
+        bool(change & _PURGE),
     )
 
 

@@ -26,6 +26,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 from rich.console import Console
 
+from flows.dataflow.cold_tier import close_stores
 from flows.dataflow.flow import Challenger, embedded_flow
 from flows.dataflow.sources import Records
 from flows.lab.simulator import SimulationConfig
@@ -33,7 +34,7 @@ from flows.lab.traffic import SimulatedTraffic
 from flows.lab.world import World
 from flows.runtime.run_files import contact_map, prepare_out, write_end_files
 from flows.runtime.runner import RunSummary, run_with_progress
-from flows.runtime.settings import state_key
+from flows.runtime.settings import ColdSettings, state_key
 from operators.models import ModelSet
 from operators.playbook import CompiledPlaybook
 from operators.rerun import open_basis
@@ -137,6 +138,16 @@ def comparable_outputs(out: Path) -> dict[str, list[bytes]]:
     return compared
 
 
+def every_output(out: Path) -> dict[str, list[bytes]]:
+    """`comparable_outputs`, with the example log and the decision inputs (opened: each
+    run makes its customers' keys anew, so the sealed bytes differ)."""
+    compared = comparable_outputs(out)
+    compared["models.examples"] = sorted(file_lines(out / "models.examples.jsonl.gz"))
+    inputs = file_lines(out / "decisions.inputs.jsonl.gz")
+    compared["decisions.inputs, opened"] = opened_inputs(inputs, out / "keys")
+    return compared
+
+
 def opened_inputs(lines: list[bytes], vault: Path) -> list[bytes]:
     """Decision inputs with their basis opened by the customers' keys in `vault`, sorted:
     what must be the same between two runs (each makes its customers' keys anew, so
@@ -195,11 +206,13 @@ def run_embedded(
     recovery: Path | None = None,
     snapshot_interval: float = 0.05,
     backup_interval: float = 0.0,
+    cold: ColdSettings | None = None,
 ) -> EmbeddedRun:
     """Run the embedded flow over `records` into `out` to its end, on `entry_point`.
 
     With `recovery`, snapshot to that folder every `snapshot_interval` seconds (it is
     initialised when it has no partitions yet, and resumed from when it holds snapshots).
+    `cold`: the cold tier's settings (None: the environment's).
     """
     playbook = playbook or default_playbook()
     resuming = recovery is not None and recovery.is_dir() and any(recovery.iterdir())
@@ -212,6 +225,8 @@ def run_embedded(
         models=models,
         challenger=challenger,
         decision_inputs=decision_inputs,
+        cold=cold,
+        recovery=recovery,
     )
     config, interval = None, None
     if recovery is not None:
@@ -222,7 +237,10 @@ def run_embedded(
         interval = timedelta(seconds=snapshot_interval)
 
     def execute() -> None:
-        entry_point(flow, epoch_interval=interval, recovery_config=config)
+        try:
+            entry_point(flow, epoch_interval=interval, recovery_config=config)
+        finally:
+            close_stores()
 
     summary = run_with_progress(
         execute, console=Console(file=io.StringIO()), title="test run", progress=False

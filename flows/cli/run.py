@@ -170,6 +170,7 @@ def _run_embedded(
         models=models,
         challenger=challenger,
         decision_inputs=not args.no_decision_inputs,
+        recovery=recovery.directory if recovery is not None else None,
     )
     endpoint = _serve_embedded(args.metrics_port)
     try:

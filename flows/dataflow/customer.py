@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from bytewax.operators import StatefulBatchLogic
 
 from flows.dataflow.clock import EventClock
+from flows.dataflow.cold_tier import ColdTier, Wake
 from flows.dataflow.held_state import HeldState, took
 from flows.dataflow.ledger import FlowLedger
 from flows.runtime import metrics
@@ -30,10 +31,12 @@ from state.context import CustomerContext, from_snapshot, is_tombstone, to_snaps
 #: Where event time was when an event was decoded: the decoding process's watermark and
 #: the latest event time it had read. Every record carries it, so a process that reads
 #: no input itself (a cluster's other processes) knows the watermark all the same. Then
-#: when its batch was read (wall clock), which its actions are timed from.
-Stamp = tuple[float, float, float]
-#: (customer key, event, stamp): what the decode step hands to a customer.
-Keyed = tuple[str, Event, Stamp]
+#: when its batch was read (wall clock), which its actions are timed from, and the
+#: bytewax epoch it is in (`flows.dataflow.epochs`).
+Stamp = tuple[float, float, float, int]
+#: (customer key, event, stamp): what the decode step hands to a customer; or ("", a
+#: wake of the cold tier, stamp).
+Keyed = tuple[str, Event | Wake, Stamp]
 #: What the step emits: the core's outputs, where each customer is when a bounded
 #: input ends (for the contact-point map), and the records it could not use.
 StepOutput = Output | InFlight | DeadLetter
@@ -51,7 +54,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
     passes them (bytewax timers, set for when the watermark should have got there).
     An embedded run has no timers: its rounds fire them on events and at the end.
     `models_lock`: held while the step runs, so the models it asks do not learn meanwhile.
-    `shadow`: a challenger's step, whose outputs never come back as input.
+    `shadow`: a challenger's step, whose outputs never come back as input (its state
+    stays in memory). `cold`: the cold tier, where the customer goes when idle and
+    comes back from (`flows.dataflow.cold_tier`).
 
     No record stops the flow: one the step refuses, or fails on, becomes a dead
     letter and leaves the context as it was before it (`_Rollback`).
@@ -67,6 +72,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         ledger: FlowLedger | None,
         models_lock: AbstractContextManager[object] | None = None,
         shadow: bool = False,
+        cold: ColdTier | None = None,
     ) -> None:
         self._step = step
         self._shadow = shadow
@@ -85,25 +91,99 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if self._held is not None and resume_state is not None:
             self._held.holds(self._ctx)
             self._held.snapshotted(len(resume_state))
+        self._cold = None if shadow else cold
+        #: The customer's state key (known from their first record), and the epoch of
+        #: the latest record (a resumed logic's: the run's first, never later).
+        self._key = ""
+        self._epoch = cold.first_epoch if cold is not None else 0
+        #: Whether the cold tier may hold this customer (a new logic, not resumed).
+        self._may_be_cold = resume_state is None
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[StepOutput], bool]:
-        watermark, latest, ingested = values[-1][2]  # (the latest stamp: one call a batch)
+        watermark, latest, ingested, epoch = values[-1][2]  # (the latest: one a batch)
         self._clock.observe(watermark, latest)
+        self._epoch = epoch
+        wakes = [v[1] for v in values if type(v[1]) is Wake]
         emitted: list[StepOutput] = []
+        if self._cold is not None:
+            self._from_cold(values, wakes)
         with self._models_lock:
-            ctx = self._step_batch(values, emitted)
+            ctx, erased = self._step_batch(values, emitted)
         self._ctx = ctx
         self._account(len(values), emitted)
+        if any(w.fire for w in wakes):  # (a cold customer's deadline: on time as a timer)
+            outputs, _discard = self._wake(watermark)  # (accounted there)
+            emitted += outputs
         self._observe(emitted, ingested)
-        return emitted, ctx is None
+        if self._cold is not None:
+            return emitted, self._to_cold(watermark, erased)
+        return emitted, self._ctx is None
 
-    def _step_batch(self, values: list[Keyed], emitted: list[StepOutput]) -> CustomerContext | None:
+    def _from_cold(self, values: list[Keyed], wakes: list[Wake]) -> None:
+        """Bring the customer back from the cold tier when this logic is new (a wake for
+        a customer already in memory: what the tier still holds of them is stale)."""
+        cold = self._cold
+        assert cold is not None
+        if not self._key:
+            key, first, _stamp = values[0]
+            self._key = (
+                first.key if isinstance(first, Wake) else first.to or self._step.pseudonym_of(key)
+            )
+        if not self._may_be_cold:
+            if wakes:
+                cold.take(self._key, epoch=self._epoch)
+            return
+        self._may_be_cold = False
+        state = cold.take(self._key, epoch=self._epoch)
+        if state is None:
+            return
+        self._ctx = from_snapshot(state)
+        self._rollback.saved(state)
+        if self._held is not None:
+            self._held.holds(self._ctx)
+            self._held.snapshotted(len(state))
+
+    def _to_cold(self, watermark: float, erased: bool) -> bool:
+        """After a batch: leave memory for the cold tier if idle long enough; say an
+        erasure or an ended context to it. Returns whether to discard the logic."""
+        cold = self._cold
+        assert cold is not None
+        ctx = self._ctx
+        if erased or ctx is None:
+            cold.gone(self._key, epoch=self._epoch)  # (an erasure: once durable, every byte)
+            if ctx is None:
+                return True
+        assert ctx is not None
+        idle = cold.idle_deadline(ctx)
+        if idle is None or idle > watermark:
+            return False
+        return self._leave(ctx)
+
+    def _leave(self, ctx: CustomerContext) -> bool:
+        """Write the customer to the cold tier and let the logic go (False: they stay)."""
+        cold = self._cold
+        assert cold is not None
+        state = to_snapshot(ctx)
+        if not cold.leave(self._key, state, epoch=self._epoch, due=self._step.next_deadline(ctx)):
+            return False
+        self._ctx = None
+        if self._held is not None:
+            self._held.discarded()
+        return True
+
+    def _step_batch(
+        self, values: list[Keyed], emitted: list[StepOutput]
+    ) -> tuple[CustomerContext | None, bool]:
+        """Fold the batch's events; returns the context and whether one erased it."""
         step = self._step
         ctx = self._ctx
         rollback = self._rollback
         since = rollback.since
         made = step.keys_made()
+        erased = False
         for key, event, _stamp in values:
+            if isinstance(event, Wake):
+                continue
             folded_before = -1 if ctx is None else ctx.events
             try:
                 after, outputs = step.on_event(key, ctx, event)
@@ -134,6 +214,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 emitted.extend(outputs)
             kind_of_event = event.type
             if ctx is None or kind_of_event == "erase":
+                erased = True
                 rollback.saved(None if ctx is None else to_snapshot(ctx))
                 if (
                     kind_of_event == "erase"
@@ -153,12 +234,29 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 and not (ctx.unopened and ctx.unopened[-1] is event)  # ... or for a key
             ):
                 metrics.DUPLICATE_EVENTS.inc()
-        return ctx
+        return ctx, erased
 
     def on_notify(self) -> tuple[Iterable[StepOutput], bool]:
-        outputs, discard = self._wake(self._clock.watermark)
+        watermark = self._clock.watermark
+        if self._timers:
+            outputs, discard = self._wake(watermark)
+        else:  # (an embedded run: only the cold tier's idle timer)
+            outputs, discard = [], self._ctx is None
         self._observe(outputs, None)
-        return outputs, discard
+        ctx = self._ctx
+        if discard or self._cold is None or ctx is None:
+            return outputs, discard
+        idle = self._cold.idle_deadline(ctx)
+        if idle is None or idle > watermark or not self._known(ctx):
+            return outputs, False
+        return outputs, self._leave(ctx)  # (under the latest record's epoch: see ColdTier)
+
+    def _known(self, ctx: CustomerContext) -> bool:
+        """Whether this logic knows its state key (a resumed one that has had no record
+        yet: the context's pseudonym, when it has one)."""
+        if not self._key:
+            self._key = ctx.pseudonym
+        return bool(self._key)
 
     def on_eof(self) -> tuple[Iterable[StepOutput], bool]:
         clock = self._clock
@@ -182,10 +280,16 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return outputs, discard
 
     def notify_at(self) -> datetime | None:
-        if not self._timers:
-            return None
-        due = self._step.next_deadline(self._ctx)
-        if due is None or due == self._failed_due:
+        due = None
+        if self._timers:
+            due = self._step.next_deadline(self._ctx)
+            if due == self._failed_due:
+                due = None
+        if self._cold is not None:
+            idle = self._cold.idle_deadline(self._ctx)
+            if idle is not None and (due is None or idle < due):
+                due = idle
+        if due is None:
             return None
         return datetime.fromtimestamp(self._clock.wake_at(due), UTC)
 
@@ -219,6 +323,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if self._ctx is None:
             return [], True
         if self._step.expired(self._ctx, now):  # an erasure's tombstone, kept long enough
+            if self._cold is not None and self._known(self._ctx):
+                self._cold.gone(self._key, epoch=self._epoch)
             self._ctx = None
             self._rollback.saved(None)
             return [], True

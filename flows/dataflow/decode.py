@@ -1,6 +1,7 @@
 """The decode step: raw records in, keyed events, dead letters and event time out."""
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -9,7 +10,9 @@ from typing import Any
 from confluent_kafka import Message
 
 from flows.dataflow.clock import EventClock, EventTime
+from flows.dataflow.cold_tier import Wake
 from flows.dataflow.customer import Keyed, Stamp
+from flows.dataflow.epochs import EpochMark
 from flows.dataflow.ledger import FlowLedger
 from flows.dataflow.sources import RawRecord
 from flows.runtime import metrics
@@ -70,9 +73,12 @@ def make_decoder(
     dead = metrics.DEAD_LETTERS
     crash_after = fault_after_events()
     seen = [0]
+    epochs = _Epochs()  # each worker's (its partitions' marks)
 
     def decode(batch: list[Any]) -> list[Decoded]:
-        received.inc(len(batch))
+        if batch and type(batch[0]) is EpochMark:
+            epochs.epoch = batch[0].epoch
+            batch = batch[1:]
         if crash_after is not None:
             seen[0] += len(batch)
             if seen[0] >= crash_after:
@@ -80,12 +86,22 @@ def make_decoder(
         out: list[Decoded] = []
         latest = float("-inf")
         by_part: dict[tuple[str, int], float] = {}  # partitions the clock follows
-        bad = extra = 0
+        bad = extra = special = 0
         not_after = ahead.not_after()
         # Where event time was before the batch, and when it was read.
-        stamped: Stamp = (clock.watermark, clock.latest, time.time())
+        stamped: Stamp = (clock.watermark, clock.latest, time.time(), epochs.epoch)
         counts = by_family.counts
         for item in batch:
+            kind_of_item = type(item)
+            if kind_of_item is Wake:  # the cold tier's, from the input itself
+                special += 1
+                out.append((item.key, ("", item, stamped)))
+                continue
+            if kind_of_item is EpochMark:  # (batches taken together)
+                special += 1
+                epochs.epoch = item.epoch
+                stamped = (stamped[0], stamped[1], stamped[2], item.epoch)
+                continue
             raw, source, partition, offset, received_at, cut = unpack(item)
             try:
                 if cut is not None:
@@ -135,6 +151,7 @@ def make_decoder(
             clock.advance(latest)
             out.append(EventTime(latest))
 
+        received.inc(len(batch) - special)
         by_family.flush()
         if latest > float("-inf"):
             clock.resumed_after_end = False  # new input: its end is a new one
@@ -144,6 +161,12 @@ def make_decoder(
         return out
 
     return decode
+
+
+class _Epochs(threading.local):
+    """The epoch the records a worker decodes are in (`flows.dataflow.epochs`)."""
+
+    epoch = 0
 
 
 class _EventCounts:

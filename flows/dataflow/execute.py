@@ -8,6 +8,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from flows.dataflow.cold_tier import close_stores
 from flows.runtime import metrics
 from flows.runtime.recovery_store import (
     check,
@@ -25,7 +26,10 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
     and resume from it when it holds an earlier run's snapshots (erased customers are
     scrubbed from it before and after)."""
     if recovery is None:
-        cli_main(flow, workers_per_process=workers)
+        try:
+            cli_main(flow, workers_per_process=workers)
+        finally:
+            close_stores()
         return
     hold(recovery.directory)  # no second run snapshots into it meanwhile
     try:
@@ -47,6 +51,7 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
         )
         scrub(recovery.directory)
     finally:
+        close_stores()
         release(recovery.directory)
 
 

@@ -16,17 +16,19 @@ the lab's simulator in, JSON-lines files out, event time) and the Kafka service
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeGuard, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
 from flows.dataflow.analytics import ScopeLogic, finished_journeys
 from flows.dataflow.clock import WATERMARK_KEY, EventClock, EventTime, WatermarkLogic
+from flows.dataflow.cold_tier import ColdTier, open_cold_tier
 from flows.dataflow.customer import CustomerLogic, Keyed, StepOutput
 from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
+from flows.dataflow.epochs import EpochSource
 from flows.dataflow.key_sink import KeyVaultSink, VaultChange
 from flows.dataflow.learner import LEARNER, ExampleLog, LearningRounds, examples, learner
 from flows.dataflow.ledger import FlowLedger, LoopLedger
@@ -43,8 +45,10 @@ from flows.dataflow.routing import (
 from flows.dataflow.sinks import TopicFileSink
 from flows.dataflow.sources import Records
 from flows.runtime import metrics
+from flows.runtime.recovery_store import resume_epoch
 from flows.runtime.run_files import KEY_VAULT
 from flows.runtime.settings import (
+    ColdSettings,
     deployment_secret,
     load_default_playbook,
     max_ahead_seconds,
@@ -80,7 +84,7 @@ class Challenger:
 
 
 def build_flow(
-    source: Source[R],
+    source: FixedPartitionedSource[R, Any],
     sink: Sink[S],
     *,
     unpack: Callable[[R], Unpacked],
@@ -102,6 +106,8 @@ def build_flow(
     key_vault: Path | None = None,
     published: Published | None = None,
     shadow_published: Published | None = None,
+    cold: ColdTier | None = None,
+    first_epoch: int = 1,
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
@@ -121,7 +127,9 @@ def build_flow(
     where a copy of the customers' keys and ids is kept, for it and for channels to
     resolve the pseudonyms the records name customers by (none: in the state alone).
     `published`, `shadow_published`: what the live step and the challenger published
-    after the snapshot a run resumes from, which the replay repeats.
+    after the snapshot a run resumes from, which the replay repeats. `cold`: the cold
+    tier idle customers leave memory for; `first_epoch`: the run's first bytewax epoch
+    (a resumed run's is the one it resumes from), which the input counts on from.
     """
     models = models if models is not None else ModelSet(playbook)
     step = CustomerStep(
@@ -137,8 +145,8 @@ def build_flow(
     flow = Dataflow(flow_id)
     metrics.FRESHNESS.set_function(clock.freshness)  # (this process's latest flow's clock)
     metrics.start_at_zero((j.name for j in playbook.journeys), playbook.channels)
-    raw = op.input(INPUT, flow, source)
     ledger = rounds if rounds is not None else loop
+    raw = op.input(INPUT, flow, EpochSource(source, first_epoch, cold=cold, ledger=ledger))
     decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead, playbook.channels)
     decoded = op.flat_map_batch("decode", raw, decoder)
     split = op.branch("valid", decoded, _is_keyed)
@@ -149,7 +157,7 @@ def build_flow(
         "customer",
         split.trues,
         lambda resume: CustomerLogic(
-            step, resume, timers=timers, clock=clock, ledger=ledger, models_lock=lock
+            step, resume, timers=timers, clock=clock, ledger=ledger, models_lock=lock, cold=cold
         ),
     )
     results = op.filter_map("route", customers, route)
@@ -226,21 +234,32 @@ def embedded_flow(
     models: ModelSet | None = None,
     challenger: Challenger | None = None,
     decision_inputs: bool = True,
+    cold: ColdSettings | None = None,
+    recovery: Path | None = None,
 ) -> tuple[Dataflow, TopicFileSink]:
     """The flow with local JSON-lines files for topics (an event file, or the lab's
-    simulator, in); the input may read back what the run writes (`primary.feedback`)."""
+    simulator, in); the input may read back what the run writes (`primary.feedback`).
+    `cold`: the cold tier's settings (None: from the environment); `recovery`: the
+    folder the run snapshots to and resumes from (the cold tier goes back with it)."""
     playbook = playbook or load_default_playbook()
     consumers = 2 if challenger is not None else 1
     rounds = Rounds(primary.list_parts(), primary.feedback, consumers)
     sink = TopicFileSink(out_dir, all_topics(playbook.channels), rounds=rounds)
     span = primary.span()
+    clock = EventClock()
+    tier = open_cold_tier(
+        cold if cold is not None else ColdSettings.from_env(),
+        recovery=recovery,
+        clock=clock,
+        timers=False,
+    )
     flow = build_flow(
         EmbeddedSource(primary, rounds, sink.written),
         sink,
         unpack=unpack_raw,
         shape=lambda out: (out[0], out[2] if out[2] is not None else _file_tombstone(out[1])),
         playbook=playbook,
-        clock=EventClock(),
+        clock=clock,
         timers=False,
         rounds=rounds,
         models=models,
@@ -250,6 +269,8 @@ def embedded_flow(
         redelivery_horizon=redelivery_horizon_seconds(),
         decision_inputs=decision_inputs,
         key_vault=out_dir / KEY_VAULT,
+        cold=tier,
+        first_epoch=(resume_epoch(recovery) if recovery is not None else None) or 1,
     )
     return flow, sink
 

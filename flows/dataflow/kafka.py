@@ -20,6 +20,7 @@ from bytewax.dataflow import Dataflow
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from flows.dataflow.clock import EventClock
+from flows.dataflow.cold_tier import open_cold_tier
 from flows.dataflow.decode import AheadLimit, unpack_kafka
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import INPUT, Challenger, build_flow
@@ -42,10 +43,12 @@ from flows.runtime.recovery_store import (
     forget_start,
     hold,
     holds_snapshots,
+    resume_epoch,
     resumed_snapshots,
 )
 from flows.runtime.runner import summarise_at_exit
 from flows.runtime.settings import (
+    ColdSettings,
     KafkaSettings,
     SettingsError,
     allowed_lateness_seconds,
@@ -169,6 +172,14 @@ def kafka_flow(
     models = models if models is not None else ModelSet(playbook)
     replica = ModelReplica(models, settings, signature, resumed.ceilings)
     replica.start(models_catch_up_seconds())  # before the flow decides anything
+    cold = ColdSettings.from_env()
+    if cold.after is not None and processes > 1:
+        logger.warning(
+            "the cold tier (WAYFINDER_COLD_AFTER) is not yet kept in a cluster: every "
+            "customer stays in memory"
+        )
+        cold = ColdSettings(after=None)
+    tier = open_cold_tier(cold, recovery=recovery, clock=clock, timers=not in_rounds)
     return build_flow(
         source,
         sink,
@@ -188,6 +199,8 @@ def kafka_flow(
         key_vault=settings.key_vault,
         published=published,
         shadow_published=resumed.shadow_published,
+        cold=tier,
+        first_epoch=(resume_epoch(recovery) if recovery is not None else None) or 1,
     )
 
 

@@ -85,6 +85,34 @@ CUSTOMERS_IN_STATE = Gauge(
     "wayfinder_customers_in_state",
     "Contexts (customers and visitors, not erasures' tombstones) in this process's state.",
 )
+COLD_CUSTOMERS = Gauge(
+    "wayfinder_cold_customers",
+    "Customers (and visitors) held out of memory in this process's cold tier: idle longer "
+    "than WAYFINDER_COLD_AFTER.",
+)
+COLD_MOVES = Counter(
+    "wayfinder_cold_tier_moves",
+    "Customers moved by the cold tier: left (idle, out of memory) or returned (a record, "
+    "a deadline due, the input's end).",
+    ["way"],
+)
+COLD_STORE_KEYS = Gauge(
+    "wayfinder_cold_store_estimated_keys", "RocksDB's estimate of the cold tier's entries."
+)
+COLD_STORE_SST_BYTES = Gauge(
+    "wayfinder_cold_store_sst_bytes", "Bytes of the cold tier's RocksDB table files on disk."
+)
+COLD_STORE_MEMTABLE_BYTES = Gauge(
+    "wayfinder_cold_store_memtable_bytes", "Bytes of the cold tier's RocksDB memtables."
+)
+COLD_STORE_CACHE_BYTES = Gauge(
+    "wayfinder_cold_store_block_cache_bytes",
+    "Bytes the cold tier's RocksDB block cache holds (at most WAYFINDER_COLD_CACHE).",
+)
+COLD_STORE_PENDING_BYTES = Gauge(
+    "wayfinder_cold_store_pending_compaction_bytes",
+    "Bytes RocksDB estimates its compactions of the cold tier still have to rewrite.",
+)
 STATE_BYTES = Gauge(
     "wayfinder_state_bytes",
     "Bytes of this process's customer state, as its latest snapshots measure it.",

@@ -222,6 +222,12 @@ def resumed_snapshots(directory: Path, step: str) -> list[object]:
     return [pickle.loads(change) for _epoch, change in latest.values() if change is not None]
 
 
+def resume_epoch(directory: Path) -> int | None:
+    """The epoch a run resuming from this folder would start from now (None: it holds no
+    snapshots): every epoch before it is in the folder, complete."""
+    return _resume_epoch(_stores(directory)) if directory.is_dir() else None
+
+
 def _stores(directory: Path) -> list[Path]:
     """The folder's recovery partitions (files that are not are left alone)."""
     return [part for part in sorted(directory.glob("part-*.sqlite3")) if _is_store(part)]

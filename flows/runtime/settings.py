@@ -273,6 +273,40 @@ def _duration(value: float) -> str:
     return f"{value:g}s"
 
 
+#: How long (event time) a customer stays in memory idle (WAYFINDER_COLD_AFTER).
+DEFAULT_COLD_AFTER = "7d"
+#: The cold tier's RocksDB block cache (WAYFINDER_COLD_CACHE, in MiB).
+DEFAULT_COLD_CACHE_MIB = 64
+
+
+@dataclass(frozen=True)
+class ColdSettings:
+    """The cold tier (`flows.dataflow.cold_tier`): `after` seconds idle (event time) and a
+    customer leaves memory (None: never); `store`: `rocksdb` (on disk, in `directory`:
+    unset, beside the recovery folder, or a temporary one) or `memory` (contexts as
+    bytes, gone with the process: runs without recovery only); `cache_bytes`: RocksDB's
+    block cache."""
+
+    after: float | None
+    store: str = "rocksdb"
+    directory: Path | None = None
+    cache_bytes: int = DEFAULT_COLD_CACHE_MIB << 20
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ColdSettings":
+        values = os.environ if env is None else env
+        raw = values.get("WAYFINDER_COLD_AFTER") or DEFAULT_COLD_AFTER
+        after = (
+            None
+            if raw.strip().lower() == "off"
+            else _env_seconds(env, "WAYFINDER_COLD_AFTER", DEFAULT_COLD_AFTER, (1, 3650 * 86400))
+        )
+        store = _env_choice(dict(values), "WAYFINDER_COLD_STORE", ("rocksdb", "memory"), "rocksdb")
+        folder = values.get("WAYFINDER_COLD_DIR")
+        cache = _env_int(dict(values), "WAYFINDER_COLD_CACHE", DEFAULT_COLD_CACHE_MIB)
+        return cls(after, store, Path(folder) if folder else None, cache << 20)
+
+
 #: How late (event time) an event may arrive behind its partition (WAYFINDER_LATENESS).
 DEFAULT_LATENESS = "1m"
 

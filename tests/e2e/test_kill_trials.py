@@ -8,6 +8,9 @@ load); then it resumes from the snapshots, on one worker or two, until the run e
 must end where the uninterrupted one does: every output byte-identical (sorted), every
 model having learned the same examples exactly once, and every customer's final
 context in the recovery store the same bytes.
+
+The cold tier is on, for customers idle an hour of event time: in a simulated day most
+leave memory and come back, some many times, so kills fall between their moves too.
 """
 
 import os
@@ -34,6 +37,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.recovery]
 SEED = 20261201
 TRIALS = 10
 SIMULATION = ["--customers", "150", "--hours", "24", "--seed", "8"]
+#: The cold tier on, with a small hot set: an hour idle and a customer leaves memory.
+COLD = {**os.environ, "WAYFINDER_COLD_AFTER": "1h"}
 
 
 def final_contexts(recovery: Path) -> dict[str, bytes]:
@@ -90,6 +95,7 @@ def _run(out: Path, recovery: Path, workers: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [WAYFINDER, *args],
         cwd=REPO,
+        env=COLD,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -118,6 +124,7 @@ def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_do
         str(straight_recovery),
         "--snapshot-interval",
         "0.05",
+        env=COLD,
     )
     decided = (straight / "decisions.jsonl").stat().st_size
     want, want_models = comparable_outputs(straight), models_of(straight)
@@ -156,4 +163,6 @@ def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_do
             assert got_models[model]["examples"] == record["examples"], f"{model}, {where}"
             assert got_models[model]["example_digest"] == record["example_digest"], where
         assert final_contexts(recovery) == want_contexts, f"contexts differ in {where}"
+        cold = recovery.with_name(recovery.name + ".cold")
+        assert (cold / "CURRENT").exists(), f"no cold tier in {where}"
     assert killed_mid_run >= TRIALS * 0.7, f"only {killed_mid_run} kills fell mid-run"

@@ -375,7 +375,7 @@ def test_a_record_that_fails_to_fold_leaves_the_keys_made_before_it_as_they_were
     seal = LoopSeal(deployment_secret())
     step = CustomerStep(PLAYBOOK, seal=seal)
     clock = EventClock()
-    stamp = (float("-inf"), float("-inf"), 0.0)
+    stamp = (float("-inf"), float("-inf"), 0.0, 1)
     customer = CustomerLogic(step, None, timers=False, clock=clock, ledger=None)
     device = CustomerLogic(step, None, timers=False, clock=clock, ledger=None)
 

@@ -24,8 +24,7 @@ from tests.flow_helpers import (
     EntryPoint,
     cluster_main_threads,
     comparable_outputs,
-    file_lines,
-    opened_inputs,
+    every_output,
     run_embedded,
     simulated,
 )
@@ -50,11 +49,7 @@ def test_same_input_gives_byte_identical_outputs_on_one_two_and_three_workers(tm
     for workers, entry_point in shapes.items():
         out = tmp_path / workers
         run_embedded(entry_point, simulated(CUSTOMERS, HOURS, SEED), out)
-        compared = comparable_outputs(out)
-        compared["models.examples"] = sorted(file_lines(out / "models.examples.jsonl.gz"))
-        inputs = file_lines(out / "decisions.inputs.jsonl.gz")
-        compared["decisions.inputs, opened"] = opened_inputs(inputs, out / "keys")
-        outputs[workers] = compared
+        outputs[workers] = every_output(out)
     one = outputs["1"]
     assert all(one[name] for name in one), [name for name in one if not one[name]]
     for workers in ("2", "3"):

@@ -488,7 +488,7 @@ def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
     erase = ev("erase", "web", minutes=0, customer="cust-Q6")
     service_clock = EventClock()
     service = CustomerLogic(step, None, timers=True, clock=service_clock, ledger=None)
-    unstamped = (float("-inf"), float("-inf"), 0.0)
+    unstamped = (float("-inf"), float("-inf"), 0.0, 1)
     _outputs, discard = service.on_batch([("cust-Q6", erase, unstamped)])
     assert not discard and b"Q6" not in service.snapshot()
     assert service.notify_at() is not None

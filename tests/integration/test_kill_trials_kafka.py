@@ -17,6 +17,9 @@ crashes again and again. At the end:
   numbers, and the examples of the events and journeys are the uninterrupted run's;
 - each customer's context folded the same events.
 
+The single process runs with the cold tier on (an hour idle and a customer leaves
+memory), so kills fall between customers' moves out of memory and back too.
+
 What the models had learned by each decision is not compared: on Kafka it follows the
 broker's timing even between two uninterrupted runs (test_determinism_kafka names it).
 """
@@ -55,14 +58,16 @@ SEED = 20261202
 TRIALS = 10
 CLUSTER_TRIALS = 6
 SIMULATION = ["--customers", "120", "--hours", "24", "--seed", "9"]
+COLD = {"WAYFINDER_COLD_AFTER": "1h"}
 
 
 def _service(settings: KafkaSettings, recovery: Path) -> subprocess.Popen[bytes]:
     command = [WAYFINDER, "run", "--kafka", "--no-progress", "--recovery-dir", str(recovery)]
     return subprocess.Popen(
         [*command, "--snapshot-interval", "0.05"],
-        # Batches of 100 events: a kill can fall between any two of about sixty.
-        env={**kafka_env(settings), "WAYFINDER_KAFKA_BATCH": "100"},
+        # Batches of 100 events: a kill can fall between any two of about sixty. The cold
+        # tier on, with a small hot set: an hour idle and a customer leaves memory.
+        env={**kafka_env(settings), "WAYFINDER_KAFKA_BATCH": "100", **COLD},
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

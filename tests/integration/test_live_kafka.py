@@ -4,7 +4,8 @@ Scenarios run through `python -m bytewax.run flows.dataflow.kafka:flow` tailing 
 with a playbook whose device-activation stall is seconds instead of 48 hours. Once the
 flow has caught up, its watermark follows the wall clock, so a stall with no event after
 it fires on time. The same events replayed in event time (operators/replay.py) give the
-same transitions.
+same transitions. With the cold tier on (a second idle and a customer leaves memory),
+the stall and the abandonment fire on time while the customer is out of memory.
 """
 
 import time
@@ -19,6 +20,7 @@ from operators.replay import Replay
 from schemas.action import Action
 from schemas.event import Consent, Event
 from schemas.journey import JourneyTransition
+from state.rocks_customer_store import RocksCustomerStore
 from tests.conftest import kafka_env
 from tests.helpers import key_of, wire
 from tests.kafka_io import live_flow, produce, read_all
@@ -118,7 +120,8 @@ def transitions_on(kafka) -> list[JourneyTransition]:
     ]
 
 
-def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
+@pytest.mark.parametrize("cold_after", ["off", "1s"])
+def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path, cold_after):
     playbook_file = short_playbook(tmp_path)
     events = scenario(datetime.now(UTC))
     browsing, logins = events[:5], events[5:]
@@ -138,6 +141,8 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
         "WAYFINDER_KAFKA_TAIL": "true",
         "WAYFINDER_PLAYBOOK": str(playbook_file),
         "WAYFINDER_LATENESS": "0s",  # the stall is seconds long: none to spare
+        "WAYFINDER_COLD_AFTER": cold_after,
+        "WAYFINDER_COLD_DIR": str(tmp_path / "cold"),
     }
     with live_flow(env):
         wait_for(
@@ -166,6 +171,13 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path):
         helped = [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.email")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.push")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.app")]
+
+    if cold_after != "off":  # stopped, not ended: the idle customer is still out of memory
+        tier = RocksCustomerStore(tmp_path / "cold")
+        try:
+            assert tier.get(state_key("cust-K1")) is not None
+        finally:
+            tier.close()
 
     # Scenario 2 live: the stall fired on the wall clock, with no event after the purchase,
     # and activation help went to a consented channel (sms, preferred, was revoked).

@@ -72,6 +72,16 @@ def test_a_customer_woken_or_put_again_has_only_their_latest_deadline(
     assert store.due(100.0, limit=10) == [(30.0, "b")]
 
 
+def test_cold_keys_come_in_key_order_a_page_at_a_time(store: CustomerStore) -> None:
+    for key in ("b", "ab", "a", "c", "abc"):
+        store.put(key, key.encode(), epoch=1, due=None)
+    store.take("c", epoch=2)
+    assert store.cold_keys(after=None, limit=10) == ["a", "ab", "abc", "b"]
+    assert store.cold_keys(after=None, limit=2) == ["a", "ab"]
+    assert store.cold_keys(after="ab", limit=2) == ["abc", "b"]
+    assert store.cold_keys(after="b", limit=2) == []
+
+
 def test_a_deadline_must_be_a_time(store: CustomerStore) -> None:
     with pytest.raises(ValueError, match="finite"):
         store.put("a", b"a", epoch=1, due=float("nan"))
@@ -207,6 +217,7 @@ def _answers_as(store: CustomerStore, log: list[tuple[int, str, str, bytes, floa
         if latest is not None and latest[2] == "put":
             cold[key] = latest[4]
     assert len(store) == len(cold)
+    assert store.cold_keys(after=None, limit=10) == sorted(cold)
     due = sorted((d, k) for k, d in cold.items() if d is not None)
     assert store.due(1e9, limit=10) == due
 
@@ -252,6 +263,23 @@ def test_a_durable_erasure_leaves_no_byte_of_the_customer_in_any_file(tmp_path: 
     assert "ada" not in [k for _, k in store.due(1e9, limit=1000)]
     assert _files_holding(path, secret) == []
     assert store.get("other-007") == b"someone else " * 20
+    store.close()
+
+
+def test_an_erased_customer_kept_as_a_tombstone_in_the_same_epoch_is_purged_too(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cold"
+    store = RocksCustomerStore(path, compression=False)
+    secret = os.urandom(48)
+    store.put("ada", b"ada:" + secret, epoch=1, due=None)
+    store.take("ada", epoch=2)
+    store._db.flush()
+    store.gone("ada", epoch=3)
+    store.put("ada", b"a tombstone", epoch=3, due=None)  # (erased, then idle)
+    store.durable(4)
+    assert store.get("ada") == b"a tombstone"
+    assert _files_holding(path, secret) == []
     store.close()
 
 

@@ -1,0 +1,233 @@
+"""The cold tier as the flow uses it: who leaves memory, who comes back, and when.
+
+A customer idle longer than `after` (event time: the watermark past their last event)
+leaves bytewax's state for the store (`state.customer_store`): their logic writes their
+context there and is discarded. They come back when a record of theirs arrives (their
+new logic takes the context from the store), when a deadline of theirs falls due (a
+`Wake`, handed over by the input, `flows.dataflow.epochs`), and at a bounded input's
+end (every cold customer is woken, so the end's work is done as for everyone else).
+
+Every write names the bytewax epoch it belongs to (see the store's versions): a record
+carries its epoch exactly (its stamp), so what a batch does is written under it; a
+timer's call carries none, so a customer who leaves memory there is written under the
+epoch of the last record their logic saw, which is never later than the true one (a
+resume between the two finds them in the flow's snapshots, which then win: a hot
+customer's logic never reads the store). A take is always a record's.
+"""
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flows.dataflow.clock import EventClock
+from flows.runtime import metrics
+from flows.runtime.recovery_store import resume_epoch
+from flows.runtime.settings import ColdSettings, SettingsError
+from state.context import CustomerContext
+from state.customer_store import CustomerStore, MemoryCustomerStore
+from state.rocks_customer_store import RocksCustomerStore
+
+#: Wakes handed over at a time, at most (a sweep of millions goes in many batches).
+WAKES_PER_BATCH = 500
+#: How often (wall seconds) the tier looks for due deadlines and cleans up.
+_EVERY = 1.0
+
+
+_LEFT = metrics.COLD_MOVES.labels("left")
+_RETURNED = metrics.COLD_MOVES.labels("returned")
+
+
+class Wake:
+    """A cold customer to bring back: `key` is their state key; `fire`: run what is due
+    by the watermark (else they only come back, for the input's end)."""
+
+    __slots__ = ("fire", "key")
+
+    def __init__(self, key: str, *, fire: bool) -> None:
+        self.key = key
+        self.fire = fire
+
+
+class ColdTier:
+    """One process's cold tier: its store, the idle time, and what is waking.
+
+    `first_epoch`: the run's first bytewax epoch (the store was resumed to it); `timers`: wake
+    cold customers when their deadlines fall due (a service: an embedded run fires
+    deadlines on events and at the end, cold or not).
+    """
+
+    def __init__(
+        self,
+        store: CustomerStore,
+        after: float,
+        *,
+        clock: EventClock,
+        first_epoch: int,
+        timers: bool = False,
+    ) -> None:
+        self.store = store
+        self.after = after
+        self.first_epoch = first_epoch
+        self._clock = clock
+        self._timers = timers
+        self._lock = threading.Lock()
+        self._waking: set[str] = set()  # wakes handed over, not yet taken
+        self._ending = False
+        self._swept: str | None = None  # (the input's end) the last key woken so far
+        self._next_look = self._next_clean = 0.0
+        #: What must live as long as the tier (a temporary folder).
+        self.keep: tempfile.TemporaryDirectory[str] | None = None
+        metrics.COLD_CUSTOMERS.set_function(lambda: len(store))  # (kept as a count)
+
+    @staticmethod
+    def partition(parts: list[str]) -> str:
+        """The input partition that hands over the tier's wakes: the last listed (an
+        embedded run's loopback, which ends last; a Kafka reader)."""
+        return parts[-1]
+
+    def idle_deadline(self, ctx: CustomerContext | None) -> float | None:
+        """When (event time) this customer may leave memory; None: not now."""
+        if ctx is None or self._ending or ctx.awaiting is not None or ctx.held or ctx.unopened:
+            return None  # (one waiting for the loop stays until it is answered)
+        return ctx.last_seen + self.after
+
+    def leave(self, key: str, state: bytes, *, epoch: int, due: float | None) -> bool:
+        """Keep a customer here (their logic is then discarded); False: they stay in
+        memory (the input is ending)."""
+        with self._lock:
+            if self._ending:
+                return False
+            self.store.put(key, state, epoch=epoch, due=due)
+        _LEFT.inc()
+        return True
+
+    def take(self, key: str, *, epoch: int) -> bytes | None:
+        """A customer's context, back in memory; None if they are not here."""
+        state = self.store.take(key, epoch=epoch)
+        if self._waking:
+            with self._lock:
+                self._waking.discard(key)
+        if state is not None:
+            _RETURNED.inc()
+        return state
+
+    def gone(self, key: str, *, epoch: int) -> None:
+        """A customer's context ended (erased, expired): nothing of them stays here."""
+        self.store.gone(key, epoch=epoch)
+
+    def due(self) -> list[Wake]:
+        """Cold customers whose deadline the watermark has passed, to wake (each once)."""
+        if not self._timers or self._ending:
+            return []
+        now = time.monotonic()
+        if now < self._next_look:
+            return []
+        self._next_look = now + _EVERY
+        found = self.store.due(self._clock.watermark, limit=WAKES_PER_BATCH + len(self._waking))
+        with self._lock:
+            keys = [key for _due, key in found if key not in self._waking][:WAKES_PER_BATCH]
+            self._waking.update(keys)
+        return [Wake(key, fire=True) for key in keys]
+
+    def sweep(self) -> list[Wake]:
+        """At a bounded input's end: the next cold customers to bring back (none left:
+        empty). From the first call on, nobody leaves memory."""
+        clock = self._clock
+        if clock.stop.requested or clock.resumed_after_end:
+            return []  # a stop is not the end; a finished run resumed ended before
+        with self._lock:
+            self._ending = True
+            keys = self.store.cold_keys(after=self._swept, limit=WAKES_PER_BATCH)
+            if keys:
+                self._swept = keys[-1]
+        return [Wake(key, fire=False) for key in keys]
+
+    def maintain(self, epoch: int) -> None:
+        """Now and then: let the store drop what no resume can need. `epoch`: the one the
+        input reads in, which bytewax lets it start only once every epoch before it is
+        in the recovery store (its backpressure: the input waits on a probe of the
+        recovery writes); without recovery nothing goes back at all."""
+        now = time.monotonic()
+        if now < self._next_clean:
+            return
+        self._next_clean = now + _EVERY
+        self.store.durable(epoch)
+
+
+def open_cold_tier(
+    settings: ColdSettings, *, recovery: Path | None, clock: EventClock, timers: bool
+) -> ColdTier | None:
+    """The run's cold tier (None: off), its store back at the epoch the run starts from.
+
+    On disk it is `settings.directory`, else beside the recovery folder (`NAME.cold`: it
+    is part of the state a resume goes back to), else a temporary folder. A run that
+    resumes nothing starts it empty."""
+    if settings.after is None:
+        return None
+    first = resume_epoch(recovery) if recovery is not None else None
+    store: CustomerStore
+    keep: tempfile.TemporaryDirectory[str] | None = None
+    if settings.store == "memory":
+        if recovery is not None:
+            raise SettingsError(
+                "WAYFINDER_COLD_STORE=memory holds customers in this process alone, which a "
+                "resume from the recovery folder would lose: use rocksdb"
+            )
+        store = MemoryCustomerStore()
+    else:
+        directory = settings.directory
+        if directory is None and recovery is not None:
+            directory = recovery.with_name(recovery.name + ".cold")
+        if directory is None:
+            keep = tempfile.TemporaryDirectory(prefix="wayfinder-cold-")
+            directory = Path(keep.name)
+        close_stores()  # (an earlier run's in this process: one store open at a time)
+        if first is None:
+            shutil.rmtree(directory, ignore_errors=True)  # an earlier run's, not resumed
+        rocks = RocksCustomerStore(directory, cache_bytes=settings.cache_bytes)
+        _OPEN.append(rocks)
+        _export(rocks)
+        store = rocks
+    if first is not None:
+        store.resume(first)
+    tier = ColdTier(
+        store,
+        settings.after,
+        clock=clock,
+        first_epoch=first or 1,
+        timers=timers,
+    )
+    tier.keep = keep
+    return tier
+
+
+#: The stores on disk this process has open (closed when its run ends).
+_OPEN: list[RocksCustomerStore] = []
+
+
+def close_stores() -> None:
+    """Close the cold tiers' stores of the runs this process made (its run has ended)."""
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def _export(store: RocksCustomerStore) -> None:
+    """RocksDB's own figures of the store, read when Prometheus scrapes."""
+
+    def figure(name: str) -> Callable[[], float]:
+        def read() -> float:
+            try:
+                return float(getattr(store.stats(), name))
+            except Exception:  # closed at the run's end: nothing to say
+                return float("nan")
+
+        return read
+
+    metrics.COLD_STORE_KEYS.set_function(figure("estimated_keys"))
+    metrics.COLD_STORE_SST_BYTES.set_function(figure("sst_bytes"))
+    metrics.COLD_STORE_MEMTABLE_BYTES.set_function(figure("memtable_bytes"))
+    metrics.COLD_STORE_CACHE_BYTES.set_function(figure("block_cache_bytes"))
+    metrics.COLD_STORE_PENDING_BYTES.set_function(figure("pending_compaction_bytes"))

@@ -1,0 +1,109 @@
+"""Which bytewax epoch each record is in, said in the input itself.
+
+bytewax cuts a run into epochs and snapshots every step where one ends; a resume goes
+back to the start of an epoch (the first of a run is 1, a resumed run's is the one it
+resumes from). The steps are not told the epoch. The cold tier must be (its writes are
+versioned by it, `state.customer_store`), so every input partition counts its own:
+bytewax snapshots each partition where each epoch ends, and what it hands over after
+that is in the next. Each batch starts with an `EpochMark`, which the decode step puts
+in the stamps of the records after it, in order on the same worker.
+
+The partition chosen as the cold tier's (`ColdTier.partition`) also hands over the
+tier's wakes, between the input's batches: cold customers whose deadline the watermark
+has passed (a service's timers), and at a bounded input's end every cold customer,
+whose end-of-input work is then done in memory like everyone else's.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from flows.dataflow.cold_tier import ColdTier, Wake
+from flows.dataflow.ledger import FlowLedger
+
+
+class EpochMark:
+    """The epoch of the records after it, on this worker."""
+
+    __slots__ = ("epoch",)
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class EpochSource(FixedPartitionedSource[Any, Any]):
+    """`inner`'s partitions, each counting epochs from `first` (the run's first epoch);
+    `cold`: the cold tier, whose partition hands over its wakes, counted in `ledger`."""
+
+    def __init__(
+        self,
+        inner: FixedPartitionedSource[Any, Any],
+        first: int,
+        *,
+        cold: ColdTier | None = None,
+        ledger: FlowLedger | None = None,
+    ) -> None:
+        self.inner = inner
+        self.first = first
+        self.cold = cold
+        self.ledger = ledger
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: object | None
+    ) -> StatefulSourcePartition[Any, Any]:
+        inner = self.inner.build_part(step_id, for_part, resume_state)
+        cold = self.cold
+        if cold is not None and for_part != cold.partition(self.inner.list_parts()):
+            cold = None
+        return _EpochPartition(inner, self.first, cold, self.ledger)
+
+
+class _EpochPartition(StatefulSourcePartition[Any, Any]):
+    def __init__(
+        self,
+        inner: StatefulSourcePartition[Any, Any],
+        epoch: int,
+        cold: ColdTier | None,
+        ledger: FlowLedger | None,
+    ) -> None:
+        self._inner = inner
+        self._epoch = epoch
+        self._cold = cold
+        self._started: Callable[[int], None] = ledger.started if ledger else lambda n: None
+
+    def next_batch(self) -> list[Any]:
+        cold = self._cold
+        if cold is None:
+            batch = list(self._inner.next_batch())
+            return [EpochMark(self._epoch), *batch] if batch else batch
+        cold.maintain(self._epoch)
+        wakes: list[Wake] = []
+        try:
+            batch = list(self._inner.next_batch())
+        except StopIteration:
+            wakes = cold.sweep()  # the input's end: every cold customer comes back first
+            if not wakes:
+                raise
+            batch = []
+        else:
+            wakes = cold.due()
+        if wakes:
+            self._started(len(wakes))
+            batch = [*wakes, *batch]
+        return [EpochMark(self._epoch), *batch] if batch else batch
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> object:
+        state = self._inner.snapshot()
+        self._epoch += 1  # (bytewax snapshots a partition where each epoch ends)
+        return state
+
+    def close(self) -> None:
+        self._inner.close()

@@ -379,9 +379,28 @@ RELIABILITY = (
         ),
         Panel(
             "Customers in state",
-            "Contexts held, by process.",
+            "Contexts held in memory (hot) and in the cold tier (idle, on disk).",
             "short",
-            _q("sum by (instance) (wayfinder_customers_in_state)", "{{instance}}"),
+            (
+                Query("sum(wayfinder_customers_in_state)", "hot"),
+                Query("sum(wayfinder_cold_customers)", "cold"),
+            ),
+        ),
+        Panel(
+            "Cold tier",
+            "Customers leaving memory and coming back per second; the tier's RocksDB "
+            "files and the compaction it still owes.",
+            "short",
+            (
+                Query(
+                    f"sum by (way) (rate(wayfinder_cold_tier_moves_total[{RATE}]))",
+                    "{{way}} /s",
+                ),
+                Query("sum(wayfinder_cold_store_sst_bytes)", "files (bytes)"),
+                Query(
+                    "sum(wayfinder_cold_store_pending_compaction_bytes)", "compaction owed (bytes)"
+                ),
+            ),
         ),
         Panel(
             "State size",

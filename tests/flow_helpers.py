@@ -239,8 +239,10 @@ def run_embedded(
     def execute() -> None:
         try:
             entry_point(flow, epoch_interval=interval, recovery_config=config)
-        finally:
+        except BaseException:
             close_stores()
+            raise
+        close_stores(ended=True, recovery=recovery)
 
     summary = run_with_progress(
         execute, console=Console(file=io.StringIO()), title="test run", progress=False

@@ -3,24 +3,29 @@
 A customer idle longer than `after` (event time: the watermark past their last event)
 leaves bytewax's state for the store (`state.customer_store`): their logic writes their
 context there and is discarded. They come back when a record of theirs arrives (their
-new logic takes the context from the store), when a deadline of theirs falls due (a
-`Wake`, handed over by the input, `flows.dataflow.epochs`), and at a bounded input's
-end (every cold customer is woken, so the end's work is done as for everyone else).
+new logic takes the context from the store), when a deadline of theirs falls due, and
+at a bounded input's end (every cold customer is brought back, so the end's work is
+done as for everyone else).
 
-Every write names the bytewax epoch it belongs to (see the store's versions): a record
-carries its epoch exactly (its stamp), so what a batch does is written under it; a
-timer's call carries none, so a customer who leaves memory there is written under the
-epoch of the last record their logic saw, which is never later than the true one (a
-resume between the two finds them in the flow's snapshots, which then win: a hot
-customer's logic never reads the store). A take is always a record's.
+What the tier asks of a customer's logic comes as a `Wake`, handed over by the input
+itself between its batches (`flows.dataflow.epochs`): "leave if idle" when the
+watermark passes the idle time it watches for each customer in memory, "fire what is
+due" for a cold customer's deadline, "come back" at the end. So a customer leaves at the
+same point of event time however fast the run goes (no wall-clock timer decides), and
+every write the store gets is a record's, under the bytewax epoch its stamp names
+exactly (see the store's versions). (An erasure's tombstone that expires on a timer is
+said `gone` under the epoch of the latest record its logic saw: never a later one, and
+a resume from between the two finds the tombstone in the flow's snapshots.)
 """
 
+import heapq
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from flows.dataflow.clock import EventClock
 from flows.runtime import metrics
@@ -40,15 +45,19 @@ _LEFT = metrics.COLD_MOVES.labels("left")
 _RETURNED = metrics.COLD_MOVES.labels("returned")
 
 
+#: What a wake asks: leave memory if idle (never brings anyone back), come back and fire
+#: what is due, come back for the input's end.
+WakeKind = Literal["idle", "due", "end"]
+
+
 class Wake:
-    """A cold customer to bring back: `key` is their state key; `fire`: run what is due
-    by the watermark (else they only come back, for the input's end)."""
+    """What the tier asks of the customer with state key `key`."""
 
-    __slots__ = ("fire", "key")
+    __slots__ = ("key", "kind")
 
-    def __init__(self, key: str, *, fire: bool) -> None:
+    def __init__(self, key: str, kind: WakeKind) -> None:
         self.key = key
-        self.fire = fire
+        self.kind = kind
 
 
 class ColdTier:
@@ -75,6 +84,8 @@ class ColdTier:
         self._timers = timers
         self._lock = threading.Lock()
         self._waking: set[str] = set()  # wakes handed over, not yet taken
+        #: (when the customer may leave, key) of customers in memory, soonest first.
+        self._idle: list[tuple[float, str]] = []
         self._ending = False
         self._swept: str | None = None  # (the input's end) the last key woken so far
         self._next_look = self._next_clean = 0.0
@@ -118,19 +129,33 @@ class ColdTier:
         """A customer's context ended (erased, expired): nothing of them stays here."""
         self.store.gone(key, epoch=epoch)
 
-    def due(self) -> list[Wake]:
-        """Cold customers whose deadline the watermark has passed, to wake (each once)."""
-        if not self._timers or self._ending:
+    def watch(self, key: str, idle: float) -> None:
+        """A customer in memory may leave at `idle` (event time): the tier will ask."""
+        with self._lock:
+            heapq.heappush(self._idle, (idle, key))
+
+    def wakes(self) -> list[Wake]:
+        """What to hand over now: customers in memory the watermark has made idle, and
+        (with timers) cold customers whose deadline it has passed (each once)."""
+        if self._ending:
             return []
+        watermark = self._clock.watermark
+        wakes: list[Wake] = []
+        with self._lock:
+            idle = self._idle
+            while idle and idle[0][0] <= watermark and len(wakes) < WAKES_PER_BATCH:
+                wakes.append(Wake(heapq.heappop(idle)[1], "idle"))
+        if not self._timers:
+            return wakes
         now = time.monotonic()
         if now < self._next_look:
-            return []
+            return wakes
         self._next_look = now + _EVERY
-        found = self.store.due(self._clock.watermark, limit=WAKES_PER_BATCH + len(self._waking))
+        found = self.store.due(watermark, limit=WAKES_PER_BATCH + len(self._waking))
         with self._lock:
             keys = [key for _due, key in found if key not in self._waking][:WAKES_PER_BATCH]
             self._waking.update(keys)
-        return [Wake(key, fire=True) for key in keys]
+        return [*wakes, *(Wake(key, "due") for key in keys)]
 
     def sweep(self) -> list[Wake]:
         """At a bounded input's end: the next cold customers to bring back (none left:
@@ -143,7 +168,7 @@ class ColdTier:
             keys = self.store.cold_keys(after=self._swept, limit=WAKES_PER_BATCH)
             if keys:
                 self._swept = keys[-1]
-        return [Wake(key, fire=False) for key in keys]
+        return [Wake(key, "end") for key in keys]
 
     def maintain(self, epoch: int) -> None:
         """Now and then: let the store drop what no resume can need. `epoch`: the one the
@@ -187,7 +212,9 @@ def open_cold_tier(
         close_stores()  # (an earlier run's in this process: one store open at a time)
         if first is None:
             shutil.rmtree(directory, ignore_errors=True)  # an earlier run's, not resumed
-        rocks = RocksCustomerStore(directory, cache_bytes=settings.cache_bytes)
+        rocks = RocksCustomerStore(
+            directory, cache_bytes=settings.cache_bytes, compression=settings.compression
+        )
         _OPEN.append(rocks)
         _export(rocks)
         store = rocks
@@ -208,10 +235,22 @@ def open_cold_tier(
 _OPEN: list[RocksCustomerStore] = []
 
 
-def close_stores() -> None:
-    """Close the cold tiers' stores of the runs this process made (its run has ended)."""
+def close_stores(*, ended: bool = False, recovery: Path | None = None) -> None:
+    """Close the cold tiers' stores of the runs this process made. `ended`: the run
+    ended well, so every epoch it had is in its `recovery` folder (or, without one,
+    nothing goes back): what no resume can need goes first, erasures' bytes with it."""
+    durable = None
+    if ended:
+        durable = (resume_epoch(recovery) if recovery is not None else None) or _EVERY_EPOCH
     while _OPEN:
-        _OPEN.pop().close()
+        store = _OPEN.pop()
+        if durable is not None:
+            store.durable(durable)
+        store.close()
+
+
+#: An epoch after any a run has.
+_EVERY_EPOCH = 1 << 62
 
 
 def _export(store: RocksCustomerStore) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from bytewax.operators import StatefulBatchLogic
 
 from flows.dataflow.clock import EventClock
-from flows.dataflow.cold_tier import ColdTier, Wake
+from flows.dataflow.cold_tier import ColdTier, Wake, WakeKind
 from flows.dataflow.held_state import HeldState, took
 from flows.dataflow.ledger import FlowLedger
 from flows.runtime import metrics
@@ -96,32 +96,35 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         #: the latest record (a resumed logic's: the run's first, never later).
         self._key = ""
         self._epoch = cold.first_epoch if cold is not None else 0
-        #: Whether the cold tier may hold this customer (a new logic, not resumed).
+        #: Whether the cold tier may hold this customer (a new logic, not resumed), and
+        #: whether it watches for them to be idle.
         self._may_be_cold = resume_state is None
+        self._watched = False
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[StepOutput], bool]:
         watermark, latest, ingested, epoch = values[-1][2]  # (the latest: one a batch)
         self._clock.observe(watermark, latest)
         self._epoch = epoch
-        wakes = [v[1] for v in values if type(v[1]) is Wake]
+        asked = {v[1].kind for v in values if type(v[1]) is Wake}
         emitted: list[StepOutput] = []
         if self._cold is not None:
-            self._from_cold(values, wakes)
+            self._from_cold(values, asked)
         with self._models_lock:
             ctx, erased = self._step_batch(values, emitted)
         self._ctx = ctx
         self._account(len(values), emitted)
-        if any(w.fire for w in wakes):  # (a cold customer's deadline: on time as a timer)
+        if "due" in asked:  # (a cold customer's deadline: on time as a timer)
             outputs, _discard = self._wake(watermark)  # (accounted there)
             emitted += outputs
         self._observe(emitted, ingested)
         if self._cold is not None:
-            return emitted, self._to_cold(watermark, erased)
+            return emitted, self._to_cold(watermark, erased, asked, len(values))
         return emitted, self._ctx is None
 
-    def _from_cold(self, values: list[Keyed], wakes: list[Wake]) -> None:
-        """Bring the customer back from the cold tier when this logic is new (a wake for
-        a customer already in memory: what the tier still holds of them is stale)."""
+    def _from_cold(self, values: list[Keyed], asked: set[WakeKind]) -> None:
+        """Bring the customer back from the cold tier when this logic is new and has a
+        record or a wake that brings them back (a wake for a customer in memory: what the
+        tier still holds of them is stale)."""
         cold = self._cold
         assert cold is not None
         if not self._key:
@@ -130,9 +133,11 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 first.key if isinstance(first, Wake) else first.to or self._step.pseudonym_of(key)
             )
         if not self._may_be_cold:
-            if wakes:
+            if "due" in asked or "end" in asked:
                 cold.take(self._key, epoch=self._epoch)
             return
+        if asked == {"idle"} and len(values) == 1:
+            return  # (to leave memory, for someone not in it: nothing to do)
         self._may_be_cold = False
         state = cold.take(self._key, epoch=self._epoch)
         if state is None:
@@ -143,21 +148,25 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             self._held.holds(self._ctx)
             self._held.snapshotted(len(state))
 
-    def _to_cold(self, watermark: float, erased: bool) -> bool:
-        """After a batch: leave memory for the cold tier if idle long enough; say an
-        erasure or an ended context to it. Returns whether to discard the logic."""
+    def _to_cold(self, watermark: float, erased: bool, asked: set[WakeKind], values: int) -> bool:
+        """After a batch: leave memory for the cold tier if asked and idle long enough;
+        say an erasure or an ended context to it. Returns whether to discard the logic."""
         cold = self._cold
         assert cold is not None
         ctx = self._ctx
-        if erased or ctx is None:
+        if ctx is None:
+            if erased or asked != {"idle"} or values > 1:
+                cold.gone(self._key, epoch=self._epoch)
+            return True
+        if erased:
             cold.gone(self._key, epoch=self._epoch)  # (an erasure: once durable, every byte)
-            if ctx is None:
-                return True
-        assert ctx is not None
-        idle = cold.idle_deadline(ctx)
-        if idle is None or idle > watermark:
+        if not asked or asked == {"end"}:
             return False
-        return self._leave(ctx)
+        idle = cold.idle_deadline(ctx)
+        if idle is not None and idle <= watermark and self._leave(ctx):
+            return True
+        self._watched = False  # (not idle yet: watched again from its new idle time)
+        return False
 
     def _leave(self, ctx: CustomerContext) -> bool:
         """Write the customer to the cold tier and let the logic go (False: they stay)."""
@@ -237,19 +246,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return ctx, erased
 
     def on_notify(self) -> tuple[Iterable[StepOutput], bool]:
-        watermark = self._clock.watermark
-        if self._timers:
-            outputs, discard = self._wake(watermark)
-        else:  # (an embedded run: only the cold tier's idle timer)
-            outputs, discard = [], self._ctx is None
+        outputs, discard = self._wake(self._clock.watermark)
         self._observe(outputs, None)
-        ctx = self._ctx
-        if discard or self._cold is None or ctx is None:
-            return outputs, discard
-        idle = self._cold.idle_deadline(ctx)
-        if idle is None or idle > watermark or not self._known(ctx):
-            return outputs, False
-        return outputs, self._leave(ctx)  # (under the latest record's epoch: see ColdTier)
+        return outputs, discard
 
     def _known(self, ctx: CustomerContext) -> bool:
         """Whether this logic knows its state key (a resumed one that has had no record
@@ -280,16 +279,16 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         return outputs, discard
 
     def notify_at(self) -> datetime | None:
-        due = None
-        if self._timers:
-            due = self._step.next_deadline(self._ctx)
-            if due == self._failed_due:
-                due = None
-        if self._cold is not None:
-            idle = self._cold.idle_deadline(self._ctx)
-            if idle is not None and (due is None or idle < due):
-                due = idle
-        if due is None:
+        cold = self._cold
+        if cold is not None and not self._watched and self._ctx is not None:
+            idle = cold.idle_deadline(self._ctx)  # (the tier asks when it passes)
+            if idle is not None and self._known(self._ctx):
+                cold.watch(self._key, idle)
+                self._watched = True
+        if not self._timers:
+            return None
+        due = self._step.next_deadline(self._ctx)
+        if due is None or due == self._failed_due:
             return None
         return datetime.fromtimestamp(self._clock.wake_at(due), UTC)
 

@@ -9,9 +9,7 @@ that is in the next. Each batch starts with an `EpochMark`, which the decode ste
 in the stamps of the records after it, in order on the same worker.
 
 The partition chosen as the cold tier's (`ColdTier.partition`) also hands over the
-tier's wakes, between the input's batches: cold customers whose deadline the watermark
-has passed (a service's timers), and at a bounded input's end every cold customer,
-whose end-of-input work is then done in memory like everyone else's.
+tier's wakes, between the input's batches (`flows.dataflow.cold_tier`).
 """
 
 from collections.abc import Callable
@@ -91,7 +89,7 @@ class _EpochPartition(StatefulSourcePartition[Any, Any]):
                 raise
             batch = []
         else:
-            wakes = cold.due()
+            wakes = cold.wakes()
         if wakes:
             self._started(len(wakes))
             batch = [*wakes, *batch]

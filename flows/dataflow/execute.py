@@ -28,8 +28,10 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
     if recovery is None:
         try:
             cli_main(flow, workers_per_process=workers)
-        finally:
+        except BaseException:
             close_stores()
+            raise
+        close_stores(ended=True)
         return
     hold(recovery.directory)  # no second run snapshots into it meanwhile
     try:
@@ -50,6 +52,7 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
             ),
         )
         scrub(recovery.directory)
+        close_stores(ended=True, recovery=recovery.directory)
     finally:
         close_stores()
         release(recovery.directory)

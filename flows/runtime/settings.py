@@ -285,12 +285,13 @@ class ColdSettings:
     customer leaves memory (None: never); `store`: `rocksdb` (on disk, in `directory`:
     unset, beside the recovery folder, or a temporary one) or `memory` (contexts as
     bytes, gone with the process: runs without recovery only); `cache_bytes`: RocksDB's
-    block cache."""
+    block cache; `compression`: off for a test that searches the files for a customer."""
 
     after: float | None
     store: str = "rocksdb"
     directory: Path | None = None
     cache_bytes: int = DEFAULT_COLD_CACHE_MIB << 20
+    compression: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ColdSettings":

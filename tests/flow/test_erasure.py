@@ -15,9 +15,10 @@ import pytest
 from bytewax.recovery import init_db_dir
 
 from flows.dataflow.clock import EventClock
+from flows.dataflow.cold_tier import ColdTier
 from flows.dataflow.customer import CustomerLogic
 from flows.dataflow.sources import EventFileSource
-from flows.runtime.settings import state_key
+from flows.runtime.settings import ColdSettings, state_key
 from operators.customer_step import CustomerStep
 from operators.identity import instance_name
 from schemas.audience import Tombstone
@@ -31,6 +32,7 @@ from state.context import (
     to_snapshot,
 )
 from state.key_vault import VaultReader
+from state.rocks_customer_store import RocksCustomerStore
 from tests.flow_helpers import file_lines, run_embedded
 from tests.helpers import Harness, default_playbook, ev, profile, stuck_transfer
 
@@ -100,6 +102,39 @@ def test_erased_customer_is_in_no_state_and_no_snapshot(entry_point, tmp_path):
     tombstones = [json.loads(r) for r in run.lines("audiences.jsonl") if b"tombstone" in r]
     assert {"tombstone": state_key("cust-Q7")} in tombstones
     assert {"tombstone": state_key("anon:laptop-Q7")} in tombstones
+
+
+def test_an_erased_customer_who_was_cold_leaves_no_byte_in_the_cold_tier(
+    entry_point, tmp_path, monkeypatch
+):
+    """The customer and their laptop leave memory (idle 20 minutes of event time) before
+    the erasure: it brings them back, erases them, and once that is in the snapshots
+    nothing of them is left in the tier's files (its compression off: a search is exact).
+    When they left, the search found them there."""
+    events, tier = tmp_path / "events.jsonl", tmp_path / "tier"
+    erasure_file(events)
+    found_when_left: list[bool] = []
+    put = RocksCustomerStore.put
+
+    def put_and_search(store: RocksCustomerStore, key: str, state: bytes, **kw: Any) -> None:
+        put(store, key, state, **kw)
+        if b"cust-Q7" in state:
+            files = (p for p in store.path.iterdir() if p.is_file())
+            found_when_left.append(any(b"cust-Q7" in p.read_bytes() for p in files))
+
+    monkeypatch.setattr(RocksCustomerStore, "put", put_and_search)
+    run_embedded(
+        entry_point,
+        EventFileSource(events),
+        tmp_path / "out",
+        recovery=tmp_path / "recovery",
+        snapshot_interval=0.05,
+        cold=ColdSettings(after=1200.0, directory=tier, compression=False),
+    )
+    assert found_when_left and all(found_when_left)
+    files = b"".join(p.read_bytes() for p in tier.iterdir() if p.is_file())
+    assert b"cust-Q7" not in files
+    assert b"laptop-Q7" not in files
 
 
 def test_erase_removes_the_customer_and_their_devices_from_flow_state():
@@ -506,3 +541,35 @@ def test_a_tombstone_is_dropped_once_the_horizon_has_passed():
     assert is_tombstone(held) and not step.expired(held, erase.ts.timestamp() + 1800)
     clock.advance(erase.ts.timestamp() + 3600)
     assert embedded.on_eof() == ([], True)
+
+
+def test_an_erasure_of_a_cold_customer_purges_their_bytes_from_the_tier_files(tmp_path):
+    """A customer idle past the tier's time leaves memory (their context on disk); their
+    erasure brings them back and tells the tier, which, once that is durable, leaves no
+    file holding them. (In a small run a compaction for anyone purges everyone's old
+    bytes with it; here nothing else happens, so only the erasure can.)"""
+    step = CustomerStep(default_playbook(), redelivery_horizon=3600.0)
+    clock = EventClock()
+    store = RocksCustomerStore(tmp_path / "tier", compression=False)
+    tier = ColdTier(store, 600.0, clock=clock, first_epoch=1)
+    visit = ev("page_view", "web", minutes=0, customer="cust-Z9", touchpoint="phones")
+    at = visit.ts.timestamp()
+    logic = CustomerLogic(step, None, timers=False, clock=clock, ledger=None, cold=tier)
+    key = step.pseudonym_of("cust-Z9")
+    assert not logic.on_batch([("cust-Z9", visit, (at, at, 0.0, 1))])[1]
+    logic.notify_at()  # (bytewax asks after every batch: the tier watches from then)
+    clock.advance(at + 700)
+    (idle,) = tier.wakes()
+    assert idle.key == key and idle.kind == "idle"
+    assert logic.on_batch([("", idle, (at + 700, at + 700, 0.0, 1))])[1]  # left memory
+    store._db.flush()  # (a long run's memtables reach the files)
+    assert any(b"cust-Z9" in p.read_bytes() for p in store.path.iterdir() if p.is_file())
+
+    erase = ev("erase", "web", minutes=20, customer="cust-Z9")
+    back = CustomerLogic(step, None, timers=False, clock=clock, ledger=None, cold=tier)
+    stamp = (at + 1200, at + 1200, 0.0, 2)
+    _outputs, discard = back.on_batch([("cust-Z9", erase, stamp)])
+    assert not discard and is_tombstone(from_snapshot(back.snapshot()))
+    store.durable(3)
+    assert not any(b"cust-Z9" in p.read_bytes() for p in store.path.iterdir() if p.is_file())
+    store.close()

@@ -24,14 +24,9 @@ import re
 from pathlib import Path
 
 from msgspec import Struct
-from rocksdict import (
-    AccessType,
-    BottommostLevelCompaction,
-    CompactOptions,
-    DBCompressionType,
-    Options,
-    Rdict,
-)
+from rocksdict import AccessType, Options, Rdict
+
+from state.rocks_purge import purge, searchable_options
 
 #: Parts of a vault; fixed for a vault's life (a key's part is its hash modulo this).
 PARTS = 8
@@ -107,14 +102,8 @@ def part_name(index: int) -> str:
 
 def _options() -> Options:
     """Uncompressed: secrets are random (nothing to gain) and a destroyed entry is then
-    absent byte for byte, which a search of the files shows (a compressor can copy a
-    value's first bytes from an earlier match, or code them anew: a search would miss
-    an entry that is still there)."""
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_compression_type(DBCompressionType.none())
-    options.set_bottommost_compression_type(DBCompressionType.none())
-    return options
+    absent byte for byte, which a search of the files shows."""
+    return searchable_options()
 
 
 class VaultPart:
@@ -144,12 +133,8 @@ class VaultPart:
             self._db[hashed.encode()] = bytes([len(secret)]) + secret + made_key.key.encode()
         for entry, value in (names or {}).items():
             self._db[entry.encode()] = value.encode()
-        if not destroyed:
-            return
-        self._db.flush()
-        compaction = CompactOptions()
-        compaction.set_bottommost_level_compaction(BottommostLevelCompaction.force())
-        self._db.compact_range(None, None, compaction)
+        if destroyed:
+            purge(self._db, [(None, None)])
 
     def close(self) -> None:
         self._db.close()

@@ -25,9 +25,7 @@ from pathlib import Path
 
 from rocksdict import (
     BlockBasedOptions,
-    BottommostLevelCompaction,
     Cache,
-    CompactOptions,
     DBCompressionType,
     Options,
     Rdict,
@@ -43,6 +41,7 @@ from state.customer_store import (
     purges,
     replacing,
 )
+from state.rocks_purge import purge
 
 #: Block cache of a store (WAYFINDER_COLD_CACHE): the hot part of the index, the bloom
 #: filters and recently read contexts.
@@ -302,14 +301,9 @@ class RocksCustomerStore:
         batch.put(_COUNT, _EPOCH.pack(cold))
 
     def _compact(self, names: list[bytes]) -> None:
-        """Leave no file holding these customers' bytes: flush the memtable, then rewrite
-        every file whose range holds them, down to the last level."""
-        self._db.flush()
-        compaction = CompactOptions()
-        compaction.set_bottommost_level_compaction(BottommostLevelCompaction.force())
-        for name in names:
-            for prefix in (_CURRENT + name, _OLDER + name + _SEPARATOR):
-                self._db.compact_range(prefix, prefix + b"\xff", compaction)
+        """Leave no file holding these customers' bytes (`state.rocks_purge`)."""
+        prefixes = [p for n in names for p in (_CURRENT + n, _OLDER + n + _SEPARATOR)]
+        purge(self._db, [(p, p + b"\xff") for p in prefixes])
 
 
 def _key(key: str) -> bytes:

@@ -26,8 +26,8 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 from rich.console import Console
 
-from flows.dataflow.cold_tier import close_stores
 from flows.dataflow.flow import Challenger, embedded_flow
+from flows.dataflow.run_stores import close_stores
 from flows.dataflow.sources import Records
 from flows.lab.simulator import SimulationConfig
 from flows.lab.traffic import SimulatedTraffic

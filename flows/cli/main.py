@@ -6,11 +6,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 
-from flows.cli import decisions, journeys, lab, run, setup
+from flows.cli import customer, decisions, journeys, lab, run, setup
 from flows.cli.options import HelpFormatter, print_error
 
 #: The groups of subcommands, in the order `--help` lists them.
-GROUPS = (run, lab, journeys, decisions, setup)
+GROUPS = (run, lab, journeys, customer, decisions, setup)
 
 
 def _version() -> str:

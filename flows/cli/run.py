@@ -106,8 +106,9 @@ def _run_embedded(
     from flows.dataflow.sources import EventFileSource, Records
     from flows.lab.traffic import SimulatedTraffic
     from flows.lab.world import World
-    from flows.runtime.recovery_store import hold
+    from flows.runtime.recovery_store import check, hold
     from flows.runtime.run_files import (
+        CONTEXT_VIEW,
         KEY_VAULT,
         OutFolderTaken,
         contact_map,
@@ -146,6 +147,8 @@ def _run_embedded(
     recovery = _recovery(args)
     if recovery is not None:
         hold(recovery.directory)  # before the out folder is touched: a second run stops here
+        if recovery.resumes:
+            check(recovery.directory)  # one sentence, before anything is written
     out: Path = args.out
     try:
         prepare_out(
@@ -189,6 +192,8 @@ def _run_embedded(
     written.update(write_end_files(out, models, cmap))
     if (out / KEY_VAULT).is_dir():
         written["key vault"] = out / KEY_VAULT
+    if (out / CONTEXT_VIEW).is_dir():
+        written["context view"] = out / CONTEXT_VIEW
     if cmap is not None and cmap.scopes:
         from flows.analysis.report import write_report
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from flows.dataflow.clock import EventClock
+from flows.dataflow.run_stores import before_opening, opened
 from flows.runtime import metrics
 from flows.runtime.recovery_store import resume_epoch
 from flows.runtime.settings import ColdSettings, SettingsError
@@ -209,13 +210,13 @@ def open_cold_tier(
         if directory is None:
             keep = tempfile.TemporaryDirectory(prefix="wayfinder-cold-")
             directory = Path(keep.name)
-        close_stores()  # (an earlier run's in this process: one store open at a time)
+        before_opening(directory)
         if first is None:
             shutil.rmtree(directory, ignore_errors=True)  # an earlier run's, not resumed
         rocks = RocksCustomerStore(
             directory, cache_bytes=settings.cache_bytes, compression=settings.compression
         )
-        _OPEN.append(rocks)
+        opened(rocks, on_end=rocks.durable)
         _export(rocks)
         store = rocks
     if first is not None:
@@ -229,28 +230,6 @@ def open_cold_tier(
     )
     tier.keep = keep
     return tier
-
-
-#: The stores on disk this process has open (closed when its run ends).
-_OPEN: list[RocksCustomerStore] = []
-
-
-def close_stores(*, ended: bool = False, recovery: Path | None = None) -> None:
-    """Close the cold tiers' stores of the runs this process made. `ended`: the run
-    ended well, so every epoch it had is in its `recovery` folder (or, without one,
-    nothing goes back): what no resume can need goes first, erasures' bytes with it."""
-    durable = None
-    if ended:
-        durable = (resume_epoch(recovery) if recovery is not None else None) or _EVERY_EPOCH
-    while _OPEN:
-        store = _OPEN.pop()
-        if durable is not None:
-            store.durable(durable)
-        store.close()
-
-
-#: An epoch after any a run has.
-_EVERY_EPOCH = 1 << 62
 
 
 def _export(store: RocksCustomerStore) -> None:

@@ -22,11 +22,14 @@ from operators.analytics import InFlight, in_flight
 from operators.customer_step import CustomerStep, Output
 from schemas.action import Action
 from schemas.codec import BadInput, encode
+from schemas.context_view import DecisionView
 from schemas.deadletter import DeadLetter, DeadLetterReason, dead_letter
+from schemas.decision import Decision
 from schemas.event import ANONYMOUS_PREFIX, Event
 from schemas.learning import Example
 from schemas.topics import action_topic
 from state.context import CustomerContext, from_snapshot, is_tombstone, to_snapshot
+from state.context_view import DECISIONS_KEPT, ContextViewStore, decision_view, view_of
 
 #: Where event time was when an event was decoded: the decoding process's watermark and
 #: the latest event time it had read. Every record carries it, so a process that reads
@@ -56,7 +59,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
     `models_lock`: held while the step runs, so the models it asks do not learn meanwhile.
     `shadow`: a challenger's step, whose outputs never come back as input (its state
     stays in memory). `cold`: the cold tier, where the customer goes when idle and
-    comes back from (`flows.dataflow.cold_tier`).
+    comes back from (`flows.dataflow.cold_tier`). `views`: where the customer's context
+    view is written where an epoch ends (`state.context_view`).
 
     No record stops the flow: one the step refuses, or fails on, becomes a dead
     letter and leaves the context as it was before it (`_Rollback`).
@@ -73,6 +77,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         models_lock: AbstractContextManager[object] | None = None,
         shadow: bool = False,
         cold: ColdTier | None = None,
+        views: ContextViewStore | None = None,
     ) -> None:
         self._step = step
         self._shadow = shadow
@@ -100,6 +105,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         #: whether it watches for them to be idle.
         self._may_be_cold = resume_state is None
         self._watched = False
+        self._views = None if shadow else views
+        #: The latest decisions for the view, latest first (None: not read yet).
+        self._decided: list[DecisionView] | None = None
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[StepOutput], bool]:
         watermark, latest, ingested, epoch = values[-1][2]  # (the latest: one a batch)
@@ -107,11 +115,19 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._epoch = epoch
         asked = {v[1].kind for v in values if type(v[1]) is Wake}
         emitted: list[StepOutput] = []
+        if not self._key and (self._cold is not None or self._views is not None):
+            key, first, _stamp = values[0]
+            self._key = (
+                first.key if isinstance(first, Wake) else first.to or self._step.pseudonym_of(key)
+            )
         if self._cold is not None:
             self._from_cold(values, asked)
         with self._models_lock:
             ctx, erased = self._step_batch(values, emitted)
         self._ctx = ctx
+        if erased and self._views is not None:
+            self._views.erase(self._key)  # (a new profile after it has a view again)
+            self._decided = []
         self._account(len(values), emitted)
         if "due" in asked:  # (a cold customer's deadline: on time as a timer)
             outputs, _discard = self._wake(watermark)  # (accounted there)
@@ -127,11 +143,6 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         tier still holds of them is stale)."""
         cold = self._cold
         assert cold is not None
-        if not self._key:
-            key, first, _stamp = values[0]
-            self._key = (
-                first.key if isinstance(first, Wake) else first.to or self._step.pseudonym_of(key)
-            )
         if not self._may_be_cold:
             if "due" in asked or "end" in asked:
                 cold.take(self._key, epoch=self._epoch)
@@ -175,6 +186,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         state = to_snapshot(ctx)
         if not cold.leave(self._key, state, epoch=self._epoch, due=self._step.next_deadline(ctx)):
             return False
+        if self._views is not None:  # (a discarded logic is not snapshotted)
+            self._write_view(ctx, self._views)
         self._ctx = None
         if self._held is not None:
             self._held.discarded()
@@ -294,6 +307,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
 
     def snapshot(self) -> bytes:
         assert self._ctx is not None  # a discarded logic is never snapshotted
+        if self._views is not None:
+            self._write_view(self._ctx, self._views)
         started = time.perf_counter()
         state = to_snapshot(self._ctx)
         self._rollback.saved(state)
@@ -304,8 +319,33 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             metrics.LAST_SNAPSHOT.set(time.time())
         return state
 
+    def _write_view(self, ctx: CustomerContext, views: ContextViewStore) -> None:
+        """Where an epoch ends: the customer's view, for other processes to read."""
+        if not self._known(ctx):
+            return
+        decided = self._decided if self._decided is not None else self._earlier(views)
+        view = view_of(ctx, decided, watermark=self._clock.watermark, written_at=time.time())
+        if view is not None:
+            views.write(view)
+
+    def _earlier(self, views: ContextViewStore) -> list[DecisionView]:
+        """The decisions the view held when this logic was made (resumed, or back from
+        the cold tier): kept, as the logic's own list starts empty."""
+        earlier = views.get(self._key) if self._key else None
+        self._decided = list(earlier.decisions) if earlier is not None else []
+        return self._decided
+
+    def _remember(self, outputs: list[StepOutput], views: ContextViewStore) -> None:
+        new = [decision_view(o) for o in outputs if type(o) is Decision]
+        if new:
+            decided = self._decided if self._decided is not None else self._earlier(views)
+            latest = sorted([*new, *decided], key=lambda d: d.at, reverse=True)
+            self._decided = latest[:DECISIONS_KEPT]
+
     def _observe(self, outputs: list[StepOutput], ingested: float | None) -> None:
         """Tell the operators' gauges what the key holds now, and what its outputs took."""
+        if self._views is not None and outputs:
+            self._remember(outputs, self._views)
         held = self._held
         if held is None:
             return

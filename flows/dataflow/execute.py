@@ -8,7 +8,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from flows.dataflow.cold_tier import close_stores
+from flows.dataflow.run_stores import close_stores
 from flows.runtime import metrics
 from flows.runtime.recovery_store import (
     check,

@@ -42,11 +42,12 @@ from flows.dataflow.routing import (
     route_learned,
     route_shadow,
 )
+from flows.dataflow.run_stores import open_views
 from flows.dataflow.sinks import TopicFileSink
 from flows.dataflow.sources import Records
 from flows.runtime import metrics
 from flows.runtime.recovery_store import resume_epoch
-from flows.runtime.run_files import KEY_VAULT
+from flows.runtime.run_files import CONTEXT_VIEW, KEY_VAULT
 from flows.runtime.settings import (
     ColdSettings,
     deployment_secret,
@@ -64,6 +65,7 @@ from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from schemas.deadletter import DeadLetter
 from schemas.topics import all_topics
 from state.context import DEFAULT_REDELIVERY_HORIZON
+from state.context_view import ContextViewStore
 from state.key_vault import CustomerKey, InstanceName, KeyDestroyed
 
 #: The input step's name (its snapshots are found by it in a recovery folder).
@@ -108,6 +110,7 @@ def build_flow(
     shadow_published: Published | None = None,
     cold: ColdTier | None = None,
     first_epoch: int = 1,
+    views: ContextViewStore | None = None,
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
@@ -130,6 +133,7 @@ def build_flow(
     after the snapshot a run resumes from, which the replay repeats. `cold`: the cold
     tier idle customers leave memory for; `first_epoch`: the run's first bytewax epoch
     (a resumed run's is the one it resumes from), which the input counts on from.
+    `views`: where each customer's context view is kept, for other processes to read.
     """
     models = models if models is not None else ModelSet(playbook)
     step = CustomerStep(
@@ -157,7 +161,14 @@ def build_flow(
         "customer",
         split.trues,
         lambda resume: CustomerLogic(
-            step, resume, timers=timers, clock=clock, ledger=ledger, models_lock=lock, cold=cold
+            step,
+            resume,
+            timers=timers,
+            clock=clock,
+            ledger=ledger,
+            models_lock=lock,
+            cold=cold,
+            views=views,
         ),
     )
     results = op.filter_map("route", customers, route)
@@ -271,6 +282,7 @@ def embedded_flow(
         key_vault=out_dir / KEY_VAULT,
         cold=tier,
         first_epoch=(resume_epoch(recovery) if recovery is not None else None) or 1,
+        views=open_views(out_dir / CONTEXT_VIEW),
     )
     return flow, sink
 

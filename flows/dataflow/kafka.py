@@ -29,6 +29,7 @@ from flows.dataflow.learner import LEARNER, resume_ceilings
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
+from flows.dataflow.run_stores import open_views
 from flows.dataflow.stopping import StopRequest
 from flows.runtime import metrics
 from flows.runtime.balance import ClusterBalance
@@ -52,6 +53,7 @@ from flows.runtime.settings import (
     KafkaSettings,
     SettingsError,
     allowed_lateness_seconds,
+    context_view_folder,
     deployment_secret,
     load_compiled,
     load_default_playbook,
@@ -180,6 +182,7 @@ def kafka_flow(
         )
         cold = ColdSettings(after=None)
     tier = open_cold_tier(cold, recovery=recovery, clock=clock, timers=not in_rounds)
+    view_folder = context_view_folder()
     return build_flow(
         source,
         sink,
@@ -201,6 +204,7 @@ def kafka_flow(
         shadow_published=resumed.shadow_published,
         cold=tier,
         first_epoch=(resume_epoch(recovery) if recovery is not None else None) or 1,
+        views=open_views(view_folder) if view_folder is not None else None,
     )
 
 

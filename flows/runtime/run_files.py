@@ -19,6 +19,8 @@ from schemas.topics import AUDIT_TOPICS, all_topics
 #: Files a run writes besides its topic files.
 #: The run's key vault (`state.key_vault`): a folder of RocksDB parts.
 KEY_VAULT = "keys"
+#: The run's context view (`state.context_view`): a RocksDB folder.
+CONTEXT_VIEW = "context_view"
 RUN_FILES = (
     "contact_map_edges.csv",
     "contact_map.json",
@@ -42,7 +44,7 @@ def owned_files(out: Path, channels: tuple[str, ...]) -> list[Path]:
     """The files of a run in `out` that are there now."""
     candidates = [topic_file(out, topic) for topic in all_topics(channels)]
     candidates += [out / name for name in RUN_FILES]
-    candidates.append(out / KEY_VAULT)
+    candidates += [out / KEY_VAULT, out / CONTEXT_VIEW]
     return [path for path in candidates if path.exists()]
 
 

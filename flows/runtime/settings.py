@@ -308,6 +308,14 @@ class ColdSettings:
         return cls(after, store, Path(folder) if folder else None, cache << 20)
 
 
+def context_view_folder(env: Mapping[str, str] | None = None) -> Path | None:
+    """WAYFINDER_CONTEXT_VIEW: where the Kafka flow keeps each customer's context view (an
+    embedded run: in its output folder); None: it keeps none."""
+    values = os.environ if env is None else env
+    folder = values.get("WAYFINDER_CONTEXT_VIEW")
+    return Path(folder) if folder else None
+
+
 #: How late (event time) an event may arrive behind its partition (WAYFINDER_LATENESS).
 DEFAULT_LATENESS = "1m"
 

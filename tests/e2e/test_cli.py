@@ -23,7 +23,8 @@ from flows.lab.simulator import SimulationConfig, simulate
 from schemas.action import Action
 from schemas.codec import BadInput, EventDecoder
 from schemas.decision import Decision
-from tests.e2e.cli import REPO, lines, summary, wayfinder, wayfinder_fails
+from state.key_vault import VaultReader
+from tests.e2e.cli import REPO, lines, run_failing, summary, wayfinder, wayfinder_fails
 from tests.flow_helpers import (
     ENTRY_POINTS,
     comparable_outputs,
@@ -382,3 +383,38 @@ def test_evaluate_writes_every_policy_and_the_true_intent_ablation(tmp_path):
         document["policies"]["learned"]["reward"] / rules, 3
     )
     assert "learned / rules-only reward" in stdout and "told the true intent" in stdout
+
+
+def test_customer_prints_their_context_view_with_the_latest_decisions_and_why(recorded_run):
+    """`wayfinder customer ID` reads the view the run kept: the customer with the most
+    decisions, whose five latest are those of the decisions topic, with their reasons."""
+    decided: dict[str, list[Decision]] = {}
+    for raw in lines(recorded_run / "decisions.jsonl"):
+        decision = msgspec.json.decode(raw, type=Decision)
+        decided.setdefault(decision.customer, []).append(decision)
+    vault = VaultReader(recorded_run / "keys")
+    try:
+        known = {p: vault.customer(p) for p in decided}
+    finally:
+        vault.close()
+    pseudonym = max(
+        (p for p, who in known.items() if who and not who.startswith("anon:")),
+        key=lambda p: len(decided[p]),
+    )
+    customer = known[pseudonym]
+    assert customer is not None and len(decided[pseudonym]) > 5
+    latest = sorted(decided[pseudonym], key=lambda d: d.created_at, reverse=True)[:5]
+
+    view = json.loads(wayfinder("customer", customer, "--out", str(recorded_run), "--json"))
+    assert view["customer"] == pseudonym and view["id"] == customer and view["known"]
+    assert sorted((d["at"], d["outcome"]) for d in view["decisions"]) == sorted(
+        (d.created_at.timestamp(), d.outcome) for d in latest
+    )
+    text = wayfinder("customer", customer, "--out", str(recorded_run))
+    assert customer in text and "view written" in text and "Latest decisions" in text
+    for decision in view["decisions"]:
+        assert all(reason in text for reason in decision["reasons"])
+    for journey in view["journeys"]:
+        assert f"{journey['journey']}: {journey['status']}" in text
+    done = run_failing("customer", "nobody-at-all", "--out", str(recorded_run))
+    assert done.returncode == 1 and "no customer 'nobody-at-all'" in done.stdout + done.stderr

@@ -98,6 +98,10 @@ def test_erased_customer_is_in_no_state_and_no_snapshot(entry_point, tmp_path):
     assert b"cust-other-1" in snapshots  # the search does find customers who remain
     assert b"cust-Q7" not in snapshots
     assert b"laptop-Q7" not in snapshots
+    views = b"".join(p.read_bytes() for p in (run.out / "context_view").iterdir())
+    assert b"cust-other-1" in views  # (the context view, which other processes read)
+    assert b"cust-Q7" not in views
+    assert b"laptop-Q7" not in views
 
     tombstones = [json.loads(r) for r in run.lines("audiences.jsonl") if b"tombstone" in r]
     assert {"tombstone": state_key("cust-Q7")} in tombstones

@@ -8,9 +8,11 @@ same transitions. With the cold tier on (a second idle and a customer leaves mem
 the stall and the abandonment fire on time while the customer is out of memory.
 """
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,6 +24,7 @@ from schemas.event import Consent, Event
 from schemas.journey import JourneyTransition
 from state.rocks_customer_store import RocksCustomerStore
 from tests.conftest import kafka_env
+from tests.e2e.cli import WAYFINDER, run
 from tests.helpers import key_of, wire
 from tests.kafka_io import live_flow, produce, read_all
 
@@ -111,6 +114,12 @@ def wait_for(predicate, timeout: float, what: str, seen=lambda: None):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; seen: {seen()}")
 
 
+def view_of(customer: str, env: dict[str, str]) -> dict[str, Any] | None:
+    """`wayfinder customer ID --json` while the flow runs (None: not in the view yet)."""
+    done = run([WAYFINDER, "customer", customer, "--json"], env=env)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
 def transitions_on(kafka) -> list[JourneyTransition]:
     """Journey transitions on the journeys topic (intent transitions share it)."""
     return [
@@ -143,6 +152,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path, c
         "WAYFINDER_LATENESS": "0s",  # the stall is seconds long: none to spare
         "WAYFINDER_COLD_AFTER": cold_after,
         "WAYFINDER_COLD_DIR": str(tmp_path / "cold"),
+        "WAYFINDER_CONTEXT_VIEW": str(tmp_path / "view"),
     }
     with live_flow(env):
         wait_for(
@@ -168,6 +178,9 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path, c
         )
         time.sleep(1.0)  # anything else the flow had in hand
         live = transitions_on(kafka)
+        # Read while the flow runs (a secondary instance: the flow is not held up); the
+        # view is written where an epoch ends (10 s by default).
+        k1 = wait_for(lambda: view_of("cust-K1", env), timeout=60, what="cust-K1's view")
         helped = [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.email")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.push")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.app")]
@@ -178,6 +191,11 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path, c
             assert tier.get(state_key("cust-K1")) is not None
         finally:
             tier.close()
+
+    # What another process reads of the customer: the help they were sent, and why.
+    assert k1["id"] == "cust-K1" and k1["consent"] == {"sms/service": False}
+    sent = [d for d in k1["decisions"] if d["action"] == "activation_help"]
+    assert sent and "SMS: no service consent" in " ".join(sent[0]["reasons"])
 
     # Scenario 2 live: the stall fired on the wall clock, with no event after the purchase,
     # and activation help went to a consented channel (sms, preferred, was revoked).

@@ -2,10 +2,14 @@
 
 The contract and its versions are `state.customer_store`'s. The store's keys name
 customers by their state key (a pseudonym, never an id); a context's bytes are the
-value. One RocksDB holds five kinds of entry, told apart by their first byte:
-- `c` key: the customer's current version (a point lookup: every new customer's first
-  event asks for one, and most are not there, which the bloom filters answer in memory);
-- `o` key NUL epoch: older versions a resume may still need (few, and short-lived);
+value. One RocksDB holds six kinds of entry, told apart by their first byte:
+- `c` key: the head of the customer's current version (its epoch, change and deadline:
+  17 bytes; a point lookup: every new customer's first event asks for one, and most are
+  not there, which the bloom filters answer in memory);
+- `v` key NUL epoch: the context a `put` wrote, written once: a take or a later change
+  moves only heads, never a context;
+- `o` key NUL epoch: the heads of older versions a resume may still need (few, and
+  short-lived);
 - `d` deadline key: the deadlines of cold customers, in time order (`due` is a scan);
 - `j` epoch key: which customers changed in an epoch (`durable` and `resume` read only
   the epochs they concern, never the whole store);
@@ -49,6 +53,7 @@ DEFAULT_CACHE_BYTES = 64 << 20
 
 _CURRENT = b"c"
 _OLDER = b"o"
+_STATE = b"v"
 _DEADLINE = b"d"
 _JOURNAL = b"j"
 _COUNT = b"n"
@@ -121,9 +126,10 @@ class RocksCustomerStore:
         self._lock = threading.Lock()  # the workers of a process share the store
 
     def put(self, key: str, state: bytes, *, epoch: int, due: float | None) -> None:
-        version = Version(epoch, "put", state, finite_deadline(due))
+        version = Version(epoch, "put", b"", finite_deadline(due))
+        name = _key(key)
         with self._lock:
-            self._change(_key(key), version)
+            self._change(name, version, self._current(name), state)
 
     def take(self, key: str, *, epoch: int) -> bytes | None:
         name = _key(key)
@@ -131,12 +137,17 @@ class RocksCustomerStore:
             current = self._current(name)
             if current is None or current.change != "put":
                 return None
+            state = self._db.get(_state_entry(name, current.epoch))
             self._change(name, Version(epoch, "woke"), current)
-        return current.state
+        return None if state is None else bytes(state)
 
     def get(self, key: str) -> bytes | None:
-        current = self._current(_key(key))
-        return current.state if current is not None and current.change == "put" else None
+        name = _key(key)
+        current = self._current(name)
+        if current is None or current.change != "put":
+            return None
+        state = self._db.get(_state_entry(name, current.epoch))
+        return None if state is None else bytes(state)
 
     def gone(self, key: str, *, epoch: int) -> None:
         name = _key(key)
@@ -232,7 +243,8 @@ class RocksCustomerStore:
         return None if found is None else _decode(found)
 
     def _versions(self, name: bytes) -> list[tuple[bytes, Version]]:
-        """Every version of a customer with the entry it is stored under, oldest first."""
+        """The heads of every version of a customer with the entry each is stored under,
+        oldest first."""
         versions: list[tuple[bytes, Version]] = []
         prefix = _OLDER + name + _SEPARATOR
         it = self._db.iter(ReadOptions())
@@ -248,16 +260,23 @@ class RocksCustomerStore:
             versions.append((_CURRENT + name, _decode(current)))
         return versions
 
-    def _change(self, name: bytes, version: Version, current: Version | None = None) -> None:
-        current = current if current is not None else self._current(name)
+    def _change(
+        self, name: bytes, version: Version, current: Version | None, state: bytes = b""
+    ) -> None:
+        """A new current version (`state`: a put's context), the current one kept as an
+        older version unless it is of the same epoch, which the new one replaces."""
         batch = WriteBatch(raw_mode=True)
         if current is not None:
             _unindex(batch, name, current)
             if current.epoch == version.epoch:
                 version = replacing(current, version)  # an epoch's later change wins
+                if current.change == "put" and version.change != "put":
+                    batch.delete(_state_entry(name, current.epoch))
             else:
                 batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(current.epoch), _encode(current))
         batch.put(_CURRENT + name, _encode(version))
+        if version.change == "put":
+            batch.put(_state_entry(name, version.epoch), state)
         _index(batch, name, version)
         batch.put(_JOURNAL + _EPOCH.pack(version.epoch) + name, b"")
         was_cold = current is not None and current.change == "put"
@@ -272,11 +291,15 @@ class RocksCustomerStore:
         versions: list[tuple[bytes, Version]],
         kept: list[Version],
     ) -> None:
-        """Store a customer's versions as `kept` (oldest first; the last is current)."""
+        """Store a customer's versions as `kept` (heads, oldest first; the last is
+        current): the heads are written anew, the contexts of the others deleted."""
+        keeps = {v.epoch for v in kept}
         for entry, version in versions:
             batch.delete(entry)
             if entry[:1] == _CURRENT:
                 _unindex(batch, name, version)
+            if version.change == "put" and version.epoch not in keeps:
+                batch.delete(_state_entry(name, version.epoch))
         for version in kept[:-1]:
             batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(version.epoch), _encode(version))
         if kept:
@@ -302,7 +325,11 @@ class RocksCustomerStore:
 
     def _compact(self, names: list[bytes]) -> None:
         """Leave no file holding these customers' bytes (`state.rocks_purge`)."""
-        prefixes = [p for n in names for p in (_CURRENT + n, _OLDER + n + _SEPARATOR)]
+        prefixes = [
+            p
+            for n in names
+            for p in (_CURRENT + n, _OLDER + n + _SEPARATOR, _STATE + n + _SEPARATOR)
+        ]
         purge(self._db, [(p, p + b"\xff") for p in prefixes])
 
 
@@ -313,10 +340,15 @@ def _key(key: str) -> bytes:
     return name
 
 
+def _state_entry(name: bytes, epoch: int) -> bytes:
+    return _STATE + name + _SEPARATOR + _EPOCH.pack(epoch)
+
+
 def _encode(version: Version) -> bytes:
+    """A version's head (its context, if any, is an entry of its own)."""
     due = math.nan if version.due is None else version.due
     change = _CHANGES.index(version.change) | (_PURGE if version.purge else 0)
-    return _HEAD.pack(version.epoch, change, due) + version.state
+    return _HEAD.pack(version.epoch, change, due)
 
 
 def _decode(raw: bytes) -> Version:
@@ -324,7 +356,7 @@ def _decode(raw: bytes) -> Version:
     return Version(
         epoch,
         _CHANGES[change & ~_PURGE],
-        bytes(raw[_HEAD.size :]),
+        b"",
         None if math.isnan(due) else due,
         bool(change & _PURGE),
     )

@@ -8,7 +8,7 @@ differently, so both spellings are derived here.
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -232,11 +232,13 @@ def lab_secret_in_use(env: Mapping[str, str] | None = None) -> bool:
     return not (os.environ if env is None else env).get(_SECRET_ENV)
 
 
-@cache
+@lru_cache(maxsize=1 << 16)
 def state_key(key: str) -> str:
     """The key the dataflow's state and recovery snapshots are stored under, and what
     every record the flow writes names the customer by: their pseudonym
-    (`operators.identity.pseudonym`) under the deployment's secret."""
+    (`operators.identity.pseudonym`) under the deployment's secret. The latest keys are
+    remembered (a keyed hash is a microsecond), never every one: memory follows the
+    customers in memory, not the customer base."""
     return pseudonym(deployment_secret(), key)
 
 

@@ -5,6 +5,8 @@ Only light imports here: `wayfinder --help` builds every parser, and must answer
 
 import argparse
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeAlias
 
@@ -66,6 +68,26 @@ def hours(text: str) -> float:
     return value
 
 
+def start_time(text: str) -> datetime:
+    """When the simulated span starts: an ISO 8601 time with its zone
+    (`2026-03-02T06:00Z`), `now`, or a duration before now (`now-24h`: a live service
+    fed the simulation sees events as fresh as its own)."""
+    text = text.strip()
+    if text == "now" or text.startswith("now-"):
+        before = hours(text[4:]) if text != "now" else 0.0
+        return datetime.fromtimestamp(time.time(), UTC) - timedelta(hours=before)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give ISO 8601 with a zone (2026-03-02T06:00Z), "
+            "now, or now-DURATION (now-24h)"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +HH:MM)")
+    return when
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -79,7 +101,7 @@ def positive_int(text: str) -> int:
 def add_simulation_args(
     parser: argparse.ArgumentParser, customers: int | None = None, hours_: float | None = None
 ) -> None:
-    """--customers, --seed and --hours of the built-in simulator."""
+    """--customers, --seed, --hours and --start of the built-in simulator."""
     group = parser.add_argument_group("simulator")
     defaults = SimulationConfig()
     group.add_argument(
@@ -95,10 +117,19 @@ def add_simulation_args(
         default=hours_ or defaults.hours,
         help="simulated span of event time: hours, or a duration such as 3d or 36h",
     )
+    group.add_argument(
+        "--start",
+        type=start_time,
+        default=defaults.start,
+        metavar="WHEN",
+        help="when the span starts: ISO 8601 with a zone, now, or now-DURATION (now-24h)",
+    )
 
 
 def simulation(args: argparse.Namespace) -> SimulationConfig:
-    return SimulationConfig(customers=args.customers, seed=args.seed, hours=args.hours)
+    return SimulationConfig(
+        customers=args.customers, seed=args.seed, hours=args.hours, start=args.start
+    )
 
 
 def add_playbook_arg(parser: argparse.ArgumentParser, what: str = "playbook TOML") -> None:

@@ -275,10 +275,9 @@ def _duration(value: float) -> str:
     return f"{value:g}s"
 
 
-#: How long (event time) a customer stays in memory idle (WAYFINDER_COLD_AFTER): off by
-#: default for now, since with the tier on the Kafka service closes its epochs seldom
-#: (found at the end of the session that built it; see the README).
-DEFAULT_COLD_AFTER = "off"
+#: How long (event time) a customer stays in memory idle (WAYFINDER_COLD_AFTER): a week,
+#: so a customer's daily and weekly habits stay hot and the quiet majority does not.
+DEFAULT_COLD_AFTER = "7d"
 #: The cold tier's RocksDB block cache (WAYFINDER_COLD_CACHE, in MiB).
 DEFAULT_COLD_CACHE_MIB = 64
 

@@ -1,13 +1,17 @@
 """The simulator is deterministic, partitioned, ordered, realistic and mixes in bad input."""
 
+import argparse
+import time
 import tracemalloc
 from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from itertools import islice, pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from flows.cli.options import start_time
 from flows.lab.simulator import (
     CHANNELS,
     SimulatedRecord,
@@ -314,3 +318,20 @@ def test_invalid_configs_and_partitions_are_refused():
         SimulationConfig(partitions=0)
     with pytest.raises(ValueError):
         simulate_partition(SimulationConfig(), 4)
+
+
+def test_the_start_of_the_span_is_given_as_a_time_now_or_a_duration_before_now():
+    assert start_time("2026-01-01T00:00Z") == datetime(2026, 1, 1, tzinfo=UTC)
+    ago = time.time() - start_time("now-24h").timestamp()
+    assert 86400 - 1 < ago < 86400 + 60
+    assert abs(start_time("now").timestamp() - time.time()) < 60
+    for wrong in ("2026-01-01", "yesterday", "now-soon"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            start_time(wrong)
+
+
+def test_the_events_fall_in_the_span_from_the_start_given():
+    start = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    config = SimulationConfig(customers=50, seed=3, hours=24, start=start, bad_input_share=0.0)
+    times = [e.ts for e in events(config)]
+    assert times and start <= min(times) and max(times) <= start + timedelta(hours=24)

@@ -8,6 +8,7 @@ it folded and what will come back (see `flows.dataflow.loopback`).
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: Event types the step acts on without folding them into the context.
 _NOT_FOLDED = frozenset({"identify", "profile_merge", "handover_request"})
+#: What a batch asks when there is no cold tier to wake anyone.
+_NOTHING_ASKED: frozenset[WakeKind] = frozenset()
 
 
 class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
@@ -113,7 +116,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         watermark, latest, ingested, epoch = values[-1][2]  # (the latest: one a batch)
         self._clock.observe(watermark, latest)
         self._epoch = epoch
-        asked = {v[1].kind for v in values if type(v[1]) is Wake}
+        asked: AbstractSet[WakeKind] = _NOTHING_ASKED
+        if self._cold is not None:
+            asked = {v[1].kind for v in values if type(v[1]) is Wake}
         emitted: list[StepOutput] = []
         if not self._key and (self._cold is not None or self._views is not None):
             key, first, _stamp = values[0]
@@ -137,7 +142,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             return emitted, self._to_cold(watermark, erased, asked, len(values))
         return emitted, self._ctx is None
 
-    def _from_cold(self, values: list[Keyed], asked: set[WakeKind]) -> None:
+    def _from_cold(self, values: list[Keyed], asked: AbstractSet[WakeKind]) -> None:
         """Bring the customer back from the cold tier when this logic is new and has a
         record or a wake that brings them back (a wake for a customer in memory: what the
         tier still holds of them is stale)."""
@@ -159,7 +164,9 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             self._held.holds(self._ctx)
             self._held.snapshotted(len(state))
 
-    def _to_cold(self, watermark: float, erased: bool, asked: set[WakeKind], values: int) -> bool:
+    def _to_cold(
+        self, watermark: float, erased: bool, asked: AbstractSet[WakeKind], values: int
+    ) -> bool:
         """After a batch: leave memory for the cold tier if asked and idle long enough;
         say an erasure or an ended context to it. Returns whether to discard the logic."""
         cold = self._cold

@@ -47,6 +47,7 @@ class EpochSource(FixedPartitionedSource[Any, Any]):
         self.first = first
         self.cold = cold
         self.ledger = ledger
+        self._cold_part: str | None = None  # (asked of `inner` once: a Kafka admin call)
 
     def list_parts(self) -> list[str]:
         return self.inner.list_parts()
@@ -56,7 +57,9 @@ class EpochSource(FixedPartitionedSource[Any, Any]):
     ) -> StatefulSourcePartition[Any, Any]:
         inner = self.inner.build_part(step_id, for_part, resume_state)
         cold = self.cold
-        if cold is not None and for_part != cold.partition(self.inner.list_parts()):
+        if cold is not None and self._cold_part is None:
+            self._cold_part = cold.partition(self.inner.list_parts())
+        if cold is not None and for_part != self._cold_part:
             cold = None
         return _EpochPartition(inner, self.first, cold, self.ledger)
 

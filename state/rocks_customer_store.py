@@ -78,7 +78,7 @@ def store_options(cache_bytes: int = DEFAULT_CACHE_BYTES, *, compression: bool =
       million customers' filters alone are about 30 MB), and a lookup loads a 16 KB
       partition of a filter, never a whole file's. Whole filters in the cache cost a
       miss 184 µs at a million customers (data blocks evict them, and each lookup read
-      them back, one a level); partitioned, 8 µs (`scripts/cold_tier_load`).
+      them back, one a level); partitioned, 8 µs (`scripts/cold_store_bench`).
     - 16 KB blocks: a few contexts a block, a smaller index for the same data.
     - LZ4 on the upper levels (cheap for data that is rewritten soon), Zstandard on the
       last, which holds most of it (msgpack contexts repeat their field names and

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
-from rocksdict import AccessType, Rdict
+from rocksdict import AccessType
 
 from schemas.context_view import ContextView, DecisionView, JourneyView
 from schemas.decision import Decision
 from state.context import CustomerContext, is_tombstone
+from state.rocks_open import open_rocks
 from state.rocks_purge import purge, searchable_options
 
 #: Decisions a view keeps, latest first.
@@ -86,7 +87,7 @@ class ContextViewStore:
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = Rdict(str(path), searchable_options())
+        self._db = open_rocks(path, searchable_options())
         self._lock = threading.Lock()
 
     def write(self, view: ContextView) -> None:
@@ -116,9 +117,7 @@ class ContextViewReader:
 
     def __init__(self, path: Path) -> None:
         self._own = tempfile.TemporaryDirectory(prefix="wayfinder-view-")
-        self._db = Rdict(
-            str(path), searchable_options(), access_type=AccessType.secondary(self._own.name)
-        )
+        self._db = open_rocks(path, searchable_options(), AccessType.secondary(self._own.name))
 
     def view(self, customer: str) -> ContextView | None:
         self._db.try_catch_up_with_primary()

@@ -26,6 +26,7 @@ from pathlib import Path
 from msgspec import Struct
 from rocksdict import AccessType, Options, Rdict
 
+from state.rocks_open import open_rocks
 from state.rocks_purge import purge, searchable_options
 
 #: Parts of a vault; fixed for a vault's life (a key's part is its hash modulo this).
@@ -83,7 +84,7 @@ def check(directory: Path) -> None:
         if not path.exists():
             continue
         try:
-            Rdict(str(path), _options(), access_type=AccessType.read_only()).close()
+            open_rocks(path, _options(), AccessType.read_only()).close()
         except Exception as exc:  # rocksdict raises plain Exceptions
             raise KeyVaultError(
                 f"key vault part {path} does not open ({str(exc).strip()[:200]}): restore "
@@ -111,7 +112,7 @@ class VaultPart:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), _options())
+        self._db = open_rocks(path, _options())
 
     def write(
         self,
@@ -183,7 +184,7 @@ class VaultReader:
         if index not in self._parts:
             path = self.directory / part_name(index)
             self._parts[index] = (
-                Rdict(str(path), _options(), access_type=AccessType.read_only())
+                open_rocks(path, _options(), AccessType.read_only())
                 if (path / "CURRENT").exists()
                 else None
             )

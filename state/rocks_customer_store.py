@@ -33,7 +33,6 @@ from rocksdict import (
     Cache,
     DBCompressionType,
     Options,
-    Rdict,
     ReadOptions,
     WriteBatch,
 )
@@ -46,6 +45,7 @@ from state.customer_store import (
     purges,
     replacing,
 )
+from state.rocks_open import open_rocks
 from state.rocks_purge import purge
 
 #: Block cache of a store (WAYFINDER_COLD_CACHE): the hot part of the index, the bloom
@@ -132,7 +132,7 @@ class RocksCustomerStore:
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = Rdict(str(path), store_options(cache_bytes, compression=compression))
+        self._db = open_rocks(path, store_options(cache_bytes, compression=compression))
         found = self._db.get(_COUNT)
         self._cold = 0 if found is None else _EPOCH.unpack(found)[0]
         self._lock = threading.Lock()  # the workers of a process share the store

@@ -242,6 +242,21 @@ def test_a_reopened_store_holds_what_it_held(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_reopened_store_keeps_its_cache_and_bloom_filters(tmp_path: Path) -> None:
+    """A resume reopens the store: it must run with the options it was made with, not
+    with what RocksDB's options file can hold (no cache of ours, no filters)."""
+    path = tmp_path / "cold"
+    for _ in range(2):
+        store = RocksCustomerStore(path, cache_bytes=24 << 20)
+        store.put("a", b"a", epoch=1, due=None)
+        assert store._db.property_int_value("rocksdb.block-cache-capacity") == 24 << 20
+        store.close()
+        written = max(path.glob("OPTIONS-*"), key=lambda f: int(f.name.split("-")[1]))
+        in_use = written.read_text()  # (RocksDB writes the options in use at each open)
+        assert "filter_policy=bloomfilter" in in_use
+        assert "CompactOnDeletionCollector" in in_use
+
+
 def test_a_durable_erasure_leaves_no_byte_of_the_customer_in_any_file(tmp_path: Path) -> None:
     path = tmp_path / "cold"
     store = RocksCustomerStore(path, compression=False)  # (a search of the files is exact)

@@ -66,7 +66,9 @@ class ColdTier:
 
     `first_epoch`: the run's first bytewax epoch (the store was resumed to it); `timers`: wake
     cold customers when their deadlines fall due (a service: an embedded run fires
-    deadlines on events and at the end, cold or not).
+    deadlines on events and at the end, cold or not); `look_every`: how often (wall
+    seconds) it looks for them (0: at every batch, for event time far faster than the
+    wall clock, as in a load test).
     """
 
     def __init__(
@@ -77,12 +79,14 @@ class ColdTier:
         clock: EventClock,
         first_epoch: int,
         timers: bool = False,
+        look_every: float = _EVERY,
     ) -> None:
         self.store = store
         self.after = after
         self.first_epoch = first_epoch
         self._clock = clock
         self._timers = timers
+        self._look_every = look_every
         self._lock = threading.Lock()
         self._waking: set[str] = set()  # wakes handed over, not yet taken
         #: (when the customer may leave, key) of customers in memory, soonest first.
@@ -151,7 +155,7 @@ class ColdTier:
         now = time.monotonic()
         if now < self._next_look:
             return wakes
-        self._next_look = now + _EVERY
+        self._next_look = now + self._look_every
         found = self.store.due(watermark, limit=WAKES_PER_BATCH + len(self._waking))
         with self._lock:
             keys = [key for _due, key in found if key not in self._waking][:WAKES_PER_BATCH]

@@ -307,10 +307,14 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
                 self._watched = True
         if not self._timers:
             return None
+        due = self.deadline()
+        return None if due is None else datetime.fromtimestamp(self._clock.wake_at(due), UTC)
+
+    def deadline(self) -> float | None:
+        """When (event time) this customer's timer is due: what `notify_at` asks bytewax
+        to wake them for (None: no timer; one that failed is not asked again)."""
         due = self._step.next_deadline(self._ctx)
-        if due is None or due == self._failed_due:
-            return None
-        return datetime.fromtimestamp(self._clock.wake_at(due), UTC)
+        return None if due is None or due == self._failed_due else due
 
     def snapshot(self) -> bytes:
         assert self._ctx is not None  # a discarded logic is never snapshotted

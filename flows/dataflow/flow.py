@@ -46,6 +46,7 @@ from flows.dataflow.run_stores import open_views
 from flows.dataflow.sinks import TopicFileSink
 from flows.dataflow.sources import Records
 from flows.runtime import metrics
+from flows.runtime.collector import set_collector
 from flows.runtime.recovery_store import resume_epoch
 from flows.runtime.run_files import CONTEXT_VIEW, KEY_VAULT
 from flows.runtime.settings import (
@@ -135,6 +136,7 @@ def build_flow(
     (a resumed run's is the one it resumes from), which the input counts on from.
     `views`: where each customer's context view is kept, for other processes to read.
     """
+    set_collector()  # (the process will hold many customers' objects)
     models = models if models is not None else ModelSet(playbook)
     step = CustomerStep(
         playbook,

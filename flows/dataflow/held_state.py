@@ -9,6 +9,8 @@ its snapshot holds) without ever scanning the state.
 import time
 from collections.abc import Callable, Sequence
 
+from prometheus_client import Gauge
+
 from flows.runtime import metrics
 from operators.decide import NO_ACTION
 from schemas.action import Action
@@ -35,9 +37,9 @@ class HeldState:
         journeys = tuple(j.journey for j in ctx.journeys) if ctx is not None else ()
         if journeys != self._journeys:
             for name in self._journeys:
-                metrics.OPEN_JOURNEYS.labels(name).dec()
+                _open_journeys(name).dec()
             for name in journeys:
-                metrics.OPEN_JOURNEYS.labels(name).inc()
+                _open_journeys(name).inc()
             self._journeys = journeys
 
     def snapshotted(self, size: int) -> None:
@@ -72,6 +74,17 @@ def action_kind(action: Action) -> str:
     return "reply" if action.request_id is not None else "sent"
 
 
-#: The children of each labelled family, bound once.
+def _open_journeys(journey: str) -> Gauge:
+    """The open journeys gauge's child for a journey, bound at its first use (a
+    customer back from the cold tier adds each of theirs: a lookup of the labels each
+    time cost several µs)."""
+    child = _OPEN_JOURNEYS.get(journey)
+    if child is None:
+        child = _OPEN_JOURNEYS[journey] = metrics.OPEN_JOURNEYS.labels(journey)
+    return child
+
+
+#: The children of each labelled family, bound once (the playbook's journeys are few).
+_OPEN_JOURNEYS: dict[str, Gauge] = {}
 _INGEST_TO_ACTION = {k: metrics.INGEST_TO_ACTION.labels(k) for k in ("sent", "reply", "no_action")}
 _GOALS = {g: metrics.GOALS_BY_GROUP.labels(g) for g in ("treated", "holdout")}

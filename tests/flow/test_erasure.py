@@ -79,6 +79,11 @@ def erasure_file(path: Path) -> None:
     ]
     # Enough traffic from others for several snapshots before and after the erasure.
     rows += _others(100, 8000, 50, "home", lambda i: f"2026-03-02T10:{10 + i // 400:02d}:00Z")
+    # Twelve batches more before the erasure, for the customer to have left memory by then
+    # on two workers as on one: the tier's wakes are handed over by the loopback's reader,
+    # there perhaps on the other worker, which an embedded run's rounds do not wait for,
+    # so they may come a few batches after the watermark passed the idle time.
+    rows += _others(40000, 6000, 50, "home", lambda i: f"2026-03-02T10:{40 + i // 400:02d}:00Z")
     rows.append(_event(4, "2026-03-02T11:00:00Z", "erase", customer_id="cust-Q7"))
     rows += _others(20000, 8000, 50, "phones", lambda i: "2026-03-02T11:30:00Z")
     path.write_text("\n".join(rows) + "\n")

@@ -10,9 +10,11 @@ done as for everyone else).
 What the tier asks of a customer's logic comes as a `Wake`, handed over by the input
 itself between its batches (`flows.dataflow.epochs`): "leave if idle" when the
 watermark passes the idle time it watches for each customer in memory, "fire what is
-due" for a cold customer's deadline, "come back" at the end. So a customer leaves at the
-same point of event time however fast the run goes (no wall-clock timer decides), and
-every write the store gets is a record's, under the bytewax epoch its stamp names
+due" for a cold customer's deadline, "come back" at the end. So a customer leaves once
+the watermark has passed their idle time however fast the run goes (no wall-clock timer
+decides; with more than one worker, the reader that hands the wakes over may run a few
+batches behind the others, and nothing any output says depends on it), and every write
+the store gets is a record's, under the bytewax epoch its stamp names
 exactly (see the store's versions). (An erasure's tombstone that expires on a timer is
 said `gone` under the epoch of the latest record its logic saw: never a later one, and
 a resume from between the two finds the tombstone in the flow's snapshots.)

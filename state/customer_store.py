@@ -81,6 +81,12 @@ class CustomerStore(Protocol):
         store forgets them, and once that is durable, every byte of them."""
         ...
 
+    def flush(self) -> int:
+        """Write what is not written yet (a store may keep takes in memory to write them
+        together: it answers as if written); returns how many takes it wrote. The flow
+        calls it where an epoch ends, before bytewax snapshots the epoch."""
+        ...
+
     def due(self, until: float, *, limit: int) -> list[tuple[float, str]]:
         """Cold customers with a deadline at or before `until`: (deadline, key), soonest
         first, at most `limit`."""
@@ -145,6 +151,9 @@ class MemoryCustomerStore:
         with self._lock:
             if key in self._versions:
                 self._change(key, Version(epoch, "gone"))
+
+    def flush(self) -> int:
+        return 0  # (nothing waits: every change is made at once)
 
     def due(self, until: float, *, limit: int) -> list[tuple[float, str]]:
         found: dict[str, float] = {}

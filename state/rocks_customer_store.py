@@ -3,20 +3,25 @@
 The contract and its versions are `state.customer_store`'s. The store's keys name
 customers by their state key (a pseudonym, never an id); a context's bytes are the
 value. One RocksDB holds six kinds of entry, told apart by their first byte:
-- `c` key: the head of the customer's current version (its epoch, change and deadline:
-  17 bytes; a point lookup: every new customer's first event asks for one, and most are
-  not there, which the bloom filters answer in memory);
-- `v` key NUL epoch: the context a `put` wrote, written once: a take or a later change
-  moves only heads, never a context;
-- `o` key NUL epoch: the heads of older versions a resume may still need (few, and
-  short-lived);
+- `c` key: the customer's current version: its head (epoch, change and deadline: 17
+  bytes), then the context if it is a `put` (so taking a customer back is one point
+  lookup; every new customer's first event makes one too, and most are not there,
+  which the bloom filters answer in memory);
+- `o` key NUL epoch: older versions a resume may still need, in the same way (few, and
+  short-lived: a take keeps the context it took here until the take is durable);
 - `d` deadline key: the deadlines of cold customers, in time order (`due` is a scan);
 - `j` epoch key: which customers changed in an epoch (`durable` and `resume` read only
   the epochs they concern, never the whole store);
-- `n`: how many customers are cold.
-Each change is one atomic write batch. A customer's gone versions are deleted, then the
-memtable is flushed and the files that held them are compacted down to the last level,
-so no file of the store keeps their bytes (as the key vault does, `state.key_vault`).
+- `n`: how many customers are cold;
+- `f`: the layout's version (a store of the layout before, with contexts in entries of
+  their own, is converted when opened).
+Each change is one atomic write batch, but for a take's: a customer back in memory is
+written with the next change or `flush` (the flow flushes where an epoch ends, before
+bytewax snapshots it), in one batch with every other take since, and answered from memory
+until then; so taking a customer back costs their lookup, not a write of its own. A
+customer's gone versions are deleted, then the memtable is flushed and the files that
+held them are compacted down to the last level, so no file of the store keeps their
+bytes (as the key vault does, `state.key_vault`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from rocksdict import (
     Cache,
     DBCompressionType,
     Options,
+    Rdict,
     ReadOptions,
     WriteBatch,
 )
@@ -54,7 +60,9 @@ DEFAULT_CACHE_BYTES = 64 << 20
 
 _CURRENT = b"c"
 _OLDER = b"o"
-_STATE = b"v"
+_STATE = b"v"  # (the layout before: contexts in entries of their own)
+_LAYOUT = b"f"
+_LAYOUT_NOW = b"2"
 _DEADLINE = b"d"
 _JOURNAL = b"j"
 _COUNT = b"n"
@@ -136,18 +144,25 @@ class RocksCustomerStore:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = open_rocks(path, store_options(cache_bytes, compression=compression))
+        if self._db.get(_LAYOUT) != _LAYOUT_NOW:
+            _convert(self._db)
         found = self._db.get(_COUNT)
         self._cold = 0 if found is None else _EPOCH.unpack(found)[0]
         self._lock = threading.Lock()  # the workers of a process share the store
         #: The journal is cleaned up to here; and the lowest epoch written to it since.
         self._journal_from = 0
         self._lowest_written = 1 << 62
+        #: Changes not written yet (only takes stay so: `flush`), and the head each take
+        #: leaves its customer with.
+        self._pending = WriteBatch(raw_mode=True)
+        self._taken: dict[bytes, Version] = {}
 
     def put(self, key: str, state: bytes, *, epoch: int, due: float | None) -> None:
-        version = Version(epoch, "put", b"", finite_deadline(due))
+        version = Version(epoch, "put", state, finite_deadline(due))
         name = _key(key)
         with self._lock:
-            self._change(name, version, self._current(name), state)
+            self._change(name, version, self._current(name))
+            self._write()
 
     def take(self, key: str, *, epoch: int) -> bytes | None:
         name = _key(key)
@@ -155,17 +170,19 @@ class RocksCustomerStore:
             current = self._current(name)
             if current is None or current.change != "put":
                 return None
-            state = self._db.get(_state_entry(name, current.epoch))
-            self._change(name, Version(epoch, "woke"), current)
-        return None if state is None else bytes(state)
+            self._taken[name] = self._change(name, Version(epoch, "woke"), current)
+        return current.state
+
+    def flush(self) -> int:
+        with self._lock:
+            return self._write()
 
     def get(self, key: str) -> bytes | None:
         name = _key(key)
         current = self._current(name)
         if current is None or current.change != "put":
             return None
-        state = self._db.get(_state_entry(name, current.epoch))
-        return None if state is None else bytes(state)
+        return current.state
 
     def gone(self, key: str, *, epoch: int) -> None:
         name = _key(key)
@@ -173,8 +190,10 @@ class RocksCustomerStore:
             current = self._current(name)
             if current is not None:
                 self._change(name, Version(epoch, "gone"), current)
+                self._write()
 
     def due(self, until: float, *, limit: int) -> list[tuple[float, str]]:
+        self.flush()  # (a customer taken back is no longer due)
         found: list[tuple[float, str]] = []
         end = _DEADLINE + _order(until) + b"\xff"
         it = self._db.iter(ReadOptions())
@@ -188,6 +207,7 @@ class RocksCustomerStore:
         return found
 
     def cold_keys(self, *, after: str | None, limit: int) -> list[str]:
+        self.flush()
         keys: list[str] = []
         it = self._db.iter(ReadOptions())
         it.seek(_CURRENT if after is None else _CURRENT + _key(after) + _SEPARATOR)
@@ -203,6 +223,7 @@ class RocksCustomerStore:
     def durable(self, epoch: int) -> None:
         erased: list[bytes] = []
         with self._lock:
+            self._write()  # (the takes, first)
             # From where the last call got to (or an earlier epoch written since): the
             # journal's entries before it are deleted, and a scan over their markers
             # would cost more each time until a compaction drops them.
@@ -228,6 +249,7 @@ class RocksCustomerStore:
 
     def resume(self, epoch: int) -> int:
         with self._lock:
+            self._write()
             keys = self._journal(_JOURNAL + _EPOCH.pack(epoch), _JOURNAL + b"\xff")
             batch = WriteBatch(raw_mode=True)
             cold = self._cold
@@ -261,15 +283,30 @@ class RocksCustomerStore:
         return self._cold
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
     def _current(self, name: bytes) -> Version | None:
+        taken = self._taken.get(name)
+        if taken is not None:
+            return taken
         found = self._db.get(_CURRENT + name)
         return None if found is None else _decode(found)
 
+    def _write(self) -> int:
+        """Write the changes not written yet in one atomic batch; returns how many of
+        them were takes."""
+        if self._pending.is_empty():
+            return 0
+        taken = len(self._taken)
+        self._db.write(self._pending)
+        self._pending = WriteBatch(raw_mode=True)
+        self._taken.clear()
+        return taken
+
     def _versions(self, name: bytes) -> list[tuple[bytes, Version]]:
-        """The heads of every version of a customer with the entry each is stored under,
-        oldest first."""
+        """Every version of a customer with the entry each is stored under, oldest
+        first."""
         versions: list[tuple[bytes, Version]] = []
         prefix = _OLDER + name + _SEPARATOR
         it = self._db.iter(ReadOptions())
@@ -285,30 +322,25 @@ class RocksCustomerStore:
             versions.append((_CURRENT + name, _decode(current)))
         return versions
 
-    def _change(
-        self, name: bytes, version: Version, current: Version | None, state: bytes = b""
-    ) -> None:
-        """A new current version (`state`: a put's context), the current one kept as an
-        older version unless it is of the same epoch, which the new one replaces."""
-        batch = WriteBatch(raw_mode=True)
+    def _change(self, name: bytes, version: Version, current: Version | None) -> Version:
+        """A new current version, the current one kept as an older version unless it is
+        of the same epoch, which the new one replaces: added to the changes not written
+        yet (`_write`); returns the version now current."""
+        batch = self._pending
         if current is not None:
             _unindex(batch, name, current)
             if current.epoch == version.epoch:
                 version = replacing(current, version)  # an epoch's later change wins
-                if current.change == "put" and version.change != "put":
-                    batch.delete(_state_entry(name, current.epoch))
             else:
                 batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(current.epoch), _encode(current))
         batch.put(_CURRENT + name, _encode(version))
-        if version.change == "put":
-            batch.put(_state_entry(name, version.epoch), state)
         _index(batch, name, version)
         batch.put(_JOURNAL + _EPOCH.pack(version.epoch) + name, b"")
         self._lowest_written = min(self._lowest_written, version.epoch)
         was_cold = current is not None and current.change == "put"
         cold = self._cold + (version.change == "put") - was_cold
         self._count(batch, cold)
-        self._db.write(batch)
+        return version
 
     def _rewrite(
         self,
@@ -317,15 +349,12 @@ class RocksCustomerStore:
         versions: list[tuple[bytes, Version]],
         kept: list[Version],
     ) -> None:
-        """Store a customer's versions as `kept` (heads, oldest first; the last is
-        current): the heads are written anew, the contexts of the others deleted."""
-        keeps = {v.epoch for v in kept}
+        """Store a customer's versions as `kept` (oldest first; the last is current): they
+        are written anew, the others deleted."""
         for entry, version in versions:
             batch.delete(entry)
             if entry[:1] == _CURRENT:
                 _unindex(batch, name, version)
-            if version.change == "put" and version.epoch not in keeps:
-                batch.delete(_state_entry(name, version.epoch))
         for version in kept[:-1]:
             batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(version.epoch), _encode(version))
         if kept:
@@ -351,11 +380,7 @@ class RocksCustomerStore:
 
     def _compact(self, names: list[bytes]) -> None:
         """Leave no file holding these customers' bytes (`state.rocks_purge`)."""
-        prefixes = [
-            p
-            for n in names
-            for p in (_CURRENT + n, _OLDER + n + _SEPARATOR, _STATE + n + _SEPARATOR)
-        ]
+        prefixes = [p for n in names for p in (_CURRENT + n, _OLDER + n + _SEPARATOR)]
         purge(self._db, [(p, p + b"\xff") for p in prefixes])
 
 
@@ -366,15 +391,11 @@ def _key(key: str) -> bytes:
     return name
 
 
-def _state_entry(name: bytes, epoch: int) -> bytes:
-    return _STATE + name + _SEPARATOR + _EPOCH.pack(epoch)
-
-
 def _encode(version: Version) -> bytes:
-    """A version's head (its context, if any, is an entry of its own)."""
+    """A version's entry: its head, then its context (a put's)."""
     due = math.nan if version.due is None else version.due
     change = _CHANGES.index(version.change) | (_PURGE if version.purge else 0)
-    return _HEAD.pack(version.epoch, change, due)
+    return _HEAD.pack(version.epoch, change, due) + version.state
 
 
 def _decode(raw: bytes) -> Version:
@@ -382,10 +403,39 @@ def _decode(raw: bytes) -> Version:
     return Version(
         epoch,
         _CHANGES[change & ~_PURGE],
-        b"",
+        raw[_HEAD.size :],
         None if math.isnan(due) else due,
         bool(change & _PURGE),
     )
+
+
+def _convert(db: Rdict) -> None:
+    """Bring a store of the layout before (each context in a `v` entry of its own, key
+    NUL epoch) to this one, a page of contexts at a time; a conversion cut short is
+    finished at the next open. A new store is only marked."""
+    while True:
+        batch = WriteBatch(raw_mode=True)
+        it = db.iter(ReadOptions())
+        it.seek(_STATE)
+        for _ in range(10_000):
+            if not it.valid():
+                break
+            entry: bytes = it.key()
+            if not entry.startswith(_STATE):
+                break
+            name, epoch = entry[1 : -1 - _EPOCH.size], entry[-_EPOCH.size :]
+            for head in (_CURRENT + name, _OLDER + name + _SEPARATOR + epoch):
+                found = db.get(head)
+                if found is not None and _HEAD.unpack_from(found)[0] == _EPOCH.unpack(epoch)[0]:
+                    batch.put(head, bytes(found[: _HEAD.size]) + bytes(it.value()))
+                    break
+            batch.delete(entry)
+            it.next()
+        del it
+        if batch.is_empty():
+            break
+        db.write(batch)
+    db.put(_LAYOUT, _LAYOUT_NOW)
 
 
 def _index(batch: WriteBatch, name: bytes, version: Version) -> None:

@@ -132,6 +132,11 @@ class ColdTier:
             _RETURNED.inc()
         return state
 
+    def flush(self) -> int:
+        """Before bytewax snapshots an epoch: every take of it written (the store
+        writes them together); returns how many."""
+        return self.store.flush()
+
     def gone(self, key: str, *, epoch: int) -> None:
         """A customer's context ended (erased, expired): nothing of them stays here."""
         self.store.gone(key, epoch=epoch)

@@ -160,8 +160,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             return
         self._ctx = from_snapshot(state)
         self._rollback.saved(state)
-        if self._held is not None:
-            self._held.holds(self._ctx)
+        if self._held is not None:  # (what it holds: told after the batch, `_observe`)
             self._held.snapshotted(len(state))
 
     def _to_cold(
@@ -318,6 +317,10 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
 
     def snapshot(self) -> bytes:
         assert self._ctx is not None  # a discarded logic is never snapshotted
+        if self._cold is not None:
+            # A take of this epoch is written before bytewax keeps the epoch: a logic
+            # that took is snapshotted (one discarded since wrote the store itself).
+            self._cold.flush()
         if self._views is not None:
             self._write_view(self._ctx, self._views)
         started = time.perf_counter()

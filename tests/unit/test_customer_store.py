@@ -9,8 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from state.customer_store import CustomerStore, MemoryCustomerStore
-from state.rocks_customer_store import RocksCustomerStore
+from state.customer_store import CustomerStore, MemoryCustomerStore, Version
+from state.rocks_customer_store import (
+    _EPOCH,
+    RocksCustomerStore,
+    _encode,
+    _order,
+    store_options,
+)
+from state.rocks_open import open_rocks
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
@@ -141,7 +148,7 @@ _Op = tuple[str, str, float | None]
 
 _ops = st.lists(
     st.tuples(
-        st.sampled_from(["put", "take", "gone", "next_epoch", "durable", "resume"]),
+        st.sampled_from(["put", "take", "gone", "next_epoch", "durable", "resume", "flush"]),
         st.sampled_from(["a", "b", "c"]),
         st.one_of(st.none(), st.floats(-100, 100, allow_nan=False)),
     ),
@@ -190,6 +197,9 @@ def test_any_run_of_changes_durables_and_resumes_answers_as_the_plain_log_of_cha
                 log.append((epoch, key, "woke", b"", None))
             for s in stores:
                 assert s.take(key, epoch=epoch) == (latest[3] if cold and latest else None)
+        elif op == "flush":
+            for s in stores:
+                s.flush()
         elif op == "gone":
             if _latest(log, key) is not None:
                 log.append((epoch, key, "gone", b"", None))
@@ -239,6 +249,61 @@ def test_a_reopened_store_holds_what_it_held(tmp_path: Path) -> None:
     assert again.get("a") == b"a at 1"
     assert again.due(100.0, limit=5) == [(12.0, "a")]
     assert len(again) == 1
+    again.close()
+
+
+def test_a_take_is_written_at_the_next_flush_and_answered_before_it(tmp_path: Path) -> None:
+    """A process that dies before the epoch's end (no flush) leaves its takes unwritten,
+    as a resume to that epoch would undo them; one flushed keeps them."""
+    path = tmp_path / "cold"
+    store = RocksCustomerStore(path)
+    store.put("a", b"a at 1", epoch=1, due=12.0)
+    store.put("b", b"b at 1", epoch=1, due=None)
+    assert store.take("a", epoch=2) == b"a at 1"
+    assert (store.get("a"), len(store), store.take("a", epoch=2)) == (None, 1, None)
+    del store  # (killed: RocksDB closed without a word from us)
+    again = RocksCustomerStore(path)
+    assert (again.get("a"), len(again)) == (b"a at 1", 2)
+    assert again.take("a", epoch=2) == b"a at 1"
+    assert again.take("b", epoch=2) == b"b at 1"
+    assert again.flush() == 2
+    assert again.flush() == 0
+    del again
+    last = RocksCustomerStore(path)
+    assert (last.get("a"), last.get("b"), len(last), last.due(100.0, limit=5)) == (
+        None,
+        None,
+        0,
+        [],
+    )
+    last.close()
+
+
+def test_a_store_of_the_layout_before_is_converted_when_opened(tmp_path: Path) -> None:
+    """Contexts were entries of their own (`v` key NUL epoch) beside 17-byte heads: a
+    store written so (a resume after an upgrade) answers as it did, older versions too."""
+    path = tmp_path / "cold"
+    db = open_rocks(path, store_options())
+    e = _EPOCH.pack
+    head = {1: _encode(Version(1, "put", b"", 12.0)), 2: _encode(Version(2, "woke"))}
+    db[b"ca"] = _encode(Version(3, "put", b"", 30.0))  # a: put at 1, taken at 2, put at 3
+    db[b"oa\x00" + e(1)], db[b"oa\x00" + e(2)] = head[1], head[2]
+    db[b"va\x00" + e(1)], db[b"va\x00" + e(3)] = b"a at 1", b"a at 3"
+    db[b"cb"], db[b"vb\x00" + e(1)] = head[1], b"b at 1"  # b: put at 1
+    db[b"d" + _order(30.0) + b"a"] = db[b"d" + _order(12.0) + b"b"] = b""
+    for epoch, name in [(1, b"a"), (2, b"a"), (3, b"a"), (1, b"b")]:
+        db[b"j" + e(epoch) + name] = b""
+    db[b"n"] = e(2)
+    db.close()
+    store = RocksCustomerStore(path)
+    assert (store.get("a"), store.get("b"), len(store)) == (b"a at 3", b"b at 1", 2)
+    assert store.due(100.0, limit=5) == [(12.0, "b"), (30.0, "a")]
+    store.resume(2)
+    assert (store.get("a"), store.due(100.0, limit=5)) == (b"a at 1", [(12.0, "a"), (12.0, "b")])
+    store.close()
+    again = RocksCustomerStore(path)  # (converted once: opened again as it is)
+    assert again.take("a", epoch=2) == b"a at 1"
+    assert again._db.get(b"f") == b"2"
     again.close()
 
 

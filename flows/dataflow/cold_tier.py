@@ -9,7 +9,9 @@ done as for everyone else).
 
 What the tier asks of a customer's logic comes as a `Wake`, handed over by the input
 itself between its batches (`flows.dataflow.epochs`): "leave if idle" when the
-watermark passes the idle time it watches for each customer in memory, "fire what is
+watermark passes the idle time it watches for each customer in memory, "leave if you
+are the least recently seen" when more customers are in memory than `most` (the hot
+set's size: the customers seen longest ago leave first, idle or not), "fire what is
 due" for a cold customer's deadline, "come back" at the end. So a customer leaves once
 the watermark has passed their idle time however fast the run goes (no wall-clock timer
 decides; with more than one worker, the reader that hands the wakes over may run a few
@@ -48,19 +50,24 @@ _LEFT = metrics.COLD_MOVES.labels("left")
 _RETURNED = metrics.COLD_MOVES.labels("returned")
 
 
-#: What a wake asks: leave memory if idle (never brings anyone back), come back and fire
-#: what is due, come back for the input's end.
-WakeKind = Literal["idle", "due", "end"]
+#: What a wake asks: leave memory if idle, or if the hot set is full and nothing was seen
+#: of the customer since the tier last watched them (neither brings anyone back); come
+#: back and fire what is due; come back for the input's end.
+WakeKind = Literal["idle", "full", "due", "end"]
+#: What only asks a customer to leave.
+LEAVING: frozenset[WakeKind] = frozenset({"idle", "full"})
 
 
 class Wake:
-    """What the tier asks of the customer with state key `key`."""
+    """What the tier asks of the customer with state key `key`; `idle`: (a "full"
+    wake) the idle time the tier watched them for."""
 
-    __slots__ = ("key", "kind")
+    __slots__ = ("idle", "key", "kind")
 
-    def __init__(self, key: str, kind: WakeKind) -> None:
+    def __init__(self, key: str, kind: WakeKind, idle: float = 0.0) -> None:
         self.key = key
         self.kind = kind
+        self.idle = idle
 
 
 class ColdTier:
@@ -70,7 +77,8 @@ class ColdTier:
     cold customers when their deadlines fall due (a service: an embedded run fires
     deadlines on events and at the end, cold or not); `look_every`: how often (wall
     seconds) it looks for them (0: at every batch, for event time far faster than the
-    wall clock, as in a load test).
+    wall clock, as in a load test); `most`: the customers this process keeps in memory
+    at most (None: as many as are not idle), beyond which those seen longest ago leave.
     """
 
     def __init__(
@@ -82,16 +90,20 @@ class ColdTier:
         first_epoch: int,
         timers: bool = False,
         look_every: float = _EVERY,
+        most: int | None = None,
     ) -> None:
         self.store = store
         self.after = after
+        self.most = most
         self.first_epoch = first_epoch
         self._clock = clock
         self._timers = timers
         self._look_every = look_every
         self._lock = threading.Lock()
         self._waking: set[str] = set()  # wakes handed over, not yet taken
-        #: (when the customer may leave, key) of customers in memory, soonest first.
+        #: (when the customer may leave, key) of customers in memory, soonest first: one
+        #: entry each, which a later event of theirs makes stale (their logic watches
+        #: anew when asked), so the least recently seen is the first entry not stale.
         self._idle: list[tuple[float, str]] = []
         self._ending = False
         self._swept: str | None = None  # (the input's end) the last key woken so far
@@ -147,8 +159,9 @@ class ColdTier:
             heapq.heappush(self._idle, (idle, key))
 
     def wakes(self) -> list[Wake]:
-        """What to hand over now: customers in memory the watermark has made idle, and
-        (with timers) cold customers whose deadline it has passed (each once)."""
+        """What to hand over now: customers in memory the watermark has made idle, those
+        seen longest ago while more than `most` are in memory, and (with timers) cold
+        customers whose deadline the watermark has passed (each once)."""
         if self._ending:
             return []
         watermark = self._clock.watermark
@@ -157,6 +170,11 @@ class ColdTier:
             idle = self._idle
             while idle and idle[0][0] <= watermark and len(wakes) < WAKES_PER_BATCH:
                 wakes.append(Wake(heapq.heappop(idle)[1], "idle"))
+            over = 0 if self.most is None else len(idle) - self.most
+            while over > 0 and len(wakes) < WAKES_PER_BATCH:
+                at, key = heapq.heappop(idle)
+                wakes.append(Wake(key, "full", at))
+                over -= 1
         if not self._timers:
             return wakes
         now = time.monotonic()
@@ -238,6 +256,7 @@ def open_cold_tier(
         clock=clock,
         first_epoch=first or 1,
         timers=timers,
+        most=settings.most,
     )
     tier.keep = keep
     return tier

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from bytewax.operators import StatefulBatchLogic
 
 from flows.dataflow.clock import EventClock
-from flows.dataflow.cold_tier import ColdTier, Wake, WakeKind
+from flows.dataflow.cold_tier import LEAVING, ColdTier, Wake, WakeKind
 from flows.dataflow.held_state import HeldState, took
 from flows.dataflow.ledger import FlowLedger
 from flows.runtime import metrics
@@ -139,7 +139,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             emitted += outputs
         self._observe(emitted, ingested)
         if self._cold is not None:
-            return emitted, self._to_cold(watermark, erased, asked, len(values))
+            return emitted, self._to_cold(watermark, erased, asked, values)
         return emitted, self._ctx is None
 
     def _from_cold(self, values: list[Keyed], asked: AbstractSet[WakeKind]) -> None:
@@ -152,7 +152,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             if "due" in asked or "end" in asked:
                 cold.take(self._key, epoch=self._epoch)
             return
-        if asked == {"idle"} and len(values) == 1:
+        if _only_leaving(values, asked):
             return  # (to leave memory, for someone not in it: nothing to do)
         self._may_be_cold = False
         state = cold.take(self._key, epoch=self._epoch)
@@ -164,15 +164,16 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             self._held.snapshotted(len(state))
 
     def _to_cold(
-        self, watermark: float, erased: bool, asked: AbstractSet[WakeKind], values: int
+        self, watermark: float, erased: bool, asked: AbstractSet[WakeKind], values: list[Keyed]
     ) -> bool:
-        """After a batch: leave memory for the cold tier if asked and idle long enough;
-        say an erasure or an ended context to it. Returns whether to discard the logic."""
+        """After a batch: leave memory for the cold tier if asked and idle long enough,
+        or seen longest ago of those in memory when the hot set is full; say an erasure
+        or an ended context to it. Returns whether to discard the logic."""
         cold = self._cold
         assert cold is not None
         ctx = self._ctx
         if ctx is None:
-            if erased or asked != {"idle"} or values > 1:
+            if erased or not _only_leaving(values, asked):
                 cold.gone(self._key, epoch=self._epoch)
             return True
         if erased:
@@ -180,7 +181,11 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if not asked or asked == {"end"}:
             return False
         idle = cold.idle_deadline(ctx)
-        if idle is not None and idle <= watermark and self._leave(ctx):
+        if (
+            idle is not None
+            and (idle <= watermark or ("full" in asked and _watched_for(values, idle)))
+            and self._leave(ctx)
+        ):
             return True
         self._watched = False  # (not idle yet: watched again from its new idle time)
         return False
@@ -464,6 +469,17 @@ class _Rollback:
         self.keys[:] = made
         made.clear()
         return ctx
+
+
+def _only_leaving(values: list[Keyed], asked: AbstractSet[WakeKind]) -> bool:
+    """Whether a batch only asks its customer to leave memory (no record, no other wake)."""
+    return bool(asked) and asked <= LEAVING and all(type(v[1]) is Wake for v in values)
+
+
+def _watched_for(values: list[Keyed], idle: float) -> bool:
+    """Whether a "full" wake of the batch is for this idle time: nothing was seen of the
+    customer since the tier watched them, so they are the least recently seen."""
+    return any(type(v[1]) is Wake and v[1].kind == "full" and v[1].idle == idle for v in values)
 
 
 def _created(before: CustomerContext | None, after: CustomerContext) -> bool:

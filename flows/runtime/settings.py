@@ -288,13 +288,16 @@ class ColdSettings:
     customer leaves memory (None: never); `store`: `rocksdb` (on disk, in `directory`:
     unset, beside the recovery folder, or a temporary one) or `memory` (contexts as
     bytes, gone with the process: runs without recovery only); `cache_bytes`: RocksDB's
-    block cache; `compression`: off for a test that searches the files for a customer."""
+    block cache; `compression`: off for a test that searches the files for a customer;
+    `most`: the customers a process keeps in memory at most, beyond which those seen
+    longest ago leave before their idle time (None: no such bound)."""
 
     after: float | None
     store: str = "rocksdb"
     directory: Path | None = None
     cache_bytes: int = DEFAULT_COLD_CACHE_MIB << 20
     compression: bool = True
+    most: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ColdSettings":
@@ -308,7 +311,9 @@ class ColdSettings:
         store = _env_choice(dict(values), "WAYFINDER_COLD_STORE", ("rocksdb", "memory"), "rocksdb")
         folder = values.get("WAYFINDER_COLD_DIR")
         cache = _env_int(dict(values), "WAYFINDER_COLD_CACHE", DEFAULT_COLD_CACHE_MIB)
-        return cls(after, store, Path(folder) if folder else None, cache << 20)
+        raw_most = (values.get("WAYFINDER_HOT_MAX") or "off").strip().lower()
+        most = None if raw_most == "off" else _env_int(dict(values), "WAYFINDER_HOT_MAX", 1)
+        return cls(after, store, Path(folder) if folder else None, cache << 20, most=most)
 
 
 def context_view_folder(env: Mapping[str, str] | None = None) -> Path | None:

@@ -37,8 +37,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.recovery]
 SEED = 20261201
 TRIALS = 10
 SIMULATION = ["--customers", "150", "--hours", "24", "--seed", "8"]
-#: The cold tier on, with a small hot set: an hour idle and a customer leaves memory.
-COLD = {**os.environ, "WAYFINDER_COLD_AFTER": "1h"}
+#: The cold tier on, with a small hot set: an hour idle, or 40 others in memory seen more
+#: recently, and a customer leaves memory.
+COLD = {**os.environ, "WAYFINDER_COLD_AFTER": "1h", "WAYFINDER_HOT_MAX": "40"}
 
 
 def final_contexts(recovery: Path) -> dict[str, bytes]:

@@ -1,12 +1,20 @@
-"""The cold tier in the embedded flow: customers idle for an hour of event time leave
-memory and come back, and nothing anyone reads changes."""
+"""The cold tier in the embedded flow: customers idle for an hour of event time, or seen
+longest ago when the hot set is full, leave memory and come back, and nothing anyone
+reads changes."""
 
 from pathlib import Path
 
 from prometheus_client import REGISTRY
 
+from flows.dataflow.clock import EventClock
+from flows.dataflow.cold_tier import ColdTier, Wake
+from flows.dataflow.customer import CustomerLogic
 from flows.runtime.settings import ColdSettings
+from operators.customer_step import CustomerStep
+from schemas.event import Event
+from state.rocks_customer_store import RocksCustomerStore
 from tests.flow_helpers import EntryPoint, every_output, run_embedded, simulated
+from tests.helpers import default_playbook, ev
 
 #: The flow tests' closed loop (some 10,000 records), a day of it: most customers are
 #: idle for an hour somewhere in it.
@@ -34,5 +42,78 @@ def test_customers_who_leave_memory_and_come_back_change_no_output(
     assert _moves("returned") - returned > CUSTOMERS / 2
     expected, found = every_output(hot), every_output(cold)
     assert all(expected[name] for name in expected)
+    for name, lines in expected.items():
+        assert found[name] == lines, name
+
+
+def test_a_full_hot_set_sends_the_customers_seen_longest_ago_to_the_tier(tmp_path: Path) -> None:
+    """With `most` customers in memory, the next one seen makes the one seen longest ago
+    leave, idle or not; one seen again since the tier watched them stays (and is
+    watched anew), and the next least recent goes instead."""
+    step = CustomerStep(default_playbook())
+    clock = EventClock()
+    store = RocksCustomerStore(tmp_path / "tier")
+    tier = ColdTier(store, 30 * 86400.0, clock=clock, first_epoch=1, most=2)
+    logics: dict[str, CustomerLogic] = {}
+
+    def deliver(customer: str, value: Event | Wake, at: float) -> bool:
+        key = value.key if isinstance(value, Wake) else step.pseudonym_of(customer)
+        logic = logics.get(key) or CustomerLogic(
+            step, None, timers=False, clock=clock, ledger=None, cold=tier
+        )
+        _outputs, discard = logic.on_batch([(customer, value, (at, at, 0.0, 1))])
+        if discard:
+            logics.pop(key, None)
+        else:
+            logics[key] = logic
+            logic.notify_at()
+        return discard
+
+    def visit(customer: str, minutes: float) -> None:
+        event = ev("page_view", "web", minutes=minutes, customer=customer, touchpoint="phones")
+        clock.advance(event.ts.timestamp())
+        deliver(customer, event, event.ts.timestamp())
+
+    def hand_over() -> list[str]:
+        """The tier's wakes, delivered; the customers that left memory."""
+        left = []
+        for wake in tier.wakes():
+            if deliver("", wake, clock.watermark):
+                left.append(wake.key)
+        return left
+
+    visit("cust-A", 0)
+    visit("cust-B", 1)
+    assert hand_over() == []
+    visit("cust-C", 2)
+    assert hand_over() == [step.pseudonym_of("cust-A")]
+    assert len(store) == 1 and len(logics) == 2
+    visit("cust-B", 3)  # B is seen again: C is now the one seen longest ago
+    visit("cust-A", 4)  # A comes back from the tier
+    assert len(store) == 0
+    assert hand_over() == []  # (B's entry was stale: B is watched anew)
+    assert hand_over() == [step.pseudonym_of("cust-C")]
+    assert sorted(logics) == sorted(step.pseudonym_of(c) for c in ("cust-A", "cust-B"))
+    assert store.get(step.pseudonym_of("cust-C")) is not None
+    store.close()
+
+
+def test_a_hot_set_bounded_by_count_changes_no_output(
+    entry_point: EntryPoint, tmp_path: Path
+) -> None:
+    """Idle time far off (a year): only the bound sends customers to the tier."""
+    hot = tmp_path / "hot"
+    run_embedded(entry_point, simulated(CUSTOMERS, HOURS, SEED), hot, cold=ColdSettings(None))
+    left, returned = _moves("left"), _moves("returned")
+    cold = tmp_path / "cold"
+    run_embedded(
+        entry_point,
+        simulated(CUSTOMERS, HOURS, SEED),
+        cold,
+        cold=ColdSettings(after=365 * 86400.0, directory=tmp_path / "tier", most=CUSTOMERS // 10),
+    )
+    assert _moves("left") - left > CUSTOMERS
+    assert _moves("returned") - returned > CUSTOMERS
+    expected, found = every_output(hot), every_output(cold)
     for name, lines in expected.items():
         assert found[name] == lines, name

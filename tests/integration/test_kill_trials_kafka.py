@@ -58,7 +58,7 @@ SEED = 20261202
 TRIALS = 10
 CLUSTER_TRIALS = 6
 SIMULATION = ["--customers", "120", "--hours", "24", "--seed", "9"]
-COLD = {"WAYFINDER_COLD_AFTER": "1h"}
+COLD = {"WAYFINDER_COLD_AFTER": "1h", "WAYFINDER_HOT_MAX": "40"}
 
 
 def _service(settings: KafkaSettings, recovery: Path) -> subprocess.Popen[bytes]:
@@ -66,7 +66,8 @@ def _service(settings: KafkaSettings, recovery: Path) -> subprocess.Popen[bytes]
     return subprocess.Popen(
         [*command, "--snapshot-interval", "0.05"],
         # Batches of 100 events: a kill can fall between any two of about sixty. The cold
-        # tier on, with a small hot set: an hour idle and a customer leaves memory.
+        # tier on, with a small hot set: an hour idle, or 40 others in memory seen more
+        # recently, and a customer leaves memory.
         env={**kafka_env(settings), "WAYFINDER_KAFKA_BATCH": "100", **COLD},
         cwd=REPO,
         stdout=subprocess.DEVNULL,

@@ -3,7 +3,13 @@
 import msgspec
 import pytest
 
-from flows.runtime.settings import LAB_SECRET, KafkaSettings, SettingsError, deployment_secret
+from flows.runtime.settings import (
+    LAB_SECRET,
+    ColdSettings,
+    KafkaSettings,
+    SettingsError,
+    deployment_secret,
+)
 from operators.identity import LoopSeal
 from schemas.event import Event, ProfileMerge
 from schemas.topics import all_topics
@@ -114,3 +120,12 @@ def test_a_merge_signed_under_one_secret_does_not_verify_under_another():
     assert not seal.verify(msgspec.structs.replace(signed, signature="0" * 64))
     for altered in (merge_event(context=b"other"), merge_event(to="c2" * 16)):
         assert not seal.verify(msgspec.structs.replace(altered, signature=signed.signature))
+
+
+def test_the_hot_set_is_bounded_by_a_count_only_when_asked():
+    assert ColdSettings.from_env({}).most is None
+    assert ColdSettings.from_env({"WAYFINDER_HOT_MAX": "off"}).most is None
+    assert ColdSettings.from_env({"WAYFINDER_HOT_MAX": "250000"}).most == 250_000
+    for wrong in ("0", "-3", "many"):
+        with pytest.raises(SettingsError, match="WAYFINDER_HOT_MAX"):
+            ColdSettings.from_env({"WAYFINDER_HOT_MAX": wrong})

@@ -25,25 +25,29 @@ def _moves(way: str) -> float:
     return REGISTRY.get_sample_value("wayfinder_cold_tier_moves_total", {"way": way}) or 0.0
 
 
-def test_customers_who_leave_memory_and_come_back_change_no_output(
-    entry_point: EntryPoint, tmp_path: Path
-) -> None:
+def _moved_changing_no_output(
+    entry_point: EntryPoint, tmp_path: Path, tier: ColdSettings
+) -> tuple[float, float]:
+    """Runs the simulation with everyone in memory, then with `tier`: every output the
+    same; returns how many left memory and came back."""
     hot = tmp_path / "hot"
     run_embedded(entry_point, simulated(CUSTOMERS, HOURS, SEED), hot, cold=ColdSettings(None))
     left, returned = _moves("left"), _moves("returned")
     cold = tmp_path / "cold"
-    run_embedded(
-        entry_point,
-        simulated(CUSTOMERS, HOURS, SEED),
-        cold,
-        cold=ColdSettings(after=3600.0, directory=tmp_path / "tier"),
-    )
-    assert _moves("left") - left > CUSTOMERS / 2
-    assert _moves("returned") - returned > CUSTOMERS / 2
+    run_embedded(entry_point, simulated(CUSTOMERS, HOURS, SEED), cold, cold=tier)
     expected, found = every_output(hot), every_output(cold)
     assert all(expected[name] for name in expected)
     for name, lines in expected.items():
         assert found[name] == lines, name
+    return _moves("left") - left, _moves("returned") - returned
+
+
+def test_customers_who_leave_memory_and_come_back_change_no_output(
+    entry_point: EntryPoint, tmp_path: Path
+) -> None:
+    tier = ColdSettings(after=3600.0, directory=tmp_path / "tier")
+    left, returned = _moved_changing_no_output(entry_point, tmp_path, tier)
+    assert left > CUSTOMERS / 2 and returned > CUSTOMERS / 2
 
 
 def test_a_full_hot_set_sends_the_customers_seen_longest_ago_to_the_tier(tmp_path: Path) -> None:
@@ -102,18 +106,7 @@ def test_a_hot_set_bounded_by_count_changes_no_output(
     entry_point: EntryPoint, tmp_path: Path
 ) -> None:
     """Idle time far off (a year): only the bound sends customers to the tier."""
-    hot = tmp_path / "hot"
-    run_embedded(entry_point, simulated(CUSTOMERS, HOURS, SEED), hot, cold=ColdSettings(None))
-    left, returned = _moves("left"), _moves("returned")
-    cold = tmp_path / "cold"
-    run_embedded(
-        entry_point,
-        simulated(CUSTOMERS, HOURS, SEED),
-        cold,
-        cold=ColdSettings(after=365 * 86400.0, directory=tmp_path / "tier", most=CUSTOMERS // 10),
-    )
-    assert _moves("left") - left > CUSTOMERS
-    assert _moves("returned") - returned > CUSTOMERS
-    expected, found = every_output(hot), every_output(cold)
-    for name, lines in expected.items():
-        assert found[name] == lines, name
+    most = CUSTOMERS // 10
+    tier = ColdSettings(after=365 * 86400.0, directory=tmp_path / "tier", most=most)
+    left, returned = _moved_changing_no_output(entry_point, tmp_path, tier)
+    assert left > CUSTOMERS and returned > CUSTOMERS

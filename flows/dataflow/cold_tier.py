@@ -108,8 +108,6 @@ class ColdTier:
         self._ending = False
         self._swept: str | None = None  # (the input's end) the last key woken so far
         self._next_look = self._next_clean = 0.0
-        #: What must live as long as the tier (a temporary folder).
-        self.keep: tempfile.TemporaryDirectory[str] | None = None
         metrics.COLD_CUSTOMERS.set_function(lambda: len(store))  # (kept as a count)
 
     @staticmethod
@@ -245,12 +243,12 @@ def open_cold_tier(
         rocks = RocksCustomerStore(
             directory, cache_bytes=settings.cache_bytes, compression=settings.compression
         )
-        opened(rocks, on_end=rocks.durable)
+        opened(rocks, on_end=rocks.durable, folder=keep)
         _export(rocks)
         store = rocks
     if first is not None:
         store.resume(first)
-    tier = ColdTier(
+    return ColdTier(
         store,
         settings.after,
         clock=clock,
@@ -258,8 +256,6 @@ def open_cold_tier(
         timers=timers,
         most=settings.most,
     )
-    tier.keep = keep
-    return tier
 
 
 def _export(store: RocksCustomerStore) -> None:

@@ -2,13 +2,15 @@
 longest ago when the hot set is full, leave memory and come back, and nothing anyone
 reads changes."""
 
+import gc
 from pathlib import Path
 
 from prometheus_client import REGISTRY
 
 from flows.dataflow.clock import EventClock
-from flows.dataflow.cold_tier import ColdTier, Wake
+from flows.dataflow.cold_tier import ColdTier, Wake, open_cold_tier
 from flows.dataflow.customer import CustomerLogic
+from flows.dataflow.run_stores import close_stores
 from flows.runtime.settings import ColdSettings
 from operators.customer_step import CustomerStep
 from schemas.event import Event
@@ -110,3 +112,21 @@ def test_a_hot_set_bounded_by_count_changes_no_output(
     tier = ColdSettings(after=365 * 86400.0, directory=tmp_path / "tier", most=most)
     left, returned = _moved_changing_no_output(entry_point, tmp_path, tier)
     assert left > CUSTOMERS and returned > CUSTOMERS
+
+
+def test_a_temporary_tier_folder_is_removed_only_once_its_store_is_closed() -> None:
+    """A run without a folder for the tier has a temporary one. The run's end closes the
+    store after the flow (and its tier) is gone, and RocksDB still writes there then:
+    the takes not written yet, what the end lets go."""
+    tier = open_cold_tier(ColdSettings(after=60.0), recovery=None, clock=EventClock(), timers=False)
+    assert tier is not None
+    store = tier.store
+    assert isinstance(store, RocksCustomerStore)
+    folder = store.path
+    store.put("a", b"a's context" * 100, epoch=1, due=None)
+    assert store.take("a", epoch=2) is not None  # (written where the run ends)
+    del tier
+    gc.collect()
+    assert folder.is_dir()
+    close_stores(ended=True)
+    assert not folder.exists()

@@ -174,6 +174,8 @@ class RocksCustomerStore:
         return current.state
 
     def flush(self) -> int:
+        if not self._taken:  # (every key's snapshot asks: most find nothing waiting; a
+            return 0  # take racing this one is its own logic's, which asks too)
         with self._lock:
             return self._write()
 
@@ -426,7 +428,7 @@ def _convert(db: Rdict) -> None:
             name, epoch = entry[1 : -1 - _EPOCH.size], entry[-_EPOCH.size :]
             for head in (_CURRENT + name, _OLDER + name + _SEPARATOR + epoch):
                 found = db.get(head)
-                if found is not None and _HEAD.unpack_from(found)[0] == _EPOCH.unpack(epoch)[0]:
+                if found is not None and found[: _EPOCH.size] == epoch:  # (a head's epoch)
                     batch.put(head, bytes(found[: _HEAD.size]) + bytes(it.value()))
                     break
             batch.delete(entry)

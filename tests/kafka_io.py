@@ -28,25 +28,41 @@ def produce(
 
 
 @contextlib.contextmanager
-def live_flow(env: dict[str, str], stderr: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def live_flow(
+    env: dict[str, str], stderr: Path | None = None, *, processes: int = 1
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The Kafka dataflow as deployed (`python -m bytewax.run flows.dataflow.kafka:flow`),
-    running while the block runs, then stopped as an orchestrator stops it: SIGTERM, and
-    a wait for it to finish (its exit status is the Popen's `returncode` after the block;
-    what it wrote to stderr goes to `stderr`)."""
+    on one process or a cluster of `processes`, running while the block runs, then
+    stopped as an orchestrator stops it: SIGTERM, and a wait for each process to finish
+    (their exit status is each Popen's `returncode` after the block; what the first wrote
+    to stderr goes to `stderr`, the others' beside it, `NAME.1`...)."""
+    cluster: list[str] = []
+    if processes > 1:
+        cluster = ["-a", ";".join(f"127.0.0.1:{port}" for port in free_ports(processes))]
     with contextlib.ExitStack() as stack:
-        err = stack.enter_context(stderr.open("wb")) if stderr is not None else None
-        flow = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err if err is not None else subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        flows = []
         try:
-            yield flow
+            for i in range(processes):
+                err = None
+                if stderr is not None:  # (the others': beside it, numbered)
+                    path = stderr if i == 0 else stderr.with_name(f"{stderr.name}.{i}")
+                    err = stack.enter_context(path.open("wb"))
+                flows.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"]
+                        + (["-i", str(i), *cluster] if cluster else []),
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err if err is not None else subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+            yield flows
         finally:
-            os.killpg(flow.pid, signal.SIGTERM)
-            flow.wait(timeout=60)
+            for flow in flows:
+                os.killpg(flow.pid, signal.SIGTERM)
+            for flow in flows:
+                flow.wait(timeout=60)
 
 
 def free_ports(count: int) -> list[int]:

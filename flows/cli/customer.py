@@ -19,20 +19,28 @@ if TYPE_CHECKING:
 
 
 def cmd_customer(args: argparse.Namespace, console: Console) -> int:
+    from flows.dataflow.run_stores import shapes_beside
     from flows.runtime.run_files import CONTEXT_VIEW
     from flows.runtime.settings import context_view_folder, state_key
     from state.context_view import ContextViewReader
 
     folder: Path = args.view or context_view_folder() or args.out / CONTEXT_VIEW
-    if not (folder / "CURRENT").exists():
+    # (a cluster's processes each keep the view of their own customers beside it)
+    stores = [path for kept in shapes_beside(folder).values() for path in kept]
+    stores = [path for path in stores if (path / "CURRENT").exists()]
+    if not stores:
         print_error(console, f"no context view at {folder}: run the flow first (or --view DIR)")
         return 2
-    key = f"anon:{args.id}" if args.device else args.id
-    reader = ContextViewReader(folder)
-    try:
-        view = reader.view(state_key(key))
-    finally:
-        reader.close()
+    key = state_key(f"anon:{args.id}" if args.device else args.id)
+    view = None
+    for store in stores:
+        reader = ContextViewReader(store)
+        try:
+            found = reader.view(key)
+        finally:
+            reader.close()
+        if found is not None and (view is None or found.written_at > view.written_at):
+            view = found
     if view is None:
         what = "device" if args.device else "customer"
         print_error(console, f"no {what} {args.id!r} in the context view at {folder}")

@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import Literal
 
 from flows.dataflow.clock import EventClock
-from flows.dataflow.run_stores import before_opening, opened
+from flows.dataflow.run_stores import (
+    Place,
+    before_opening,
+    drop_other_shapes,
+    opened,
+    own_folder,
+    shape_of,
+    shapes_beside,
+)
 from flows.runtime import metrics
 from flows.runtime.recovery_store import resume_epoch
 from flows.runtime.settings import ColdSettings, SettingsError
@@ -60,14 +68,21 @@ LEAVING: frozenset[WakeKind] = frozenset({"idle", "full"})
 
 class Wake:
     """What the tier asks of the customer with state key `key`; `idle`: (a "full"
-    wake) the idle time the tier watched them for."""
+    wake) the idle time the tier watched them for; `at`: the watermark the tier asked
+    at, which the customer's logic goes by if the one its record is stamped with is
+    behind it. (A service's watermark follows the wall clock only while nothing is in
+    flight, and the wake itself is: the tier and the logic would otherwise disagree on
+    what is idle or due, and a customer go back and forth with nothing done.)"""
 
-    __slots__ = ("idle", "key", "kind")
+    __slots__ = ("at", "idle", "key", "kind")
 
-    def __init__(self, key: str, kind: WakeKind, idle: float = 0.0) -> None:
+    def __init__(
+        self, key: str, kind: WakeKind, idle: float = 0.0, at: float = float("-inf")
+    ) -> None:
         self.key = key
         self.kind = kind
         self.idle = idle
+        self.at = at
 
 
 class ColdTier:
@@ -167,11 +182,11 @@ class ColdTier:
         with self._lock:
             idle = self._idle
             while idle and idle[0][0] <= watermark and len(wakes) < WAKES_PER_BATCH:
-                wakes.append(Wake(heapq.heappop(idle)[1], "idle"))
+                wakes.append(Wake(heapq.heappop(idle)[1], "idle", at=watermark))
             over = 0 if self.most is None else len(idle) - self.most
             while over > 0 and len(wakes) < WAKES_PER_BATCH:
                 at, key = heapq.heappop(idle)
-                wakes.append(Wake(key, "full", at))
+                wakes.append(Wake(key, "full", at, watermark))
                 over -= 1
         if not self._timers:
             return wakes
@@ -183,7 +198,7 @@ class ColdTier:
         with self._lock:
             keys = [key for _due, key in found if key not in self._waking][:WAKES_PER_BATCH]
             self._waking.update(keys)
-        return [*wakes, *(Wake(key, "due") for key in keys)]
+        return [*wakes, *(Wake(key, "due", at=watermark) for key in keys)]
 
     def sweep(self) -> list[Wake]:
         """At a bounded input's end: the next cold customers to bring back (none left:
@@ -198,6 +213,10 @@ class ColdTier:
                 self._swept = keys[-1]
         return [Wake(key, "end") for key in keys]
 
+    def stopping(self) -> bool:
+        """Whether the run was asked to stop (its input ends, cleanly)."""
+        return self._clock.stop.requested
+
     def maintain(self, epoch: int) -> None:
         """Now and then: let the store drop what no resume can need. `epoch`: the one the
         input reads in, which bytewax lets it start only once every epoch before it is
@@ -211,13 +230,22 @@ class ColdTier:
 
 
 def open_cold_tier(
-    settings: ColdSettings, *, recovery: Path | None, clock: EventClock, timers: bool
+    settings: ColdSettings,
+    *,
+    recovery: Path | None,
+    clock: EventClock,
+    timers: bool,
+    place: Place | None = None,
 ) -> ColdTier | None:
     """The run's cold tier (None: off), its store back at the epoch the run starts from.
 
     On disk it is `settings.directory`, else beside the recovery folder (`NAME.cold`: it
-    is part of the state a resume goes back to), else a temporary folder. A run that
-    resumes nothing starts it empty."""
+    is part of the state a resume goes back to), else a temporary folder; a process of
+    a cluster (`place`) has one of its own beside it (`run_stores.own_folder`). A run
+    that resumes nothing starts it empty, and drops what clusters of other shapes kept
+    there. A resume by a cluster of another shape than the one that kept the tier is
+    refused: bytewax would route the customers to other processes than those holding
+    them."""
     if settings.after is None:
         return None
     first = resume_epoch(recovery) if recovery is not None else None
@@ -231,12 +259,15 @@ def open_cold_tier(
             )
         store = MemoryCustomerStore()
     else:
-        directory = settings.directory
-        if directory is None and recovery is not None:
-            directory = recovery.with_name(recovery.name + ".cold")
-        if directory is None:
+        base = settings.directory
+        if base is None and recovery is not None:
+            base = recovery.with_name(recovery.name + ".cold")
+        if base is None:
             keep = tempfile.TemporaryDirectory(prefix="wayfinder-cold-")
             directory = Path(keep.name)
+        else:
+            directory = own_folder(base, place)
+            _keep_only_this_shape(base, place, resumed=first is not None)
         before_opening(directory)
         if first is None:
             shutil.rmtree(directory, ignore_errors=True)  # an earlier run's, not resumed
@@ -256,6 +287,24 @@ def open_cold_tier(
         timers=timers,
         most=settings.most,
     )
+
+
+def _keep_only_this_shape(base: Path, place: Place | None, *, resumed: bool) -> None:
+    """The tiers kept at `base` by clusters of other shapes than this run's: a resume
+    refuses to start beside them alone; a new run removes them."""
+    if not resumed:
+        drop_other_shapes(base, place)
+        return
+    kept = shapes_beside(base)
+    shape = shape_of(place)
+    if kept and shape not in kept:
+        said = ", ".join("a process alone" if s == "1" else f"a cluster of {s}" for s in kept)
+        raise SettingsError(
+            f"the cold tier at {base} was kept by {said} (processes x workers), not by this "
+            f"run's {'process alone' if place is None else 'cluster of ' + shape}: resume "
+            "with the shape that kept it (bytewax routes each customer by the count of "
+            "workers, so another would look for them in another process's tier)"
+        )
 
 
 def _export(store: RocksCustomerStore) -> None:

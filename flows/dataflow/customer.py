@@ -118,7 +118,10 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         self._epoch = epoch
         asked: AbstractSet[WakeKind] = _NOTHING_ASKED
         if self._cold is not None:
-            asked = {v[1].kind for v in values if type(v[1]) is Wake}
+            wakes = [v[1] for v in values if type(v[1]) is Wake]
+            if wakes:
+                asked = {w.kind for w in wakes}
+                watermark = max(watermark, *(w.at for w in wakes))  # (as the tier saw it)
         emitted: list[StepOutput] = []
         if not self._key and (self._cold is not None or self._views is not None):
             key, first, _stamp = values[0]

@@ -112,6 +112,8 @@ def build_flow(
     cold: ColdTier | None = None,
     first_epoch: int = 1,
     views: ContextViewStore | None = None,
+    process: int | None = None,
+    read_all: Callable[[], bool] | None = None,
 ) -> Dataflow:
     """Wire input → decode → customer step → output; sources and sinks are parameters.
 
@@ -135,6 +137,9 @@ def build_flow(
     tier idle customers leave memory for; `first_epoch`: the run's first bytewax epoch
     (a resumed run's is the one it resumes from), which the input counts on from.
     `views`: where each customer's context view is kept, for other processes to read.
+    `process`: this process's id in a cluster (its cold tier's wakes come from a
+    partition of its own); `read_all`: for a bounded cluster run, whether the cluster has
+    read and folded all its input (its cold customers then come back for the end).
     """
     set_collector()  # (the process will hold many customers' objects)
     models = models if models is not None else ModelSet(playbook)
@@ -152,7 +157,13 @@ def build_flow(
     metrics.FRESHNESS.set_function(clock.freshness)  # (this process's latest flow's clock)
     metrics.start_at_zero((j.name for j in playbook.journeys), playbook.channels)
     ledger = rounds if rounds is not None else loop
-    raw = op.input(INPUT, flow, EpochSource(source, first_epoch, cold=cold, ledger=ledger))
+    raw = op.input(
+        INPUT,
+        flow,
+        EpochSource(
+            source, first_epoch, cold=cold, ledger=ledger, process=process, read_all=read_all
+        ),
+    )
     decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead, playbook.channels)
     decoded = op.flat_map_batch("decode", raw, decoder)
     split = op.branch("valid", decoded, _is_keyed)

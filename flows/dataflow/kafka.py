@@ -29,7 +29,7 @@ from flows.dataflow.learner import LEARNER, resume_ceilings
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
 from flows.dataflow.routing import Routed
-from flows.dataflow.run_stores import open_views
+from flows.dataflow.run_stores import Place, open_views
 from flows.dataflow.stopping import StopRequest
 from flows.runtime import metrics
 from flows.runtime.balance import ClusterBalance
@@ -175,13 +175,8 @@ def kafka_flow(
     replica = ModelReplica(models, settings, signature, resumed.ceilings)
     replica.start(models_catch_up_seconds())  # before the flow decides anything
     cold = ColdSettings.from_env()
-    if cold.after is not None and processes > 1:
-        logger.warning(
-            "the cold tier (WAYFINDER_COLD_AFTER) is not yet kept in a cluster: every "
-            "customer stays in memory"
-        )
-        cold = ColdSettings(after=None)
-    tier = open_cold_tier(cold, recovery=recovery, clock=clock, timers=not in_rounds)
+    place = Place(process, processes, workers) if process is not None else None
+    tier = open_cold_tier(cold, recovery=recovery, clock=clock, timers=not in_rounds, place=place)
     view_folder = context_view_folder()
     return build_flow(
         source,
@@ -204,7 +199,10 @@ def kafka_flow(
         shadow_published=resumed.shadow_published,
         cold=tier,
         first_epoch=(resume_epoch(recovery) if recovery is not None else None) or 1,
-        views=open_views(view_folder) if view_folder is not None else None,
+        views=open_views(view_folder, place) if view_folder is not None else None,
+        process=process,
+        # (a bounded cluster's end: the balance of every process says all is read and folded)
+        read_all=loop.even if process is not None and not settings.tail else None,
     )
 
 

@@ -5,12 +5,18 @@ earlier run left its store open (a test, a resume in the same process) closes th
 first. A store in a temporary folder has the folder removed once it is closed, never
 before (RocksDB still writes there while it closes: what it holds in memory, what the
 run's end lets go).
+
+A process of a cluster keeps stores of its own (RocksDB has one writer), in folders
+named after the folder set and where the process stands (`Place`): `cold` is
+`cold.p0of2x1` and `cold.p1of2x1` on a cluster of two processes of one worker each.
 """
 
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from flows.runtime.recovery_store import resume_epoch
 from state.context_view import ContextViewStore
@@ -67,8 +73,61 @@ def _close(store: Store, folder: TemporaryDirectory[str] | None) -> None:
         folder.cleanup()
 
 
-def open_views(path: Path) -> ContextViewStore:
-    """The run's context view store at `path`."""
+class Place(NamedTuple):
+    """Where a process stands in a cluster. It holds the customers bytewax routes to its
+    workers, which depends on the count of processes and of workers in each: what a
+    store of one cluster's shape holds, another routes elsewhere."""
+
+    process: int
+    processes: int
+    workers: int
+
+    def shape(self) -> str:
+        return f"{self.processes}x{self.workers}"
+
+
+def own_folder(folder: Path, place: Place | None) -> Path:
+    """The folder of this process's store of those set at `folder` (a process alone:
+    `folder` itself)."""
+    if place is None:
+        return folder
+    return folder.with_name(f"{folder.name}.p{place.process}of{place.shape()}")
+
+
+def shape_of(place: Place | None) -> str:
+    """A cluster's shape, processes x workers ("1": a process alone)."""
+    return "1" if place is None else place.shape()
+
+
+def drop_other_shapes(folder: Path, place: Place | None) -> None:
+    """Remove the stores set at `folder` by clusters of another shape: no process of
+    this run reads them, and what they hold of a customer it would never update."""
+    for shape, kept in shapes_beside(folder).items():
+        if shape != shape_of(place):
+            for path in kept:
+                before_opening(path)
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def shapes_beside(folder: Path) -> dict[str, list[Path]]:
+    """The processes' folders of the stores set at `folder`, by the shape of the cluster
+    that kept them ("1": a process alone, `folder` itself)."""
+    found: dict[str, list[Path]] = {}
+    if folder.is_dir():
+        found["1"] = [folder]
+    pattern = re.compile(re.escape(folder.name) + r"\.p\d+of(\d+x\d+)")
+    if folder.parent.is_dir():
+        for path in sorted(folder.parent.iterdir()):
+            named = pattern.fullmatch(path.name)
+            if named is not None and path.is_dir():
+                found.setdefault(named.group(1), []).append(path)
+    return found
+
+
+def open_views(path: Path, place: Place | None = None) -> ContextViewStore:
+    """The run's context view store set at `path` (this process's, in a cluster)."""
+    drop_other_shapes(path, place)  # (an erasure here would not reach a copy there)
+    path = own_folder(path, place)
     before_opening(path)
     views = ContextViewStore(path)
     opened(views)

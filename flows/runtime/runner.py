@@ -65,6 +65,8 @@ class RunSummary:
     intent_changes: int
     audience_changes: dict[str, int]
     loop_events: int
+    #: Customers who left memory for the cold tier, and who came back from it.
+    cold_moves: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,6 +91,7 @@ class RunSummary:
             "intent_changes": self.intent_changes,
             "audience_changes": self.audience_changes,
             "loop_events": self.loop_events,
+            "cold_moves": self.cold_moves,
             "outputs": self.outputs,
         }
 
@@ -135,6 +138,7 @@ _BY_LABEL: dict[str, tuple[str, str, dict[str, str] | None]] = {
     "no_action_replies": ("wayfinder_actions", "channel", {"kind": "no_action"}),
     "transitions": ("wayfinder_journey_transitions", "kind", None),
     "audience_changes": ("wayfinder_audience_changes", "change", None),
+    "cold_moves": ("wayfinder_cold_tier_moves", "way", None),
 }
 
 
@@ -246,6 +250,7 @@ def _summary(
         no_action_replies=by_label["no_action_replies"],
         transitions=by_label["transitions"],
         audience_changes=by_label["audience_changes"],
+        cold_moves=by_label["cold_moves"],
     )
 
 
@@ -294,6 +299,9 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         changes = ", ".join(f"{n:,} {c}" for c, n in summary.audience_changes.items())
         table.add_row("segment changes", changes)
     table.add_row("identity handovers, forwards & erasures", f"{summary.loop_events:,}")
+    if summary.cold_moves:
+        moves = ", ".join(f"{way} {n:,}" for way, n in summary.cold_moves.items())
+        table.add_row("customers to the cold tier and back", moves)
     table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
     for reason, n in summary.dead_letters.items():
         table.add_row(f"  {reason}", f"{n:,}")

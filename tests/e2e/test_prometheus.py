@@ -167,7 +167,7 @@ def test_every_panel_shows_data_and_a_burst_of_bad_input_fires_its_alert(
     wayfinder("simulate", "--out", str(events), *SIM)
     (port,) = free_ports(1)
     env = {**kafka_env(kafka), "WAYFINDER_KAFKA_TAIL": "true", "WAYFINDER_METRICS_PORT": str(port)}
-    with live_flow(env, stderr=tmp_path / "flow.log") as flow:
+    with live_flow(env, stderr=tmp_path / "flow.log") as (flow,):
         prometheus = prometheus_of(f"127.0.0.1:{port}")
         _feed_in_waves(kafka, events.read_bytes().splitlines(), waves=12, pause=1.0)
         assert _alerts(prometheus, "WayfinderDeadLetterRatioHigh") == []  # (0.2% of it)

@@ -5,17 +5,19 @@ reads changes."""
 import gc
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from flows.dataflow.clock import EventClock
 from flows.dataflow.cold_tier import ColdTier, Wake, open_cold_tier
 from flows.dataflow.customer import CustomerLogic
-from flows.dataflow.run_stores import close_stores
-from flows.runtime.settings import ColdSettings
+from flows.dataflow.run_stores import Place, close_stores, shapes_beside
+from flows.runtime.settings import ColdSettings, SettingsError
 from operators.customer_step import CustomerStep
 from schemas.event import Event
+from schemas.journey import JourneyTransition
 from state.rocks_customer_store import RocksCustomerStore
-from tests.flow_helpers import EntryPoint, every_output, run_embedded, simulated
+from tests.flow_helpers import ENTRY_POINTS, EntryPoint, every_output, run_embedded, simulated
 from tests.helpers import default_playbook, ev
 
 #: The flow tests' closed loop (some 10,000 records), a day of it: most customers are
@@ -104,6 +106,40 @@ def test_a_full_hot_set_sends_the_customers_seen_longest_ago_to_the_tier(tmp_pat
     store.close()
 
 
+def test_a_wake_goes_by_the_watermark_the_tier_asked_at(tmp_path: Path) -> None:
+    """A service's watermark follows the wall clock only while nothing is in flight, and
+    a wake is: the record that brings it may be stamped with a watermark behind the one
+    the tier found a deadline due (or a customer idle) at. The customer's logic goes by
+    the tier's, so a deadline is fired when it is handed over (else the customer would
+    leave again, still due, and come back, over and over, with nothing done)."""
+    step = CustomerStep(default_playbook())
+    clock = EventClock()
+    store = RocksCustomerStore(tmp_path / "tier")
+    tier = ColdTier(store, 3600.0, clock=clock, first_epoch=1, timers=True, look_every=0.0)
+    purchase = ev("device_purchased", "store", customer="cust-K1", touchpoint="store_high_street")
+    bought = purchase.ts.timestamp()
+    key = step.pseudonym_of("cust-K1")
+    logic = CustomerLogic(step, None, timers=True, clock=clock, ledger=None, cold=tier)
+    clock.advance(bought)
+    logic.on_batch([("cust-K1", purchase, (bought, bought, 0.0, 1))])
+    logic.notify_at()
+    due = step.next_deadline(logic._ctx)
+    assert due is not None
+    clock.advance(bought + 3600.0)
+    (idle,) = tier.wakes()
+    behind = bought + 60.0  # (the stamp: before the customer was idle, or anything due)
+    _outputs, left = logic.on_batch([("", idle, (behind, behind, 0.0, 1))])
+    assert left and store.get(key) is not None  # idle as the tier saw it
+    clock.advance(due)
+    (woken,) = tier.wakes()
+    assert woken.kind == "due" and woken.at >= due
+    back = CustomerLogic(step, None, timers=True, clock=clock, ledger=None, cold=tier)
+    outputs, _discard = back.on_batch([("", woken, (behind, behind, 0.0, 2))])
+    assert [o.kind for o in outputs if type(o) is JourneyTransition] == ["stalled"]
+    assert step.next_deadline(back._ctx) != due
+    store.close()
+
+
 def test_a_hot_set_bounded_by_count_changes_no_output(
     entry_point: EntryPoint, tmp_path: Path
 ) -> None:
@@ -130,3 +166,40 @@ def test_a_temporary_tier_folder_is_removed_only_once_its_store_is_closed() -> N
     assert folder.is_dir()
     close_stores(ended=True)
     assert not folder.exists()
+
+
+def test_a_cluster_process_keeps_a_tier_of_its_own_and_a_resume_by_another_shape_is_refused(
+    tmp_path: Path,
+) -> None:
+    """bytewax routes a customer to a worker by the count of workers: a tier kept by one
+    shape of cluster holds customers another shape looks for elsewhere. Each process has
+    a folder of its own, named after the shape; a resume by another shape is refused in
+    one sentence; a new run removes what other shapes kept."""
+    recovery, base = tmp_path / "recovery", tmp_path / "tier"
+    alone = ColdSettings(after=3600.0, directory=base)
+    run_embedded(
+        ENTRY_POINTS["run_main"],
+        simulated(20, 2.0, 3),
+        tmp_path / "out",
+        recovery=recovery,
+        cold=alone,
+    )
+    close_stores()
+    assert base.is_dir()
+    with pytest.raises(SettingsError, match="kept by a process alone"):
+        open_cold_tier(
+            alone, recovery=recovery, clock=EventClock(), timers=True, place=Place(0, 2, 1)
+        )
+    resumed = open_cold_tier(alone, recovery=recovery, clock=EventClock(), timers=True)
+    assert resumed is not None and isinstance(resumed.store, RocksCustomerStore)
+    assert resumed.store.path == base  # the shape that kept it
+    close_stores()
+    for process in (0, 1):  # a new run of a cluster: what the process alone kept goes
+        tier = open_cold_tier(
+            alone, recovery=None, clock=EventClock(), timers=True, place=Place(process, 2, 1)
+        )
+        assert tier is not None and isinstance(tier.store, RocksCustomerStore)
+        assert tier.store.path == tmp_path / f"tier.p{process}of2x1"
+    close_stores()
+    assert not base.exists()
+    assert sorted(shapes_beside(base)) == ["2x1"]

@@ -100,7 +100,7 @@ def test_embedded_replayed_backlog_and_live_give_the_same_transitions(bootstrap_
     # Fed live, in real time: each event produced at its own time.
     fed = topics("fed", tail=True)
     stderr = tmp_path / "fed.stderr"
-    with live_flow(live_env(fed), stderr=stderr) as flow:
+    with live_flow(live_env(fed), stderr=stderr) as (flow,):
         producer = KafkaProducer(acks="all", **fed.kafka_python_config())
         for event in events:
             time.sleep(max(0.0, (event.ts - datetime.now(UTC)).total_seconds()))

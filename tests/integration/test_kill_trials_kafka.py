@@ -17,8 +17,9 @@ crashes again and again. At the end:
   numbers, and the examples of the events and journeys are the uninterrupted run's;
 - each customer's context folded the same events.
 
-The single process runs with the cold tier on (an hour idle and a customer leaves
-memory), so kills fall between customers' moves out of memory and back too.
+The single process and each process of the cluster run with the cold tier on (an
+hour idle, or more than 40 in memory, and a customer leaves it), so kills fall between
+customers' moves out of memory and back too.
 
 What the models had learned by each decision is not compared: on Kafka it follows the
 broker's timing even between two uninterrupted runs (test_determinism_kafka names it).
@@ -50,6 +51,7 @@ from tests.e2e.test_kill_trials import final_contexts, final_keys
 from tests.flow_helpers import opened_inputs
 from tests.integration.test_determinism_kafka import outputs
 from tests.integration.test_loop_kafka import keyed
+from tests.integration.test_scale_kafka import Process
 from tests.kafka_io import free_ports, logged, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.recovery]
@@ -248,7 +250,7 @@ def _cluster(settings: KafkaSettings, recovery: Path, logs: Path) -> list[subpro
         recovery.mkdir()
         subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "2"], check=True)
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    env = {**kafka_env(settings), "WAYFINDER_KAFKA_BATCH": "100"}
+    env = {**kafka_env(settings), "WAYFINDER_KAFKA_BATCH": "100", **COLD}
     processes = []
     for i in range(2):
         args = ["-i", str(i), "-a", addresses, "-r", str(recovery), "-s", "1", "-b", "0"]
@@ -288,7 +290,11 @@ def test_kill_9_at_random_moments_of_a_two_process_cluster_then_resume_loses_and
     (the run after it starts from the beginning, and repeats what was published)."""
     straight, trials = _the_day_twice(bootstrap_servers, "test-kill2", tmp_path)
     straight_recovery = tmp_path / "straight-recovery"
-    _finish(_cluster(straight, straight_recovery, tmp_path))
+    uninterrupted = _cluster(straight, straight_recovery, tmp_path)
+    _finish(uninterrupted)
+    for process in uninterrupted:  # each process's own tier: customers left and came back
+        moves = Process(_LOGS[process.pid].read_text()).summary["cold_moves"]
+        assert moves.get("left", 0) > 10 and moves.get("returned", 0) > 10, moves
     want = _written(straight)
     total = len(want["decisions"])
     # The cluster reads a backlog faster than its loop comes round (no rounds): what the

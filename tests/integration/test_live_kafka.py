@@ -129,10 +129,17 @@ def transitions_on(kafka) -> list[JourneyTransition]:
     ]
 
 
-@pytest.mark.parametrize(("cold_after", "hot_max"), [("off", "off"), ("1s", "off"), ("7d", "1")])
-def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path, cold_after, hot_max):
+@pytest.mark.parametrize(
+    ("cold_after", "hot_max", "processes"),
+    [("off", "off", 1), ("1s", "off", 1), ("7d", "1", 1), ("1s", "1", 2)],
+)
+def test_live_timers_and_event_time_give_the_same_transitions(
+    kafka, tmp_path, cold_after, hot_max, processes
+):
     """Everyone in memory; customers idle for a second leaving it; one customer in
-    memory at most (the others leave as the next is seen)."""
+    memory at most (the others leave as the next is seen); and on a cluster of two
+    processes, each with a cold tier of its own, a context view of its own, and one
+    customer in memory at most."""
     playbook_file = short_playbook(tmp_path)
     events = scenario(datetime.now(UTC))
     browsing, logins = events[:5], events[5:]
@@ -157,7 +164,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path, c
         "WAYFINDER_COLD_DIR": str(tmp_path / "cold"),
         "WAYFINDER_CONTEXT_VIEW": str(tmp_path / "view"),
     }
-    with live_flow(env):
+    with live_flow(env, tmp_path / "flow.log", processes=processes) as flows:
         wait_for(
             lambda: any(t.customer == state_key("anon:laptop-9") for t in transitions_on(kafka)),
             timeout=60,
@@ -188,15 +195,20 @@ def test_live_timers_and_event_time_give_the_same_transitions(kafka, tmp_path, c
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.push")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.app")]
 
+    assert [flow.returncode for flow in flows] == [0] * processes
     if cold_after != "off":  # stopped, not ended: the idle customer is still out of memory
-        tier = RocksCustomerStore(tmp_path / "cold")
+        folders = [tmp_path / "cold"]
+        if processes > 1:
+            folders = [tmp_path / f"cold.p{i}of{processes}x1" for i in range(processes)]
+        tiers = [RocksCustomerStore(folder) for folder in folders]
         try:
             if hot_max == "off":
-                assert tier.get(state_key("cust-K1")) is not None
+                assert any(tier.get(state_key("cust-K1")) is not None for tier in tiers)
             else:  # (idle for a week: none; only the bound sent them)
-                assert len(tier) >= 1
+                assert all(len(tier) >= 1 for tier in tiers)
         finally:
-            tier.close()
+            for tier in tiers:
+                tier.close()
 
     # What another process reads of the customer: the help they were sent, and why.
     assert k1["id"] == "cust-K1" and k1["consent"] == {"sms/service": False}

@@ -243,12 +243,16 @@ def open_cold_tier(
     is part of the state a resume goes back to), else a temporary folder; a process of
     a cluster (`place`) has one of its own beside it (`run_stores.own_folder`). A run
     that resumes nothing starts it empty, and drops what clusters of other shapes kept
-    there. A resume by a cluster of another shape than the one that kept the tier is
-    refused: bytewax would route the customers to other processes than those holding
-    them."""
+    there. A resume that would not find customers the tier holds is refused (`_resumable`).
+    """
+    first = resume_epoch(recovery) if recovery is not None else None
+    base = settings.directory
+    if base is None and recovery is not None:
+        base = recovery.with_name(recovery.name + ".cold")
+    if base is not None and first is not None:
+        _resumable(base, place, first, on=settings.after is not None)
     if settings.after is None:
         return None
-    first = resume_epoch(recovery) if recovery is not None else None
     store: CustomerStore
     keep: tempfile.TemporaryDirectory[str] | None = None
     if settings.store == "memory":
@@ -259,18 +263,16 @@ def open_cold_tier(
             )
         store = MemoryCustomerStore()
     else:
-        base = settings.directory
-        if base is None and recovery is not None:
-            base = recovery.with_name(recovery.name + ".cold")
         if base is None:
             keep = tempfile.TemporaryDirectory(prefix="wayfinder-cold-")
             directory = Path(keep.name)
         else:
             directory = own_folder(base, place)
-            _keep_only_this_shape(base, place, resumed=first is not None)
+            if first is None:  # an earlier run's, not resumed
+                drop_other_shapes(base, place)
+                before_opening(directory)
+                shutil.rmtree(directory, ignore_errors=True)
         before_opening(directory)
-        if first is None:
-            shutil.rmtree(directory, ignore_errors=True)  # an earlier run's, not resumed
         rocks = RocksCustomerStore(
             directory, cache_bytes=settings.cache_bytes, compression=settings.compression
         )
@@ -289,22 +291,55 @@ def open_cold_tier(
     )
 
 
-def _keep_only_this_shape(base: Path, place: Place | None, *, resumed: bool) -> None:
-    """The tiers kept at `base` by clusters of other shapes than this run's: a resume
-    refuses to start beside them alone; a new run removes them."""
-    if not resumed:
-        drop_other_shapes(base, place)
-        return
-    kept = shapes_beside(base)
+def _resumable(base: Path, place: Place | None, first: int, *, on: bool) -> None:
+    """Refuse, in one sentence, a resume that would not find customers the tiers at
+    `base` hold at the epoch it resumes from: tiers kept by a cluster of another shape
+    (bytewax routes each customer by the count of workers, so it would look for them in
+    another process's tier), or any tier with the tier turned off. Tiers of another
+    shape that hold nobody (a bounded run brought everyone back at its end) are removed.
+    """
     shape = shape_of(place)
-    if kept and shape not in kept:
-        said = ", ".join("a process alone" if s == "1" else f"a cluster of {s}" for s in kept)
-        raise SettingsError(
-            f"the cold tier at {base} was kept by {said} (processes x workers), not by this "
-            f"run's {'process alone' if place is None else 'cluster of ' + shape}: resume "
-            "with the shape that kept it (bytewax routes each customer by the count of "
-            "workers, so another would look for them in another process's tier)"
+    held: dict[str, int] = {}
+    for kept, folders in shapes_beside(base).items():
+        if on and kept == shape:
+            continue
+        held[kept] = sum(_customers_at(folder, first) for folder in folders)
+    holding = {kept: n for kept, n in held.items() if n}
+    if holding:
+        said = ", ".join(
+            f"{n:,} kept by {'a process alone' if kept == '1' else 'a cluster of ' + kept}"
+            for kept, n in holding.items()
         )
+        wanted = "a process alone" if place is None else f"a cluster of {shape}"
+        why = (
+            "with the cold tier off (WAYFINDER_COLD_AFTER=off)"
+            if not on
+            else f"by {wanted} (processes x workers): bytewax would look for them in "
+            "another process's tier"
+        )
+        raise SettingsError(
+            f"the cold tier at {base} holds customers the run resumes with ({said}), which a "
+            f"resume {why} would not find: resume as the run that kept them did; a bounded "
+            "run (WAYFINDER_KAFKA_TAIL=false) brings every cold customer back into memory "
+            "at its end, and a resume after it may change either"
+        )
+    if on:
+        drop_other_shapes(base, place)  # (they hold nobody)
+
+
+def _customers_at(folder: Path, epoch: int) -> int:
+    """How many customers the tier in `folder` holds at `epoch` (it is taken back there,
+    as a resume would)."""
+    before_opening(folder)
+    try:
+        store = RocksCustomerStore(folder)
+    except Exception as exc:  # (RocksDB's lock: a process of the run before still runs)
+        raise SettingsError(f"the cold tier at {folder} does not open: {exc}") from None
+    try:
+        store.resume(epoch)
+        return len(store)
+    finally:
+        store.close()
 
 
 def _export(store: RocksCustomerStore) -> None:

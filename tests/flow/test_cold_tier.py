@@ -168,13 +168,13 @@ def test_a_temporary_tier_folder_is_removed_only_once_its_store_is_closed() -> N
     assert not folder.exists()
 
 
-def test_a_cluster_process_keeps_a_tier_of_its_own_and_a_resume_by_another_shape_is_refused(
-    tmp_path: Path,
-) -> None:
+def test_a_resume_that_would_not_find_the_tiers_customers_is_refused(tmp_path: Path) -> None:
     """bytewax routes a customer to a worker by the count of workers: a tier kept by one
-    shape of cluster holds customers another shape looks for elsewhere. Each process has
-    a folder of its own, named after the shape; a resume by another shape is refused in
-    one sentence; a new run removes what other shapes kept."""
+    shape of cluster holds customers another shape looks for elsewhere, and a run with
+    the tier off looks nowhere. Each process of a cluster has a folder of its own, named
+    after the shape; a resume by another shape, or with the tier off, is refused in one
+    sentence while the tier holds anyone at the epoch it resumes from. Once nobody is
+    in it (a bounded run brought everyone back), the new shape removes it."""
     recovery, base = tmp_path / "recovery", tmp_path / "tier"
     alone = ColdSettings(after=3600.0, directory=base)
     run_embedded(
@@ -185,19 +185,25 @@ def test_a_cluster_process_keeps_a_tier_of_its_own_and_a_resume_by_another_shape
         cold=alone,
     )
     close_stores()
-    assert base.is_dir()
-    with pytest.raises(SettingsError, match="kept by a process alone"):
-        open_cold_tier(
-            alone, recovery=recovery, clock=EventClock(), timers=True, place=Place(0, 2, 1)
+    kept = RocksCustomerStore(base)  # a customer cold at the snapshot resumed from
+    kept.put("cust-cold", b"\x80", epoch=1, due=None)
+    kept.close()
+
+    def resume(settings: ColdSettings, place: Place | None = None) -> ColdTier | None:
+        return open_cold_tier(
+            settings, recovery=recovery, clock=EventClock(), timers=True, place=place
         )
-    resumed = open_cold_tier(alone, recovery=recovery, clock=EventClock(), timers=True)
-    assert resumed is not None and isinstance(resumed.store, RocksCustomerStore)
-    assert resumed.store.path == base  # the shape that kept it
+
+    with pytest.raises(SettingsError, match=r"\(1 kept by a process alone\)"):
+        resume(alone, Place(0, 2, 1))
+    with pytest.raises(SettingsError, match="with the cold tier off"):
+        resume(ColdSettings(after=None, directory=base))
+    tier = resume(alone)  # the shape that kept it
+    assert tier is not None and tier.store.get("cust-cold") == b"\x80"
+    tier.store.gone("cust-cold", epoch=1)  # (as if the run had brought them back)
     close_stores()
-    for process in (0, 1):  # a new run of a cluster: what the process alone kept goes
-        tier = open_cold_tier(
-            alone, recovery=None, clock=EventClock(), timers=True, place=Place(process, 2, 1)
-        )
+    for process in (0, 1):
+        tier = resume(alone, Place(process, 2, 1))
         assert tier is not None and isinstance(tier.store, RocksCustomerStore)
         assert tier.store.path == tmp_path / f"tier.p{process}of2x1"
     close_stores()

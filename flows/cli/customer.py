@@ -27,7 +27,6 @@ def cmd_customer(args: argparse.Namespace, console: Console) -> int:
     folder: Path = args.view or context_view_folder() or args.out / CONTEXT_VIEW
     # (a cluster's processes each keep the view of their own customers beside it)
     stores = [path for kept in shapes_beside(folder).values() for path in kept]
-    stores = [path for path in stores if (path / "CURRENT").exists()]
     if not stores:
         print_error(console, f"no context view at {folder}: run the flow first (or --view DIR)")
         return 2

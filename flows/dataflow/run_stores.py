@@ -111,15 +111,16 @@ def drop_other_shapes(folder: Path, place: Place | None) -> None:
 
 def shapes_beside(folder: Path) -> dict[str, list[Path]]:
     """The processes' folders of the stores set at `folder`, by the shape of the cluster
-    that kept them ("1": a process alone, `folder` itself)."""
+    that kept them ("1": a process alone, `folder` itself). Only RocksDB stores count: a
+    folder set but never opened by a run is nobody's."""
     found: dict[str, list[Path]] = {}
-    if folder.is_dir():
+    if (folder / "CURRENT").is_file():
         found["1"] = [folder]
     pattern = re.compile(re.escape(folder.name) + r"\.p\d+of(\d+x\d+)")
     if folder.parent.is_dir():
         for path in sorted(folder.parent.iterdir()):
             named = pattern.fullmatch(path.name)
-            if named is not None and path.is_dir():
+            if named is not None and (path / "CURRENT").is_file():
                 found.setdefault(named.group(1), []).append(path)
     return found
 

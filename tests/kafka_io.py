@@ -29,10 +29,11 @@ def produce(
 
 @contextlib.contextmanager
 def live_flow(
-    env: dict[str, str], stderr: Path | None = None, *, processes: int = 1
+    env: dict[str, str], stderr: Path | None = None, *, processes: int = 1, workers: int = 1
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The Kafka dataflow as deployed (`python -m bytewax.run flows.dataflow.kafka:flow`),
-    on one process or a cluster of `processes`, running while the block runs, then
+    on one process or a cluster of `processes`, each with `workers`, running while the
+    block runs, then
     stopped as an orchestrator stops it: SIGTERM, and a wait for each process to finish
     (their exit status is each Popen's `returncode` after the block; what the first wrote
     to stderr goes to `stderr`, the others' beside it, `NAME.1`...)."""
@@ -50,7 +51,8 @@ def live_flow(
                 flows.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"]
-                        + (["-i", str(i), *cluster] if cluster else []),
+                        + (["-i", str(i), *cluster] if cluster else [])
+                        + (["-w", str(workers)] if workers > 1 else []),
                         env=env,
                         stdout=subprocess.DEVNULL,
                         stderr=err if err is not None else subprocess.DEVNULL,

@@ -130,16 +130,16 @@ def transitions_on(kafka) -> list[JourneyTransition]:
 
 
 @pytest.mark.parametrize(
-    ("cold_after", "hot_max", "processes"),
-    [("off", "off", 1), ("1s", "off", 1), ("7d", "1", 1), ("1s", "1", 2)],
+    ("cold_after", "hot_max", "processes", "workers"),
+    [("off", "off", 1, 1), ("1s", "off", 1, 1), ("7d", "1", 1, 1), ("1s", "1", 2, 2)],
 )
 def test_live_timers_and_event_time_give_the_same_transitions(
-    kafka, tmp_path, cold_after, hot_max, processes
+    kafka, tmp_path, cold_after, hot_max, processes, workers
 ):
     """Everyone in memory; customers idle for a second leaving it; one customer in
     memory at most (the others leave as the next is seen); and on a cluster of two
-    processes, each with a cold tier of its own, a context view of its own, and one
-    customer in memory at most."""
+    processes of two workers, each process with a cold tier of its own, a context view
+    of its own, and one customer in memory at most."""
     playbook_file = short_playbook(tmp_path)
     events = scenario(datetime.now(UTC))
     browsing, logins = events[:5], events[5:]
@@ -164,7 +164,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(
         "WAYFINDER_COLD_DIR": str(tmp_path / "cold"),
         "WAYFINDER_CONTEXT_VIEW": str(tmp_path / "view"),
     }
-    with live_flow(env, tmp_path / "flow.log", processes=processes) as flows:
+    with live_flow(env, tmp_path / "flow.log", processes=processes, workers=workers) as flows:
         wait_for(
             lambda: any(t.customer == state_key("anon:laptop-9") for t in transitions_on(kafka)),
             timeout=60,
@@ -199,7 +199,8 @@ def test_live_timers_and_event_time_give_the_same_transitions(
     if cold_after != "off":  # stopped, not ended: the idle customer is still out of memory
         folders = [tmp_path / "cold"]
         if processes > 1:
-            folders = [tmp_path / f"cold.p{i}of{processes}x1" for i in range(processes)]
+            shape = f"{processes}x{workers}"
+            folders = [tmp_path / f"cold.p{i}of{shape}" for i in range(processes)]
         tiers = [RocksCustomerStore(folder) for folder in folders]
         try:
             if hot_max == "off":

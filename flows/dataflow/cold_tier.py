@@ -268,11 +268,10 @@ def open_cold_tier(
             directory = Path(keep.name)
         else:
             directory = own_folder(base, place)
-            if first is None:  # an earlier run's, not resumed
-                drop_other_shapes(base, place)
-                before_opening(directory)
-                shutil.rmtree(directory, ignore_errors=True)
         before_opening(directory)
+        if base is not None and first is None:  # an earlier run's, not resumed
+            drop_other_shapes(base, place)
+            shutil.rmtree(directory, ignore_errors=True)
         rocks = RocksCustomerStore(
             directory, cache_bytes=settings.cache_bytes, compression=settings.compression
         )

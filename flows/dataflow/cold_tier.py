@@ -185,8 +185,8 @@ class ColdTier:
                 wakes.append(Wake(heapq.heappop(idle)[1], "idle", at=watermark))
             over = 0 if self.most is None else len(idle) - self.most
             while over > 0 and len(wakes) < WAKES_PER_BATCH:
-                at, key = heapq.heappop(idle)
-                wakes.append(Wake(key, "full", at, watermark))
+                watched, key = heapq.heappop(idle)
+                wakes.append(Wake(key, "full", idle=watched, at=watermark))
                 over -= 1
         if not self._timers:
             return wakes
@@ -298,12 +298,12 @@ def _resumable(base: Path, place: Place | None, first: int, *, on: bool) -> None
     shape that hold nobody (a bounded run brought everyone back at its end) are removed.
     """
     shape = shape_of(place)
-    held: dict[str, int] = {}
-    for kept, folders in shapes_beside(base).items():
-        if on and kept == shape:
-            continue
-        held[kept] = sum(_customers_at(folder, first) for folder in folders)
-    holding = {kept: n for kept, n in held.items() if n}
+    counted = {
+        kept: sum(_customers_at(folder, first) for folder in folders)
+        for kept, folders in shapes_beside(base).items()
+        if not (on and kept == shape)
+    }
+    holding = {kept: n for kept, n in counted.items() if n}
     if holding:
         said = ", ".join(
             f"{n:,} kept by {'a process alone' if kept == '1' else 'a cluster of ' + kept}"

@@ -29,10 +29,12 @@ from __future__ import annotations
 import math
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rocksdict import (
+    AccessType,
     BlockBasedIndexType,
     BlockBasedOptions,
     Cache,
@@ -139,13 +141,24 @@ class RocksCustomerStore:
     """The cold tier in a RocksDB store at `path` (made if missing)."""
 
     def __init__(
-        self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES, compression: bool = True
+        self,
+        path: Path,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        compression: bool = True,
+        read_only: bool = False,
     ) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        """`read_only`: to count (`cold_at`), without RocksDB's lock (processes of a
+        cluster count one store at once) and without a write."""
         self.path = path
-        self._db = open_rocks(path, store_options(cache_bytes, compression=compression))
-        if self._db.get(_LAYOUT) != _LAYOUT_NOW:
-            _convert(self._db)
+        options = store_options(cache_bytes, compression=compression)
+        if read_only:
+            self._db = open_rocks(path, options, AccessType.read_only())
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = open_rocks(path, options)
+            if self._db.get(_LAYOUT) != _LAYOUT_NOW:
+                _convert(self._db)
         found = self._db.get(_COUNT)
         self._cold = 0 if found is None else _EPOCH.unpack(found)[0]
         self._lock = threading.Lock()  # the workers of a process share the store
@@ -252,21 +265,26 @@ class RocksCustomerStore:
     def resume(self, epoch: int) -> int:
         with self._lock:
             self._write()
-            keys = self._journal(_JOURNAL + _EPOCH.pack(epoch), _JOURNAL + b"\xff")
             batch = WriteBatch(raw_mode=True)
             cold = self._cold
-            for name, entries in keys.items():
-                versions = self._versions(name)
-                kept = [v for _, v in versions if v.epoch < epoch]
-                was_cold = bool(versions) and versions[-1][1].change == "put"
-                cold += (bool(kept) and kept[-1].change == "put") - was_cold
+            changed = 0
+            for name, entries, versions, kept in self._since(epoch):
+                changed += 1
+                cold += _colder(versions, kept)
                 if len(kept) < len(versions):
                     self._rewrite(batch, name, versions, kept)
                 for entry in entries:
                     batch.delete(entry)
             self._count(batch, cold)
             self._db.write(batch)
-            return len(keys)
+            return changed
+
+    def cold_at(self, epoch: int) -> int:
+        """How many customers `resume(epoch)` would leave cold, without taking anyone
+        back (a store opened `read_only` can answer)."""
+        with self._lock:
+            self._write()  # (the takes, first: as `resume` does)
+            return self._cold + sum(_colder(v, kept) for _n, _e, v, kept in self._since(epoch))
 
     def stats(self) -> StoreStats:
         def number(name: str) -> int:
@@ -363,6 +381,17 @@ class RocksCustomerStore:
             batch.put(_CURRENT + name, _encode(kept[-1]))
             _index(batch, name, kept[-1])
 
+    def _since(
+        self, epoch: int
+    ) -> Iterator[tuple[bytes, list[bytes], list[tuple[bytes, Version]], list[Version]]]:
+        """Each customer changed at or after `epoch`: their journal's entries since, their
+        versions (with their entries) and those a resume from `epoch` keeps."""
+        for name, entries in self._journal(
+            _JOURNAL + _EPOCH.pack(epoch), _JOURNAL + b"\xff"
+        ).items():
+            versions = self._versions(name)
+            yield name, entries, versions, [v for _, v in versions if v.epoch < epoch]
+
     def _journal(self, start: bytes, end: bytes) -> dict[bytes, list[bytes]]:
         """The customers the journal names between two of its entries, with the entries."""
         keys: dict[bytes, list[bytes]] = {}
@@ -384,6 +413,13 @@ class RocksCustomerStore:
         """Leave no file holding these customers' bytes (`state.rocks_purge`)."""
         prefixes = [p for n in names for p in (_CURRENT + n, _OLDER + n + _SEPARATOR)]
         purge(self._db, [(p, p + b"\xff") for p in prefixes])
+
+
+def _colder(versions: list[tuple[bytes, Version]], kept: list[Version]) -> int:
+    """How many more customers are cold with only `kept` of a customer's versions (-1, 0
+    or 1)."""
+    was_cold = bool(versions) and versions[-1][1].change == "put"
+    return (bool(kept) and kept[-1].change == "put") - was_cold
 
 
 def _key(key: str) -> bytes:

@@ -322,23 +322,26 @@ def _resumable(base: Path, place: Place | None, first: int, *, on: bool) -> None
             "run (WAYFINDER_KAFKA_TAIL=false) brings every cold customer back into memory "
             "at its end, and a resume after it may change either"
         )
-    if on:
-        drop_other_shapes(base, place)  # (they hold nobody)
+    if on and (place is None or place.process == 0):
+        drop_other_shapes(base, place)  # (they hold nobody; one process removes them)
 
 
 def _customers_at(folder: Path, epoch: int) -> int:
-    """How many customers the tier in `folder` holds at `epoch` (it is taken back there,
-    as a resume would)."""
+    """How many customers the tier in `folder` holds at `epoch` (as a resume from there
+    would leave it). Read only: every process of a cluster counts the same folders as it
+    starts, and the first process removes those that hold nobody (another one counting
+    meanwhile would have found nobody as well)."""
     before_opening(folder)
     try:
-        store = RocksCustomerStore(folder)
-    except Exception as exc:  # (RocksDB's lock: a process of the run before still runs)
+        store = RocksCustomerStore(folder, read_only=True)
+        try:
+            return store.cold_at(epoch)
+        finally:
+            store.close()
+    except Exception as exc:
+        if not (folder / "CURRENT").is_file():
+            return 0  # (removed meanwhile, by the first process: it held nobody)
         raise SettingsError(f"the cold tier at {folder} does not open: {exc}") from None
-    try:
-        store.resume(epoch)
-        return len(store)
-    finally:
-        store.close()
 
 
 def _export(store: RocksCustomerStore) -> None:

@@ -202,10 +202,16 @@ def test_a_resume_that_would_not_find_the_tiers_customers_is_refused(tmp_path: P
     assert tier is not None and tier.store.get("cust-cold") == b"\x80"
     tier.store.gone("cust-cold", epoch=1)  # (as if the run had brought them back)
     close_stores()
-    for process in (0, 1):
+    # The processes of the new shape start at once: each counts what the old tier holds
+    # while others have it open (no lock), and only the first removes it.
+    other = RocksCustomerStore(base)
+    for process in (1, 0):
         tier = resume(alone, Place(process, 2, 1))
         assert tier is not None and isinstance(tier.store, RocksCustomerStore)
         assert tier.store.path == tmp_path / f"tier.p{process}of2x1"
+        if process == 1:
+            assert base.exists()
+            other.close()
     close_stores()
     assert not base.exists()
     assert sorted(shapes_beside(base)) == ["2x1"]

@@ -1,0 +1,103 @@
+"""The cold tier on the local Kafka, across a change of the cluster's shape.
+
+bytewax routes a customer to a worker by the count of workers, and each process of a
+cluster keeps a tier of its own: a resume by another shape must not lose the customers a
+tier holds. The way to change shape is the one the refusal names: a bounded run brings
+every cold customer back into memory at its end (into bytewax's snapshots), and a
+cluster of another shape resumes from there. Its processes start at once and each counts
+what the old tier holds (nobody); they must not trip over one another while they do.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from state.context import from_snapshot
+from tests.conftest import fresh_topics, kafka_env
+from tests.e2e.cli import REPO, wayfinder
+from tests.e2e.test_kill_trials import final_contexts
+from tests.integration.test_kill_trials_kafka import COLD, SIMULATION
+from tests.integration.test_loop_kafka import keyed
+from tests.integration.test_scale_kafka import Process
+from tests.kafka_io import free_ports, logged, produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.recovery, pytest.mark.scale]
+
+
+def _bounded(env: dict[str, str], recovery: Path, logs: Path, processes: int) -> list[Process]:
+    """The flow as deployed (`bytewax.run`), bounded, as one process or a cluster whose
+    processes start together; each must end well. What each said."""
+    cluster = []
+    if processes > 1:
+        cluster = ["-a", ";".join(f"127.0.0.1:{port}" for port in free_ports(processes))]
+    running = []
+    for i in range(processes):
+        args = [*(["-i", str(i), *cluster] if cluster else []), "-r", str(recovery), "-s", "1"]
+        log = logs / f"p{i}of{processes}.stderr"
+        with log.open("wb") as err:
+            command = logged("bytewax.run", "flows.dataflow.kafka:flow", *args, "-b", "0")
+            running.append((subprocess.Popen(command, env=env, cwd=REPO, stderr=err), log))
+    said = []
+    for flow, log in running:
+        code = flow.wait(timeout=300)
+        text = log.read_text(errors="replace")
+        assert code == 0, text[-3000:]
+        said.append(Process(text))
+    return said
+
+
+def _folded(recovery: Path) -> dict[str, tuple[int, list[str], bool]]:
+    """Each context in the snapshots, by its customer (or device): events folded, the
+    ids of its recent interactions, and whether it is a device that handed its history
+    over to the customer who logged in on it."""
+    contexts = (from_snapshot(change) for change in final_contexts(recovery).values())
+    return {
+        c.key: (c.events, [i.event_id for i in c.recent], c.alias_to is not None)
+        for c in contexts
+        if c.key
+    }
+
+
+def test_a_cluster_of_another_shape_resumes_from_a_drained_tier_and_loses_no_customer(
+    bootstrap_servers, tmp_path
+):
+    events = tmp_path / "events.jsonl"
+    wayfinder("simulate", *SIMULATION, "--out", str(events))
+    messages = [keyed(line) for line in events.read_bytes().splitlines()]
+    half = len(messages) // 2
+    settings = fresh_topics(bootstrap_servers, "test-shape", key_vault=tmp_path / "keys")
+    env = {**kafka_env(settings), **COLD}
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "2"], check=True)
+    produce(settings, "events", messages[:half])
+
+    (alone,) = _bounded(env, recovery, tmp_path, processes=1)
+    assert alone.summary["cold_moves"].get("left", 0) > 10, alone.summary
+    tier = tmp_path / "recovery.cold"
+    assert (tier / "CURRENT").is_file()
+    before = _folded(recovery)
+
+    produce(settings, "events", messages[half:])
+    cluster = _bounded(env, recovery, tmp_path, processes=2)
+    for process in cluster:  # each process's own tier, in use
+        assert process.summary["cold_moves"].get("left", 0) > 0, process.summary
+    assert not tier.exists()  # (it held nobody: removed, once)
+    assert sorted(p.name for p in tmp_path.glob("recovery.cold.*")) == [
+        "recovery.cold.p0of2x1",
+        "recovery.cold.p1of2x1",
+    ]
+
+    after = _folded(recovery)
+    later = {key.decode() for key, _ in messages[half:] if key is not None}
+    untouched = {k for k in before if k not in later and k.removeprefix("anon:") not in later}
+    assert untouched, "every customer came back in the second half"
+    missing = sorted(set(before) - set(after))
+    assert not missing, f"{len(missing)} customers lost in the change of shape: {missing[:3]}"
+    changed = sorted(k for k in untouched if after[k] != before[k])
+    assert not changed, f"customers without a new event changed: {changed[:3]}"
+    for key, (folded, _recent, _handed) in before.items():
+        assert after[key][0] >= folded or after[key][2], key
+    assert len(after) > len(before)  # (and the second half's new ones)

@@ -23,6 +23,7 @@ a resume from between the two finds the tombstone in the flow's snapshots.)
 """
 
 import heapq
+import os
 import shutil
 import tempfile
 import threading
@@ -243,14 +244,19 @@ def open_cold_tier(
     is part of the state a resume goes back to), else a temporary folder; a process of
     a cluster (`place`) has one of its own beside it (`run_stores.own_folder`). A run
     that resumes nothing starts it empty, and drops what clusters of other shapes kept
-    there. A resume that would not find customers the tier holds is refused (`_resumable`).
+    there. A resume that would not find customers the tier holds is refused: kept by
+    another shape of cluster, or with the tier off (`_resumable`), or kept elsewhere
+    (the folder is said beside the recovery folder: `_where_it_was`).
     """
     first = resume_epoch(recovery) if recovery is not None else None
     base = settings.directory
     if base is None and recovery is not None:
         base = recovery.with_name(recovery.name + ".cold")
+    on = settings.after is not None
     if base is not None and first is not None:
-        _resumable(base, place, first, on=settings.after is not None)
+        if recovery is not None:
+            _where_it_was(recovery, base, first)
+        _resumable(base, place, first, on=on)
     if settings.after is None:
         return None
     store: CustomerStore
@@ -276,6 +282,8 @@ def open_cold_tier(
             directory, cache_bytes=settings.cache_bytes, compression=settings.compression
         )
         opened(rocks, on_end=rocks.durable, folder=keep)
+        if recovery is not None and base is not None:
+            _kept_at(recovery, base)
         _export(rocks)
         store = rocks
     if first is not None:
@@ -324,6 +332,46 @@ def _resumable(base: Path, place: Place | None, first: int, *, on: bool) -> None
         )
     if on and (place is None or place.process == 0):
         drop_other_shapes(base, place)  # (they hold nobody; one process removes them)
+
+
+def _record(recovery: Path) -> Path:
+    """The file beside a recovery folder that says where its runs keep the cold tier."""
+    return recovery.with_name(recovery.name + ".cold-dir")
+
+
+def _kept_at(recovery: Path, base: Path) -> None:
+    """Say beside the recovery folder where the tier is (every process of a cluster says
+    the same: each replaces the file whole)."""
+    record = _record(recovery)
+    written = record.with_name(f"{record.name}.{os.getpid()}")
+    written.write_text(str(base.resolve()))
+    os.replace(written, record)
+
+
+def _where_it_was(recovery: Path, base: Path, first: int) -> None:
+    """Refuse, in one sentence, a resume that would look for the tier elsewhere than
+    where the run before kept it (WAYFINDER_COLD_DIR changed, or unset) while it still
+    holds customers there at the epoch the resume goes back to: they would be lost,
+    silently. (A tier moved there whole is found there; one moved away holds nobody.)"""
+    try:
+        before = Path(_record(recovery).read_text().strip())
+    except FileNotFoundError:
+        return
+    if before == base.resolve():
+        return
+    held = sum(
+        _customers_at(folder, first)
+        for folders in shapes_beside(before).values()
+        for folder in folders
+    )
+    if held:
+        raise SettingsError(
+            f"the cold tier the run resumes from is at {before} ({held:,} "
+            f"customer{'s' if held > 1 else ''} held there), not "
+            f"at {base}: resume with WAYFINDER_COLD_DIR={before} and the tier on, or move "
+            f"it there first ({before.name} and each {before.name}.p* beside it, named "
+            f"after {base.name})"
+        )
 
 
 def _customers_at(folder: Path, epoch: int) -> int:

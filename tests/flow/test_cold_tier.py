@@ -215,3 +215,38 @@ def test_a_resume_that_would_not_find_the_tiers_customers_is_refused(tmp_path: P
     close_stores()
     assert not base.exists()
     assert sorted(shapes_beside(base)) == ["2x1"]
+
+
+def test_a_resume_that_would_look_for_the_tier_elsewhere_is_refused(tmp_path: Path) -> None:
+    """Where a run keeps its tier is said beside the recovery folder: a resume that looks
+    elsewhere (WAYFINDER_COLD_DIR changed, or unset) is refused in one sentence while the
+    tier still holds customers where it was; the tier moved there whole is found."""
+    recovery, kept_at, elsewhere = tmp_path / "recovery", tmp_path / "tier", tmp_path / "other"
+    run_embedded(
+        ENTRY_POINTS["run_main"],
+        simulated(20, 2.0, 3),
+        tmp_path / "out",
+        recovery=recovery,
+        cold=ColdSettings(after=3600.0, directory=kept_at),
+    )
+    close_stores()
+    held = RocksCustomerStore(kept_at)  # a customer cold at the snapshot resumed from
+    held.put("cust-cold", b"\x80", epoch=1, due=None)
+    held.close()
+
+    def resume(settings: ColdSettings) -> ColdTier | None:
+        return open_cold_tier(settings, recovery=recovery, clock=EventClock(), timers=True)
+
+    for settings in (
+        ColdSettings(after=3600.0, directory=elsewhere),
+        ColdSettings(after=3600.0),  # (beside the recovery folder)
+        ColdSettings(after=None),
+    ):
+        with pytest.raises(SettingsError, match=rf"is at {kept_at} \(1 customer held there\)"):
+            resume(settings)
+    assert not elsewhere.exists()
+    kept_at.rename(elsewhere)  # moved whole: found where it is now
+    tier = resume(ColdSettings(after=3600.0, directory=elsewhere))
+    assert tier is not None and tier.store.get("cust-cold") == b"\x80"
+    close_stores()
+    assert (tmp_path / "recovery.cold-dir").read_text() == str(elsewhere.resolve())

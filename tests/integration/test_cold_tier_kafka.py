@@ -6,10 +6,14 @@ tier holds. The way to change shape is the one the refusal names: a bounded run 
 every cold customer back into memory at its end (into bytewax's snapshots), and a
 cluster of another shape resumes from there. Its processes start at once and each counts
 what the old tier holds (nobody); they must not trip over one another while they do.
+Before that, while the tier holds customers, a resume by another shape, or one that
+looks for the tier elsewhere, is refused in one sentence by every process.
 """
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,32 +24,44 @@ from tests.e2e.cli import REPO, wayfinder
 from tests.e2e.test_kill_trials import final_contexts
 from tests.integration.test_kill_trials_kafka import COLD, SIMULATION
 from tests.integration.test_loop_kafka import keyed
-from tests.integration.test_scale_kafka import Process
+from tests.integration.test_scale_kafka import Process, _until_quiet
 from tests.kafka_io import free_ports, logged, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.recovery, pytest.mark.scale]
 
 
-def _bounded(env: dict[str, str], recovery: Path, logs: Path, processes: int) -> list[Process]:
-    """The flow as deployed (`bytewax.run`), bounded, as one process or a cluster whose
-    processes start together; each must end well. What each said."""
+def _start(
+    env: dict[str, str], recovery: Path, logs: Path, processes: int
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """The flow as deployed (`bytewax.run`), as one process or a cluster whose processes
+    start together; each with its stderr in a file."""
     cluster = []
     if processes > 1:
         cluster = ["-a", ";".join(f"127.0.0.1:{port}" for port in free_ports(processes))]
     running = []
     for i in range(processes):
         args = [*(["-i", str(i), *cluster] if cluster else []), "-r", str(recovery), "-s", "1"]
-        log = logs / f"p{i}of{processes}.stderr"
+        log = logs / f"p{i}of{processes}.{time.monotonic_ns()}.stderr"
         with log.open("wb") as err:
             command = logged("bytewax.run", "flows.dataflow.kafka:flow", *args, "-b", "0")
             running.append((subprocess.Popen(command, env=env, cwd=REPO, stderr=err), log))
+    return running
+
+
+def _ended(running: list[tuple[subprocess.Popen[bytes], Path]], code: int = 0) -> list[Process]:
+    """What each process said, once it ended with `code`."""
     said = []
     for flow, log in running:
-        code = flow.wait(timeout=300)
+        ended = flow.wait(timeout=300)
         text = log.read_text(errors="replace")
-        assert code == 0, text[-3000:]
+        assert ended == code, text[-3000:]
         said.append(Process(text))
     return said
+
+
+def _bounded(env: dict[str, str], recovery: Path, logs: Path, processes: int) -> list[Process]:
+    """A bounded run, which ends well."""
+    return _ended(_start(env, recovery, logs, processes))
 
 
 def _folded(recovery: Path) -> dict[str, tuple[int, list[str], bool]]:
@@ -74,10 +90,25 @@ def test_a_cluster_of_another_shape_resumes_from_a_drained_tier_and_loses_no_cus
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "2"], check=True)
     produce(settings, "events", messages[:half])
 
-    (alone,) = _bounded(env, recovery, tmp_path, processes=1)
+    # A service alone, stopped as an orchestrator stops it: customers stay in its tier.
+    (service,) = running = _start({**env, "WAYFINDER_KAFKA_TAIL": "true"}, recovery, tmp_path, 1)
+    _until_quiet(settings, [service[0]])
+    service[0].send_signal(signal.SIGTERM)
+    (alone,) = _ended(running)
     assert alone.summary["cold_moves"].get("left", 0) > 10, alone.summary
     tier = tmp_path / "recovery.cold"
     assert (tier / "CURRENT").is_file()
+    elsewhere = {**env, "WAYFINDER_COLD_DIR": str(tmp_path / "other")}
+    for refused, processes, said in (
+        (env, 2, "by a cluster of 2x1 (processes x workers)"),
+        (elsewhere, 1, f"the cold tier the run resumes from is at {tier} ("),
+    ):
+        for process in _ended(_start(refused, recovery, tmp_path, processes), code=2):
+            assert said in process.stderr and "Traceback" not in process.stderr, process.stderr
+
+    # The way to change shape: a bounded run brings everyone back into memory at its end.
+    (alone,) = _bounded(env, recovery, tmp_path, processes=1)
+    assert alone.summary["cold_moves"].get("returned", 0) > 10, alone.summary
     before = _folded(recovery)
 
     produce(settings, "events", messages[half:])

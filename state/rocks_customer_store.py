@@ -95,6 +95,11 @@ def store_options(cache_bytes: int = DEFAULT_CACHE_BYTES, *, compression: bool =
       compacted anew each way), taking a customer back read their head and context in
       48 µs against 77 µs with Zstandard on the last level, compaction took 106 s against
       180 s, for 3.6 GB on disk against 2.8 GB. (4 KB blocks: 40 µs, 177 s, 4.6 GB.)
+    - A bloom filter on the memtables too (whole keys, a tenth of the write buffer): every
+      lookup looks in the memtables first, and most find nothing there. At 200,000
+      customers (`scripts/cold_tier_load`, two runs against one between them) taking a
+      customer back took 21.6 and 19.9 µs against 23.4, and a new customer's event 55.6
+      and 55.1 µs against 59.0.
     - Two background jobs: the machine's cores are the flow's first.
     - Files dense with deletion markers compacted early (the journal and the deadline
       index are deleted as fast as they are written).
@@ -121,6 +126,8 @@ def store_options(cache_bytes: int = DEFAULT_CACHE_BYTES, *, compression: bool =
     # a file dense with deletion markers is compacted soon, so scans do not wade through.
     options.add_compact_on_deletion_collector_factory(128 << 10, 32 << 10, 0.5)
     options.set_write_buffer_size(32 << 20)
+    options.set_memtable_whole_key_filtering(True)
+    options.set_memtable_prefix_bloom_ratio(0.1)
     options.set_keep_log_file_num(3)
     return options
 

@@ -343,7 +343,7 @@ def _kept_at(recovery: Path, base: Path) -> None:
     """Say beside the recovery folder where the tier is (every process of a cluster says
     the same: each replaces the file whole)."""
     record = _record(recovery)
-    written = record.with_name(f"{record.name}.{os.getpid()}")
+    written = record.with_name(f"{record.name}.{os.getpid()}.{threading.get_ident()}")
     written.write_text(str(base.resolve()))
     os.replace(written, record)
 

@@ -23,7 +23,6 @@ a resume from between the two finds the tombstone in the flow's snapshots.)
 """
 
 import heapq
-import os
 import shutil
 import tempfile
 import threading
@@ -43,7 +42,7 @@ from flows.dataflow.run_stores import (
     shapes_beside,
 )
 from flows.runtime import metrics
-from flows.runtime.recovery_store import resume_epoch
+from flows.runtime.recovery_store import kept_at, kept_before, resume_epoch
 from flows.runtime.settings import ColdSettings, SettingsError
 from state.context import CustomerContext
 from state.customer_store import CustomerStore, MemoryCustomerStore
@@ -54,6 +53,9 @@ WAKES_PER_BATCH = 500
 #: How often (wall seconds) the tier looks for due deadlines and cleans up.
 _EVERY = 1.0
 
+
+#: What the record beside the recovery folder that says where the tier is ends with.
+_RECORD = "cold-dir"
 
 _LEFT = metrics.COLD_MOVES.labels("left")
 _RETURNED = metrics.COLD_MOVES.labels("returned")
@@ -283,7 +285,7 @@ def open_cold_tier(
         )
         opened(rocks, on_end=rocks.durable, folder=keep)
         if recovery is not None and base is not None:
-            _kept_at(recovery, base)
+            kept_at(recovery, _RECORD, base)
         _export(rocks)
         store = rocks
     if first is not None:
@@ -334,30 +336,13 @@ def _resumable(base: Path, place: Place | None, first: int, *, on: bool) -> None
         drop_other_shapes(base, place)  # (they hold nobody; one process removes them)
 
 
-def _record(recovery: Path) -> Path:
-    """The file beside a recovery folder that says where its runs keep the cold tier."""
-    return recovery.with_name(recovery.name + ".cold-dir")
-
-
-def _kept_at(recovery: Path, base: Path) -> None:
-    """Say beside the recovery folder where the tier is (every process of a cluster says
-    the same: each replaces the file whole)."""
-    record = _record(recovery)
-    written = record.with_name(f"{record.name}.{os.getpid()}.{threading.get_ident()}")
-    written.write_text(str(base.resolve()))
-    os.replace(written, record)
-
-
 def _where_it_was(recovery: Path, base: Path, first: int) -> None:
     """Refuse, in one sentence, a resume that would look for the tier elsewhere than
     where the run before kept it (WAYFINDER_COLD_DIR changed, or unset) while it still
     holds customers there at the epoch the resume goes back to: they would be lost,
     silently. (A tier moved there whole is found there; one moved away holds nobody.)"""
-    try:
-        before = Path(_record(recovery).read_text().strip())
-    except FileNotFoundError:
-        return
-    if before == base.resolve():
+    before = kept_before(recovery, _RECORD)
+    if before is None or before == base.resolve():
         return
     held = sum(
         _customers_at(folder, first)

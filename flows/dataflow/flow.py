@@ -29,7 +29,7 @@ from flows.dataflow.cold_tier import ColdTier, open_cold_tier
 from flows.dataflow.customer import CustomerLogic, Keyed, StepOutput
 from flows.dataflow.decode import AheadLimit, Decoded, Unpacked, make_decoder, unpack_raw
 from flows.dataflow.epochs import EpochSource
-from flows.dataflow.key_sink import KeyVaultSink, VaultChange
+from flows.dataflow.key_sink import KeyVaultSink, VaultChange, resumes_with_vault
 from flows.dataflow.learner import LEARNER, ExampleLog, LearningRounds, examples, learner
 from flows.dataflow.ledger import FlowLedger, LoopLedger
 from flows.dataflow.loopback import EmbeddedSource
@@ -271,6 +271,8 @@ def embedded_flow(
     sink = TopicFileSink(out_dir, all_topics(playbook.channels), rounds=rounds)
     span = primary.span()
     clock = EventClock()
+    if recovery is not None:
+        resumes_with_vault(recovery, out_dir / KEY_VAULT)
     tier = open_cold_tier(
         cold if cold is not None else ColdSettings.from_env(),
         recovery=recovery,

@@ -25,6 +25,7 @@ from flows.dataflow.decode import AheadLimit, unpack_kafka
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.flow import INPUT, Challenger, build_flow
 from flows.dataflow.kafka_input import KafkaInput, published_since
+from flows.dataflow.key_sink import resumes_with_vault
 from flows.dataflow.learner import LEARNER, resume_ceilings
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
@@ -124,6 +125,7 @@ def kafka_flow(
     resumed = _Resumed()
     if recovery is not None:
         hold(recovery, process)  # no second run snapshots into it meanwhile
+        resumes_with_vault(recovery, settings.key_vault)
         resumed = _resume(settings, recovery, process, signature)
     published, since = resumed.published, resumed.since
     # A replay on one process goes in rounds, as an embedded run does: the same outputs

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.runtime.settings import state_key
+from flows.runtime.recovery_store import kept_at, kept_before, resume_epoch
+from flows.runtime.settings import SettingsError, state_key
 from operators.identity import instance_name
 from state.key_vault import (
     INSTANCE_SEPARATOR,
@@ -20,6 +21,7 @@ from state.key_vault import (
     InstanceName,
     KeyDestroyed,
     VaultPart,
+    VaultReader,
     check,
     part_name,
     part_of,
@@ -76,3 +78,26 @@ class KeyVaultSink(FixedPartitionedSink[VaultChange, None]):
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSinkPartition[VaultChange, None]:
         return _VaultPartition(self.directory / for_part)
+
+
+#: What the record beside a recovery folder that says where the vault is ends with.
+_RECORD = "key-vault"
+
+
+def resumes_with_vault(recovery: Path, vault: Path | None) -> None:
+    """A run that resumes from `recovery` keeps its vault where the runs before did, or
+    is refused in one sentence while their vault is still there: this run's erasures
+    would not reach the keys and ids it holds (nor would `wayfinder rerun` find them).
+    Then where this run keeps it is said beside the folder (a vault moved there whole is
+    found; one deleted, or moved away, is nobody's)."""
+    before = kept_before(recovery, _RECORD) if resume_epoch(recovery) is not None else None
+    moved = before is not None and (vault is None or before != vault.resolve())
+    if moved and before is not None and VaultReader(before).exists():
+        now = "unset" if vault is None else f"at {vault}"
+        raise SettingsError(
+            f"the key vault of the runs this one resumes from is at {before}, and this "
+            f"run's is {now}: its erasures would not reach the keys and ids kept there; "
+            "resume with the vault there (WAYFINDER_KEY_VAULT; an embedded run keeps it "
+            "in its --out folder), or move it to where this run keeps it"
+        )
+    kept_at(recovery, _RECORD, vault)

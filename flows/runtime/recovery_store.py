@@ -30,6 +30,7 @@ import fcntl
 import os
 import pickle
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -113,6 +114,26 @@ def earlier_start(directory: Path, now: float) -> float | None:
     with os.fdopen(fd, "w") as out:
         out.write(repr(now))
     return None
+
+
+def kept_at(directory: Path, what: str, folder: Path | None) -> None:
+    """Say beside a recovery folder where the runs resuming from it keep `what` (a cold
+    tier, a key vault; None: nowhere), so that a resume looking elsewhere is seen
+    (`kept_before`). Every process of a cluster says the same: each replaces the file
+    whole."""
+    record = directory.with_name(f"{directory.name}.{what}")
+    written = record.with_name(f"{record.name}.{os.getpid()}.{threading.get_ident()}")
+    written.write_text("" if folder is None else str(folder.resolve()))
+    os.replace(written, record)
+
+
+def kept_before(directory: Path, what: str) -> Path | None:
+    """Where the runs before kept `what` (`kept_at`); None: nowhere, or never said."""
+    try:
+        said = directory.with_name(f"{directory.name}.{what}").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return Path(said) if said else None
 
 
 def forget_start(directory: Path) -> None:

@@ -18,7 +18,8 @@ from flows.dataflow.clock import EventClock
 from flows.dataflow.cold_tier import ColdTier
 from flows.dataflow.customer import CustomerLogic
 from flows.dataflow.sources import EventFileSource
-from flows.runtime.settings import ColdSettings, state_key
+from flows.runtime.run_files import KEY_VAULT
+from flows.runtime.settings import ColdSettings, SettingsError, state_key
 from operators.customer_step import CustomerStep
 from operators.identity import instance_name
 from schemas.audience import Tombstone
@@ -33,7 +34,7 @@ from state.context import (
 )
 from state.key_vault import VaultReader
 from state.rocks_customer_store import RocksCustomerStore
-from tests.flow_helpers import file_lines, run_embedded
+from tests.flow_helpers import ENTRY_POINTS, file_lines, run_embedded
 from tests.helpers import Harness, default_playbook, ev, profile, stuck_transfer
 
 
@@ -582,3 +583,31 @@ def test_an_erasure_of_a_cold_customer_purges_their_bytes_from_the_tier_files(tm
     store.durable(3)
     assert not any(b"cust-Z9" in p.read_bytes() for p in store.path.iterdir() if p.is_file())
     store.close()
+
+
+def test_a_resume_that_keeps_its_key_vault_elsewhere_is_refused(tmp_path):
+    """The vault holds customers' keys and ids outside the flow's state: a resume that
+    keeps it elsewhere (another --out folder, WAYFINDER_KEY_VAULT changed) would erase
+    nobody there. Where it is is said beside the recovery folder, and such a resume is
+    refused in one sentence while that vault is still there; the vault moved whole is
+    found."""
+    events, recovery = tmp_path / "events.jsonl", tmp_path / "recovery"
+    erasure_file(events)
+    first = tmp_path / "first"
+    run_embedded(ENTRY_POINTS["run_main"], EventFileSource(events), first, recovery=recovery)
+    vault = first / KEY_VAULT
+    assert VaultReader(vault).exists()
+    with pytest.raises(
+        SettingsError, match=rf"the key vault .* is at {vault}, and this run's is at"
+    ):
+        run_embedded(
+            ENTRY_POINTS["run_main"],
+            EventFileSource(events),
+            tmp_path / "second",
+            recovery=recovery,
+        )
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    vault.rename(moved / KEY_VAULT)  # moved whole, with the run's files
+    run_embedded(ENTRY_POINTS["run_main"], EventFileSource(events), moved, recovery=recovery)
+    assert (tmp_path / "recovery.key-vault").read_text() == str((moved / KEY_VAULT).resolve())

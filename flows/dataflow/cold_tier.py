@@ -254,11 +254,10 @@ def open_cold_tier(
     base = settings.directory
     if base is None and recovery is not None:
         base = recovery.with_name(recovery.name + ".cold")
-    on = settings.after is not None
     if base is not None and first is not None:
         if recovery is not None:
             _where_it_was(recovery, base, first)
-        _resumable(base, place, first, on=on)
+        _resumable(base, place, first, on=settings.after is not None)
     if settings.after is None:
         return None
     store: CustomerStore
@@ -308,12 +307,7 @@ def _resumable(base: Path, place: Place | None, first: int, *, on: bool) -> None
     shape that hold nobody (a bounded run brought everyone back at its end) are removed.
     """
     shape = shape_of(place)
-    counted = {
-        kept: sum(_customers_at(folder, first) for folder in folders)
-        for kept, folders in shapes_beside(base).items()
-        if not (on and kept == shape)
-    }
-    holding = {kept: n for kept, n in counted.items() if n}
+    holding = _held(base, first, but=shape if on else None)
     if holding:
         said = ", ".join(
             f"{n:,} kept by {'a process alone' if kept == '1' else 'a cluster of ' + kept}"
@@ -344,11 +338,7 @@ def _where_it_was(recovery: Path, base: Path, first: int) -> None:
     before = kept_before(recovery, _RECORD)
     if before is None or before == base.resolve():
         return
-    held = sum(
-        _customers_at(folder, first)
-        for folders in shapes_beside(before).values()
-        for folder in folders
-    )
+    held = sum(_held(before, first).values())
     if held:
         raise SettingsError(
             f"the cold tier the run resumes from is at {before} ({held:,} "
@@ -357,6 +347,17 @@ def _where_it_was(recovery: Path, base: Path, first: int) -> None:
             f"it there first ({before.name} and each {before.name}.p* beside it, named "
             f"after {base.name})"
         )
+
+
+def _held(base: Path, epoch: int, *, but: str | None = None) -> dict[str, int]:
+    """How many customers the tiers at `base` hold at `epoch`, by the shape that kept
+    them (those that hold anyone; `but`: a shape not counted)."""
+    counted = {
+        kept: sum(_customers_at(folder, epoch) for folder in folders)
+        for kept, folders in shapes_beside(base).items()
+        if kept != but
+    }
+    return {kept: n for kept, n in counted.items() if n}
 
 
 def _customers_at(folder: Path, epoch: int) -> int:

@@ -91,8 +91,8 @@ def resumes_with_vault(recovery: Path, vault: Path | None) -> None:
     Then where this run keeps it is said beside the folder (a vault moved there whole is
     found; one deleted, or moved away, is nobody's)."""
     before = kept_before(recovery, _RECORD) if resume_epoch(recovery) is not None else None
-    moved = before is not None and (vault is None or before != vault.resolve())
-    if moved and before is not None and VaultReader(before).exists():
+    here = None if vault is None else vault.resolve()
+    if before is not None and before != here and VaultReader(before).exists():
         now = "unset" if vault is None else f"at {vault}"
         raise SettingsError(
             f"the key vault of the runs this one resumes from is at {before}, and this "

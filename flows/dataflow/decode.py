@@ -90,7 +90,7 @@ def make_decoder(
         not_after = ahead.not_after()
         # Where event time was before the batch, and when it was read.
         stamped: Stamp = (clock.watermark, clock.latest, time.time(), epochs.epoch)
-        counts = by_family.counts
+        counts: dict[tuple[str, str], int] = {}  # this batch's: workers decode at once
         for item in batch:
             kind_of_item = type(item)
             if kind_of_item is Wake:  # the cold tier's, from the input itself
@@ -152,7 +152,7 @@ def make_decoder(
             out.append(EventTime(latest))
 
         received.inc(len(batch) - special)
-        by_family.flush()
+        by_family.add(counts)
         if latest > float("-inf"):
             clock.resumed_after_end = False  # new input: its end is a new one
         if ledger is not None:
@@ -170,16 +170,16 @@ class _Epochs(threading.local):
 
 
 class _EventCounts:
-    """Events decoded by type family and channel, counted per batch (one increment of
-    each labelled child a batch, not one an event)."""
+    """Events decoded by type family and channel, added a batch at a time (one increment
+    of each labelled child a batch, not one an event). Shared by the process's workers:
+    each batch counts in a dict of its own, and the children's cache only grows."""
 
     def __init__(self, channels: Iterable[str]) -> None:
         self._channels = frozenset(channels)
-        self.counts: dict[tuple[str, str], int] = {}
         self._children: dict[tuple[str, str], Any] = {}
 
-    def flush(self) -> None:
-        for (event_type, channel), count in self.counts.items():
+    def add(self, counts: dict[tuple[str, str], int]) -> None:
+        for (event_type, channel), count in counts.items():
             labels = (
                 TYPE_FAMILIES.get(event_type, "interaction"),
                 channel if channel in self._channels else "other",
@@ -188,7 +188,6 @@ class _EventCounts:
             if child is None:
                 child = self._children[labels] = metrics.EVENTS_DECODED.labels(*labels)
             child.inc(count)
-        self.counts.clear()
 
 
 def unpack_raw(record: RawRecord) -> Unpacked:

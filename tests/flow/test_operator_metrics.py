@@ -5,14 +5,20 @@ latency from ingest to action, events by family and channel, the state held.
 Prometheus's registry is process-global: each figure is the change over one run."""
 
 import json
+import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY
 
+from flows.dataflow.clock import EventClock
+from flows.dataflow.decode import AheadLimit, make_decoder, unpack_raw
+from flows.dataflow.sources import RawRecord
+from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
 from tests.flow_helpers import run_embedded, simulated
-from tests.helpers import default_playbook
+from tests.helpers import default_playbook, ev
 
 CUSTOMERS, HOURS, SEED = 200, 24.0, 5
 Labels = tuple[tuple[str, str], ...]
@@ -121,3 +127,48 @@ def test_journey_decision_and_state_metrics_agree_with_the_outputs(entry_point, 
     created = sum(change("wayfinder_customer_contexts_created_total").values())
     assert 0 < change("wayfinder_customers_in_state")[""] <= created
     assert change("wayfinder_state_bytes")[""] > 1000 * CUSTOMERS
+
+
+def test_workers_decoding_at_once_count_every_event_once() -> None:
+    """A process's workers share one decode step: each batch's counts are its own, so
+    no worker's count is lost to another's and none trips on another's (a cluster of
+    two workers once stopped on "dictionary changed size during iteration")."""
+    playbook = default_playbook()
+    clock = EventClock()
+    decode = make_decoder(
+        DEFAULT_MAX_EVENT_BYTES, unpack_raw, clock, None, AheadLimit(86400.0), playbook.channels
+    )
+    kinds = [(t, c) for t in ("page_view", "call", "app_open") for c in (*playbook.channels, "fax")]
+    batches = [
+        [
+            RawRecord(encode(ev(t, c, minutes=i, customer=f"c{worker}-{i}")), "test", i)
+            for i, (t, c) in enumerate(kinds * 3)
+        ]
+        for worker in range(4)
+    ]
+    change = _Change("wayfinder_events_decoded_total")
+    failures: list[BaseException] = []
+
+    def work(batch: list[RawRecord]) -> None:
+        try:
+            for _ in range(ROUNDS):
+                decode(batch)
+        except BaseException as exc:  # what a worker would stop on
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand over between threads as often as the GIL can
+    try:
+        workers = [threading.Thread(target=work, args=(batch,)) for batch in batches]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[0]
+    decoded = change("wayfinder_events_decoded_total")
+    assert decoded[""] == ROUNDS * sum(len(batch) for batch in batches)
+
+
+ROUNDS = 300

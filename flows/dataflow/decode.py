@@ -73,6 +73,7 @@ def make_decoder(
     dead = metrics.DEAD_LETTERS
     crash_after = fault_after_events()
     seen = [0]
+    crash_lock = threading.Lock()
     epochs = _Epochs()  # each worker's (its partitions' marks)
 
     def decode(batch: list[Any]) -> list[Decoded]:
@@ -80,8 +81,10 @@ def make_decoder(
             epochs.epoch = batch[0].epoch
             batch = batch[1:]
         if crash_after is not None:
-            seen[0] += len(batch)
-            if seen[0] >= crash_after:
+            with crash_lock:  # (every worker's events count)
+                seen[0] += len(batch)
+                due = seen[0] >= crash_after
+            if due:
                 os._exit(FAULT_EXIT_CODE)  # a crash, on purpose: no clean-up, no flush
         out: list[Decoded] = []
         latest = float("-inf")

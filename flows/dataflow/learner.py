@@ -134,7 +134,8 @@ class ModelLogic(_PacedLearner):
         if resume_state is not None:
             name, model, waiting, unpublished = pickle.loads(resume_state)
             self._name = name
-            models.models[name] = model  # predictions resume with the recovered model
+            with models.lock.write():  # (other workers may be deciding already)
+                models.models[name] = model  # predictions resume with the recovered model
             # A snapshot falls between rounds: what waited then is learned before the
             # first round of this run, as it would have been without the crash.
             self._unpublished = [*unpublished, *self._learn(waiting)]

@@ -379,7 +379,7 @@ class ModelReplica:
         """Warn (once a gap) when a model's next example has been missing for long: its
         later ones wait, and so does every decision's view of that model."""
         now = time.monotonic()
-        for name, waiting in self._in_order.waiting.items():
+        for name, waiting in self._in_order.waiting_now().items():
             if not waiting:
                 self._gaps.pop(name, None)
                 continue
@@ -395,7 +395,7 @@ class ModelReplica:
                     name,
                     missing,
                     now - since,
-                    sum(len(batch.examples) for batch, _at in waiting.values()),
+                    waiting,
                     self.topic,
                 )
 
@@ -477,6 +477,15 @@ class InOrder:
         """Count a hold's idle time from now (the flow starts: the replay begins)."""
         with self._lock:
             self._raised = dict.fromkeys(self.ceilings, time.monotonic())
+
+    def waiting_now(self) -> dict[str, int]:
+        """{model: examples waiting for an earlier one}, read under the lock: the learner
+        offers batches while the follower asks."""
+        with self._lock:
+            return {
+                name: sum(len(batch.examples) for batch, _at in waiting.values())
+                for name, waiting in self.waiting.items()
+            }
 
     def held(self) -> int:
         """Examples read but held above a ceiling."""

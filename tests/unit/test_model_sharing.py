@@ -2,6 +2,7 @@
 order, and a learner step on Kafka that numbers each example once across a crash."""
 
 import pickle
+import sys
 import threading
 import time
 
@@ -118,6 +119,43 @@ def test_a_replica_learns_each_number_once_in_order_and_waits_at_a_gap():
     assert not replica.waiting[NEXT_STEP]
     assert pickle.dumps(model) == pickle.dumps(straight.models[NEXT_STEP])
     assert replica.models.version().endswith("next_step@9")
+
+
+def test_what_waits_at_a_gap_is_read_whole_while_the_learner_offers_more():
+    """The replica's follower says what waits at a gap while this process's learner
+    offers batches behind it: it reads under the lock (a Python loop over the dicts the
+    learner fills once stopped the follower on "dictionary changed size")."""
+    replica = InOrder(ModelSet(default_playbook()))
+    offered = 2000
+    failures: list[BaseException] = []
+    seen: list[int] = []
+
+    def learner() -> None:  # example 1 never comes: everything waits behind it
+        for first in range(2, offered + 2):
+            replica.offer(LearnedExamples(first, [step(first)]), float(first))
+
+    def follower() -> None:
+        try:
+            while not done.is_set():
+                seen.append(replica.waiting_now().get(NEXT_STEP, 0))
+        except BaseException as exc:
+            failures.append(exc)
+
+    done = threading.Event()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        reading = threading.Thread(target=follower)
+        reading.start()
+        learner()
+        done.set()
+        reading.join(5)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[0]
+    assert seen == sorted(seen) and seen[-1] <= offered  # each read a whole moment's
+    assert replica.waiting_now() == {NEXT_STEP: offered}
+    assert replica.models.models[NEXT_STEP].record.learned == 0
 
 
 class Log:

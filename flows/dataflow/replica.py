@@ -133,6 +133,7 @@ class ModelReplica:
             name="wayfinder-models-replica",
             daemon=True,
         )
+        metrics.MODEL_REPLICA_STOPPED.set(0)
         self._thread.start()
         _REPLICAS.add(self)
         reached = self.wait_for(end, catch_up_timeout)
@@ -550,8 +551,13 @@ def _follow(
                 return
             try:
                 replica._take(messages)
-            except Exception:  # the follower never dies in silence
-                logger.exception("models replica: a batch from %s failed", replica.topic)
+            except Exception:  # the follower never dies in silence, nor unseen
+                metrics.MODEL_REPLICA_STOPPED.set(1)
+                logger.exception(
+                    "models replica: a batch from %s failed; the replica follows no more "
+                    "(/livez fails: restart the process)",
+                    replica.topic,
+                )
                 raise
             del replica
     finally:

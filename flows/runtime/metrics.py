@@ -211,6 +211,12 @@ MODEL_REPLICA_VERSION = Gauge(
     "decisions are made with.",
     ["model"],
 )
+MODEL_REPLICA_STOPPED = Gauge(
+    "wayfinder_model_replica_stopped",
+    "1 once this process's model replica stopped following models.examples on an error "
+    "(0 while it follows, or with no replica): the process then decides with models that "
+    "learn nothing more from the others, so its /livez fails and it is restarted.",
+)
 MODEL_REPLICA_LAG = Gauge(
     "wayfinder_model_replica_lag_seconds",
     "Seconds from a batch of examples being published (its Kafka timestamp) to this "

@@ -51,7 +51,10 @@ class MetricsEndpoint:
         def app(environ: dict[str, Any], respond: _Respond) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "")
             if path == "/livez":
-                return _text(respond, "200 OK", "ok\n")
+                why = not_alive()
+                if why is None:
+                    return _text(respond, "200 OK", "ok\n")
+                return _text(respond, "503 Service Unavailable", f"not alive: {why}\n")
             if path == "/readyz":
                 why = ready()
                 if why is None:
@@ -101,6 +104,15 @@ def serve(
     return endpoint
 
 
+def not_alive() -> str | None:
+    """Why this process should be restarted (`/livez`), or None: a part that does not
+    come back by itself has stopped."""
+    if REGISTRY.get_sample_value(_REPLICA_STOPPED):
+        return "the models replica stopped following models.examples on an error (see the log)"
+    return None
+
+
+_REPLICA_STOPPED = "wayfinder_model_replica_stopped"
 _LAG = "bytewax_kafka_consumer_lag"
 _CAUGHT_UP = "wayfinder_input_caught_up"
 _BROKERS = "wayfinder_kafka_brokers_connected"
@@ -121,6 +133,9 @@ def kafka_readiness(topic: str, max_lag: int) -> Readiness:
                 found += [s.value for s in metric.samples if s.labels.get("topic") == topic]
         if REGISTRY.get_sample_value(_BROKERS) == 0:
             return "no broker of the Kafka cluster is reachable"
+        stopped = not_alive()
+        if stopped is not None:
+            return stopped
         if not caught_up:
             return "the input has not started reading the events topic"
         if not all(caught_up):

@@ -9,10 +9,17 @@ import time
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import REGISTRY
 
+from flows.dataflow.replica import ModelReplica
+from flows.runtime import metrics
+from flows.runtime.metrics_endpoint import kafka_readiness, serve
+from flows.runtime.settings import deployment_secret
+from flows.runtime.signature import RecordSignature
+from operators.models import ModelSet
 from tests.conftest import kafka_env
 from tests.e2e.cli import REPO, WAYFINDER, wayfinder
-from tests.helpers import http_get
+from tests.helpers import default_playbook, http_get
 from tests.integration.test_loop_kafka import keyed
 from tests.kafka_io import free_ports, produce
 
@@ -105,3 +112,34 @@ def test_the_kafka_service_serves_its_metrics_and_is_ready_once_caught_up(kafka,
         flow.send_signal(signal.SIGTERM)
         _, err = flow.communicate(timeout=120)
     assert flow.returncode == 0, err.decode()[-2000:]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_models_replica_that_stops_on_an_error_fails_the_probes(kafka, monkeypatch):
+    """A follower that stopped never comes back by itself, and the process would go on
+    deciding with models that learn nothing from the others: `/livez` fails, so the
+    orchestrator restarts it (it resumes and follows again), and an alert says so."""
+    replica = ModelReplica(
+        ModelSet(default_playbook()), kafka, RecordSignature(deployment_secret(required=True))
+    )
+    endpoint = serve("127.0.0.1", 0, ready=kafka_readiness(kafka.topic("events"), 1000))
+    try:
+        assert replica.start(30.0)
+        assert http_get(endpoint.url + "/livez") == (200, "ok\n")
+
+        def broken(messages: list[object]) -> None:
+            raise RuntimeError("a fault injected into the follower")
+
+        monkeypatch.setattr(replica, "_take", broken)  # (its next poll fails)
+        deadline = time.monotonic() + 30
+        while http_get(endpoint.url + "/livez")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, body = http_get(endpoint.url + "/livez")
+        assert status == 503 and "models replica stopped" in body
+        status, body = http_get(endpoint.url + "/readyz")
+        assert status == 503 and "models replica stopped" in body
+        assert REGISTRY.get_sample_value("wayfinder_model_replica_stopped") == 1
+    finally:
+        replica.close()
+        endpoint.close()
+        metrics.MODEL_REPLICA_STOPPED.set(0)  # (the registry is this test process's)

@@ -150,6 +150,7 @@ class ClusterBalance:
         self._book = BalanceBook(processes)
         #: This process's counts in a round that found the cluster done (None: not so).
         self._done_at: LoopCounts | None = None
+        self._stop = threading.Event()
 
     def start(self) -> None:
         consumer = Consumer(
@@ -158,11 +159,15 @@ class ClusterBalance:
         # From now on: a report from before this run started is not this run's.
         consumer.assign([TopicPartition(self._topic, 0, OFFSET_END)])
         producer = Producer(self._config)
-        # A daemon for the process's life: a report matters for seconds, and nothing
-        # is lost with the last ones.
+        # A daemon for the process's life (or until `stop`): a report matters for
+        # seconds, and nothing is lost with the last ones.
         threading.Thread(
             target=self._follow, args=(consumer, producer), name="wayfinder-balance", daemon=True
         ).start()
+
+    def stop(self) -> None:
+        """Report and read no more (the thread ends within a round)."""
+        self._stop.set()
 
     def done(self) -> bool:
         """Whether the cluster was found done, and this process's counts have not
@@ -171,28 +176,42 @@ class ClusterBalance:
         return done_at is not None and self._counts() == done_at
 
     def _follow(self, consumer: Consumer, producer: Producer) -> None:
+        """Read the others' reports and send this process's, for the process's life. A
+        round that fails (the producer's queue full, a client error) is said once by
+        kind and the next goes on: were this thread to end, the cluster would never be
+        found done, and a bounded run would never end."""
         seen = 0
         last_report = 0.0
         key = f"{self._group}/{self._process}".encode()
-        while True:
-            for msg in consumer.consume(500, REPORT_EVERY / 2):
-                seen = max(seen, self._take(msg))
-            self._done_at = self._settled()
-            if time.monotonic() - last_report >= REPORT_EVERY:
-                report = BalanceReport(
-                    group=self._group,
-                    process=self._process,
-                    processes=self._book.processes,
-                    seen=seen,
-                    counts=self._counts(),
-                )
-                value = _ENCODE.encode(report)
-                signed = self._signature.of(BALANCE, key, value)
-                producer.produce(
-                    self._topic, value=value, key=key, headers=[(SIGNATURE_HEADER, signed)]
-                )
-                producer.poll(0)
-                last_report = time.monotonic()
+        said: set[type[BaseException]] = set()
+        while not self._stop.is_set():
+            try:
+                for msg in consumer.consume(500, REPORT_EVERY / 2):
+                    seen = max(seen, self._take(msg))
+                self._done_at = self._settled()
+                if time.monotonic() - last_report >= REPORT_EVERY:
+                    self._report(producer, key, seen)
+                    last_report = time.monotonic()
+            except Exception as exc:
+                if type(exc) not in said:
+                    said.add(type(exc))
+                    logger.exception("cluster balance on %s: a round failed; going on", self._topic)
+                self._stop.wait(REPORT_EVERY / 2)
+        consumer.close()
+        producer.flush(1.0)
+
+    def _report(self, producer: Producer, key: bytes, seen: int) -> None:
+        report = BalanceReport(
+            group=self._group,
+            process=self._process,
+            processes=self._book.processes,
+            seen=seen,
+            counts=self._counts(),
+        )
+        value = _ENCODE.encode(report)
+        signed = self._signature.of(BALANCE, key, value)
+        producer.produce(self._topic, value=value, key=key, headers=[(SIGNATURE_HEADER, signed)])
+        producer.poll(0)
 
     def _take(self, msg: Message) -> int:
         """Read one record of the balance topic; the offset after it."""

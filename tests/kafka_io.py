@@ -68,15 +68,41 @@ def live_flow(
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free on the loopback now (for a broker of a test's own)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """Ports free on the loopback now, for a process to bind soon (a cluster's, an
+    endpoint's).
+
+    Not ones the system picks (port 0): those come from the ephemeral range, which every
+    outgoing connection also draws from, and a client of the suite could take one in
+    the second before the process binds it. These come from below that range, which
+    nothing hands out, each xdist worker from a block of its own, never twice a run."""
+    found: list[int] = []
+    while len(found) < count:
+        port = next(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # (something of the machine's own listens there)
+        found.append(port)
+    return found
+
+
+def _worker_ports() -> Iterator[int]:
+    """This xdist worker's block of ports below the ephemeral range, in turn."""
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # (Linux's default)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = low - _PORTS_A_WORKER * (index % _WORKER_BLOCKS + 1)
+    while True:
+        yield from range(start, start + _PORTS_A_WORKER)
+
+
+_PORTS_A_WORKER = 1000
+_WORKER_BLOCKS = 8
+_PORTS = _worker_ports()
 
 
 #: Runs a Python module as `python -m` does, with the flow's INFO log lines on stderr

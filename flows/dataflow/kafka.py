@@ -141,6 +141,7 @@ def kafka_flow(
         tail=settings.tail,
         ordered=settings.ordered,
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
+        resuming=resumed.from_snapshots,
         config=config,
         replaying=_replaying(published, alone=process is None and workers == 1),
         since=since,
@@ -217,6 +218,8 @@ class _Resumed(NamedTuple):
     since: float | None = None
     published: Published | None = None
     shadow_published: Published | None = None
+    #: Whether the folder holds snapshots the run resumes from.
+    from_snapshots: bool = False
 
 
 def _resume(
@@ -250,9 +253,9 @@ def _resume(
     else:
         since = earlier_start(recovery, time.time())
     if since is None:
-        return _Resumed(ceilings)
+        return _Resumed(ceilings, from_snapshots=resuming)
     published, shadow = read_published(settings, since, signature)
-    return _Resumed(ceilings, since, published, shadow)
+    return _Resumed(ceilings, since, published, shadow, resuming)
 
 
 def _replaying(published: Published | None, *, alone: bool) -> Callable[[], bool]:

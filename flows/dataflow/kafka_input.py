@@ -42,6 +42,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 from msgspec import DecodeError, Struct, ValidationError, json
+from prometheus_client import Gauge
 
 from flows.dataflow.clock import EventClock
 from flows.dataflow.delivery import LOOP_HEADER, ROUND_HEADER
@@ -100,6 +101,8 @@ Offsets = int | dict[int, int] | InputPosition | None
 #: The snapshots a reader has taken once the run's first is in the recovery store for
 #: sure (bytewax writes an epoch's snapshots as that epoch closes on every worker).
 _DURABLE_AFTER = 3
+#: How often (wall seconds) a reader looks for partitions added to the topic.
+_PARTITIONS_EVERY = 5.0
 
 
 def published_since(snapshots: Iterable[object]) -> float | None:
@@ -134,6 +137,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         tail: bool = True,
         ordered: bool = True,
         starting_offset: int = OFFSET_BEGINNING,
+        resuming: bool = False,
         config: dict[str, str] | None = None,
         replaying: Callable[[], bool] = lambda: False,
         since: float | None = None,
@@ -153,6 +157,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         self._tail = tail
         self._ordered = ordered
         self._starting_offset = starting_offset
+        self._resuming = resuming
         self._config = dict(config or {})
 
     def partitions(self) -> list[int]:
@@ -186,7 +191,8 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
                 **self._config,
             }
         )
-        indexes = self.partitions() if kind == "ordered" else [int(kind)]
+        listed = self.partitions()
+        indexes = listed if kind == "ordered" else [int(kind)]
         resumed: dict[int, int] = {}
         rounds = None
         if isinstance(resume_state, InputPosition):
@@ -197,11 +203,15 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         elif isinstance(resume_state, dict):
             resumed = resume_state
         starts: dict[int, int] = {}
+        # (WAYFINDER_START_AT is for a start without snapshots: a partition that a
+        # resume's snapshots lack was added since, and all it holds is new)
+        resumes = resume_state is not None or self._resuming
+        first = OFFSET_BEGINNING if resumes else self._starting_offset
         for index in indexes:
             if index not in resumed:
                 part = TopicPartition(topic, index)
-                _say_where_it_starts(consumer, part, self._starting_offset, self._group)
-            starts[index] = resumed.get(index, self._starting_offset)
+                _say_where_it_starts(consumer, part, first, self._group)
+            starts[index] = resumed.get(index, first)
         # Everything a run before this one can have read lies before these offsets.
         since = self._since
         read_before = None
@@ -237,6 +247,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             rounds=rounds if self._rounds else None,
             last_round=last_round,
             held=held,
+            listed=listed,
         )
 
 
@@ -385,6 +396,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         rounds: RoundPosition | None = None,
         last_round: list[Message] | None = None,
         held: list[Message] | None = None,
+        listed: Iterable[int] | None = None,
     ) -> None:
         self._consumer = consumer
         #: A replay in rounds: where they are, and the last round's loop events found
@@ -403,29 +415,85 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._ledger = ledger
         self._tail = tail
         self._merged = merged
-        #: Next offset to hand over, per partition (None: not known before the first).
-        self._next: dict[int, int | None] = {
-            i: (offset if offset >= 0 else None) for i, offset in starts.items()
-        }
-        self._buffered: dict[int, deque[tuple[float, int, Message]]] = {i: deque() for i in starts}
-        self._at_end = dict.fromkeys(starts, False)
-        #: What the clock was last told of each partition: caught up or not.
-        self._told_caught_up = dict.fromkeys(starts, False)
-        #: bytewax's own lag metric, which its source sets: dashboards know it.
-        self._lag = {
-            i: BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=step_id, topic=topic, partition=i)
-            for i in starts
-        }
-        #: Whether each partition has been read to its end since the start (readiness).
-        self._caught_up_once = {
-            i: metrics.INPUT_CAUGHT_UP.labels(topic=topic, partition=str(i)) for i in starts
-        }
-        for gauge in self._caught_up_once.values():
-            gauge.set(0)
+        # Per partition read (`_reads`):
+        #: the next offset to hand over (None: not known before the first);
+        self._next: dict[int, int | None] = {}
+        self._buffered: dict[int, deque[tuple[float, int, Message]]] = {}
+        self._at_end: dict[int, bool] = {}
+        #: what the clock was last told of it: caught up or not;
+        self._told_caught_up: dict[int, bool] = {}
+        #: bytewax's own lag metric, which its source sets: dashboards know it;
+        self._lag: dict[int, Gauge] = {}
+        #: whether it has been read to its end since the start (readiness).
+        self._caught_up_once: dict[int, Gauge] = {}
+        self._step_id = step_id
         for index, offset in starts.items():
-            clock.register((topic, index))
-            ledger.read(0, index, max(offset, 0))
+            self._reads(index, offset)
         consumer.assign([TopicPartition(topic, i, offset) for i, offset in starts.items()])
+        #: When (monotonic) to look again for partitions added to the topic.
+        self._look_at = time.monotonic() + _PARTITIONS_EVERY
+        #: The topic's partitions when the flow was built (those its readers read).
+        self._listed = frozenset(listed if listed is not None else starts)
+        self._said_unread = False
+
+    def _reads(self, index: int, offset: int) -> None:
+        """Read partition `index` from `offset` on (a negative one: where the consumer
+        starts): what the watermark, the ledger and the gauges keep of it."""
+        self._next[index] = offset if offset >= 0 else None
+        self._buffered[index] = deque()
+        self._at_end[index] = False
+        self._told_caught_up[index] = False
+        self._lag[index] = BYTEWAX_CONSUMER_LAG_GAUGE.labels(
+            step_id=self._step_id, topic=self._topic, partition=index
+        )
+        self._caught_up_once[index] = metrics.INPUT_CAUGHT_UP.labels(
+            topic=self._topic, partition=str(index)
+        )
+        self._caught_up_once[index].set(0)
+        self._clock.register((self._topic, index))
+        self._ledger.read(0, index, max(offset, 0))
+
+    def _added(self, *, now: bool = False) -> None:
+        """Look (every `_PARTITIONS_EVERY` s, or `now`) for partitions added to the topic
+        since the reader started. Merged, it reads them from their start, in event-time
+        order with the others: keyed records (the flow's own loop events too) land on
+        them as soon as they exist. A reader of one partition cannot take another (its
+        partitions were fixed when the flow was built): the process then says it needs
+        a restart (`wayfinder_input_partitions_unread`; `/livez` fails), which resumes
+        with every partition, the new ones from their start."""
+        if not now and time.monotonic() < self._look_at:
+            return
+        self._look_at = time.monotonic() + _PARTITIONS_EVERY
+        try:
+            found = self._consumer.list_topics(self._topic, timeout=1).topics[self._topic]
+        except (KafkaException, KeyError):
+            return  # (unreachable for now: looked at again next time)
+        if found.error is not None:
+            return
+        if not self._merged:
+            unread = len(set(found.partitions) - self._listed)
+            if unread and not self._said_unread:
+                self._said_unread = True
+                logger.error(
+                    "%s: %d partition(s) added since the flow started, which this reader "
+                    "of single partitions cannot take: restart the process (it resumes "
+                    "with every partition, the new ones from their start)",
+                    self._topic,
+                    unread,
+                )
+            metrics.INPUT_PARTITIONS_UNREAD.labels(self._topic).set(unread)
+            return
+        added = sorted(i for i in found.partitions if i not in self._next)
+        if not added:
+            return
+        for index in added:  # (from offset 0: a snapshot from now on says so)
+            self._reads(index, 0)
+        self._consumer.incremental_assign([TopicPartition(self._topic, i, 0) for i in added])
+        logger.warning(
+            "%s: partition(s) %s added to the topic; read from their start",
+            self._topic,
+            ", ".join(map(str, added)),
+        )
 
     def next_batch(self) -> list[Message]:
         if self._clock.stop.requested:
@@ -500,6 +568,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._ledger.start_round(self._rounds.mark())
 
     def _poll(self) -> None:
+        self._added()
         buffered = self._buffered
         caught_up: set[int] = set()
         fresh: set[int] = set()
@@ -569,12 +638,17 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         return [msg for _index, (_key, _offset, msg) in taken]
 
     def _ended(self) -> bool:
-        return (
+        ended = (
             all(self._at_end.values())
             and not any(self._buffered.values())
             and not self._held
             and self._ledger.even()
         )
+        if ended and self._merged:
+            count = len(self._next)
+            self._added(now=True)  # (a partition added meanwhile is read first)
+            return len(self._next) == count
+        return ended
 
     def next_awake(self) -> datetime | None:
         return None

@@ -201,5 +201,7 @@ class LoopLedger:
             return (
                 self._entered <= self._settled
                 and self._emitted <= self._resolved
-                and all(read[p] >= end for p, end in self._delivered.items() if p in read)
+                # (a partition that no reader has taken yet, added to the topic, is
+                # not read back)
+                and all(read.get(p, -1) >= end for p, end in self._delivered.items())
             )

@@ -171,6 +171,13 @@ INPUT_CAUGHT_UP = Gauge(
     "started (then it stays 1: what was there at the start has been read).",
     ["topic", "partition"],
 )
+INPUT_PARTITIONS_UNREAD = Gauge(
+    "wayfinder_input_partitions_unread",
+    "Partitions added to the events topic since the flow started that its readers cannot "
+    "take (WAYFINDER_KAFKA_ORDERED=false reads each partition on a reader fixed when the "
+    "flow was built): the process needs a restart, and its /livez fails until then.",
+    ["topic"],
+)
 INGEST_TO_ACTION = Histogram(
     "wayfinder_ingest_to_action_seconds",
     "From the batch that held an action's trigger being read to the action being emitted "

@@ -109,10 +109,19 @@ def not_alive() -> str | None:
     come back by itself has stopped."""
     if REGISTRY.get_sample_value(_REPLICA_STOPPED):
         return "the models replica stopped following models.examples on an error (see the log)"
+    for metric in REGISTRY.collect():
+        if metric.name == _UNREAD:
+            for sample in metric.samples:
+                if sample.value:
+                    return (
+                        f"{sample.value:.0f} partition(s) added to {sample.labels['topic']} "
+                        "since the start, which its readers cannot take: a restart reads them"
+                    )
     return None
 
 
 _REPLICA_STOPPED = "wayfinder_model_replica_stopped"
+_UNREAD = "wayfinder_input_partitions_unread"
 _LAG = "bytewax_kafka_consumer_lag"
 _CAUGHT_UP = "wayfinder_input_caught_up"
 _BROKERS = "wayfinder_kafka_brokers_connected"

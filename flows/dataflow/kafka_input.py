@@ -101,8 +101,9 @@ Offsets = int | dict[int, int] | InputPosition | None
 #: The snapshots a reader has taken once the run's first is in the recovery store for
 #: sure (bytewax writes an epoch's snapshots as that epoch closes on every worker).
 _DURABLE_AFTER = 3
-#: How often (wall seconds) a reader looks for partitions added to the topic.
-_PARTITIONS_EVERY = 5.0
+#: How often (wall seconds) a reader looks for partitions added to the topic, and for
+#: records it deleted before they were read.
+_LOOK_EVERY = 5.0
 
 
 def published_since(snapshots: Iterable[object]) -> float | None:
@@ -186,6 +187,9 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
                 "group.id": self._group,
                 "enable.auto.commit": "false",
                 "enable.partition.eof": "true",
+                # An offset the topic no longer holds (retention): from the earliest it
+                # does, never its end (the loss is said: `_say_lost`).
+                "auto.offset.reset": "earliest",
                 "statistics.interval.ms": 1000,  # (cached high offsets, for the lag)
                 "stats_cb": brokers_connected,  # (whether the cluster is reachable)
                 **self._config,
@@ -418,6 +422,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         # Per partition read (`_reads`):
         #: the next offset to hand over (None: not known before the first);
         self._next: dict[int, int | None] = {}
+        #: the offset after the last record read from it (None: none yet);
+        self._fetched: dict[int, int | None] = {}
         self._buffered: dict[int, deque[tuple[float, int, Message]]] = {}
         self._at_end: dict[int, bool] = {}
         #: what the clock was last told of it: caught up or not;
@@ -430,8 +436,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         for index, offset in starts.items():
             self._reads(index, offset)
         consumer.assign([TopicPartition(topic, i, offset) for i, offset in starts.items()])
-        #: When (monotonic) to look again for partitions added to the topic.
-        self._look_at = time.monotonic() + _PARTITIONS_EVERY
+        #: When (monotonic) to look again for partitions added, records lost.
+        self._look_at = time.monotonic() + _LOOK_EVERY
+        #: (partition, offset expected, offset read) of each gap in what was read.
+        self._gaps: list[tuple[int, int, int]] = []
         #: The topic's partitions when the flow was built (those its readers read).
         self._listed = frozenset(listed if listed is not None else starts)
         self._said_unread = False
@@ -440,6 +448,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         """Read partition `index` from `offset` on (a negative one: where the consumer
         starts): what the watermark, the ledger and the gauges keep of it."""
         self._next[index] = offset if offset >= 0 else None
+        self._fetched[index] = offset if offset >= 0 else None
         self._buffered[index] = deque()
         self._at_end[index] = False
         self._told_caught_up[index] = False
@@ -453,17 +462,52 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._clock.register((self._topic, index))
         self._ledger.read(0, index, max(offset, 0))
 
-    def _added(self, *, now: bool = False) -> None:
-        """Look (every `_PARTITIONS_EVERY` s, or `now`) for partitions added to the topic
-        since the reader started. Merged, it reads them from their start, in event-time
-        order with the others: keyed records (the flow's own loop events too) land on
-        them as soon as they exist. A reader of one partition cannot take another (its
-        partitions were fixed when the flow was built): the process then says it needs
-        a restart (`wayfinder_input_partitions_unread`; `/livez` fails), which resumes
-        with every partition, the new ones from their start."""
+    def _now_and_then(self, *, now: bool = False) -> None:
+        """Every `_LOOK_EVERY` s (or `now`): partitions added to the topic, records it
+        deleted before they were read."""
         if not now and time.monotonic() < self._look_at:
             return
-        self._look_at = time.monotonic() + _PARTITIONS_EVERY
+        self._look_at = time.monotonic() + _LOOK_EVERY
+        self._added()
+        self._say_lost()
+
+    def _say_lost(self) -> None:
+        """Records the topic deleted (its retention, or a deletion of records) before
+        this reader got to them: the consumer goes on from the earliest it still holds
+        (never from its end: what is left is read), and the loss is said and counted.
+        A gap in the offsets alone is no loss (a transaction's markers take offsets): the
+        records below the partition's first offset now are."""
+        gaps, self._gaps = self._gaps, []
+        for index, expected, got in gaps:
+            try:
+                low, _high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, index), timeout=1
+                )
+            except KafkaException:
+                self._gaps.append((index, expected, got))  # (asked again next time)
+                continue
+            lost = min(low, got) - expected
+            if lost > 0:
+                metrics.INPUT_RECORDS_LOST.labels(self._topic).inc(lost)
+                logger.error(
+                    "%s[%d]: %d record(s) (offsets %d to %d) were deleted from the topic "
+                    "(retention) before they were read; reading on from offset %d",
+                    self._topic,
+                    index,
+                    lost,
+                    expected,
+                    expected + lost - 1,
+                    got,
+                )
+
+    def _added(self) -> None:
+        """Partitions added to the topic since the reader started. Merged, it reads them
+        from their start, in event-time order with the others: keyed records (the flow's
+        own loop events too) land on them as soon as they exist. A reader of one
+        partition cannot take another (its partitions were fixed when the flow was
+        built): the process then says it needs a restart
+        (`wayfinder_input_partitions_unread`; `/livez` fails), which resumes with every
+        partition, the new ones from their start."""
         try:
             found = self._consumer.list_topics(self._topic, timeout=1).topics[self._topic]
         except (KafkaException, KeyError):
@@ -568,13 +612,20 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._ledger.start_round(self._rounds.mark())
 
     def _poll(self) -> None:
-        self._added()
+        self._now_and_then()
         buffered = self._buffered
         caught_up: set[int] = set()
         fresh: set[int] = set()
+        fetched = self._fetched
         for msg in self._consumer.consume(self._batch, 0.001):
             error = msg.error()
             index = msg.partition() or 0
+            if error is None:
+                offset = msg.offset() or 0
+                expected = fetched[index]
+                if expected is not None and offset > expected:
+                    self._gaps.append((index, expected, offset))
+                fetched[index] = offset + 1
             if error is None and msg.headers() is not None and _round_of(msg) is not None:
                 # A loop event of a replay's round: handed back as it was delivered (or
                 # at a resume, from where it was written); else a copy written again.
@@ -644,9 +695,9 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             and not self._held
             and self._ledger.even()
         )
-        if ended and self._merged:
+        if ended:
             count = len(self._next)
-            self._added(now=True)  # (a partition added meanwhile is read first)
+            self._now_and_then(now=True)  # (a partition added meanwhile is read first)
             return len(self._next) == count
         return ended
 

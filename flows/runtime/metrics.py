@@ -171,6 +171,12 @@ INPUT_CAUGHT_UP = Gauge(
     "started (then it stays 1: what was there at the start has been read).",
     ["topic", "partition"],
 )
+INPUT_RECORDS_LOST = Counter(
+    "wayfinder_input_records_lost",
+    "Records of the events topic deleted (retention, a deletion of records) before this "
+    "process read them: it reads on from the earliest the topic still holds.",
+    ["topic"],
+)
 INPUT_PARTITIONS_UNREAD = Gauge(
     "wayfinder_input_partitions_unread",
     "Partitions added to the events topic since the flow started that its readers cannot "

@@ -1,22 +1,31 @@
-"""Partitions added to the events topic while the service runs (an operator scaling the
-topic out): keyed records, the flow's own loop events too, land on them at once. The
-merged reader (the default) reads them from their start; a reader of single partitions,
-fixed when the flow was built, cannot, and says so on `/livez` until a restart reads
-them. Either way nothing written there is left unread."""
+"""The events topic changing under the flow, as operators change it.
+
+Partitions added while the service runs (the topic scaled out): keyed records, the
+flow's own loop events too, land on them at once. The merged reader (the default) reads
+them from their start; a reader of single partitions, fixed when the flow was built,
+cannot, and says so on `/livez` until a restart reads them. Either way nothing written
+there is left unread.
+
+Records deleted before the flow read them (retention, while it was down): it reads on
+from the earliest the topic still holds, never from its end, and says what was lost.
+"""
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewPartitions
+from kafka.structs import TopicPartition
 
 from flows.runtime.settings import KafkaSettings
 from tests.conftest import kafka_env
+from tests.e2e.cli import REPO
 from tests.helpers import http_get
-from tests.kafka_io import free_ports, live_flow, read_all
+from tests.kafka_io import free_ports, live_flow, logged, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +132,46 @@ def test_readers_of_single_partitions_say_they_need_a_restart_which_reads_them(
         decided = _wait_for(kafka, wanted, flows)
         assert http_get(url) == (200, "ok\n")
     assert wanted <= decided, "the restart did not read the added partition"
+
+
+def _bounded(env: dict[str, str], recovery: Path, log: Path) -> str:
+    """A bounded run as deployed, resuming from `recovery`: what it said on stderr."""
+    command = logged("bytewax.run", "flows.dataflow.kafka:flow", "-r", str(recovery))
+    with log.open("wb") as err:
+        done = subprocess.run(
+            [*command, "-s", "1", "-b", "0"],
+            check=False,
+            env=env,
+            cwd=REPO,
+            stderr=err,
+            timeout=300,
+        )
+    said = log.read_text(errors="replace")
+    assert done.returncode == 0, said[-3000:]
+    return said
+
+
+def test_records_deleted_before_they_were_read_are_said_and_what_is_left_is_read(
+    kafka, tmp_path: Path
+):
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    env = kafka_env(kafka)
+    _send(kafka, [(n, 0, f"cust-{n}") for n in range(5)])  # offsets 0 to 4
+    _bounded(env, recovery, tmp_path / "first.err")
+    assert _decided(kafka) == {f"grow-{n}" for n in range(5)}
+
+    # While the flow is away, 10 more come, and the first 5 of them are deleted (as
+    # retention deletes them): offsets 5 to 9.
+    _send(kafka, [(n, 0, f"cust-{n}") for n in range(5, 15)])
+    admin = KafkaAdminClient(**kafka.kafka_python_config())
+    try:
+        admin.delete_records({TopicPartition(kafka.topic("events"), 0): 10})
+    finally:
+        admin.close()
+    said = _bounded(env, recovery, tmp_path / "resumed.err")
+    decided = _decided(kafka)
+    assert {f"grow-{n}" for n in range(10, 15)} <= decided, "what the topic holds was skipped"
+    assert not decided & {f"grow-{n}" for n in range(5, 10)}
+    assert "5 record(s) (offsets 5 to 9) were deleted from the topic" in said, said[-3000:]

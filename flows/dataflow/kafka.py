@@ -142,6 +142,7 @@ def kafka_flow(
         ordered=settings.ordered,
         starting_offset=OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END,
         resuming=resumed.from_snapshots,
+        signature=signature,
         config=config,
         replaying=_replaying(published, alone=process is None and workers == 1),
         since=since,

@@ -50,6 +50,8 @@ from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.loopback import event_order, hold_after_logins
 from flows.runtime import metrics
 from flows.runtime.kafka_metadata import end_offset, topic_metadata, transient
+from flows.runtime.signature import RecordSignature
+from schemas.topics import EVENTS
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         ordered: bool = True,
         starting_offset: int = OFFSET_BEGINNING,
         resuming: bool = False,
+        signature: RecordSignature | None = None,
         config: dict[str, str] | None = None,
         replaying: Callable[[], bool] = lambda: False,
         since: float | None = None,
@@ -159,6 +162,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         self._ordered = ordered
         self._starting_offset = starting_offset
         self._resuming = resuming
+        self._signature = signature
         self._config = dict(config or {})
 
     def partitions(self) -> list[int]:
@@ -252,6 +256,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             last_round=last_round,
             held=held,
             listed=listed,
+            signature=self._signature,
         )
 
 
@@ -401,8 +406,11 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         last_round: list[Message] | None = None,
         held: list[Message] | None = None,
         listed: Iterable[int] | None = None,
+        signature: RecordSignature | None = None,
     ) -> None:
         self._consumer = consumer
+        self._signature = signature
+        self._said_forged = False
         #: A replay in rounds: where they are, and the last round's loop events found
         #: on the topic at a resume (handed over first).
         self._rounds = rounds
@@ -470,6 +478,14 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._look_at = time.monotonic() + _LOOK_EVERY
         self._added()
         self._say_lost()
+
+    def _signed(self, msg: Message) -> bool:
+        """Whether a record carries this deployment's signature (no signature known: a
+        reader of tests, which takes any)."""
+        signature = self._signature
+        return signature is None or signature.holds(
+            EVENTS, msg.key(), msg.value() or b"", msg.headers()
+        )
 
     def _say_lost(self) -> None:
         """Records the topic deleted (its retention, or a deletion of records) before
@@ -627,11 +643,25 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                     self._gaps.append((index, expected, offset))
                 fetched[index] = offset + 1
             if error is None and msg.headers() is not None and _round_of(msg) is not None:
-                # A loop event of a replay's round: handed back as it was delivered (or
-                # at a resume, from where it was written); else a copy written again.
-                if not buffered[index]:
-                    self._next[index] = max(self._next[index] or 0, (msg.offset() or 0) + 1)
-                continue
+                if self._signed(msg):
+                    # A loop event of a replay's round: handed back as it was delivered
+                    # (or at a resume, from where it was written); else a copy written
+                    # again.
+                    if not buffered[index]:
+                        self._next[index] = max(self._next[index] or 0, (msg.offset() or 0) + 1)
+                    continue
+                # A round's header on a record this deployment did not write: read as any
+                # other (never skipped unseen), and counted.
+                metrics.UNSIGNED_RECORDS.labels(EVENTS).inc()
+                if not self._said_forged:
+                    self._said_forged = True
+                    logger.warning(
+                        "%s[%d] offset %d: a round's header without this deployment's "
+                        "signature (another producer's); read as any other record",
+                        self._topic,
+                        index,
+                        msg.offset() or 0,
+                    )
             if error is None:
                 key = _event_time(msg) if self._merged else 0.0
                 buffered[index].append((key, msg.offset() or 0, msg))

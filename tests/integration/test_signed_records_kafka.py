@@ -5,6 +5,8 @@ Anyone who may write to an output topic could otherwise plant a decision under a
 the replay will make (the first copy of an id stands), or teach every process's models.
 """
 
+import json
+import subprocess
 import time
 from datetime import UTC, datetime
 
@@ -12,6 +14,7 @@ import msgspec
 import pytest
 from kafka import KafkaProducer
 
+from flows.dataflow.delivery import LOOP_HEADER, ROUND_HEADER
 from flows.dataflow.replica import ModelReplica
 from flows.runtime.published import read_published
 from flows.runtime.settings import KafkaSettings, deployment_secret, state_key
@@ -19,7 +22,10 @@ from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
 from operators.models import ModelSet
 from schemas.decision import Decision
 from schemas.learning import Example, LearnedExamples
+from tests.conftest import kafka_env
+from tests.e2e.cli import REPO
 from tests.helpers import default_playbook
+from tests.kafka_io import logged, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +91,45 @@ def test_a_replica_learns_only_the_examples_its_deployment_signed(kafka):
         assert replica.published_after("next_step", 0) == {1: "ex-real"}
     finally:
         replica.close()
+
+
+def test_a_record_that_forges_a_rounds_header_is_read_as_any_other(kafka):
+    """A replay in rounds skips the loop events of its rounds where it reads them on the
+    topic (they come back by their delivery reports): only those its deployment signed.
+    A record of anyone else's with that header is read, decided on, and counted as
+    unsigned, never skipped unseen."""
+    plain, forged = (
+        json.dumps(
+            {
+                "event_id": f"req-{n}",
+                "ts": "2026-05-04T10:00:00+00:00",
+                "type": "decision_request",
+                "channel": "app",
+                "customer_id": f"cust-{n}",
+                "request_id": f"r-{n}",
+            }
+        ).encode()
+        for n in ("plain", "forged")
+    )
+    producer = KafkaProducer(acks="all", **kafka.kafka_python_config())
+    producer.send(kafka.topic("events"), key=b"cust-plain", value=plain)
+    producer.send(
+        kafka.topic("events"),
+        key=b"cust-forged",
+        value=forged,
+        headers=[(ROUND_HEADER, b"lineage:1"), LOOP_HEADER],
+    )
+    producer.flush()
+    producer.close()
+    done = subprocess.run(
+        logged("bytewax.run", "flows.dataflow.kafka:flow"),
+        env=kafka_env(kafka),
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    decided = {json.loads(value)["trigger_id"] for _key, value in read_all(kafka, "decisions")}
+    assert {"req-plain", "req-forged"} <= decided
+    assert "a round's header without this deployment's signature" in done.stderr.decode()

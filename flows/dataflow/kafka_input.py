@@ -591,8 +591,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         loop = 0
         for msg in batch:
             headers = msg.headers()
-            if headers is not None and LOOP_HEADER in headers:
-                loop += 1
+            if headers is not None and LOOP_HEADER in headers and self._signed(msg):
+                loop += 1  # (the flow's own: anyone else's header counts for nothing)
             index = msg.partition() or 0
             handed[index] = handed.get(index, 0) + 1
             offset = msg.offset()

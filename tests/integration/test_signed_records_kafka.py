@@ -25,6 +25,7 @@ from schemas.learning import Example, LearnedExamples
 from tests.conftest import kafka_env
 from tests.e2e.cli import REPO
 from tests.helpers import default_playbook
+from tests.integration.test_scale_kafka import Process
 from tests.kafka_io import logged, read_all
 
 pytestmark = pytest.mark.integration
@@ -132,4 +133,7 @@ def test_a_record_that_forges_a_rounds_header_is_read_as_any_other(kafka):
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     decided = {json.loads(value)["trigger_id"] for _key, value in read_all(kafka, "decisions")}
     assert {"req-plain", "req-forged"} <= decided
-    assert "a round's header without this deployment's signature" in done.stderr.decode()
+    said = done.stderr.decode()
+    assert "a round's header without this deployment's signature" in said
+    summary = Process(said).summary  # (nor is it counted as the flow's own loop event)
+    assert summary["events"] == 2 and summary["loop_events"] == 0, summary

@@ -185,6 +185,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         kind, topic = for_part.split("-", 1)
         if topic != self._topic:
             raise RuntimeError(f"recovery snapshots of topic {topic!r}, not {self._topic!r}")
+        reach = _Reach()
         consumer = Consumer(
             {
                 "bootstrap.servers": self._brokers,
@@ -195,7 +196,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
                 # does, never its end (the loss is said: `_say_lost`).
                 "auto.offset.reset": "earliest",
                 "statistics.interval.ms": 1000,  # (cached high offsets, for the lag)
-                "stats_cb": brokers_connected,  # (whether the cluster is reachable)
+                "stats_cb": reach.stats,  # (whether the cluster is reachable)
                 **self._config,
             }
         )
@@ -257,6 +258,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             held=held,
             listed=listed,
             signature=self._signature,
+            reach=reach,
         )
 
 
@@ -352,17 +354,32 @@ class _ClientStats(Struct):
 _CLIENT_STATS = json.Decoder(_ClientStats)
 
 
-def brokers_connected(stats: str) -> None:
+def brokers_connected(stats: str) -> int | None:
     """librdkafka's statistics of the input's consumer (every second): how many of the
     cluster's brokers it is connected to (`wayfinder_kafka_brokers_connected`; 0: the
-    cluster is unreachable, and `/readyz` says so). The bootstrap addresses and the
-    client's internal broker are not brokers of the cluster (node id -1)."""
+    cluster is unreachable, and `/readyz` says so), None if they do not say. The
+    bootstrap addresses and the client's internal broker are not brokers of the cluster
+    (node id -1)."""
     try:
         brokers = _CLIENT_STATS.decode(stats).brokers.values()
     except (DecodeError, ValidationError):  # a client of another shape: said, never fatal
         logger.warning("librdkafka's statistics are not of the shape expected; ignored")
-        return
-    metrics.KAFKA_BROKERS.set(sum(1 for b in brokers if b.nodeid >= 0 and b.state == "UP"))
+        return None
+    up = sum(1 for b in brokers if b.nodeid >= 0 and b.state == "UP")
+    metrics.KAFKA_BROKERS.set(up)
+    return up
+
+
+class _Reach:
+    """Whether a reader's consumer reaches the Kafka cluster, by its statistics."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    def stats(self, stats: str) -> None:
+        up = brokers_connected(stats)
+        if up is not None:
+            self.up = up > 0
 
 
 class _EventTime(Struct):
@@ -407,10 +424,16 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         held: list[Message] | None = None,
         listed: Iterable[int] | None = None,
         signature: RecordSignature | None = None,
+        reach: "_Reach | None" = None,
     ) -> None:
         self._consumer = consumer
         self._signature = signature
         self._said_forged = False
+        #: Whether the consumer reaches the cluster, as last seen; and (after it did not)
+        #: whether where each partition ends is still to be asked.
+        self._reach = reach if reach is not None else _Reach()
+        self._reached = True
+        self._ask_ends_at = 0.0
         #: A replay in rounds: where they are, and the last round's loop events found
         #: on the topic at a resume (handed over first).
         self._rounds = rounds
@@ -678,6 +701,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         for index in caught_up:
             self._at_end[index] = True
             self._caught_up_once[index].set(1)
+        self._follow_reach()
         # A partition at its end is caught up only once the flow's own events are back:
         # a login's merge still on its way is input to come, at an earlier event time,
         # and a watermark gone on to the wall clock would give the customer up for it.
@@ -686,6 +710,47 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             if (at_end and settled) != self._told_caught_up[index]:
                 self._told_caught_up[index] = at_end and settled
                 self._clock.caught_up((self._topic, index), at_end=at_end and settled)
+
+    def _follow_reach(self) -> None:
+        """While the consumer reaches no broker, nothing is known of what the topic
+        holds: no partition is at its end, so the watermark does not follow the wall
+        clock (what producers wrote meanwhile is read, on their return, as a backlog, in
+        event time; their customers' deadlines are not passed by the wall clock before
+        it is). Back in reach, a partition is at its end again once its end, asked anew,
+        is where the reader is (librdkafka says an end once, when it reaches it)."""
+        up = self._reach.up
+        if not up:
+            if self._reached:
+                self._reached = False
+                for index in self._at_end:
+                    self._at_end[index] = False
+            return
+        if self._reached:
+            return
+        now = time.monotonic()
+        if now < self._ask_ends_at:
+            return
+        self._ask_ends_at = now + 1.0  # (asked once a second until every end is known)
+        left = 0
+        for index, at_end in self._at_end.items():
+            if at_end:
+                continue
+            part = TopicPartition(self._topic, index)
+            try:
+                low, high = self._consumer.get_watermark_offsets(part, timeout=1)
+                fetched = self._fetched[index]
+                if fetched is None:  # (nothing read yet: where the consumer is)
+                    fetched = self._consumer.position([part])[0].offset
+            except KafkaException:
+                left += 1
+                continue
+            if self._buffered[index]:
+                continue
+            if (fetched >= 0 and fetched >= high) or (fetched < 0 and high == low):
+                self._at_end[index] = True
+            elif fetched < 0:
+                left += 1  # (not known yet where it is: asked again)
+        self._reached = left == 0
 
     def _take(self) -> list[Message]:
         """What may be handed over now: everything buffered, or (merged) the events in

@@ -13,6 +13,7 @@ ready again once it is back.
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,14 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
+def _freshness(port: int) -> float:
+    """The process's wall clock minus its watermark, in seconds."""
+    _status, text = http_get(f"http://127.0.0.1:{port}/metrics")
+    found = re.search(r"^wayfinder_freshness_seconds ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert found is not None, text[-2000:]
+    return float(found[1])
+
+
 def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_path):
     settings, env = own_broker
     lines = [raw for _ts, raw in simulate(SimulationConfig(customers=60, hours=12, seed=9))]
@@ -133,6 +142,12 @@ def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_p
         # Kubernetes would stop sending it work: the probe says why.
         assert _wait_for(lambda: "no broker" in http_get(readyz)[1], 60), http_get(readyz)
         assert http_get(readyz)[0] == 503
+        # Nothing is known of the topic meanwhile (producers may write to it): the
+        # watermark stops following the wall clock, and what they wrote comes as a
+        # backlog, in event time.
+        behind = _freshness(metrics_port)
+        time.sleep(3)
+        assert _freshness(metrics_port) >= behind + 2, "the watermark followed the wall clock"
         _scripts_kafka("up", env)
         produce(settings, "events", [(None, raw) for raw in second])
         asked = _requests(lines)
@@ -140,6 +155,8 @@ def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_p
         assert flow.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
         assert answered, f"unanswered: {sorted(asked - _answered(settings, channels))[:10]}"
         assert _wait_for(lambda: http_get(readyz)[0] == 200, 60), http_get(readyz)
+        # Caught up again (its partitions' ends asked anew): it follows the wall clock.
+        assert _wait_for(lambda: _freshness(metrics_port) < behind, 60)
     finally:
         os.killpg(flow.pid, signal.SIGTERM)
         flow.wait(timeout=60)

@@ -64,7 +64,12 @@ def live_flow(
             for flow in flows:
                 os.killpg(flow.pid, signal.SIGTERM)
             for flow in flows:
-                flow.wait(timeout=60)
+                try:
+                    flow.wait(timeout=60)
+                except subprocess.TimeoutExpired:  # (a failed test's: never left running)
+                    os.killpg(flow.pid, signal.SIGKILL)
+                    flow.wait(timeout=60)
+                    raise
 
 
 def free_ports(count: int) -> list[int]:

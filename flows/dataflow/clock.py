@@ -47,6 +47,9 @@ _PACE_WINDOW = 2.0
 #: A process that reads no input takes it to be caught up after this long (wall
 #: seconds) without a record: a backlog keeps records coming to every process.
 _QUIET = 2.0
+#: A process whose readers have not polled for this long (wall seconds: paused, frozen,
+#: or busy) knows nothing of what was written meanwhile: it is not caught up.
+READER_GAP = 5.0
 
 
 class EventClock:
@@ -75,6 +78,7 @@ class EventClock:
         self._pace_at = (time.monotonic(), float("-inf"))
         self._pace = 0.0  # event seconds per wall second; 0: not measured yet
         self._heard = float("-inf")  # when a record's stamp last reached this process
+        self._polled = time.monotonic()  # when a reader of this process last polled
         #: The stop asked for by a signal: the input's end is then a stop, not an end.
         self.stop = stop if stop is not None else StopRequest()
         #: The run resumed from snapshots taken after its input ended, and has read
@@ -149,9 +153,17 @@ class EventClock:
         lag = time.time() - self.watermark
         return lag if math.isfinite(lag) else math.nan
 
+    def polled(self) -> None:
+        """A reader of this process has just polled its partitions (and told what it
+        found): what it said of them is current."""
+        self._polled = time.monotonic()
+
     def _idle(self) -> bool:
-        if self._reached:  # this process reads: its partitions say
-            return len(self._caught_up) == len(self._reached)
+        if self._reached:  # this process reads: its partitions say, if lately
+            return (
+                len(self._caught_up) == len(self._reached)
+                and time.monotonic() - self._polled < READER_GAP
+            )
         # A process that reads nothing: caught up when no record has reached it lately.
         return time.monotonic() - self._heard > _QUIET
 

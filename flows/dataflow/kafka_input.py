@@ -44,7 +44,7 @@ from confluent_kafka.admin import AdminClient
 from msgspec import DecodeError, Struct, ValidationError, json
 from prometheus_client import Gauge
 
-from flows.dataflow.clock import EventClock
+from flows.dataflow.clock import READER_GAP, EventClock
 from flows.dataflow.delivery import LOOP_HEADER, ROUND_HEADER
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.loopback import event_order, hold_after_logins
@@ -434,6 +434,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._reach = reach if reach is not None else _Reach()
         self._reached = True
         self._ask_ends_at = 0.0
+        self._last_poll = time.monotonic()
         #: A replay in rounds: where they are, and the last round's loop events found
         #: on the topic at a resume (handed over first).
         self._rounds = rounds
@@ -651,6 +652,17 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._ledger.start_round(self._rounds.mark())
 
     def _poll(self) -> None:
+        now = time.monotonic()
+        if now - self._last_poll > READER_GAP and self._reached:
+            # Paused (stopped, a frozen machine) or busy that long: what was written
+            # meanwhile is not known, and each partition's end is asked anew.
+            logger.info(
+                "%s: no poll for %.0f s; asking where each partition ends",
+                self._topic,
+                now - self._last_poll,
+            )
+            self._lost_reach()
+        self._last_poll = now
         self._now_and_then()
         buffered = self._buffered
         caught_up: set[int] = set()
@@ -710,6 +722,14 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             if (at_end and settled) != self._told_caught_up[index]:
                 self._told_caught_up[index] = at_end and settled
                 self._clock.caught_up((self._topic, index), at_end=at_end and settled)
+        self._clock.polled()
+
+    def _lost_reach(self) -> None:
+        """Nothing known of the partitions' ends: none is at its end until asked."""
+        self._reached = False
+        self._ask_ends_at = 0.0
+        for index in self._at_end:
+            self._at_end[index] = False
 
     def _follow_reach(self) -> None:
         """While the consumer reaches no broker, nothing is known of what the topic
@@ -718,12 +738,9 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         event time; their customers' deadlines are not passed by the wall clock before
         it is). Back in reach, a partition is at its end again once its end, asked anew,
         is where the reader is (librdkafka says an end once, when it reaches it)."""
-        up = self._reach.up
-        if not up:
+        if not self._reach.up:
             if self._reached:
-                self._reached = False
-                for index in self._at_end:
-                    self._at_end[index] = False
+                self._lost_reach()
             return
         if self._reached:
             return

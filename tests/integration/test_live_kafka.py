@@ -9,6 +9,8 @@ the stall and the abandonment fire on time while the customer is out of memory.
 """
 
 import json
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,3 +243,68 @@ def test_live_timers_and_event_time_give_the_same_transitions(
     assert sorted(msgspec.json.encode(t) for t in live) == sorted(
         msgspec.json.encode(t) for t in replayed
     )
+
+
+def test_a_service_paused_past_a_deadline_first_reads_what_was_written_meanwhile(kafka, tmp_path):
+    """A customer buys a device; the service is paused (SIGSTOP: a frozen machine) past
+    the stall's deadline, and meanwhile the device is activated. On waking it knows
+    nothing of what was written while it slept: it asks each partition's end before its
+    watermark follows the wall clock again, so the activation is folded in its place
+    and the journey completes; it never stalls."""
+    stall = 10.0
+    playbook_file = tmp_path / "paused.toml"
+    playbook_file.write_text(
+        DEFAULT_PLAYBOOK.read_text().replace(
+            'stall = "48h"\nabandon = "14d"', f'stall = "{stall:.0f}s"\nabandon = "60s"'
+        )
+    )
+
+    def event(n: int, at: datetime, type_: str, customer: str = "cust-P1") -> Event:
+        return Event(
+            event_id=f"pause-{n}",
+            ts=at,
+            type=type_,
+            channel="store",
+            customer_id=customer,
+            touchpoint="store_high_street",
+        )
+
+    def kinds_of(customer: str) -> list[str]:
+        return [t.kind for t in transitions_on(kafka) if t.customer == state_key(customer)]
+
+    def send(e: Event) -> None:
+        produce(kafka, "events", [(key_of(e), wire(e))])
+
+    env = {
+        **kafka_env(kafka),
+        "WAYFINDER_KAFKA_TAIL": "true",
+        "WAYFINDER_PLAYBOOK": str(playbook_file),
+        "WAYFINDER_LATENESS": "0s",
+    }
+    with live_flow(env, tmp_path / "flow.log") as (flow,):
+        send(event(0, datetime.now(UTC), "device_purchased", "cust-W"))  # (once started)
+        wait_for(lambda: kinds_of("cust-W"), timeout=60, what="the flow started")
+        bought = datetime.now(UTC)
+        send(event(1, bought, "device_purchased"))
+        wait_for(
+            lambda: "entered" in kinds_of("cust-P1"),
+            timeout=stall - 2,
+            what="the journey entered",
+        )
+        os.kill(flow.pid, signal.SIGSTOP)
+        try:
+            send(event(2, bought + timedelta(seconds=1), "device_activated"))
+            while datetime.now(UTC) < bought + timedelta(seconds=stall + 3):
+                time.sleep(0.2)  # past the deadline, on the wall clock
+        finally:
+            os.kill(flow.pid, signal.SIGCONT)
+        wait_for(
+            lambda: "completed" in kinds_of("cust-P1"),
+            timeout=60,
+            what="the journey completed",
+            seen=lambda: kinds_of("cust-P1"),
+        )
+        time.sleep(2.0)  # (a stall would have been said by now)
+        kinds = kinds_of("cust-P1")
+    assert "stalled" not in kinds, kinds
+    assert flow.returncode == 0

@@ -4,6 +4,7 @@ allowed lateness; the wall clock only once every partition has caught up."""
 import math
 import time
 
+from flows.dataflow import clock as clock_module
 from flows.dataflow.clock import EventClock
 
 A, B = ("events", 0), ("events", 1)
@@ -37,6 +38,25 @@ def test_a_service_follows_the_wall_clock_only_once_every_partition_has_caught_u
     assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
     now = time.time()
     assert abs(clock.wake_at(now + 60.0) - (now + 65.0)) < 1.0  # exact, on the wall clock
+
+
+def test_a_service_whose_readers_have_not_polled_lately_stops_following_the_wall_clock(
+    monkeypatch,
+):
+    """Paused (stopped, a frozen machine) or busy, its readers know nothing of what was
+    written meanwhile: on waking, a timer must not find the wall clock's time before a
+    reader has looked (and asked each partition's end anew)."""
+    monkeypatch.setattr(clock_module, "READER_GAP", 0.2)
+    clock = EventClock(lateness=5.0, follows_wall=True)
+    clock.register(A)
+    clock.advance(1000.0, A)
+    clock.caught_up(A)
+    clock.polled()
+    assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
+    time.sleep(0.3)  # (no poll)
+    assert clock.watermark == 1000.0  # where event time was, not where the wall clock is
+    clock.polled()
+    assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
 
 
 def test_a_process_that_reads_nothing_follows_the_stamps_of_the_records_it_gets():

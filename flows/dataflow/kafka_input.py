@@ -671,6 +671,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         for msg in self._consumer.consume(self._batch, 0.001):
             error = msg.error()
             index = msg.partition() or 0
+            offset = 0
             if error is None:
                 offset = msg.offset() or 0
                 expected = fetched[index]
@@ -683,7 +684,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                     # (or at a resume, from where it was written); else a copy written
                     # again.
                     if not buffered[index]:
-                        self._next[index] = max(self._next[index] or 0, (msg.offset() or 0) + 1)
+                        self._next[index] = max(self._next[index] or 0, offset + 1)
                     continue
                 # A round's header on a record this deployment did not write: read as any
                 # other (never skipped unseen), and counted.
@@ -695,11 +696,11 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                         "signature (another producer's); read as any other record",
                         self._topic,
                         index,
-                        msg.offset() or 0,
+                        offset,
                     )
             if error is None:
                 key = _event_time(msg) if self._merged else 0.0
-                buffered[index].append((key, msg.offset() or 0, msg))
+                buffered[index].append((key, offset, msg))
                 fresh.add(index)
                 caught_up.discard(index)
             elif error.code() == KafkaError._PARTITION_EOF:

@@ -61,14 +61,14 @@ OPT_IN_PURPOSES = frozenset({"marketing"})
 ANY = "*"
 
 
-class ChannelStats(Struct, array_like=True):
+class ChannelStats(Struct, array_like=True, gc=False):
     """How often and how recently the customer used one channel."""
 
     count: int = 0
     last_seen: float = 0.0
 
 
-class Interaction(Struct, array_like=True, frozen=True):
+class Interaction(Struct, array_like=True, frozen=True, gc=False):
     """One remembered interaction; `ref` is "key=value" of its matter, if any."""
 
     event_id: str
@@ -80,7 +80,7 @@ class Interaction(Struct, array_like=True, frozen=True):
     ref: str | None = None
 
 
-class SentimentSignal(Struct, array_like=True):
+class SentimentSignal(Struct, array_like=True, gc=False):
     """What the customer's words and scores say, weighted towards the recent."""
 
     value: float = 0.0
@@ -89,7 +89,7 @@ class SentimentSignal(Struct, array_like=True):
     lowest: float = 0.0
 
 
-class Touch(Struct, array_like=True, frozen=True):
+class Touch(Struct, array_like=True, frozen=True, gc=False):
     """One step of a journey: when, where, on which channel, by which event."""
 
     ts: float
@@ -117,7 +117,7 @@ class JourneyInstance(Struct):
     sentiment: float | None = None
 
 
-class JourneySummary(Struct, array_like=True, frozen=True):
+class JourneySummary(Struct, array_like=True, frozen=True, gc=False):
     """What remains of a finished journey: enough for history, nothing more."""
 
     journey: str
@@ -130,7 +130,7 @@ class JourneySummary(Struct, array_like=True, frozen=True):
     loops: int
 
 
-class SentAction(Struct, array_like=True):
+class SentAction(Struct, array_like=True, gc=False):
     """An action sent to the customer, and its outcome once one is reported."""
 
     action_id: str
@@ -180,7 +180,7 @@ class Seen(Struct, array_like=True, gc=False):
         return sum(len(generation.ids) for generation in self.generations)
 
 
-class Handed(Struct, array_like=True):
+class Handed(Struct, array_like=True, gc=False):
     """What a device handed over at a login (`login_id`, at event time `at`): a copy of
     its context, or nothing (empty)."""
 

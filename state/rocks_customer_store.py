@@ -18,7 +18,8 @@ value. One RocksDB holds six kinds of entry, told apart by their first byte:
 Each change is one atomic write batch, but for a take's: a customer back in memory is
 written with the next change or `flush` (the flow flushes where an epoch ends, before
 bytewax snapshots it), in one batch with every other take since, and answered from memory
-until then; so taking a customer back costs their lookup, not a write of its own. A
+until then; so taking a customer back costs their lookup alone (its entries are made
+where they are written), not a write of its own. A
 customer's gone versions are deleted, then the memtable is flushed and the files that
 held them are compacted down to the last level, so no file of the store keeps their
 bytes (as the key vault does, `state.key_vault`).
@@ -172,10 +173,12 @@ class RocksCustomerStore:
         #: The journal is cleaned up to here; and the lowest epoch written to it since.
         self._journal_from = 0
         self._lowest_written = 1 << 62
-        #: Changes not written yet (only takes stay so: `flush`), and the head each take
-        #: leaves its customer with.
+        #: Changes not written yet (only takes stay so: `flush`); the head each take
+        #: leaves its customer with; and, of those takes, the version each took, for the
+        #: takes not in the batch yet (`_tell`: a take only looks its customer up).
         self._pending = WriteBatch(raw_mode=True)
         self._taken: dict[bytes, Version] = {}
+        self._untold: dict[bytes, Version] = {}
 
     def put(self, key: str, state: bytes, *, epoch: int, due: float | None) -> None:
         version = Version(epoch, "put", state, finite_deadline(due))
@@ -190,7 +193,10 @@ class RocksCustomerStore:
             current = self._current(name)
             if current is None or current.change != "put":
                 return None
-            self._taken[name] = self._change(name, Version(epoch, "woke"), current)
+            woke = Version(epoch, "woke")
+            self._taken[name] = replacing(current, woke) if current.epoch == epoch else woke
+            self._untold[name] = current
+            self._cold -= 1
         return current.state
 
     def flush(self) -> int:
@@ -323,9 +329,13 @@ class RocksCustomerStore:
     def _write(self) -> int:
         """Write the changes not written yet in one atomic batch; returns how many of
         them were takes."""
+        for name, took in self._untold.items():
+            self._record(name, self._taken[name], took)
+        self._untold.clear()
         if self._pending.is_empty():
             return 0
         taken = len(self._taken)
+        self._pending.put(_COUNT, _EPOCH.pack(self._cold))
         self._db.write(self._pending)
         self._pending = WriteBatch(raw_mode=True)
         self._taken.clear()
@@ -353,6 +363,15 @@ class RocksCustomerStore:
         """A new current version, the current one kept as an older version unless it is
         of the same epoch, which the new one replaces: added to the changes not written
         yet (`_write`); returns the version now current."""
+        took = self._untold.pop(name, None)
+        if took is not None:  # (a take's entries go first: the new version follows it)
+            self._record(name, self._taken[name], took)
+        version = self._record(name, version, current)
+        self._cold += (version.change == "put") - (current is not None and current.change == "put")
+        return version
+
+    def _record(self, name: bytes, version: Version, current: Version | None) -> Version:
+        """`_change`'s entries in the batch, without the count (`_write` adds it)."""
         batch = self._pending
         if current is not None:
             _unindex(batch, name, current)
@@ -364,9 +383,6 @@ class RocksCustomerStore:
         _index(batch, name, version)
         batch.put(_JOURNAL + _EPOCH.pack(version.epoch) + name, b"")
         self._lowest_written = min(self._lowest_written, version.epoch)
-        was_cold = current is not None and current.change == "put"
-        cold = self._cold + (version.change == "put") - was_cold
-        self._count(batch, cold)
         return version
 
     def _rewrite(

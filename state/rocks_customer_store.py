@@ -193,10 +193,7 @@ class RocksCustomerStore:
             current = self._current(name)
             if current is None or current.change != "put":
                 return None
-            woke = Version(epoch, "woke")
-            self._taken[name] = replacing(current, woke) if current.epoch == epoch else woke
-            self._untold[name] = current
-            self._cold -= 1
+            self._took(name, current, epoch)
         return current.state
 
     def flush(self) -> int:
@@ -325,6 +322,13 @@ class RocksCustomerStore:
             return taken
         found = self._db.get(_CURRENT + name)
         return None if found is None else _decode(found)
+
+    def _took(self, name: bytes, current: Version, epoch: int) -> None:
+        """A take of `current` (a put) at `epoch`, recorded to be written (`_write`)."""
+        woke = Version(epoch, "woke")
+        self._taken[name] = replacing(current, woke) if current.epoch == epoch else woke
+        self._untold[name] = current
+        self._cold -= 1
 
     def _write(self) -> int:
         """Write the changes not written yet in one atomic batch; returns how many of

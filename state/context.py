@@ -61,6 +61,11 @@ OPT_IN_PURPOSES = frozenset({"marketing"})
 ANY = "*"
 
 
+# The structs that hold only strings, numbers and bytes are not tracked by the garbage
+# collector (`gc=False`): no cycle can pass through them, and a context taken back from
+# the cold tier makes hundreds of them.
+
+
 class ChannelStats(Struct, array_like=True, gc=False):
     """How often and how recently the customer used one channel."""
 

@@ -174,8 +174,8 @@ class RocksCustomerStore:
         self._journal_from = 0
         self._lowest_written = 1 << 62
         #: Changes not written yet (only takes stay so: `flush`); the head each take
-        #: leaves its customer with; and, of those takes, the version each took, for the
-        #: takes not in the batch yet (`_tell`: a take only looks its customer up).
+        #: leaves its customer with; and the version each took, for the takes whose
+        #: entries are not in the batch yet (`_write` makes them: a take only looks up).
         self._pending = WriteBatch(raw_mode=True)
         self._taken: dict[bytes, Version] = {}
         self._untold: dict[bytes, Version] = {}

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from flows.runtime.topics import ensure_topics
 from schemas.action import Action
 from tests.e2e.cli import REPO
 from tests.helpers import http_get
-from tests.kafka_io import free_ports, produce, read_all
+from tests.kafka_io import free_ports, produce, read_all, stop_flows
 
 pytestmark = [pytest.mark.integration, pytest.mark.recovery]
 
@@ -158,13 +157,7 @@ def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_p
         # Caught up again (its partitions' ends asked anew): it follows the wall clock.
         assert _wait_for(lambda: _freshness(metrics_port) < behind, 60)
     finally:
-        os.killpg(flow.pid, signal.SIGTERM)
-        # (Never left running: after a failure with the broker down it cannot end.)
         try:
-            flow.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(flow.pid, signal.SIGKILL)
-            flow.wait(timeout=60)
-            raise
+            stop_flows([flow])
         finally:
             log.close()

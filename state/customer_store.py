@@ -22,23 +22,25 @@ store); a `woke` or `gone` that is durable is dropped too, with everything befor
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
 import threading
-from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import msgspec
 
 #: What a version says of a customer: in the store (`put`), back in memory (`woke`), or
 #: no longer anywhere (`gone`).
 Change = Literal["put", "woke", "gone"]
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
+class Version(msgspec.Struct, frozen=True, gc=False):
     """One change of one customer's entry. `purge`: it replaced a `gone` of its epoch
     (a customer erased, then kept again as their tombstone): once durable, what came
-    before it is purged as a `gone`'s is."""
+    before it is purged as a `gone`'s is.
+
+    A struct, not a dataclass: every take and leave makes two or three, and a frozen
+    dataclass takes ten times as long to make (0.44 against 0.045 µs)."""
 
     epoch: int
     change: Change
@@ -50,7 +52,7 @@ class Version:
 def replacing(old: Version, new: Version) -> Version:
     """`new`, replacing `old` of the same epoch: a `gone` it replaces still purges."""
     if (old.change == "gone" or old.purge) and not new.purge:
-        return dataclasses.replace(new, purge=True)
+        return msgspec.structs.replace(new, purge=True)
     return new
 
 

@@ -339,7 +339,7 @@ class RocksCustomerStore:
         if self._pending.is_empty():
             return 0
         taken = len(self._taken)
-        self._pending.put(_COUNT, _EPOCH.pack(self._cold))
+        self._count(self._pending, self._cold)
         self._db.write(self._pending)
         self._pending = WriteBatch(raw_mode=True)
         self._taken.clear()

@@ -9,6 +9,7 @@ the wall clock, so a replay folds to the same context.
 from bisect import insort
 from collections.abc import Mapping
 from hashlib import blake2b
+from types import GenericAlias
 
 import msgspec
 from msgspec import Struct
@@ -103,7 +104,7 @@ class Touch(Struct, array_like=True, frozen=True, gc=False):
     event_id: str
 
 
-class JourneyInstance(Struct):
+class JourneyInstance(Struct, array_like=True):
     """A journey in flight for this customer (one per journey and instance key)."""
 
     journey: str
@@ -194,8 +195,14 @@ class Handed(Struct, array_like=True, gc=False):
     context: bytes
 
 
-class CustomerContext(Struct):
-    """Everything seen so far about one customer (or one anonymous visitor)."""
+class CustomerContext(Struct, array_like=True):
+    """Everything seen so far about one customer (or one anonymous visitor).
+
+    Its snapshot is an array of its fields in order, as are those of the structs it
+    holds: half the bytes of a map of their names, for the recovery snapshots, the cold
+    tier and recorded decision inputs alike. So a field is only ever added, last and with
+    a default (a snapshot made before it has none), never removed or moved.
+    """
 
     key: str
     known: bool
@@ -524,8 +531,12 @@ _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(CustomerContext)
 
 def is_tombstone_snapshot(data: bytes) -> bool:
     """Whether snapshot bytes are a tombstone's (no context but a tombstone has an empty
-    key, the first field): for a recovery store to treat it as its key's erasure."""
-    return data.startswith(_TOMBSTONE_PREFIX)
+    key, the first field): for a recovery store to treat it as its key's erasure. Read
+    from the bytes' shape, not from a tombstone's bytes: a release that adds a field
+    still knows the tombstones of the one before."""
+    if data[:1] == b"\xdc":  # an array (of at most 65,535 fields), first of them ""
+        return data[3:4] == b"\xa0"
+    return data[:1] == b"\xde" and data[3:8] == b"\xa3key\xa0"  # (a map, of releases before)
 
 
 def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
@@ -554,11 +565,36 @@ def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
 
 
 def from_snapshot(data: bytes) -> CustomerContext:
+    """The context of snapshot bytes, of this release or of one before (a map)."""
+    if data[:1] in _MAP_HEADERS:  # (a snapshot of a release before the array form)
+        return _from_map_form(_MAP_FORM_DECODER.decode(data))
     return _SNAPSHOT_DECODER.decode(data)
 
 
-#: How every tombstone's snapshot starts: the map's header, then `key` and "".
-_TOMBSTONE_PREFIX = to_snapshot(tombstone(0.0)).split(b"\xa3key\xa0", 1)[0] + b"\xa3key\xa0"
+def _map_form(cls: type[Struct], name: str, **types: object) -> type[Struct]:
+    """`cls` as releases before the array form wrote it: a map of its fields' names."""
+    fields: list[tuple[str, object, object]] = []
+    for field in msgspec.structs.fields(cls):
+        default: object = field.default
+        if field.default_factory is not msgspec.NODEFAULT:
+            default = msgspec.field(default_factory=field.default_factory)
+        fields.append((field.name, types.get(field.name, field.type), default))
+    return msgspec.defstruct(name, fields)
+
+
+_MapJourneyInstance = _map_form(JourneyInstance, "_MapJourneyInstance")
+_MapCustomerContext = _map_form(
+    CustomerContext, "_MapCustomerContext", journeys=GenericAlias(list, (_MapJourneyInstance,))
+)
+_MAP_FORM_DECODER = msgspec.msgpack.Decoder(_MapCustomerContext)
+#: The first byte of a msgpack map (fixmap, map 16, map 32): no array starts so.
+_MAP_HEADERS = frozenset({bytes([b]) for b in range(0x80, 0x90)} | {b"\xde", b"\xdf"})
+
+
+def _from_map_form(old: Struct) -> CustomerContext:
+    values = msgspec.structs.asdict(old)
+    values["journeys"] = [JourneyInstance(**msgspec.structs.asdict(j)) for j in values["journeys"]]
+    return CustomerContext(**values)
 
 
 def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:

@@ -90,12 +90,18 @@ def store_options(cache_bytes: int = DEFAULT_CACHE_BYTES, *, compression: bool =
       partition of a filter, never a whole file's. Whole filters in the cache cost a
       miss 184 µs at a million customers (data blocks evict them, and each lookup read
       them back, one a level); partitioned, 8 µs (`scripts/cold_store_bench`).
-    - 16 KB blocks: a few contexts a block, a smaller index for the same data.
+    - 4 KB blocks (eight contexts or so: their bytes are arrays, `state.context`): a
+      lookup reads, checks and decompresses a whole block. At a million customers
+      (`scripts/cold_tier_load`) taking a customer back took 16.4 µs against 21.0 with
+      16 KB blocks, for as much disk (535 MiB against 533). The 16 KB blocks chosen
+      before held contexts of twice the bytes (maps of their fields' names): at 10
+      million customers, 4 KB blocks then read 40 µs against 48, for 4.6 GB on disk
+      against 3.6 and 177 s against 106 to compact the store anew.
     - LZ4 on every level: a lookup decompresses a whole block, and compaction shares
       the flow's cores. At 10 million customers (the store of `scripts/cold_tier_load`,
       compacted anew each way), taking a customer back read their head and context in
       48 µs against 77 µs with Zstandard on the last level, compaction took 106 s against
-      180 s, for 3.6 GB on disk against 2.8 GB. (4 KB blocks: 40 µs, 177 s, 4.6 GB.)
+      180 s, for 3.6 GB on disk against 2.8 GB.
     - A bloom filter on the memtables too (whole keys, a tenth of the write buffer): every
       lookup looks in the memtables first, and most find nothing there. At 200,000
       customers (`scripts/cold_tier_load`, two runs against one between them) taking a
@@ -115,7 +121,7 @@ def store_options(cache_bytes: int = DEFAULT_CACHE_BYTES, *, compression: bool =
     table.set_cache_index_and_filter_blocks(True)
     table.set_pin_top_level_index_and_filter(True)
     table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-    table.set_block_size(16 << 10)
+    table.set_block_size(4 << 10)
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.set_block_based_table_factory(table)

@@ -43,7 +43,7 @@ from confluent_kafka import (
 )
 
 from flows.runtime import metrics
-from flows.runtime.kafka_metadata import end_offset
+from flows.runtime.kafka_metadata import end_offset, transient
 from flows.runtime.settings import KafkaSettings, kafka_timeout_seconds
 from flows.runtime.signature import RecordSignature
 from operators.models import ModelSet
@@ -252,7 +252,7 @@ class ModelReplica:
             start = min(starts, default=self.position)
         consumer = Consumer(self._config)
         try:
-            end = self._end(consumer)
+            end = self._end_once_reachable(consumer)
             if start >= end:
                 return {}
             consumer.assign([TopicPartition(self.topic, 0, start)])
@@ -285,6 +285,25 @@ class ModelReplica:
 
     def _signed(self, msg: Message, value: bytes) -> bool:
         return self._signature.holds(MODEL_EXAMPLES, msg.key(), value, msg.headers())
+
+    def _end_once_reachable(self, consumer: Consumer) -> int:
+        """The log's end offset, waiting out a broker that cannot be reached: a learner
+        cannot tell what is already published without it, and the flow waits for the
+        broker anyway (its input and its outputs); giving up would stop the flow."""
+        waited = 0.0
+        while True:
+            try:
+                return self._end(consumer)
+            except KafkaException as exc:
+                if not transient(exc.args[0] if exc.args else None):
+                    raise
+                waited += self._timeout
+                logger.warning(
+                    "%s: no end offset after %.0f s (%s); waiting for the broker",
+                    self.topic,
+                    waited,
+                    exc,
+                )
 
     def _end(self, consumer: Consumer, timeout: float | None = None) -> int:
         """The log's end offset now (0 when the topic is not there yet)."""

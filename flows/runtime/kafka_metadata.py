@@ -32,6 +32,9 @@ _TRANSIENT = frozenset(
         KafkaError._TRANSPORT,
         KafkaError._WAIT_COORD,
         KafkaError._ALL_BROKERS_DOWN,
+        # The client's metadata lost the partition: seen while the broker was down (a
+        # learner's first read of its log, in a broker restart, stopped the flow).
+        KafkaError._UNKNOWN_PARTITION,
     }
 )
 # The topic does not exist (yet): a fact, answered at once.

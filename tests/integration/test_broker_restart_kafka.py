@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,9 +24,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from flows.dataflow.replica import ModelReplica
 from flows.lab.simulator import SimulationConfig, simulate
-from flows.runtime.settings import KafkaSettings, load_default_playbook
+from flows.runtime.settings import KafkaSettings, deployment_secret, load_default_playbook
+from flows.runtime.signature import RecordSignature
 from flows.runtime.topics import ensure_topics
+from operators.models import ModelSet
 from schemas.action import Action
 from tests.e2e.cli import REPO
 from tests.helpers import http_get
@@ -161,3 +165,38 @@ def test_a_broker_restart_mid_run_loses_no_input_and_no_output(own_broker, tmp_p
             stop_flows([flow])
         finally:
             log.close()
+
+
+def test_a_learner_reading_its_log_waits_out_the_broker_instead_of_stopping(
+    own_broker, monkeypatch
+):
+    """A learner step reads what its model's log already holds at its first example; if
+    that falls while the broker is down (seen in the run above: librdkafka had lost the
+    partition from its metadata), it waits for the broker: raising stopped the flow."""
+    settings, env = own_broker
+    monkeypatch.setenv("WAYFINDER_KAFKA_TIMEOUT", "2s")  # (one ask fails within the outage)
+    replica = ModelReplica(
+        ModelSet(load_default_playbook()), settings, RecordSignature(deployment_secret())
+    )
+    answers: list[object] = []
+    try:
+        assert replica.start(30.0)
+        _scripts_kafka("down", env)  # data kept
+        reading = threading.Thread(
+            target=lambda: answers.append(_outcome(replica.published_after, "next_step", 0))
+        )
+        reading.start()
+        time.sleep(5)
+        assert not answers, "it answered without a broker"
+        _scripts_kafka("up", env)
+        reading.join(120)
+        assert answers == [{}]  # (nothing published in this log)
+    finally:
+        replica.close()
+
+
+def _outcome(call: Callable[..., object], *args: object) -> object:
+    try:
+        return call(*args)
+    except Exception as exc:  # (the test's thread: what stopped it, to assert on)
+        return exc

@@ -295,7 +295,7 @@ class ModelReplica:
             try:
                 return self._end(consumer)
             except KafkaException as exc:
-                if not transient(exc.args[0] if exc.args else None):
+                if not transient(exc):
                     raise
                 waited += self._timeout
                 logger.warning(

@@ -45,7 +45,10 @@ T = TypeVar("T")
 
 
 def transient(error: object) -> bool:
-    """Whether asking again later can give another answer."""
+    """Whether asking again later can give another answer (`error`: a KafkaError, or
+    the KafkaException that carries one)."""
+    if isinstance(error, KafkaException):
+        error = _error_of(error)
     if not isinstance(error, KafkaError):
         return False
     return error.code() in _TRANSIENT or bool(error.retriable())
@@ -64,7 +67,7 @@ def ask(call: Callable[[float], T], timeout: float) -> T:
         try:
             return call(left)
         except KafkaException as exc:
-            if not transient(_error_of(exc)) or time.monotonic() + _BACKOFF_S >= deadline:
+            if not transient(exc) or time.monotonic() + _BACKOFF_S >= deadline:
                 raise
         time.sleep(_BACKOFF_S)
 

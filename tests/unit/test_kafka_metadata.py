@@ -57,3 +57,4 @@ def test_only_kafka_errors_about_the_moment_are_transient() -> None:
     assert transient(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
     assert not transient(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
     assert not transient(ValueError("not a Kafka error"))
+    assert transient(KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION)))  # (its carrier)

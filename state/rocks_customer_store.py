@@ -185,6 +185,10 @@ class RocksCustomerStore:
         self._pending = WriteBatch(raw_mode=True)
         self._taken: dict[bytes, Version] = {}
         self._untold: dict[bytes, Version] = {}
+        #: No deadline in the index is sooner than this (-inf: not known). A look for due
+        #: deadlines before it answers from memory: the index's deleted entries are many
+        #: (every take and every change deletes one) and a scan wades through them.
+        self._soonest = -math.inf
 
     def put(self, key: str, state: bytes, *, epoch: int, due: float | None) -> None:
         version = Version(epoch, "put", state, finite_deadline(due))
@@ -224,17 +228,27 @@ class RocksCustomerStore:
                 self._write()
 
     def due(self, until: float, *, limit: int) -> list[tuple[float, str]]:
-        self.flush()  # (a customer taken back is no longer due)
+        if until < self._soonest:
+            return []
         found: list[tuple[float, str]] = []
-        end = _DEADLINE + _order(until) + b"\xff"
-        it = self._db.iter(ReadOptions())
-        it.seek(_DEADLINE)
-        while it.valid() and len(found) < limit:
-            entry: bytes = it.key()
-            if entry >= end:
-                break
-            found.append((_unorder(entry[1:9]), entry[9:].decode()))
-            it.next()
+        with self._lock:
+            self._write()  # (a customer taken back is no longer due)
+            end = _DEADLINE + _order(until) + b"\xff"
+            it = self._db.iter(ReadOptions())
+            # (from the soonest deadline known: the deleted entries before it are skipped)
+            it.seek(_DEADLINE + (_order(self._soonest) if self._soonest > -math.inf else b""))
+            while it.valid() and len(found) < limit:
+                entry: bytes = it.key()
+                if entry >= end:
+                    break
+                found.append((_unorder(entry[1:9]), entry[9:].decode()))
+                it.next()
+            if found:
+                self._soonest = found[0][0]
+            elif it.valid() and it.key().startswith(_DEADLINE):
+                self._soonest = _unorder(it.key()[1:9])
+            else:
+                self._soonest = math.inf
         return found
 
     def cold_keys(self, *, after: str | None, limit: int) -> list[str]:
@@ -390,7 +404,7 @@ class RocksCustomerStore:
             else:
                 batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(current.epoch), _encode(current))
         batch.put(_CURRENT + name, _encode(version))
-        _index(batch, name, version)
+        self._soonest = min(self._soonest, _index(batch, name, version))
         batch.put(_JOURNAL + _EPOCH.pack(version.epoch) + name, b"")
         self._lowest_written = min(self._lowest_written, version.epoch)
         return version
@@ -412,7 +426,7 @@ class RocksCustomerStore:
             batch.put(_OLDER + name + _SEPARATOR + _EPOCH.pack(version.epoch), _encode(version))
         if kept:
             batch.put(_CURRENT + name, _encode(kept[-1]))
-            _index(batch, name, kept[-1])
+            self._soonest = min(self._soonest, _index(batch, name, kept[-1]))
 
     def _since(
         self, epoch: int
@@ -509,9 +523,12 @@ def _convert(db: Rdict) -> None:
     db.put(_LAYOUT, _LAYOUT_NOW)
 
 
-def _index(batch: WriteBatch, name: bytes, version: Version) -> None:
+def _index(batch: WriteBatch, name: bytes, version: Version) -> float:
+    """Index a put's deadline; returns it (+inf: none)."""
     if version.change == "put" and version.due is not None:
         batch.put(_DEADLINE + _order(version.due) + name, b"")
+        return version.due
+    return math.inf
 
 
 def _unindex(batch: WriteBatch, name: bytes, version: Version) -> None:

@@ -79,6 +79,23 @@ def test_a_customer_woken_or_put_again_has_only_their_latest_deadline(
     assert store.due(100.0, limit=10) == [(30.0, "b")]
 
 
+def test_a_deadline_is_due_whatever_was_looked_for_before(store: CustomerStore) -> None:
+    """Looks that found nothing due do not hide a deadline put, or brought back by a
+    resume, after them."""
+    assert store.due(1e9, limit=10) == []
+    store.put("a", b"a", epoch=1, due=50.0)
+    assert store.due(10.0, limit=10) == []
+    store.put("b", b"b", epoch=1, due=5.0)
+    assert store.due(10.0, limit=10) == [(5.0, "b")]
+    store.take("b", epoch=3)
+    store.take("a", epoch=3)
+    store.flush()
+    assert store.due(1e9, limit=10) == []
+    store.resume(2)  # (the takes undone: both cold again, with their deadlines)
+    assert store.due(10.0, limit=10) == [(5.0, "b")]
+    assert store.due(60.0, limit=10) == [(5.0, "b"), (50.0, "a")]
+
+
 def test_cold_keys_come_in_key_order_a_page_at_a_time(store: CustomerStore) -> None:
     for key in ("b", "ab", "a", "c", "abc"):
         store.put(key, key.encode(), epoch=1, due=None)
@@ -148,7 +165,9 @@ _Op = tuple[str, str, float | None]
 
 _ops = st.lists(
     st.tuples(
-        st.sampled_from(["put", "take", "gone", "next_epoch", "durable", "resume", "flush"]),
+        st.sampled_from(
+            ["put", "take", "gone", "next_epoch", "durable", "resume", "flush", "look"]
+        ),
         st.sampled_from(["a", "b", "c"]),
         st.one_of(st.none(), st.floats(-100, 100, allow_nan=False)),
     ),
@@ -165,7 +184,9 @@ def test_any_run_of_changes_durables_and_resumes_answers_as_the_plain_log_of_cha
 ) -> None:
     """The oracle keeps every change (no clean-up) and forgets those a resume undoes;
     a customer's answer is their latest change. Both stores answer as it does, whatever
-    was cleaned up as durable (a resume never goes back before what is durable)."""
+    was cleaned up as durable (a resume never goes back before what is durable), and
+    whatever looks for due deadlines found before (the store on disk answers a look
+    before its soonest deadline from memory)."""
     stores: list[CustomerStore] = [
         MemoryCustomerStore(),
         RocksCustomerStore(tmp_path_factory.mktemp("cold") / "store"),
@@ -203,6 +224,11 @@ def test_any_run_of_changes_durables_and_resumes_answers_as_the_plain_log_of_cha
         elif op == "flush":
             for s in stores:
                 s.flush()
+        elif op == "look":  # (for due deadlines until a time: the watermark's)
+            until = 0.0 if value is None else value
+            due = sorted((d, k) for k, d in _cold(log).items() if d is not None and d <= until)
+            for s in stores:
+                assert s.due(until, limit=10) == due
         elif op == "gone":
             if _latest(log, key) is not None:
                 log.append((epoch, key, "gone", b"", None))

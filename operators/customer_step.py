@@ -1130,7 +1130,7 @@ def _iso(ts: float) -> str:
 
 def _already_merged(ctx: CustomerContext, visitor: CustomerContext) -> bool:
     """A merge replayed after recovery must not add the visitor's history twice."""
-    if not visitor.recent:
+    if not visitor.interactions:
         return False
-    known = {i.event_id for i in ctx.recent}
-    return all(i.event_id in known for i in visitor.recent)
+    known = set(ctx.interactions.digests())
+    return all(digest in known for digest in visitor.interactions.digests())

@@ -156,11 +156,13 @@ def intent_features(ctx: CustomerContext, resolved: str | None = None) -> dict[s
     would teach it a feature it never sees when it matters (train/serve skew).
     """
     x: dict[str, float] = {}
-    for interaction in ctx.recent[-24:]:
-        if interaction.touchpoint is not None:
-            key = "tp=" + interaction.touchpoint
+    recent = ctx.interactions
+    words = recent.words
+    for touchpoint, kind in zip(*recent.last_of(24), strict=True):  # (indices into words)
+        if touchpoint:
+            key = f"tp={words[touchpoint]}"
             x[key] = x.get(key, 0.0) + 1.0
-        key = "type=" + interaction.type
+        key = f"type={words[kind]}"
         x[key] = x.get(key, 0.0) + 0.5
     for inst in ctx.journeys:
         key = "open=" + inst.journey
@@ -342,13 +344,7 @@ class FlowNextStep(OnlineModel):
 
 def recent_path(ctx: CustomerContext, limit: int = 4) -> tuple[str, ...]:
     """The customer's last contact points, oldest first."""
-    path: list[str] = []
-    for interaction in reversed(ctx.recent):
-        if interaction.touchpoint is not None:
-            path.append(interaction.touchpoint)
-            if len(path) == limit:
-                break
-    return tuple(reversed(path))
+    return tuple(reversed(ctx.interactions.latest_touchpoints(limit)))
 
 
 class Predictors(Protocol):

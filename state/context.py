@@ -6,8 +6,9 @@ snapshot stays small. The fold is pure: time comes from the event, never from
 the wall clock, so a replay folds to the same context.
 """
 
-from bisect import insort
-from collections.abc import Mapping
+import struct
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
 from hashlib import blake2b
 from types import GenericAlias
 
@@ -75,7 +76,8 @@ class ChannelStats(Struct, array_like=True, gc=False):
 
 
 class Interaction(Struct, array_like=True, frozen=True, gc=False):
-    """One remembered interaction; `ref` is "key=value" of its matter, if any."""
+    """One remembered interaction, as snapshots before `RecentInteractions` held them
+    (`CustomerContext.recent`); `ref` is "key=value" of its matter, if any."""
 
     event_id: str
     ts: float
@@ -84,6 +86,135 @@ class Interaction(Struct, array_like=True, frozen=True, gc=False):
     touchpoint: str | None = None
     partner_id: str | None = None
     ref: str | None = None
+
+
+#: An interaction in `RecentInteractions.records`: its time, its event id's digest, and
+#: its type, channel, contact point, partner and reference as indices into the words.
+_RECORD = struct.Struct("<d8s5B")
+_SIZE = _RECORD.size
+_TIME = struct.Struct("<d")  # (a record's first field)
+_TYPE, _TOUCHPOINT = 16, 18  # (where a record's type and contact point are)
+_CODED = 5  # (words a record names)
+#: The most words a log lists (an index is a byte); the first is None, "no word".
+_MOST_WORDS = 256
+assert MAX_RECENT * _CODED + _CODED < _MOST_WORDS  # (room for a new interaction's words)
+
+#: An interaction as `RecentInteractions.entries` gives it: time, id's digest, type,
+#: channel, contact point, partner, reference.
+Entry = tuple[float, bytes, str, str, str | None, str | None, str | None]
+
+
+def _no_words() -> list[str | None]:
+    return [None]
+
+
+class RecentInteractions(Struct, array_like=True, gc=False):
+    """The customer's latest interactions (at most MAX_RECENT), oldest first, as records
+    of bytes: a context taken back from the cold tier decodes them as a few objects, not
+    six an interaction (a decode's cost is the objects it makes, each into memory no
+    cache holds), and a customer in memory keeps as few.
+
+    A record (`_RECORD`, 21 bytes): the interaction's time, its event id's
+    `event_digest` (what merges tell interactions apart by), then its type, channel,
+    contact point, partner and reference (`ref`: "key=value" of the matter it concerns)
+    as indices into `words`, which lists each word once, after None (no contact point,
+    partner or reference).
+    """
+
+    words: list[str | None] = msgspec.field(default_factory=_no_words)
+    records: bytearray = msgspec.field(default_factory=bytearray)
+
+    def __len__(self) -> int:
+        return len(self.records) // _SIZE
+
+    def add(
+        self,
+        ts: float,
+        digest: bytes,
+        type: str,
+        channel: str,
+        touchpoint: str | None = None,
+        partner_id: str | None = None,
+        ref: str | None = None,
+    ) -> None:
+        """Remember an interaction at its place in time (after those of the same time),
+        the oldest forgotten beyond MAX_RECENT."""
+        words = self.words
+        if len(words) > _MOST_WORDS - _CODED:
+            self._forget_words()
+            words = self.words
+        record = _RECORD.pack(
+            ts,
+            digest,
+            words.index(type) if type in words else _new_word(words, type),
+            words.index(channel) if channel in words else _new_word(words, channel),
+            0 if touchpoint is None else self._word(touchpoint),
+            0 if partner_id is None else self._word(partner_id),
+            0 if ref is None else self._word(ref),
+        )
+        records = self.records
+        if not records or _TIME.unpack_from(records, len(records) - _SIZE)[0] <= ts:
+            records += record
+        else:  # (out of order: another device's, another partition's)
+            at = bisect_right([r[0] for r in _RECORD.iter_unpack(records)], ts) * _SIZE
+            records[at:at] = record
+        if len(records) > MAX_RECENT * _SIZE:
+            del records[:_SIZE]
+
+    def digests(self) -> list[bytes]:
+        return [r[1] for r in _RECORD.iter_unpack(self.records)]
+
+    def entries(self) -> list[Entry]:
+        """Each interaction: time, id's digest, type, channel, contact point, partner and
+        reference; oldest first."""
+        words = self.words
+        return [
+            (ts, digest, words[t] or "", words[c] or "", words[p], words[o], words[r])
+            for ts, digest, t, c, p, o, r in _RECORD.iter_unpack(self.records)
+        ]
+
+    def last_of(self, count: int) -> tuple[bytearray, bytearray]:
+        """The contact points and the types of the latest `count` interactions, oldest
+        first, as indices into `words` (0: none): for a loop over them all (the intent
+        model's features), which reads no record whole."""
+        records = self.records
+        start = max(len(records) - count * _SIZE, 0)
+        return records[start + _TOUCHPOINT :: _SIZE], records[start + _TYPE :: _SIZE]
+
+    def latest_touchpoints(self, limit: int) -> list[str]:
+        """The contact points of the latest interactions that have one, latest first, at
+        most `limit`."""
+        words = self.words
+        found: list[str] = []
+        for code in reversed(self.records[_TOUCHPOINT::_SIZE]):
+            touchpoint = words[code]
+            if touchpoint is not None:
+                found.append(touchpoint)
+                if len(found) == limit:
+                    break
+        return found
+
+    def _word(self, word: str) -> int:
+        words = self.words
+        return words.index(word) if word in words else _new_word(words, word)
+
+    def _forget_words(self) -> None:
+        """Keep only the words the interactions still name."""
+        kept = interactions_of(self.entries())
+        self.words, self.records = kept.words, kept.records
+
+
+def _new_word(words: list[str | None], word: str | None) -> int:
+    words.append(word)
+    return len(words) - 1
+
+
+def interactions_of(entries: Iterable[Entry]) -> RecentInteractions:
+    """A log of these interactions (`RecentInteractions.entries`), in their order."""
+    log = RecentInteractions()
+    for entry in entries:
+        log.add(*entry)
+    return log
 
 
 class SentimentSignal(Struct, array_like=True, gc=False):
@@ -211,6 +342,8 @@ class CustomerContext(Struct, array_like=True):
     events: int = 0
     anonymous_ids: list[str] = []
     channels: dict[str, ChannelStats] = {}
+    #: The interactions of a snapshot before `interactions` (moved there when it is
+    #: decoded): empty otherwise.
     recent: list[Interaction] = []
     touchpoints: dict[str, int] = {}
     partners: list[str] = []
@@ -275,6 +408,8 @@ class CustomerContext(Struct, array_like=True):
     #: reading a backlog) its events can come round before the merge that hands over its
     #: key (`MAX_UNOPENED`): never in a copy of the context.
     unopened: list[Event] = []
+    #: The latest interactions, oldest first (MAX_RECENT).
+    interactions: RecentInteractions = msgspec.field(default_factory=RecentInteractions)
 
 
 def new_context(key: str, event: Event, pseudonym: str) -> CustomerContext:
@@ -431,28 +566,18 @@ def fold(
     if event.outcome is not None and event.action_id is not None:
         record_outcome(ctx, event.action_id, event.outcome, ts)
 
-    interaction = Interaction(
-        event_id=event.event_id,
-        ts=ts,
-        type=event.type,
-        channel=channel,
-        touchpoint=touchpoint,
-        partner_id=partner_id,
-        ref=_reference(properties) if properties else None,
+    if digest is None:
+        digest = event_digest(event.event_id)
+    ctx.interactions.add(
+        ts,
+        digest,
+        event.type,
+        channel,
+        touchpoint,
+        partner_id,
+        _reference(properties) if properties else None,
     )
-    recent = ctx.recent
-    if not recent or recent[-1].ts <= ts:
-        recent.append(interaction)
-    else:
-        insort(recent, interaction, key=_interaction_ts)
-    if len(recent) > MAX_RECENT:
-        del recent[0]
-    remember(
-        ctx.seen,
-        event_digest(event.event_id) if digest is None else digest,
-        ctx.last_seen,
-        horizon,
-    )
+    remember(ctx.seen, digest, ctx.last_seen, horizon)
     return ctx
 
 
@@ -479,8 +604,8 @@ def record_outcome(
     return None
 
 
-def _interaction_ts(interaction: Interaction) -> float:
-    return interaction.ts
+def _entry_time(entry: Entry) -> float:
+    return entry[0]
 
 
 def _append_bounded(items: list[str], item: str, limit: int) -> None:
@@ -565,10 +690,19 @@ def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
 
 
 def from_snapshot(data: bytes) -> CustomerContext:
-    """The context of snapshot bytes, of this release or of one before (a map)."""
+    """The context of snapshot bytes, of this release or of one before (a map, or
+    interactions as a list)."""
     if data[:1] in _MAP_HEADERS:  # (a snapshot of a release before the array form)
-        return _from_map_form(_MAP_FORM_DECODER.decode(data))
-    return _SNAPSHOT_DECODER.decode(data)
+        ctx = _from_map_form(_MAP_FORM_DECODER.decode(data))
+    else:
+        ctx = _SNAPSHOT_DECODER.decode(data)
+    if ctx.recent:  # (a snapshot before `interactions`)
+        ctx.interactions = interactions_of(
+            (i.ts, event_digest(i.event_id), i.type, i.channel, i.touchpoint, i.partner_id, i.ref)
+            for i in ctx.recent
+        )
+        ctx.recent = []
+    return ctx
 
 
 def _map_form(cls: type[Struct], name: str, **types: object) -> type[Struct]:
@@ -616,10 +750,11 @@ def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:
     for point, visits in visitor.touchpoints.items():
         if point in ctx.touchpoints or len(ctx.touchpoints) < MAX_TOUCHPOINTS:
             ctx.touchpoints[point] = ctx.touchpoints.get(point, 0) + visits
-    known = {i.event_id for i in ctx.recent}
-    merged = [*ctx.recent, *(i for i in visitor.recent if i.event_id not in known)]
-    merged.sort(key=_interaction_ts)
-    ctx.recent = merged[-MAX_RECENT:]
+    mine = ctx.interactions.entries()
+    known = {entry[1] for entry in mine}
+    merged = [*mine, *(e for e in visitor.interactions.entries() if e[1] not in known)]
+    merged.sort(key=_entry_time)  # (stable: of one time, the customer's first)
+    ctx.interactions = interactions_of(merged[-MAX_RECENT:])
     device = visitor.key.split(":", 1)[-1]
     for anonymous_id in [device, *visitor.anonymous_ids]:
         if anonymous_id not in ctx.anonymous_ids:

@@ -65,13 +65,13 @@ def _bounded(env: dict[str, str], recovery: Path, logs: Path, processes: int) ->
     return _ended(_start(env, recovery, logs, processes))
 
 
-def _folded(recovery: Path) -> dict[str, tuple[int, list[str], bool]]:
+def _folded(recovery: Path) -> dict[str, tuple[int, list[bytes], bool]]:
     """Each context in the snapshots, by its customer (or device): events folded, the
-    ids of its recent interactions, and whether it is a device that handed its history
+    digests of its recent interactions' ids, and whether it is a device that handed its history
     over to the customer who logged in on it."""
     contexts = (from_snapshot(change) for change in final_contexts(recovery).values())
     return {
-        c.key: (c.events, [i.event_id for i in c.recent], c.alias_to is not None)
+        c.key: (c.events, c.interactions.digests(), c.alias_to is not None)
         for c in contexts
         if c.key
     }

@@ -36,14 +36,13 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import msgspec
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from flows.runtime.settings import KafkaSettings
 from operators.models import INTENT, NEXT_STEP
 from operators.rerun import RerunError
-from state.context import from_snapshot
+from state.context import Entry, from_snapshot
 from state.key_vault import VaultReader
 from tests.conftest import fresh_topics, kafka_env
 from tests.e2e.cli import REPO, WAYFINDER, wayfinder
@@ -364,10 +363,10 @@ def _example_ids(numbered: dict[tuple[str, int], set[str]]) -> dict[str, list[st
     return by_model
 
 
-def _folded(contexts: dict[str, bytes]) -> dict[str, tuple[int, bytes]]:
+def _folded(contexts: dict[str, bytes]) -> dict[str, tuple[int, list[Entry]]]:
     """Each customer's count of events folded and their recent interactions."""
     return {
-        key: (ctx.events, msgspec.msgpack.encode(ctx.recent))
+        key: (ctx.events, ctx.interactions.entries())
         for key, ctx in ((key, from_snapshot(value)) for key, value in contexts.items())
     }
 

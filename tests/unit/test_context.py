@@ -9,9 +9,12 @@ from state.context import (
     DEFAULT_REDELIVERY_HORIZON,
     MAX_RECENT,
     CustomerContext,
+    Interaction,
     JourneyInstance,
+    RecentInteractions,
     absorb_visitor,
     consent_allows,
+    event_digest,
     fold,
     from_snapshot,
     is_tombstone,
@@ -72,7 +75,10 @@ def test_out_of_order_event_lands_in_time_order_and_last_seen_does_not_go_back()
         ev("page_view", "web", minutes=10, event_id="late-web"),
         ev("ivr_call", "ivr", minutes=2, event_id="early-ivr"),
     )
-    assert [i.event_id for i in ctx.recent] == ["early-ivr", "late-web"]
+    assert ctx.interactions.digests() == [event_digest("early-ivr"), event_digest("late-web")]
+    touchpoints, kinds = ctx.interactions.last_of(2)
+    assert [ctx.interactions.words[k] for k in kinds] == ["ivr_call", "page_view"]
+    assert touchpoints == b"\0\0"
     assert ctx.last_seen == (T0 + timedelta(minutes=10)).timestamp()
     assert ctx.first_seen == (T0 + timedelta(minutes=2)).timestamp()
 
@@ -80,14 +86,20 @@ def test_out_of_order_event_lands_in_time_order_and_last_seen_does_not_go_back()
 def test_recent_history_is_bounded_oldest_dropped():
     events = [ev("page_view", "web", minutes=i, event_id=f"e{i}") for i in range(MAX_RECENT + 10)]
     ctx = folded(*events)
-    assert len(ctx.recent) == MAX_RECENT
-    assert ctx.recent[0].event_id == "e10"
+    assert len(ctx.interactions) == MAX_RECENT
+    assert ctx.interactions.digests()[0] == event_digest("e10")
     assert ctx.events == MAX_RECENT + 10
 
 
 def test_interactions_remember_the_matter_they_are_about():
     ctx = folded(ev("ivr_call", "ivr", transfer_id="tx-9", touchpoint="ivr_payments"))
-    assert ctx.recent[0].ref == "transfer_id=tx-9"
+    assert ctx.interactions.entries()[0][2:] == (
+        "ivr_call",
+        "ivr",
+        "ivr_payments",
+        None,
+        "transfer_id=tx-9",
+    )
 
 
 def test_redelivered_event_is_recognised_as_duplicate():
@@ -131,18 +143,45 @@ def test_a_tombstone_keeps_when_and_nothing_else():
     held = to_snapshot(tombstone(T0.timestamp()))
     ctx = from_snapshot(held)
     assert is_tombstone(ctx) and ctx.erased_at == T0.timestamp()
-    assert (ctx.key, ctx.events, ctx.anonymous_ids, ctx.recent) == ("", 0, [], [])
+    assert (ctx.key, ctx.events, ctx.anonymous_ids, len(ctx.interactions)) == ("", 0, [], 0)
     assert len(held) < 460
     assert not is_tombstone(folded(ev("page_view", "web")))
 
 
-def _map_form(ctx: CustomerContext) -> dict[str, object]:
+def _before(*events: Event) -> list[Interaction]:
+    """The events' interactions as contexts held them before `RecentInteractions`."""
+    interactions = [
+        Interaction(
+            e.event_id,
+            e.ts.timestamp(),
+            e.type,
+            e.channel,
+            e.touchpoint,
+            e.partner_id,
+            next((f"{k}={e.properties[k]}" for k in ("transfer_id",) if k in e.properties), None),
+        )
+        for e in events
+    ]
+    return sorted(interactions, key=lambda i: i.ts)[-MAX_RECENT:]
+
+
+def _array_form(ctx: CustomerContext, *events: Event) -> list[object]:
+    """The context as releases before `interactions` snapshotted it: its fields in order,
+    the events' interactions a list of their own, and no `interactions`."""
+    fields = list(msgspec.structs.astuple(ctx))
+    fields[list(ctx.__struct_fields__).index("recent")] = _before(*events)
+    return fields[:-1]
+
+
+def _map_form(ctx: CustomerContext, *events: Event) -> dict[str, object]:
     """The context as releases before the array form snapshotted it: a map of its
-    fields' names, and its journeys' too."""
+    fields' names, and its journeys' too (and interactions as a list)."""
     fields = {name: getattr(ctx, name) for name in ctx.__struct_fields__}
     fields["journeys"] = [
         {name: getattr(inst, name) for name in inst.__struct_fields__} for inst in ctx.journeys
     ]
+    fields["recent"] = _before(*events)
+    del fields["interactions"]
     return fields
 
 
@@ -155,12 +194,15 @@ def test_a_snapshot_is_an_array_half_the_size_of_a_map_of_names():
 
 
 def test_a_snapshot_of_the_map_form_before_still_loads_whole():
-    ctx = folded(profile("high"), ev("ivr_call", "ivr", transfer_id="tx-1", anon="dev-1"))
+    events = (profile("high"), ev("ivr_call", "ivr", transfer_id="tx-1", anon="dev-1"))
+    ctx = folded(*events)
     ctx.journeys.append(
         JourneyInstance("billing", "k", T0.timestamp(), T0.timestamp(), "e1", stage="paid")
     )
     ctx.secret, ctx.pseudonym = b"s" * 32, "p-1"
-    assert from_snapshot(msgspec.msgpack.encode(_map_form(ctx))) == ctx
+    restored = from_snapshot(msgspec.msgpack.encode(_map_form(ctx, *events)))
+    assert restored.interactions.entries() == ctx.interactions.entries()
+    assert msgspec.structs.replace(restored, interactions=ctx.interactions) == ctx
     erased = tombstone(T0.timestamp())
     assert is_tombstone_snapshot(msgspec.msgpack.encode(_map_form(erased)))
     assert is_tombstone_snapshot(to_snapshot(erased))
@@ -169,16 +211,47 @@ def test_a_snapshot_of_the_map_form_before_still_loads_whole():
     later = msgspec.msgpack.encode([*msgspec.structs.astuple(erased), "added"])
     assert is_tombstone_snapshot(later)
     fewer = msgspec.msgpack.encode(list(msgspec.structs.astuple(ctx))[:-1])
-    assert from_snapshot(fewer).unopened == [] and from_snapshot(fewer).key == ctx.key
+    assert from_snapshot(fewer).interactions == RecentInteractions()
+    assert from_snapshot(fewer).key == ctx.key
+
+
+def test_interactions_held_as_a_list_before_load_as_the_same_log():
+    """Snapshots (recovery, the cold tier, recorded decisions) made before interactions
+    were columns of bytes: the same log, whatever order or number they came in."""
+    events = [
+        ev("page_view", "web", minutes=i, event_id=f"e{i}", touchpoint=f"tp{i % 3}")
+        for i in range(MAX_RECENT + 5)
+    ]
+    events += [ev("ivr_call", "ivr", minutes=7, event_id="late", transfer_id="tx-1")]
+    ctx = folded(*events)
+    for before in (_array_form(ctx, *events), _map_form(ctx, *events)):
+        restored = from_snapshot(msgspec.msgpack.encode(before))
+        # (the same interactions; its words may be listed in another order)
+        assert restored.interactions.entries() == ctx.interactions.entries()
+        assert restored.recent == []
+        assert msgspec.structs.replace(restored, interactions=ctx.interactions) == ctx
+
+
+def test_a_log_of_many_words_forgets_those_no_interaction_names():
+    log = RecentInteractions()
+    for i in range(400):  # (a code is a byte: every word is new here)
+        log.add(float(i), event_digest(f"e{i}"), f"type-{i}", "web", f"tp-{i}", None, None)
+    assert len(log) == MAX_RECENT and len(log.words) < 255
+    assert [[log.words[i] for i in codes] for codes in log.last_of(2)] == [
+        ["tp-398", "tp-399"],
+        ["type-398", "type-399"],
+    ]
+    assert log.entries()[0][2:5] == (f"type-{400 - MAX_RECENT}", "web", f"tp-{400 - MAX_RECENT}")
 
 
 def test_a_snapshot_of_an_earlier_version_still_loads():
     """Contexts snapshotted before the redelivery memory and the customer's key existed
     resume with an empty memory and no key (one is made when first needed)."""
-    ctx = folded(ev("page_view", "web", event_id="x1"))
-    fields = _map_form(ctx)
+    first = ev("page_view", "web", event_id="x1")
+    ctx = folded(first)
+    fields = _map_form(ctx, first)
     del fields["seen"], fields["erased_at"], fields["secret"]
     del fields["alias_to"], fields["forward_key"], fields["device_keys"]
     restored = from_snapshot(msgspec.msgpack.encode(fields))
     assert restored.seen.count() == 0 and restored.erased_at is None and restored.secret == b""
-    assert restored.recent == ctx.recent
+    assert restored.interactions.entries() == ctx.interactions.entries()

@@ -60,9 +60,18 @@ def _send(settings: KafkaSettings, rows: list[tuple[int, int, str]]) -> None:
 
 
 def _add_partitions(settings: KafkaSettings, total: int) -> None:
+    """Scale the events topic out to `total` partitions, and return once the broker's
+    metadata lists them (the controller accepts the change first: a client that asks
+    the broker at once may still be told the count before, and kafka-python's producer
+    refuses a record for a partition it has not heard of)."""
     admin = KafkaAdminClient(**settings.kafka_python_config())
+    topic = settings.topic("events")
     try:
-        admin.create_partitions({settings.topic("events"): NewPartitions(total_count=total)})
+        admin.create_partitions({topic: NewPartitions(total_count=total)})
+        deadline = time.monotonic() + WITHIN
+        while len(admin.describe_topics([topic])[0]["partitions"]) < total:
+            assert time.monotonic() < deadline, "the broker never listed the new partitions"
+            time.sleep(0.1)
     finally:
         admin.close()
 

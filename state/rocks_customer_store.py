@@ -9,7 +9,8 @@ value. One RocksDB holds six kinds of entry, told apart by their first byte:
   which the bloom filters answer in memory);
 - `o` key NUL epoch: older versions a resume may still need, in the same way (few, and
   short-lived: a take keeps the context it took here until the take is durable);
-- `d` deadline key: the deadlines of cold customers, in time order (`due` is a scan);
+- `d` deadline key: the deadlines of cold customers, in time order (`due` is a scan from
+  the soonest deadline the store knows of, past the deleted entries before it);
 - `j` epoch key: which customers changed in an epoch (`durable` and `resume` read only
   the epochs they concern, never the whole store);
 - `n`: how many customers are cold;

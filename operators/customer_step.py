@@ -506,11 +506,11 @@ class CustomerStep:
         """A device that identified: its events go to the customer, except redeliveries
         of those its visitor folded before (the customer would fold them again)."""
         seen = alias.seen
-        if seen.generations:
+        if seen.marks:
             known = recall(alias, event.event_id, ts, self._horizon)
             if not known:
                 return self._not_folded(alias, event, ts, known)
-            if seen.generations[0].until < ts - self._horizon:
+            if seen.oldest() < ts - self._horizon:
                 forget(seen, ts - self._horizon)  # (an alias folds nothing new)
         self._drop_handed(alias, ts)
         return alias, [self._sealed_forward(alias, event)]

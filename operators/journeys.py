@@ -23,6 +23,7 @@ from state.context import (
     MAX_OPEN_JOURNEYS,
     CustomerContext,
     JourneyInstance,
+    JourneyOutcome,
     JourneySummary,
     Touch,
 )
@@ -33,6 +34,12 @@ _TERMINAL = frozenset({"completed", "abandoned"})
 
 def _touch_ts(touch: Touch) -> float:
     return touch.ts
+
+
+def _step(touch: Touch) -> tuple[float, str, str | None]:
+    """What tells a journey's steps apart: one event is one step on both sides of a
+    merge (a touch of a release before also holds the event's id)."""
+    return touch.ts, touch.channel, touch.touchpoint
 
 
 class JourneyTracker:
@@ -138,7 +145,7 @@ class JourneyTracker:
             and any(t.touchpoint == touchpoint for t in path)
         ):
             inst.loops += 1  # back to a contact point already visited in this journey
-        touch = Touch(ts, event.channel, touchpoint, event.event_id)
+        touch = Touch(ts, event.channel, touchpoint)
         if not path or path[-1].ts <= ts:
             path.append(touch)
         else:
@@ -227,9 +234,9 @@ class JourneyTracker:
                 if name not in ours.milestones or ts < ours.milestones[name]:
                     ours.milestones[name] = ts
             ours.stage = self._stage(spec, ours)
-            known = {t.event_id for t in ours.path}
+            known = {_step(t) for t in ours.path}
             ours.path = sorted(
-                [*ours.path, *(t for t in theirs.path if t.event_id not in known)], key=_touch_ts
+                [*ours.path, *(t for t in theirs.path if _step(t) not in known)], key=_touch_ts
             )[-MAX_JOURNEY_PATH:]
             ours.loops += theirs.loops
             ours.failures += theirs.failures
@@ -278,7 +285,9 @@ class JourneyTracker:
         return reached[-1].name if reached else None
 
     @staticmethod
-    def _finish(ctx: CustomerContext, inst: JourneyInstance, outcome: str, at: float) -> None:
+    def _finish(
+        ctx: CustomerContext, inst: JourneyInstance, outcome: JourneyOutcome, at: float
+    ) -> None:
         ctx.journeys.remove(inst)
         ctx.finished.append(
             JourneySummary(

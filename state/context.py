@@ -6,16 +6,18 @@ snapshot stays small. The fold is pure: time comes from the event, never from
 the wall clock, so a replay folds to the same context.
 """
 
+import math
 import struct
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from hashlib import blake2b
 from types import GenericAlias
+from typing import Literal
 
 import msgspec
 from msgspec import Struct
 
-from schemas.event import Event
+from schemas.event import Event, Outcome
 from schemas.types import Properties
 
 #: How many recent interactions a context keeps (oldest dropped first).
@@ -29,13 +31,16 @@ MAX_PARTNERS = 16
 #: by default (WAYFINDER_REDELIVERY_HORIZON): a customer remembers the ids of the events
 #: folded within it of their latest event time, and refuses an event older than that.
 DEFAULT_REDELIVERY_HORIZON = 7 * 86400.0
-#: The most event ids a customer remembers for that (11 bytes each in a snapshot): past
+#: The most event ids a customer remembers for that (8 bytes each in a snapshot): past
 #: it the oldest are forgotten, and events as old as them are refused as well.
 MAX_SEEN = 4096
 #: Ids are remembered in generations (an eighth of the horizon, or of MAX_SEEN, each):
 #: forgetting is dropping the oldest generation, never a pass over the ids.
 _SEEN_GENERATIONS = 8
 _SEEN_GENERATION_SIZE = MAX_SEEN // _SEEN_GENERATIONS
+#: A generation of ids (`Seen.marks`): opened, until, how many ids.
+_MARK = struct.Struct("<ddI")
+_DIGEST = 8  # (bytes of an id remembered, `event_digest`)
 #: Journeys: open instances, steps remembered per instance, summaries of finished ones.
 MAX_OPEN_JOURNEYS = 16
 MAX_JOURNEY_PATH = 32
@@ -226,13 +231,22 @@ class SentimentSignal(Struct, array_like=True, gc=False):
     lowest: float = 0.0
 
 
-class Touch(Struct, array_like=True, frozen=True, gc=False):
-    """One step of a journey: when, where, on which channel, by which event."""
+#: Words of a few values: a context decodes them as the one string each (a `Literal`'s),
+#: not a string each time.
+JourneyStatus = Literal["open", "stalled"]
+JourneyOutcome = Literal["completed", "abandoned", "merged"]
+
+
+class Touch(Struct, array_like=True, frozen=True, gc=False, omit_defaults=True):
+    """One step of a journey: when, where, on which channel. A merge tells two steps
+    apart by these; the event's id is not kept (one object more a step for a context
+    taken back from the cold tier to make), but a snapshot of a release before may
+    still hold it (`event_id`)."""
 
     ts: float
     channel: str
     touchpoint: str | None
-    event_id: str
+    event_id: str = ""
 
 
 class JourneyInstance(Struct, array_like=True):
@@ -243,7 +257,7 @@ class JourneyInstance(Struct, array_like=True):
     started_at: float
     last_at: float
     entry_event_id: str
-    status: str = "open"  # open | stalled
+    status: JourneyStatus = "open"
     milestones: dict[str, float] = {}
     stage: str | None = None
     path: list[Touch] = []
@@ -259,7 +273,7 @@ class JourneySummary(Struct, array_like=True, frozen=True, gc=False):
 
     journey: str
     key: str
-    outcome: str  # completed | abandoned | merged
+    outcome: JourneyOutcome
     started_at: float
     ended_at: float
     stage: str | None
@@ -275,7 +289,7 @@ class SentAction(Struct, array_like=True, gc=False):
     channel: str
     purpose: str
     at: float
-    outcome: str | None = None
+    outcome: Outcome | None = None
     outcome_at: float | None = None
     #: The propensity model has learned from this action (a response, or none in time).
     labelled: bool = False
@@ -287,9 +301,8 @@ _OUTCOME_RANK = {"delivered": 0, "dismissed": 1, "opened": 2, "clicked": 3, "con
 
 
 class SeenGeneration(Struct, array_like=True, gc=False):
-    """Event ids remembered together (digests, `event_digest`): `opened` and `until` are
-    the customer's latest event time when the first and the last of them was folded
-    (so every one of them is at most `until` old)."""
+    """Event ids remembered together, as releases before `Seen.digests` kept them (a
+    snapshot of theirs is moved there when decoded, `from_snapshot`)."""
 
     opened: float
     until: float
@@ -297,24 +310,37 @@ class SeenGeneration(Struct, array_like=True, gc=False):
 
 
 class Seen(Struct, array_like=True, gc=False):
-    """The events a customer folded, for recognising their redeliveries, oldest
-    generation first. An event as old as `floor` or older may have been forgotten to
-    keep within MAX_SEEN, so it can no longer be checked."""
+    """The events a customer folded, for recognising their redeliveries. An event as old
+    as `floor` or older may have been forgotten to keep within MAX_SEEN, so it can no
+    longer be checked.
+
+    The ids (`event_digest`, 8 bytes each) are `digests`, oldest first, in generations:
+    `marks` holds one `_MARK` each, oldest first (the customer's latest event time when
+    its first and its last id was folded, and how many ids it holds). So a context
+    taken back from the cold tier decodes them as two objects, not one an id and four a
+    generation (a decode's cost is the objects it makes). `generations`: the form of
+    releases before, always empty once decoded.
+    """
 
     generations: list[SeenGeneration] = []
     floor: float = float("-inf")
+    digests: bytearray = msgspec.field(default_factory=bytearray)
+    marks: bytearray = msgspec.field(default_factory=bytearray)
 
     def __contains__(self, digest: bytes) -> bool:
-        for generation in self.generations:  # (a loop: `any` costs more on this hot path)
-            if digest in generation.ids:
-                break
-        else:
-            return False
-        return True
+        digests = self.digests
+        at = digests.find(digest)
+        while at > 0 and at & 7:  # (bytes across two ids: neither of them)
+            at = digests.find(digest, at + 1)
+        return at >= 0
 
     def count(self) -> int:
         """How many ids are remembered."""
-        return sum(len(generation.ids) for generation in self.generations)
+        return len(self.digests) >> 3
+
+    def oldest(self) -> float:
+        """The latest event time of the oldest generation's last id (inf: none)."""
+        return _MARK.unpack_from(self.marks)[1] if self.marks else math.inf
 
 
 class Handed(Struct, array_like=True, gc=False):
@@ -438,7 +464,7 @@ def is_tombstone(ctx: CustomerContext) -> bool:
 def event_digest(event_id: str) -> bytes:
     """64 bits of an event id: what a context remembers of it (a collision between two
     of one customer's ids within the horizon is a chance of about 2**-52)."""
-    return blake2b(event_id.encode(), digest_size=8).digest()
+    return blake2b(event_id.encode(), digest_size=_DIGEST).digest()
 
 
 #: `recall`'s answer for an event too old to be checked.
@@ -454,11 +480,10 @@ def recall(ctx: CustomerContext, event_id: str, ts: float, horizon: float) -> by
     One call on the hot path, every event. A redelivery is known by its id alone,
     whatever time it carries, so one id never triggers two decisions.
     """
-    digest = blake2b(event_id.encode(), digest_size=8).digest()
+    digest = blake2b(event_id.encode(), digest_size=_DIGEST).digest()
     seen = ctx.seen
-    for generation in seen.generations:
-        if digest in generation.ids:
-            return None
+    if digest in seen:
+        return None
     if ts < ctx.last_seen - horizon or ts <= seen.floor:
         return TOO_OLD
     return digest
@@ -470,36 +495,43 @@ def remember(seen: Seen, digest: bytes, latest: float, horizon: float) -> None:
     A new generation opens every eighth of the horizon or of MAX_SEEN; the generations
     the horizon has passed, and the oldest beyond MAX_SEEN, are forgotten then.
     """
-    generations = seen.generations
-    if not generations:
-        current = SeenGeneration(latest, latest)
-        generations.append(current)
-    else:
-        current = generations[-1]
-        if (
-            len(current.ids) >= _SEEN_GENERATION_SIZE
-            or latest - current.opened >= horizon / _SEEN_GENERATIONS
-        ):
+    marks = seen.marks
+    opened, count = latest, 0
+    if marks:
+        opened, _until, count = _MARK.unpack_from(marks, len(marks) - _MARK.size)
+        if count >= _SEEN_GENERATION_SIZE or latest - opened >= horizon / _SEEN_GENERATIONS:
             forget(seen, latest - horizon, room=_SEEN_GENERATION_SIZE)
-            current = SeenGeneration(latest, latest)
-            generations.append(current)
-    current.ids[digest] = None
-    current.until = latest
+            opened, count = latest, 0
+            marks += _MARK.pack(latest, latest, 0)
+    else:
+        marks += _MARK.pack(latest, latest, 0)
+    seen.digests += digest
+    _MARK.pack_into(marks, len(marks) - _MARK.size, opened, latest, count + 1)
 
 
 def forget(seen: Seen, before: float, room: int = 0) -> None:
     """Forget the generations all older than `before`, then the oldest until `room` more
     ids fit within MAX_SEEN (raising `floor`: as old as them is no longer checked)."""
-    generations = seen.generations
-    while generations and generations[0].until < before:
-        del generations[0]
-    if room + len(generations) * _SEEN_GENERATION_SIZE <= MAX_SEEN:
-        return  # (no generation holds more than that: they fit)
-    excess = seen.count() + room - MAX_SEEN
-    while generations and excess > 0:
-        oldest = generations.pop(0)
-        seen.floor = max(seen.floor, oldest.until)
-        excess -= len(oldest.ids)
+    marks = seen.marks
+    generations = len(marks) // _MARK.size
+    dropped = ids = 0
+    while dropped < generations:
+        _opened, until, count = _MARK.unpack_from(marks, dropped * _MARK.size)
+        if until >= before:
+            break
+        dropped += 1
+        ids += count
+    if room + (generations - dropped) * _SEEN_GENERATION_SIZE > MAX_SEEN:
+        excess = seen.count() - ids + room - MAX_SEEN
+        while dropped < generations and excess > 0:
+            _opened, until, count = _MARK.unpack_from(marks, dropped * _MARK.size)
+            seen.floor = max(seen.floor, until)
+            excess -= count
+            dropped += 1
+            ids += count
+    if dropped:
+        del marks[: dropped * _MARK.size]
+        del seen.digests[: ids * _DIGEST]
 
 
 def _reference(properties: Properties) -> str | None:
@@ -593,7 +625,7 @@ def record_sent(ctx: CustomerContext, sent: SentAction, memory: Mapping[str, flo
 
 
 def record_outcome(
-    ctx: CustomerContext, action_id: str, outcome: str, at: float
+    ctx: CustomerContext, action_id: str, outcome: Outcome, at: float
 ) -> SentAction | None:
     """Credit an outcome to the action it reports on; the strongest outcome wins."""
     for sent in reversed(ctx.actions):
@@ -670,7 +702,7 @@ def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
     the ids remembered for recognising redeliveries, the customer's and devices' keys,
     and what an alias keeps of its handover."""
     if copy and (
-        ctx.seen.generations
+        ctx.seen.marks
         or ctx.secret
         or ctx.handed is not None
         or ctx.forward_key
@@ -702,6 +734,12 @@ def from_snapshot(data: bytes) -> CustomerContext:
             for i in ctx.recent
         )
         ctx.recent = []
+    seen = ctx.seen
+    if seen.generations:  # (a snapshot before `Seen.digests`)
+        for generation in seen.generations:
+            seen.marks += _MARK.pack(generation.opened, generation.until, len(generation.ids))
+            seen.digests += b"".join(generation.ids)
+        seen.generations = []
     return ctx
 
 

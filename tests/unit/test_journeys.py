@@ -3,7 +3,8 @@
 from datetime import timedelta
 
 from operators.customer_step import CustomerStep
-from state.context import MAX_FINISHED_JOURNEYS
+from operators.journeys import JourneyTracker
+from state.context import MAX_FINISHED_JOURNEYS, JourneyInstance, Touch, new_context
 from tests.helpers import T0, Harness, default_playbook, ev, instance_token
 
 
@@ -57,10 +58,10 @@ def test_late_event_from_another_device_moves_the_milestone_time_back():
     assert len(run.transitions("device_activation", "progressed")) == 1
     (inst,) = run.context().journeys
     assert inst.milestones["activation_started"] == (T0 + timedelta(minutes=30)).timestamp()
-    assert [t.event_id for t in inst.path] == [
-        inst.path[0].event_id,
-        on_phone_earlier.event_id,
-        on_laptop.event_id,
+    assert [(t.ts, t.channel) for t in inst.path] == [
+        (T0.timestamp(), "store"),
+        (on_phone_earlier.ts.timestamp(), "app"),
+        (on_laptop.ts.timestamp(), "web"),
     ]
 
 
@@ -99,3 +100,29 @@ def test_finished_journeys_are_bounded():
     run = Harness().run(events)
     assert len(run.context().finished) == MAX_FINISHED_JOURNEYS
     assert len(run.transitions("device_activation", "completed")) == MAX_FINISHED_JOURNEYS + 5
+
+
+def test_a_merge_keeps_one_step_for_an_event_both_sides_folded():
+    """The customer and the visitor both hold the step of one event (a touch of a
+    release before also holds its id): the merged journey has it once, in time order."""
+    t = T0.timestamp()
+    shared = Touch(t + 60, "web", "activation")
+    ours = JourneyInstance("device_activation", "", t, t + 60, "e0")
+    ours.path = [Touch(t, "store", "store_high_street"), shared]
+    theirs = JourneyInstance("device_activation", "", t + 30, t + 90, "e1")
+    theirs.path = [
+        Touch(t + 30, "app", "activation"),
+        Touch(t + 60, "web", "activation", "e-shared"),  # (the same step, as kept before)
+        Touch(t + 90, "web", "activation"),
+    ]
+    ctx = new_context("cust-1", purchase(), "p-cust-1")
+    visitor = new_context("anon:1", purchase(), "p-anon-1")
+    ctx.journeys, visitor.journeys = [ours], [theirs]
+    JourneyTracker(default_playbook(), str).absorb(ctx, visitor, "login", t + 120)
+    (merged,) = ctx.journeys
+    assert [(s.ts - t, s.channel) for s in merged.path] == [
+        (0, "store"),
+        (30, "app"),
+        (60, "web"),
+        (90, "web"),
+    ]

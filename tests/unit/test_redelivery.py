@@ -1,6 +1,7 @@
 """Redeliveries within the horizon are recognised, however many events came between; an
 event too old to be checked is refused; what a customer remembers for it is bounded."""
 
+import struct
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -201,3 +202,39 @@ def test_the_digest_of_an_id_is_the_same_in_every_process():
     own hash of a string changes with every process)."""
     assert event_digest("e-1").hex() == "317386494bf10d9f"
     assert len(event_digest("x" * 1000)) == 8
+
+
+def test_ids_remembered_as_releases_before_kept_them_load_as_the_same_memory():
+    """Snapshots made when a generation of ids was a map of digests (recovery, the cold
+    tier) remember the same ids, and forget them when the same ones would be."""
+    events = [ev("page_view", "web", minutes=i * 97, event_id=f"g{i}") for i in range(200)]
+    ctx = new_context("cust-1", events[0], "p-cust-1")
+    for event in events:
+        fold(ctx, event)
+    digests = [ctx.seen.digests[i : i + 8] for i in range(0, len(ctx.seen.digests), 8)]
+    generations, at = [], 0
+    for opened, until, count in struct.iter_unpack("<ddI", ctx.seen.marks):
+        generations.append([opened, until, {bytes(d): None for d in digests[at : at + count]}])
+        at += count
+    assert len(generations) > 3 and at == len(digests) == ctx.seen.count()
+    fields = list(msgspec.structs.astuple(ctx))
+    fields[CustomerContext.__struct_fields__.index("seen")] = [generations, ctx.seen.floor]
+    restored = from_snapshot(msgspec.msgpack.encode(fields))
+    assert restored.seen == ctx.seen and restored.seen.generations == []
+    later = ev("page_view", "web", minutes=200 * 97, event_id="g-later")
+    fold(ctx, later)
+    fold(restored, later)
+    assert restored.seen == ctx.seen
+    for event in events[-60:]:
+        assert _recalled(restored, event) is None
+
+
+def test_bytes_across_two_remembered_ids_are_neither_of_them():
+    ctx = new_context("cust-1", ev("page_view", "web", event_id="a"), "p-cust-1")
+    for i in range(3):
+        fold(ctx, ev("page_view", "web", minutes=i, event_id=f"x{i}"))
+    ids = bytes(ctx.seen.digests)
+    for shift in range(1, 8):
+        across = ids[shift : shift + 8]
+        assert across not in ctx.seen
+    assert all(ids[i : i + 8] in ctx.seen for i in range(0, len(ids), 8))

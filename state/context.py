@@ -9,7 +9,7 @@ the wall clock, so a replay folds to the same context.
 import math
 import struct
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from hashlib import blake2b
 from types import GenericAlias
 from typing import Literal
@@ -41,6 +41,8 @@ _SEEN_GENERATION_SIZE = MAX_SEEN // _SEEN_GENERATIONS
 #: A generation of ids (`Seen.marks`): opened, until, how many ids.
 _MARK = struct.Struct("<ddI")
 _DIGEST = 8  # (bytes of an id remembered, `event_digest`)
+#: Bytes of ids `Seen` looks for an id in by a scan (more: in a set of them).
+_SCANNED = 32 * _DIGEST
 #: Journeys: open instances, steps remembered per instance, summaries of finished ones.
 MAX_OPEN_JOURNEYS = 16
 MAX_JOURNEY_PATH = 32
@@ -309,7 +311,7 @@ class SeenGeneration(Struct, array_like=True, gc=False):
     ids: dict[bytes, None] = {}
 
 
-class Seen(Struct, array_like=True, gc=False):
+class Seen(Struct, array_like=True, dict=True):
     """The events a customer folded, for recognising their redeliveries. An event as old
     as `floor` or older may have been forgotten to keep within MAX_SEEN, so it can no
     longer be checked.
@@ -318,8 +320,10 @@ class Seen(Struct, array_like=True, gc=False):
     `marks` holds one `_MARK` each, oldest first (the customer's latest event time when
     its first and its last id was folded, and how many ids it holds). So a context
     taken back from the cold tier decodes them as two objects, not one an id and four a
-    generation (a decode's cost is the objects it makes). `generations`: the form of
-    releases before, always empty once decoded.
+    generation (a decode's cost is the objects it makes). A few ids are looked for in
+    their bytes; more, in a set made at the first look and kept while the context is in
+    memory (an attribute, never in its bytes). `generations`: the form of releases
+    before, always empty once decoded.
     """
 
     generations: list[SeenGeneration] = []
@@ -329,6 +333,11 @@ class Seen(Struct, array_like=True, gc=False):
 
     def __contains__(self, digest: bytes) -> bool:
         digests = self.digests
+        if len(digests) > _SCANNED:
+            index: set[bytes] | None = self.__dict__.get("index")
+            if index is None:
+                index = self.__dict__["index"] = set(_each_id(digests))
+            return digest in index
         at = digests.find(digest)
         while at > 0 and at & 7:  # (bytes across two ids: neither of them)
             at = digests.find(digest, at + 1)
@@ -341,6 +350,24 @@ class Seen(Struct, array_like=True, gc=False):
     def oldest(self) -> float:
         """The latest event time of the oldest generation's last id (inf: none)."""
         return _MARK.unpack_from(self.marks)[1] if self.marks else math.inf
+
+    def add(self, digest: bytes) -> None:
+        self.digests += digest
+        index: set[bytes] | None = self.__dict__.get("index")
+        if index is not None:
+            index.add(digest)
+
+    def drop(self, ids: int) -> None:
+        """Forget the oldest `ids` ids."""
+        dropped = self.digests[: ids * _DIGEST]
+        del self.digests[: ids * _DIGEST]
+        index: set[bytes] | None = self.__dict__.get("index")
+        if index is not None:
+            index.difference_update(_each_id(dropped))
+
+
+def _each_id(digests: bytearray) -> Iterator[bytes]:
+    return (bytes(digests[at : at + _DIGEST]) for at in range(0, len(digests), _DIGEST))
 
 
 class Handed(Struct, array_like=True, gc=False):
@@ -505,7 +532,7 @@ def remember(seen: Seen, digest: bytes, latest: float, horizon: float) -> None:
             marks += _MARK.pack(latest, latest, 0)
     else:
         marks += _MARK.pack(latest, latest, 0)
-    seen.digests += digest
+    seen.add(digest)
     _MARK.pack_into(marks, len(marks) - _MARK.size, opened, latest, count + 1)
 
 
@@ -531,7 +558,7 @@ def forget(seen: Seen, before: float, room: int = 0) -> None:
             ids += count
     if dropped:
         del marks[: dropped * _MARK.size]
-        del seen.digests[: ids * _DIGEST]
+        seen.drop(ids)
 
 
 def _reference(properties: Properties) -> str | None:

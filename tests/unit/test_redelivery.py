@@ -238,3 +238,23 @@ def test_bytes_across_two_remembered_ids_are_neither_of_them():
         across = ids[shift : shift + 8]
         assert across not in ctx.seen
     assert all(ids[i : i + 8] in ctx.seen for i in range(0, len(ids), 8))
+
+
+def test_the_ids_looked_up_in_a_set_are_the_ids_the_bytes_hold():
+    """Past a few ids, a customer in memory looks in a set of them: as they are
+    remembered and forgotten, by time and by the cap, it holds what the bytes do."""
+    ctx = new_context("cust-1", ev("page_view", "web", event_id="first"), "p-cust-1")
+    every: list[bytes] = []
+    for i in range(6000):  # (a minute apart: past the cap; then half an hour: past the horizon)
+        minutes = i if i < 5000 else 5000 + (i - 5000) * 30
+        event = ev("page_view", "web", minutes=minutes, event_id=f"s{i}")
+        fold(ctx, event)
+        every.append(event_digest(event.event_id))
+        if i % 97 == 0:
+            held = {
+                bytes(ctx.seen.digests[at : at + 8]) for at in range(0, ctx.seen.count() * 8, 8)
+            }
+            assert len(held) > 32 or i < 100
+            assert {d for d in every if d in ctx.seen} == held
+    assert ctx.seen.floor > float("-inf")  # (forgotten by the cap)
+    assert ctx.seen.count() < 400  # (and by time)

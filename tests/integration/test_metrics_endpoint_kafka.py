@@ -50,6 +50,12 @@ def _scrape_while(
     return text
 
 
+def _total(text: str, family: str) -> float:
+    """A gauge's value, summed over its labels."""
+    found = re.findall(rf"^{family}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.MULTILINE)
+    return sum(float(n) for n in found)
+
+
 def _replies(text: str) -> float:
     """Replies to decision requests timed from their event (answers and no-actions)."""
     found = re.findall(
@@ -85,7 +91,14 @@ def test_the_kafka_service_serves_its_metrics_and_is_ready_once_caught_up(kafka,
     wayfinder("simulate", "--out", str(events), *SIM)
     produce(kafka, "events", [keyed(line) for line in events.read_bytes().splitlines()])
     (port,) = free_ports(1)
-    env = {**kafka_env(kafka), "WAYFINDER_KAFKA_TAIL": "true", "WAYFINDER_METRICS_PORT": str(port)}
+    env = {
+        **kafka_env(kafka),
+        "WAYFINDER_KAFKA_TAIL": "true",
+        "WAYFINDER_METRICS_PORT": str(port),
+        # (caught up, the watermark follows the wall clock, and the simulated day is long
+        # past: customers would leave memory for the cold tier as soon as they are read)
+        "WAYFINDER_COLD_AFTER": "3650d",
+    }
     flow = subprocess.Popen(
         [WAYFINDER, "run", "--kafka", "--no-progress"],
         env=env,
@@ -104,6 +117,12 @@ def test_the_kafka_service_serves_its_metrics_and_is_ready_once_caught_up(kafka,
         lag = rf'^bytewax_kafka_consumer_lag\{{[^}}]*topic="{re.escape(kafka.topic("events"))}"'
         assert re.search(lag, text, re.MULTILINE), "no lag of the events topic"
         assert http_get(url + "/livez") == (200, "ok\n")
+        # What the customers' state holds: each worker thread counts its keys', the
+        # gauges add them up when scraped. (Open journeys are none by then: the day's
+        # abandonments are due once the watermark follows the wall clock.)
+        held = ("wayfinder_customers_in_state", "wayfinder_state_bytes")
+        text = _scrape_while(flow, url + "/metrics", lambda t: all(_total(t, f) for f in held))
+        assert all(_total(text, family) > 0 for family in held), text
         # Known once events are read: the simulated day's distance, or (caught up, the
         # watermark following the wall clock) the allowed lateness.
         fresh = re.search(r"^wayfinder_freshness_seconds ([0-9.e+]+)$", text, re.MULTILINE)

@@ -13,16 +13,20 @@ uses the same client (confluent-kafka's Producer) and reads every report:
   snapshots, which replays what was not delivered (at least once, same ids).
 """
 
+import logging
 from collections.abc import Iterable
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from flows.dataflow.kafka_reach import waiting_on_the_cluster
 from flows.dataflow.ledger import LoopLedger
 from flows.runtime import metrics
 from schemas.codec import encode
 from schemas.deadletter import dead_letter
+
+logger = logging.getLogger(__name__)
 
 Outgoing = KafkaSinkMessage[bytes | None, bytes | None]
 
@@ -72,14 +76,19 @@ class DeliveredKafkaSink(DynamicSink[Outgoing]):
         self._loop = loop
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> "_DeliveredPartition":
-        return _DeliveredPartition(Producer(self._config), self._dlq_topic, self._loop)
+        return _DeliveredPartition(self._config, self._dlq_topic, self._loop)
 
 
 class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
     def __init__(
-        self, producer: Producer, dlq_topic: str, loop: tuple[str, LoopLedger] | None
+        self, config: dict[str, str], dlq_topic: str, loop: tuple[str, LoopLedger] | None
     ) -> None:
-        self._producer = producer
+        #: Whether librdkafka said every broker is down since the last delivery: while
+        #: it waits for deliveries, the worker thread polls no input (`kafka_reach`).
+        self._down = False
+        #: The kinds of error said since the last delivery (each once, not at each retry).
+        self._said: set[int] = set()
+        self._producer = Producer({**config, "error_cb": self._error})
         self._dlq_topic = dlq_topic
         self._loop_topic: str | None = None
         self._ledger: LoopLedger | None = None
@@ -108,8 +117,20 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
             f"(last error: {failed[-1][1].name()}); resume from the snapshots to replay them"
         )
 
+    def _error(self, error: KafkaError) -> None:
+        """librdkafka's word on the client, not on a message."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._down = True
+        if error.code() not in self._said:
+            self._said.add(error.code())
+            logger.warning("Kafka output: %s", error.str())
+
     def _deliver(self, items: list[Outgoing]) -> list[tuple[Outgoing, KafkaError]]:
         """Produce, wait for every report, and return what failed with why."""
+        with waiting_on_the_cluster(lambda: self._down):
+            return self._produce(items)
+
+    def _produce(self, items: list[Outgoing]) -> list[tuple[Outgoing, KafkaError]]:
         failed: list[tuple[Outgoing, KafkaError]] = []
         producer = self._producer
         for msg in items:
@@ -118,6 +139,8 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
                 if error is not None:
                     failed.append((msg, error))
                     return
+                self._down = False
+                self._said.clear()
                 topic = message.topic() or ""
                 metrics.PRODUCED.labels(topic).inc()
                 if topic == self._loop_topic and self._ledger is not None:

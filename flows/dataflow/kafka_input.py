@@ -41,11 +41,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from msgspec import DecodeError, Struct, ValidationError, json
+from msgspec import Struct, json
 from prometheus_client import Gauge
 
 from flows.dataflow.clock import READER_GAP, EventClock
 from flows.dataflow.delivery import LOOP_HEADER, ROUND_HEADER
+from flows.dataflow.kafka_reach import ConsumerReach
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.loopback import event_order, hold_after_logins
 from flows.runtime import metrics
@@ -185,7 +186,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         kind, topic = for_part.split("-", 1)
         if topic != self._topic:
             raise RuntimeError(f"recovery snapshots of topic {topic!r}, not {self._topic!r}")
-        reach = _Reach()
+        reach = ConsumerReach()
         consumer = Consumer(
             {
                 "bootstrap.servers": self._brokers,
@@ -342,46 +343,6 @@ def _event_order(msg: Message) -> tuple[str, str]:
     return event_order(_value(msg))
 
 
-class _BrokerStats(Struct):
-    state: str
-    nodeid: int
-
-
-class _ClientStats(Struct):
-    brokers: dict[str, _BrokerStats] = {}
-
-
-_CLIENT_STATS = json.Decoder(_ClientStats)
-
-
-def brokers_connected(stats: str) -> int | None:
-    """librdkafka's statistics of the input's consumer (every second): how many of the
-    cluster's brokers it is connected to (`wayfinder_kafka_brokers_connected`; 0: the
-    cluster is unreachable, and `/readyz` says so), None if they do not say. The
-    bootstrap addresses and the client's internal broker are not brokers of the cluster
-    (node id -1)."""
-    try:
-        brokers = _CLIENT_STATS.decode(stats).brokers.values()
-    except (DecodeError, ValidationError):  # a client of another shape: said, never fatal
-        logger.warning("librdkafka's statistics are not of the shape expected; ignored")
-        return None
-    up = sum(1 for b in brokers if b.nodeid >= 0 and b.state == "UP")
-    metrics.KAFKA_BROKERS.set(up)
-    return up
-
-
-class _Reach:
-    """Whether a reader's consumer reaches the Kafka cluster, by its statistics."""
-
-    def __init__(self) -> None:
-        self.up = True
-
-    def stats(self, stats: str) -> None:
-        up = brokers_connected(stats)
-        if up is not None:
-            self.up = up > 0
-
-
 class _EventTime(Struct):
     ts: datetime
 
@@ -424,14 +385,14 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         held: list[Message] | None = None,
         listed: Iterable[int] | None = None,
         signature: RecordSignature | None = None,
-        reach: "_Reach | None" = None,
+        reach: ConsumerReach | None = None,
     ) -> None:
         self._consumer = consumer
         self._signature = signature
         self._said_forged = False
         #: Whether the consumer reaches the cluster, as last seen; and (after it did not)
         #: whether where each partition ends is still to be asked.
-        self._reach = reach if reach is not None else _Reach()
+        self._reach = reach if reach is not None else ConsumerReach()
         self._reached = True
         self._ask_ends_at = 0.0
         self._last_poll = time.monotonic()

@@ -42,6 +42,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from flows.dataflow.kafka_reach import waiting_on_the_cluster
 from flows.runtime import metrics
 from flows.runtime.kafka_metadata import end_offset, transient
 from flows.runtime.settings import KafkaSettings, kafka_timeout_seconds
@@ -289,21 +290,24 @@ class ModelReplica:
     def _end_once_reachable(self, consumer: Consumer) -> int:
         """The log's end offset, waiting out a broker that cannot be reached: a learner
         cannot tell what is already published without it, and the flow waits for the
-        broker anyway (its input and its outputs); giving up would stop the flow."""
+        broker anyway (its input and its outputs); giving up would stop the flow. Once
+        an ask has failed, the process reaches no broker until one answers (the worker
+        thread polls no input meanwhile: `kafka_reach`)."""
         waited = 0.0
-        while True:
-            try:
-                return self._end(consumer)
-            except KafkaException as exc:
-                if not transient(exc):
-                    raise
-                waited += self._timeout
-                logger.warning(
-                    "%s: no end offset after %.0f s (%s); waiting for the broker",
-                    self.topic,
-                    waited,
-                    exc,
-                )
+        with waiting_on_the_cluster(lambda: waited > 0):
+            while True:
+                try:
+                    return self._end(consumer)
+                except KafkaException as exc:
+                    if not transient(exc):
+                        raise
+                    waited += self._timeout
+                    logger.warning(
+                        "%s: no end offset after %.0f s (%s); waiting for the broker",
+                        self.topic,
+                        waited,
+                        exc,
+                    )
 
     def _end(self, consumer: Consumer, timeout: float | None = None) -> int:
         """The log's end offset now (0 when the topic is not there yet)."""

@@ -194,8 +194,9 @@ INGEST_TO_ACTION = Histogram(
 )
 KAFKA_BROKERS = Gauge(
     "wayfinder_kafka_brokers_connected",
-    "Brokers of the Kafka cluster the input's consumer is connected to, by librdkafka's "
-    "statistics every second (0: the cluster is unreachable; NaN: no statistics yet).",
+    "Brokers of the Kafka cluster the input's consumers are connected to, by librdkafka's "
+    "statistics every second; 0 while the output or a learner waits on a cluster that "
+    "answers nothing (0: unreachable; NaN: no statistics yet).",
 )
 KAFKA_BROKERS.set(float("nan"))
 ACTIONS = Counter(

@@ -23,9 +23,14 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from bytewax.connectors.kafka import KafkaSinkMessage
+from confluent_kafka import Consumer, TopicPartition
 
+from flows.dataflow.delivery import DeliveredKafkaSink
+from flows.dataflow.kafka_reach import ConsumerReach
 from flows.dataflow.replica import ModelReplica
 from flows.lab.simulator import SimulationConfig, simulate
+from flows.runtime.metrics_endpoint import kafka_readiness
 from flows.runtime.settings import KafkaSettings, deployment_secret, load_default_playbook
 from flows.runtime.signature import RecordSignature
 from flows.runtime.topics import ensure_topics
@@ -200,3 +205,61 @@ def _outcome(call: Callable[..., object], *args: object) -> object:
         return call(*args)
     except Exception as exc:  # (the test's thread: what stopped it, to assert on)
         return exc
+
+
+def test_while_the_output_waits_for_a_broker_the_process_is_not_ready(own_broker):
+    """One worker thread polls the input and writes the output. While the output waits
+    for a broker that is gone (every delivery is waited for), the input is not polled,
+    and its consumer's statistics stop with it: `/readyz` said ready a minute into an
+    outage (the run above, once in three). The wait itself says the cluster is gone."""
+    settings, env = own_broker
+    events = settings.topic("events")
+    ready = kafka_readiness(events, max_lag=100)
+    unreachable = "no broker of the Kafka cluster is reachable"
+    reach = ConsumerReach()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": "reach-test",
+            "statistics.interval.ms": 1000,
+            "stats_cb": reach.stats,
+            **settings.librdkafka_config(),
+        }
+    )
+    consumer.assign([TopicPartition(events, 0)])
+
+    def polled_and_ready() -> bool:
+        consumer.consume(10, 0.5)
+        return reach.connected == 1 and ready() != unreachable
+
+    out = settings.topic("actions.email")
+    sink = DeliveredKafkaSink(
+        [settings.bootstrap_servers], settings.librdkafka_config(), settings.topic("dlq")
+    ).build("output", 0, 1)
+    written: list[object] = []
+    writing = threading.Thread(
+        target=lambda: written.append(
+            _outcome(sink.write_batch, [KafkaSinkMessage(b"c2", b"{}", topic=out)])
+        )
+    )
+    down = False
+    try:
+        assert _wait_for(polled_and_ready, 30)
+        sink.write_batch([KafkaSinkMessage(b"c1", b"{}", topic=out)])
+        _scripts_kafka("down", env)  # data kept
+        down = True
+        writing.start()  # (the input is not polled from now on)
+        assert _wait_for(lambda: ready() == unreachable, 30), ready()
+        _scripts_kafka("up", env)
+        down = False
+        writing.join(120)
+        assert written == [None]  # delivered, once the broker was back
+        assert ready() != unreachable  # the wait is over; the consumer's last word stands
+        assert _wait_for(polled_and_ready, 30)
+    finally:
+        if down:  # (else closing would wait for the delivery for minutes)
+            _scripts_kafka("up", env)
+        if writing.is_alive():
+            writing.join(120)
+        consumer.close()
+        sink.close()

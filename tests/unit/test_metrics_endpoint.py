@@ -2,14 +2,17 @@
 probes Kubernetes asks (`/livez`, `/readyz` saying why not), where the settings say."""
 
 import json
+import math
 import socket
+import weakref
 
 import pytest
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from prometheus_client import REGISTRY
 
-from flows.dataflow.kafka_input import brokers_connected
-from flows.runtime.metrics import INPUT_CAUGHT_UP, KAFKA_BROKERS
+from flows.dataflow import kafka_reach
+from flows.dataflow.kafka_reach import ConsumerReach, waiting_on_the_cluster
+from flows.runtime.metrics import INPUT_CAUGHT_UP
 from flows.runtime.metrics_endpoint import kafka_readiness, serve
 from flows.runtime.settings import MetricsSettings, SettingsError, metrics_settings
 from tests.helpers import http_get
@@ -89,23 +92,61 @@ def _stats(*brokers: tuple[str, int, str]) -> str:
     )
 
 
-def test_a_kafka_process_is_not_ready_while_no_broker_of_the_cluster_is_reachable():
+def test_a_kafka_process_is_not_ready_while_no_broker_of_the_cluster_is_reachable(monkeypatch):
+    monkeypatch.setattr(kafka_reach, "_CONSUMERS", weakref.WeakSet())
     topic = "unreachable.events"
     ready = kafka_readiness(topic, max_lag=100)
     INPUT_CAUGHT_UP.labels(topic, "0").set(1)
     internal, bootstrap = (":0/internal", -1, "UP"), ("127.0.0.1:9092/bootstrap", -1, "UP")
+    reach = ConsumerReach()
     try:
-        brokers_connected(_stats(internal, bootstrap, ("127.0.0.1:9092/1", 1, "UP")))
-        assert REGISTRY.get_sample_value("wayfinder_kafka_brokers_connected") == 1
+        assert math.isnan(_brokers())  # (no statistics yet: not known)
+        reach.stats(_stats(internal, bootstrap, ("127.0.0.1:9092/1", 1, "UP")))
+        assert _brokers() == 1
         assert ready() is None
         # Stopped: the connections drop; the bootstrap address and the client's own
         # internal broker are not brokers of the cluster.
-        brokers_connected(_stats(internal, bootstrap, ("127.0.0.1:9092/1", 1, "CONNECT")))
+        reach.stats(_stats(internal, bootstrap, ("127.0.0.1:9092/1", 1, "CONNECT")))
         assert ready() == "no broker of the Kafka cluster is reachable"
-        brokers_connected("{not the statistics}")  # (said in the log, never fatal)
+        reach.stats("{not the statistics}")  # (said in the log, never fatal)
         assert ready() is not None
-        brokers_connected(_stats(("127.0.0.1:9092/1", 1, "UP")))
+        reach.stats(_stats(("127.0.0.1:9092/1", 1, "UP")))
         assert ready() is None
     finally:
-        KAFKA_BROKERS.set(float("nan"))
         INPUT_CAUGHT_UP.remove(topic, "0")
+
+
+def test_a_consumer_not_polled_any_more_has_no_say_in_whether_the_cluster_is_reached(
+    monkeypatch,
+):
+    """A consumer's statistics come only when it is polled: one whose last are seconds
+    older than another's is not polled (its thread waits elsewhere), and its word is out
+    of date; if none is current, the newest word stands."""
+    monkeypatch.setattr(kafka_reach, "_CONSUMERS", weakref.WeakSet())
+    polled, waiting = ConsumerReach(), ConsumerReach()
+    up, down = _stats(("127.0.0.1:9092/1", 1, "UP")), _stats(("127.0.0.1:9092/1", 1, "DOWN"))
+    waiting.stats(up)
+    polled.stats(down)
+    assert _brokers() == 1  # (both current: one of them reaches a broker)
+    waiting.said -= 10
+    assert _brokers() == 0
+    polled.said -= 60
+    assert _brokers() == 1  # (neither current: the newest word)
+
+
+def test_a_wait_on_the_cluster_that_finds_no_broker_says_so_while_it_lasts(monkeypatch):
+    monkeypatch.setattr(kafka_reach, "_CONSUMERS", weakref.WeakSet())
+    reach = ConsumerReach()  # (a consumer's: held while the consumer lives)
+    reach.stats(_stats(("127.0.0.1:9092/1", 1, "UP")))  # (its last word)
+    found_none = [False]
+    with waiting_on_the_cluster(lambda: found_none[0]):
+        assert _brokers() == 1
+        found_none[0] = True
+        assert _brokers() == 0
+    assert _brokers() == 1
+
+
+def _brokers() -> float:
+    value = REGISTRY.get_sample_value("wayfinder_kafka_brokers_connected")
+    assert value is not None
+    return value

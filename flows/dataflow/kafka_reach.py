@@ -52,15 +52,59 @@ def brokers_up(stats: str) -> int | None:
     return sum(1 for b in brokers if b.nodeid >= 0 and b.state == "UP")
 
 
+class ClusterReach:
+    """What the Kafka clients of one process say of the cluster: its consumers' last
+    statistics, and the waits on the cluster going on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._consumers: weakref.WeakSet[ConsumerReach] = weakref.WeakSet()
+        self._waits: list[Callable[[], bool]] = []
+
+    def add(self, consumer: "ConsumerReach") -> None:
+        with self._lock:
+            self._consumers.add(consumer)
+
+    @contextlib.contextmanager
+    def waiting(self, unreachable: Callable[[], bool]) -> Iterator[None]:
+        """While the body waits on the cluster, no broker is reached whenever
+        `unreachable()` says so (it is asked at each scrape, from another thread)."""
+        with self._lock:
+            self._waits.append(unreachable)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waits.remove(unreachable)
+
+    def brokers_connected(self) -> float:
+        """0 while a wait finds no broker; else the most brokers any consumer with
+        current statistics is connected to; NaN before any statistics."""
+        with self._lock:
+            waits = list(self._waits)
+            said = [(c.said, c.connected) for c in self._consumers if c.connected is not None]
+        if any(unreachable() for unreachable in waits):
+            return 0.0
+        if not said:
+            return math.nan
+        newest = max(at for at, _connected in said)
+        return float(max(connected for at, connected in said if at >= newest - _CURRENT_S))
+
+
+#: This process's: the gauge `wayfinder_kafka_brokers_connected`.
+PROCESS = ClusterReach()
+metrics.KAFKA_BROKERS.set_function(PROCESS.brokers_connected)
+waiting_on_the_cluster = PROCESS.waiting
+
+
 class ConsumerReach:
     """What one consumer's statistics last said (its `stats_cb`), and when."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: ClusterReach = PROCESS) -> None:
         #: Brokers of the cluster it is connected to (None: no statistics yet).
         self.connected: int | None = None
         self.said = 0.0
-        with _LOCK:
-            _CONSUMERS.add(self)
+        cluster.add(self)
 
     @property
     def up(self) -> bool:
@@ -71,36 +115,3 @@ class ConsumerReach:
         connected = brokers_up(stats)
         if connected is not None:
             self.connected, self.said = connected, time.monotonic()
-
-
-@contextlib.contextmanager
-def waiting_on_the_cluster(unreachable: Callable[[], bool]) -> Iterator[None]:
-    """While the body waits on the cluster, the process reaches no broker whenever
-    `unreachable()` says so (it is asked at each scrape, from another thread)."""
-    with _LOCK:
-        _WAITS.append(unreachable)
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _WAITS.remove(unreachable)
-
-
-def brokers_connected() -> float:
-    """The gauge: 0 while a wait finds no broker; else the most brokers any consumer
-    with current statistics is connected to; NaN before any statistics."""
-    with _LOCK:
-        waits = list(_WAITS)
-        said = [(r.said, r.connected) for r in _CONSUMERS if r.connected is not None]
-    if any(unreachable() for unreachable in waits):
-        return 0.0
-    if not said:
-        return math.nan
-    newest = max(at for at, _connected in said)
-    return float(max(connected for at, connected in said if at >= newest - _CURRENT_S))
-
-
-_LOCK = threading.Lock()
-_CONSUMERS: "weakref.WeakSet[ConsumerReach]" = weakref.WeakSet()
-_WAITS: list[Callable[[], bool]] = []
-metrics.KAFKA_BROKERS.set_function(brokers_connected)

@@ -11,6 +11,9 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import REGISTRY
 
+from flows.dataflow.clock import EventClock
+from flows.dataflow.kafka_input import KafkaInput
+from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.replica import ModelReplica
 from flows.runtime import metrics
 from flows.runtime.metrics_endpoint import kafka_readiness, serve
@@ -162,3 +165,42 @@ def test_a_models_replica_that_stops_on_an_error_fails_the_probes(kafka, monkeyp
         replica.close()
         endpoint.close()
         metrics.MODEL_REPLICA_STOPPED.set(0)  # (the registry is this test process's)
+
+
+def test_a_kafka_process_is_ready_once_its_input_has_read_to_the_end_and_while_caught_up(
+    kafka,
+):
+    """`/readyz` from what the real input says of the events topic: not before it
+    reads, not until each partition is read to its end, ready then, and not while it is
+    more than `WAYFINDER_READY_LAG` messages behind (its lag, asked at each snapshot)."""
+    topic = kafka.topic("events")
+    ready = kafka_readiness(topic, max_lag=100)
+    assert "not started" in (ready() or "")
+    produce(kafka, "events", [(f"c{i}".encode(), b"{}") for i in range(30)])
+    source = KafkaInput(
+        kafka.bootstrap_servers,
+        topic,
+        clock=EventClock(),
+        group=f"{kafka.topic_prefix}readiness",
+        ledger=LoopLedger(),
+        batch=1,  # (one record a poll: behind for a while below)
+    )
+    (part,) = (source.build_part("input", name, None) for name in source.list_parts())
+    try:
+        assert "3 partition(s) of the events topic not yet read" in (ready() or ""), ready()
+
+        def read(until: Callable[[str | None], bool]) -> bool:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                part.next_batch()
+                part.snapshot()
+                if until(ready()):
+                    return True
+                time.sleep(0.05)
+            return False
+
+        assert read(lambda why: why is None), ready()
+        produce(kafka, "events", [(None, b"{}") for _ in range(500)])
+        assert read(lambda why: "messages behind the events topic" in (why or "")), ready()
+    finally:
+        part.close()

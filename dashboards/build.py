@@ -388,13 +388,18 @@ RELIABILITY = (
         ),
         Panel(
             "Cold tier",
-            "Customers leaving memory and coming back per second; the tier's RocksDB "
-            "files and the compaction it still owes.",
+            "Customers leaving memory and coming back per second, and of those coming "
+            "back, those read ahead with their batch's others; the tier's RocksDB files and "
+            "the compaction it still owes.",
             "short",
             (
                 Query(
                     f"sum by (way) (rate(wayfinder_cold_tier_moves_total[{RATE}]))",
                     "{{way}} /s",
+                ),
+                Query(
+                    f"sum(rate(wayfinder_cold_store_takes_read_ahead[{RATE}]))",
+                    "read ahead /s",
                 ),
                 Query("sum(wayfinder_cold_store_sst_bytes)", "files (bytes)"),
                 Query(

@@ -78,6 +78,12 @@ class CustomerStore(Protocol):
         """The customer's context if they are cold, leaving them there."""
         ...
 
+    def read_ahead(self, keys: list[str]) -> int:
+        """These customers' events are coming: a store may look them up now, together,
+        so their takes find them in memory (it answers as if it had not: any change
+        of a customer drops what was read of them); returns how many it holds cold."""
+        ...
+
     def gone(self, key: str, *, epoch: int) -> None:
         """The customer's context ended at `epoch` (erased, or nothing left of it): the
         store forgets them, and once that is durable, every byte of them."""
@@ -148,6 +154,9 @@ class MemoryCustomerStore:
         if not versions or versions[-1].change != "put":
             return None
         return versions[-1].state
+
+    def read_ahead(self, keys: list[str]) -> int:
+        return sum(self.get(key) is not None for key in set(keys))  # (in memory already)
 
     def gone(self, key: str, *, epoch: int) -> None:
         with self._lock:

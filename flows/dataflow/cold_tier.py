@@ -119,6 +119,9 @@ class ColdTier:
         self._look_every = look_every
         self._lock = threading.Lock()
         self._waking: set[str] = set()  # wakes handed over, not yet taken
+        #: Customers whose logic is in memory, as their logics tell (`held`, `let_go`):
+        #: those of a batch not here are read ahead (`coming`).
+        self._held: set[str] = set()
         #: (when the customer may leave, key) of customers in memory, soonest first: one
         #: entry each, which a later event of theirs makes stale (their logic watches
         #: anew when asked), so the least recently seen is the first entry not stale.
@@ -147,18 +150,37 @@ class ColdTier:
             if self._ending:
                 return False
             self.store.put(key, state, epoch=epoch, due=due)
+        self._held.discard(key)
         _LEFT.inc()
         return True
 
     def take(self, key: str, *, epoch: int) -> bytes | None:
         """A customer's context, back in memory; None if they are not here."""
         state = self.store.take(key, epoch=epoch)
+        self._held.add(key)
         if self._waking:
             with self._lock:
                 self._waking.discard(key)
         if state is not None:
             _RETURNED.inc()
         return state
+
+    def held(self, key: str) -> None:
+        """A customer's logic is in memory without a take (resumed from bytewax's
+        snapshots)."""
+        self._held.add(key)
+
+    def let_go(self, key: str) -> None:
+        """A customer's logic is discarded, their context ended (not left for the tier)."""
+        self._held.discard(key)
+
+    def coming(self, keys: list[str]) -> int:
+        """A batch's customers, before their step: the store reads those not in memory
+        together (`CustomerStore.read_ahead`), rather than each at their take; returns
+        how many of them it holds."""
+        held = self._held
+        elsewhere = [key for key in keys if key not in held]
+        return self.store.read_ahead(elsewhere) if elsewhere else 0
 
     def flush(self) -> int:
         """Before bytewax snapshots an epoch: every take of it written (the store
@@ -269,6 +291,7 @@ def open_cold_tier(
                 "resume from the recovery folder would lose: use rocksdb"
             )
         store = MemoryCustomerStore()
+        metrics.COLD_STORE_TAKEN_AHEAD.set_function(lambda: 0)  # (not a run's before)
     else:
         if base is None:
             keep = tempfile.TemporaryDirectory(prefix="wayfinder-cold-")
@@ -395,3 +418,4 @@ def _export(store: RocksCustomerStore) -> None:
     metrics.COLD_STORE_MEMTABLE_BYTES.set_function(figure("memtable_bytes"))
     metrics.COLD_STORE_CACHE_BYTES.set_function(figure("block_cache_bytes"))
     metrics.COLD_STORE_PENDING_BYTES.set_function(figure("pending_compaction_bytes"))
+    metrics.COLD_STORE_TAKEN_AHEAD.set_function(lambda: store.taken_ahead)

@@ -128,6 +128,8 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
             self._key = (
                 first.key if isinstance(first, Wake) else first.to or self._step.pseudonym_of(key)
             )
+            if self._cold is not None and not self._may_be_cold:
+                self._cold.held(self._key)  # (resumed: in memory without a take)
         if self._cold is not None:
             self._from_cold(values, asked)
         with self._models_lock:
@@ -178,6 +180,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if ctx is None:
             if erased or not _only_leaving(values, asked):
                 cold.gone(self._key, epoch=self._epoch)
+            cold.let_go(self._key)
             return True
         if erased:
             cold.gone(self._key, epoch=self._epoch)  # (an erasure: once durable, every byte)
@@ -386,6 +389,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
         if self._step.expired(self._ctx, now):  # an erasure's tombstone, kept long enough
             if self._cold is not None and self._known(self._ctx):
                 self._cold.gone(self._key, epoch=self._epoch)
+                self._cold.let_go(self._key)
             self._ctx = None
             self._rollback.saved(None)
             return [], True

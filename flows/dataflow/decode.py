@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from flows.dataflow.clock import EventClock, EventTime
-from flows.dataflow.cold_tier import Wake
+from flows.dataflow.cold_tier import LEAVING, Wake
 from flows.dataflow.customer import Keyed, Stamp
 from flows.dataflow.epochs import EpochMark
 from flows.dataflow.ledger import FlowLedger
@@ -20,7 +20,7 @@ from flows.runtime.settings import FAULT_EXIT_CODE, fault_after_events, state_ke
 from operators.identity import customer_key, visitor_key
 from schemas.codec import BadInput, EventDecoder
 from schemas.deadletter import DeadLetter, dead_letter
-from schemas.event import TYPE_FAMILIES
+from schemas.event import TYPE_FAMILIES, Event
 
 #: (raw bytes, source, partition, offset, when the broker received it, and for a record
 #: the source had to cut: its original size and SHA-256): what a dead letter says of it.
@@ -57,6 +57,7 @@ def make_decoder(
     ledger: FlowLedger | None,
     ahead: AheadLimit,
     channels: Iterable[str] = (),
+    coming: Callable[[list[str]], object] | None = None,
 ) -> Callable[[list[Any]], list[Decoded]]:
     """Decode a batch of raw inputs into keyed events or dead letters.
 
@@ -66,6 +67,8 @@ def make_decoder(
     Whatever a record holds, it leaves as an event or a dead letter, never an error.
     `channels`: the playbook's, which the count of events by channel names (the others
     are counted as `other`: a label's values stay bounded whatever the input holds).
+    `coming`: told the state keys of each batch's customers that it brings to their step
+    (the cold tier reads those it holds together: `ColdTier.coming`).
     """
     decoder = EventDecoder(max_bytes)
     by_family = _EventCounts(channels)
@@ -161,9 +164,17 @@ def make_decoder(
         if ledger is not None:
             ledger.started(extra)
             ledger.settled(bad, all_consumers=True)
+        if coming is not None:
+            coming([item[0] for item in out if type(item) is tuple and _brings(item[1][1])])
         return out
 
     return decode
+
+
+def _brings(value: Event | Wake) -> bool:
+    """Whether a record brings its customer to their step (a wake that asks them to
+    leave does not: it is for a customer in memory, or for nobody)."""
+    return type(value) is not Wake or value.kind not in LEAVING
 
 
 class _Epochs(threading.local):

@@ -164,7 +164,15 @@ def build_flow(
             source, first_epoch, cold=cold, ledger=ledger, process=process, read_all=read_all
         ),
     )
-    decoder = make_decoder(max_event_bytes, unpack, clock, ledger, ahead, playbook.channels)
+    decoder = make_decoder(
+        max_event_bytes,
+        unpack,
+        clock,
+        ledger,
+        ahead,
+        playbook.channels,
+        coming=cold.coming if cold is not None else None,
+    )
     decoded = op.flat_map_batch("decode", raw, decoder)
     split = op.branch("valid", decoded, _is_keyed)
     rest = op.branch("dead_or_time", split.falses, _is_dead_letter)

@@ -113,6 +113,12 @@ COLD_STORE_PENDING_BYTES = Gauge(
     "wayfinder_cold_store_pending_compaction_bytes",
     "Bytes RocksDB estimates its compactions of the cold tier still have to rewrite.",
 )
+COLD_STORE_TAKEN_AHEAD = Gauge(
+    "wayfinder_cold_store_takes_read_ahead",
+    "Customers back from the cold tier since the process started whose context was read "
+    "ahead, with their batch's others in one lookup (of wayfinder_cold_tier_moves_total "
+    '{way="returned"}; the rest were looked up alone).',
+)
 STATE_BYTES = Gauge(
     "wayfinder_state_bytes",
     "Bytes of this process's customer state, as its latest snapshots measure it.",
@@ -268,6 +274,11 @@ def start_at_zero(journeys: Iterable[str], channels: Iterable[str]) -> None:
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
     """Current value of a counter sample (0 when it has never been touched)."""
     return REGISTRY.get_sample_value(name + "_total", labels or {}) or 0.0
+
+
+def gauge_value(name: str) -> float:
+    """Current value of a gauge without labels (0 when never set)."""
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 def samples_by_label(

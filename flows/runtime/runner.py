@@ -234,6 +234,10 @@ def _summary(
     final = counts.now()
     labelled = _by_label()
     by_label = {figure: _since(labelled[figure], label_bases[figure]) for figure in _BY_LABEL}
+    if by_label["cold_moves"].get("returned"):  # (of whom, read ahead with their batch)
+        by_label["cold_moves"]["returned read ahead"] = int(
+            metrics.gauge_value("wayfinder_cold_store_takes_read_ahead")
+        )
     return RunSummary(
         seconds=seconds,
         events=final["events"],

@@ -2,6 +2,7 @@
 runs one suite over its stores; then what only a store on disk can promise."""
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,7 +167,17 @@ _Op = tuple[str, str, float | None]
 _ops = st.lists(
     st.tuples(
         st.sampled_from(
-            ["put", "take", "gone", "next_epoch", "durable", "resume", "flush", "look"]
+            [
+                "put",
+                "take",
+                "gone",
+                "next_epoch",
+                "durable",
+                "resume",
+                "flush",
+                "look",
+                "read_ahead",
+            ]
         ),
         st.sampled_from(["a", "b", "c"]),
         st.one_of(st.none(), st.floats(-100, 100, allow_nan=False)),
@@ -184,9 +195,10 @@ def test_any_run_of_changes_durables_and_resumes_answers_as_the_plain_log_of_cha
 ) -> None:
     """The oracle keeps every change (no clean-up) and forgets those a resume undoes;
     a customer's answer is their latest change. Both stores answer as it does, whatever
-    was cleaned up as durable (a resume never goes back before what is durable), and
+    was cleaned up as durable (a resume never goes back before what is durable),
     whatever looks for due deadlines found before (the store on disk answers a look
-    before its soonest deadline from memory)."""
+    before its soonest deadline from memory), and whatever was read ahead of takes and
+    changed since."""
     stores: list[CustomerStore] = [
         MemoryCustomerStore(),
         RocksCustomerStore(tmp_path_factory.mktemp("cold") / "store"),
@@ -229,6 +241,10 @@ def test_any_run_of_changes_durables_and_resumes_answers_as_the_plain_log_of_cha
             due = sorted((d, k) for k, d in _cold(log).items() if d is not None and d <= until)
             for s in stores:
                 assert s.due(until, limit=10) == due
+        elif op == "read_ahead":  # (one customer, or all three with a deadline given)
+            keys = [key] if value is None else ["a", "b", "c", key]
+            for s in stores:
+                assert s.read_ahead(keys) == len(_cold(log).keys() & set(keys))
         elif op == "gone":
             if _latest(log, key) is not None:
                 log.append((epoch, key, "gone", b"", None))
@@ -303,6 +319,37 @@ def test_a_store_is_counted_read_only_beside_the_process_that_has_it_open(
         counter.close()
     assert len(writer) == 1 and writer.get("b") == b"b at 1"
     writer.close()
+
+
+def test_a_change_made_while_customers_are_read_ahead_is_what_their_take_finds(
+    tmp_path: Path,
+) -> None:
+    """Another worker reads customers ahead while their own worker changes them: a take
+    answers the latest change, never a version read before it."""
+    store = RocksCustomerStore(tmp_path / "cold")
+    done = threading.Event()
+
+    def read_ahead() -> None:
+        while not done.is_set():
+            store.read_ahead(["a", "b"])
+
+    reader = threading.Thread(target=read_ahead)
+    reader.start()
+    try:
+        for i in range(3000):
+            store.put("a", f"a{i}".encode(), epoch=1 + i // 100, due=None)
+            store.put("b", f"b{i}".encode(), epoch=1 + i // 100, due=float(i))
+            assert store.take("a", epoch=1 + i // 100) == f"a{i}".encode()
+            if i % 7 == 0:
+                store.flush()
+            assert store.take("b", epoch=1 + i // 100) == f"b{i}".encode()
+            if i % 300 == 0:
+                store.durable(i // 100)
+    finally:
+        done.set()
+        reader.join()
+    assert (store.get("a"), store.get("b"), len(store)) == (None, None, 0)
+    store.close()
 
 
 def test_a_take_is_written_at_the_next_flush_and_answered_before_it(tmp_path: Path) -> None:

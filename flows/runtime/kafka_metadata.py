@@ -54,6 +54,11 @@ def transient(error: object) -> bool:
     return error.code() in _TRANSIENT or bool(error.retriable())
 
 
+def _code(exc: KafkaException) -> object:
+    error = _error_of(exc)
+    return error.code() if isinstance(error, KafkaError) else None
+
+
 def _error_of(exc: KafkaException) -> object:
     return exc.args[0] if exc.args else None
 
@@ -78,14 +83,23 @@ def end_offset(
     """The partition's end offset (0 when the topic is not there yet)."""
 
     def call(left: float) -> int:
-        if cached:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-        else:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=left
-            )
+        try:
+            if cached:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            else:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=left
+                )
+        except KafkaException as exc:
+            if _code(exc) == KafkaError._UNKNOWN_PARTITION:
+                # The client's metadata lost the partition (a broker restart) and, for
+                # a topic it neither reads nor is assigned, never asks for it again by
+                # itself: asked again as it was, the end stayed unknown for minutes
+                # after the broker was back. Ask for the topic's metadata first.
+                consumer.list_topics(topic, timeout=left)
+            raise
         return int(high)
 
     try:

@@ -105,8 +105,7 @@ def end_offset(
     try:
         return ask(call, timeout)
     except KafkaException as exc:
-        error = _error_of(exc)
-        if isinstance(error, KafkaError) and error.code() in NO_TOPIC:
+        if _code(exc) in NO_TOPIC:
             return 0
         raise
 

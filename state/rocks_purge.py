@@ -11,6 +11,7 @@ until the next flush (RocksDB's "Delete Stale Files"). So the purge ends by flus
 until the directory holds no table file that the store no longer uses.
 """
 
+import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,15 +21,13 @@ from rocksdict import BottommostLevelCompaction, CompactOptions, DBCompressionTy
 #: Deleted to give a flush something to write (a key none of the stores uses: theirs
 #: never start with a NUL and this is not the context view's `\x00erased`).
 _NUDGE = b"\x00purge"
-#: Flushes tried before a stale file is reported; waits between them for background
-#: jobs (seconds).
-_FLUSHES = 50
-_IDLE_WAIT = 0.01
-_IDLE_MOST = 500
+#: How long a purge flushes for files a read still holds (seconds). A get's hold ends
+#: at once and its files go at the next flush; an iterator's hold ends as it closes, and
+#: RocksDB deletes the files then: a purge does not wait for it longer than this.
+_PATIENCE = 5.0
+_PAUSE_MOST = 0.2
 
-
-class StaleFilesError(RuntimeError):
-    """Table files that may hold erased bytes stayed on disk (pinned by an open read)."""
+logger = logging.getLogger(__name__)
 
 
 def purge(db: Rdict, ranges: Iterable[tuple[bytes | None, bytes | None]]) -> None:
@@ -44,13 +43,26 @@ def purge(db: Rdict, ranges: Iterable[tuple[bytes | None, bytes | None]]) -> Non
 
 def _drop_stale_files(db: Rdict) -> None:
     directory = Path(db.path())
-    for _ in range(_FLUSHES):
-        _wait_for_background_jobs(db)
-        if not stale_files(db, directory):
+    until = time.monotonic() + _PATIENCE
+    pause = 0.0
+    while True:
+        if _background_jobs(db) and time.monotonic() < until:
+            time.sleep(0.005)  # (a running job's output is not live yet)
+            continue
+        stale = stale_files(db, directory)
+        if not stale:
+            return
+        if time.monotonic() > until:
+            logger.warning(
+                "%d table files outlived a purge: an open read holds them, and RocksDB "
+                "deletes them as it closes",
+                len(stale),
+            )
             return
         db.delete(_NUDGE)
         db.flush()
-    raise StaleFilesError(f"{len(stale_files(db, directory))} table files outlived a purge")
+        time.sleep(pause)
+        pause = min(_PAUSE_MOST, pause * 2 or 0.005)
 
 
 def stale_files(db: Rdict, directory: Path) -> list[str]:
@@ -59,14 +71,10 @@ def stale_files(db: Rdict, directory: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("*.sst") if p.name not in live)
 
 
-def _wait_for_background_jobs(db: Rdict) -> None:
-    """Until no flush or compaction runs (a running one's output is not live yet)."""
-    for _ in range(_IDLE_MOST):
-        running = db.property_int_value("rocksdb.num-running-compactions") or 0
-        running += db.property_int_value("rocksdb.num-running-flushes") or 0
-        if not running:
-            return
-        time.sleep(_IDLE_WAIT)
+def _background_jobs(db: Rdict) -> int:
+    """Flushes and compactions running."""
+    running = db.property_int_value("rocksdb.num-running-compactions") or 0
+    return running + (db.property_int_value("rocksdb.num-running-flushes") or 0)
 
 
 def searchable_options() -> Options:

@@ -5,8 +5,10 @@ import threading
 import time
 from pathlib import Path
 
-from rocksdict import Rdict
+import pytest
+from rocksdict import Rdict, ReadOptions
 
+from state import rocks_purge
 from state.rocks_open import open_rocks
 from state.rocks_purge import purge, searchable_options, stale_files
 
@@ -43,6 +45,27 @@ def test_no_file_keeps_a_purged_value_while_another_thread_reads(tmp_path: Path)
         for reader in readers:
             reader.join()
     assert db.get(b"other-007") == b"someone else " * 20
+    db.close()
+
+
+def test_files_an_open_iterator_holds_go_when_it_closes_and_the_purge_does_not_wait_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(rocks_purge, "_PATIENCE", 0.2)
+    db = open_rocks(tmp_path, searchable_options())
+    secret = os.urandom(32)
+    db[b"ada"] = secret
+    db[b"bob"] = b"someone else"
+    db.flush()
+    reading = db.iter(ReadOptions())  # (a scan of another thread, left open)
+    reading.seek_to_first()
+    db.delete(b"ada")
+    purge(db, [(b"ada", b"ada\x00")])
+    assert stale_files(db, tmp_path)  # (held by the scan, which still reads them)
+    assert "outlived a purge" in caplog.text
+    del reading
+    assert stale_files(db, tmp_path) == []
+    assert not _files_holding(tmp_path, secret)
     db.close()
 
 

@@ -344,3 +344,8 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
         return refused.code, refused.read().decode()
     except OSError:
         return 0, ""
+
+
+def files_holding(directory: Path, needle: bytes) -> list[str]:
+    """The files of a folder whose bytes hold `needle` (an erasure test's search)."""
+    return [f.name for f in directory.iterdir() if f.is_file() and needle in f.read_bytes()]

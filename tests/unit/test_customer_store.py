@@ -19,6 +19,7 @@ from state.rocks_customer_store import (
     store_options,
 )
 from state.rocks_open import open_rocks
+from tests.helpers import files_holding
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
@@ -432,7 +433,7 @@ def test_a_durable_erasure_leaves_no_byte_of_the_customer_in_any_file(tmp_path: 
     store.take("ada", epoch=2)
     store.put("ada", b"ada again:" + secret, epoch=3, due=70.0)
     store._db.flush()  # (on disk before the erasure, as a long run would have it)
-    assert _files_holding(path, secret)
+    assert files_holding(path, secret)
     store.gone("ada", epoch=4)
     store.durable(4)  # the erasure is not durable yet: a resume may need the versions
     store.resume(4)
@@ -441,7 +442,7 @@ def test_a_durable_erasure_leaves_no_byte_of_the_customer_in_any_file(tmp_path: 
     store.durable(5)
     assert store.get("ada") is None
     assert "ada" not in [k for _, k in store.due(1e9, limit=1000)]
-    assert _files_holding(path, secret) == []
+    assert files_holding(path, secret) == []
     assert store.get("other-007") == b"someone else " * 20
     store.close()
 
@@ -459,12 +460,8 @@ def test_an_erased_customer_kept_as_a_tombstone_in_the_same_epoch_is_purged_too(
     store.put("ada", b"a tombstone", epoch=3, due=None)  # (erased, then idle)
     store.durable(4)
     assert store.get("ada") == b"a tombstone"
-    assert _files_holding(path, secret) == []
+    assert files_holding(path, secret) == []
     store.close()
-
-
-def _files_holding(directory: Path, needle: bytes) -> list[str]:
-    return [f.name for f in directory.iterdir() if f.is_file() and needle in f.read_bytes()]
 
 
 def test_its_own_figures_are_exported(tmp_path: Path) -> None:

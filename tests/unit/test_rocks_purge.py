@@ -11,6 +11,7 @@ from rocksdict import Rdict, ReadOptions
 from state import rocks_purge
 from state.rocks_open import open_rocks
 from state.rocks_purge import purge, searchable_options, stale_files
+from tests.helpers import files_holding
 
 
 def test_no_file_keeps_a_purged_value_while_another_thread_reads(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ def test_no_file_keeps_a_purged_value_while_another_thread_reads(tmp_path: Path)
             db.flush()
             db.delete(name)
             purge(db, [(name, name + b"\x00")])
-            assert not _files_holding(tmp_path, secret), round_
+            assert not files_holding(tmp_path, secret), round_
             assert stale_files(db, tmp_path) == []
     finally:
         stop.set()
@@ -65,7 +66,7 @@ def test_files_an_open_iterator_holds_go_when_it_closes_and_the_purge_does_not_w
     assert "outlived a purge" in caplog.text
     del reading
     assert stale_files(db, tmp_path) == []
-    assert not _files_holding(tmp_path, secret)
+    assert not files_holding(tmp_path, secret)
     db.close()
 
 
@@ -78,7 +79,3 @@ def test_a_store_with_nothing_stale_is_left_as_it_is(tmp_path: Path) -> None:
     assert db.get(b"kept") == b"value"
     assert stale_files(db, tmp_path) == []
     db.close()
-
-
-def _files_holding(directory: Path, needle: bytes) -> list[str]:
-    return [f.name for f in directory.iterdir() if f.is_file() and needle in f.read_bytes()]

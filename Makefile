@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The benchmark's Quix Streams peer: a virtualenv of its own (bench/requirements-peers.txt).
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
 PYTEST_ARGS ?=
 # Tests run on two processes (pytest-xdist): most of them wait on Kafka or on a flow
 # they started, so two keep both cores of a small machine busy.
@@ -34,8 +37,19 @@ test: $(STAMP)
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
-## Hot-path benchmark: pure cores vs the embedded bytewax flow (figures, not assertions).
-bench: $(STAMP)
+$(PEERS_STAMP): bench/requirements-peers.txt
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet -r bench/requirements-peers.txt
+	@touch $(PEERS_STAMP)
+
+## Benchmark (figures, not assertions): the cores, the flow in-process and through a local
+## Kafka (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS is set), bytewax's floor,
+## Quix Streams and a naive consumer on the same workload; writes bench/results.json.
+bench: $(STAMP) $(PEERS_STAMP)
+	@trap 'scripts/kafka down' EXIT; \
+	scripts/kafka up && \
+	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
 	$(PY) scripts/bench $(BENCH_ARGS)
 
 ## Style, types and the architecture's import rules (pyproject.toml: ruff, mypy, import-linter).
@@ -60,4 +74,4 @@ kafka-down:
 	scripts/kafka down
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) out .pytest_cache .ruff_cache

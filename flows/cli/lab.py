@@ -52,10 +52,13 @@ class _KeyFields(msgspec.Struct):
     anonymous_id: str | None = None
 
 
-def _partition_key(reader: msgspec.json.Decoder[_KeyFields], raw: bytes) -> bytes | None:
+_KEY_READER = msgspec.json.Decoder(_KeyFields)
+
+
+def partition_key(raw: bytes) -> bytes | None:
     """Key by customer so one customer's events stay in order on one partition."""
     try:
-        fields = reader.decode(raw)
+        fields = _KEY_READER.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     key = fields.customer_id or fields.anonymous_id
@@ -76,10 +79,9 @@ def _produce_simulation(sim: SimulationConfig, console: Console) -> int:
     ensure_topics(settings)
     topic = settings.topic(EVENTS)
     producer = KafkaProducer(linger_ms=20, acks="all", **settings.kafka_python_config())
-    key_reader = msgspec.json.Decoder(_KeyFields)
     n = 0
     for _ts, raw in simulate(sim):
-        producer.send(topic, key=_partition_key(key_reader, raw), value=raw)
+        producer.send(topic, key=partition_key(raw), value=raw)
         n += 1
     producer.flush()
     producer.close()

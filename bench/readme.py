@@ -1,0 +1,74 @@
+"""The README's performance section, generated from bench/results.json so its
+figures are always the last measured ones."""
+
+import re
+from pathlib import Path
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+#: (results key, what it is, unit, target, whether more is better)
+ROWS: list[tuple[str, str, str, float | None, bool]] = [
+    ("plain_loop_eps", "pure cores, plain loop", "events/s", 40_000, True),
+    ("core_us_per_event", "pure cores, per event", "µs", 25, False),
+    ("bytewax_inproc_eps", "bytewax flow, in-process", "events/s", None, True),
+    ("flow_to_core", "in-process flow ÷ cores", "×", 0.85, True),
+    ("engine_floor_eps", "bytewax floor (decode → keyed state → encode)", "events/s", None, True),
+    ("kafka_e2e_eps", "through Kafka, 1 process", "events/s", 30_000, True),
+    ("kafka_two_process_eps", "through Kafka, 2-process cluster", "events/s", None, True),
+    ("two_process_speedup", "2 processes ÷ 1", "×", 1.7, True),
+    ("quix_eps", "the same cores on Quix Streams", "events/s", None, True),
+    ("kafka_to_quix", "Wayfinder on Kafka ÷ Quix Streams", "×", 1.0, True),
+    ("naive_consumer_eps", "naive kafka-python consumer, seed rule only", "events/s", None, True),
+    ("latency_p50_ms", "event → action p50", "ms", None, False),
+    ("latency_p99_ms", "event → action p99", "ms", None, False),
+    ("decision_p50_ms", "decision request → reply p50", "ms", None, False),
+    ("decision_p99_ms", "decision request → reply p99", "ms", 20, False),
+    ("rss_bytes_per_customer", "memory per hot customer", "bytes", 4096, False),
+    ("rss_bytes_per_100k_customers", "memory per 100k hot customers", "bytes", None, False),
+    ("cli_help_s", "`wayfinder --help`", "s", 0.3, False),
+    ("replay_eps", "`wayfinder replay`, process-mining log", "events/s", 50_000, True),
+]
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and value < 100:
+        return f"{value:,.3g}" if value < 10 else f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def section(results: dict[str, object]) -> str:
+    machine = results.get("machine", {})
+    work = results.get("workload", {})
+    assert isinstance(machine, dict) and isinstance(work, dict)
+    lines = [
+        BEGIN,
+        f"Measured by `make bench` on {results.get('measured_at', '?')} (commit "
+        f"{results.get('commit', '?')}), {machine.get('cores')} cores ({machine.get('cpu')}), "
+        f"{machine.get('memory_gib')} GiB, Python {machine.get('python')}; workload: "
+        f"{work.get('records', 0):,} records of {work.get('customers', 0):,} simulated customers "
+        f"over {work.get('hours')} h (seed {work.get('seed')}). Medians where repeated.",
+        "",
+        "| measure | value | target | |",
+        "|---|---:|---:|---|",
+    ]
+    for key, label, unit, target, more in ROWS:
+        value = results.get(key)
+        if not isinstance(value, int | float):
+            continue
+        met = (
+            ""
+            if target is None
+            else ("met" if (value >= target if more else value <= target) else "not yet")
+        )
+        goal = "" if target is None else ("≥ " if more else "≤ ") + _number(target)
+        lines.append(f"| {label} | {_number(value)} {unit} | {goal} | {met} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_readme(results: dict[str, object], readme: Path) -> None:
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme} has no {BEGIN} … {END} section to fill")
+    readme.write_text(pattern.sub(lambda _m: section(results), text))

@@ -19,8 +19,10 @@ ROWS: list[tuple[str, str, str, float | None, bool]] = [
     ("quix_eps", "the same cores on Quix Streams", "events/s", None, True),
     ("kafka_to_quix", "Wayfinder on Kafka ÷ Quix Streams", "×", 1.0, True),
     ("naive_consumer_eps", "naive kafka-python consumer, seed rule only", "events/s", None, True),
+    ("latency_offered_eps", "offered load, a service fed live", "events/s", None, True),
     ("latency_p50_ms", "event → action p50", "ms", None, False),
     ("latency_p99_ms", "event → action p99", "ms", None, False),
+    ("decision_offered_eps", "background load, a service fed live", "events/s", None, True),
     ("decision_p50_ms", "decision request → reply p50", "ms", None, False),
     ("decision_p99_ms", "decision request → reply p99", "ms", 20, False),
     ("rss_bytes_per_customer", "memory per hot customer", "bytes", 4096, False),
@@ -61,7 +63,10 @@ def section(results: dict[str, object]) -> str:
             else ("met" if (value >= target if more else value <= target) else "not yet")
         )
         goal = "" if target is None else ("≥ " if more else "≤ ") + _number(target)
-        lines.append(f"| {label} | {_number(value)} {unit} | {goal} | {met} |")
+        shown = f"{_number(value)} {unit}"
+        if unit == "bytes" and value >= 1e6:
+            shown = f"{value / 1e6:,.0f} MB"
+        lines.append(f"| {label} | {shown} | {goal} | {met} |")
     lines.append(END)
     return "\n".join(lines)
 

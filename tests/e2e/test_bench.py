@@ -1,0 +1,72 @@
+"""`make bench` keeps working: its stages run as a user runs them (`scripts/bench`), on a
+workload small enough for the suite, each writing the figures its results promise, and
+the README's table is generated from them. Nothing here is timed or compared with a
+target: a benchmark reports, a test never times anything."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.readme import BEGIN, END, ROWS, section, write_readme
+from tests.e2e.cli import REPO, run
+
+BENCH = [sys.executable, str(REPO / "scripts" / "bench")]
+SMALL = ["--customers", "150", "--hours", "2", "--seed", "3"]
+
+
+def bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    results = tmp_path / "results.json"
+    argv = [*BENCH, *SMALL, "--workloads", str(tmp_path / "work"), "--results", str(results)]
+    done = run([*argv, *args], env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found: dict[str, object] = json.loads(results.read_text())
+    return found
+
+
+def positive(results: dict[str, object], *keys: str) -> None:
+    for key in keys:
+        value = results.get(key)
+        assert isinstance(value, int | float) and value > 0, (key, value)
+
+
+def test_the_in_process_stages_write_every_figure_they_promise(tmp_path: Path) -> None:
+    results = bench(tmp_path, "--only", "core,flow,floor,cli,replay", "--replay-cases", "400")
+    positive(results, "plain_loop_eps", "core_us_per_event", "bytewax_inproc_eps")
+    positive(results, "engine_floor_eps", "rss_bytes_per_100k_customers", "cli_help_s")
+    positive(results, "replay_eps", "flow_to_core", "flow_to_floor")
+    work = results["workload"]
+    assert isinstance(work, dict) and work["customers"] == 150 and work["records"] > 1000
+    assert results["machine"] and results["commit"]
+
+
+@pytest.mark.integration
+def test_the_kafka_stage_measures_both_runs_the_latencies_and_a_peer(
+    tmp_path: Path, bootstrap_servers: str
+) -> None:
+    """The flow through the real broker on 1 and 2 processes, live latency, and the
+    naive consumer (the Quix Streams peer needs `make bench`'s own virtualenv)."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
+    only = ["--only", "kafka,live", "--peers", "naive_consumer"]
+    live = ["--rate", "300", "--decision-rate", "400", "--live-seconds", "6"]
+    results = bench(tmp_path, *only, *live, env=env)
+    positive(results, "kafka_e2e_eps", "kafka_two_process_eps", "two_process_speedup")
+    positive(results, "naive_consumer_eps", "kafka_produce_eps")
+    positive(results, "latency_p50_ms", "latency_p99_ms", "decision_p50_ms", "decision_p99_ms")
+    assert results["latency_offered_eps"] == 300 and results["decision_offered_eps"] == 400
+    assert results["latency_p50_ms"] <= results["latency_p99_ms"]  # type: ignore[operator]
+
+
+def test_the_readme_table_is_the_results_and_nothing_else_moves(tmp_path: Path) -> None:
+    results: dict[str, object] = {key: 1234.5 for key, *_ in ROWS}
+    results["kafka_e2e_eps"] = 9000
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n\n{BEGIN}\nold figures\n{END}\n\nafter\n")
+    write_readme(results, readme)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert "old figures" not in text and section(results) in text
+    assert "| through Kafka, 1 process | 9,000 events/s | ≥ 30,000 | not yet |" in text
+    assert len([line for line in text.splitlines() if line.startswith("| ")]) == len(ROWS) + 1

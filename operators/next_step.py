@@ -353,8 +353,11 @@ class NextStepLearner:
         self.exclude = exclude
         self.decays = (1.0, recency) if recency < 1.0 else (1.0,)
         self.tables: dict[tuple[str, float], _Table] = {}
-        # trust[(gate context, expert)] = [hits, predictions], both fading
-        self.trust: dict[tuple[object, str], list[float]] = {}
+        # trust[gate context][expert] = [hits, predictions], both fading. By gate first:
+        # a prediction reads every expert in the same few gates, so each gate (a tuple,
+        # whose hash Python does not keep) is hashed once, not once per expert.
+        self.trust: dict[object, dict[str, list[float]]] = {}
+        self._trusted = 0  # [hits, predictions] pairs held, at most MAX_TRUST
         self.attributes: dict[str, _AttributeStats] = {}
         from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when used)
 
@@ -466,23 +469,23 @@ class NextStepLearner:
 
     # -- gate
 
-    def _trust(self, gates: list[object], expert: str) -> float:
-        """The expert's fading hit rate in the finest gate context, shrunk to coarser ones."""
-        rate, weight = 0.5, 2.0
-        for gate in gates:
-            hits, n = self.trust.get((gate, expert), (0.0, 0.0))
-            rate = (hits + weight * rate) / (n + weight)
-            weight = self.prior_weight
-        return rate
-
     def predict(self, prefix: Sequence[str], context: Context) -> str | None:
         view, predictions = self._predictions(prefix, context)
+        gates = [self.trust.get(gate) for gate in view.gates]  # coarse to fine
+        prior = self.prior_weight
         support: dict[str, float] = {}  # candidate: best trust among the experts proposing it
         for expert, predicted in predictions.items():
-            if predicted is not None:
-                trust = self._trust(view.gates, expert)
-                if trust > support.get(predicted, -1.0):
-                    support[predicted] = trust
+            if predicted is None:
+                continue
+            # The expert's fading hit rate in the finest gate, shrunk to coarser ones.
+            trust, weight = 0.5, 2.0
+            for by_expert in gates:
+                stats = by_expert.get(expert) if by_expert is not None else None
+                hits, n = stats if stats is not None else (0.0, 0.0)
+                trust = (hits + weight * trust) / (n + weight)
+                weight = prior
+            if trust > support.get(predicted, -1.0):
+                support[predicted] = trust
         default = predictions.get("backoff")
         if default is not None:
             support[default] += self.margin
@@ -491,14 +494,16 @@ class NextStepLearner:
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
         view, predictions = self._predictions(prefix, context)
         fade = self.trust_decay
+        gates = [self.trust.setdefault(gate, {}) for gate in view.gates]
         for expert, predicted in predictions.items():
             hit = 1.0 if predicted == next_step else 0.0
-            for gate in view.gates:
-                stats = self.trust.get((gate, expert))
+            for by_expert in gates:
+                stats = by_expert.get(expert)
                 if stats is None:
-                    if len(self.trust) >= MAX_TRUST:
+                    if self._trusted >= MAX_TRUST:
                         continue  # full: this context is judged by its coarser ones
-                    stats = self.trust[(gate, expert)] = [0.0, 0.0]
+                    stats = by_expert[expert] = [0.0, 0.0]
+                    self._trusted += 1
                 stats[0] = stats[0] * fade + hit
                 stats[1] = stats[1] * fade + 1.0
         for expert, key in view.keys:

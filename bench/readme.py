@@ -38,14 +38,26 @@ def _number(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _when(results: dict[str, object]) -> str:
+    """Which commit each stage ran on, and when, grouped."""
+    stages = results.get("stages", {})
+    assert isinstance(stages, dict)
+    by_run: dict[tuple[str, str], list[str]] = {}
+    for name, run in stages.items():
+        by_run.setdefault((run["commit"], run["measured_at"][:10]), []).append(name)
+    return "; ".join(
+        f"{', '.join(names)} on {commit}, {day}" for (commit, day), names in by_run.items()
+    )
+
+
 def section(results: dict[str, object]) -> str:
     machine = results.get("machine", {})
     work = results.get("workload", {})
     assert isinstance(machine, dict) and isinstance(work, dict)
     lines = [
         BEGIN,
-        f"Measured by `make bench` on {results.get('measured_at', '?')} (commit "
-        f"{results.get('commit', '?')}), {machine.get('cores')} cores ({machine.get('cpu')}), "
+        f"Measured by `make bench` ({_when(results)}), {machine.get('cores')} cores "
+        f"({machine.get('cpu')}), "
         f"{machine.get('memory_gib')} GiB, Python {machine.get('python')}; workload: "
         f"{work.get('records', 0):,} records of {work.get('customers', 0):,} simulated customers "
         f"over {work.get('hours')} h (seed {work.get('seed')}). Medians where repeated.",

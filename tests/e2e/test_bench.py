@@ -39,7 +39,10 @@ def test_the_in_process_stages_write_every_figure_they_promise(tmp_path: Path) -
     positive(results, "replay_eps", "flow_to_core", "flow_to_floor")
     work = results["workload"]
     assert isinstance(work, dict) and work["customers"] == 150 and work["records"] > 1000
-    assert results["machine"] and results["commit"]
+    assert results["machine"]
+    stages = results["stages"]
+    assert isinstance(stages, dict) and set(stages) == {"core", "flow", "floor", "cli", "replay"}
+    assert all(run["commit"] and run["measured_at"] for run in stages.values())
 
 
 @pytest.mark.integration

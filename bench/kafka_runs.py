@@ -24,7 +24,7 @@ from pathlib import Path
 import msgspec
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.measure import PYTHON, REPO, WAYFINDER, Child, percentile, run_child
+from bench.measure import PYTHON, REPO, WAYFINDER, percentile
 from flows.cli.lab import partition_key
 from flows.runtime.settings import KafkaSettings
 from flows.runtime.topics import ensure_topics
@@ -100,12 +100,6 @@ def produce(topics: Topics, records: list[bytes]) -> float:
     seconds = time.perf_counter() - started
     producer.close()
     return seconds
-
-
-def run_bounded(topics: Topics) -> Child:
-    """`wayfinder run --kafka` reading the topic to its end and stopping there."""
-    env = {**topics.env, "WAYFINDER_KAFKA_TAIL": "false"}
-    return run_child([WAYFINDER, "run", "--kafka", "--no-progress"], env)
 
 
 def _free_port() -> int:

@@ -260,6 +260,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             listed=listed,
             signature=self._signature,
             reach=reach,
+            metadata=AdminClient({"bootstrap.servers": self._brokers, **self._config}),
         )
 
 
@@ -386,8 +387,15 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         listed: Iterable[int] | None = None,
         signature: RecordSignature | None = None,
         reach: ConsumerReach | None = None,
+        metadata: AdminClient | None = None,
     ) -> None:
         self._consumer = consumer
+        #: Where the topic's partitions are looked up (`_added`), on a connection of its
+        #: own: the consumer's metadata requests queue behind its fetch on the broker's
+        #: connection, which waits up to fetch.wait.max.ms (500 ms) for records; asked of
+        #: the consumer every `_LOOK_EVERY` s, that held the worker half a second each
+        #: time (a tenth of a bounded run's time). None: the consumer's (tests).
+        self._metadata = metadata
         self._signature = signature
         self._said_forged = False
         #: Whether the consumer reaches the cluster, as last seen; and (after it did not)
@@ -510,7 +518,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         (`wayfinder_input_partitions_unread`; `/livez` fails), which resumes with every
         partition, the new ones from their start."""
         try:
-            found = self._consumer.list_topics(self._topic, timeout=1).topics[self._topic]
+            client = self._metadata if self._metadata is not None else self._consumer
+            found = client.list_topics(self._topic, timeout=1).topics[self._topic]
         except (KafkaException, KeyError):
             return  # (unreachable for now: looked at again next time)
         if found.error is not None:

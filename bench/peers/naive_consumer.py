@@ -14,8 +14,6 @@ kafka-python.
         --events-topic T --output-topic O --expect N
 """
 
-import argparse
-import json
 import sys
 import time
 import uuid
@@ -27,6 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from bench.peers import arguments, report
 from operators.identity import customer_key
 from schemas.codec import BadInput, EventDecoder
 
@@ -63,19 +62,13 @@ def _ensure_topic(bootstrap: str, name: str, like: str) -> None:
         admin.close()
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--events-topic", required=True)
-    parser.add_argument("--output-topic", required=True)
-    parser.add_argument("--expect", type=int, required=True, help="input records to process")
-    parser.add_argument("--group", help="consumer group (default: a fresh one)")
-    parser.add_argument("--state-dir", help="ignored: this consumer keeps no state")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _arguments(argv)
+    args = arguments(
+        __doc__.splitlines()[0],
+        "consumer group (default: a fresh one)",
+        "ignored: this consumer keeps no state",
+        argv,
+    )
     _ensure_topic(args.bootstrap, args.output_topic, args.events_topic)
     consumer = KafkaConsumer(
         args.events_topic,
@@ -115,14 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"naive_consumer: {consumed} of {args.expect} events in the topic", file=sys.stderr)
         return 1
     seconds = ended - started
-    figures = {
-        "engine": f"kafka-python {kafka.__version__} (naive, one rule)",
-        "events": consumed,
-        "outputs": produced,
-        "seconds": round(seconds, 3),
-        "events_per_second": round(consumed / seconds, 1),
-    }
-    print(json.dumps(figures))
+    report(f"kafka-python {kafka.__version__} (naive, one rule)", consumed, produced, seconds)
     print(f"naive_consumer: {bad} bad input", file=sys.stderr)
     return 0
 

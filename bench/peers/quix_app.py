@@ -33,8 +33,6 @@ in a virtualenv of its own (no bytewax; nothing of `flows.dataflow`):
         --events-topic T --output-topic O --expect N
 """
 
-import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -49,6 +47,7 @@ from quixstreams import Application, State
 from quixstreams.models import TopicConfig
 from quixstreams.models.serializers.json import JSONDeserializer, JSONSerializer
 
+from bench.peers import arguments, report
 from flows.runtime.settings import deployment_secret, load_default_playbook, state_key
 from operators.customer_step import CustomerStep
 from operators.identity import LoopSeal, customer_key, visitor_key
@@ -244,19 +243,13 @@ def _delete_internal_topics(bootstrap: str, group: str, loop_name: str) -> None:
         admin.close()
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--events-topic", required=True)
-    parser.add_argument("--output-topic", required=True)
-    parser.add_argument("--expect", type=int, required=True, help="input records to process")
-    parser.add_argument("--group", help="consumer group, new for each run (default: fresh)")
-    parser.add_argument("--state-dir", help="Quix state directory (default: a temporary one)")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _arguments(argv)
+    args = arguments(
+        __doc__.splitlines()[0],
+        "consumer group, new for each run (default: fresh)",
+        "Quix state directory (default: a temporary one)",
+        argv,
+    )
     group: str = args.group or f"peers-quix-{uuid.uuid4().hex[:12]}"
     loop_name = f"{group}.loop"
     state_dir: str = args.state_dir or tempfile.mkdtemp(prefix="peers-quix-")
@@ -285,14 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     seconds = ended - peer.started
-    figures = {
-        "engine": f"quixstreams {quixstreams.__version__}",
-        "events": peer.consumed,
-        "outputs": peer.outputs,
-        "seconds": round(seconds, 3),
-        "events_per_second": round(peer.consumed / seconds, 1),
-    }
-    print(json.dumps(figures))
+    report(f"quixstreams {quixstreams.__version__}", peer.consumed, peer.outputs, seconds)
     print(
         f"quix_app: {peer.bad} bad input, {peer.refused} refused by the step, "
         f"{peer.looped} records round the loop",

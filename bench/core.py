@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from bench.measure import resident_bytes
+from flows.runtime.collector import set_collector
 from flows.runtime.settings import load_default_playbook
 from operators.replay import Replay
 from schemas.codec import BadInput, EventDecoder, encode
@@ -31,7 +32,9 @@ class CoreRun:
 def plain_loop(records: list[bytes]) -> CoreRun:
     """Every record from empty state: decode, then fold, journeys, segments, decisions
     (operators.replay: the identity loop included, each decision's input recorded as the
-    flow records it), then encode every output, as the flow does."""
+    flow records it), then encode every output, as the flow does; with the garbage
+    collector set as the flow's process sets it."""
+    set_collector()
     gc.collect()
     before = resident_bytes()
     decoder, replay = EventDecoder(), Replay(load_default_playbook(), record_inputs=True)

@@ -373,7 +373,10 @@ class ReadersWriterLock:
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition(threading.Lock())
+        #: Readers come and go under the plain lock (one call in C a side); the condition
+        #: on it is waited on only while a writer is in or waiting.
+        self._mutex = threading.Lock()
+        self._changed = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
@@ -389,16 +392,20 @@ class ReadersWriterLock:
         return self._write
 
     def _acquire_read(self) -> None:
+        with self._mutex:
+            if not (self._writing or self._writers_waiting):
+                self._readers += 1
+                return
         with self._changed:
             while self._writing or self._writers_waiting:
                 self._changed.wait()
             self._readers += 1
 
     def _release_read(self) -> None:
-        with self._changed:
+        with self._mutex:
             self._readers -= 1
-            if not self._readers:
-                self._changed.notify_all()
+            if not self._readers and self._writers_waiting:
+                self._changed.notify_all()  # (the lock held is the condition's)
 
     def _acquire_write(self) -> None:
         with self._changed:

@@ -6,7 +6,7 @@ the analytics topic when event time crosses a window boundary and when the
 input ends. Gauges per journey feed Prometheus.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -36,14 +36,17 @@ _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(_State)
 
 
-def finished_journeys(item: tuple[str, object]) -> list[tuple[str, Scoped]]:
-    """A customer-step output as (scope, finished journey) items; nothing for the rest."""
-    _key, value = item
-    if type(value) is JourneyTransition and value.kind in TERMINAL and value.path:
-        return [(scope, (scope, value)) for scope in scopes_of(value)]
-    if type(value) is InFlight:
-        return [(scope, (scope, value)) for scope in (value.journey, ALL)]
-    return []
+def finished_journeys(batch: Sequence[tuple[str, object]]) -> list[tuple[str, Scoped]]:
+    """A batch of customer-step outputs as (scope, finished journey) items; nothing for
+    the rest (a batch at a time: most outputs are neither)."""
+    found: list[tuple[str, Scoped]] = []
+    for _key, value in batch:
+        if isinstance(value, JourneyTransition):
+            if value.kind in TERMINAL and value.path:
+                found += [(scope, (scope, value)) for scope in scopes_of(value)]
+        elif isinstance(value, InFlight):
+            found += [(scope, (scope, value)) for scope in (value.journey, ALL)]
+    return found
 
 
 class ScopeLogic(StatefulBatchLogic[Scoped, AnalyticsSnapshot, bytes]):

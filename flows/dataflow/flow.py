@@ -36,8 +36,8 @@ from flows.dataflow.loopback import EmbeddedSource
 from flows.dataflow.rounds import Rounds
 from flows.dataflow.routing import (
     Routed,
-    route,
     route_analytics,
+    route_batch,
     route_dead_letter,
     route_learned,
     route_shadow,
@@ -192,13 +192,15 @@ def build_flow(
             views=views,
         ),
     )
-    results = op.filter_map("route", customers, route)
-    to_learn = op.flat_map("examples", customers, examples)
+    # Each step on the customers' outputs takes them a batch at a time: most outputs
+    # are for one of them only (an example an event), and a call each is the cost.
+    results = op.flat_map_batch("route", customers, route_batch)
+    to_learn = op.flat_map_batch("examples", customers, examples)
     paced: LearningRounds | None = rounds
     if isinstance(loop, LoopLedger) and loop.rounds:
         paced = loop  # a Kafka replay in rounds
     learned = op.stateful_batch(LEARNER, to_learn, learner(models, paced, example_log))
-    finished = op.flat_map("finished_journeys", customers, finished_journeys)
+    finished = op.flat_map_batch("finished_journeys", customers, finished_journeys)
     snapshots = op.stateful_batch("analytics", finished, ScopeLogic)
     analytics = op.map("analytics_out", snapshots, route_analytics)
     dead = op.map("dead_letter", rest.trues, route_dead_letter)
@@ -231,7 +233,7 @@ def build_flow(
         )
         streams.append(op.filter_map("shadow_decisions", shadow, route_shadow))
     if key_vault is not None:
-        keys = op.filter_map("customer_keys", customers, _customer_key)
+        keys = op.flat_map_batch("customer_keys", customers, _customer_keys)
         op.output("key_vault", keys, KeyVaultSink(key_vault))
     merged = op.merge("all_outputs", *streams)
     op.output("out", op.map("shape", merged, shape), sink)
@@ -246,11 +248,13 @@ def _is_dead_letter(item: Decoded) -> TypeGuard[DeadLetter]:
     return type(item) is DeadLetter
 
 
-def _customer_key(item: tuple[str, StepOutput]) -> tuple[str, VaultChange] | None:
-    pseudonym, value = item  # (the state key the customer step holds them under)
-    return (
-        (pseudonym, value) if isinstance(value, CustomerKey | KeyDestroyed | InstanceName) else None
-    )
+def _customer_keys(batch: list[tuple[str, StepOutput]]) -> list[tuple[str, VaultChange]]:
+    """The key vault's changes, by the state key the customer step holds them under."""
+    return [
+        (pseudonym, value)
+        for pseudonym, value in batch
+        if isinstance(value, CustomerKey | KeyDestroyed | InstanceName)
+    ]
 
 
 def _watermark_tick(item: Decoded) -> tuple[str, EventTime]:

@@ -22,7 +22,7 @@ a time), so a decision's recorded version is the one it asked.
 
 import logging
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -35,12 +35,10 @@ from schemas.learning import Example, LearnedExamples
 logger = logging.getLogger(__name__)
 
 
-def examples(item: tuple[str, object]) -> list[tuple[str, Example]]:
-    """Customer-step outputs that are examples, keyed by the model that learns them."""
-    _key, value = item
-    if type(value) is Example:
-        return [(value.model, value)]
-    return []
+def examples(batch: Sequence[tuple[str, object]]) -> list[tuple[str, Example]]:
+    """A batch of customer-step outputs: the examples, keyed by the model that learns
+    them (a batch at a time: one call, not one an output)."""
+    return [(value.model, value) for _key, value in batch if type(value) is Example]
 
 
 #: The learner step's name (its snapshots are found by it in a recovery folder).

@@ -6,6 +6,8 @@ the key vault (a customer's key) goes to no topic.
 """
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flows.dataflow.customer import StepOutput
 from flows.dataflow.held_state import action_kind
@@ -41,45 +43,88 @@ Routed = tuple[str, str | None, bytes | None]
 
 def route(item: tuple[str, StepOutput]) -> Routed | None:
     """Send one customer-step output to its topic (None: for the flow itself)."""
-    _state_key, value = item
-    if isinstance(value, Decision):
-        metrics.DECISIONS.labels(value.outcome).inc()
-        if value.outcome != "sent" or len(value.candidates) > 1:
-            for candidate in value.candidates:
-                if candidate.policy is not None:
-                    metrics.SUPPRESSIONS.labels(candidate.policy).inc()
-        return (DECISIONS, value.customer, encode(value))
-    if isinstance(value, JourneyTransition):
-        metrics.TRANSITIONS.labels(value.journey, value.kind).inc()
-        if value.kind == "completed":
-            metrics.TIME_TO_GOAL.labels(value.journey).observe(value.duration_seconds)
-        return (JOURNEYS, value.customer, encode(value))
-    if isinstance(value, Action):
-        kind = action_kind(value)
-        metrics.ACTIONS.labels(value.channel, value.action, kind).inc()
-        _REACTION_TIME[kind].observe(time.time() - value.created_at.timestamp())
-        return (action_topic(value.channel), value.customer, encode(value))
-    if isinstance(value, AudienceChange):
-        metrics.AUDIENCE_CHANGES.labels(value.change).inc()
-        return (AUDIENCES, value.customer, encode(value))
-    if isinstance(value, Event):
-        return (EVENTS, value.to, encode(value))  # (the loop's records name a state so)
-    if isinstance(value, Tombstone):
-        return (AUDIENCES, value.customer, None)
-    if isinstance(value, InFlight | Example | CustomerKey | KeyDestroyed | InstanceName):
+    value = item[1]
+    kind = type(value)
+    if kind in _UNROUTED:
         return None
-    if isinstance(value, IntentTransition):
-        metrics.INTENT_CHANGES.inc()
-        return (JOURNEYS, value.customer, encode(value))
-    if isinstance(value, DecisionInput):
-        return (DECISION_INPUTS, value.customer, encode(value))
-    if isinstance(value, DeadLetter):
-        return route_dead_letter(value)
-    raise TypeError(f"customer step emitted an unroutable {type(value).__name__}")
+    to_topic = _ROUTES.get(kind)
+    if to_topic is None:
+        raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
+    return to_topic(value)
 
 
+def route_batch(batch: list[tuple[str, StepOutput]]) -> list[Routed]:
+    """A batch of customer-step outputs, each to its topic, without those for the flow
+    itself (an example an event, about half of them): one call a batch."""
+    routes = _ROUTES
+    routed: list[Routed] = []
+    for _key, value in batch:
+        to_topic = routes.get(type(value))
+        if to_topic is not None:
+            routed.append(to_topic(value))
+        elif type(value) not in _UNROUTED:
+            raise TypeError(f"customer step emitted an unroutable {type(value).__name__}")
+    return routed
+
+
+class _Children:
+    """A labelled metric's children, bound once for each set of labels (prometheus'
+    own `labels` takes a lock and checks the names each time)."""
+
+    __slots__ = ("_bound", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._bound: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._bound.get(labels)
+        if child is None:
+            child = self._bound[labels] = self._metric.labels(*labels)
+        return child
+
+
+_DECISIONS = _Children(metrics.DECISIONS)
+_SUPPRESSIONS = _Children(metrics.SUPPRESSIONS)
+_TRANSITIONS = _Children(metrics.TRANSITIONS)
+_TIME_TO_GOAL = _Children(metrics.TIME_TO_GOAL)
+_ACTIONS = _Children(metrics.ACTIONS)
+_AUDIENCE_CHANGES = _Children(metrics.AUDIENCE_CHANGES)
 #: The event-to-action histogram of each kind of action, bound once.
 _REACTION_TIME = {k: metrics.EVENT_TO_ACTION.labels(k) for k in ("sent", "reply", "no_action")}
+
+
+def _decision(value: Decision) -> Routed:
+    _DECISIONS(value.outcome).inc()
+    if value.outcome != "sent" or len(value.candidates) > 1:
+        for candidate in value.candidates:
+            if candidate.policy is not None:
+                _SUPPRESSIONS(candidate.policy).inc()
+    return (DECISIONS, value.customer, encode(value))
+
+
+def _journey_transition(value: JourneyTransition) -> Routed:
+    _TRANSITIONS(value.journey, value.kind).inc()
+    if value.kind == "completed":
+        _TIME_TO_GOAL(value.journey).observe(value.duration_seconds)
+    return (JOURNEYS, value.customer, encode(value))
+
+
+def _action(value: Action) -> Routed:
+    kind = action_kind(value)
+    _ACTIONS(value.channel, value.action, kind).inc()
+    _REACTION_TIME[kind].observe(time.time() - value.created_at.timestamp())
+    return (action_topic(value.channel), value.customer, encode(value))
+
+
+def _audience_change(value: AudienceChange) -> Routed:
+    _AUDIENCE_CHANGES(value.change).inc()
+    return (AUDIENCES, value.customer, encode(value))
+
+
+def _intent_transition(value: IntentTransition) -> Routed:
+    metrics.INTENT_CHANGES.inc()
+    return (JOURNEYS, value.customer, encode(value))
 
 
 def route_shadow(item: tuple[str, StepOutput]) -> Routed | None:
@@ -102,3 +147,19 @@ def route_analytics(item: tuple[str, AnalyticsSnapshot]) -> Routed:
 
 def route_dead_letter(letter: DeadLetter) -> Routed:
     return (DLQ, None, encode(letter))
+
+
+#: Where each kind of output goes (its exact type: the schemas are final structs).
+_ROUTES: dict[type, Callable[[Any], Routed]] = {
+    Decision: _decision,
+    JourneyTransition: _journey_transition,
+    Action: _action,
+    AudienceChange: _audience_change,
+    Event: lambda value: (EVENTS, value.to, encode(value)),  # (the loop's: a state's name)
+    Tombstone: lambda value: (AUDIENCES, value.customer, None),
+    IntentTransition: _intent_transition,
+    DecisionInput: lambda value: (DECISION_INPUTS, value.customer, encode(value)),
+    DeadLetter: route_dead_letter,
+}
+#: Outputs for the flow itself (learned, mapped) or for the key vault: no topic.
+_UNROUTED = frozenset({InFlight, Example, CustomerKey, KeyDestroyed, InstanceName})

@@ -25,7 +25,6 @@ dropped once the horizon has passed (`expired`).
 """
 
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from functools import partial
 
 import msgspec
 
-from operators import sealing
+from operators import basis_packing, sealing
 from operators.decide import DecisionMaker, erased_reply
 from operators.identity import LoopSeal, instance_name, pseudonym, visitor_key
 from operators.ids import decision_id, derived_event_id, transition_id
@@ -805,7 +804,8 @@ class CustomerStep:
     ) -> DecisionInput:
         """The decision's input, its basis sealed under the customer's key (made now,
         and handed to the key sink, if this is their first). Compressed first: sealed
-        bytes do not compress, and the audit topic is the flow's largest."""
+        bytes do not compress, and the audit topic is the flow's largest
+        (`operators.basis_packing`)."""
         secret = self._secret_of(ctx, outputs)
         published = self.published.decision(decision.decision_id) if self.published else None
         if published and published.inputs and _opens(secret, published.inputs):
@@ -814,7 +814,7 @@ class CustomerStep:
             decision_id=decision.decision_id,
             customer=decision.customer,
             basis=sealing.seal(
-                secret, decision.decision_id.encode(), zlib.compress(_BASIS.encode(basis), 1)
+                secret, decision.decision_id.encode(), basis_packing.pack(_BASIS.encode(basis))
             ),
             playbook_version=decision.playbook_version,
             model_version=decision.model_version,

@@ -11,11 +11,11 @@ those models would have decided instead.
 """
 
 import pickle
-import zlib
 from collections.abc import Callable, Iterable
 
 import msgspec
 
+from operators.basis_packing import unpack
 from operators.decide import DecisionMaker
 from operators.models import ModelSet, OnlineModel
 from operators.playbook import CompiledPlaybook
@@ -46,9 +46,7 @@ def open_basis(recorded: DecisionInput, secret: bytes | None) -> DecisionBasis:
     if secret is None:
         raise erased
     try:
-        return _BASIS.decode(
-            zlib.decompress(unseal(secret, recorded.decision_id.encode(), recorded.basis))
-        )
+        return _BASIS.decode(unpack(unseal(secret, recorded.decision_id.encode(), recorded.basis)))
     except Unreadable:
         raise erased from None
 

@@ -126,8 +126,8 @@ class DecisionInput(Struct, kw_only=True):
     models it asked (rebuilt from `models.examples`).
 
     The basis is personal (the customer's context, the event) and the topic outlives
-    the state, so it is sealed (`operators.sealing`, msgpack compressed with zlib
-    first) under the customer's own key,
+    the state, so it is sealed (`operators.sealing`, msgpack packed first,
+    `operators.basis_packing`) under the customer's own key,
     bound to the decision id: erasing the customer destroys the key, and every copy of
     every input recorded for them is unreadable at once.
     """

@@ -130,19 +130,23 @@ _MAX_FEATURE_VALUE = 1e6
 
 def _well_formed(example: Example) -> bool:
     """Finite time, a bounded number of finite, bounded features, names and labels of
-    bounded length."""
-    features = example.features
-    return (
+    bounded length. (Loops, not `all` over generators: most examples are next steps,
+    with no features and a short path, and a generator each cost more than the checks.)"""
+    features, prefix = example.features, example.prefix
+    if not (
         math.isfinite(example.at)
         and 0 < len(example.label) <= _MAX_NAME
         and len(features) <= _MAX_FEATURES
-        and len(example.prefix) <= _MAX_FEATURES
-        and all(
-            len(name) <= _MAX_NAME and abs(value) <= _MAX_FEATURE_VALUE  # NaN fails too
-            for name, value in features.items()
-        )
-        and all(0 < len(step) <= _MAX_NAME for step in example.prefix)
-    )
+        and len(prefix) <= _MAX_FEATURES
+    ):
+        return False
+    for name, value in features.items():
+        if not (len(name) <= _MAX_NAME and abs(value) <= _MAX_FEATURE_VALUE):  # NaN fails too
+            return False
+    for step in prefix:  # noqa: SIM110 (a loop: see the docstring)
+        if not 0 < len(step) <= _MAX_NAME:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- intent

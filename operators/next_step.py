@@ -327,7 +327,7 @@ class NextStepLearner:
 
     `exclude` leaves experts out by name ("seen", "visits", "position", "elapsed",
     "since_last", "seen+since_last", "@<attribute>", "seen@<attribute>", "river"),
-    for ablations. `max_keys` caps each table.
+    for ablations. `max_keys` caps each table, `max_trust` the gate's statistics.
     """
 
     name = "ours"
@@ -342,6 +342,7 @@ class NextStepLearner:
         naive_bayes_alpha: float = 0.1,
         max_keys: int = MAX_KEYS,
         exclude: frozenset[str] = frozenset(),
+        max_trust: int = MAX_TRUST,
     ) -> None:
         self.max_order = max_order
         self.recency = recency
@@ -357,7 +358,8 @@ class NextStepLearner:
         # a prediction reads every expert in the same few gates, so each gate (a tuple,
         # whose hash Python does not keep) is hashed once, not once per expert.
         self.trust: dict[object, dict[str, list[float]]] = {}
-        self._trusted = 0  # [hits, predictions] pairs held, at most MAX_TRUST
+        self.max_trust = max_trust
+        self._trusted = 0  # [hits, predictions] pairs held, at most `max_trust`
         self.attributes: dict[str, _AttributeStats] = {}
         from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when used)
 
@@ -494,14 +496,18 @@ class NextStepLearner:
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
         view, predictions = self._predictions(prefix, context)
         fade = self.trust_decay
-        gates = [self.trust.setdefault(gate, {}) for gate in view.gates]
+        trust = self.trust
+        gates = [trust.get(gate) for gate in view.gates]
         for expert, predicted in predictions.items():
             hit = 1.0 if predicted == next_step else 0.0
-            for by_expert in gates:
-                stats = by_expert.get(expert)
+            for at, held in enumerate(gates):
+                stats = held.get(expert) if held is not None else None
                 if stats is None:
-                    if self._trusted >= MAX_TRUST:
+                    if self._trusted >= self.max_trust:
                         continue  # full: this context is judged by its coarser ones
+                    by_expert = held
+                    if by_expert is None:  # (a gate is kept once it holds a pair)
+                        by_expert = gates[at] = trust[view.gates[at]] = {}
                     stats = by_expert[expert] = [0.0, 0.0]
                     self._trusted += 1
                 stats[0] = stats[0] * fade + hit

@@ -41,18 +41,6 @@ from state.key_vault import CustomerKey, InstanceName, KeyDestroyed
 Routed = tuple[str, str | None, bytes | None]
 
 
-def route(item: tuple[str, StepOutput]) -> Routed | None:
-    """Send one customer-step output to its topic (None: for the flow itself)."""
-    value = item[1]
-    kind = type(value)
-    if kind in _UNROUTED:
-        return None
-    to_topic = _ROUTES.get(kind)
-    if to_topic is None:
-        raise TypeError(f"customer step emitted an unroutable {kind.__name__}")
-    return to_topic(value)
-
-
 def route_batch(batch: list[tuple[str, StepOutput]]) -> list[Routed]:
     """A batch of customer-step outputs, each to its topic, without those for the flow
     itself (an example an event, about half of them): one call a batch."""

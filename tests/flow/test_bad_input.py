@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from flows.dataflow.clock import EventClock, EventTime
 from flows.dataflow.customer import CustomerLogic, StepOutput
 from flows.dataflow.decode import AheadLimit, make_decoder, unpack_kafka, unpack_raw
-from flows.dataflow.routing import route
+from flows.dataflow.routing import route_batch
 from flows.dataflow.sources import EventFileSource, RawRecord, read_line
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.runtime.settings import deployment_secret, state_key
@@ -230,17 +230,14 @@ class _Flow:
             else:
                 self.logics[held_as] = logic
                 logic.snapshot()  # as bytewax does at the end of an epoch
-        for output in emitted:
-            routed = route(("key", output))
-            if routed is not None:
-                assert routed[2] is None or isinstance(routed[2], bytes)
+        for routed in route_batch([("key", output) for output in emitted]):
+            assert routed[2] is None or isinstance(routed[2], bytes)
         return emitted
 
     def end(self) -> None:
         for logic in self.logics.values():
             outputs, _discard = logic.on_eof()
-            for output in outputs:
-                route(("key", output))
+            route_batch([("key", output) for output in outputs])
 
 
 @pytest.mark.fuzz

@@ -25,7 +25,7 @@ dropped once the horizon has passed (`expired`).
 """
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -414,17 +414,17 @@ class CustomerStep:
             released, outputs = self._replay(key, ctx, self._stop_waiting(ctx), [])
             after, more = self.on_event(key, released, event)
             return after, outputs + more
-        ctx.held.append(event)
+        ctx.held = (*ctx.held, event)
         return ctx, []
 
     @staticmethod
-    def _stop_waiting(ctx: CustomerContext) -> list[Event]:
-        held, ctx.held = ctx.held, []
+    def _stop_waiting(ctx: CustomerContext) -> tuple[Event, ...]:
+        held, ctx.held = ctx.held, ()
         ctx.awaiting = None
         return held
 
     def _replay(
-        self, key: str, ctx: CustomerContext, held: list[Event], outputs: list[Output]
+        self, key: str, ctx: CustomerContext, held: Iterable[Event], outputs: list[Output]
     ) -> tuple[CustomerContext, list[Output]]:
         """Fold the events that waited, in order. A login among them starts a new wait:
         its answer, if it is among them, is folded next; else the rest wait again."""
@@ -435,7 +435,7 @@ class CustomerStep:
             else:
                 answer = next((e for e in queue if e.event_id == ctx.awaiting), None)
                 if answer is None:
-                    ctx.held[:0] = queue
+                    ctx.held = (*queue, *ctx.held)
                     break
                 queue.remove(answer)
                 ctx.awaiting = None
@@ -557,7 +557,7 @@ class CustomerStep:
         if event.anonymous_id is None or event.to is not None:
             raise BadInput("invalid_event", "a forwarded event that is no device's")
         if ctx.unopened:  # copies sealed under a key lost in a crash: this one stands
-            ctx.unopened = [w for w in ctx.unopened if w.event_id != record.event_id]
+            ctx.unopened = tuple(w for w in ctx.unopened if w.event_id != record.event_id)
         event = msgspec.structs.replace(event, customer_id=ctx.key)
         return self._on_event(ctx.key, ctx, event)
 
@@ -577,7 +577,7 @@ class CustomerStep:
                 f"a device's forward that no key of its customer opens, with {MAX_UNOPENED} "
                 "waiting for their device's key already",
             )
-        waiting.append(record)
+        ctx.unopened = (*waiting, record)
         return []
 
     def _open_waiting(self, ctx: CustomerContext, source: str) -> list[Output]:
@@ -590,7 +590,7 @@ class CustomerStep:
             (waiting if mine else still).append(record)
         if not waiting:
             return []
-        ctx.unopened = still
+        ctx.unopened = tuple(still)
         outputs: list[Output] = []
         for record in waiting:
             try:

@@ -1,5 +1,6 @@
 """The inbound Event: what every channel sends to the events topic."""
 
+from sys import intern
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
@@ -144,7 +145,13 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     def __post_init__(self) -> None:
         # Raising ValueError here makes msgspec report a ValidationError, so the
         # special-type rules are enforced in the same single decode pass.
-        kind = self.type
+        # The vocabularies, one object per word: a context keeps them in many places
+        # (its channels, contact points, interactions, journeys' steps), and a decode
+        # makes a new string each time, which millions of customers would each hold.
+        kind = self.type = intern(self.type)
+        self.channel = intern(self.channel)
+        if self.touchpoint is not None:
+            self.touchpoint = intern(self.touchpoint)
         if self.to is not None:
             self._check_loop(kind)
             return

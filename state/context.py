@@ -11,6 +11,7 @@ import struct
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from hashlib import blake2b
+from sys import intern
 from types import GenericAlias
 from typing import Literal
 
@@ -326,7 +327,7 @@ class Seen(Struct, array_like=True, dict=True):
     before, always empty once decoded.
     """
 
-    generations: list[SeenGeneration] = []
+    generations: tuple[SeenGeneration, ...] = ()
     floor: float = float("-inf")
     digests: bytearray = msgspec.field(default_factory=bytearray)
     marks: bytearray = msgspec.field(default_factory=bytearray)
@@ -397,7 +398,7 @@ class CustomerContext(Struct, array_like=True):
     channels: dict[str, ChannelStats] = {}
     #: The interactions of a snapshot before `interactions` (moved there when it is
     #: decoded): empty otherwise.
-    recent: list[Interaction] = []
+    recent: tuple[Interaction, ...] = ()
     touchpoints: dict[str, int] = {}
     partners: list[str] = []
     consent: dict[str, bool] = {}
@@ -445,7 +446,7 @@ class CustomerContext(Struct, array_like=True):
     #: that arrived meanwhile, in order.
     awaiting: str | None = None
     awaiting_since: float = 0.0
-    held: list[Event] = []
+    held: tuple[Event, ...] = ()
     #: The customer's own key (`operators.sealing`): what is written about them on logs
     #: that outlive the state (their decisions' inputs) is sealed under it, and erasing
     #: them destroys it. Made when first needed; never in a copy of the context.
@@ -460,7 +461,7 @@ class CustomerContext(Struct, array_like=True):
     #: as soon as it has identified, and when the loop lags behind the input (a cluster
     #: reading a backlog) its events can come round before the merge that hands over its
     #: key (`MAX_UNOPENED`): never in a copy of the context.
-    unopened: list[Event] = []
+    unopened: tuple[Event, ...] = ()
     #: The latest interactions, oldest first (MAX_RECENT).
     interactions: RecentInteractions = msgspec.field(default_factory=RecentInteractions)
 
@@ -618,10 +619,10 @@ def fold(
             # and the context (snapshots, recorded decision inputs) must not.
             for name, value in properties.items():
                 if name in profile_keys and value is not None:
-                    ctx.attributes[name] = value
+                    ctx.attributes[intern(name)] = _shared(value)
     if event.consent is not None:
         c = event.consent
-        ctx.consent[f"{c.channel or ANY}/{c.purpose or ANY}"] = c.granted
+        ctx.consent[intern(f"{c.channel or ANY}/{c.purpose or ANY}")] = c.granted
     if event.outcome is not None and event.action_id is not None:
         record_outcome(ctx, event.action_id, event.outcome, ts)
 
@@ -676,16 +677,48 @@ def _append_bounded(items: list[str], item: str, limit: int) -> None:
 def _fold_profile(ctx: CustomerContext, properties: Properties) -> None:
     tier = properties.get("value_tier")
     if isinstance(tier, str):
-        ctx.value_tier = tier
+        ctx.value_tier = intern(tier)
     ltv = properties.get("lifetime_value")
     if isinstance(ltv, int | float) and not isinstance(ltv, bool):
         ctx.lifetime_value = float(ltv)
     tz = properties.get("timezone")
     if isinstance(tz, str):
-        ctx.timezone = tz
+        ctx.timezone = intern(tz)
     preferred = properties.get("preferred_channel")
     if isinstance(preferred, str):
-        ctx.preferred_channel = preferred
+        ctx.preferred_channel = intern(preferred)
+
+
+def _shared(value: str | int | float | bool) -> str | int | float | bool:
+    """A string as the one object of its value (`sys.intern`), anything else as it is."""
+    return intern(value) if isinstance(value, str) else value
+
+
+def _share_words(ctx: CustomerContext) -> None:
+    """One object per word in a decoded context, as in a folded one (the events'
+    vocabularies are interned as they are decoded): a decode makes a new string for
+    every word of every customer, which a million customers in memory would each keep.
+    Interned strings go when nothing holds them, so an erased customer's stay no longer
+    than the customer does."""
+    words = ctx.interactions.words
+    for i in range(1, len(words)):
+        word = words[i]
+        if word is not None:
+            words[i] = intern(word)
+    if ctx.value_tier is not None:
+        ctx.value_tier = intern(ctx.value_tier)
+    if ctx.timezone is not None:
+        ctx.timezone = intern(ctx.timezone)
+    if ctx.preferred_channel is not None:
+        ctx.preferred_channel = intern(ctx.preferred_channel)
+    if ctx.channels:
+        ctx.channels = {intern(channel): stats for channel, stats in ctx.channels.items()}
+    if ctx.touchpoints:
+        ctx.touchpoints = {intern(point): n for point, n in ctx.touchpoints.items()}
+    if ctx.consent:
+        ctx.consent = {intern(scope): granted for scope, granted in ctx.consent.items()}
+    if ctx.attributes:
+        ctx.attributes = {intern(k): _shared(v) for k, v in ctx.attributes.items()}
 
 
 def consent_allows(ctx: CustomerContext, channel: str, purpose: str) -> bool:
@@ -743,7 +776,7 @@ def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
             handed=None,
             forward_key=b"",
             device_keys={},
-            unopened=[],
+            unopened=(),
         )
     return _SNAPSHOT_ENCODER.encode(ctx)
 
@@ -760,13 +793,14 @@ def from_snapshot(data: bytes) -> CustomerContext:
             (i.ts, event_digest(i.event_id), i.type, i.channel, i.touchpoint, i.partner_id, i.ref)
             for i in ctx.recent
         )
-        ctx.recent = []
+        ctx.recent = ()
     seen = ctx.seen
     if seen.generations:  # (a snapshot before `Seen.digests`)
         for generation in seen.generations:
             seen.marks += _MARK.pack(generation.opened, generation.until, len(generation.ids))
             seen.digests += b"".join(generation.ids)
-        seen.generations = []
+        seen.generations = ()
+    _share_words(ctx)
     return ctx
 
 

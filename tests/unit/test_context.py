@@ -228,7 +228,7 @@ def test_interactions_held_as_a_list_before_load_as_the_same_log():
         restored = from_snapshot(msgspec.msgpack.encode(before))
         # (the same interactions; its words may be listed in another order)
         assert restored.interactions.entries() == ctx.interactions.entries()
-        assert restored.recent == []
+        assert restored.recent == ()
         assert msgspec.structs.replace(restored, interactions=ctx.interactions) == ctx
 
 
@@ -255,3 +255,20 @@ def test_a_snapshot_of_an_earlier_version_still_loads():
     restored = from_snapshot(msgspec.msgpack.encode(fields))
     assert restored.seen.count() == 0 and restored.erased_at is None and restored.secret == b""
     assert restored.interactions.entries() == ctx.interactions.entries()
+
+
+def test_customers_share_one_object_per_word_folded_or_decoded():
+    """A million customers in memory keep their channels, contact points and profile
+    words as one string each, not one per customer: decoding makes a new string every
+    time, so the fold and the snapshot decoder make them one."""
+    raw = msgspec.json.encode(profile("high"))
+    first, second = (msgspec.json.decode(raw, type=Event) for _ in range(2))
+    ctxs = [folded(first), folded(second)]
+    ctxs.append(from_snapshot(to_snapshot(ctxs[0])))
+    words = [(c.value_tier, c.timezone, c.preferred_channel, *c.channels) for c in ctxs]
+    assert all(w == words[0] for w in words)
+    for word in zip(*words, strict=True):
+        assert len({id(w) for w in word}) == 1, word
+    logged = [c.interactions.words for c in ctxs]
+    assert logged[0] == logged[2]
+    assert all(a is b for a, b in zip(logged[0], logged[2], strict=True))

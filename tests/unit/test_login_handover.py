@@ -88,7 +88,7 @@ def test_what_arrives_before_the_answer_waits_and_is_folded_after_it():
         assert ctx_after is ctx and outputs == []
     assert len(ctx.held) == 3 and ctx.events == 1
     after, outputs = step.on_event("cust-1", ctx, answer)
-    assert after is ctx and ctx.awaiting is None and ctx.held == []
+    assert after is ctx and ctx.awaiting is None and list(ctx.held) == []
     assert ctx.events == 1 + 1 + 3  # the login, the laptop's page view, what waited
     assert any(getattr(o, "kind", None) == "merged" for o in outputs)
 
@@ -173,7 +173,7 @@ def test_a_customer_resumed_with_a_new_key_asks_again_and_the_old_answer_is_drop
     ctx, stale, fresh = asked_twice(step)
     assert stale.event_id == fresh.event_id == ctx.awaiting
     assert step.on_event("cust-1", ctx, stale) == (ctx, [])
-    assert ctx.awaiting == fresh.event_id and ctx.held == []
+    assert ctx.awaiting == fresh.event_id and ctx.held == ()
     step.on_event("cust-1", ctx, fresh)
     assert not waiting(ctx) and ctx.touchpoints.get("phones") == 1
     assert step.on_event("cust-1", ctx, stale) == (ctx, [])
@@ -336,7 +336,7 @@ def test_a_forward_no_key_of_the_customer_opens_waits_and_a_forged_one_is_refuse
     _lost, outputs = step.on_event(DEVICE, lost, page)
     unopenable = only(outputs, "forward")
     assert step.on_event("cust-1", ctx, unopenable) == (ctx, [])
-    assert "deals" not in ctx.touchpoints and ctx.unopened == [unopenable]
+    assert "deals" not in ctx.touchpoints and list(ctx.unopened) == [unopenable]
     _alias, outputs = step.on_event(DEVICE, alias, page)
     step.on_event("cust-1", ctx, only(outputs, "forward"))
     assert ctx.touchpoints.get("deals") == 1 and not ctx.unopened
@@ -369,7 +369,7 @@ def test_a_devices_events_that_come_round_before_its_key_wait_for_the_merge():
     ctx, _ = step.on_event("cust-1", ctx, later)
     assert ctx is not None and not waiting(ctx)
     assert step.on_event("cust-1", ctx, forward) == (ctx, [])
-    assert ctx.unopened == [forward] and "deals" not in ctx.touchpoints
+    assert list(ctx.unopened) == [forward] and "deals" not in ctx.touchpoints
     assert not from_snapshot(to_snapshot(ctx, copy=True)).unopened  # never in a copy
     _alias, outputs = step.on_event(DEVICE, alias, request)
     step.on_event("cust-1", ctx, only(outputs, "profile_merge"))

@@ -220,7 +220,7 @@ def test_ids_remembered_as_releases_before_kept_them_load_as_the_same_memory():
     fields = list(msgspec.structs.astuple(ctx))
     fields[CustomerContext.__struct_fields__.index("seen")] = [generations, ctx.seen.floor]
     restored = from_snapshot(msgspec.msgpack.encode(fields))
-    assert restored.seen == ctx.seen and restored.seen.generations == []
+    assert restored.seen == ctx.seen and restored.seen.generations == ()
     later = ev("page_view", "web", minutes=200 * 97, event_id="g-later")
     fold(ctx, later)
     fold(restored, later)

@@ -289,7 +289,8 @@ class JourneyTracker:
         ctx: CustomerContext, inst: JourneyInstance, outcome: JourneyOutcome, at: float
     ) -> None:
         ctx.journeys.remove(inst)
-        ctx.finished.append(
+        ctx.finished = (
+            *ctx.finished[-MAX_FINISHED_JOURNEYS + 1 :],
             JourneySummary(
                 journey=inst.journey,
                 key=inst.key,
@@ -299,10 +300,8 @@ class JourneyTracker:
                 stage=inst.stage,
                 touches=len(inst.path),
                 loops=inst.loops,
-            )
+            ),
         )
-        if len(ctx.finished) > MAX_FINISHED_JOURNEYS:
-            del ctx.finished[0]
 
     def _transition(
         self,

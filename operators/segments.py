@@ -120,11 +120,11 @@ class SegmentEvaluator:
             checked = self._timed
             if not checked:
                 return []
-        members = [
+        members = tuple(
             s.name
             for s in self.playbook.segments
             if (self.holds(s, ctx, now) if s in checked else s.name in current)
-        ]
+        )
         if members == current:
             return []
         changes: list[AudienceChange] = []
@@ -161,7 +161,7 @@ class SegmentEvaluator:
             self._change(ctx, name, "exited", at, [reason], trigger_event_id, trigger_event_id)
             for name in ctx.segments
         ]
-        ctx.segments = []
+        ctx.segments = ()
         return changes
 
     @staticmethod

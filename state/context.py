@@ -400,7 +400,7 @@ class CustomerContext(Struct, array_like=True):
     #: decoded): empty otherwise.
     recent: tuple[Interaction, ...] = ()
     touchpoints: dict[str, int] = {}
-    partners: list[str] = []
+    partners: tuple[str, ...] = ()
     consent: dict[str, bool] = {}
     value_tier: str | None = None
     lifetime_value: float | None = None
@@ -410,11 +410,11 @@ class CustomerContext(Struct, array_like=True):
     attributes: dict[str, str | int | float | bool] = {}
     sentiment: SentimentSignal = msgspec.field(default_factory=SentimentSignal)
     journeys: list[JourneyInstance] = []
-    finished: list[JourneySummary] = []
-    segments: list[str] = []
+    finished: tuple[JourneySummary, ...] = ()
+    segments: tuple[str, ...] = ()
     #: Actions sent to this customer (bounded) and what became of them: contact pressure
     #: (caps, cooldowns, fatigue) is read from here, exact at the next event.
-    actions: list[SentAction] = []
+    actions: tuple[SentAction, ...] = ()
     #: The intent model's view of what the customer is trying to do: the intent last
     #: announced (it changes only with a clear margin), and the latest probabilities.
     intent: str | None = None
@@ -609,7 +609,7 @@ def fold(
         ctx.anonymous_ids.append(anonymous_id)
     partner_id = event.partner_id
     if partner_id is not None and partner_id not in ctx.partners:
-        _append_bounded(ctx.partners, partner_id, MAX_PARTNERS)
+        ctx.partners = (*ctx.partners, partner_id)[-MAX_PARTNERS:]
 
     properties = event.properties
     if properties:
@@ -647,9 +647,8 @@ def record_sent(ctx: CustomerContext, sent: SentAction, memory: Mapping[str, flo
     Forgetting by count instead would let a busy week of service messages push a
     marketing send out of its cap's window."""
     now = sent.at
-    actions = [s for s in ctx.actions if now - s.at <= memory.get(s.action, 0.0)]
-    actions.append(sent)
-    ctx.actions = actions[-MAX_ACTIONS:]
+    kept = [s for s in ctx.actions if now - s.at <= memory.get(s.action, 0.0)]
+    ctx.actions = (*kept[-MAX_ACTIONS + 1 :], sent)
 
 
 def record_outcome(
@@ -666,12 +665,6 @@ def record_outcome(
 
 def _entry_time(entry: Entry) -> float:
     return entry[0]
-
-
-def _append_bounded(items: list[str], item: str, limit: int) -> None:
-    items.append(item)
-    if len(items) > limit:
-        del items[0]
 
 
 def _fold_profile(ctx: CustomerContext, properties: Properties) -> None:
@@ -860,7 +853,7 @@ def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:
             ctx.anonymous_ids.append(anonymous_id)
     for partner in visitor.partners:
         if partner not in ctx.partners:
-            _append_bounded(ctx.partners, partner, MAX_PARTNERS)
+            ctx.partners = (*ctx.partners, partner)[-MAX_PARTNERS:]
     for scope, granted in visitor.consent.items():
         ctx.consent.setdefault(scope, granted)
     for name, value in visitor.attributes.items():

@@ -74,10 +74,10 @@ def test_frequency_cap_is_counted_from_the_customer_log_exactly():
     ctx = run.context()
     action = next(a for a in pb.actions if a.name == "accessories_upsell")
     now = (T0 + timedelta(minutes=10)).timestamp()
-    ctx.actions.clear()
     ctx.preferred_channel = "email"
-    for i in range(2):
-        ctx.actions.append(SentAction(f"a{i}", "finance_offer", "email", "marketing", now))
+    ctx.actions = tuple(
+        SentAction(f"a{i}", "finance_offer", "email", "marketing", now) for i in range(2)
+    )
     placement, why = policies.place(ctx, action, now, "web", None, None)
     assert why is None and placement is not None and placement.channel != "email"
     assert "frequency cap of 2 marketing actions on email per 1 d reached" in placement.how
@@ -87,7 +87,8 @@ def test_a_busy_week_of_service_actions_keeps_the_marketing_cap_closed():
     pb = caps_only({"max": 1, "per": "7d", "channel": "*", "purposes": ["marketing"]})
     policies = ContactPolicies(pb)
     ctx = Harness(pb).run(accessories_visits([0])).context()
-    ctx.actions.clear()
+    none_sent: tuple[SentAction, ...] = ()
+    ctx.actions = none_sent
     start = (T0 + timedelta(minutes=10)).timestamp()
     record_sent(ctx, SentAction("m", "finance_offer", "email", "marketing", start), policies.memory)
     for i in range(100):  # far more service messages than the log once held
@@ -143,11 +144,10 @@ def test_fatigue_pauses_marketing_after_ignored_actions():
     )
     ctx = Harness(pb).run(accessories_visits([0])).context()
     start = ctx.last_seen
-    ctx.actions.clear()
-    for i in range(2):
-        ctx.actions.append(
-            SentAction(f"x{i}", "finance_offer", "email", "marketing", start + i * 7200)
-        )
+    ctx.actions = tuple(
+        SentAction(f"x{i}", "finance_offer", "email", "marketing", start + i * 7200)
+        for i in range(2)
+    )
     action = next(a for a in pb.actions if a.name == "accessories_upsell")
     placement, why = ContactPolicies(pb).place(ctx, action, start + 6 * 3600, "web", None, None)
     assert placement is None and why is not None

@@ -77,6 +77,7 @@ from state.context import (
     from_snapshot,
     is_tombstone,
     new_context,
+    owned,
     recall,
     remember,
     to_snapshot,
@@ -476,7 +477,7 @@ class CustomerStep:
         anonymous_id = event.anonymous_id
         if event.type == "identify" and anonymous_id is not None:
             if anonymous_id not in ctx.anonymous_ids:
-                ctx.anonymous_ids.append(anonymous_id)
+                ctx.anonymous_ids = (*ctx.anonymous_ids, anonymous_id)
             return ctx, []
         raise self._stale(ctx, ts)
 
@@ -1001,7 +1002,8 @@ class CustomerStep:
         if opened:
             device_key, opened = opened[: sealing.SECRET_BYTES], opened[sealing.SECRET_BYTES :]
             if any(device_key):
-                keys = ctx.device_keys.setdefault(merge.source, [])
+                device_keys = ctx.device_keys = owned(ctx.device_keys)
+                keys = device_keys.setdefault(merge.source, [])
                 if device_key not in keys:
                     keys.append(device_key)
                     del keys[:-MAX_DEVICE_KEYS]

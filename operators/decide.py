@@ -10,7 +10,7 @@ keeps every candidate, its status and its reasons in words, and the playbook and
 model versions.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -62,7 +62,7 @@ class _IntentNow:
     def __init__(self, ctx: CustomerContext, predict: IntentScores | None) -> None:
         self._ctx, self._predict, self._asked = ctx, predict, predict is None
 
-    def scores(self) -> dict[str, float]:
+    def scores(self) -> Mapping[str, float]:
         ctx = self._ctx
         if not self._asked and self._predict is not None:
             self._asked = True

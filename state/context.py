@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from hashlib import blake2b
 from sys import intern
 from types import GenericAlias
-from typing import Literal
+from typing import Any, Literal, NoReturn, TypeVar, cast
 
 import msgspec
 from msgspec import Struct
@@ -69,6 +69,35 @@ VALUE_TIERS = ("low", "medium", "high", "vip")
 OPT_IN_PURPOSES = frozenset({"marketing"})
 
 ANY = "*"
+
+
+class _SharedEmpty(dict[Any, Any]):
+    """The one empty mapping that every context without channels, contact points,
+    consent, attributes, intent scores or device keys holds: most customers lack some
+    of them, and an empty dict of their own costs 64 bytes each. It refuses every write;
+    the fields are typed `Mapping`, and a writer takes a dict of the context's own
+    first (`owned`)."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("the contexts' shared empty mapping is never written (see `owned`)")
+
+    __setitem__ = __delitem__ = setdefault = update = pop = popitem = clear = _refuse
+    __ior__ = _refuse
+
+
+_NOTHING: Mapping[Any, Any] = _SharedEmpty()
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _nothing() -> Mapping[Any, Any]:
+    return _NOTHING
+
+
+def owned(mapping: Mapping[_K, _V]) -> dict[_K, _V]:
+    """A context's mapping to write to: itself, or a new dict for the shared empty one
+    (the caller puts it back in the context)."""
+    return {} if isinstance(mapping, _SharedEmpty) else cast(dict[_K, _V], mapping)
 
 
 # The structs that hold only strings, numbers and bytes are not tracked by the garbage
@@ -394,20 +423,20 @@ class CustomerContext(Struct, array_like=True):
     first_seen: float
     last_seen: float
     events: int = 0
-    anonymous_ids: list[str] = []
-    channels: dict[str, ChannelStats] = {}
+    anonymous_ids: tuple[str, ...] = ()
+    channels: Mapping[str, ChannelStats] = msgspec.field(default_factory=_nothing)
     #: The interactions of a snapshot before `interactions` (moved there when it is
     #: decoded): empty otherwise.
     recent: tuple[Interaction, ...] = ()
-    touchpoints: dict[str, int] = {}
+    touchpoints: Mapping[str, int] = msgspec.field(default_factory=_nothing)
     partners: tuple[str, ...] = ()
-    consent: dict[str, bool] = {}
+    consent: Mapping[str, bool] = msgspec.field(default_factory=_nothing)
     value_tier: str | None = None
     lifetime_value: float | None = None
     timezone: str | None = None
     preferred_channel: str | None = None
     #: Profile properties the playbook asks to keep (`profile_properties`).
-    attributes: dict[str, str | int | float | bool] = {}
+    attributes: Mapping[str, str | int | float | bool] = msgspec.field(default_factory=_nothing)
     sentiment: SentimentSignal = msgspec.field(default_factory=SentimentSignal)
     journeys: list[JourneyInstance] = []
     finished: tuple[JourneySummary, ...] = ()
@@ -418,7 +447,7 @@ class CustomerContext(Struct, array_like=True):
     #: The intent model's view of what the customer is trying to do: the intent last
     #: announced (it changes only with a clear margin), and the latest probabilities.
     intent: str | None = None
-    intent_scores: dict[str, float] = {}
+    intent_scores: Mapping[str, float] = msgspec.field(default_factory=_nothing)
     #: For an anonymous visitor who has identified: the customer it now belongs to, by
     #: pseudonym (its events are forwarded there), and the key it seals them under (made
     #: at each login, handed to that customer with the device's merge).
@@ -456,7 +485,7 @@ class CustomerContext(Struct, array_like=True):
     pseudonym: str = ""
     #: The keys this customer's devices seal their forwarded events under, by device
     #: pseudonym, latest last (`MAX_DEVICE_KEYS`): never in a copy of the context.
-    device_keys: dict[str, list[bytes]] = {}
+    device_keys: Mapping[str, list[bytes]] = msgspec.field(default_factory=_nothing)
     #: Forwarded events that no key here opens yet, in arrival order: a device forwards
     #: as soon as it has identified, and when the loop lags behind the input (a cluster
     #: reading a backlog) its events can come round before the merge that hands over its
@@ -594,19 +623,21 @@ def fold(
 
     stats = ctx.channels.get(channel)
     if stats is None:
-        stats = ctx.channels[channel] = ChannelStats()
+        channels = ctx.channels = owned(ctx.channels)
+        stats = channels[channel] = ChannelStats()
     stats.count += 1
     stats.last_seen = max(stats.last_seen, ts)
 
     touchpoint = event.touchpoint
-    if touchpoint is not None and (
-        touchpoint in ctx.touchpoints or len(ctx.touchpoints) < MAX_TOUCHPOINTS
-    ):
-        ctx.touchpoints[touchpoint] = ctx.touchpoints.get(touchpoint, 0) + 1
+    if touchpoint is not None:
+        points = ctx.touchpoints
+        if touchpoint in points or len(points) < MAX_TOUCHPOINTS:
+            points = ctx.touchpoints = owned(points)
+            points[touchpoint] = points.get(touchpoint, 0) + 1
 
     anonymous_id = event.anonymous_id
     if anonymous_id is not None and anonymous_id not in ctx.anonymous_ids:
-        ctx.anonymous_ids.append(anonymous_id)
+        ctx.anonymous_ids = (*ctx.anonymous_ids, anonymous_id)
     partner_id = event.partner_id
     if partner_id is not None and partner_id not in ctx.partners:
         ctx.partners = (*ctx.partners, partner_id)[-MAX_PARTNERS:]
@@ -619,10 +650,12 @@ def fold(
             # and the context (snapshots, recorded decision inputs) must not.
             for name, value in properties.items():
                 if name in profile_keys and value is not None:
-                    ctx.attributes[intern(name)] = _shared(value)
+                    attributes = ctx.attributes = owned(ctx.attributes)
+                    attributes[intern(name)] = _shared(value)
     if event.consent is not None:
         c = event.consent
-        ctx.consent[intern(f"{c.channel or ANY}/{c.purpose or ANY}")] = c.granted
+        consent = ctx.consent = owned(ctx.consent)
+        consent[intern(f"{c.channel or ANY}/{c.purpose or ANY}")] = c.granted
     if event.outcome is not None and event.action_id is not None:
         record_outcome(ctx, event.action_id, event.outcome, ts)
 
@@ -704,14 +737,13 @@ def _share_words(ctx: CustomerContext) -> None:
         ctx.timezone = intern(ctx.timezone)
     if ctx.preferred_channel is not None:
         ctx.preferred_channel = intern(ctx.preferred_channel)
-    if ctx.channels:
-        ctx.channels = {intern(channel): stats for channel, stats in ctx.channels.items()}
-    if ctx.touchpoints:
-        ctx.touchpoints = {intern(point): n for point, n in ctx.touchpoints.items()}
-    if ctx.consent:
-        ctx.consent = {intern(scope): granted for scope, granted in ctx.consent.items()}
-    if ctx.attributes:
-        ctx.attributes = {intern(k): _shared(v) for k, v in ctx.attributes.items()}
+    # (an empty mapping decodes as a dict of its own: the shared one instead)
+    ctx.channels = {intern(k): v for k, v in ctx.channels.items()} or _NOTHING
+    ctx.touchpoints = {intern(k): v for k, v in ctx.touchpoints.items()} or _NOTHING
+    ctx.consent = {intern(k): v for k, v in ctx.consent.items()} or _NOTHING
+    ctx.attributes = {intern(k): _shared(v) for k, v in ctx.attributes.items()} or _NOTHING
+    ctx.intent_scores = ctx.intent_scores or _NOTHING
+    ctx.device_keys = ctx.device_keys or _NOTHING
 
 
 def consent_allows(ctx: CustomerContext, channel: str, purpose: str) -> bool:
@@ -768,7 +800,7 @@ def to_snapshot(ctx: CustomerContext, *, copy: bool = False) -> bytes:
             secret=b"",
             handed=None,
             forward_key=b"",
-            device_keys={},
+            device_keys=_NOTHING,
             unopened=(),
         )
     return _SNAPSHOT_ENCODER.encode(ctx)
@@ -832,16 +864,18 @@ def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:
     ctx.events += visitor.events
     ctx.first_seen = min(ctx.first_seen, visitor.first_seen)
     ctx.last_seen = max(ctx.last_seen, visitor.last_seen)
+    channels, points = owned(ctx.channels), owned(ctx.touchpoints)
     for channel, theirs in visitor.channels.items():
-        ours = ctx.channels.get(channel)
+        ours = channels.get(channel)
         if ours is None:
-            ctx.channels[channel] = ChannelStats(theirs.count, theirs.last_seen)
+            channels[channel] = ChannelStats(theirs.count, theirs.last_seen)
         else:
             ours.count += theirs.count
             ours.last_seen = max(ours.last_seen, theirs.last_seen)
     for point, visits in visitor.touchpoints.items():
-        if point in ctx.touchpoints or len(ctx.touchpoints) < MAX_TOUCHPOINTS:
-            ctx.touchpoints[point] = ctx.touchpoints.get(point, 0) + visits
+        if point in points or len(points) < MAX_TOUCHPOINTS:
+            points[point] = points.get(point, 0) + visits
+    ctx.channels, ctx.touchpoints = channels or _NOTHING, points or _NOTHING
     mine = ctx.interactions.entries()
     known = {entry[1] for entry in mine}
     merged = [*mine, *(e for e in visitor.interactions.entries() if e[1] not in known)]
@@ -850,14 +884,18 @@ def absorb_visitor(ctx: CustomerContext, visitor: CustomerContext) -> None:
     device = visitor.key.split(":", 1)[-1]
     for anonymous_id in [device, *visitor.anonymous_ids]:
         if anonymous_id not in ctx.anonymous_ids:
-            ctx.anonymous_ids.append(anonymous_id)
+            ctx.anonymous_ids = (*ctx.anonymous_ids, anonymous_id)
     for partner in visitor.partners:
         if partner not in ctx.partners:
             ctx.partners = (*ctx.partners, partner)[-MAX_PARTNERS:]
-    for scope, granted in visitor.consent.items():
-        ctx.consent.setdefault(scope, granted)
-    for name, value in visitor.attributes.items():
-        ctx.attributes.setdefault(name, value)
+    if visitor.consent:
+        consent = ctx.consent = owned(ctx.consent)
+        for scope, granted in visitor.consent.items():
+            consent.setdefault(scope, granted)
+    if visitor.attributes:
+        attributes = ctx.attributes = owned(ctx.attributes)
+        for name, value in visitor.attributes.items():
+            attributes.setdefault(name, value)
     ours_s, theirs_s = ctx.sentiment, visitor.sentiment
     if theirs_s.samples:
         total = ours_s.samples + theirs_s.samples

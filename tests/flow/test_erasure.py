@@ -461,7 +461,7 @@ def test_a_customer_with_20_devices_has_every_one_erased():
     past = HORIZON + 31
     run.run([ev("page_view", "web", minutes=past, customer=None, anon=devices[3])])
     visitor = run.context(f"anon:{devices[3]}")
-    assert (visitor.alias_to, visitor.events, visitor.anonymous_ids) == (None, 1, [devices[3]])
+    assert (visitor.alias_to, visitor.events, visitor.anonymous_ids) == (None, 1, (devices[3],))
     assert "cust-Q9" not in run.replay.contexts
 
 
@@ -513,7 +513,7 @@ def test_events_in_flight_after_an_erasure_do_not_bring_the_customer_back():
     # The customer's own channel, after the erasure: a fresh profile, nothing from before.
     fresh, _ = step.on_event("cust-Q5", tomb, ev("login", "app", minutes=70, customer="cust-Q5"))
     assert fresh is not None and not is_tombstone(fresh)
-    assert (fresh.key, fresh.events, fresh.anonymous_ids, fresh.journeys) == ("cust-Q5", 1, [], [])
+    assert (fresh.key, fresh.events, fresh.anonymous_ids, fresh.journeys) == ("cust-Q5", 1, (), [])
     assert fresh.erased_at == tomb.erased_at
     assert step.on_event("cust-Q5", fresh, forward) == (fresh, [])  # still in the horizon
     assert step.on_event("cust-Q5", fresh, late) == (fresh, [])

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import msgspec
+import pytest
 
 from schemas.event import Consent, Event
 from state.context import (
@@ -67,7 +68,7 @@ def test_identity_keys_collect_anonymous_devices():
         ev("app_open", "app", anon="phone-9", minutes=2),
     )
     assert ctx.known
-    assert ctx.anonymous_ids == ["laptop-1", "phone-9"]
+    assert ctx.anonymous_ids == ("laptop-1", "phone-9")
 
 
 def test_out_of_order_event_lands_in_time_order_and_last_seen_does_not_go_back():
@@ -132,7 +133,7 @@ def test_snapshot_round_trips_the_whole_context():
 def test_every_anonymous_id_is_kept_however_many_so_an_erasure_reaches_them_all():
     events = [ev("identify", "web", minutes=i, anon=f"dev-{i}") for i in range(40)]
     ctx = folded(*events)
-    assert ctx.anonymous_ids == [f"dev-{i}" for i in range(40)]
+    assert ctx.anonymous_ids == tuple(f"dev-{i}" for i in range(40))
     visitor = folded(ev("page_view", "web", customer=None, anon="dev-0"))
     visitor.key = "anon:dev-99"
     absorb_visitor(ctx, visitor)
@@ -143,7 +144,7 @@ def test_a_tombstone_keeps_when_and_nothing_else():
     held = to_snapshot(tombstone(T0.timestamp()))
     ctx = from_snapshot(held)
     assert is_tombstone(ctx) and ctx.erased_at == T0.timestamp()
-    assert (ctx.key, ctx.events, ctx.anonymous_ids, len(ctx.interactions)) == ("", 0, [], 0)
+    assert (ctx.key, ctx.events, ctx.anonymous_ids, len(ctx.interactions)) == ("", 0, (), 0)
     assert len(held) < 460
     assert not is_tombstone(folded(ev("page_view", "web")))
 
@@ -272,3 +273,23 @@ def test_customers_share_one_object_per_word_folded_or_decoded():
     logged = [c.interactions.words for c in ctxs]
     assert logged[0] == logged[2]
     assert all(a is b for a, b in zip(logged[0], logged[2], strict=True))
+
+
+def test_what_one_customer_states_never_reaches_another_through_the_shared_empty_mapping():
+    """Customers without consent, attributes or contact points share one empty mapping
+    (memory): a customer's first statement gets a dict of its own, the shared one stays
+    empty and refuses writes, decoded or folded alike."""
+    quiet = new_context("cust-1", ev("page_view", "web"), "p-1")
+    talker = new_context("cust-2", ev("page_view", "web", customer="cust-2"), "p-2")
+    assert quiet.consent is talker.consent and not quiet.consent
+    granted = Consent(channel="email", purpose="marketing", granted=True)
+    fold(talker, ev("consent", "web", customer="cust-2", consent=granted))
+    fold(talker, ev("page_view", "web", customer="cust-2", touchpoint="home"))
+    assert talker.consent == {"email/marketing": True} and talker.touchpoints == {"home": 1}
+    assert not quiet.consent and not quiet.touchpoints and not quiet.attributes
+    decoded = from_snapshot(to_snapshot(quiet))
+    assert decoded.consent is quiet.consent and decoded.device_keys is quiet.device_keys
+    absorb_visitor(decoded, talker)
+    assert decoded.consent == {"email/marketing": True} and not quiet.consent
+    with pytest.raises(TypeError):
+        quiet.consent["*/*"] = True  # type: ignore[index]

@@ -98,7 +98,7 @@ def test_an_identify_too_old_to_fold_still_links_its_device_for_an_erasure():
     ctx, _ = step.on_event("cust-1", None, ev("page_view", "web", minutes=8 * DAY))
     ctx, outputs = step.on_event("cust-1", ctx, ev("identify", "web", minutes=0, anon="pad-1"))
     assert ctx is not None and outputs == []
-    assert (ctx.events, ctx.anonymous_ids) == (1, ["pad-1"])
+    assert (ctx.events, ctx.anonymous_ids) == (1, ("pad-1",))
 
 
 def test_the_horizon_is_a_setting():

@@ -176,6 +176,8 @@ class RecentInteractions(Struct, array_like=True, gc=False):
     ) -> None:
         """Remember an interaction at its place in time (after those of the same time),
         the oldest forgotten beyond MAX_RECENT."""
+        if self is _NO_INTERACTIONS:
+            raise TypeError("the contexts' shared empty log is never written (see `fold`)")
         words = self.words
         if len(words) > _MOST_WORDS - _CODED:
             self._forget_words()
@@ -244,6 +246,15 @@ class RecentInteractions(Struct, array_like=True, gc=False):
 def _new_word(words: list[str | None], word: str | None) -> int:
     words.append(word)
     return len(words) - 1
+
+
+#: The log of every context with no interaction (a device's state once it has handed
+#: its history over, a tombstone): one for all of them, as with `_NOTHING`.
+_NO_INTERACTIONS = RecentInteractions()
+
+
+def _no_interactions() -> RecentInteractions:
+    return _NO_INTERACTIONS
 
 
 def interactions_of(entries: Iterable[Entry]) -> RecentInteractions:
@@ -492,7 +503,7 @@ class CustomerContext(Struct, array_like=True):
     #: key (`MAX_UNOPENED`): never in a copy of the context.
     unopened: tuple[Event, ...] = ()
     #: The latest interactions, oldest first (MAX_RECENT).
-    interactions: RecentInteractions = msgspec.field(default_factory=RecentInteractions)
+    interactions: RecentInteractions = msgspec.field(default_factory=_no_interactions)
 
 
 def new_context(key: str, event: Event, pseudonym: str) -> CustomerContext:
@@ -661,7 +672,10 @@ def fold(
 
     if digest is None:
         digest = event_digest(event.event_id)
-    ctx.interactions.add(
+    interactions = ctx.interactions
+    if interactions is _NO_INTERACTIONS:
+        interactions = ctx.interactions = RecentInteractions()
+    interactions.add(
         ts,
         digest,
         event.type,
@@ -726,6 +740,8 @@ def _share_words(ctx: CustomerContext) -> None:
     every word of every customer, which a million customers in memory would each keep.
     Interned strings go when nothing holds them, so an erased customer's stay no longer
     than the customer does."""
+    if not ctx.interactions.records:
+        ctx.interactions = _NO_INTERACTIONS
     words = ctx.interactions.words
     for i in range(1, len(words)):
         word = words[i]

@@ -293,3 +293,15 @@ def test_what_one_customer_states_never_reaches_another_through_the_shared_empty
     assert decoded.consent == {"email/marketing": True} and not quiet.consent
     with pytest.raises(TypeError):
         quiet.consent["*/*"] = True  # type: ignore[index]
+
+
+def test_contexts_without_interactions_share_one_empty_log_that_nobody_writes():
+    """A device's state after its handover, or a tombstone, holds no interaction: they
+    share one empty log (memory), and the first interaction folded gets a log of its own."""
+    quiet = from_snapshot(to_snapshot(tombstone(1.0)))
+    other = from_snapshot(to_snapshot(tombstone(2.0)))
+    assert quiet.interactions is other.interactions and not len(quiet.interactions)
+    fold(quiet, ev("page_view", "web", touchpoint="home"))
+    assert len(quiet.interactions) == 1 and not len(other.interactions)
+    with pytest.raises(TypeError):
+        other.interactions.add(0.0, b"\x00" * 8, "page_view", "web")

@@ -120,10 +120,12 @@ class SegmentEvaluator:
             checked = self._timed
             if not checked:
                 return []
-        members = tuple(
-            s.name
-            for s in self.playbook.segments
-            if (self.holds(s, ctx, now) if s in checked else s.name in current)
+        members = tuple(  # (a list first: quicker to build than from a generator)
+            [
+                s.name
+                for s in self.playbook.segments
+                if (self.holds(s, ctx, now) if s in checked else s.name in current)
+            ]
         )
         if members == current:
             return []

@@ -3,8 +3,11 @@ workload small enough for the suite, each writing the figures its results promis
 the README's table is generated from them. Nothing here is timed or compared with a
 target: a benchmark reports, a test never times anything."""
 
+import ast
+import importlib.metadata
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -73,3 +76,34 @@ def test_the_readme_table_is_the_results_and_nothing_else_moves(tmp_path: Path) 
     assert "old figures" not in text and section(results) in text
     assert "| through Kafka, 1 process | 9,000 events/s | ≥ 30,000 | not yet |" in text
     assert len([line for line in text.splitlines() if line.startswith("| ")]) == len(ROWS) + 1
+
+
+def test_the_quix_peer_installs_every_library_the_pure_cores_import() -> None:
+    """The Quix Streams peer runs our pure cores in a virtualenv of its own: a library
+    they come to import (zstandard did) must be in its requirements, or `make bench`
+    fails at its Kafka stage, after the in-process ones."""
+    distributions = importlib.metadata.packages_distributions()
+    needed: set[str] = set()
+    for package in ("schemas", "state", "operators"):
+        for source in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if (REPO / top).is_dir():
+                        continue  # (ours)
+                    for dist in distributions.get(top, []):
+                        needed.add(dist.lower().replace("_", "-"))
+    lines = (REPO / "bench" / "requirements-peers.txt").read_text().splitlines()
+    listed = {
+        re.split(r"[<>=!~ \[]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+        for line in lines
+        if line.strip() and not line.startswith("#")
+    }
+    assert needed, "no third-party import found: the scan is broken"
+    assert needed <= listed, sorted(needed - listed)

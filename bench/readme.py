@@ -25,8 +25,8 @@ ROWS: list[tuple[str, str, str, float | None, bool]] = [
     ("decision_offered_eps", "background load, a service fed live", "events/s", None, True),
     ("decision_p50_ms", "decision request → reply p50", "ms", None, False),
     ("decision_p99_ms", "decision request → reply p99", "ms", 20, False),
-    ("rss_bytes_per_customer", "memory per hot customer", "bytes", 4096, False),
-    ("rss_bytes_per_100k_customers", "memory per 100k hot customers", "bytes", None, False),
+    ("rss_bytes_per_customer", "memory per context held", "bytes", 4096, False),
+    ("rss_bytes_per_100k_customers", "memory per 100k contexts held", "bytes", None, False),
     ("cli_help_s", "`wayfinder --help`", "s", 0.3, False),
     ("replay_eps", "`wayfinder replay`, process-mining log", "events/s", 50_000, True),
 ]

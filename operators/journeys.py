@@ -289,19 +289,17 @@ class JourneyTracker:
         ctx: CustomerContext, inst: JourneyInstance, outcome: JourneyOutcome, at: float
     ) -> None:
         ctx.journeys.remove(inst)
-        ctx.finished = (
-            *ctx.finished[-MAX_FINISHED_JOURNEYS + 1 :],
-            JourneySummary(
-                journey=inst.journey,
-                key=inst.key,
-                outcome=outcome,
-                started_at=inst.started_at,
-                ended_at=at,
-                stage=inst.stage,
-                touches=len(inst.path),
-                loops=inst.loops,
-            ),
+        summary = JourneySummary(
+            journey=inst.journey,
+            key=inst.key,
+            outcome=outcome,
+            started_at=inst.started_at,
+            ended_at=at,
+            stage=inst.stage,
+            touches=len(inst.path),
+            loops=inst.loops,
         )
+        ctx.finished = (*ctx.finished, summary)[-MAX_FINISHED_JOURNEYS:]
 
     def _transition(
         self,

@@ -695,7 +695,7 @@ def record_sent(ctx: CustomerContext, sent: SentAction, memory: Mapping[str, flo
     marketing send out of its cap's window."""
     now = sent.at
     kept = [s for s in ctx.actions if now - s.at <= memory.get(s.action, 0.0)]
-    ctx.actions = (*kept[-MAX_ACTIONS + 1 :], sent)
+    ctx.actions = (*kept, sent)[-MAX_ACTIONS:]
 
 
 def record_outcome(

@@ -81,8 +81,8 @@ class _SharedEmpty(dict[Any, Any]):
     def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError("the contexts' shared empty mapping is never written (see `owned`)")
 
-    __setitem__ = __delitem__ = setdefault = update = pop = popitem = clear = _refuse
-    __ior__ = _refuse
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    setdefault = update = pop = popitem = clear = _refuse
 
 
 _NOTHING: Mapping[Any, Any] = _SharedEmpty()
@@ -734,12 +734,12 @@ def _shared(value: str | int | float | bool) -> str | int | float | bool:
     return intern(value) if isinstance(value, str) else value
 
 
-def _share_words(ctx: CustomerContext) -> None:
-    """One object per word in a decoded context, as in a folded one (the events'
-    vocabularies are interned as they are decoded): a decode makes a new string for
-    every word of every customer, which a million customers in memory would each keep.
-    Interned strings go when nothing holds them, so an erased customer's stay no longer
-    than the customer does."""
+def _share_repeated(ctx: CustomerContext) -> None:
+    """What repeats from customer to customer held once in a decoded context, as in a
+    folded one: its words interned (a decode makes a new string for every word of every
+    customer, which a million customers in memory would each keep), its empty log and
+    mappings the shared ones. Interned strings go when nothing holds them, so an erased
+    customer's stay no longer than the customer does."""
     if not ctx.interactions.records:
         ctx.interactions = _NO_INTERACTIONS
     words = ctx.interactions.words
@@ -841,7 +841,7 @@ def from_snapshot(data: bytes) -> CustomerContext:
             seen.marks += _MARK.pack(generation.opened, generation.until, len(generation.ids))
             seen.digests += b"".join(generation.ids)
         seen.generations = ()
-    _share_words(ctx)
+    _share_repeated(ctx)
     return ctx
 
 

@@ -107,6 +107,10 @@ _DURABLE_AFTER = 3
 #: How often (wall seconds) a reader looks for partitions added to the topic, and for
 #: records it deleted before they were read.
 _LOOK_EVERY = 5.0
+#: How long (wall seconds) a partition not at its end may send nothing, with nothing of
+#: it in hand, before its end is asked (librdkafka says an end once: one the reader
+#: forgot is not said again).
+_QUIET_S = 1.0
 
 
 def published_since(snapshots: Iterable[object]) -> float | None:
@@ -427,6 +431,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._fetched: dict[int, int | None] = {}
         self._buffered: dict[int, deque[tuple[float, int, Message]]] = {}
         self._at_end: dict[int, bool] = {}
+        #: when (monotonic) a record of it was last read;
+        self._heard: dict[int, float] = {}
         #: what the clock was last told of it: caught up or not;
         self._told_caught_up: dict[int, bool] = {}
         #: bytewax's own lag metric, which its source sets: dashboards know it;
@@ -452,6 +458,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._fetched[index] = offset if offset >= 0 else None
         self._buffered[index] = deque()
         self._at_end[index] = False
+        self._heard[index] = time.monotonic()
         self._told_caught_up[index] = False
         self._lag[index] = BYTEWAX_CONSUMER_LAG_GAUGE.labels(
             step_id=self._step_id, topic=self._topic, partition=index
@@ -637,12 +644,13 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         buffered = self._buffered
         caught_up: set[int] = set()
         fresh: set[int] = set()
-        fetched = self._fetched
+        fetched, heard = self._fetched, self._heard
         for msg in self._consumer.consume(self._batch, 0.001):
             error = msg.error()
             index = msg.partition() or 0
             offset = 0
             if error is None:
+                heard[index] = now
                 offset = msg.offset() or 0
                 expected = fetched[index]
                 if expected is not None and offset > expected:
@@ -708,37 +716,48 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         clock (what producers wrote meanwhile is read, on their return, as a backlog, in
         event time; their customers' deadlines are not passed by the wall clock before
         it is). Back in reach, a partition is at its end again once its end, asked anew,
-        is where the reader is (librdkafka says an end once, when it reaches it)."""
+        is where the reader is (librdkafka says an end once, when it reaches it).
+
+        So is any partition not at its end that has sent nothing for `_QUIET_S`, with
+        nothing of it in hand: whatever made the reader forget where it ends, a merged
+        reader never waits on it for ever, nor does the watermark."""
         if not self._reach.up:
             if self._reached:
                 self._lost_reach()
             return
-        if self._reached:
-            return
         now = time.monotonic()
         if now < self._ask_ends_at:
             return
-        self._ask_ends_at = now + 1.0  # (asked once a second until every end is known)
+        asked = [
+            index
+            for index, at_end in self._at_end.items()
+            if not at_end
+            and (
+                not self._reached
+                or (not self._buffered[index] and now - self._heard[index] >= _QUIET_S)
+            )
+        ]
+        self._ask_ends_at = now + 1.0  # (asked once a second at most)
         left = 0
-        for index, at_end in self._at_end.items():
-            if at_end:
-                continue
+        for index in asked:
             part = TopicPartition(self._topic, index)
             try:
                 low, high = self._consumer.get_watermark_offsets(part, timeout=1)
-                fetched = self._fetched[index]
-                if fetched is None:  # (nothing read yet: where the consumer is)
-                    fetched = self._consumer.position([part])[0].offset
+                # Where the reader is: past the last record read, and past the markers
+                # of transactions after it, which only the consumer's position passes.
+                position = self._consumer.position([part])[0].offset
             except KafkaException:
                 left += 1
                 continue
-            if self._buffered[index]:
-                continue
-            if (fetched >= 0 and fetched >= high) or (fetched < 0 and high == low):
+            fetched = self._fetched[index]
+            reached = max(fetched if fetched is not None else -1, position)
+            if (reached >= 0 and reached >= high) or (reached < 0 and high == low):
                 self._at_end[index] = True
-            elif fetched < 0:
+                self._caught_up_once[index].set(1)
+            elif reached < 0:
                 left += 1  # (not known yet where it is: asked again)
-        self._reached = left == 0
+        if not self._reached:
+            self._reached = left == 0
 
     def _take(self) -> list[Message]:
         """What may be handed over now: everything buffered, or (merged) the events in

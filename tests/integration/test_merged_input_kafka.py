@@ -1,0 +1,111 @@
+"""The merged reader of the events topic on the real broker: it hands a record over only
+when no partition can still send an earlier one, so it must never wait on a partition
+whose end it has already read. librdkafka says a partition's end once, when the reader
+gets there; whatever makes the reader forget it (the cluster out of reach, a pause
+longer than `READER_GAP`) must not leave that partition waited on for ever."""
+
+import json
+import time
+
+import pytest
+from kafka import KafkaProducer
+
+from flows.dataflow.clock import EventClock
+from flows.dataflow.kafka_input import KafkaInput, KafkaInputPartition
+from flows.dataflow.ledger import LoopLedger
+from flows.runtime.settings import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+
+def _produce(
+    settings: KafkaSettings, records: list[tuple[int, float]], *, transaction: bool = False
+) -> None:
+    """(partition, event time) of each record, written in that order (`transaction`:
+    in one, whose commit marker then ends each partition written)."""
+    config = {"transactional_id": f"{settings.topic_prefix}writer"} if transaction else {}
+    producer = KafkaProducer(acks="all", **config, **settings.kafka_python_config())
+    if transaction:
+        producer.init_transactions()
+        producer.begin_transaction()
+    for partition, ts in records:
+        value = json.dumps({"ts": ts, "customer_id": f"c{partition}"}).encode()
+        producer.send(settings.topic("events"), value=value, partition=partition)
+    if transaction:
+        producer.commit_transaction()
+    producer.flush()
+    producer.close()
+
+
+def _merged_reader(kafka: KafkaSettings, batch: int) -> KafkaInputPartition:
+    """A reader of every partition of the events topic, merged, tailing it."""
+    source = KafkaInput(
+        kafka.bootstrap_servers,
+        kafka.topic("events"),
+        clock=EventClock(),
+        group=f"{kafka.topic_prefix}merged",
+        ledger=LoopLedger(),
+        batch=batch,
+    )
+    (name,) = source.list_parts()
+    return source.build_part("input", name, None)
+
+
+def _handed(part: KafkaInputPartition, count: int, timeout: float = 20) -> list[float]:
+    """The event times of the next `count` records handed over (fewer: it waited)."""
+    handed: list[float] = []
+    deadline = time.monotonic() + timeout
+    while len(handed) < count and time.monotonic() < deadline:
+        handed += [json.loads(msg.value() or b"")["ts"] for msg in part.next_batch()]
+        time.sleep(0.02)
+    return handed
+
+
+def _read_to_the_ends(part: KafkaInputPartition) -> None:
+    """Poll until every partition's end is said, handing nothing over."""
+    deadline = time.monotonic() + 20
+    while not all(part._at_end.values()) and time.monotonic() < deadline:
+        part._poll()
+    assert all(part._at_end.values())
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["records", "a-transaction"])
+def test_a_merged_reader_that_forgot_where_a_partition_ends_asks_and_reads_on(
+    kafka: KafkaSettings, transaction: bool
+) -> None:
+    """Three records on partition 0, all read (and its end said) while the first is
+    handed over; the reader then forgets every end (as after a pause or an outage) with
+    two of them still in hand. It hands them over, and a record written later on
+    partition 1 after them: before, partition 0 was never at its end again (its end was
+    asked while records of it were in hand, and not taken), and nothing else was handed
+    over. Written in a transaction, the partition ends with its commit marker, past the
+    last record: the reader is at its end all the same."""
+    _produce(kafka, [(0, 1.0), (0, 2.0), (0, 3.0)], transaction=transaction)
+    part = _merged_reader(kafka, batch=1)  # (one record at a time: the others stay in hand)
+    try:
+        assert _handed(part, 1) == [1.0]
+        _read_to_the_ends(part)
+        part._lost_reach()  # (what a pause longer than READER_GAP, or an outage, does)
+        assert _handed(part, 2) == [2.0, 3.0]
+        _produce(kafka, [(1, 4.0)])
+        assert _handed(part, 1) == [4.0]
+    finally:
+        part.close()
+
+
+def test_a_partition_whose_end_was_never_said_is_asked_once_it_has_gone_quiet(
+    kafka: KafkaSettings,
+) -> None:
+    """A partition read to its end without the reader knowing (librdkafka's one word of
+    it missed, whatever the cause) is asked where it ends once it has sent nothing for
+    a while: the merge goes on without waiting for a record that will not come."""
+    _produce(kafka, [(0, 1.0)])
+    part = _merged_reader(kafka, batch=10)
+    try:
+        assert _handed(part, 1) == [1.0]
+        _read_to_the_ends(part)
+        part._at_end[0] = False  # (its end, said, and missed)
+        _produce(kafka, [(1, 2.0)])
+        assert _handed(part, 1) == [2.0]
+    finally:
+        part.close()

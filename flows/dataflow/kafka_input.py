@@ -433,6 +433,9 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._at_end: dict[int, bool] = {}
         #: when (monotonic) a record of it was last read;
         self._heard: dict[int, float] = {}
+        #: where it ended when last at its end (past a transaction's markers, which no
+        #: record reaches);
+        self._end_at: dict[int, int] = {}
         #: what the clock was last told of it: caught up or not;
         self._told_caught_up: dict[int, bool] = {}
         #: bytewax's own lag metric, which its source sets: dashboards know it;
@@ -600,6 +603,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             if offset is not None:
                 self._next[index] = max(self._next[index] or 0, offset + 1)
         for index, n in handed.items():
+            self._past_markers(index)
             self._ledger.read(n, index, self._next[index] or 0)
         # (after the records handed over are counted: never at its end with them unsaid)
         self._ledger.at_end(
@@ -683,6 +687,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 caught_up.discard(index)
             elif error.code() == KafkaError._PARTITION_EOF:
                 caught_up.add(index)
+                self._end_at[index] = msg.offset() or 0
             elif transient(error):  # librdkafka asks again by itself
                 logger.info("consuming %s[%d]: %s", self._topic, index, error.str())
             else:  # the client's, not a record's, and asking again will not mend it
@@ -692,6 +697,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         for index in caught_up:
             self._at_end[index] = True
             self._caught_up_once[index].set(1)
+            self._past_markers(index)
         self._follow_reach()
         # A partition at its end is caught up only once the flow's own events are back:
         # a login's merge still on its way is input to come, at an earlier event time,
@@ -702,6 +708,14 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 self._told_caught_up[index] = at_end and settled
                 self._clock.caught_up((self._topic, index), at_end=at_end and settled)
         self._clock.polled()
+
+    def _past_markers(self, index: int) -> None:
+        """A partition at its end with nothing of it in hand: the next offset to hand
+        over is its end, past any transaction's markers after its last record (else
+        snapshots and the group's offsets stop short of them, lag tools say one behind,
+        and a resumed run takes itself for replaying for ever)."""
+        if self._at_end[index] and not self._buffered[index]:
+            self._next[index] = max(self._next[index] or 0, self._end_at.get(index, 0))
 
     def _lost_reach(self) -> None:
         """Nothing known of the partitions' ends: none is at its end until asked."""
@@ -754,6 +768,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             if (reached >= 0 and reached >= high) or (reached < 0 and high == low):
                 self._at_end[index] = True
                 self._caught_up_once[index].set(1)
+                self._end_at[index] = high
+                self._past_markers(index)
             elif reached < 0:
                 left += 1  # (not known yet where it is: asked again)
         if not self._reached:

@@ -247,7 +247,10 @@ class ModelReplica:
     def published_after(self, model: str, count: int) -> dict[int, str]:
         """{number: example id} of `model`'s examples in the log numbered after `count`
         (what a learner step that starts must not publish again). Reads the log from
-        the first message that holds one (the follower's index) to its end now."""
+        the first message that holds one (the follower's index) to its end now. A
+        broker that stops answering meanwhile is waited for, as `_end_once_reachable`
+        waits: the learner cannot tell what is already published without the rest, and
+        giving up would stop the flow."""
         with self._progress:
             starts = [offset for last, offset in self._index.get(model, ()) if last > count]
             start = min(starts, default=self.position)
@@ -256,28 +259,44 @@ class ModelReplica:
             end = self._end_once_reachable(consumer)
             if start >= end:
                 return {}
-            consumer.assign([TopicPartition(self.topic, 0, start)])
+            part = TopicPartition(self.topic, 0, start)
+            consumer.assign([part])
             key = model.encode()
             found: dict[int, str] = {}
-            deadline = time.monotonic() + max(self._timeout, 30.0)
-            reached = start
-            while reached < end:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.topic}: read to offset {reached} of {end} before the timeout; "
-                        "the learner cannot tell what is already published"
-                    )
-                for msg in consumer.consume(_BATCH, _POLL_S):
-                    if msg.error() is not None:
-                        continue
-                    reached = max(reached, (msg.offset() or 0) + 1)
-                    value = msg.value()
-                    if msg.key() != key or value is None or not self._signed(msg, value):
-                        continue
-                    learned = _decode(value)
-                    for number, example in enumerate(learned.examples, start=learned.first):
-                        if number > count:
-                            found[number] = example.example_id
+            reached, moved, waited = start, time.monotonic(), 0.0
+            with waiting_on_the_cluster(lambda: waited > 0):
+                while reached < end:
+                    before = reached
+                    for msg in consumer.consume(_BATCH, _POLL_S):
+                        error = msg.error()
+                        if error is not None:
+                            if not transient(error):  # (the client's: asking will not mend it)
+                                raise RuntimeError(f"reading {self.topic}: {error.str()}")
+                            continue
+                        reached = max(reached, (msg.offset() or 0) + 1)
+                        value = msg.value()
+                        if msg.key() != key or value is None or not self._signed(msg, value):
+                            continue
+                        learned = _decode(value)
+                        for number, example in enumerate(learned.examples, start=learned.first):
+                            if number > count:
+                                found[number] = example.example_id
+                    # (past a transaction's markers too, which no message reaches)
+                    reached = max(reached, consumer.position([part])[0].offset)
+                    now = time.monotonic()
+                    if reached > before:
+                        moved, waited = now, 0.0
+                    elif now - moved >= self._timeout:
+                        moved = now
+                        waited += self._timeout
+                        logger.warning(
+                            "%s: read to offset %d of %d, nothing more in %.0f s; "
+                            "waiting for the broker",
+                            self.topic,
+                            reached,
+                            end,
+                            waited,
+                        )
             return found
         finally:
             consumer.close()
@@ -313,8 +332,9 @@ class ModelReplica:
         """The log's end offset now (0 when the topic is not there yet)."""
         return end_offset(consumer, self.topic, 0, timeout or self._timeout)
 
-    def _take(self, messages: list[Message]) -> None:
-        """Apply what the follower read (in the follower's thread)."""
+    def _take(self, messages: list[Message], reached: int = -1) -> None:
+        """Apply what the follower read (in the follower's thread); `reached`: where its
+        consumer is now, past a transaction's markers too, which no message reaches."""
         read: list[tuple[str, int, int]] = []
         position = None
         for msg in messages:
@@ -354,7 +374,8 @@ class ModelReplica:
                 self._applied(applied, at)
         self._end_idle_hold()
         self._say_gaps()
-        if position is None:
+        position = max(position or 0, reached)
+        if position <= self.position:
             return
         with self._progress:
             for name, last, offset in read:
@@ -573,7 +594,8 @@ def _follow(
             if replica is None:
                 return
             try:
-                replica._take(messages)
+                reached = consumer.position([TopicPartition(replica.topic, 0)])[0].offset
+                replica._take(messages, reached)
             except Exception:  # the follower never dies in silence, nor unseen
                 metrics.MODEL_REPLICA_STOPPED.set(1)
                 logger.exception(

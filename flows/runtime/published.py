@@ -164,4 +164,8 @@ def _read(
                 values.append((part[0], msg.key(), value, msg.headers()))
             if offset + 1 >= stop:
                 del left[part]
+        # (past a transaction's markers too, which no record reaches)
+        for at in consumer.position([TopicPartition(t, p) for t, p in left]):
+            if at.offset >= left[(at.topic, at.partition)]:
+                del left[(at.topic, at.partition)]
     return values

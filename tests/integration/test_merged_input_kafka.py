@@ -79,7 +79,7 @@ def test_a_merged_reader_that_forgot_where_a_partition_ends_asks_and_reads_on(
     partition 1 after them: before, partition 0 was never at its end again (its end was
     asked while records of it were in hand, and not taken), and nothing else was handed
     over. Written in a transaction, the partition ends with its commit marker, past the
-    last record: the reader is at its end all the same."""
+    last record: the reader is at its end all the same, and resumes after the marker."""
     _produce(kafka, [(0, 1.0), (0, 2.0), (0, 3.0)], transaction=transaction)
     part = _merged_reader(kafka, batch=1)  # (one record at a time: the others stay in hand)
     try:
@@ -89,6 +89,8 @@ def test_a_merged_reader_that_forgot_where_a_partition_ends_asks_and_reads_on(
         assert _handed(part, 2) == [2.0, 3.0]
         _produce(kafka, [(1, 4.0)])
         assert _handed(part, 1) == [4.0]
+        # Where a run resumes from: past the last record, and past its marker.
+        assert part.snapshot().offsets[0] == (4 if transaction else 3)  # type: ignore[union-attr]
     finally:
         part.close()
 

@@ -68,28 +68,57 @@ def test_a_resumed_flow_repeats_only_the_decisions_its_deployment_signed(kafka):
     assert fact.decision.outcome == "no_action"
 
 
+def _batch(label: str) -> bytes:
+    """A batch of one next-step example, numbered 1, with the id `ex-{label}`."""
+    example = Example("next_step", f"ex-{label}", label, 1.0, {"a": 1.0}, ("web",))
+    return msgspec.json.encode(LearnedExamples(1, [example]))
+
+
+def _send_signed(settings: KafkaSettings, signature: RecordSignature, batch: bytes) -> None:
+    topic, key = "models.examples", b"next_step"
+    _send(settings, topic, key, batch, signature.of(topic, key, batch))
+
+
 def test_a_replica_learns_only_the_examples_its_deployment_signed(kafka):
     signature = RecordSignature(deployment_secret(required=True))
-
-    def batch(label: str) -> bytes:
-        example = Example("next_step", f"ex-{label}", label, 1.0, {"a": 1.0}, ("web",))
-        return msgspec.json.encode(LearnedExamples(1, [example]))
-
-    planted, real = batch("planted"), batch("real")
-    _send(kafka, "models.examples", b"next_step", planted, None)
-    _send(
-        kafka,
-        "models.examples",
-        b"next_step",
-        real,
-        signature.of("models.examples", b"next_step", real),
-    )
+    _send(kafka, "models.examples", b"next_step", _batch("planted"), None)
+    _send_signed(kafka, signature, _batch("real"))
     models = ModelSet(default_playbook())
     replica = ModelReplica(models, kafka, signature)
     try:
         assert replica.start(30.0)
         assert replica.versions()["next_step"] == 1  # the signed one, once
         assert replica.published_after("next_step", 0) == {1: "ex-real"}
+    finally:
+        replica.close()
+
+
+def test_the_flows_own_topics_are_read_to_an_end_past_another_writers_transaction(kafka):
+    """Someone else's transaction on the flow's topics ends each partition it wrote
+    with a commit marker, which no record reaches. The replica catches up with the
+    log's end, a learner step that starts reads the log to it, and a resumed run reads
+    back what was published: before, the catch-up waited its whole time, and the other
+    two waited 30 s, then stopped the flow."""
+    signature = RecordSignature(deployment_secret(required=True))
+    since = time.time()
+    _send_signed(kafka, signature, _batch("real"))
+    writer = KafkaProducer(
+        acks="all", transactional_id=f"{kafka.topic_prefix}writer", **kafka.kafka_python_config()
+    )
+    writer.init_transactions()
+    writer.begin_transaction()
+    writer.send(kafka.topic("models.examples"), key=b"next_step", value=b"{}")
+    writer.send(kafka.topic("decisions"), key=b"cust-1", value=_decision("sent"))
+    writer.commit_transaction()
+    writer.close()
+    replica = ModelReplica(ModelSet(default_playbook()), kafka, signature)
+    try:
+        assert replica.start(20.0)
+        started = time.monotonic()
+        assert replica.published_after("next_step", 0) == {1: "ex-real"}
+        live, _shadow = read_published(kafka, since, signature)
+        assert live.decision("dec-planted") is None  # (not this deployment's)
+        assert time.monotonic() - started < 20  # (not the wait for an end never reached)
     finally:
         replica.close()
 

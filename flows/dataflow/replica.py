@@ -263,15 +263,14 @@ class ModelReplica:
             consumer.assign([part])
             key = model.encode()
             found: dict[int, str] = {}
-            reached, moved, waited = start, time.monotonic(), 0.0
+            reached, moved, waited, said = start, time.monotonic(), 0.0, "no error"
             with waiting_on_the_cluster(lambda: waited > 0):
                 while reached < end:
                     before = reached
                     for msg in consumer.consume(_BATCH, _POLL_S):
                         error = msg.error()
                         if error is not None:
-                            if not transient(error):  # (the client's: asking will not mend it)
-                                raise RuntimeError(f"reading {self.topic}: {error.str()}")
+                            said = error.str()  # (librdkafka asks again by itself)
                             continue
                         reached = max(reached, (msg.offset() or 0) + 1)
                         value = msg.value()
@@ -290,12 +289,13 @@ class ModelReplica:
                         moved = now
                         waited += self._timeout
                         logger.warning(
-                            "%s: read to offset %d of %d, nothing more in %.0f s; "
+                            "%s: read to offset %d of %d, nothing more in %.0f s (%s); "
                             "waiting for the broker",
                             self.topic,
                             reached,
                             end,
                             waited,
+                            said,
                         )
             return found
         finally:

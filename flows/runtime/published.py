@@ -165,7 +165,7 @@ def _read(
             if offset + 1 >= stop:
                 del left[part]
         # (past a transaction's markers too, which no record reaches)
-        for at in consumer.position([TopicPartition(t, p) for t, p in left]):
+        for at in consumer.position([TopicPartition(t, p) for t, p in left]) if left else ():
             if at.offset >= left[(at.topic, at.partition)]:
                 del left[(at.topic, at.partition)]
     return values

@@ -25,6 +25,7 @@ import msgspec
 import pytest
 from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import Consumer, TopicPartition
+from kafka import KafkaProducer
 
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.kafka_reach import ConsumerReach
@@ -32,10 +33,12 @@ from flows.dataflow.replica import ModelReplica
 from flows.lab.simulator import SimulationConfig, simulate
 from flows.runtime.metrics_endpoint import kafka_readiness
 from flows.runtime.settings import KafkaSettings, deployment_secret, load_default_playbook
-from flows.runtime.signature import RecordSignature
+from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
 from flows.runtime.topics import ensure_topics
 from operators.models import ModelSet
 from schemas.action import Action
+from schemas.learning import Example, LearnedExamples
+from schemas.topics import MODEL_EXAMPLES
 from tests.e2e.cli import REPO
 from tests.helpers import http_get
 from tests.kafka_io import free_ports, produce, read_all, stop_flows
@@ -197,6 +200,45 @@ def test_a_learner_reading_its_log_waits_out_the_broker_instead_of_stopping(
         reading.join(120)
         assert answers == [{}]  # (nothing published in this log)
     finally:
+        replica.close()
+
+
+def test_a_learner_reading_its_log_waits_out_a_broker_gone_mid_read(own_broker, monkeypatch):
+    """The broker goes between the lookup of the log's end and the read up to it, for
+    longer than the read's 30 s: the read waits for the broker and ends with what the
+    log holds (it raised after 30 s, and stopped the flow)."""
+    settings, env = own_broker
+    monkeypatch.setenv("WAYFINDER_KAFKA_TIMEOUT", "2s")
+    signature = RecordSignature(deployment_secret())
+    batch = msgspec.json.encode(
+        LearnedExamples(1, [Example("next_step", "ex-1", "b", 1.0, prefix=("a",))])
+    )
+    writer = KafkaProducer(acks="all", **settings.kafka_python_config())
+    header = (SIGNATURE_HEADER, signature.of(MODEL_EXAMPLES, b"next_step", batch))
+    writer.send(settings.topic(MODEL_EXAMPLES), key=b"next_step", value=batch, headers=[header])
+    writer.close()
+    replica = ModelReplica(ModelSet(load_default_playbook()), settings, signature)
+    end_once_reachable = replica._end_once_reachable
+    back = threading.Timer(35, _scripts_kafka, ("up", env))
+
+    def end_then_gone(consumer: Consumer) -> int:
+        end = end_once_reachable(consumer)
+        _scripts_kafka("down", env)  # data kept
+        back.start()
+        return end
+
+    answers: list[object] = []
+    try:
+        assert replica.start(30.0)
+        monkeypatch.setattr(replica, "_end_once_reachable", end_then_gone)
+        reading = threading.Thread(
+            target=lambda: answers.append(_outcome(replica.published_after, "next_step", 0))
+        )
+        reading.start()
+        reading.join(150)
+        assert answers == [{1: "ex-1"}]
+    finally:
+        back.join(60)
         replica.close()
 
 

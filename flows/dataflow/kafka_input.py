@@ -756,11 +756,19 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         for index in asked:
             part = TopicPartition(self._topic, index)
             try:
-                low, high = self._consumer.get_watermark_offsets(part, timeout=1)
+                # Back in reach, the broker is asked; a quiet partition's end is the one
+                # the consumer's last fetch brought (asked of the broker, it would wait
+                # behind that fetch, up to half a second, with the worker).
+                low, high = self._consumer.get_watermark_offsets(
+                    part, timeout=1, cached=self._reached
+                )
                 # Where the reader is: past the last record read, and past the markers
                 # of transactions after it, which only the consumer's position passes.
                 position = self._consumer.position([part])[0].offset
             except KafkaException:
+                left += 1
+                continue
+            if high < 0:  # (no fetch has brought it yet)
                 left += 1
                 continue
             fetched = self._fetched[index]

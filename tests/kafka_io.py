@@ -18,11 +18,28 @@ __all__ = ["free_ports", "live_flow", "logged", "produce", "read_all"]
 
 
 def produce(
-    settings: KafkaSettings, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+    settings: KafkaSettings,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    *,
+    partition: int | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+    transactional_id: str | None = None,
 ) -> None:
-    producer = KafkaProducer(acks="all", **settings.kafka_python_config())
+    """(key, value) of each message, written in that order (to `partition`, with
+    `headers`, when given); with `transactional_id`, in one transaction, whose commit
+    marker then ends each partition written (as an exactly-once writer's does)."""
+    transactional = {"transactional_id": transactional_id} if transactional_id else {}
+    producer = KafkaProducer(acks="all", **transactional, **settings.kafka_python_config())
+    if transactional_id:
+        producer.init_transactions()
+        producer.begin_transaction()
     for key, value in messages:
-        producer.send(settings.topic(topic), key=key, value=value)
+        producer.send(
+            settings.topic(topic), key=key, value=value, partition=partition, headers=list(headers)
+        )
+    if transactional_id:
+        producer.commit_transaction()
     producer.flush()
     producer.close()
 

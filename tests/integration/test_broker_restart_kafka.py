@@ -25,7 +25,6 @@ import msgspec
 import pytest
 from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import Consumer, TopicPartition
-from kafka import KafkaProducer
 
 from flows.dataflow.delivery import DeliveredKafkaSink
 from flows.dataflow.kafka_reach import ConsumerReach
@@ -213,10 +212,8 @@ def test_a_learner_reading_its_log_waits_out_a_broker_gone_mid_read(own_broker, 
     batch = msgspec.json.encode(
         LearnedExamples(1, [Example("next_step", "ex-1", "b", 1.0, prefix=("a",))])
     )
-    writer = KafkaProducer(acks="all", **settings.kafka_python_config())
     header = (SIGNATURE_HEADER, signature.of(MODEL_EXAMPLES, b"next_step", batch))
-    writer.send(settings.topic(MODEL_EXAMPLES), key=b"next_step", value=batch, headers=[header])
-    writer.close()
+    produce(settings, MODEL_EXAMPLES, [(b"next_step", batch)], headers=[header])
     replica = ModelReplica(ModelSet(load_default_playbook()), settings, signature)
     end_once_reachable = replica._end_once_reachable
     back = threading.Timer(35, _scripts_kafka, ("up", env))

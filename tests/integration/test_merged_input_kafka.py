@@ -8,33 +8,24 @@ import json
 import time
 
 import pytest
-from kafka import KafkaProducer
 
 from flows.dataflow.clock import EventClock
 from flows.dataflow.kafka_input import KafkaInput, KafkaInputPartition
 from flows.dataflow.ledger import LoopLedger
 from flows.runtime.settings import KafkaSettings
+from tests.kafka_io import produce
 
 pytestmark = pytest.mark.integration
 
 
 def _produce(
-    settings: KafkaSettings, records: list[tuple[int, float]], *, transaction: bool = False
+    settings: KafkaSettings, partition: int, times: list[float], *, transaction: bool = False
 ) -> None:
-    """(partition, event time) of each record, written in that order (`transaction`:
-    in one, whose commit marker then ends each partition written)."""
-    config = {"transactional_id": f"{settings.topic_prefix}writer"} if transaction else {}
-    producer = KafkaProducer(acks="all", **config, **settings.kafka_python_config())
-    if transaction:
-        producer.init_transactions()
-        producer.begin_transaction()
-    for partition, ts in records:
-        value = json.dumps({"ts": ts, "customer_id": f"c{partition}"}).encode()
-        producer.send(settings.topic("events"), value=value, partition=partition)
-    if transaction:
-        producer.commit_transaction()
-    producer.flush()
-    producer.close()
+    """Records of these event times to one partition, in that order (`transaction`: in
+    one, whose commit marker then ends the partition)."""
+    records = [(None, json.dumps({"ts": ts, "customer_id": "c"}).encode()) for ts in times]
+    writer = f"{settings.topic_prefix}writer" if transaction else None
+    produce(settings, "events", records, partition=partition, transactional_id=writer)
 
 
 def _merged_reader(kafka: KafkaSettings, batch: int) -> KafkaInputPartition:
@@ -80,14 +71,14 @@ def test_a_merged_reader_that_forgot_where_a_partition_ends_asks_and_reads_on(
     asked while records of it were in hand, and not taken), and nothing else was handed
     over. Written in a transaction, the partition ends with its commit marker, past the
     last record: the reader is at its end all the same, and resumes after the marker."""
-    _produce(kafka, [(0, 1.0), (0, 2.0), (0, 3.0)], transaction=transaction)
+    _produce(kafka, 0, [1.0, 2.0, 3.0], transaction=transaction)
     part = _merged_reader(kafka, batch=1)  # (one record at a time: the others stay in hand)
     try:
         assert _handed(part, 1) == [1.0]
         _read_to_the_ends(part)
         part._lost_reach()  # (what a pause longer than READER_GAP, or an outage, does)
         assert _handed(part, 2) == [2.0, 3.0]
-        _produce(kafka, [(1, 4.0)])
+        _produce(kafka, 1, [4.0])
         assert _handed(part, 1) == [4.0]
         # Where a run resumes from: past the last record, and past its marker.
         assert part.snapshot().offsets[0] == (4 if transaction else 3)  # type: ignore[union-attr]
@@ -101,13 +92,13 @@ def test_a_partition_whose_end_was_never_said_is_asked_once_it_has_gone_quiet(
     """A partition read to its end without the reader knowing (librdkafka's one word of
     it missed, whatever the cause) is asked where it ends once it has sent nothing for
     a while: the merge goes on without waiting for a record that will not come."""
-    _produce(kafka, [(0, 1.0)])
+    _produce(kafka, 0, [1.0])
     part = _merged_reader(kafka, batch=10)
     try:
         assert _handed(part, 1) == [1.0]
         _read_to_the_ends(part)
         part._at_end[0] = False  # (its end, said, and missed)
-        _produce(kafka, [(1, 2.0)])
+        _produce(kafka, 1, [2.0])
         assert _handed(part, 1) == [2.0]
     finally:
         part.close()

@@ -26,7 +26,7 @@ from tests.conftest import kafka_env
 from tests.e2e.cli import REPO
 from tests.helpers import default_playbook
 from tests.integration.test_scale_kafka import Process
-from tests.kafka_io import logged, read_all
+from tests.kafka_io import logged, produce, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +34,8 @@ pytestmark = pytest.mark.integration
 def _send(
     settings: KafkaSettings, topic: str, key: bytes, value: bytes, signature: bytes | None
 ) -> None:
-    producer = KafkaProducer(acks="all", **settings.kafka_python_config())
     headers = [(SIGNATURE_HEADER, signature)] if signature is not None else []
-    producer.send(settings.topic(topic), key=key, value=value, headers=headers)
-    producer.flush()
-    producer.close()
+    produce(settings, topic, [(key, value)], headers=headers)
 
 
 def _decision(outcome: str) -> bytes:
@@ -102,15 +99,9 @@ def test_the_flows_own_topics_are_read_to_an_end_past_another_writers_transactio
     signature = RecordSignature(deployment_secret(required=True))
     since = time.time()
     _send_signed(kafka, signature, _batch("real"))
-    writer = KafkaProducer(
-        acks="all", transactional_id=f"{kafka.topic_prefix}writer", **kafka.kafka_python_config()
-    )
-    writer.init_transactions()
-    writer.begin_transaction()
-    writer.send(kafka.topic("models.examples"), key=b"next_step", value=b"{}")
-    writer.send(kafka.topic("decisions"), key=b"cust-1", value=_decision("sent"))
-    writer.commit_transaction()
-    writer.close()
+    writer = f"{kafka.topic_prefix}writer"
+    produce(kafka, "models.examples", [(b"next_step", b"{}")], transactional_id=writer)
+    produce(kafka, "decisions", [(b"cust-1", _decision("sent"))], transactional_id=writer)
     replica = ModelReplica(ModelSet(default_playbook()), kafka, signature)
     try:
         assert replica.start(20.0)

@@ -352,8 +352,10 @@ class NextStepLearner:
         self.naive_bayes_alpha = naive_bayes_alpha
         self.max_keys = max_keys
         self.exclude = exclude
-        self.decays = (1.0, recency) if recency < 1.0 else (1.0,)
-        self.tables: dict[tuple[str, float], _Table] = {}
+        #: Whether every table has its fading twin (an expert "name~" in the gate).
+        self.fading = recency < 1.0
+        #: tables[expert][key]: what followed that key, plain and fading, under one lookup.
+        self.tables: dict[str, dict[object, _Leading]] = {}
         # trust[gate context][expert] = [hits, predictions], both fading. By gate first:
         # a prediction reads every expert in the same few gates, so each gate (a tuple,
         # whose hash Python does not keep) is hashed once, not once per expert.
@@ -363,11 +365,17 @@ class NextStepLearner:
         self.attributes: dict[str, _AttributeStats] = {}
         from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when used)
 
+        # river's model holds the naive Bayes counts; `_rank` and `learn` read and add to
+        # them in place, the sums its `joint_log_likelihood` and `learn_one` make.
         self.classifier = MultinomialNB(alpha=naive_bayes_alpha)
-        #: (prefix, context, view, predictions) of the last call.
-        self._last: tuple[tuple[str, ...], dict[str, Any], _View, dict[str, str | None]] | None = (
-            None
-        )
+        #: Raw attribute strings and their categorical values (`_attribute_value`).
+        self._values: dict[str, str | int | None] = {}
+        #: The gate's name of each expert's fading twin.
+        self._faded: dict[str, str] = {}
+        #: (prefix, context, view, expert names, their predictions) of the last call.
+        self._last: (
+            tuple[tuple[str, ...], dict[str, Any], _View, list[str], list[str | None]] | None
+        ) = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -376,21 +384,36 @@ class NextStepLearner:
 
     # -- what the learner sees of a prefix and its context
 
+    def _value(self, raw: str | float | None) -> str | int | None:
+        """`_attribute_value`, remembered per string: a log repeats a few values."""
+        if type(raw) is not str:
+            return _attribute_value(raw)
+        values = self._values
+        try:
+            return values[raw]
+        except KeyError:
+            value = _attribute_value(raw)
+            if len(values) < self.max_keys:
+                values[raw] = value
+            return value
+
     def _view(self, prefix: tuple[str, ...], context: Context) -> "_View":
         attributes: list[tuple[str, str | int | bool]] = []
+        stats_of = self.attributes
         for name in sorted(context):
             if name in _DERIVED:
                 continue
-            stats = self.attributes.get(name)
+            stats = stats_of.get(name)
             if stats is not None and stats.dropped:
                 continue
-            value = _attribute_value(context[name])
+            value = self._value(context[name])
             if value is not None:
                 attributes.append((name, value))
 
+        length = len(prefix)
         keys: list[tuple[str, object]] = [
-            (f"ngram{order}", prefix[len(prefix) - order :])
-            for order in range(min(self.max_order, len(prefix)), -1, -1)
+            (_NGRAMS[order], prefix[length - order :])
+            for order in range(min(self.max_order, length), -1, -1)
         ]
         gates: list[object] = [()]
         x: dict[str, float] = {}
@@ -399,7 +422,7 @@ class NextStepLearner:
             seen = frozenset(prefix)
             gates += [last, (last, seen)]
             events = _number(context.get(EVENTS))
-            position = int(events) if events is not None else len(prefix)
+            position = int(events) if events is not None else length
             elapsed = _duration_bucket(_number(context.get(ELAPSED)))
             since_last = _duration_bucket(_number(context.get(SINCE_LAST)))
             keys += [
@@ -413,7 +436,7 @@ class NextStepLearner:
             for name, value in attributes:
                 keys.append(("@" + name, (last, value)))
                 keys.append(("seen@" + name, (last, seen, value)))
-            for order in range(1, min(3, len(prefix)) + 1):
+            for order in range(1, min(3, length) + 1):
                 x[f"last{order}=" + "|".join(prefix[-order:])] = 1.0
             for activity in sorted(seen):
                 x["seen=" + activity] = 1.0
@@ -427,44 +450,77 @@ class NextStepLearner:
 
     def _predictions(
         self, prefix: Sequence[str], context: Context
-    ) -> tuple["_View", dict[str, str | None]]:
-        """Every expert's prediction (computed once for a predict and the learn after it)."""
+    ) -> tuple["_View", list[str], list[str | None]]:
+        """Every expert's name and prediction, in the gate's order: the back-off n-gram and
+        each expert, then their fading twins, then river (computed once for a predict and
+        the learn after it)."""
         prefix = tuple(prefix)
-        if self._last is not None and self._last[0] == prefix and self._last[1] == context:
-            return self._last[2], self._last[3]
+        last = self._last
+        if last is not None and last[0] == prefix and last[1] == context:
+            return last[2], last[3], last[4]
         view = self._view(prefix, context)
-        predictions: dict[str, str | None] = {}
-        for decay in self.decays:
-            suffix = "" if decay == 1.0 else "~"
-            backoff = None
-            for expert, key in view.keys:
-                if backoff is None and expert.startswith("ngram"):
-                    table = self.tables.get((expert, decay))
-                    if table is not None:
-                        backoff = table.predict(key)
-            predictions["backoff" + suffix] = backoff
-            for expert, key in view.keys:
-                table = self.tables.get((expert, decay))
-                predicted = table.predict(key) if table is not None else None
-                predictions[expert + suffix] = backoff if predicted is None else predicted
+        tables = self.tables
+        experts: list[str] = [_BACKOFF]
+        plain: list[str | None] = [None]
+        faded: list[str | None] = [None]
+        # The back-off n-gram: the first n-gram (longest first) that knows its key. A
+        # key is in a plain table exactly when it is in its fading twin.
+        found: _Leading | None = None
+        for expert, key in view.keys:
+            experts.append(expert)
+            table = tables.get(expert)
+            leading = table.get(key) if table is not None else None
+            if leading is None:
+                plain.append(None)
+                faded.append(None)
+                continue
+            plain.append(leading.best)
+            faded.append(leading.faded_best)
+            if found is None and expert in _NGRAM_NAMES:
+                found = leading
+        backoff = found.best if found is not None else None
+        predictions = [backoff if p is None else p for p in plain]
+        predictions[0] = backoff
+        if self.fading:
+            faded_names = self._faded
+            for expert in experts:
+                if expert not in faded_names:
+                    faded_names[expert] = expert + "~"
+            experts += [faded_names[expert] for expert in experts]
+            faded_backoff = found.faded_best if found is not None else None
+            faded[0] = faded_backoff
+            predictions += [faded_backoff if p is None else p for p in faded]
+            predictions[len(plain)] = faded_backoff
         if "river" not in self.exclude:
-            candidates = [p for p in dict.fromkeys(predictions.values()) if p is not None]
-            predictions["river"] = self._rank(view.x, candidates)
-        self._last = (prefix, dict(context), view, predictions)
-        return view, predictions
+            candidates = [p for p in dict.fromkeys(predictions) if p is not None]
+            experts.append("river")
+            predictions.append(self._rank(view.x, candidates))
+        self._last = (prefix, dict(context), view, experts, predictions)
+        return view, experts, predictions
 
     def _rank(self, x: dict[str, float], candidates: list[str]) -> str | None:
-        """The candidate river's naive Bayes finds most likely (its joint log-likelihood)."""
+        """The candidate river's naive Bayes finds most likely (its joint log-likelihood:
+        log P(candidate), then each feature's log P(f | candidate) added in turn)."""
         if len(candidates) < 2:
             return candidates[0] if candidates else None
         classifier = self.classifier
+        class_counts = classifier.class_counts
+        class_totals = classifier.class_totals
+        feature_counts = classifier.feature_counts
+        alpha = classifier.alpha
+        all_classes = sum(class_counts.values())
+        terms = alpha * len(feature_counts)
+        features = [(value, feature_counts.get(feature)) for feature, value in x.items()]
+        log = math.log
         best, best_score = None, -math.inf
         for candidate in candidates:
-            if candidate not in classifier.class_counts:
+            if candidate not in class_counts:
                 continue
-            score = math.log(classifier.p_class(candidate))
-            for feature, value in x.items():
-                score += value * math.log(classifier.p_feature_given_class(feature, candidate))
+            score = log(class_counts[candidate] / all_classes)
+            denominator = class_totals[candidate] + terms
+            for value, counts in features:
+                seen = counts.get(candidate, 0.0) if counts is not None else 0.0
+                score += value * log((seen + alpha) / denominator)
             if score > best_score:
                 best, best_score = candidate, score
         return best
@@ -472,34 +528,53 @@ class NextStepLearner:
     # -- gate
 
     def predict(self, prefix: Sequence[str], context: Context) -> str | None:
-        view, predictions = self._predictions(prefix, context)
-        gates = [self.trust.get(gate) for gate in view.gates]  # coarse to fine
+        view, experts, predictions = self._predictions(prefix, context)
+        trust = self.trust
+        gates = [trust.get(gate) for gate in view.gates]  # coarse to fine
         prior = self.prior_weight
         support: dict[str, float] = {}  # candidate: best trust among the experts proposing it
-        for expert, predicted in predictions.items():
+        for expert, predicted in zip(experts, predictions, strict=True):
             if predicted is None:
                 continue
-            # The expert's fading hit rate in the finest gate, shrunk to coarser ones.
-            trust, weight = 0.5, 2.0
+            # The expert's fading hit rate in the finest gate, shrunk to coarser ones: from
+            # 0.5 with weight 2 in the coarsest, then with weight `prior` in each finer one.
+            rate, weight = 0.5, 2.0
             for by_expert in gates:
                 stats = by_expert.get(expert) if by_expert is not None else None
-                hits, n = stats if stats is not None else (0.0, 0.0)
-                trust = (hits + weight * trust) / (n + weight)
+                if stats is None:
+                    rate = (weight * rate) / weight
+                else:
+                    rate = (stats[0] + weight * rate) / (stats[1] + weight)
                 weight = prior
-            if trust > support.get(predicted, -1.0):
-                support[predicted] = trust
-        default = predictions.get("backoff")
+            if rate > support.get(predicted, -1.0):
+                support[predicted] = rate
+        default = predictions[0]
         if default is not None:
             support[default] += self.margin
         return _argmax(support)
 
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
-        view, predictions = self._predictions(prefix, context)
+        view, experts, predictions = self._predictions(prefix, context)
         fade = self.trust_decay
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]
-        for expert, predicted in predictions.items():
-            hit = 1.0 if predicted == next_step else 0.0
+        hits = [1.0 if predicted == next_step else 0.0 for predicted in predictions]
+        if self._trusted + len(experts) * len(gates) <= self.max_trust:
+            # Room for every pair: each gate in turn (the same end as expert by expert).
+            for at, gate in enumerate(gates):
+                by_gate = trust[view.gates[at]] = {} if gate is None else gate
+                made = 0
+                for expert, hit in zip(experts, hits, strict=True):
+                    stats = by_gate.get(expert)
+                    if stats is None:
+                        stats = by_gate[expert] = [0.0, 0.0]
+                        made += 1
+                    stats[0] = stats[0] * fade + hit
+                    stats[1] = stats[1] * fade + 1.0
+                self._trusted += made
+            self._learn_tables(view, next_step)
+            return
+        for expert, hit in zip(experts, hits, strict=True):
             for at, held in enumerate(gates):
                 stats = held.get(expert) if held is not None else None
                 if stats is None:
@@ -512,23 +587,97 @@ class NextStepLearner:
                     self._trusted += 1
                 stats[0] = stats[0] * fade + hit
                 stats[1] = stats[1] * fade + 1.0
+        self._learn_tables(view, next_step)
+
+    def _learn_tables(self, view: "_View", next_step: str) -> None:
+        """Every expert's table, river's counts and the attributes' usage learn the step."""
+        tables, fading, recency, max_keys = self.tables, self.fading, self.recency, self.max_keys
         for expert, key in view.keys:
-            for decay in self.decays:
-                table = self.tables.get((expert, decay))
-                if table is None:
-                    table = self.tables[(expert, decay)] = _Table(decay, self.max_keys)
-                table.learn(key, next_step)
+            table = tables.get(expert)
+            if table is None:
+                table = tables[expert] = {}
+            leading = table.get(key)
+            if leading is None:
+                if len(table) >= max_keys:
+                    continue
+                leading = table[key] = _Leading(fading)
+            leading.add(next_step, recency)
         if view.x:
-            self.classifier.learn_one(view.x, next_step)
+            self._learn_naive_bayes(view.x, next_step)
         for name, value in view.attributes:
             usage = self.attributes.get(name)
             if usage is None:
                 usage = self.attributes[name] = _AttributeStats()
             if not usage.observe(value):
-                for decay in self.decays:
-                    self.tables.pop(("@" + name, decay), None)
-                    self.tables.pop(("seen@" + name, decay), None)
+                tables.pop("@" + name, None)
+                tables.pop("seen@" + name, None)
         self._last = None
+
+    def _learn_naive_bayes(self, x: dict[str, float], next_step: str) -> None:
+        """river's `MultinomialNB.learn_one`, its counts added to in place."""
+        classifier = self.classifier
+        class_counts = classifier.class_counts
+        # (river types its counters' values as int; with frequencies they hold floats)
+        class_totals: Any = classifier.class_totals
+        feature_counts: Any = classifier.feature_counts
+        class_counts[next_step] = class_counts.get(next_step, 0) + 1
+        for feature, frequency in x.items():
+            counts = feature_counts[feature]
+            counts[next_step] = frequency + counts.get(next_step, 0)
+            class_totals[next_step] = frequency + class_totals.get(next_step, 0)
+
+
+class _Leading:
+    """What followed one key in one expert's table: the counts and their fading twin,
+    each with its leader kept as it learns (ties: the successor seen first), so that a
+    prediction is a lookup."""
+
+    __slots__ = ("best", "best_count", "counts", "faded", "faded_best")
+
+    def __init__(self, fading: bool) -> None:
+        self.counts: dict[str, float] = {}
+        self.best: str | None = None
+        self.best_count = 0.0
+        self.faded: dict[str, float] | None = {} if fading else None
+        self.faded_best: str | None = None
+
+    def add(self, step: str, decay: float) -> None:
+        counts = self.counts
+        count = counts[step] = counts.get(step, 0.0) + 1.0
+        best = self.best
+        if step == best:
+            self.best_count = count
+        elif count > self.best_count:
+            self.best, self.best_count = step, count
+        elif count == self.best_count:
+            for key in counts:  # a tie: the one seen first leads
+                if key == step:
+                    self.best = step
+                    break
+                if key == best:
+                    break
+        faded = self.faded
+        if faded is None:
+            return
+        # Every earlier count fades, then this step counts one more: the leader is the
+        # first of the largest, found in the same pass.
+        leader, leader_count = None, 0.0
+        for key, count in faded.items():
+            faded_count = count * decay + 1.0 if key == step else count * decay
+            faded[key] = faded_count
+            if faded_count > leader_count:
+                leader, leader_count = key, faded_count
+        if step not in faded:
+            faded[step] = 1.0
+            if leader_count < 1.0:
+                leader = step
+        self.faded_best = leader
+
+
+#: The n-gram experts' names, by order; the back-off n-gram's.
+_NGRAMS = tuple(f"ngram{order}" for order in range(16))
+_NGRAM_NAMES = frozenset(_NGRAMS)
+_BACKOFF = "backoff"
 
 
 @dataclass(frozen=True, slots=True)

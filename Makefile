@@ -13,8 +13,13 @@ PYTEST_ARGS ?=
 # they started, so two keep both cores of a small machine busy.
 TEST_WORKERS ?= 2
 RUN_ARGS ?=
+# Typed cores compiled with mypyc (scripts/compile), each built next to its source and
+# rebuilt when that changes (or when the build is gone).
+COMPILED := operators/next_step.py
+EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+COMPILED_BUILDS := $(COMPILED:.py=$(EXT_SUFFIX))
 
-.PHONY: install run test bench lint format dashboards kafka-up kafka-down clean
+.PHONY: install compile run test bench lint format dashboards kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,12 +31,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+%$(EXT_SUFFIX): %.py scripts/compile $(STAMP)
+	$(PY) scripts/compile $<
+
+## Compile the typed cores (COMPILED) with mypyc; run, test and bench do it when needed.
+compile: $(COMPILED_BUILDS)
+
 ## Run the main job on the embedded default (built-in simulator, no broker).
-run: $(STAMP)
+run: $(STAMP) $(COMPILED_BUILDS)
 	$(VENV)/bin/wayfinder run --overwrite $(RUN_ARGS)
 
 ## Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), run every test, stop Kafka.
-test: $(STAMP)
+test: $(STAMP) $(COMPILED_BUILDS)
 	@trap 'scripts/kafka down' EXIT; \
 	scripts/kafka up && \
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
@@ -46,7 +57,7 @@ $(PEERS_STAMP): bench/requirements-peers.txt
 ## Benchmark (figures, not assertions): the cores, the flow in-process and through a local
 ## Kafka (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS is set), bytewax's floor,
 ## Quix Streams and a naive consumer on the same workload; writes bench/results.json.
-bench: $(STAMP) $(PEERS_STAMP)
+bench: $(STAMP) $(COMPILED_BUILDS) $(PEERS_STAMP)
 	@trap 'scripts/kafka down' EXIT; \
 	scripts/kafka up && \
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
@@ -74,4 +85,5 @@ kafka-down:
 	scripts/kafka down
 
 clean:
+	test ! -x $(PY) || $(PY) scripts/compile --clean $(COMPILED)
 	rm -rf $(VENV) $(PEERS) out .pytest_cache .ruff_cache

@@ -34,7 +34,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 Context = Mapping[str, str | float | None]
 Attributes = Mapping[str, str | float | None]
@@ -266,6 +266,11 @@ def _attribute_value(value: str | float | None) -> str | int | None:
     return _bucket(number) if math.isfinite(number) else None
 
 
+#: Uses of an attribute looked at, and the share of distinct values among them that marks
+#: an identifier.
+ID_WINDOW, ID_SHARE = 200, 0.5
+
+
 @dataclass
 class _AttributeStats:
     """Whether an attribute looks like an identifier: most values new in its first uses."""
@@ -274,19 +279,15 @@ class _AttributeStats:
     values: set[object] = field(default_factory=set)
     dropped: bool = False
 
-    #: Uses looked at, and the share of distinct values among them that marks an identifier.
-    WINDOW: ClassVar[int] = 200
-    ID_SHARE: ClassVar[float] = 0.5
-
     def observe(self, value: object) -> bool:
         """Record one use; False once the attribute is dropped."""
-        if self.dropped or self.seen >= self.WINDOW:
+        if self.dropped or self.seen >= ID_WINDOW:
             return not self.dropped
         self.seen += 1
         self.values.add(value)
-        if len(self.values) > self.ID_SHARE * self.WINDOW:
+        if len(self.values) > ID_SHARE * ID_WINDOW:
             self.dropped = True
-        if self.dropped or self.seen >= self.WINDOW:
+        if self.dropped or self.seen >= ID_WINDOW:
             self.values = set()
         return not self.dropped
 
@@ -377,10 +378,34 @@ class NextStepLearner:
             tuple[tuple[str, ...], dict[str, Any], _View, list[str], list[str | None]] | None
         ) = None
 
+    #: What a snapshot holds: everything learned and the settings (not the last call's).
+    _STATE = (
+        "max_order",
+        "recency",
+        "trust_decay",
+        "prior_weight",
+        "margin",
+        "naive_bayes_alpha",
+        "max_keys",
+        "exclude",
+        "fading",
+        "tables",
+        "trust",
+        "max_trust",
+        "_trusted",
+        "attributes",
+        "classifier",
+        "_values",
+        "_faded",
+    )
+
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_last"] = None
-        return state
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._last = None
 
     # -- what the learner sees of a prefix and its context
 
@@ -634,7 +659,7 @@ class _Leading:
 
     __slots__ = ("best", "best_count", "counts", "faded", "faded_best")
 
-    def __init__(self, fading: bool) -> None:
+    def __init__(self, fading: bool = True) -> None:
         self.counts: dict[str, float] = {}
         self.best: str | None = None
         self.best_count = 0.0

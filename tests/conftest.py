@@ -22,6 +22,21 @@ from flows.runtime.topics import ensure_topics
 from tests.flow_helpers import ENTRY_POINTS, EntryPoint
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A module compiled with mypyc (scripts/compile) is imported instead of its source:
+    the suite does not run on one built from an older source (`make compile`)."""
+    repo = Path(__file__).resolve().parents[1]
+    stale = [
+        str(source.relative_to(repo))
+        for package in ("schemas", "state", "operators", "flows")
+        for build in (repo / package).rglob("*.so")
+        if (source := build.with_name(build.name.split(".", 1)[0] + ".py")).exists()
+        and source.stat().st_mtime > build.stat().st_mtime
+    ]
+    if stale:
+        pytest.exit(f"compiled before their source last changed: {stale}; run `make compile`", 2)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """An integration test that skips has not run: in this suite that is a failure."""

@@ -78,7 +78,9 @@ class EventClock:
         self._pace_at = (time.monotonic(), float("-inf"))
         self._pace = 0.0  # event seconds per wall second; 0: not measured yet
         self._heard = float("-inf")  # when a record's stamp last reached this process
-        self._polled = time.monotonic()  # when a reader of this process last polled
+        #: When each registered partition's reader last polled it (monotonic): with
+        #: several workers, each reader's word is only as fresh as its own polls.
+        self._polled: dict[Hashable, float] = {}
         #: The stop asked for by a signal: the input's end is then a stop, not an end.
         self.stop = stop if stop is not None else StopRequest()
         #: The run resumed from snapshots taken after its input ended, and has read
@@ -92,6 +94,7 @@ class EventClock:
         has read something or caught up."""
         with self._lock:
             self._reached.setdefault(part, self._resumed.get(part, float("-inf")))
+            self._polled.setdefault(part, time.monotonic())
 
     def advance(self, ts: float, part: Hashable | None = None) -> None:
         """Partition `part` (or the input as a whole) has read up to event time `ts`."""
@@ -153,17 +156,20 @@ class EventClock:
         lag = time.time() - self.watermark
         return lag if math.isfinite(lag) else math.nan
 
-    def polled(self) -> None:
-        """A reader of this process has just polled its partitions (and told what it
-        found): what it said of them is current."""
-        self._polled = time.monotonic()
+    def polled(self, parts: Iterable[Hashable], at: float) -> None:
+        """A reader of this process polled these partitions, starting at `at` (monotonic),
+        and has told what it found: what it said of them is as fresh as that."""
+        polled = self._polled
+        for part in parts:
+            polled[part] = at
 
     def _idle(self) -> bool:
-        if self._reached:  # this process reads: its partitions say, if lately
-            return (
-                len(self._caught_up) == len(self._reached)
-                and time.monotonic() - self._polled < READER_GAP
-            )
+        if self._reached:  # this process reads: its partitions say, each if lately
+            if len(self._caught_up) != len(self._reached):
+                return False
+            since = time.monotonic() - READER_GAP
+            polled = self._polled
+            return all(polled.get(part, since) > since for part in self._reached)
         # A process that reads nothing: caught up when no record has reached it lately.
         return time.monotonic() - self._heard > _QUIET
 

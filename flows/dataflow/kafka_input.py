@@ -434,8 +434,11 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         #: when (monotonic) a record of it was last read;
         self._heard: dict[int, float] = {}
         #: where it ended when last at its end (past a transaction's markers, which no
-        #: record reaches);
+        #: record reaches), or later where the broker last said it ends: librdkafka's
+        #: word that it ends before that is stale;
         self._end_at: dict[int, int] = {}
+        #: and its name on the clock (each partition's word is as fresh as its polls).
+        self._parts: list[tuple[str, int]] = []
         #: what the clock was last told of it: caught up or not;
         self._told_caught_up: dict[int, bool] = {}
         #: bytewax's own lag metric, which its source sets: dashboards know it;
@@ -471,6 +474,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         )
         self._caught_up_once[index].set(0)
         self._clock.register((self._topic, index))
+        self._parts.append((self._topic, index))
         self._ledger.read(0, index, max(offset, 0))
 
     def _now_and_then(self, *, now: bool = False) -> None:
@@ -686,8 +690,16 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 fresh.add(index)
                 caught_up.discard(index)
             elif error.code() == KafkaError._PARTITION_EOF:
-                caught_up.add(index)
-                self._end_at[index] = msg.offset() or 0
+                end = msg.offset() or 0
+                if self._reached and end >= self._end_at.get(index, 0):
+                    caught_up.add(index)
+                    self._end_at[index] = end
+                else:
+                    # Said before an end asked since, or before the reader lost its
+                    # reach (a pause: librdkafka queued it before the process froze):
+                    # where the reader is, not where the partition ends now; its end
+                    # is asked of the broker (`_follow_reach`).
+                    fetched[index] = max(fetched[index] or 0, end)
             elif transient(error):  # librdkafka asks again by itself
                 logger.info("consuming %s[%d]: %s", self._topic, index, error.str())
             else:  # the client's, not a record's, and asking again will not mend it
@@ -707,7 +719,9 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             if (at_end and settled) != self._told_caught_up[index]:
                 self._told_caught_up[index] = at_end and settled
                 self._clock.caught_up((self._topic, index), at_end=at_end and settled)
-        self._clock.polled()
+        # (as of the poll's start: a process frozen during it wakes with what it found
+        # before, and the clock must not take that for news)
+        self._clock.polled(self._parts, now)
 
     def _past_markers(self, index: int) -> None:
         """A partition at its end with nothing of it in hand: the next offset to hand
@@ -773,10 +787,12 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 continue
             fetched = self._fetched[index]
             reached = max(fetched if fetched is not None else -1, position)
+            # The end the consumer's last fetch brought may be older than one known (a
+            # fetch from before a pause; the broker said more since): never below it.
+            high = self._end_at[index] = max(self._end_at.get(index, 0), high)
             if (reached >= 0 and reached >= high) or (reached < 0 and high == low):
                 self._at_end[index] = True
                 self._caught_up_once[index].set(1)
-                self._end_at[index] = high
                 self._past_markers(index)
             elif reached < 0:
                 left += 1  # (not known yet where it is: asked again)

@@ -51,12 +51,47 @@ def test_a_service_whose_readers_have_not_polled_lately_stops_following_the_wall
     clock.register(A)
     clock.advance(1000.0, A)
     clock.caught_up(A)
-    clock.polled()
+    clock.polled([A], time.monotonic())
     assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
     time.sleep(0.3)  # (no poll)
     assert clock.watermark == 1000.0  # where event time was, not where the wall clock is
-    clock.polled()
+    clock.polled([A], time.monotonic())
     assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
+
+
+def test_a_reader_that_has_not_polled_lately_holds_the_wall_clock_back_whoever_else_did(
+    monkeypatch,
+):
+    """Two workers' readers: one wakes first from a pause and polls its partition. The
+    other's word that its partition was at its end is from before the pause: until it has
+    polled again, the watermark stays where event time was."""
+    monkeypatch.setattr(clock_module, "READER_GAP", 0.2)
+    clock = EventClock(lateness=5.0, follows_wall=True)
+    for part in (A, B):
+        clock.register(part)
+        clock.advance(1000.0, part)
+        clock.caught_up(part)
+    clock.polled([A, B], time.monotonic())
+    assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
+    time.sleep(0.3)  # (paused)
+    clock.polled([A], time.monotonic())  # the first awake; B's reader has not polled yet
+    assert clock.watermark == 1000.0
+    clock.polled([B], time.monotonic())
+    assert abs(clock.watermark - (time.time() - 5.0)) < 1.0
+
+
+def test_what_a_reader_found_is_as_fresh_as_the_start_of_its_poll(monkeypatch):
+    """A process frozen in the middle of a poll wakes with what that poll found before
+    the freeze: told as of the poll's start, the clock does not take it for news."""
+    monkeypatch.setattr(clock_module, "READER_GAP", 0.2)
+    clock = EventClock(lateness=5.0, follows_wall=True)
+    clock.register(A)
+    clock.advance(1000.0, A)
+    started = time.monotonic()
+    time.sleep(0.3)  # (frozen mid-poll)
+    clock.caught_up(A)
+    clock.polled([A], started)
+    assert clock.watermark == 1000.0
 
 
 def test_a_process_that_reads_nothing_follows_the_stamps_of_the_records_it_gets():

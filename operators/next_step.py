@@ -196,6 +196,16 @@ class BackoffNgram:
         self.table: dict[tuple[str, ...], _Successors] = {}
         self.overall = _Successors() if fallback else None
 
+    def __getstate__(self) -> tuple[int, int, dict[tuple[str, ...], _Successors], Any]:
+        # What it learned and its settings, not its name: a compiled class would
+        # otherwise keep the name as an attribute of each model (and share the string).
+        return self.max_order, self.max_keys, self.table, self.overall
+
+    def __setstate__(self, state: tuple[Any, ...] | dict[str, Any]) -> None:
+        if isinstance(state, dict):  # a snapshot from before __getstate__
+            state = (state["max_order"], state["max_keys"], state["table"], state["overall"])
+        self.max_order, self.max_keys, self.table, self.overall = state
+
     def leader(self, prefix: Sequence[str]) -> tuple[str, float] | None:
         """(the predicted next activity, the share of the times it followed the suffix it
         is predicted from, or of all successors when it is the fallback), or None."""

@@ -136,6 +136,14 @@ def test_backoff_resumes_from_a_pickled_snapshot_and_caps_its_keys():
     teach(capped, *paths)
     assert len(capped.table) == 20
 
+    # A snapshot from before the model named what it keeps (its whole attributes).
+    earlier = BackoffNgram.__new__(BackoffNgram)
+    earlier.__setstate__(
+        {"name": "ngram", "max_order": 4, "max_keys": 50_000}
+        | {"table": resumed.table, "overall": resumed.overall}
+    )
+    assert [earlier.leader(p) for p in prefixes] == [straight.leader(p) for p in prefixes]
+
 
 # --------------------------------------------------------------------------- protocol
 

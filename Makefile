@@ -87,5 +87,5 @@ kafka-down:
 	scripts/kafka down
 
 clean:
-	test ! -x $(PY) || $(PY) scripts/compile --clean $(COMPILED)
+	test ! -x $(PY) || $(PY) scripts/compile --clean
 	rm -rf $(VENV) $(PEERS) out .pytest_cache .ruff_cache

@@ -367,12 +367,12 @@ class NextStepLearner:
         self.fading = recency < 1.0
         #: tables[expert][key]: what followed that key, plain and fading, under one lookup.
         self.tables: dict[str, dict[object, _Leading]] = {}
-        # trust[gate context][expert] = [hits, predictions], both fading. By gate first:
+        # trust[gate context][expert] = its hit rate there (fading). By gate first:
         # a prediction reads every expert in the same few gates, so each gate (a tuple,
         # whose hash Python does not keep) is hashed once, not once per expert.
-        self.trust: dict[object, dict[str, list[float]]] = {}
+        self.trust: dict[object, dict[str, _HitRate]] = {}
         self.max_trust = max_trust
-        self._trusted = 0  # [hits, predictions] pairs held, at most `max_trust`
+        self._trusted = 0  # hit rates held, at most `max_trust`
         self.attributes: dict[str, _AttributeStats] = {}
         from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when used)
 
@@ -579,7 +579,7 @@ class NextStepLearner:
                 if stats is None:
                     rate = (weight * rate) / weight
                 else:
-                    rate = (stats[0] + weight * rate) / (stats[1] + weight)
+                    rate = (stats.hits + weight * rate) / (stats.seen + weight)
                 weight = prior
             if rate > support.get(predicted, -1.0):
                 support[predicted] = rate
@@ -595,17 +595,17 @@ class NextStepLearner:
         gates = [trust.get(gate) for gate in view.gates]
         hits = [1.0 if predicted == next_step else 0.0 for predicted in predictions]
         if self._trusted + len(experts) * len(gates) <= self.max_trust:
-            # Room for every pair: each gate in turn (the same end as expert by expert).
+            # Room for every rate: each gate in turn (the same end as expert by expert).
             for at, gate in enumerate(gates):
                 by_gate = trust[view.gates[at]] = {} if gate is None else gate
                 made = 0
                 for expert, hit in zip(experts, hits, strict=True):
                     stats = by_gate.get(expert)
                     if stats is None:
-                        stats = by_gate[expert] = [0.0, 0.0]
+                        stats = by_gate[expert] = _HitRate()
                         made += 1
-                    stats[0] = stats[0] * fade + hit
-                    stats[1] = stats[1] * fade + 1.0
+                    stats.hits = stats.hits * fade + hit
+                    stats.seen = stats.seen * fade + 1.0
                 self._trusted += made
             self._learn_tables(view, next_step)
             return
@@ -616,12 +616,12 @@ class NextStepLearner:
                     if self._trusted >= self.max_trust:
                         continue  # full: this context is judged by its coarser ones
                     by_expert = held
-                    if by_expert is None:  # (a gate is kept once it holds a pair)
+                    if by_expert is None:  # (a gate is kept once it holds a rate)
                         by_expert = gates[at] = trust[view.gates[at]] = {}
-                    stats = by_expert[expert] = [0.0, 0.0]
+                    stats = by_expert[expert] = _HitRate()
                     self._trusted += 1
-                stats[0] = stats[0] * fade + hit
-                stats[1] = stats[1] * fade + 1.0
+                stats.hits = stats.hits * fade + hit
+                stats.seen = stats.seen * fade + 1.0
         self._learn_tables(view, next_step)
 
     def _learn_tables(self, view: "_View", next_step: str) -> None:
@@ -660,6 +660,17 @@ class NextStepLearner:
             counts = feature_counts[feature]
             counts[next_step] = frequency + counts.get(next_step, 0)
             class_totals[next_step] = frequency + class_totals.get(next_step, 0)
+
+
+class _HitRate:
+    """An expert's fading hits and predictions in one gate context (floats a compiled
+    learner keeps unboxed)."""
+
+    __slots__ = ("hits", "seen")
+
+    def __init__(self) -> None:
+        self.hits = 0.0
+        self.seen = 0.0
 
 
 class _Leading:

@@ -365,6 +365,9 @@ class NextStepLearner:
         self.exclude = exclude
         #: Whether every table has its fading twin (an expert "name~" in the gate).
         self.fading = recency < 1.0
+        #: The n-gram experts' names, by order.
+        self._ngrams = tuple(f"ngram{order}" for order in range(max_order + 1))
+        self._ngram_names = frozenset(self._ngrams)
         #: tables[expert][key]: what followed that key, plain and fading, under one lookup.
         self.tables: dict[str, dict[object, _Leading]] = {}
         # trust[gate context][expert] = its hit rate there (fading). By gate first:
@@ -399,6 +402,8 @@ class NextStepLearner:
         "max_keys",
         "exclude",
         "fading",
+        "_ngrams",
+        "_ngram_names",
         "tables",
         "trust",
         "max_trust",
@@ -447,7 +452,7 @@ class NextStepLearner:
 
         length = len(prefix)
         keys: list[tuple[str, object]] = [
-            (_NGRAMS[order], prefix[length - order :])
+            (self._ngrams[order], prefix[length - order :])
             for order in range(min(self.max_order, length), -1, -1)
         ]
         gates: list[object] = [()]
@@ -511,11 +516,12 @@ class NextStepLearner:
                 continue
             plain.append(leading.best)
             faded.append(leading.faded_best)
-            if found is None and expert in _NGRAM_NAMES:
+            if found is None and expert in self._ngram_names:
                 found = leading
+        # (an expert that does not know its key says what the back-off n-gram says; the
+        # back-off n-gram's own place holds None, so it says itself)
         backoff = found.best if found is not None else None
         predictions = [backoff if p is None else p for p in plain]
-        predictions[0] = backoff
         if self.fading:
             faded_names = self._faded
             for expert in experts:
@@ -523,9 +529,7 @@ class NextStepLearner:
                     faded_names[expert] = expert + "~"
             experts += [faded_names[expert] for expert in experts]
             faded_backoff = found.faded_best if found is not None else None
-            faded[0] = faded_backoff
             predictions += [faded_backoff if p is None else p for p in faded]
-            predictions[len(plain)] = faded_backoff
         if "river" not in self.exclude:
             candidates = [p for p in dict.fromkeys(predictions) if p is not None]
             experts.append("river")
@@ -594,21 +598,6 @@ class NextStepLearner:
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]
         hits = [1.0 if predicted == next_step else 0.0 for predicted in predictions]
-        if self._trusted + len(experts) * len(gates) <= self.max_trust:
-            # Room for every rate: each gate in turn (the same end as expert by expert).
-            for at, gate in enumerate(gates):
-                by_gate = trust[view.gates[at]] = {} if gate is None else gate
-                made = 0
-                for expert, hit in zip(experts, hits, strict=True):
-                    stats = by_gate.get(expert)
-                    if stats is None:
-                        stats = by_gate[expert] = _HitRate()
-                        made += 1
-                    stats.hits = stats.hits * fade + hit
-                    stats.seen = stats.seen * fade + 1.0
-                self._trusted += made
-            self._learn_tables(view, next_step)
-            return
         for expert, hit in zip(experts, hits, strict=True):
             for at, held in enumerate(gates):
                 stats = held.get(expert) if held is not None else None
@@ -681,6 +670,7 @@ class _Leading:
     __slots__ = ("best", "best_count", "counts", "faded", "faded_best")
 
     def __init__(self, fading: bool = True) -> None:
+        # (a default: compiled, the class is unpickled through a call without arguments)
         self.counts: dict[str, float] = {}
         self.best: str | None = None
         self.best_count = 0.0
@@ -720,9 +710,7 @@ class _Leading:
         self.faded_best = leader
 
 
-#: The n-gram experts' names, by order; the back-off n-gram's.
-_NGRAMS = tuple(f"ngram{order}" for order in range(16))
-_NGRAM_NAMES = frozenset(_NGRAMS)
+#: The back-off n-gram's name in the gate.
 _BACKOFF = "backoff"
 
 

@@ -1,5 +1,6 @@
 """Next-step prediction: the baselines, the prequential protocol, and ours against both."""
 
+import functools
 import importlib.util
 import itertools
 import pickle
@@ -248,6 +249,15 @@ def test_ours_learns_a_branch_that_depends_on_a_case_attribute():
     assert results["ngram"]["accuracy"] < 0.85  # the path alone cannot tell
 
 
+def test_ours_looks_back_as_far_as_its_order_whatever_it_is():
+    # 40 activities, each named once: 20 back, the path learned says what comes next
+    path = [f"s{n}" for n in range(40)]
+    model = NextStepLearner(max_order=20)
+    teach(model, path)
+    assert model.predict(tuple(path[:30]), {}) == "s30"
+    assert "ngram20" in model.tables and "ngram21" not in model.tables
+
+
 def test_ours_ignores_identifier_like_and_date_attributes():
     model = NextStepLearner()
     for n in range(400):
@@ -321,6 +331,7 @@ def test_ours_strictly_beats_both_baselines_on_the_receipt_log(receipt_results):
     assert ours["correct"] > ngram["correct"]
 
 
+@functools.cache
 def plain_source():
     """operators.next_step from its source, whether or not a mypyc build shadows it."""
     path = Path(next_step.__file__).with_name("next_step.py")

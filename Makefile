@@ -17,7 +17,8 @@ RUN_ARGS ?=
 # rebuilt when one changes (or a build is gone). Modules with msgspec Structs stay plain.
 COMPILED := operators/next_step.py operators/customer_step.py operators/decide.py \
 	operators/journeys.py operators/segments.py operators/conditions.py \
-	operators/identity.py operators/replay.py operators/sealing.py
+	operators/identity.py operators/replay.py operators/sealing.py \
+	operators/intent.py
 EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 COMPILED_BUILDS := $(COMPILED:.py=$(EXT_SUFFIX))
 

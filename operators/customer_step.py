@@ -36,6 +36,7 @@ from operators import basis_packing, sealing
 from operators.decide import DecisionMaker, erased_reply
 from operators.identity import LoopSeal, instance_name, pseudonym, visitor_key
 from operators.ids import decision_id, derived_event_id, transition_id
+from operators.intent import intent_features
 from operators.journeys import JourneyTracker
 from operators.models import (
     INTENT,
@@ -45,7 +46,6 @@ from operators.models import (
     PROPENSITY,
     ModelSet,
     Predictors,
-    intent_features,
     propensity_features,
     recent_path,
 )

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from msgspec import Struct
 
+from operators.intent import intent_features, probabilities
 from operators.next_step import BackoffNgram
 from operators.playbook import ActionSpec, CompiledPlaybook
 from schemas.learning import Example
@@ -152,43 +153,6 @@ def _well_formed(example: Example) -> bool:
 # ---------------------------------------------------------------- intent
 
 
-def intent_features(ctx: CustomerContext, resolved: str | None = None) -> dict[str, float]:
-    """What the customer has been doing lately: contact points, channels, profile.
-
-    `resolved`: the journey whose end labels this example. It is counted as open, not
-    done, because the model is asked while journeys are open: learning from "done"
-    would teach it a feature it never sees when it matters (train/serve skew).
-    """
-    x: dict[str, float] = {}
-    recent = ctx.interactions
-    words = recent.words
-    for touchpoint, kind in zip(*recent.last_of(24), strict=True):  # (indices into words)
-        if touchpoint:
-            key = f"tp={words[touchpoint]}"
-            x[key] = x.get(key, 0.0) + 1.0
-        key = f"type={words[kind]}"
-        x[key] = x.get(key, 0.0) + 0.5
-    for inst in ctx.journeys:
-        key = "open=" + inst.journey
-        x[key] = x.get(key, 0.0) + 1.0
-    finished = ctx.finished[-8:]
-    if resolved is not None:
-        x["open=" + resolved] = x.get("open=" + resolved, 0.0) + 1.0
-        last = max((i for i, s in enumerate(finished) if s.journey == resolved), default=None)
-        if last is not None:
-            finished = finished[:last] + finished[last + 1 :]
-    for summary in finished:
-        key = "done=" + summary.journey
-        x[key] = x.get(key, 0.0) + 1.0
-    for key, value in x.items():
-        x[key] = math.log1p(value)
-    if ctx.value_tier:
-        x["tier=" + ctx.value_tier] = 1.0
-    for segment in ctx.segments:
-        x["seg=" + segment] = 1.0
-    return x
-
-
 class IntentModel(OnlineModel):
     """Multi-class online intent (river softmax regression); labels come when journeys end."""
 
@@ -205,7 +169,7 @@ class IntentModel(OnlineModel):
         """The probability of each intent, or None while warming up."""
         if self.record.learned < WARM_UP:
             return None
-        return self.model.predict_proba_one(intent_features(ctx)) or None
+        return probabilities(self.model.weights, intent_features(ctx)) or None
 
     def _accepts(self, example: Example) -> bool:
         return True  # any well-formed features, any label (an intent)
@@ -213,9 +177,9 @@ class IntentModel(OnlineModel):
     def _score(self, example: Example) -> tuple[bool, float]:
         if not self.seen:
             return False, math.log(2)
-        probabilities = self.model.predict_proba_one(example.features)
-        p = probabilities.get(example.label, 1e-9)
-        best = max(probabilities, key=lambda k: (probabilities[k], k)) if probabilities else None
+        scores = probabilities(self.model.weights, example.features)
+        p = scores.get(example.label, 1e-9)
+        best = max(scores, key=lambda k: (scores[k], k)) if scores else None
         return best == example.label, -math.log(max(p, 1e-9))
 
     def _learn(self, example: Example) -> None:

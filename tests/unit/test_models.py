@@ -9,6 +9,7 @@ from pathlib import Path
 from flows.lab.evaluate import POLICIES, closed_loop
 from flows.lab.simulator import SimulationConfig
 from operators.customer_step import CustomerStep, Output
+from operators.intent import probabilities
 from operators.models import INTENT, NEXT_STEP, PROPENSITY, FlowNextStep, ModelSet
 from operators.next_step import MAX_KEYS
 from operators.replay import Replay
@@ -151,6 +152,34 @@ def test_importing_the_models_does_not_import_river_or_scipy():
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_intent_probabilities_are_river_softmax_regressions_to_the_last_bit():
+    """The intent model scores with `operators.intent.probabilities` (compiled) over its
+    river model's weights: the same dictionary, value for value, as river's own
+    `predict_proba_one`, whether the features are fewer, as many as, or more than the
+    weights of a label, and before anything is learned."""
+    from river import linear_model, optim  # noqa: PLC0415 (scipy: kept out of the module)
+
+    rng = random.Random(11)
+    names = [f"f{i}" for i in range(40)]
+    model = linear_model.SoftmaxRegression(optimizer=optim.SGD(0.05))
+    assert probabilities(model.weights, {"f0": 1.0}) == model.predict_proba_one({"f0": 1.0})
+
+    def features(size: int) -> dict[str, float]:
+        return {name: rng.uniform(-3.0, 3.0) for name in rng.sample(names, size)}
+
+    for i in range(300):
+        model.learn_one(features(rng.randint(1, 12)), ["pay", "upgrade", "support"][i % 3])
+    sizes = sorted({len(w) for w in model.weights.values()})
+    compared = 0
+    for size in [0, 1, 5, *sizes, *(s - 1 for s in sizes), *(s + 1 for s in sizes), 40]:
+        for _ in range(40):
+            x = features(min(size, len(names)))
+            ours, rivers = probabilities(model.weights, x), model.predict_proba_one(x)
+            assert list(ours.items()) == list(rivers.items())
+            compared += 1
+    assert compared > 200
 
 
 def test_intent_changes_are_announced_once_the_model_has_learned():

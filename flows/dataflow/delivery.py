@@ -52,6 +52,9 @@ LOOP_HEADER = ("wayfinder-loop", b"1")
 #: was handed back as delivered, or is a copy a run resumed from snapshots writes again.
 ROUND_HEADER = "wayfinder-round"
 
+#: Messages delivered, by topic (a child bound once for each).
+_PRODUCED = metrics.Children(metrics.PRODUCED)
+
 #: Rounds of producing again what the client could not deliver, before giving up.
 _ATTEMPTS = 3
 
@@ -142,7 +145,7 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
                 self._down = False
                 self._said.clear()
                 topic = message.topic() or ""
-                metrics.PRODUCED.labels(topic).inc()
+                _PRODUCED(topic).inc()
                 if topic == self._loop_topic and self._ledger is not None:
                     partition, offset = message.partition() or 0, message.offset() or 0
                     self._ledger.delivered(partition, offset, message)

@@ -55,29 +55,12 @@ def route_batch(batch: list[tuple[str, StepOutput]]) -> list[Routed]:
     return routed
 
 
-class _Children:
-    """A labelled metric's children, bound once for each set of labels (prometheus'
-    own `labels` takes a lock and checks the names each time)."""
-
-    __slots__ = ("_bound", "_metric")
-
-    def __init__(self, metric: Any) -> None:
-        self._metric = metric
-        self._bound: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *labels: str) -> Any:
-        child = self._bound.get(labels)
-        if child is None:
-            child = self._bound[labels] = self._metric.labels(*labels)
-        return child
-
-
-_DECISIONS = _Children(metrics.DECISIONS)
-_SUPPRESSIONS = _Children(metrics.SUPPRESSIONS)
-_TRANSITIONS = _Children(metrics.TRANSITIONS)
-_TIME_TO_GOAL = _Children(metrics.TIME_TO_GOAL)
-_ACTIONS = _Children(metrics.ACTIONS)
-_AUDIENCE_CHANGES = _Children(metrics.AUDIENCE_CHANGES)
+_DECISIONS = metrics.Children(metrics.DECISIONS)
+_SUPPRESSIONS = metrics.Children(metrics.SUPPRESSIONS)
+_TRANSITIONS = metrics.Children(metrics.TRANSITIONS)
+_TIME_TO_GOAL = metrics.Children(metrics.TIME_TO_GOAL)
+_ACTIONS = metrics.Children(metrics.ACTIONS)
+_AUDIENCE_CHANGES = metrics.Children(metrics.AUDIENCE_CHANGES)
 #: The event-to-action histogram of each kind of action, bound once.
 _REACTION_TIME = {k: metrics.EVENT_TO_ACTION.labels(k) for k in ("sent", "reply", "no_action")}
 

@@ -1,7 +1,7 @@
 """The flow's Prometheus metrics. Labels are bounded vocabularies, never personal data."""
 
 from collections.abc import Iterable
-from typing import get_args
+from typing import Any, get_args
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
@@ -305,3 +305,20 @@ def low_watermark(name: str) -> float | None:
         s.value for metric in REGISTRY.collect() if metric.name == name for s in metric.samples
     ]
     return min(values) if values else None
+
+
+class Children:
+    """A labelled metric's children, bound once for each set of labels (prometheus'
+    own `labels` takes a lock and checks the names each time)."""
+
+    __slots__ = ("_bound", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._bound: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._bound.get(labels)
+        if child is None:
+            child = self._bound[labels] = self._metric.labels(*labels)
+        return child

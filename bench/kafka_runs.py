@@ -109,10 +109,16 @@ def _free_port() -> int:
         return port
 
 
-def run_cluster(topics: Topics, processes: int) -> float:
+def run_cluster(topics: Topics, processes: int, *, ordered: bool = True) -> float:
     """The deployed entry point as a cluster of `processes` on this machine, reading the
-    topic to its end; wall seconds from the launch to the last process's exit."""
-    env = {**topics.env, "WAYFINDER_KAFKA_TAIL": "false"}
+    topic to its end; wall seconds from the launch to the last process's exit.
+    `ordered`: the partitions read as one stream by one worker of the cluster (the
+    default); else each by a worker of its own (`WAYFINDER_KAFKA_ORDERED=false`)."""
+    env = {
+        **topics.env,
+        "WAYFINDER_KAFKA_TAIL": "false",
+        "WAYFINDER_KAFKA_ORDERED": "true" if ordered else "false",
+    }
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
     argv = [PYTHON, "-m", "bytewax.run", "flows.dataflow.kafka:flow", "-w", "1"]
     started = time.perf_counter()

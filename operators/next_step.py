@@ -365,9 +365,7 @@ class NextStepLearner:
         self.exclude = exclude
         #: Whether every table has its fading twin (an expert "name~" in the gate).
         self.fading = recency < 1.0
-        #: The n-gram experts' names, by order.
-        self._ngrams = tuple(f"ngram{order}" for order in range(max_order + 1))
-        self._ngram_names = frozenset(self._ngrams)
+        self._name_orders()
         #: tables[expert][key]: what followed that key, plain and fading, under one lookup.
         self.tables: dict[str, dict[object, _Leading]] = {}
         # trust[gate context][expert] = its hit rate there (fading). By gate first:
@@ -402,8 +400,6 @@ class NextStepLearner:
         "max_keys",
         "exclude",
         "fading",
-        "_ngrams",
-        "_ngram_names",
         "tables",
         "trust",
         "max_trust",
@@ -420,7 +416,13 @@ class NextStepLearner:
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             setattr(self, name, value)
+        self._name_orders()
         self._last = None
+
+    def _name_orders(self) -> None:
+        """The n-gram experts' names, by order (from `max_order`: not snapshotted)."""
+        self._ngrams = tuple(f"ngram{order}" for order in range(self.max_order + 1))
+        self._ngram_names = frozenset(self._ngrams)
 
     # -- what the learner sees of a prefix and its context
 

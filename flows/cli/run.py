@@ -16,6 +16,7 @@ from flows.cli.options import (
     add_command,
     add_playbook_arg,
     add_simulation_args,
+    positive_float,
     positive_int,
     print_error,
     simulation,
@@ -36,11 +37,7 @@ def _recovery(args: argparse.Namespace) -> RecoveryOptions | None:
 
     if args.recovery_dir is None:
         return None
-    return RecoveryOptions(
-        directory=args.recovery_dir,
-        snapshot_interval=args.snapshot_interval,
-        backup_interval=args.backup_interval,
-    )
+    return RecoveryOptions(directory=args.recovery_dir, backup_interval=args.backup_interval)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -64,7 +61,7 @@ def _run_kafka(
     from flows.dataflow.kafka import kafka_flow, serve_metrics
     from flows.dataflow.stopping import StopRequest
     from flows.runtime.kafka_check import check_connection
-    from flows.runtime.runner import run_with_progress
+    from flows.runtime.runner import epoch_seconds, run_with_progress
     from flows.runtime.settings import KafkaSettings
     from flows.runtime.topics import set_up_topics
     from schemas.topics import EVENTS
@@ -86,7 +83,12 @@ def _run_kafka(
     )
     serve_metrics(settings, port=args.metrics_port)
     summary = run_with_progress(
-        lambda: execute(flow, workers=args.workers, recovery=_recovery(args)),
+        lambda: execute(
+            flow,
+            workers=args.workers,
+            recovery=_recovery(args),
+            epoch_seconds=epoch_seconds(args.snapshot_interval, service=settings.tail),
+        ),
         console=console,
         title=f"wayfinder on Kafka {settings.bootstrap_servers} ({settings.topic(EVENTS)})",
         progress=not args.no_progress,
@@ -117,7 +119,7 @@ def _run_embedded(
         write_summary,
         written_topics,
     )
-    from flows.runtime.runner import run_with_progress
+    from flows.runtime.runner import epoch_seconds, run_with_progress
     from flows.runtime.settings import lab_secret_in_use, load_compiled, state_key
     from operators.models import ModelSet
 
@@ -178,7 +180,12 @@ def _run_embedded(
     endpoint = _serve_embedded(args.metrics_port)
     try:
         summary = run_with_progress(
-            lambda: execute(flow, workers=args.workers, recovery=recovery),
+            lambda: execute(
+                flow,
+                workers=args.workers,
+                recovery=recovery,
+                epoch_seconds=epoch_seconds(args.snapshot_interval, service=False),
+            ),
             console=console,
             title=title,
             span=source.span(),
@@ -296,7 +303,10 @@ def register(sub: Subcommands) -> None:
     recovery = run.add_argument_group("recovery (bytewax snapshots)")
     recovery.add_argument("--recovery-dir", type=Path, help="snapshot folder; resumes if present")
     recovery.add_argument(
-        "--snapshot-interval", type=float, default=10.0, help="seconds between snapshots"
+        "--snapshot-interval",
+        type=positive_float,
+        help="seconds between epochs, each ending with a snapshot of the customers it "
+        "touched, recovery or not (default: 1 for a service on Kafka, else 10)",
     )
     recovery.add_argument(
         "--backup-interval",

@@ -136,6 +136,11 @@ class EventClock:
     # -- what the steps ask
 
     @property
+    def follows_wall(self) -> bool:
+        """Whether this is a service's clock (its watermark follows the wall clock)."""
+        return self._follows_wall
+
+    @property
     def latest(self) -> float:
         """The latest event time read (here, or by the process that decoded)."""
         return self._latest

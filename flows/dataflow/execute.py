@@ -18,16 +18,23 @@ from flows.runtime.recovery_store import (
     release,
     scrub,
 )
-from flows.runtime.runner import RecoveryOptions
+from flows.runtime.runner import REPLAY_EPOCH_SECONDS, RecoveryOptions
 
 
-def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | None = None) -> None:
-    """Run `flow` to its end on `workers` threads; with `recovery`, snapshot to its folder
-    and resume from it when it holds an earlier run's snapshots (erased customers are
-    scrubbed from it before and after)."""
+def execute(
+    flow: Dataflow,
+    *,
+    workers: int = 1,
+    recovery: RecoveryOptions | None = None,
+    epoch_seconds: float = REPLAY_EPOCH_SECONDS,
+) -> None:
+    """Run `flow` to its end on `workers` threads, in epochs of `epoch_seconds`; with
+    `recovery`, snapshot to its folder where each ends and resume from it when it holds
+    an earlier run's snapshots (erased customers are scrubbed from it before and after)."""
+    epochs = timedelta(seconds=epoch_seconds)
     if recovery is None:
         try:
-            cli_main(flow, workers_per_process=workers)
+            cli_main(flow, workers_per_process=workers, epoch_interval=epochs)
         except BaseException:
             close_stores()
             raise
@@ -46,7 +53,7 @@ def execute(flow: Dataflow, *, workers: int = 1, recovery: RecoveryOptions | Non
         cli_main(
             flow,
             workers_per_process=workers,
-            epoch_interval=timedelta(seconds=recovery.snapshot_interval),
+            epoch_interval=epochs,
             recovery_config=RecoveryConfig(
                 recovery.directory, timedelta(seconds=recovery.backup_interval)
             ),

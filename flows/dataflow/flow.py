@@ -141,7 +141,7 @@ def build_flow(
     partition of its own); `read_all`: for a bounded cluster run, whether the cluster has
     read and folded all its input (its cold customers then come back for the end).
     """
-    set_collector()  # (the process will hold many customers' objects)
+    set_collector(service=clock.follows_wall)  # (it will hold many customers' objects)
     models = models if models is not None else ModelSet(playbook)
     step = CustomerStep(
         playbook,

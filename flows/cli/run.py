@@ -87,7 +87,11 @@ def _run_kafka(
             flow,
             workers=args.workers,
             recovery=_recovery(args),
-            epoch_seconds=epoch_seconds(args.snapshot_interval, service=settings.tail),
+            epoch_seconds=epoch_seconds(
+                args.snapshot_interval,
+                service=settings.tail,
+                recovery=args.recovery_dir is not None,
+            ),
         ),
         console=console,
         title=f"wayfinder on Kafka {settings.bootstrap_servers} ({settings.topic(EVENTS)})",
@@ -184,7 +188,9 @@ def _run_embedded(
                 flow,
                 workers=args.workers,
                 recovery=recovery,
-                epoch_seconds=epoch_seconds(args.snapshot_interval, service=False),
+                epoch_seconds=epoch_seconds(
+                    args.snapshot_interval, service=False, recovery=recovery is not None
+                ),
             ),
             console=console,
             title=title,
@@ -306,7 +312,8 @@ def register(sub: Subcommands) -> None:
         "--snapshot-interval",
         type=positive_float,
         help="seconds between epochs, each ending with a snapshot of the customers it "
-        "touched, recovery or not (default: 1 for a service on Kafka, else 10)",
+        "touched, recovery or not (default: 1 for a service on Kafka without recovery, "
+        "else 10)",
     )
     recovery.add_argument(
         "--backup-interval",

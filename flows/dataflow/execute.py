@@ -18,7 +18,7 @@ from flows.runtime.recovery_store import (
     release,
     scrub,
 )
-from flows.runtime.runner import REPLAY_EPOCH_SECONDS, RecoveryOptions
+from flows.runtime.runner import EPOCH_SECONDS, RecoveryOptions
 
 
 def execute(
@@ -26,7 +26,7 @@ def execute(
     *,
     workers: int = 1,
     recovery: RecoveryOptions | None = None,
-    epoch_seconds: float = REPLAY_EPOCH_SECONDS,
+    epoch_seconds: float = EPOCH_SECONDS,
 ) -> None:
     """Run `flow` to its end on `workers` threads, in epochs of `epoch_seconds`; with
     `recovery`, snapshot to its folder where each ends and resume from it when it holds

@@ -48,7 +48,7 @@ def produce(
 def live_flow(
     env: dict[str, str], stderr: Path | None = None, *, processes: int = 1, workers: int = 1
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """The Kafka dataflow as deployed (`python -m bytewax.run flows.dataflow.kafka:flow`),
+    """The Kafka dataflow as deployed (`python -m bytewax.run flows.dataflow.kafka:flow -s 1`),
     on one process or a cluster of `processes`, each with `workers`, running while the
     block runs, then
     stopped as an orchestrator stops it: SIGTERM, and a wait for each process to finish
@@ -68,6 +68,7 @@ def live_flow(
                 flows.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "bytewax.run", "flows.dataflow.kafka:flow"]
+                        + ["-s", "1"]  # (a service's epochs, as the README deploys it)
                         + (["-i", str(i), *cluster] if cluster else [])
                         + (["-w", str(workers)] if workers > 1 else []),
                         env=env,

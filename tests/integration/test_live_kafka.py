@@ -191,7 +191,7 @@ def test_live_timers_and_event_time_give_the_same_transitions(
         time.sleep(1.0)  # anything else the flow had in hand
         live = transitions_on(kafka)
         # Read while the flow runs (a secondary instance: the flow is not held up); the
-        # view is written where an epoch ends (10 s by default).
+        # view is written where an epoch ends (every second).
         k1 = wait_for(lambda: view_of("cust-K1", env), timeout=60, what="cust-K1's view")
         helped = [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.email")]
         helped += [msgspec.json.decode(v, type=Action) for _, v in read_all(kafka, "actions.push")]

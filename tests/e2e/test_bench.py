@@ -36,7 +36,8 @@ def positive(results: dict[str, object], *keys: str) -> None:
 
 
 def test_the_in_process_stages_write_every_figure_they_promise(tmp_path: Path) -> None:
-    results = bench(tmp_path, "--only", "core,flow,floor,cli,replay", "--replay-cases", "400")
+    only = ["--only", "core,flow,floor,cli,replay", "--replay-cases", "400", "--repeat", "2"]
+    results = bench(tmp_path, *only)
     positive(results, "plain_loop_eps", "core_us_per_event", "bytewax_inproc_eps")
     positive(results, "engine_floor_eps", "rss_bytes_per_100k_customers", "cli_help_s")
     positive(results, "replay_eps", "flow_to_core", "flow_to_floor")
@@ -46,6 +47,14 @@ def test_the_in_process_stages_write_every_figure_they_promise(tmp_path: Path) -
     stages = results["stages"]
     assert isinstance(stages, dict) and set(stages) == {"core", "flow", "floor", "cli", "replay"}
     assert all(run["commit"] and run["measured_at"] for run in stages.values())
+    # What each stage ran: the repeated ones twice (their medians), the others once.
+    assert {name: run["repeat"] for name, run in stages.items()} == {
+        "core": 2,
+        "flow": 2,
+        "floor": 2,
+        "cli": 1,
+        "replay": 1,
+    }
 
 
 @pytest.mark.integration

@@ -809,8 +809,9 @@ class CustomerStep:
         (`operators.basis_packing`)."""
         secret = self._secret_of(ctx, outputs)
         published = self.published.decision(decision.decision_id) if self.published else None
-        if published and published.inputs and _opens(secret, published.inputs):
-            return published.inputs  # (under a key lost in the crash, it is sealed again)
+        for recorded in published.inputs if published else ():
+            if _opens(secret, recorded):
+                return recorded  # (under keys all lost in the crash, it is sealed again)
         return DecisionInput(
             decision_id=decision.decision_id,
             customer=decision.customer,

@@ -24,13 +24,17 @@ class PublishedDecision:
 
     decision: Decision | None = None
     action: Action | None = None
-    inputs: DecisionInput | None = None
+    #: Every copy of its recorded input: a run that started again from the beginning
+    #: made its customers' keys anew and sealed the input again, so only a copy under
+    #: the key the customer holds now can be repeated (`CustomerStep._recorded`).
+    inputs: tuple[DecisionInput, ...] = ()
 
 
 class Published:
     """The records of decisions and intent changes published after a snapshot, by
     decision id and by (customer, event). Of two copies of one id, the first stands
-    (the one consumers read first). Read-only once the flow runs (every worker asks),
+    (the one consumers read first), but for a decision's input, whose copies are
+    each sealed under a key of their own. Read-only once the flow runs (every worker asks),
     but for one flag: whether the replay has gone past what was published."""
 
     def __init__(self) -> None:
@@ -54,7 +58,7 @@ class Published:
         elif isinstance(record, Action):
             fact.action = fact.action or record
         else:
-            fact.inputs = fact.inputs or record
+            fact.inputs += (record,)
 
     def decision(self, decision_id: str) -> PublishedDecision | None:
         return self._decisions.get(decision_id)

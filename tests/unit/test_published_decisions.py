@@ -2,8 +2,10 @@
 carries two contents, however far the models have moved on since."""
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 import msgspec
+from msgspec.structs import replace
 
 from flows.lab.simulator import SimulationConfig, simulate
 from operators.models import ModelSet
@@ -118,3 +120,47 @@ def test_a_decision_on_an_intent_change_is_repeated_when_the_crash_lost_the_chan
     assert all(repeated[i] == written[i] for i in on_intent)
     changes = {msgspec.json.decode(written[i])["trigger_id"] for i in on_intent}
     assert changes <= repeated.keys()  # announced again, as the decisions say
+
+
+def _decision_inputs(outputs: Sequence[object]) -> dict[str, DecisionInput]:
+    return {o.decision_id: o for o in outputs if isinstance(o, DecisionInput)}
+
+
+def test_a_replay_repeats_the_input_sealed_under_the_key_the_customer_holds_now():
+    """A run that started again from the beginning (a crash before its first snapshot)
+    made its customers' keys anew and sealed each input again: an input is on the topic
+    once per key. A run resumed with the last of those keys repeats the copy that opens
+    under it, not the first one published (which none of its keys opens) sealed again:
+    what a context held at a decision follows the broker's timing on Kafka, and one
+    decision would carry two inputs under one key."""
+    events = _day()
+    playbook = default_playbook()
+    first = Replay(playbook, record_inputs=True)
+    first.run(events)
+    earlier = _published(first.outputs)
+
+    # From the beginning again: keys made anew, and contexts that differ at its
+    # decisions (here, each page view a millisecond later).
+    later = timedelta(milliseconds=1)
+    again = Replay(playbook, record_inputs=True, published=_facts(earlier))
+    keys = again.step.keys_made()
+    again.run([replace(e, ts=e.ts + later) if e.type == "page_view" else e for e in events])
+    sealed_again = _decision_inputs(again.outputs)
+
+    def resumed(published: list[Record]) -> dict[str, DecisionInput]:
+        """A run resumed from the second one's snapshots: its keys, the day's events."""
+        replay = Replay(playbook, record_inputs=True, published=_facts(published))
+        with replay.step.reusing(list(keys)):
+            replay.run(events)
+        assert {k: c.secret for k, c in replay.contexts.items()} == {
+            k: c.secret for k, c in again.contexts.items()
+        }
+        return _decision_inputs(replay.outputs)
+
+    ids = sealed_again.keys() & _decision_inputs(first.outputs).keys()
+    assert len(ids) > 50
+    made = resumed(earlier)  # (had the second run published nothing)
+    differ = [i for i in ids if made[i] != sealed_again[i]]
+    assert len(differ) > len(ids) / 2, "this test proves nothing"
+    repeated = resumed(earlier + _published(again.outputs))
+    assert all(repeated[i] == sealed_again[i] for i in ids)

@@ -705,7 +705,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             else:  # the client's, not a record's, and asking again will not mend it
                 raise RuntimeError(f"consuming {self._topic}[{index}]: {error.str()}")
         for index in fresh - caught_up:
-            self._at_end[index] = False
+            if self._reached and self._read_to_end(index):
+                caught_up.add(index)
+            else:
+                self._at_end[index] = False
         for index in caught_up:
             self._at_end[index] = True
             self._caught_up_once[index].set(1)
@@ -722,6 +725,24 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         # (as of the poll's start: a process frozen during it wakes with what it found
         # before, and the clock must not take that for news)
         self._clock.polled(self._parts, now)
+
+    def _read_to_end(self, index: int) -> bool:
+        """Whether what was read of a partition reaches where the fetch that brought it
+        said the partition ends: at its end now, not once librdkafka says so, which it
+        does only after a fetch that brings nothing, and the broker holds such a fetch
+        up to fetch.wait.max.ms (500 ms). A merged reader waited that long after each
+        record the flow wrote back to a partition: with two processes, six polls in seven
+        handed nothing over."""
+        part = TopicPartition(self._topic, index)
+        try:
+            _low, high = self._consumer.get_watermark_offsets(part, cached=True)
+        except KafkaException:
+            return False
+        fetched = self._fetched[index]
+        if fetched is None or high < 0 or fetched < max(high, self._end_at.get(index, 0)):
+            return False
+        self._end_at[index] = max(self._end_at.get(index, 0), high)
+        return True
 
     def _past_markers(self, index: int) -> None:
         """A partition at its end with nothing of it in hand: the next offset to hand

@@ -28,8 +28,11 @@ def _produce(
     produce(settings, "events", records, partition=partition, transactional_id=writer)
 
 
-def _merged_reader(kafka: KafkaSettings, batch: int) -> KafkaInputPartition:
-    """A reader of every partition of the events topic, merged, tailing it."""
+def _merged_reader(
+    kafka: KafkaSettings, batch: int, config: dict[str, str] | None = None, tail: bool = True
+) -> KafkaInputPartition:
+    """A reader of every partition of the events topic, merged, tailing it (or bounded:
+    whole batches only, as a replay)."""
     source = KafkaInput(
         kafka.bootstrap_servers,
         kafka.topic("events"),
@@ -37,6 +40,8 @@ def _merged_reader(kafka: KafkaSettings, batch: int) -> KafkaInputPartition:
         group=f"{kafka.topic_prefix}merged",
         ledger=LoopLedger(),
         batch=batch,
+        config=config,
+        tail=tail,
     )
     (name,) = source.list_parts()
     return source.build_part("input", name, None)
@@ -58,6 +63,25 @@ def _read_to_the_ends(part: KafkaInputPartition) -> None:
     while not all(part._at_end.values()) and time.monotonic() < deadline:
         part._poll()
     assert all(part._at_end.values())
+
+
+def test_a_merged_reader_goes_on_once_it_has_read_what_a_partition_held(
+    kafka: KafkaSettings,
+) -> None:
+    """A bounded reader at the ends of the empty partitions; a record is written to
+    partition 1, then an earlier one to partition 0. Both are handed over, in event-time
+    order, as soon as they are read. librdkafka says a partition's end only after a fetch
+    that brings nothing, which the broker holds up to fetch.wait.max.ms (four seconds
+    here): before, the reader waited that long with both in hand, as a cluster's reader
+    did after each record the flow wrote back (500 ms by default)."""
+    part = _merged_reader(kafka, batch=2, config={"fetch.wait.max.ms": "4000"}, tail=False)
+    try:
+        _read_to_the_ends(part)
+        _produce(kafka, 1, [2.0])
+        _produce(kafka, 0, [1.0])
+        assert _handed(part, 2, timeout=2.0) == [1.0, 2.0]
+    finally:
+        part.close()
 
 
 @pytest.mark.parametrize("transaction", [False, True], ids=["records", "a-transaction"])

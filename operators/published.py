@@ -33,8 +33,8 @@ class PublishedDecision:
 class Published:
     """The records of decisions and intent changes published after a snapshot, by
     decision id and by (customer, event). Of two copies of one id, the first stands
-    (the one consumers read first), but for a decision's input, whose copies are
-    each sealed under a key of their own. Read-only once the flow runs (every worker asks),
+    (the one consumers read first), but for a decision's input, whose copies are each
+    sealed under a key of their own. Read-only once the flow runs (every worker asks),
     but for one flag: whether the replay has gone past what was published."""
 
     def __init__(self) -> None:

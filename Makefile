@@ -22,7 +22,7 @@ COMPILED := operators/next_step.py operators/customer_step.py operators/decide.p
 EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 COMPILED_BUILDS := $(COMPILED:.py=$(EXT_SUFFIX))
 
-.PHONY: install compile run test bench lint format dashboards kafka-up kafka-down clean
+.PHONY: install compile run test bench soak lint format dashboards kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,14 @@ bench: $(STAMP) $(COMPILED_BUILDS) $(PEERS_STAMP)
 	scripts/kafka up && \
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
 	$(PY) scripts/bench $(BENCH_ARGS)
+
+## Soak (not part of `make test`): tests run again and again beside busy cores, each
+## failing run's folder kept (scripts/soak; SOAK_ARGS="--runs 20 --busy 1 [TEST ...]").
+soak: $(STAMP) $(COMPILED_BUILDS)
+	@trap 'scripts/kafka down' EXIT; \
+	scripts/kafka up && \
+	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
+	$(PY) scripts/soak $(SOAK_ARGS)
 
 ## Style, types and the architecture's import rules (pyproject.toml: ruff, mypy, import-linter).
 lint: $(STAMP)

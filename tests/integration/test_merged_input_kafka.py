@@ -69,17 +69,20 @@ def test_a_merged_reader_goes_on_once_it_has_read_what_a_partition_held(
     kafka: KafkaSettings,
 ) -> None:
     """A bounded reader at the ends of the empty partitions; a record is written to
-    partition 1, then an earlier one to partition 0. Both are handed over, in event-time
+    partition 0, then a later one to partition 1. Both are handed over, in event-time
     order, as soon as they are read. librdkafka says a partition's end only after a fetch
-    that brings nothing, which the broker holds up to fetch.wait.max.ms (four seconds
-    here): before, the reader waited that long with both in hand, as a cluster's reader
-    did after each record the flow wrote back (500 ms by default)."""
-    part = _merged_reader(kafka, batch=2, config={"fetch.wait.max.ms": "4000"}, tail=False)
+    that brings nothing, which the broker holds up to fetch.wait.max.ms (six seconds
+    here): before, the reader waited that long with a record in hand, as a cluster's
+    reader did after each record the flow wrote back (500 ms by default).
+
+    (Written in event-time order: a record read before another partition's earlier one
+    is handed over first, as the partitions' ends were when it was read.)"""
+    part = _merged_reader(kafka, batch=2, config={"fetch.wait.max.ms": "6000"}, tail=False)
     try:
         _read_to_the_ends(part)
-        _produce(kafka, 1, [2.0])
         _produce(kafka, 0, [1.0])
-        assert _handed(part, 2, timeout=2.0) == [1.0, 2.0]
+        _produce(kafka, 1, [2.0])
+        assert _handed(part, 2, timeout=3.0) == [1.0, 2.0]
     finally:
         part.close()
 

@@ -44,12 +44,14 @@ compile: $(COMPILED_BUILDS)
 run: $(STAMP) $(COMPILED_BUILDS)
 	$(VENV)/bin/wayfinder run --overwrite $(RUN_ARGS)
 
+# A command after it runs against a local Kafka, started first and stopped when it ends
+# (unless KAFKA_BOOTSTRAP_SERVERS is set: then that cluster, and nothing started).
+WITH_KAFKA = trap 'scripts/kafka down' EXIT; scripts/kafka up && \
+	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}"
+
 ## Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), run every test, stop Kafka.
 test: $(STAMP) $(COMPILED_BUILDS)
-	@trap 'scripts/kafka down' EXIT; \
-	scripts/kafka up && \
-	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	@$(WITH_KAFKA) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 $(PEERS_STAMP): bench/requirements-peers.txt
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
@@ -61,18 +63,12 @@ $(PEERS_STAMP): bench/requirements-peers.txt
 ## Kafka (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS is set), bytewax's floor,
 ## Quix Streams and a naive consumer on the same workload; writes bench/results.json.
 bench: $(STAMP) $(COMPILED_BUILDS) $(PEERS_STAMP)
-	@trap 'scripts/kafka down' EXIT; \
-	scripts/kafka up && \
-	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
-	$(PY) scripts/bench $(BENCH_ARGS)
+	@$(WITH_KAFKA) $(PY) scripts/bench $(BENCH_ARGS)
 
 ## Soak (not part of `make test`): tests run again and again beside busy cores, each
 ## failing run's folder kept (scripts/soak; SOAK_ARGS="--runs 20 --busy 1 [TEST ...]").
 soak: $(STAMP) $(COMPILED_BUILDS)
-	@trap 'scripts/kafka down' EXIT; \
-	scripts/kafka up && \
-	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${WAYFINDER_KAFKA_PORT:-9092}}" \
-	$(PY) scripts/soak $(SOAK_ARGS)
+	@$(WITH_KAFKA) $(PY) scripts/soak $(SOAK_ARGS)
 
 ## Style, types and the architecture's import rules (pyproject.toml: ruff, mypy, import-linter).
 lint: $(STAMP)

@@ -10,6 +10,7 @@ from bytewax.run import cli_main
 
 from flows.dataflow.run_stores import close_stores
 from flows.runtime import metrics
+from flows.runtime.collector import survivors_frozen
 from flows.runtime.recovery_store import (
     check,
     drop_abandoned,
@@ -34,7 +35,8 @@ def execute(
     epochs = timedelta(seconds=epoch_seconds)
     if recovery is None:
         try:
-            cli_main(flow, workers_per_process=workers, epoch_interval=epochs)
+            with survivors_frozen():
+                cli_main(flow, workers_per_process=workers, epoch_interval=epochs)
         except BaseException:
             close_stores()
             raise
@@ -50,14 +52,15 @@ def execute(
                 metrics.RESUMES.inc()
         else:
             _init_recovery(recovery.directory, recovery.partitions)
-        cli_main(
-            flow,
-            workers_per_process=workers,
-            epoch_interval=epochs,
-            recovery_config=RecoveryConfig(
-                recovery.directory, timedelta(seconds=recovery.backup_interval)
-            ),
-        )
+        with survivors_frozen():
+            cli_main(
+                flow,
+                workers_per_process=workers,
+                epoch_interval=epochs,
+                recovery_config=RecoveryConfig(
+                    recovery.directory, timedelta(seconds=recovery.backup_interval)
+                ),
+            )
         scrub(recovery.directory)
         close_stores(ended=True, recovery=recovery.directory)
     finally:

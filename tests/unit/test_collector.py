@@ -1,8 +1,15 @@
 import gc
+import weakref
 
 import pytest
 
-from flows.runtime.collector import SERVICE_MIDDLE, YOUNG, set_collector
+from flows.runtime.collector import (
+    SERVICE_MIDDLE,
+    WALK_SECONDS,
+    YOUNG,
+    set_collector,
+    survivors_frozen,
+)
 
 
 @pytest.fixture
@@ -36,3 +43,74 @@ def test_a_service_collects_its_middle_generation_after_every_second_young_colle
     gc.set_threshold(0)
     set_collector(service=True)
     assert gc.get_threshold()[0] == 0
+
+
+class _Node:
+    """An object in a cycle with itself: only the cycle collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_what_survives_a_middle_collection_while_a_run_goes_on_is_frozen_then_unfrozen():
+    with survivors_frozen():
+        frozen = gc.get_freeze_count()  # (what was there: walked, then frozen)
+        assert frozen > 0
+        kept: list[list[int]] = [[] for _ in range(1000)]
+        gc.collect(0)  # a young collection: nothing more frozen
+        assert gc.get_freeze_count() == frozen
+        gc.collect(1)
+        assert gc.get_freeze_count() >= frozen + len(kept)
+    assert gc.get_freeze_count() == 0
+
+
+def _frozen_cycle() -> weakref.ref[_Node]:
+    """A cycle frozen, then let go: only a walk of everything frees it."""
+    node = _Node()
+    gc.collect(1)
+    return weakref.ref(node)
+
+
+def test_a_cycle_that_was_frozen_is_collected_once_the_frozen_doubled_and_a_walk_is_due():
+    clock = _Clock()
+    with survivors_frozen(clock):
+        gone = _frozen_cycle()
+        clock.now = WALK_SECONDS
+        gc.collect()
+        assert gone() is not None  # due, but the frozen have not doubled
+        grown: list[list[int]] = [[] for _ in range(2 * gc.get_freeze_count())]
+        gc.collect(1)
+        gc.collect()
+        assert gone() is None  # doubled and due: everything walked
+        later = _frozen_cycle()
+        grown += [[] for _ in range(2 * gc.get_freeze_count())]
+        gc.collect(1)
+        clock.now = WALK_SECONDS * 1.5
+        gc.collect()
+        assert later() is not None  # doubled, but walked less than WALK_SECONDS ago
+        clock.now = WALK_SECONDS * 2
+        gc.collect()
+        assert later() is None
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_process_that_freezes_objects_itself_is_left_as_it_is():
+    gc.collect()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with survivors_frozen():
+            [[] for _ in range(1000)]
+            gc.collect()
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

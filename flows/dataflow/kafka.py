@@ -34,6 +34,7 @@ from flows.dataflow.run_stores import Place, open_views
 from flows.dataflow.stopping import StopRequest
 from flows.runtime import metrics
 from flows.runtime.balance import ClusterBalance
+from flows.runtime.collector import survivors_frozen_until_exit
 from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable, check_connection
 from flows.runtime.metrics_endpoint import MetricsEndpoint, kafka_readiness, serve
 from flows.runtime.published import read_published
@@ -348,6 +349,7 @@ def __getattr__(name: str) -> Dataflow:
                 workers=here.workers,
             )
             serve_metrics(settings, here.process or 0, here.processes)
+            survivors_frozen_until_exit()  # (bytewax.run runs the flow, then the process ends)
             return flow
         except KafkaUnavailable as exc:  # one line, never the secret
             print(f"error: {exc}", file=sys.stderr)

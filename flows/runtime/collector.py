@@ -40,10 +40,11 @@ last walk, at most every `WALK_SECONDS`: whatever waited is then collected, and 
 service whose state stays the same size is never walked again.
 """
 
+import atexit
 import gc
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 #: Allocations between two collections of the youngest generation.
@@ -113,3 +114,11 @@ def survivors_frozen(clock: Callable[[], float] = time.monotonic) -> Iterator[No
     finally:
         gc.callbacks.remove(freezer)
         gc.unfreeze()
+
+
+def survivors_frozen_until_exit() -> None:
+    """`survivors_frozen` for the rest of a process that runs one flow and exits (a
+    process of `python -m bytewax.run`, which runs the flow itself)."""
+    stack = ExitStack()
+    stack.enter_context(survivors_frozen())
+    atexit.register(stack.close)

@@ -1,5 +1,8 @@
 import gc
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +117,19 @@ def test_a_process_that_freezes_objects_itself_is_left_as_it_is():
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_a_process_that_runs_one_flow_freezes_survivors_until_it_exits():
+    said = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import gc; from flows.runtime.collector import survivors_frozen_until_exit as f; "
+            "f(); print(gc.get_freeze_count() > 0, len(gc.callbacks))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert said.stdout.split() == ["True", "1"]

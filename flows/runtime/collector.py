@@ -32,7 +32,8 @@ full collection is not incremental: the flow stops while it walks everything tra
 events/s on Kafka (40 s, 43,000 customers by the end) a full collection took 350-370 ms
 and decision requests waited p99 316-360 ms (three runs); with the survivors of full
 collections frozen, these took 90-150 ms (each walked what came since the last one) and
-the p99 was 107-112 ms; with those of middle collections frozen too, 90-106 ms.
+the p99 was 107-112 ms; with those of middle collections frozen too, 86-106 ms (88 ms
+in the bench's live stage, medians of three).
 A frozen object is still freed when its last reference goes (a customer's objects hold
 no cycle: `tests/flow/test_reference_cycles.py`); only a cycle among frozen objects
 would wait. So everything is walked again once the frozen objects have doubled since the
@@ -80,23 +81,22 @@ class _Freezer:
         self._walking = False
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if info["generation"] == 0:
-            return
+        generation = info["generation"]
         if phase == "start":
-            if info["generation"] == 1:
-                return
-            frozen = gc.get_freeze_count()
-            if frozen > 2 * self._walked and self._clock() - self._walked_at >= WALK_SECONDS:
-                gc.unfreeze()
+            if generation == 2 and self._walk_due():
+                gc.unfreeze()  # (this collection walks everything)
                 self._walking = True
-            return
-        gc.freeze()
-        if self._walking:
-            self._walked, self._walked_at, self._walking = (
-                gc.get_freeze_count(),
-                self._clock(),
-                False,
-            )
+        elif generation > 0:
+            gc.freeze()
+            if self._walking:
+                self._walked, self._walked_at = gc.get_freeze_count(), self._clock()
+                self._walking = False
+
+    def _walk_due(self) -> bool:
+        return (
+            gc.get_freeze_count() > 2 * self._walked
+            and self._clock() - self._walked_at >= WALK_SECONDS
+        )
 
 
 @contextmanager

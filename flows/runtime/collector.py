@@ -30,7 +30,7 @@ generation is frozen (`gc.freeze`): no later collection walks it again. CPython 
 full collection is not incremental: the flow stops while it walks everything tracked
 (some ten objects a customer holds), and no request is answered meanwhile. At 5,000
 events/s on Kafka (40 s, 43,000 customers by the end) a full collection took 350-370 ms
-and decision requests waited p99 316-360 ms (three runs); with the survivors of full
+and decision requests waited p99 206-417 ms (four runs); with the survivors of full
 collections frozen, these took 90-150 ms (each walked what came since the last one) and
 the p99 was 107-112 ms; with those of middle collections frozen too, 86-106 ms (88 ms
 in the bench's live stage, medians of three).

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from bench.measure import resident_bytes
-from flows.runtime.collector import set_collector
+from flows.runtime.collector import set_collector, survivors_frozen
 from flows.runtime.settings import load_default_playbook
 from operators.replay import Replay
 from schemas.codec import BadInput, EventDecoder, encode
@@ -33,22 +33,23 @@ def plain_loop(records: list[bytes]) -> CoreRun:
     """Every record from empty state: decode, then fold, journeys, segments, decisions
     (operators.replay: the identity loop included, each decision's input recorded as the
     flow records it), then encode every output, as the flow does; with the garbage
-    collector set as the flow's process sets it."""
+    collector set as the flow's process sets it (survivors frozen while it runs)."""
     set_collector()
     gc.collect()
     before = resident_bytes()
     decoder, replay = EventDecoder(), Replay(load_default_playbook(), record_inputs=True)
-    started = time.perf_counter()
-    for raw in records:
-        try:
-            event = decoder.decode(raw)
-        except BadInput:
-            continue
-        replay.feed(event)
-        for output in replay.outputs:
-            encode(output)
-        replay.outputs.clear()
-    seconds = time.perf_counter() - started
+    with survivors_frozen():
+        started = time.perf_counter()
+        for raw in records:
+            try:
+                event = decoder.decode(raw)
+            except BadInput:
+                continue
+            replay.feed(event)
+            for output in replay.outputs:
+                encode(output)
+            replay.outputs.clear()
+        seconds = time.perf_counter() - started
     gc.collect()
     held = len(replay.contexts)
     added = resident_bytes() - before

@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 PEERS := .venv-peers
 PEERS_STAMP := $(PEERS)/.installed
 PYTEST_ARGS ?=
-# Tests run on two processes (pytest-xdist): most of them wait on Kafka or on a flow
-# they started, so two keep both cores of a small machine busy.
-TEST_WORKERS ?= 2
+# Tests run on three processes (pytest-xdist): many of them wait on Kafka, on Prometheus
+# or on a flow they started. On a 2-core machine, two kept the cores 62% busy (13 min 26 s
+# on a slow day), three 74% (12 min 9 s). The longest tests are listed at the end.
+TEST_WORKERS ?= 3
 RUN_ARGS ?=
 # Typed cores compiled with mypyc (scripts/compile), each built next to its source, all
 # rebuilt when one changes (or a build is gone). Modules with msgspec Structs stay plain.
@@ -51,7 +52,7 @@ WITH_KAFKA = trap 'scripts/kafka down' EXIT; scripts/kafka up && \
 
 ## Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), run every test, stop Kafka.
 test: $(STAMP) $(COMPILED_BUILDS)
-	@$(WITH_KAFKA) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	@$(WITH_KAFKA) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=12 $(PYTEST_ARGS)
 
 $(PEERS_STAMP): bench/requirements-peers.txt
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)

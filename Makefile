@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 PEERS := .venv-peers
 PEERS_STAMP := $(PEERS)/.installed
 PYTEST_ARGS ?=
-# Tests run on three processes (pytest-xdist): many of them wait on Kafka, on Prometheus
-# or on a flow they started. On a 2-core machine, two kept the cores 62% busy (13 min 26 s
-# on a slow day), three 74% (12 min 9 s). The longest tests are listed at the end.
-TEST_WORKERS ?= 3
+# Tests run on two processes (pytest-xdist): most of them wait on Kafka or on a flow
+# they started, so two keep both cores of a small machine busy. Three were 10% faster on
+# a slow day (12 min 9 s against 13 min 26 s), but in the first clean run with three a
+# flow hung after its broker restarted (never seen with two): not taken until that is
+# understood. The longest tests are listed at the end.
+TEST_WORKERS ?= 2
 RUN_ARGS ?=
 # Typed cores compiled with mypyc (scripts/compile), each built next to its source, all
 # rebuilt when one changes (or a build is gone). Modules with msgspec Structs stay plain.

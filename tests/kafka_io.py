@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -85,13 +86,16 @@ def live_flow(
 def stop_flows(flows: "list[subprocess.Popen[bytes]]") -> None:
     """Stop flows started in sessions of their own as an operator would (SIGTERM); one
     that has not ended a minute later (a failed test's: with the broker down, it cannot)
-    is killed, never left running, and the timeout raised."""
+    first writes where each of its threads is to its stderr (SIGUSR1), then is killed,
+    never left running, and the timeout raised."""
     for flow in flows:
         os.killpg(flow.pid, signal.SIGTERM)
     for flow in flows:
         try:
             flow.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            os.kill(flow.pid, signal.SIGUSR1)
+            time.sleep(1)
             os.killpg(flow.pid, signal.SIGKILL)
             flow.wait(timeout=60)
             raise

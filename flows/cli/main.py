@@ -1,6 +1,8 @@
 """The `wayfinder` command: the parser, made of each group's subcommands, and `main`."""
 
 import argparse
+import faulthandler
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     from state.key_vault import KeyVaultError
 
     args = build_parser().parse_args(argv)
+    # `kill -USR1`: every thread's stack on stderr, and the command goes on (a run that
+    # seems stuck says where it is, even inside a client library's call).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     console = Console(stderr=args.command == "schema")
     try:
         result: int = args.handler(args, console)

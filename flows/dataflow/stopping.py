@@ -4,9 +4,11 @@ the process.
 A signal only sets a flag. Each input partition ends at its next batch; the flow
 then finishes what it holds, flushes its sinks, takes its last snapshot when
 recovery is on, and returns, so the caller prints its summary and exits 0. A second
-signal is the operator insisting: it stops the process at once.
+signal is the operator insisting: it stops the process at once. SIGUSR1 writes where
+every thread is to stderr, and the process goes on.
 """
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -33,11 +35,14 @@ class StopRequest:
 
     def on_signals(self) -> None:
         """Turn SIGTERM and SIGINT into this request (from the main thread only, as
-        Python's signal handlers are)."""
+        Python's signal handlers are); and SIGUSR1 into every thread's stack on stderr,
+        written at once by the interpreter, so that a process that seems stuck (in a
+        call into a client library, where no Python handler runs) says where it is."""
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

@@ -11,8 +11,10 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -24,7 +26,7 @@ from schemas.action import Action
 from schemas.codec import BadInput, EventDecoder
 from schemas.decision import Decision
 from state.key_vault import VaultReader
-from tests.e2e.cli import REPO, lines, run_failing, summary, wayfinder, wayfinder_fails
+from tests.e2e.cli import REPO, WAYFINDER, lines, run_failing, summary, wayfinder, wayfinder_fails
 from tests.flow_helpers import (
     ENTRY_POINTS,
     comparable_outputs,
@@ -42,6 +44,36 @@ SMALL = ["--customers", "300", "--hours", "24", "--seed", "11"]
 OPEN_LOOP = [*SMALL, "--no-reactions"]
 #: A run that only has to exist (what the command does with it is the subject).
 TINY = ["--customers", "60", "--hours", "6", "--seed", "3", "--no-progress"]
+
+
+def test_sigusr1_writes_where_every_thread_is_and_the_run_goes_on(tmp_path):
+    """`kill -USR1` on a run that seems stuck: each thread's stack on stderr, at once
+    (even inside a client library's call, where no Python handler runs), and the run
+    ends as it would have."""
+    out = tmp_path / "out"
+    args = ["run", "--customers", "3000", "--hours", "24", "--seed", "4", "--no-progress"]
+    process = subprocess.Popen(
+        [WAYFINDER, *args, "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        transitions = out / "journeys.jsonl"  # (written batch by batch: the run is under way)
+        deadline = time.monotonic() + 120
+        while not (transitions.exists() and transitions.stat().st_size > 0):
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run wrote nothing in 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGUSR1)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "most recent call first" in stderr and "flows/" in stderr, stderr[-3000:]
+    assert summary(out)["events"] > 0 and "Wayfinder run" in stdout
 
 
 def test_embedded_run_writes_topic_files_summary_and_paths(tmp_path):

@@ -91,6 +91,10 @@ def test_ctrl_c_stops_cleanly_commits_offsets_and_a_fresh_start_says_what_it_res
             what="the committed offsets to reach the end",
             seen=lambda: committed_and_end(kafka, group),
         )
+        # Where each of its threads is, on stderr, and the service goes on.
+        service.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        assert service.poll() is None
         service.send_signal(signal.SIGINT)  # Ctrl-C
         stdout, stderr = service.communicate(timeout=60)
     finally:
@@ -98,6 +102,7 @@ def test_ctrl_c_stops_cleanly_commits_offsets_and_a_fresh_start_says_what_it_res
             service.kill()
     assert service.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr and "panicked" not in stderr, stderr[-3000:]
+    assert "most recent call first" in stderr and "flows/" in stderr, stderr[-3000:]
     assert "stopped by SIGINT" in stdout and "Wayfinder run" in stdout, stdout[-3000:]
     before = decision_ids(kafka)
     assert before

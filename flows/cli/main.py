@@ -1,8 +1,6 @@
 """The `wayfinder` command: the parser, made of each group's subcommands, and `main`."""
 
 import argparse
-import faulthandler
-import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -36,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.dataflow.stopping import stacks_on_sigusr1
     from flows.runtime.kafka_check import EXIT_KAFKA_UNAVAILABLE, KafkaUnavailable
     from flows.runtime.recovery_store import UnusableRecoveryFolder
     from flows.runtime.settings import SettingsError
@@ -43,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from state.key_vault import KeyVaultError
 
     args = build_parser().parse_args(argv)
-    # `kill -USR1`: every thread's stack on stderr, and the command goes on (a run that
-    # seems stuck says where it is, even inside a client library's call).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # `kill -USR1`: a command that seems stuck says where it is, and goes on.
+    stacks_on_sigusr1()
     console = Console(stderr=args.command == "schema")
     try:
         result: int = args.handler(args, console)

@@ -11,6 +11,7 @@ every thread is to stderr, and the process goes on.
 import faulthandler
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -42,7 +43,7 @@ class StopRequest:
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        stacks_on_sigusr1()
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -52,3 +53,10 @@ class StopRequest:
             return
         self.request(name)
         logger.warning("%s: stopping after the batch in hand (again to stop at once)", name)
+
+
+def stacks_on_sigusr1() -> None:
+    """SIGUSR1: every thread's stack on the process's stderr (its file descriptor, not a
+    stream a caller put in its place), at once, and the process goes on."""
+    if sys.__stderr__ is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)

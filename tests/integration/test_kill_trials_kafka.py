@@ -56,8 +56,9 @@ from tests.kafka_io import free_ports, logged, produce
 pytestmark = [pytest.mark.integration, pytest.mark.recovery]
 
 SEED = 20261202
-TRIALS = 10
-CLUSTER_TRIALS = 6
+# Six kills (four of the cluster) prove the point in the suite; `make soak` repeats them.
+TRIALS = 6
+CLUSTER_TRIALS = 4
 SIMULATION = ["--customers", "120", "--hours", "24", "--seed", "9"]
 COLD = {"WAYFINDER_COLD_AFTER": "1h", "WAYFINDER_HOT_MAX": "40"}
 
@@ -183,8 +184,8 @@ def test_kill_9_at_random_moments_of_the_kafka_service_then_resume_loses_and_dou
     for trial in range(TRIALS):
         # A kill falls when the flow has published a drawn number of new decisions (a
         # moment of its processing, whatever this machine's speed, never of its start or
-        # of its replay): the ten of them go through most of the input.
-        more = int(draw.uniform(0.005, 0.03) * total)
+        # of its replay).
+        more = int(draw.uniform(0.01, 0.05) * total)
         flow = _service(trials, recovery)
         if decided.wait_for(flow, len(decided.ids) + more):
             os.killpg(flow.pid, signal.SIGKILL)
@@ -313,7 +314,7 @@ def test_kill_9_at_random_moments_of_a_two_process_cluster_then_resume_loses_and
     decided = _Decisions(trials)
     killed = 0
     for trial in range(CLUSTER_TRIALS):
-        more = int(draw.uniform(0.02, 0.12) * total)
+        more = int(draw.uniform(0.03, 0.18) * total)
         cluster = _cluster(trials, recovery, tmp_path)
         if decided.wait_for(cluster[0], len(decided.ids) + more):
             for process in cluster:

@@ -51,7 +51,7 @@ def test_sigusr1_writes_where_every_thread_is_and_the_run_goes_on(tmp_path):
     (even inside a client library's call, where no Python handler runs), and the run
     ends as it would have."""
     out = tmp_path / "out"
-    args = ["run", "--customers", "3000", "--hours", "24", "--seed", "4", "--no-progress"]
+    args = ["run", "--customers", "800", "--hours", "24", "--seed", "4", "--no-progress"]
     process = subprocess.Popen(
         [WAYFINDER, *args, "--out", str(out)],
         cwd=REPO,

@@ -36,9 +36,7 @@ class StopRequest:
 
     def on_signals(self) -> None:
         """Turn SIGTERM and SIGINT into this request (from the main thread only, as
-        Python's signal handlers are); and SIGUSR1 into every thread's stack on stderr,
-        written at once by the interpreter, so that a process that seems stuck (in a
-        call into a client library, where no Python handler runs) says where it is."""
+        Python's signal handlers are); SIGUSR1 as `stacks_on_sigusr1` says."""
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,6 +55,8 @@ class StopRequest:
 
 def stacks_on_sigusr1() -> None:
     """SIGUSR1: every thread's stack on the process's stderr (its file descriptor, not a
-    stream a caller put in its place), at once, and the process goes on."""
+    stream a caller put in its place), written at once by the interpreter, even while a
+    thread is inside a client library's call where no Python handler runs; the process
+    goes on."""
     if sys.__stderr__ is not None:
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)

@@ -182,7 +182,9 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
     def list_parts(self) -> list[str]:
         if self._ordered:
             return [f"ordered-{self._topic}"]
-        return [f"{i}-{self._topic}" for i in self.partitions()]
+        partitions = self.partitions()
+        self._ledger.reading(partitions)
+        return [f"{i}-{self._topic}" for i in partitions]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Offsets
@@ -857,6 +859,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             and not any(self._buffered.values())
             and not self._held
             and self._ledger.even()
+            and self._ledger.everywhere_at_end()
         )
         if ended:
             count = len(self._next)

@@ -15,6 +15,7 @@ serve the decode and customer steps through `FlowLedger`.
 """
 
 import threading
+from collections.abc import Iterable
 from typing import Protocol
 
 from confluent_kafka import Message
@@ -113,6 +114,23 @@ class LoopLedger:
         with self._lock:
             self._entered += n * self.consumers
             self._read[partition] = offset
+
+    def reading(self, partitions: Iterable[int]) -> None:
+        """This process reads these partitions, each on a reader of its own: none is at
+        its end until its reader says so."""
+        with self._lock:
+            for partition in partitions:
+                self._at_end.setdefault(partition, False)
+
+    def everywhere_at_end(self) -> bool:
+        """Whether every partition this process reads is at its end, nothing held back.
+        The readers of a bounded run end together: a record one of them still hands over
+        may write a loop event onto any partition, which no reader that ended would read
+        back. (A cluster's balance says so for the cluster.)"""
+        if self._cluster is not None:
+            return True
+        with self._lock:
+            return all(self._at_end.values())
 
     def at_end(self, partitions: dict[int, bool]) -> None:
         """Which of the partitions this process reads are at their end, with nothing

@@ -6,6 +6,10 @@ events its customers then write (a device's answer to a login, forwards, erasure
 devices), land on partitions the other process reads: the cluster's bounded input
 must not end before they are back. Every loop event on the events topic has been read
 by the flow, and what the rules decided is what an uninterrupted cluster run decides.
+
+One process reading each partition on a reader of its own ends the same way: a reader
+at the end of its partition waits for the others, whose records may still write loop
+events onto it.
 """
 
 import os
@@ -69,7 +73,8 @@ def _ended(
     return said
 
 
-def _loop_records(settings: KafkaSettings) -> int:
+def _loop_records_by_partition(settings: KafkaSettings) -> dict[int, int]:
+    """Partition → the loop events on it."""
     consumer = KafkaConsumer(**settings.kafka_python_config(), enable_auto_commit=False)
     try:
         topic = settings.topic("events")
@@ -77,13 +82,17 @@ def _loop_records(settings: KafkaSettings) -> int:
         consumer.assign(parts)
         consumer.seek_to_beginning()
         ends = consumer.end_offsets(parts)
-        loop = 0
+        loop = dict.fromkeys(range(len(parts)), 0)
         while any(consumer.position(p) < ends[p] for p in parts):
-            for records in consumer.poll(timeout_ms=1000).values():
-                loop += sum(1 for r in records if (LOOP_HEADER[0], LOOP_HEADER[1]) in r.headers)
+            for part, records in consumer.poll(timeout_ms=1000).items():
+                loop[part.partition] += sum(1 for r in records if LOOP_HEADER in r.headers)
         return loop
     finally:
         consumer.close()
+
+
+def _loop_records(settings: KafkaSettings) -> int:
+    return sum(_loop_records_by_partition(settings).values())
 
 
 def _wait_for_loop_records(settings: KafkaSettings, cluster: list[subprocess.Popen[bytes]]) -> None:
@@ -124,3 +133,44 @@ def test_a_bounded_cluster_waits_for_a_process_that_stopped_answering(bootstrap_
     assert read == written
     until = datetime.fromtimestamp(max(ts for ts, _raw in records), UTC)
     assert rule_driven(stalled, until) == rule_driven(straight, until)
+
+
+def _bounded_run(settings: KafkaSettings, log: Path, **env: str) -> Process:
+    """One process reading the events topic to its end, deployed as a cluster of one
+    (as `make bench` runs it: no rounds)."""
+    (port,) = free_ports(1)
+    args = ["flows.dataflow.kafka:flow", "-i", "0", "-a", f"127.0.0.1:{port}"]
+    with log.open("wb") as err:
+        run = subprocess.Popen(
+            logged("bytewax.run", *args),
+            env={**kafka_env(settings), **env},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        code = run.wait(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    said = log.read_text(errors="replace")
+    assert code == 0, said[-3000:]
+    return Process(said)
+
+
+def test_a_bounded_run_reading_each_partition_on_its_own_ends_once_its_loop_is_back(
+    bootstrap_servers, tmp_path
+):
+    """A run again, each partition on a reader of its own, of a topic a run went through
+    before: the reader of a partition that holds little is at its end at once, and the
+    logins' answers land on it later (it hung for good before the readers ended
+    together)."""
+    settings = fresh_topics(bootstrap_servers, "test-end-own", 4, key_vault=tmp_path / "v")
+    first = simulate(SimulationConfig(customers=150, hours=2, seed=3))
+    produce(settings, "events", [keyed(raw) for _ts, raw in first][:10])
+    _bounded_run(settings, tmp_path / "rounds.stderr")
+    before = _loop_records_by_partition(settings)
+    again = _bounded_run(settings, tmp_path / "own.stderr", WAYFINDER_KAFKA_ORDERED="false")
+    after = _loop_records_by_partition(settings)
+    assert sum(after.values()) > sum(before.values()), (before, after)
+    assert again.summary["loop_events"] == sum(after.values()) - sum(before.values())

@@ -66,7 +66,7 @@ def test_the_kafka_stage_measures_both_runs_the_latencies_and_a_peer(
     peer needs `make bench`'s own virtualenv)."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
     only = ["--only", "kafka,live", "--peers", "naive_consumer"]
-    live = ["--rate", "300", "--decision-rate", "400", "--live-seconds", "6"]
+    live = ["--rate", "300", "--decision-rate", "400", "--live-seconds", "4", "--live-warm-up", "0"]
     results = bench(tmp_path, *only, *live, env=env)
     positive(results, "kafka_e2e_eps", "kafka_two_process_eps", "two_process_speedup")
     positive(results, "kafka_unordered_eps", "kafka_two_process_unordered_eps")

@@ -14,6 +14,7 @@ uses the same client (confluent-kafka's Producer) and reads every report:
 """
 
 import logging
+import time
 from collections.abc import Iterable
 
 from bytewax.connectors.kafka import KafkaSinkMessage
@@ -23,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from flows.dataflow.kafka_reach import waiting_on_the_cluster
 from flows.dataflow.ledger import LoopLedger
 from flows.runtime import metrics
+from flows.runtime.settings import kafka_timeout_seconds
 from schemas.codec import encode
 from schemas.deadletter import dead_letter
 
@@ -57,6 +59,8 @@ _PRODUCED = metrics.Children(metrics.PRODUCED)
 
 #: Rounds of producing again what the client could not deliver, before giving up.
 _ATTEMPTS = 3
+#: Seconds of each wait for delivery reports (between them, how long it has lasted).
+_FLUSH_STEP_S = 1.0
 
 
 class UndeliverableError(RuntimeError):
@@ -92,6 +96,8 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
         #: The kinds of error said since the last delivery (each once, not at each retry).
         self._said: set[int] = set()
         self._producer = Producer({**config, "error_cb": self._error})
+        #: A wait for deliveries longer than this is said, and again each time as long.
+        self._patience = kafka_timeout_seconds()
         self._dlq_topic = dlq_topic
         self._loop_topic: str | None = None
         self._ledger: LoopLedger | None = None
@@ -169,8 +175,25 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
                     failed.append((msg, exc.args[0]))
                     break
             producer.poll(0)
-        producer.flush()
+        self._flush()
         return failed
+
+    def _flush(self) -> None:
+        """Wait for every delivery report, saying so while the wait lasts longer than the
+        Kafka timeout: the worker thread polls no input meanwhile, and a flow stalled
+        on its output must not be silent. librdkafka gives a message up after its
+        `message.timeout.ms` (5 min by default), and its report says why."""
+        started = said = time.monotonic()
+        while (left := self._producer.flush(_FLUSH_STEP_S)) > 0:
+            now = time.monotonic()
+            if now - said >= self._patience:
+                said = now
+                logger.warning(
+                    "Kafka output: %d message(s) not acknowledged after %.0f s; "
+                    "waiting for the broker",
+                    left,
+                    now - started,
+                )
 
     def _dead_letter(self, msg: Outgoing, error: KafkaError) -> None:
         """The message the broker will never take, on the dead-letter topic instead."""
@@ -189,4 +212,4 @@ class _DeliveredPartition(StatelessSinkPartition[Outgoing]):
         self.write_batch([record])
 
     def close(self) -> None:
-        self._producer.flush()
+        self._flush()

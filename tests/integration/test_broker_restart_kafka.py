@@ -247,12 +247,16 @@ def _outcome(call: Callable[..., object], *args: object) -> object:
         return exc
 
 
-def test_while_the_output_waits_for_a_broker_the_process_is_not_ready(own_broker):
+def test_while_the_output_waits_for_a_broker_the_process_is_not_ready(
+    own_broker, monkeypatch, caplog
+):
     """One worker thread polls the input and writes the output. While the output waits
     for a broker that is gone (every delivery is waited for), the input is not polled,
     and its consumer's statistics stop with it: `/readyz` said ready a minute into an
-    outage (the run above, once in three). The wait itself says the cluster is gone."""
+    outage (the run above, once in three). The wait itself says the cluster is gone,
+    and the log says the output waits, each Kafka timeout (2 s here) it lasts."""
     settings, env = own_broker
+    monkeypatch.setenv("WAYFINDER_KAFKA_TIMEOUT", "2s")
     events = settings.topic("events")
     ready = kafka_readiness(events, max_lag=100)
     unreachable = "no broker of the Kafka cluster is reachable"
@@ -294,6 +298,8 @@ def test_while_the_output_waits_for_a_broker_the_process_is_not_ready(own_broker
         down = False
         writing.join(120)
         assert written == [None]  # delivered, once the broker was back
+        waits = [r.getMessage() for r in caplog.records if "not acknowledged" in r.getMessage()]
+        assert waits and waits[0].startswith("Kafka output: 1 message(s) not acknowledged after")
         assert ready() != unreachable  # the wait is over; the consumer's last word stands
         assert _wait_for(polled_and_ready, 30)
     finally:

@@ -23,10 +23,12 @@ offset), the same order every run, as the embedded run reads its file.
 
 import heapq
 import logging
+import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,12 +37,14 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import ListOffsetsResultInfo, OffsetSpec
 from msgspec import Struct, json
 from prometheus_client import Gauge
 
@@ -51,6 +55,7 @@ from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.loopback import event_order, hold_after_logins
 from flows.runtime import metrics
 from flows.runtime.kafka_metadata import end_offset, topic_metadata, transient
+from flows.runtime.settings import kafka_timeout_seconds
 from flows.runtime.signature import RecordSignature
 from schemas.topics import EVENTS
 
@@ -111,6 +116,9 @@ _LOOK_EVERY = 5.0
 #: it in hand, before its end is asked (librdkafka says an end once: one the reader
 #: forgot is not said again).
 _QUIET_S = 1.0
+#: Polls further apart than this (wall seconds) are not "polled all along": how long a
+#: consumer brought nothing is counted from the last such gap (`_watch`).
+_POLLED_ALONG_S = 1.0
 
 
 def published_since(snapshots: Iterable[object]) -> float | None:
@@ -131,7 +139,9 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
     a run before it published (`operators.published`) from `since` on, which its
     snapshots then carry on saying. `snapshotted`: called once the run's snapshots can
     be resumed from. `rounds`: a replay on one process that goes in rounds
-    (`LoopLedger.rounds`).
+    (`LoopLedger.rounds`). `stall_after`: seconds a consumer may bring nothing of a
+    partition the broker says holds more before it is opened anew (default: three
+    Kafka timeouts, WAYFINDER_KAFKA_TIMEOUT).
     """
 
     def __init__(
@@ -153,8 +163,11 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         snapshotted: Callable[[], None] | None = None,
         batch: int,
         rounds: bool = False,
+        stall_after: float | None = None,
     ) -> None:
         self._brokers = brokers
+        self._timeout = kafka_timeout_seconds()
+        self._stall_after = stall_after if stall_after is not None else 3 * self._timeout
         self._rounds = rounds
         self._replaying, self._since = replaying, since
         self._snapshotted = snapshotted
@@ -193,20 +206,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
         if topic != self._topic:
             raise RuntimeError(f"recovery snapshots of topic {topic!r}, not {self._topic!r}")
         reach = ConsumerReach()
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self._brokers,
-                "group.id": self._group,
-                "enable.auto.commit": "false",
-                "enable.partition.eof": "true",
-                # An offset the topic no longer holds (retention): from the earliest it
-                # does, never its end (the loss is said: `_say_lost`).
-                "auto.offset.reset": "earliest",
-                "statistics.interval.ms": 1000,  # (cached high offsets, for the lag)
-                "stats_cb": reach.stats,  # (whether the cluster is reachable)
-                **self._config,
-            }
-        )
+        consumer = self._consumer(reach)
         listed = self.partitions()
         indexes = listed if kind == "ordered" else [int(kind)]
         resumed: dict[int, int] = {}
@@ -267,6 +267,27 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
             signature=self._signature,
             reach=reach,
             metadata=AdminClient({"bootstrap.servers": self._brokers, **self._config}),
+            anew=lambda: self._consumer(reach),
+            stall_after=self._stall_after,
+            close_within=self._timeout,
+        )
+
+    def _consumer(self, reach: ConsumerReach) -> Consumer:
+        """A consumer of the topic (assigned by its reader), telling `reach` what it
+        reaches."""
+        return Consumer(
+            {
+                "bootstrap.servers": self._brokers,
+                "group.id": self._group,
+                "enable.auto.commit": "false",
+                "enable.partition.eof": "true",
+                # An offset the topic no longer holds (retention): from the earliest it
+                # does, never its end (the loss is said: `_say_lost`).
+                "auto.offset.reset": "earliest",
+                "statistics.interval.ms": 1000,  # (cached high offsets, for the lag)
+                "stats_cb": reach.stats,  # (whether the cluster is reachable)
+                **self._config,
+            }
         )
 
 
@@ -394,8 +415,24 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         signature: RecordSignature | None = None,
         reach: ConsumerReach | None = None,
         metadata: AdminClient | None = None,
+        anew: Callable[[], Consumer] | None = None,
+        stall_after: float = 30.0,
+        close_within: float = 10.0,
     ) -> None:
         self._consumer = consumer
+        #: A consumer like it, to replace one that brings nothing while the broker says
+        #: there is more (`_watch`; None: never replaced), and after how long (s).
+        self._anew = anew
+        self._stall_after = stall_after
+        self._close_within = close_within
+        #: The ends of quiet partitions asked of the broker, on their way (`_watch`).
+        self._asked: dict[TopicPartition, Future[ListOffsetsResultInfo]] | None = None
+        self._watch_at = 0.0
+        #: Since when (monotonic) the reader has polled at least every `_POLLED_ALONG_S`.
+        self._polled_since = time.monotonic()
+        #: When the consumer was last replaced, and whether one replaced did not mend it.
+        self._replaced_at: float | None = None
+        self._stalled: list[int] = []
         #: Where the topic's partitions are looked up (`_added`), on a connection of its
         #: own: the consumer's metadata requests queue behind its fetch on the broker's
         #: connection, which waits up to fetch.wait.max.ms (500 ms) for records; asked of
@@ -427,6 +464,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._tail = tail
         self._merged = merged
         # Per partition read (`_reads`):
+        #: where it was first read from (an offset, or a logical one);
+        self._starts: dict[int, int] = {}
         #: the next offset to hand over (None: not known before the first);
         self._next: dict[int, int | None] = {}
         #: the offset after the last record read from it (None: none yet);
@@ -462,6 +501,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
     def _reads(self, index: int, offset: int) -> None:
         """Read partition `index` from `offset` on (a negative one: where the consumer
         starts): what the watermark, the ledger and the gauges keep of it."""
+        self._starts[index] = offset
         self._next[index] = offset if offset >= 0 else None
         self._fetched[index] = offset if offset >= 0 else None
         self._buffered[index] = deque()
@@ -649,8 +689,12 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 now - self._last_poll,
             )
             self._lost_reach()
+        if now - self._last_poll > _POLLED_ALONG_S:
+            self._polled_since = now
         self._last_poll = now
         self._now_and_then()
+        if self._asked is not None or now >= self._watch_at:
+            self._watch(now)
         buffered = self._buffered
         caught_up: set[int] = set()
         fresh: set[int] = set()
@@ -693,15 +737,16 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 caught_up.discard(index)
             elif error.code() == KafkaError._PARTITION_EOF:
                 end = msg.offset() or 0
+                # Where the reader is (past any transaction's markers): a partition
+                # with no record read yet has been read this far, too.
+                fetched[index] = max(fetched[index] or 0, end)
                 if self._reached and end >= self._end_at.get(index, 0):
                     caught_up.add(index)
                     self._end_at[index] = end
-                else:
-                    # Said before an end asked since, or before the reader lost its
-                    # reach (a pause: librdkafka queued it before the process froze):
-                    # where the reader is, not where the partition ends now; its end
-                    # is asked of the broker (`_follow_reach`).
-                    fetched[index] = max(fetched[index] or 0, end)
+                # Else said before an end asked since, or before the reader lost its
+                # reach (a pause: librdkafka queued it before the process froze): where
+                # the reader is, not where the partition ends now; its end is asked of
+                # the broker (`_follow_reach`).
             elif transient(error):  # librdkafka asks again by itself
                 logger.info("consuming %s[%d]: %s", self._topic, index, error.str())
             else:  # the client's, not a record's, and asking again will not mend it
@@ -908,8 +953,120 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         ends = self._read_before
         return ends is None or any((self._next.get(i) or 0) < end for i, end in ends.items())
 
+    def _watch(self, now: float) -> None:
+        """A consumer that brings nothing of a partition while the broker says it holds
+        more is opened anew. librdkafka's consumer was once seen not to come back after a
+        broker restart: one refused connection, then no other attempt for minutes, while
+        the process's producers were back within a second; polled, it brought nothing.
+
+        Once a second, the partitions the consumer has brought nothing of for
+        `stall_after`, polled all along, have their ends asked of the broker on another
+        connection (the reader's admin client; asynchronous: the worker never waits on
+        it). One that holds records past where the consumer is, at the isolation the
+        consumer reads at (committed), is stalled."""
+        if self._anew is None or self._metadata is None:
+            return
+        self._watch_at = now + 1.0
+        replaced_at = self._replaced_at or now
+        if self._stalled and any(self._heard[i] > replaced_at for i in self._stalled):
+            self._stalled = []
+            metrics.INPUT_STALLED.labels(self._topic).set(0)
+            logger.info("%s: the input's consumer reads again", self._topic)
+        asked = self._asked
+        if asked is None:
+            quiet = [i for i in self._next if now - self._silent_since(i) >= self._stall_after]
+            if quiet:
+                self._asked = self._metadata.list_offsets(
+                    {TopicPartition(self._topic, i): OffsetSpec.latest() for i in quiet},
+                    isolation_level=IsolationLevel.READ_COMMITTED,
+                    request_timeout=self._close_within,
+                )
+            return
+        if not all(future.done() for future in asked.values()):
+            return
+        self._asked = None
+        behind: dict[int, tuple[int, int]] = {}
+        for part, future in asked.items():
+            try:
+                end = future.result().offset
+                position = self._consumer.position([part])[0].offset
+            except KafkaException:
+                return  # the broker out of reach: nothing to judge the consumer by
+            index = part.partition
+            fetched = self._fetched[index]
+            reached = max(fetched if fetched is not None else -1, position)
+            if now - self._silent_since(index) >= self._stall_after and end > max(reached, 0):
+                behind[index] = (reached, end)
+        if behind:
+            self._replace(behind, now)
+
+    def _silent_since(self, index: int) -> float:
+        """Since when the consumer, polled all along, has brought nothing of a partition."""
+        return max(self._heard[index], self._polled_since)
+
+    def _replace(self, behind: dict[int, tuple[int, int]], now: float) -> None:
+        """A new consumer, at the offsets the reader is at (after what it holds: nothing
+        is read twice or skipped); the old one is closed on a thread of its own (its close
+        may wait on the broker for ever). Ends are asked anew. `behind`: the partitions it
+        did not read, with where it was in each and where the broker says it ends."""
+        parts = ", ".join(f"{i} (at {at} of {end})" for i, (at, end) in behind.items())
+        replaced_at = self._replaced_at
+        if replaced_at is not None and all(self._heard[i] < replaced_at for i in behind):
+            if not self._stalled:
+                self._stalled = list(behind)
+                metrics.INPUT_STALLED.labels(self._topic).set(len(behind))
+                logger.error(
+                    "%s: partition(s) %s hold records that the input's consumer, opened "
+                    "anew, still does not read: restart the process (it resumes from its "
+                    "snapshots; /livez fails until then)",
+                    self._topic,
+                    parts,
+                )
+        else:
+            logger.warning(
+                "%s: the input's consumer brought nothing of partition(s) %s for %.0f s "
+                "while the broker says they hold more; opening it anew where the reader is",
+                self._topic,
+                parts,
+                now - min(self._silent_since(i) for i in behind),
+            )
+        old = self._consumer
+        self._consumer = self._anew()  # type: ignore[misc]
+        self._consumer.assign(
+            [
+                TopicPartition(self._topic, i, fetched if fetched is not None else self._starts[i])
+                for i, fetched in self._fetched.items()
+            ]
+        )
+        metrics.INPUT_CONSUMERS_REPLACED.labels(self._topic).inc()
+        self._replaced_at = self._polled_since = now
+        self._lost_reach()
+        _close_within(old, 0.0)
+
     def close(self) -> None:
-        self._consumer.close()
+        if not _close_within(self._consumer, self._close_within):
+            logger.warning(
+                "%s: the input's consumer did not close within %.0f s (waiting on the "
+                "broker); left to the process's exit (recovery, not its group's offsets, "
+                "says where a run resumes)",
+                self._topic,
+                self._close_within,
+            )
+
+
+def _close_within(consumer: Consumer, seconds: float) -> bool:
+    """Close a consumer, waiting at most `seconds`: whether it closed by then."""
+
+    def close() -> None:
+        try:
+            consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            logger.info("closing a consumer of the events topic: %s", exc)
+
+    closing = threading.Thread(target=close, name="wayfinder-input-close", daemon=True)
+    closing.start()
+    closing.join(seconds)
+    return not closing.is_alive()
 
 
 def _say_where_it_starts(consumer: Consumer, part: TopicPartition, start: int, group: str) -> None:

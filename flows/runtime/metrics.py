@@ -190,6 +190,20 @@ INPUT_PARTITIONS_UNREAD = Gauge(
     "flow was built): the process needs a restart, and its /livez fails until then.",
     ["topic"],
 )
+INPUT_CONSUMERS_REPLACED = Counter(
+    "wayfinder_input_consumers_replaced",
+    "Input consumers given up and opened anew at the reader's own offsets: polled all "
+    "along, one brought nothing for three Kafka timeouts while the broker said its "
+    "partition held more (a client that did not come back after a broker outage).",
+    ["topic"],
+)
+INPUT_STALLED = Gauge(
+    "wayfinder_input_stalled",
+    "Partitions of the events topic that a consumer opened anew still does not read while "
+    "the broker says they hold more: the process needs a restart (it resumes from its "
+    "snapshots), and its /livez fails until then.",
+    ["topic"],
+)
 INGEST_TO_ACTION = Histogram(
     "wayfinder_ingest_to_action_seconds",
     "From the batch that held an action's trigger being read to the action being emitted "

@@ -110,18 +110,22 @@ def not_alive() -> str | None:
     if REGISTRY.get_sample_value(_REPLICA_STOPPED):
         return "the models replica stopped following models.examples on an error (see the log)"
     for metric in REGISTRY.collect():
-        if metric.name == _UNREAD:
+        wording = _RESTART_SAYS.get(metric.name)
+        if wording is not None:
             for sample in metric.samples:
                 if sample.value:
-                    return (
-                        f"{sample.value:.0f} partition(s) added to {sample.labels['topic']} "
-                        "since the start, which its readers cannot take: a restart reads them"
-                    )
+                    return wording.format(count=sample.value, topic=sample.labels["topic"])
     return None
 
 
 _REPLICA_STOPPED = "wayfinder_model_replica_stopped"
-_UNREAD = "wayfinder_input_partitions_unread"
+#: Gauges (by topic) that say the process needs a restart when not 0, and why.
+_RESTART_SAYS = {
+    "wayfinder_input_partitions_unread": "{count:.0f} partition(s) added to {topic} since "
+    "the start, which its readers cannot take: a restart reads them",
+    "wayfinder_input_stalled": "{count:.0f} partition(s) of {topic} hold records that the "
+    "input's consumer, even opened anew, does not read",
+}
 _LAG = "bytewax_kafka_consumer_lag"
 _CAUGHT_UP = "wayfinder_input_caught_up"
 _BROKERS = "wayfinder_kafka_brokers_connected"

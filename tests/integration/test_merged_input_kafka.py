@@ -2,16 +2,21 @@
 when no partition can still send an earlier one, so it must never wait on a partition
 whose end it has already read. librdkafka says a partition's end once, when the reader
 gets there; whatever makes the reader forget it (the cluster out of reach, a pause
-longer than `READER_GAP`) must not leave that partition waited on for ever."""
+longer than `READER_GAP`) must not leave that partition waited on for ever; nor must a
+consumer that, polled, brings nothing while the broker says there is more."""
 
 import json
 import time
 
 import pytest
+from confluent_kafka import TopicPartition
+from prometheus_client import REGISTRY
 
 from flows.dataflow.clock import EventClock
 from flows.dataflow.kafka_input import KafkaInput, KafkaInputPartition
 from flows.dataflow.ledger import LoopLedger
+from flows.runtime.metrics import INPUT_STALLED
+from flows.runtime.metrics_endpoint import not_alive
 from flows.runtime.settings import KafkaSettings
 from tests.kafka_io import produce
 
@@ -29,7 +34,11 @@ def _produce(
 
 
 def _merged_reader(
-    kafka: KafkaSettings, batch: int, config: dict[str, str] | None = None, tail: bool = True
+    kafka: KafkaSettings,
+    batch: int,
+    config: dict[str, str] | None = None,
+    tail: bool = True,
+    stall_after: float | None = None,
 ) -> KafkaInputPartition:
     """A reader of every partition of the events topic, merged, tailing it (or bounded:
     whole batches only, as a replay)."""
@@ -42,6 +51,7 @@ def _merged_reader(
         batch=batch,
         config=config,
         tail=tail,
+        stall_after=stall_after,
     )
     (name,) = source.list_parts()
     return source.build_part("input", name, None)
@@ -128,4 +138,81 @@ def test_a_partition_whose_end_was_never_said_is_asked_once_it_has_gone_quiet(
         _produce(kafka, 1, [2.0])
         assert _handed(part, 1) == [2.0]
     finally:
+        part.close()
+
+
+#: (s) How long a consumer may bring nothing here: longer than a fresh one takes to
+#: bring its first record on a busy machine.
+STALL_AFTER = 3.0
+
+
+def _replaced(kafka: KafkaSettings) -> float:
+    found = REGISTRY.get_sample_value(
+        "wayfinder_input_consumers_replaced_total", {"topic": kafka.topic("events")}
+    )
+    return found or 0.0
+
+
+def _polled_for(part: KafkaInputPartition, seconds: float) -> list[float]:
+    """Poll for `seconds`: the event times handed over meanwhile."""
+    return _handed(part, 1_000_000, timeout=seconds)
+
+
+def test_a_consumer_that_brings_nothing_while_its_partitions_hold_more_is_opened_anew(
+    kafka: KafkaSettings,
+) -> None:
+    """A consumer idle at the partitions' ends is kept, however long it brings nothing.
+    Then it stops bringing anything (paused: polled, it brings nothing, as librdkafka's
+    consumer that did not come back after a broker restart), and records are written to
+    both partitions: the reader asks the broker where they end, finds them past where
+    it is, and reads them on a consumer opened anew, from where it was: each handed over
+    once, and the snapshot's offsets after them."""
+    _produce(kafka, 0, [1.0])
+    part = _merged_reader(kafka, batch=10, stall_after=STALL_AFTER)
+    try:
+        assert _handed(part, 1) == [1.0]
+        idle, replaced = part._consumer, _replaced(kafka)
+        assert _polled_for(part, 2 * STALL_AFTER) == []
+        assert part._consumer is idle and _replaced(kafka) == replaced
+        idle.pause(idle.assignment())
+        _produce(kafka, 0, [2.0])
+        _produce(kafka, 1, [3.0])
+        assert _handed(part, 2) == [2.0, 3.0]
+        assert part._consumer is not idle and _replaced(kafka) == replaced + 1
+        assert _polled_for(part, 1.0) == []  # (nothing read twice)
+        assert part.snapshot().offsets == {0: 2, 1: 1, 2: 0}  # type: ignore[union-attr]
+    finally:
+        part.close()
+
+
+def test_a_consumer_opened_anew_that_still_reads_nothing_fails_livez_until_it_reads(
+    kafka: KafkaSettings,
+) -> None:
+    """Each consumer the reader opens brings nothing (paused as it comes): once one opened
+    anew has not mended it, `/livez` says the process needs a restart. When a consumer
+    reads again, it is alive again, and nothing was lost or read twice."""
+    _produce(kafka, 0, [1.0])
+    part = _merged_reader(kafka, batch=10, stall_after=STALL_AFTER)
+    try:
+        assert _handed(part, 1) == [1.0]
+        replaced = _replaced(kafka)
+        part._consumer.pause(part._consumer.assignment())
+        _produce(kafka, 0, [2.0])
+        _produce(kafka, 1, [3.0])
+        paused = part._consumer
+        deadline = time.monotonic() + 30
+        while not_alive() is None and time.monotonic() < deadline:
+            if part._consumer is not paused:
+                paused = part._consumer
+                paused.pause([TopicPartition(kafka.topic("events"), i) for i in (0, 1)])
+            assert part.next_batch() == []
+            time.sleep(0.02)
+        assert "does not read" in (not_alive() or "")
+        assert _replaced(kafka) >= replaced + 2
+        # (the one it opened then is left to read)
+        assert _handed(part, 2) == [2.0, 3.0]
+        assert _polled_for(part, 1.0) == []
+        assert not_alive() is None
+    finally:
+        INPUT_STALLED.labels(kafka.topic("events")).set(0)
         part.close()

@@ -428,8 +428,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         #: The ends of quiet partitions asked of the broker, on their way (`_watch`).
         self._asked: dict[TopicPartition, Future[ListOffsetsResultInfo]] | None = None
         self._watch_at = 0.0
-        #: Since when (monotonic) the reader has polled at least every `_POLLED_ALONG_S`.
+        #: Since when (monotonic) the reader has polled at least every `_POLLED_ALONG_S`,
+        #: and since when the broker has answered its asks (None: the last one failed).
         self._polled_since = time.monotonic()
+        self._answered_since: float | None = self._polled_since
         #: When the consumer was last replaced, and whether one replaced did not mend it.
         self._replaced_at: float | None = None
         self._stalled: list[int] = []
@@ -959,14 +961,17 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         broker restart: one refused connection, then no other attempt for minutes, while
         the process's producers were back within a second; polled, it brought nothing.
 
-        Once a second, the partitions the consumer has brought nothing of for
-        `stall_after`, polled all along, have their ends asked of the broker on another
-        connection (the reader's admin client; asynchronous: the worker never waits on
-        it). One that holds records past where the consumer is, at the isolation the
-        consumer reads at (committed), is stalled."""
+        Every sixth of `stall_after` (5 s by default), the partitions the consumer has
+        brought nothing of for a third of it have their ends asked of the broker on
+        another connection (the reader's admin client; asynchronous: the worker never
+        waits on it). One that holds records past where the consumer is, at the isolation
+        the consumer reads at (committed), is stalled if the consumer has brought nothing
+        of it for `stall_after`, polled all along, while the broker answered: after an
+        outage, a consumer is given that long from the broker's return (librdkafka waits
+        up to 10 s between its attempts to connect)."""
         if self._anew is None or self._metadata is None:
             return
-        self._watch_at = now + 1.0
+        self._watch_at = now + max(1.0, self._stall_after / 6)
         replaced_at = self._replaced_at or now
         if self._stalled and any(self._heard[i] > replaced_at for i in self._stalled):
             self._stalled = []
@@ -974,7 +979,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             logger.info("%s: the input's consumer reads again", self._topic)
         asked = self._asked
         if asked is None:
-            quiet = [i for i in self._next if now - self._silent_since(i) >= self._stall_after]
+            asked_after = self._stall_after / 3
+            quiet = [i for i in self._next if now - self._silent_since(i, now) >= asked_after]
             if quiet:
                 self._asked = self._metadata.list_offsets(
                     {TopicPartition(self._topic, i): OffsetSpec.latest() for i in quiet},
@@ -991,18 +997,24 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 end = future.result().offset
                 position = self._consumer.position([part])[0].offset
             except KafkaException:
+                self._answered_since = None
                 return  # the broker out of reach: nothing to judge the consumer by
+            if self._answered_since is None:
+                self._answered_since = now
             index = part.partition
             fetched = self._fetched[index]
             reached = max(fetched if fetched is not None else -1, position)
-            if now - self._silent_since(index) >= self._stall_after and end > max(reached, 0):
+            silent = now - self._silent_since(index, now)
+            if silent >= self._stall_after and end > max(reached, 0):
                 behind[index] = (reached, end)
         if behind:
             self._replace(behind, now)
 
-    def _silent_since(self, index: int) -> float:
-        """Since when the consumer, polled all along, has brought nothing of a partition."""
-        return max(self._heard[index], self._polled_since)
+    def _silent_since(self, index: int, now: float) -> float:
+        """Since when the consumer, polled all along while the broker answered, has
+        brought nothing of a partition."""
+        answered = self._answered_since if self._answered_since is not None else now
+        return max(self._heard[index], self._polled_since, answered)
 
     def _replace(self, behind: dict[int, tuple[int, int]], now: float) -> None:
         """A new consumer, at the offsets the reader is at (after what it holds: nothing
@@ -1028,10 +1040,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 "while the broker says they hold more; opening it anew where the reader is",
                 self._topic,
                 parts,
-                now - min(self._silent_since(i) for i in behind),
+                now - min(self._silent_since(i, now) for i in behind),
             )
-        old = self._consumer
-        self._consumer = self._anew()  # type: ignore[misc]
+        assert self._anew is not None  # (`_watch` watches only a reader that has one)
+        old, self._consumer = self._consumer, self._anew()
         self._consumer.assign(
             [
                 TopicPartition(self._topic, i, fetched if fetched is not None else self._starts[i])

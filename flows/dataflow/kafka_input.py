@@ -23,12 +23,10 @@ offset), the same order every run, as the embedded run reads its file.
 
 import heapq
 import logging
-import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,14 +35,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._listoffsets import ListOffsetsResultInfo, OffsetSpec
 from msgspec import Struct, json
 from prometheus_client import Gauge
 
@@ -54,6 +50,7 @@ from flows.dataflow.kafka_reach import ConsumerReach
 from flows.dataflow.ledger import LoopLedger
 from flows.dataflow.loopback import event_order, hold_after_logins
 from flows.runtime import metrics
+from flows.runtime.consumer_stall import StallWatch, close_within
 from flows.runtime.kafka_metadata import end_offset, topic_metadata, transient
 from flows.runtime.settings import kafka_timeout_seconds
 from flows.runtime.signature import RecordSignature
@@ -116,9 +113,6 @@ _LOOK_EVERY = 5.0
 #: it in hand, before its end is asked (librdkafka says an end once: one the reader
 #: forgot is not said again).
 _QUIET_S = 1.0
-#: Polls further apart than this (wall seconds) are not "polled all along": how long a
-#: consumer brought nothing is counted from the last such gap (`_watch`).
-_POLLED_ALONG_S = 1.0
 
 
 def published_since(snapshots: Iterable[object]) -> float | None:
@@ -421,20 +415,9 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
     ) -> None:
         self._consumer = consumer
         #: A consumer like it, to replace one that brings nothing while the broker says
-        #: there is more (`_watch`; None: never replaced), and after how long (s).
+        #: there is more (`_stall`; None: never replaced).
         self._anew = anew
-        self._stall_after = stall_after
         self._close_within = close_within
-        #: The ends of quiet partitions asked of the broker, on their way (`_watch`).
-        self._asked: dict[TopicPartition, Future[ListOffsetsResultInfo]] | None = None
-        self._watch_at = 0.0
-        #: Since when (monotonic) the reader has polled at least every `_POLLED_ALONG_S`,
-        #: and since when the broker has answered its asks (None: the last one failed).
-        self._polled_since = time.monotonic()
-        self._answered_since: float | None = self._polled_since
-        #: When the consumer was last replaced, and whether one replaced did not mend it.
-        self._replaced_at: float | None = None
-        self._stalled: list[int] = []
         #: Where the topic's partitions are looked up (`_added`), on a connection of its
         #: own: the consumer's metadata requests queue behind its fetch on the broker's
         #: connection, which waits up to fetch.wait.max.ms (500 ms) for records; asked of
@@ -499,6 +482,17 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         #: The topic's partitions when the flow was built (those its readers read).
         self._listed = frozenset(listed if listed is not None else starts)
         self._said_unread = False
+        self._stall = (
+            StallWatch(
+                metadata,
+                topic,
+                stall_after=stall_after,
+                timeout=close_within,
+                now=time.monotonic(),
+            )
+            if anew is not None and metadata is not None
+            else None
+        )
 
     def _reads(self, index: int, offset: int) -> None:
         """Read partition `index` from `offset` on (a negative one: where the consumer
@@ -691,12 +685,10 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 now - self._last_poll,
             )
             self._lost_reach()
-        if now - self._last_poll > _POLLED_ALONG_S:
-            self._polled_since = now
         self._last_poll = now
         self._now_and_then()
-        if self._asked is not None or now >= self._watch_at:
-            self._watch(now)
+        if self._stall is not None and self._stall.polled(now):
+            self._watch(self._stall, now)
         buffered = self._buffered
         caught_up: set[int] = set()
         fresh: set[int] = set()
@@ -955,94 +947,16 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         ends = self._read_before
         return ends is None or any((self._next.get(i) or 0) < end for i, end in ends.items())
 
-    def _watch(self, now: float) -> None:
-        """A consumer that brings nothing of a partition while the broker says it holds
-        more is opened anew. librdkafka's consumer was once seen not to come back after a
-        broker restart: one refused connection, then no other attempt for minutes, while
-        the process's producers were back within a second; polled, it brought nothing.
-
-        Every sixth of `stall_after` (5 s by default), the partitions the consumer has
-        brought nothing of for a third of it have their ends asked of the broker on
-        another connection (the reader's admin client; asynchronous: the worker never
-        waits on it). One that holds records past where the consumer is, at the isolation
-        the consumer reads at (committed), is stalled if the consumer has brought nothing
-        of it for `stall_after`, polled all along, while the broker answered: after an
-        outage, a consumer is given that long from the broker's return (librdkafka waits
-        up to 10 s between its attempts to connect)."""
-        if self._anew is None or self._metadata is None:
+    def _watch(self, stall: StallWatch, now: float) -> None:
+        """A consumer that brings nothing while the broker says its partitions hold more
+        (`StallWatch`) is opened anew, at the offsets the reader is at (after what it
+        holds: nothing is read twice or skipped); the old one is closed on a thread of
+        its own. Ends are asked anew."""
+        behind = stall.behind(now, self._heard, self._reached_in)
+        if not behind:
             return
-        self._watch_at = now + max(1.0, self._stall_after / 6)
-        replaced_at = self._replaced_at or now
-        if self._stalled and any(self._heard[i] > replaced_at for i in self._stalled):
-            self._stalled = []
-            metrics.INPUT_STALLED.labels(self._topic).set(0)
-            logger.info("%s: the input's consumer reads again", self._topic)
-        asked = self._asked
-        if asked is None:
-            asked_after = self._stall_after / 3
-            quiet = [i for i in self._next if now - self._silent_since(i, now) >= asked_after]
-            if quiet:
-                self._asked = self._metadata.list_offsets(
-                    {TopicPartition(self._topic, i): OffsetSpec.latest() for i in quiet},
-                    isolation_level=IsolationLevel.READ_COMMITTED,
-                    request_timeout=self._close_within,
-                )
-            return
-        if not all(future.done() for future in asked.values()):
-            return
-        self._asked = None
-        behind: dict[int, tuple[int, int]] = {}
-        for part, future in asked.items():
-            try:
-                end = future.result().offset
-                position = self._consumer.position([part])[0].offset
-            except KafkaException:
-                self._answered_since = None
-                return  # the broker out of reach: nothing to judge the consumer by
-            if self._answered_since is None:
-                self._answered_since = now
-            index = part.partition
-            fetched = self._fetched[index]
-            reached = max(fetched if fetched is not None else -1, position)
-            silent = now - self._silent_since(index, now)
-            if silent >= self._stall_after and end > max(reached, 0):
-                behind[index] = (reached, end)
-        if behind:
-            self._replace(behind, now)
-
-    def _silent_since(self, index: int, now: float) -> float:
-        """Since when the consumer, polled all along while the broker answered, has
-        brought nothing of a partition."""
-        answered = self._answered_since if self._answered_since is not None else now
-        return max(self._heard[index], self._polled_since, answered)
-
-    def _replace(self, behind: dict[int, tuple[int, int]], now: float) -> None:
-        """A new consumer, at the offsets the reader is at (after what it holds: nothing
-        is read twice or skipped); the old one is closed on a thread of its own (its close
-        may wait on the broker for ever). Ends are asked anew. `behind`: the partitions it
-        did not read, with where it was in each and where the broker says it ends."""
-        parts = ", ".join(f"{i} (at {at} of {end})" for i, (at, end) in behind.items())
-        replaced_at = self._replaced_at
-        if replaced_at is not None and all(self._heard[i] < replaced_at for i in behind):
-            if not self._stalled:
-                self._stalled = list(behind)
-                metrics.INPUT_STALLED.labels(self._topic).set(len(behind))
-                logger.error(
-                    "%s: partition(s) %s hold records that the input's consumer, opened "
-                    "anew, still does not read: restart the process (it resumes from its "
-                    "snapshots; /livez fails until then)",
-                    self._topic,
-                    parts,
-                )
-        else:
-            logger.warning(
-                "%s: the input's consumer brought nothing of partition(s) %s for %.0f s "
-                "while the broker says they hold more; opening it anew where the reader is",
-                self._topic,
-                parts,
-                now - min(self._silent_since(i, now) for i in behind),
-            )
-        assert self._anew is not None  # (`_watch` watches only a reader that has one)
+        stall.replaced(behind, self._heard, now)
+        assert self._anew is not None  # (a reader that has none has no watch)
         old, self._consumer = self._consumer, self._anew()
         self._consumer.assign(
             [
@@ -1050,35 +964,19 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 for i, fetched in self._fetched.items()
             ]
         )
-        metrics.INPUT_CONSUMERS_REPLACED.labels(self._topic).inc()
-        self._replaced_at = self._polled_since = now
         self._lost_reach()
-        _close_within(old, 0.0)
+        close_within(old, 0.0, self._topic)
+
+    def _reached_in(self, index: int) -> int:
+        """Where the reader has read a partition to (negative: not known): past its last
+        record, and past the markers of transactions after it."""
+        fetched = self._fetched[index]
+        position = self._consumer.position([TopicPartition(self._topic, index)])[0].offset
+        return max(fetched if fetched is not None else -1, position)
 
     def close(self) -> None:
-        if not _close_within(self._consumer, self._close_within):
-            logger.warning(
-                "%s: the input's consumer did not close within %.0f s (waiting on the "
-                "broker); left to the process's exit (recovery, not its group's offsets, "
-                "says where a run resumes)",
-                self._topic,
-                self._close_within,
-            )
-
-
-def _close_within(consumer: Consumer, seconds: float) -> bool:
-    """Close a consumer, waiting at most `seconds`: whether it closed by then."""
-
-    def close() -> None:
-        try:
-            consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            logger.info("closing a consumer of the events topic: %s", exc)
-
-    closing = threading.Thread(target=close, name="wayfinder-input-close", daemon=True)
-    closing.start()
-    closing.join(seconds)
-    return not closing.is_alive()
+        # (recovery, not the group's offsets, says where a run resumes)
+        close_within(self._consumer, self._close_within, self._topic)
 
 
 def _say_where_it_starts(consumer: Consumer, part: TopicPartition, start: int, group: str) -> None:

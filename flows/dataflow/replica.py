@@ -41,9 +41,11 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from flows.dataflow.kafka_reach import waiting_on_the_cluster
 from flows.runtime import metrics
+from flows.runtime.consumer_stall import StallWatch, close_within
 from flows.runtime.kafka_metadata import end_offset, transient
 from flows.runtime.settings import KafkaSettings, kafka_timeout_seconds
 from flows.runtime.signature import RecordSignature
@@ -57,6 +59,8 @@ logger = logging.getLogger(__name__)
 #: as often).
 _BATCH = 500
 _POLL_S = 0.1
+#: How long the follower waits for its consumer to close as it ends.
+_CLOSE_S = 5.0
 #: How far beyond a model's last learned example a batch may start and wait for the
 #: ones before it (a learner's batches come in order, give or take a crash's holes).
 _AHEAD_AT_MOST = 1_000_000
@@ -100,7 +104,14 @@ class ModelReplica:
             "enable.partition.eof": "false",
             **settings.librdkafka_config(),
         }
+        #: Where the log's end is asked when the follower's consumer brings nothing.
+        self._admin_config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.librdkafka_config(),
+        }
         self._timeout = kafka_timeout_seconds()
+        #: The follower's consumer now (it opens one anew that stopped reading).
+        self._following: Consumer | None = None
         #: Guards what the follower shares with other threads: position, index.
         self._progress = threading.Condition()
         #: The next offset the follower reads.
@@ -128,9 +139,17 @@ class ModelReplica:
         consumer = Consumer(self._config)
         end = self._end(consumer)
         consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        self._following = consumer
+        stall = StallWatch(
+            AdminClient(self._admin_config),
+            self.topic,
+            stall_after=3 * self._timeout,
+            timeout=self._timeout,
+            now=time.monotonic(),
+        )
         self._thread = threading.Thread(
             target=_follow,
-            args=(weakref.ref(self), consumer, self._stop),
+            args=(weakref.ref(self), consumer, self._stop, stall),
             name="wayfinder-models-replica",
             daemon=True,
         )
@@ -166,6 +185,10 @@ class ModelReplica:
                 self.models.version(),
             )
         return reached
+
+    def read_to(self, _partition: int) -> int:
+        """The offset the follower has read the log up to."""
+        return self.position
 
     def wait_for(self, offset: int, timeout: float) -> bool:
         """Wait until the follower has read (and applied what it can of) the log up to
@@ -580,16 +603,24 @@ def _wait(
 
 
 def _follow(
-    replica_ref: "weakref.ref[ModelReplica]", consumer: Consumer, stop: threading.Event
+    replica_ref: "weakref.ref[ModelReplica]",
+    consumer: Consumer,
+    stop: threading.Event,
+    stall: StallWatch,
 ) -> None:
     """The follower's loop. It holds its replica weakly: a flow that is dropped (a test's)
-    takes its replica with it, and the follower ends."""
+    takes its replica with it, and the follower ends. A consumer that brings nothing
+    while the log holds more (`StallWatch`) is opened anew where the follower is."""
+    heard = {0: time.monotonic()}
     try:
         while not stop.is_set():
             # Wait for one message, then take what else is there without waiting (a batch
             # waited for would add up to a poll's wait to every example's lag).
             first = consumer.poll(_POLL_S)
             messages = [first, *consumer.consume(_BATCH, 0)] if first is not None else []
+            now = time.monotonic()
+            if any(msg.error() is None for msg in messages):
+                heard[0] = now
             replica = replica_ref()
             if replica is None:
                 return
@@ -604,9 +635,17 @@ def _follow(
                     replica.topic,
                 )
                 raise
+            if stall.polled(now):
+                behind = stall.behind(now, heard, replica.read_to)
+                if behind:
+                    stall.replaced(behind, heard, now)
+                    old, consumer = consumer, Consumer(replica._config)
+                    consumer.assign([TopicPartition(replica.topic, 0, replica.position)])
+                    replica._following = consumer
+                    close_within(old, 0.0, stall.topic)
             del replica
     finally:
-        consumer.close()
+        close_within(consumer, _CLOSE_S, stall.topic)
 
 
 #: The replicas of this process still following, for the line each says at exit.

@@ -27,9 +27,12 @@ from collections.abc import Callable, Collection, Mapping
 
 import msgspec
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from flows.runtime import metrics
+from flows.runtime.consumer_stall import StallWatch, close_within
 from flows.runtime.kafka_metadata import transient
+from flows.runtime.settings import kafka_timeout_seconds
 from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
 from schemas.topics import BALANCE
 
@@ -151,19 +154,37 @@ class ClusterBalance:
         #: This process's counts in a round that found the cluster done (None: not so).
         self._done_at: LoopCounts | None = None
         self._stop = threading.Event()
+        #: The offset after the last report read (0: none yet).
+        self._seen = 0
 
     def start(self) -> None:
-        consumer = Consumer(
-            {**self._config, "group.id": f"{self._group}.balance", "enable.auto.commit": "false"}
-        )
         # From now on: a report from before this run started is not this run's.
-        consumer.assign([TopicPartition(self._topic, 0, OFFSET_END)])
+        consumer = self._consumer(OFFSET_END)
         producer = Producer(self._config)
+        timeout = kafka_timeout_seconds()
+        stall = StallWatch(
+            AdminClient(dict(self._config)),
+            self._topic,
+            stall_after=3 * timeout,
+            timeout=timeout,
+            now=time.monotonic(),
+        )
         # A daemon for the process's life (or until `stop`): a report matters for
         # seconds, and nothing is lost with the last ones.
         threading.Thread(
-            target=self._follow, args=(consumer, producer), name="wayfinder-balance", daemon=True
+            target=self._follow,
+            args=(consumer, producer, stall),
+            name="wayfinder-balance",
+            daemon=True,
         ).start()
+
+    def _consumer(self, offset: int) -> Consumer:
+        """A consumer of the balance topic from `offset`."""
+        consumer = Consumer(
+            {**self._config, "group.id": f"{self._group}.balance", "enable.auto.commit": "false"}
+        )
+        consumer.assign([TopicPartition(self._topic, 0, offset)])
+        return consumer
 
     def stop(self) -> None:
         """Report and read no more (the thread ends within a round)."""
@@ -175,30 +196,46 @@ class ClusterBalance:
         done_at = self._done_at
         return done_at is not None and self._counts() == done_at
 
-    def _follow(self, consumer: Consumer, producer: Producer) -> None:
+    def _follow(self, consumer: Consumer, producer: Producer, stall: StallWatch) -> None:
         """Read the others' reports and send this process's, for the process's life. A
         round that fails (the producer's queue full, a client error) is said once by
         kind and the next goes on: were this thread to end, the cluster would never be
-        found done, and a bounded run would never end."""
-        seen = 0
+        found done, and a bounded run would never end. A consumer that brings nothing
+        while the topic holds more (`StallWatch`: its own reports come back every round)
+        is opened anew where it was."""
         last_report = 0.0
         key = f"{self._group}/{self._process}".encode()
         said: set[type[BaseException]] = set()
+        heard = {0: time.monotonic()}
         while not self._stop.is_set():
             try:
-                for msg in consumer.consume(500, REPORT_EVERY / 2):
-                    seen = max(seen, self._take(msg))
+                messages = consumer.consume(500, REPORT_EVERY / 2)
+                now = time.monotonic()
+                for msg in messages:
+                    self._seen = max(self._seen, self._take(msg))
+                if any(msg.error() is None for msg in messages):
+                    heard[0] = now
                 self._done_at = self._settled()
                 if time.monotonic() - last_report >= REPORT_EVERY:
-                    self._report(producer, key, seen)
+                    self._report(producer, key, self._seen)
                     last_report = time.monotonic()
+                if stall.polled(now):
+                    behind = stall.behind(now, heard, self._read_to)
+                    if behind:
+                        stall.replaced(behind, heard, now)
+                        old, consumer = consumer, self._consumer(self._seen or OFFSET_END)
+                        close_within(old, 0.0, self._topic)
             except Exception as exc:
                 if type(exc) not in said:
                     said.add(type(exc))
                     logger.exception("cluster balance on %s: a round failed; going on", self._topic)
                 self._stop.wait(REPORT_EVERY / 2)
-        consumer.close()
+        close_within(consumer, 1.0, self._topic)
         producer.flush(1.0)
+
+    def _read_to(self, _partition: int) -> int:
+        """The offset after the last report read (-1: none yet)."""
+        return self._seen or -1
 
     def _report(self, producer: Producer, key: bytes, seen: int) -> None:
         report = BalanceReport(

@@ -190,17 +190,18 @@ INPUT_PARTITIONS_UNREAD = Gauge(
     "flow was built): the process needs a restart, and its /livez fails until then.",
     ["topic"],
 )
-INPUT_CONSUMERS_REPLACED = Counter(
-    "wayfinder_input_consumers_replaced",
-    "Input consumers given up and opened anew at the reader's own offsets: polled all "
-    "along, one brought nothing for three Kafka timeouts while the broker said its "
-    "partition held more (a client that did not come back after a broker outage).",
+CONSUMERS_REPLACED = Counter(
+    "wayfinder_consumers_replaced",
+    "Kafka consumers given up and opened anew at their reader's own offsets, by topic (the "
+    "events input, the models replica, a cluster's balance): polled all along, one brought "
+    "nothing for three Kafka timeouts while the broker said its partition held more (a "
+    "client that did not come back after a broker outage).",
     ["topic"],
 )
-INPUT_STALLED = Gauge(
-    "wayfinder_input_stalled",
-    "Partitions of the events topic that a consumer opened anew still does not read while "
-    "the broker says they hold more: the process needs a restart (it resumes from its "
+CONSUMER_STALLED = Gauge(
+    "wayfinder_consumer_stalled",
+    "Partitions of a topic that a consumer opened anew still does not read while the "
+    "broker says they hold more: the process needs a restart (it resumes from its "
     "snapshots), and its /livez fails until then.",
     ["topic"],
 )

@@ -123,8 +123,8 @@ _REPLICA_STOPPED = "wayfinder_model_replica_stopped"
 _RESTART_SAYS = {
     "wayfinder_input_partitions_unread": "{count:.0f} partition(s) added to {topic} since "
     "the start, which its readers cannot take: a restart reads them",
-    "wayfinder_input_stalled": "{count:.0f} partition(s) of {topic} hold records that the "
-    "input's consumer, even opened anew, does not read",
+    "wayfinder_consumer_stalled": "{count:.0f} partition(s) of {topic} hold records that "
+    "its consumer, even opened anew, does not read",
 }
 _LAG = "bytewax_kafka_consumer_lag"
 _CAUGHT_UP = "wayfinder_input_caught_up"

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from flows.dataflow.clock import EventClock
 from flows.dataflow.kafka_input import KafkaInput, KafkaInputPartition
 from flows.dataflow.ledger import LoopLedger
-from flows.runtime.metrics import INPUT_STALLED
+from flows.runtime.metrics import CONSUMER_STALLED
 from flows.runtime.metrics_endpoint import not_alive
 from flows.runtime.settings import KafkaSettings
 from tests.kafka_io import produce
@@ -148,7 +148,7 @@ STALL_AFTER = 3.0
 
 def _replaced(kafka: KafkaSettings) -> float:
     found = REGISTRY.get_sample_value(
-        "wayfinder_input_consumers_replaced_total", {"topic": kafka.topic("events")}
+        "wayfinder_consumers_replaced_total", {"topic": kafka.topic("events")}
     )
     return found or 0.0
 
@@ -214,5 +214,5 @@ def test_a_consumer_opened_anew_that_still_reads_nothing_fails_livez_until_it_re
         assert _polled_for(part, 1.0) == []
         assert not_alive() is None
     finally:
-        INPUT_STALLED.labels(kafka.topic("events")).set(0)
+        CONSUMER_STALLED.labels(kafka.topic("events")).set(0)
         part.close()

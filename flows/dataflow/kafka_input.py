@@ -731,16 +731,15 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 caught_up.discard(index)
             elif error.code() == KafkaError._PARTITION_EOF:
                 end = msg.offset() or 0
-                # Where the reader is (past any transaction's markers): a partition
-                # with no record read yet has been read this far, too.
+                # Where the reader is (past any transaction's markers), a partition with
+                # no record read yet too. Said before an end asked since, or before the
+                # reader lost its reach (a pause: librdkafka queued it before the process
+                # froze), it is not where the partition ends now: that is asked of the
+                # broker (`_follow_reach`).
                 fetched[index] = max(fetched[index] or 0, end)
                 if self._reached and end >= self._end_at.get(index, 0):
                     caught_up.add(index)
                     self._end_at[index] = end
-                # Else said before an end asked since, or before the reader lost its
-                # reach (a pause: librdkafka queued it before the process froze): where
-                # the reader is, not where the partition ends now; its end is asked of
-                # the broker (`_follow_reach`).
             elif transient(error):  # librdkafka asks again by itself
                 logger.info("consuming %s[%d]: %s", self._topic, index, error.str())
             else:  # the client's, not a record's, and asking again will not mend it
@@ -838,17 +837,13 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
                 low, high = self._consumer.get_watermark_offsets(
                     part, timeout=1, cached=self._reached
                 )
-                # Where the reader is: past the last record read, and past the markers
-                # of transactions after it, which only the consumer's position passes.
-                position = self._consumer.position([part])[0].offset
+                reached = self._reached_in(index)
             except KafkaException:
                 left += 1
                 continue
             if high < 0:  # (no fetch has brought it yet)
                 left += 1
                 continue
-            fetched = self._fetched[index]
-            reached = max(fetched if fetched is not None else -1, position)
             # The end the consumer's last fetch brought may be older than one known (a
             # fetch from before a pause; the broker said more since): never below it.
             high = self._end_at[index] = max(self._end_at.get(index, 0), high)
@@ -969,7 +964,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
 
     def _reached_in(self, index: int) -> int:
         """Where the reader has read a partition to (negative: not known): past its last
-        record, and past the markers of transactions after it."""
+        record, and past the markers of transactions after it, which only the consumer's
+        position passes."""
         fetched = self._fetched[index]
         position = self._consumer.position([TopicPartition(self._topic, index)])[0].offset
         return max(fetched if fetched is not None else -1, position)

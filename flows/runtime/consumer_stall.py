@@ -87,11 +87,14 @@ class StallWatch:
                 if now - self.silent_since(at, now) >= self._stall_after / 3
             ]
             if quiet:
-                self._asked = self._admin.list_offsets(
-                    {part: OffsetSpec.latest() for part in quiet},
-                    isolation_level=IsolationLevel.READ_COMMITTED,
-                    request_timeout=self._timeout,
-                )
+                try:
+                    self._asked = self._admin.list_offsets(
+                        {part: OffsetSpec.latest() for part in quiet},
+                        isolation_level=IsolationLevel.READ_COMMITTED,
+                        request_timeout=self._timeout,
+                    )
+                except KafkaException:  # (the watch never stops its reader: asked again)
+                    self._answered_since = None
             return {}
         if not all(future.done() for future in asked.values()):
             return {}

@@ -161,7 +161,7 @@ class KafkaInput(FixedPartitionedSource[Message, Offsets]):
     ) -> None:
         self._brokers = brokers
         self._timeout = kafka_timeout_seconds()
-        self._stall_after = stall_after if stall_after is not None else 3 * self._timeout
+        self._stall_after = stall_after
         self._rounds = rounds
         self._replaying, self._since = replaying, since
         self._snapshotted = snapshotted
@@ -410,7 +410,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         reach: ConsumerReach | None = None,
         metadata: AdminClient | None = None,
         anew: Callable[[], Consumer] | None = None,
-        stall_after: float = 30.0,
+        stall_after: float | None = None,
         close_within: float = 10.0,
     ) -> None:
         self._consumer = consumer
@@ -483,13 +483,7 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         self._listed = frozenset(listed if listed is not None else starts)
         self._said_unread = False
         self._stall = (
-            StallWatch(
-                metadata,
-                topic,
-                stall_after=stall_after,
-                timeout=close_within,
-                now=time.monotonic(),
-            )
+            StallWatch(metadata, topic, stall_after=stall_after)
             if anew is not None and metadata is not None
             else None
         )
@@ -687,8 +681,8 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
             self._lost_reach()
         self._last_poll = now
         self._now_and_then()
-        if self._stall is not None and self._stall.polled(now):
-            self._watch(self._stall, now)
+        if self._stall is not None and self._stall.stalled(now, self._heard, self._reached_in):
+            self._reopen()
         buffered = self._buffered
         caught_up: set[int] = set()
         fresh: set[int] = set()
@@ -942,15 +936,11 @@ class KafkaInputPartition(StatefulSourcePartition[Message, Offsets]):
         ends = self._read_before
         return ends is None or any((self._next.get(i) or 0) < end for i, end in ends.items())
 
-    def _watch(self, stall: StallWatch, now: float) -> None:
+    def _reopen(self) -> None:
         """A consumer that brings nothing while the broker says its partitions hold more
         (`StallWatch`) is opened anew, at the offsets the reader is at (after what it
         holds: nothing is read twice or skipped); the old one is closed on a thread of
         its own. Ends are asked anew."""
-        behind = stall.behind(now, self._heard, self._reached_in)
-        if not behind:
-            return
-        stall.replaced(behind, self._heard, now)
         assert self._anew is not None  # (a reader that has none has no watch)
         old, self._consumer = self._consumer, self._anew()
         self._consumer.assign(

@@ -140,13 +140,7 @@ class ModelReplica:
         end = self._end(consumer)
         consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         self._following = consumer
-        stall = StallWatch(
-            AdminClient(self._admin_config),
-            self.topic,
-            stall_after=3 * self._timeout,
-            timeout=self._timeout,
-            now=time.monotonic(),
-        )
+        stall = StallWatch(AdminClient(self._admin_config), self.topic)
         self._thread = threading.Thread(
             target=_follow,
             args=(weakref.ref(self), consumer, self._stop, stall),
@@ -635,14 +629,11 @@ def _follow(
                     replica.topic,
                 )
                 raise
-            if stall.polled(now):
-                behind = stall.behind(now, heard, replica.read_to)
-                if behind:
-                    stall.replaced(behind, heard, now)
-                    old, consumer = consumer, Consumer(replica._config)
-                    consumer.assign([TopicPartition(replica.topic, 0, replica.position)])
-                    replica._following = consumer
-                    close_within(old, 0.0, stall.topic)
+            if stall.stalled(now, heard, replica.read_to):
+                old, consumer = consumer, Consumer(replica._config)
+                consumer.assign([TopicPartition(replica.topic, 0, replica.position)])
+                replica._following = consumer
+                close_within(old, 0.0, stall.topic)
             del replica
     finally:
         close_within(consumer, _CLOSE_S, stall.topic)

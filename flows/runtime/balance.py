@@ -32,7 +32,6 @@ from confluent_kafka.admin import AdminClient
 from flows.runtime import metrics
 from flows.runtime.consumer_stall import StallWatch, close_within
 from flows.runtime.kafka_metadata import transient
-from flows.runtime.settings import kafka_timeout_seconds
 from flows.runtime.signature import SIGNATURE_HEADER, RecordSignature
 from schemas.topics import BALANCE
 
@@ -161,14 +160,7 @@ class ClusterBalance:
         # From now on: a report from before this run started is not this run's.
         consumer = self._consumer(OFFSET_END)
         producer = Producer(self._config)
-        timeout = kafka_timeout_seconds()
-        stall = StallWatch(
-            AdminClient(dict(self._config)),
-            self._topic,
-            stall_after=3 * timeout,
-            timeout=timeout,
-            now=time.monotonic(),
-        )
+        stall = StallWatch(AdminClient(dict(self._config)), self._topic)
         # A daemon for the process's life (or until `stop`): a report matters for
         # seconds, and nothing is lost with the last ones.
         threading.Thread(
@@ -219,12 +211,9 @@ class ClusterBalance:
                 if time.monotonic() - last_report >= REPORT_EVERY:
                     self._report(producer, key, self._seen)
                     last_report = time.monotonic()
-                if stall.polled(now):
-                    behind = stall.behind(now, heard, self._read_to)
-                    if behind:
-                        stall.replaced(behind, heard, now)
-                        old, consumer = consumer, self._consumer(self._seen or OFFSET_END)
-                        close_within(old, 0.0, self._topic)
+                if stall.stalled(now, heard, self._read_to):
+                    old, consumer = consumer, self._consumer(self._seen or OFFSET_END)
+                    close_within(old, 0.0, self._topic)
             except Exception as exc:
                 if type(exc) not in said:
                     said.add(type(exc))

@@ -10,6 +10,7 @@ is watched for it, and closed with a bound.
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 
@@ -18,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import ListOffsetsResultInfo, OffsetSpec
 
 from flows.runtime import metrics
+from flows.runtime.settings import kafka_timeout_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +39,12 @@ class StallWatch:
     a consumer is given `stall_after` from the broker's return (librdkafka waits up to
     10 s between its attempts to connect)."""
 
-    def __init__(
-        self, admin: AdminClient, topic: str, *, stall_after: float, timeout: float, now: float
-    ) -> None:
+    def __init__(self, admin: AdminClient, topic: str, *, stall_after: float | None = None) -> None:
         self._admin, self.topic = admin, topic
-        self._stall_after, self._timeout = stall_after, timeout
+        #: The Kafka timeout (WAYFINDER_KAFKA_TIMEOUT): an ask's, and (three) the wait's.
+        self.timeout = kafka_timeout_seconds()
+        self._stall_after = stall_after if stall_after is not None else 3 * self.timeout
+        now = time.monotonic()
         #: The ends asked, on their way.
         self._asked: dict[TopicPartition, Future[ListOffsetsResultInfo]] | None = None
         self._ask_at = 0.0
@@ -54,8 +57,21 @@ class StallWatch:
         self._replaced_at: float | None = None
         self._stalled: list[int] = []
 
-    def polled(self, now: float) -> bool:
-        """The consumer was polled now: whether the watch has something to do (`behind`)."""
+    def stalled(
+        self, now: float, heard: Mapping[int, float], reached: Callable[[int], int]
+    ) -> bool:
+        """The consumer was polled `now`: whether its reader is to open it anew now (said
+        and counted). `heard`: when a record of each partition was last read; `reached`:
+        the offset its reader has read a partition up to (negative: not known)."""
+        if not self._polled(now):
+            return False
+        behind = self._behind(now, heard, reached)
+        if behind:
+            self._replaced(behind, heard, now)
+        return bool(behind)
+
+    def _polled(self, now: float) -> bool:
+        """The consumer was polled now: whether the watch has something to do (`_behind`)."""
         if now - self._last_poll > POLLED_ALONG_S:
             self._polled_since = now
         self._last_poll = now
@@ -67,13 +83,12 @@ class StallWatch:
         answered = self._answered_since if self._answered_since is not None else now
         return max(heard, self._polled_since, answered)
 
-    def behind(
+    def _behind(
         self, now: float, heard: Mapping[int, float], reached: Callable[[int], int]
     ) -> dict[int, tuple[int, int]]:
         """The partitions the consumer is stalled on, {partition: (where its reader is,
         where the broker says it ends)}, from the answer to an earlier ask (empty until
-        one is in). `heard`: when a record of each partition was last read; `reached`:
-        the offset its reader has read up to (negative: not known)."""
+        one is in)."""
         self._ask_at = now + max(1.0, self._stall_after / 6)
         if self._stalled and any(heard[i] > (self._replaced_at or now) for i in self._stalled):
             self._stalled = []
@@ -91,7 +106,7 @@ class StallWatch:
                     self._asked = self._admin.list_offsets(
                         {part: OffsetSpec.latest() for part in quiet},
                         isolation_level=IsolationLevel.READ_COMMITTED,
-                        request_timeout=self._timeout,
+                        request_timeout=self.timeout,
                     )
                 except KafkaException:  # (the watch never stops its reader: asked again)
                     self._answered_since = None
@@ -114,7 +129,7 @@ class StallWatch:
                 behind[part.partition] = (at, end)
         return behind
 
-    def replaced(
+    def _replaced(
         self, behind: dict[int, tuple[int, int]], heard: Mapping[int, float], now: float
     ) -> None:
         """Its reader opens the consumer anew for `behind`: said, counted, and, if the one

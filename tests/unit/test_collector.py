@@ -2,6 +2,8 @@ import gc
 import subprocess
 import sys
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,16 +65,40 @@ class _Clock:
         return self.now
 
 
+def _generation_of(thing: object) -> int | None:
+    """The generation the collector keeps `thing` in; None once it is frozen.
+
+    Asked of the object, not of `gc.get_freeze_count()`: other threads of a test
+    process (pytest-xdist's, those an earlier test left closing a consumer) free frozen
+    objects whenever they like, and the count drops with each."""
+    for generation in range(3):
+        if any(kept is thing for kept in gc.get_objects(generation)):
+            return generation
+    return None
+
+
+@contextmanager
+def _collected_only_when_asked() -> Iterator[None]:
+    """No collection but those a test asks for (the callbacks still run on each)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def test_what_survives_a_middle_collection_while_a_run_goes_on_is_frozen_then_unfrozen():
-    with survivors_frozen():
-        frozen = gc.get_freeze_count()  # (what was there: walked, then frozen)
-        assert frozen > 0
+    before: list[list[int]] = [[]]
+    with survivors_frozen(), _collected_only_when_asked():
+        assert gc.get_freeze_count() > 0
+        assert _generation_of(before) is None  # (what was there: walked, then frozen)
         kept: list[list[int]] = [[] for _ in range(1000)]
         gc.collect(0)  # a young collection: nothing more frozen
-        assert gc.get_freeze_count() == frozen
+        assert _generation_of(kept[0]) == 1
         gc.collect(1)
-        assert gc.get_freeze_count() >= frozen + len(kept)
+        assert _generation_of(kept[0]) is None
     assert gc.get_freeze_count() == 0
+    assert _generation_of(kept[0]) == 2
 
 
 def _frozen_cycle() -> weakref.ref[_Node]:
@@ -106,15 +132,17 @@ def test_a_cycle_that_was_frozen_is_collected_once_the_frozen_doubled_and_a_walk
 
 
 def test_a_process_that_freezes_objects_itself_is_left_as_it_is():
+    before: list[list[int]] = [[]]
     gc.collect()
     gc.freeze()
     try:
-        frozen = gc.get_freeze_count()
-        with survivors_frozen():
-            [[] for _ in range(1000)]
+        callbacks = list(gc.callbacks)
+        with survivors_frozen(), _collected_only_when_asked():
+            assert gc.callbacks == callbacks
+            inside: list[list[int]] = [[] for _ in range(1000)]
             gc.collect()
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
+            assert _generation_of(inside[0]) == 2  # walked, not frozen
+        assert _generation_of(before) is None  # still frozen
     finally:
         gc.unfreeze()
 

@@ -384,6 +384,7 @@ class NextStepLearner:
         self._values: dict[str, str | int | None] = {}
         #: The gate's name of each expert's fading twin.
         self._faded: dict[str, str] = {}
+        self._name_features()
         #: (prefix, context, view, expert names, their predictions) of the last call.
         self._last: (
             tuple[tuple[str, ...], dict[str, Any], _View, list[str], list[str | None]] | None
@@ -417,12 +418,26 @@ class NextStepLearner:
         for name, value in state.items():
             setattr(self, name, value)
         self._name_orders()
+        self._name_features()
         self._last = None
 
     def _name_orders(self) -> None:
         """The n-gram experts' names, by order (from `max_order`: not snapshotted)."""
         self._ngrams = tuple(f"ngram{order}" for order in range(self.max_order + 1))
         self._ngram_names = frozenset(self._ngrams)
+
+    def _name_features(self) -> None:
+        """Empty caches of the strings a view names its experts and river's features by
+        (not snapshotted). Each event would otherwise build some twenty strings anew, and
+        every table and count they look up would hash each again: a string built once
+        keeps its hash."""
+        #: An attribute's experts: "@name", "seen@name".
+        self._attribute_experts: dict[str, tuple[str, str]] = {}
+        #: river's features: "last2=a|b" by the last activities, "seen=a" by the activity,
+        #: "name=value" by (name, value, whether a bool: True and 1 are one key otherwise).
+        self._last_features: dict[tuple[str, ...], str] = {}
+        self._seen_features: dict[str, str] = {}
+        self._value_features: dict[tuple[str, str | int | bool, bool], str] = {}
 
     # -- what the learner sees of a prefix and its context
 
@@ -476,17 +491,51 @@ class NextStepLearner:
                 ("seen+since_last", (last, seen, since_last)),
             ]
             for name, value in attributes:
-                keys.append(("@" + name, (last, value)))
-                keys.append(("seen@" + name, (last, seen, value)))
+                at, seen_at = self._experts_of(name)
+                keys.append((at, (last, value)))
+                keys.append((seen_at, (last, seen, value)))
             for order in range(1, min(3, length) + 1):
-                x[f"last{order}=" + "|".join(prefix[-order:])] = 1.0
+                x[self._last_feature(prefix[-order:])] = 1.0
             for activity in sorted(seen):
-                x["seen=" + activity] = 1.0
+                x[self._seen_feature(activity)] = 1.0
             for name, value in attributes:
-                x[f"{name}={value}"] = 1.0
+                x[self._value_feature(name, value)] = 1.0
         if self.exclude:
             keys = [(e, k) for e, k in keys if e not in self.exclude]
         return _View(keys, gates, x, attributes)
+
+    def _experts_of(self, name: str) -> tuple[str, str]:
+        experts = self._attribute_experts.get(name)
+        if experts is None:
+            experts = ("@" + name, "seen@" + name)
+            if len(self._attribute_experts) < self.max_keys:
+                self._attribute_experts[name] = experts
+        return experts
+
+    def _last_feature(self, last: tuple[str, ...]) -> str:
+        feature = self._last_features.get(last)
+        if feature is None:
+            feature = f"last{len(last)}=" + "|".join(last)
+            if len(self._last_features) < self.max_keys:
+                self._last_features[last] = feature
+        return feature
+
+    def _seen_feature(self, activity: str) -> str:
+        feature = self._seen_features.get(activity)
+        if feature is None:
+            feature = "seen=" + activity
+            if len(self._seen_features) < self.max_keys:
+                self._seen_features[activity] = feature
+        return feature
+
+    def _value_feature(self, name: str, value: str | int | bool) -> str:
+        key = (name, value, type(value) is bool)
+        feature = self._value_features.get(key)
+        if feature is None:
+            feature = f"{name}={value}"
+            if len(self._value_features) < self.max_keys:
+                self._value_features[key] = feature
+        return feature
 
     # -- experts
 
@@ -508,10 +557,12 @@ class NextStepLearner:
         # The back-off n-gram: the first n-gram (longest first) that knows its key. A
         # key is in a plain table exactly when it is in its fading twin.
         found: _Leading | None = None
+        held = view.leading
         for expert, key in view.keys:
             experts.append(expert)
             table = tables.get(expert)
             leading = table.get(key) if table is not None else None
+            held.append(leading)
             if leading is None:
                 plain.append(None)
                 faded.append(None)
@@ -574,21 +625,22 @@ class NextStepLearner:
         gates = [trust.get(gate) for gate in view.gates]  # coarse to fine
         prior = self.prior_weight
         support: dict[str, float] = {}  # candidate: best trust among the experts proposing it
+        rates: list[_HitRate | None] = []  # (kept for the learn after it)
         for expert, predicted in zip(experts, predictions, strict=True):
-            if predicted is None:
-                continue
             # The expert's fading hit rate in the finest gate, shrunk to coarser ones: from
             # 0.5 with weight 2 in the coarsest, then with weight `prior` in each finer one.
             rate, weight = 0.5, 2.0
             for by_expert in gates:
                 stats = by_expert.get(expert) if by_expert is not None else None
+                rates.append(stats)
                 if stats is None:
                     rate = (weight * rate) / weight
                 else:
                     rate = (stats.hits + weight * rate) / (stats.seen + weight)
                 weight = prior
-            if rate > support.get(predicted, -1.0):
+            if predicted is not None and rate > support.get(predicted, -1.0):
                 support[predicted] = rate
+        view.rates = rates
         default = predictions[0]
         if default is not None:
             support[default] += self.margin
@@ -599,14 +651,20 @@ class NextStepLearner:
         fade = self.trust_decay
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]
-        hits = [1.0 if predicted == next_step else 0.0 for predicted in predictions]
-        for expert, hit in zip(experts, hits, strict=True):
-            for at, held in enumerate(gates):
-                stats = held.get(expert) if held is not None else None
+        rates = view.rates  # (as `predict` found them: nothing learned since)
+        count = len(gates)
+        for e, (expert, predicted) in enumerate(zip(experts, predictions, strict=True)):
+            hit = 1.0 if predicted == next_step else 0.0
+            for at in range(count):
+                if rates is not None:
+                    stats = rates[e * count + at]
+                else:
+                    held = gates[at]
+                    stats = held.get(expert) if held is not None else None
                 if stats is None:
                     if self._trusted >= self.max_trust:
                         continue  # full: this context is judged by its coarser ones
-                    by_expert = held
+                    by_expert = gates[at]
                     if by_expert is None:  # (a gate is kept once it holds a rate)
                         by_expert = gates[at] = trust[view.gates[at]] = {}
                     stats = by_expert[expert] = _HitRate()
@@ -618,12 +676,12 @@ class NextStepLearner:
     def _learn_tables(self, view: "_View", next_step: str) -> None:
         """Every expert's table, river's counts and the attributes' usage learn the step."""
         tables, fading, recency, max_keys = self.tables, self.fading, self.recency, self.max_keys
-        for expert, key in view.keys:
-            table = tables.get(expert)
-            if table is None:
-                table = tables[expert] = {}
-            leading = table.get(key)
+        for (expert, key), found in zip(view.keys, view.leading, strict=True):
+            leading = found  # (looked up by `_predictions`; nothing learned since)
             if leading is None:
+                table = tables.get(expert)
+                if table is None:
+                    table = tables[expert] = {}
                 if len(table) >= max_keys:
                     continue
                 leading = table[key] = _Leading(fading)
@@ -716,14 +774,20 @@ class _Leading:
 _BACKOFF = "backoff"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _View:
-    """One (prefix, context) as the learner sees it."""
+    """One (prefix, context) as the learner sees it, and what its prediction looked up
+    (a learn after it reuses them instead of looking each up again)."""
 
     keys: list[tuple[str, object]]  # (expert, key into its table)
     gates: list[object]  # gate contexts, coarse to fine
     x: dict[str, float]  # one-hot features for river
     attributes: list[tuple[str, str | int | bool]]  # usable attributes, normalised
+    #: Each key's entry in its expert's table (None: not there), by `_predictions`.
+    leading: list["_Leading | None"] = field(default_factory=list)
+    #: Each expert's hit rate in each gate (None: not there), experts by gates, once
+    #: `predict` asked.
+    rates: list["_HitRate | None"] | None = None
 
 
 def default_models() -> list[NextStepModel]:

@@ -11,8 +11,7 @@ forgotten.
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from msgspec import Struct, field
 
@@ -109,9 +108,11 @@ class Scope(Struct):
     kpis: Kpis = field(default_factory=Kpis)
 
 
-@dataclass(frozen=True)
-class Step:
-    """One visit of a contact point in a case (a customer's journey, or a log's case)."""
+class Step(NamedTuple):
+    """One visit of a contact point in a case (a customer's journey, or a log's case).
+
+    A named tuple, not a frozen dataclass: a replay makes one per event of its log, and
+    a frozen dataclass sets each field through `object.__setattr__`."""
 
     contact_point: str
     ts: float

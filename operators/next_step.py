@@ -368,10 +368,14 @@ class NextStepLearner:
         self._name_orders()
         #: tables[expert][key]: what followed that key, plain and fading, under one lookup.
         self.tables: dict[str, dict[object, _Leading]] = {}
-        # trust[gate context][expert] = its hit rate there (fading). By gate first:
-        # a prediction reads every expert in the same few gates, so each gate (a tuple,
-        # whose hash Python does not keep) is hashed once, not once per expert.
-        self.trust: dict[object, dict[str, _HitRate]] = {}
+        # trust[gate context][slot of an expert] = its hit rate there (fading; None: none
+        # yet). By gate first: a prediction reads every expert in the same few gates, so
+        # each gate (a tuple, whose hash Python does not keep) is hashed once, not once
+        # per expert; then by the expert's place in `slots`, a list's index, not a
+        # dictionary's lookup of its name (some fifty experts, twice an event).
+        self.trust: dict[object, list[_HitRate | None]] = {}
+        #: Each expert's place in every gate's list, by name (the order they came in).
+        self.slots: dict[str, int] = {}
         self.max_trust = max_trust
         self._trusted = 0  # hit rates held, at most `max_trust`
         self.attributes: dict[str, _AttributeStats] = {}
@@ -382,8 +386,6 @@ class NextStepLearner:
         self.classifier = MultinomialNB(alpha=naive_bayes_alpha)
         #: Raw attribute strings and their categorical values (`_attribute_value`).
         self._values: dict[str, str | int | None] = {}
-        #: The gate's name of each expert's fading twin.
-        self._faded: dict[str, str] = {}
         self._name_features()
         #: (prefix, context, view, expert names, their predictions) of the last call.
         self._last: (
@@ -408,7 +410,7 @@ class NextStepLearner:
         "attributes",
         "classifier",
         "_values",
-        "_faded",
+        "slots",
     )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -438,6 +440,8 @@ class NextStepLearner:
         self._last_features: dict[tuple[str, ...], str] = {}
         self._seen_features: dict[str, str] = {}
         self._value_features: dict[tuple[str, str | int | bool, bool], str] = {}
+        #: The experts of a view and their slots, by its layout (`_View.layout`).
+        self._layouts: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[int]]] = {}
 
     # -- what the learner sees of a prefix and its context
 
@@ -474,6 +478,7 @@ class NextStepLearner:
         ]
         gates: list[object] = [()]
         x: dict[str, float] = {}
+        names: tuple[str, ...] = ()
         if prefix:
             last = prefix[-1]
             seen = frozenset(prefix)
@@ -500,9 +505,30 @@ class NextStepLearner:
                 x[self._seen_feature(activity)] = 1.0
             for name, value in attributes:
                 x[self._value_feature(name, value)] = 1.0
+            names = tuple([name for name, _ in attributes])
         if self.exclude:
             keys = [(e, k) for e, k in keys if e not in self.exclude]
-        return _View(keys, gates, x, attributes)
+        # (the experts follow from the n-gram orders and the attributes' names)
+        return _View(keys, gates, x, attributes, (len(keys) - 2 * len(names), names))
+
+    def _layout(self, view: "_View") -> tuple[list[str], list[int]]:
+        """The experts of `view` in the gate's order (the back-off n-gram, each key's
+        expert, their fading twins, river), and their slots."""
+        layout = self._layouts.get(view.layout)
+        if layout is None:
+            experts = [_BACKOFF] + [expert for expert, _ in view.keys]
+            if self.fading:
+                experts += [expert + "~" for expert in experts]
+            if "river" not in self.exclude:
+                experts.append("river")
+            slots = self.slots
+            for expert in experts:
+                if expert not in slots:
+                    slots[expert] = len(slots)
+            layout = (experts, [slots[expert] for expert in experts])
+            if len(self._layouts) < self.max_keys:
+                self._layouts[view.layout] = layout
+        return layout
 
     def _experts_of(self, name: str) -> tuple[str, str]:
         experts = self._attribute_experts.get(name)
@@ -551,7 +577,7 @@ class NextStepLearner:
             return last[2], last[3], last[4]
         view = self._view(prefix, context)
         tables = self.tables
-        experts: list[str] = [_BACKOFF]
+        experts, view.slots = self._layout(view)
         plain: list[str | None] = [None]
         faded: list[str | None] = [None]
         # The back-off n-gram: the first n-gram (longest first) that knows its key. A
@@ -559,7 +585,6 @@ class NextStepLearner:
         found: _Leading | None = None
         held = view.leading
         for expert, key in view.keys:
-            experts.append(expert)
             table = tables.get(expert)
             leading = table.get(key) if table is not None else None
             held.append(leading)
@@ -576,16 +601,10 @@ class NextStepLearner:
         backoff = found.best if found is not None else None
         predictions = [backoff if p is None else p for p in plain]
         if self.fading:
-            faded_names = self._faded
-            for expert in experts:
-                if expert not in faded_names:
-                    faded_names[expert] = expert + "~"
-            experts += [faded_names[expert] for expert in experts]
             faded_backoff = found.faded_best if found is not None else None
             predictions += [faded_backoff if p is None else p for p in faded]
         if "river" not in self.exclude:
             candidates = [p for p in dict.fromkeys(predictions) if p is not None]
-            experts.append("river")
             predictions.append(self._rank(view.x, candidates))
         self._last = (prefix, dict(context), view, experts, predictions)
         return view, experts, predictions
@@ -620,18 +639,18 @@ class NextStepLearner:
     # -- gate
 
     def predict(self, prefix: Sequence[str], context: Context) -> str | None:
-        view, experts, predictions = self._predictions(prefix, context)
+        view, _, predictions = self._predictions(prefix, context)
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]  # coarse to fine
         prior = self.prior_weight
         support: dict[str, float] = {}  # candidate: best trust among the experts proposing it
         rates: list[_HitRate | None] = []  # (kept for the learn after it)
-        for expert, predicted in zip(experts, predictions, strict=True):
+        for slot, predicted in zip(view.slots, predictions, strict=True):
             # The expert's fading hit rate in the finest gate, shrunk to coarser ones: from
             # 0.5 with weight 2 in the coarsest, then with weight `prior` in each finer one.
             rate, weight = 0.5, 2.0
-            for by_expert in gates:
-                stats = by_expert.get(expert) if by_expert is not None else None
+            for by_slot in gates:
+                stats = by_slot[slot] if by_slot is not None and slot < len(by_slot) else None
                 rates.append(stats)
                 if stats is None:
                     rate = (weight * rate) / weight
@@ -647,27 +666,29 @@ class NextStepLearner:
         return _argmax(support)
 
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
-        view, experts, predictions = self._predictions(prefix, context)
+        view, _, predictions = self._predictions(prefix, context)
         fade = self.trust_decay
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]
         rates = view.rates  # (as `predict` found them: nothing learned since)
         count = len(gates)
-        for e, (expert, predicted) in enumerate(zip(experts, predictions, strict=True)):
+        for e, (slot, predicted) in enumerate(zip(view.slots, predictions, strict=True)):
             hit = 1.0 if predicted == next_step else 0.0
             for at in range(count):
+                by_slot = gates[at]
                 if rates is not None:
                     stats = rates[e * count + at]
                 else:
-                    held = gates[at]
-                    stats = held.get(expert) if held is not None else None
+                    held = by_slot is not None and slot < len(by_slot)
+                    stats = by_slot[slot] if by_slot is not None and held else None
                 if stats is None:
                     if self._trusted >= self.max_trust:
                         continue  # full: this context is judged by its coarser ones
-                    by_expert = gates[at]
-                    if by_expert is None:  # (a gate is kept once it holds a rate)
-                        by_expert = gates[at] = trust[view.gates[at]] = {}
-                    stats = by_expert[expert] = _HitRate()
+                    if by_slot is None:  # (a gate is kept once it holds a rate)
+                        by_slot = gates[at] = trust[view.gates[at]] = []
+                    if slot >= len(by_slot):
+                        by_slot.extend([None] * (slot + 1 - len(by_slot)))
+                    stats = by_slot[slot] = _HitRate()
                     self._trusted += 1
                 stats.hits = stats.hits * fade + hit
                 stats.seen = stats.seen * fade + 1.0
@@ -783,6 +804,10 @@ class _View:
     gates: list[object]  # gate contexts, coarse to fine
     x: dict[str, float]  # one-hot features for river
     attributes: list[tuple[str, str | int | bool]]  # usable attributes, normalised
+    #: What its experts follow from: the n-gram orders, the attributes' names.
+    layout: tuple[int, tuple[str, ...]]
+    #: Each expert's slot in the gate's lists (`NextStepLearner._layout`).
+    slots: list[int] = field(default_factory=list)
     #: Each key's entry in its expert's table (None: not there), by `_predictions`.
     leading: list["_Leading | None"] = field(default_factory=list)
     #: Each expert's hit rate in each gate (None: not there), experts by gates, once

@@ -66,7 +66,7 @@ class NextStepModel(Protocol):
 # ---------------------------------------------------------------- counts tables
 
 
-def _argmax(counts: Mapping[str, float]) -> str | None:
+def _argmax(counts: dict[str, float]) -> str | None:
     """The most frequent key; ties go to the key seen first (insertion order)."""
     best, best_count = None, 0.0
     for key, count in counts.items():
@@ -371,11 +371,11 @@ class NextStepLearner:
         # trust[gate context][slot of an expert] = its hit rate there (fading; None: none
         # yet). By gate first: a prediction reads every expert in the same few gates, so
         # each gate (a tuple, whose hash Python does not keep) is hashed once, not once
-        # per expert; then by the expert's place in `slots`, a list's index, not a
+        # per expert; then by the expert's place in `expert_slots`, a list's index, not a
         # dictionary's lookup of its name (some fifty experts, twice an event).
         self.trust: dict[object, list[_HitRate | None]] = {}
         #: Each expert's place in every gate's list, by name (the order they came in).
-        self.slots: dict[str, int] = {}
+        self.expert_slots: dict[str, int] = {}
         self.max_trust = max_trust
         self._trusted = 0  # hit rates held, at most `max_trust`
         self.attributes: dict[str, _AttributeStats] = {}
@@ -410,7 +410,7 @@ class NextStepLearner:
         "attributes",
         "classifier",
         "_values",
-        "slots",
+        "expert_slots",
     )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -458,7 +458,7 @@ class NextStepLearner:
                 values[raw] = value
             return value
 
-    def _view(self, prefix: tuple[str, ...], context: Context) -> "_View":
+    def _view(self, prefix: tuple[str, ...], context: dict[str, str | float | None]) -> "_View":
         attributes: list[tuple[str, str | int | bool]] = []
         stats_of = self.attributes
         for name in sorted(context):
@@ -521,7 +521,7 @@ class NextStepLearner:
                 experts += [expert + "~" for expert in experts]
             if "river" not in self.exclude:
                 experts.append("river")
-            slots = self.slots
+            slots = self.expert_slots
             for expert in experts:
                 if expert not in slots:
                     slots[expert] = len(slots)
@@ -575,7 +575,8 @@ class NextStepLearner:
         last = self._last
         if last is not None and last[0] == prefix and last[1] == context:
             return last[2], last[3], last[4]
-        view = self._view(prefix, context)
+        copied = dict(context)  # (kept for the next call; a dict's lookups are the fast ones)
+        view = self._view(prefix, copied)
         tables = self.tables
         experts, view.slots = self._layout(view)
         plain: list[str | None] = [None]
@@ -606,7 +607,7 @@ class NextStepLearner:
         if "river" not in self.exclude:
             candidates = [p for p in dict.fromkeys(predictions) if p is not None]
             predictions.append(self._rank(view.x, candidates))
-        self._last = (prefix, dict(context), view, experts, predictions)
+        self._last = (prefix, copied, view, experts, predictions)
         return view, experts, predictions
 
     def _rank(self, x: dict[str, float], candidates: list[str]) -> str | None:
@@ -614,11 +615,8 @@ class NextStepLearner:
         log P(candidate), then each feature's log P(f | candidate) added in turn)."""
         if len(candidates) < 2:
             return candidates[0] if candidates else None
-        classifier = self.classifier
-        class_counts = classifier.class_counts
-        class_totals = classifier.class_totals
-        feature_counts = classifier.feature_counts
-        alpha = classifier.alpha
+        class_counts, class_totals, feature_counts = self._naive_bayes_counts()
+        alpha: float = self.classifier.alpha
         all_classes = sum(class_counts.values())
         terms = alpha * len(feature_counts)
         features = [(value, feature_counts.get(feature)) for feature, value in x.items()]
@@ -678,9 +676,10 @@ class NextStepLearner:
                 by_slot = gates[at]
                 if rates is not None:
                     stats = rates[e * count + at]
+                elif by_slot is not None and slot < len(by_slot):
+                    stats = by_slot[slot]
                 else:
-                    held = by_slot is not None and slot < len(by_slot)
-                    stats = by_slot[slot] if by_slot is not None and held else None
+                    stats = None
                 if stats is None:
                     if self._trusted >= self.max_trust:
                         continue  # full: this context is judged by its coarser ones
@@ -718,16 +717,22 @@ class NextStepLearner:
                 tables.pop("seen@" + name, None)
         self._last = None
 
+    def _naive_bayes_counts(
+        self,
+    ) -> tuple[dict[str, int], dict[str, float], dict[str, dict[str, float]]]:
+        """river's counts (per class, per class of every frequency, per feature and class),
+        as the dictionaries they are: read through river's untyped attributes, each
+        lookup of the compiled learner would go through Python's generic calls. (river
+        types the last two as holding ints; with frequencies they hold floats.)"""
+        classifier: Any = self.classifier
+        return classifier.class_counts, classifier.class_totals, classifier.feature_counts
+
     def _learn_naive_bayes(self, x: dict[str, float], next_step: str) -> None:
         """river's `MultinomialNB.learn_one`, its counts added to in place."""
-        classifier = self.classifier
-        class_counts = classifier.class_counts
-        # (river types its counters' values as int; with frequencies they hold floats)
-        class_totals: Any = classifier.class_totals
-        feature_counts: Any = classifier.feature_counts
+        class_counts, class_totals, feature_counts = self._naive_bayes_counts()
         class_counts[next_step] = class_counts.get(next_step, 0) + 1
         for feature, frequency in x.items():
-            counts = feature_counts[feature]
+            counts = feature_counts[feature]  # (river's defaultdict makes it)
             counts[next_step] = frequency + counts.get(next_step, 0)
             class_totals[next_step] = frequency + class_totals.get(next_step, 0)
 
@@ -755,7 +760,9 @@ class _Leading:
         self.counts: dict[str, float] = {}
         self.best: str | None = None
         self.best_count = 0.0
-        self.faded: dict[str, float] | None = {} if fading else None
+        #: The fading counts, in the order of `counts` (both count the same steps): a
+        #: list, which every step rewrites whole, faster than a dictionary's values.
+        self.faded: list[float] | None = [] if fading else None
         self.faded_best: str | None = None
 
     def add(self, step: str, decay: float) -> None:
@@ -779,13 +786,16 @@ class _Leading:
         # Every earlier count fades, then this step counts one more: the leader is the
         # first of the largest, found in the same pass.
         leader, leader_count = None, 0.0
-        for key, count in faded.items():
-            faded_count = count * decay + 1.0 if key == step else count * decay
-            faded[key] = faded_count
+        held = len(faded)
+        for at, key in enumerate(counts):
+            if at == held:
+                break
+            faded_count = faded[at] * decay + 1.0 if key == step else faded[at] * decay
+            faded[at] = faded_count
             if faded_count > leader_count:
                 leader, leader_count = key, faded_count
-        if step not in faded:
-            faded[step] = 1.0
+        if held < len(counts):  # a step new here: `counts` has it last
+            faded.append(1.0)
             if leader_count < 1.0:
                 leader = step
         self.faded_best = leader

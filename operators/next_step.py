@@ -255,7 +255,8 @@ def _duration_bucket(seconds: float | None) -> int | None:
 
 def _number(value: object) -> float | None:
     """A finite number, or None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # (types in a tuple: compiled, `int | float` would build a union at every call)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
 
@@ -264,7 +265,7 @@ def _attribute_value(value: str | float | None) -> str | int | None:
     """A categorical value for an attribute: numbers bucketed, dates and blanks dropped."""
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return _bucket(float(value)) if math.isfinite(value) else None
     value = str(value).strip()
     if not value or _DATE_LIKE.match(value):
@@ -805,24 +806,35 @@ class _Leading:
 _BACKOFF = "backoff"
 
 
-@dataclass(slots=True)
 class _View:
     """One (prefix, context) as the learner sees it, and what its prediction looked up
-    (a learn after it reuses them instead of looking each up again)."""
+    (a learn after it reuses them instead of looking each up again). A plain class, not
+    a dataclass: compiled, a dataclass's `__init__` is still the one `dataclasses`
+    writes in Python, and a view is made for every event."""
 
-    keys: list[tuple[str, object]]  # (expert, key into its table)
-    gates: list[object]  # gate contexts, coarse to fine
-    x: dict[str, float]  # one-hot features for river
-    attributes: list[tuple[str, str | int | bool]]  # usable attributes, normalised
-    #: What its experts follow from: the n-gram orders, the attributes' names.
-    layout: tuple[int, tuple[str, ...]]
-    #: Each expert's slot in the gate's lists (`NextStepLearner._layout`).
-    slots: list[int] = field(default_factory=list)
-    #: Each key's entry in its expert's table (None: not there), by `_predictions`.
-    leading: list["_Leading | None"] = field(default_factory=list)
-    #: Each expert's hit rate in each gate (None: not there), experts by gates, once
-    #: `predict` asked.
-    rates: list["_HitRate | None"] | None = None
+    __slots__ = ("attributes", "gates", "keys", "layout", "leading", "rates", "slots", "x")
+
+    def __init__(
+        self,
+        keys: list[tuple[str, object]],
+        gates: list[object],
+        x: dict[str, float],
+        attributes: list[tuple[str, str | int | bool]],
+        layout: tuple[int, tuple[str, ...]],
+    ) -> None:
+        self.keys = keys  # (expert, key into its table)
+        self.gates = gates  # gate contexts, coarse to fine
+        self.x = x  # one-hot features for river
+        self.attributes = attributes  # usable attributes, normalised
+        #: What its experts follow from: the n-gram orders, the attributes' names.
+        self.layout = layout
+        #: Each expert's slot in the gate's lists (`NextStepLearner._layout`).
+        self.slots: list[int] = []
+        #: Each key's entry in its expert's table (None: not there), by `_predictions`.
+        self.leading: list[_Leading | None] = []
+        #: Each expert's hit rate in each gate (None: not there), experts by gates, once
+        #: `predict` asked.
+        self.rates: list[_HitRate | None] | None = None
 
 
 def default_models() -> list[NextStepModel]:

@@ -388,10 +388,8 @@ class NextStepLearner:
         #: Raw attribute strings and their categorical values (`_attribute_value`).
         self._values: dict[str, str | int | None] = {}
         self._name_features()
-        #: (prefix, context, view, expert names, their predictions) of the last call.
-        self._last: (
-            tuple[tuple[str, ...], dict[str, Any], _View, list[str], list[str | None]] | None
-        ) = None
+        #: (prefix, context, view, the experts' predictions) of the last call.
+        self._last: tuple[tuple[str, ...], dict[str, Any], _View, list[str | None]] | None = None
 
     #: What a snapshot holds: everything learned and the settings (not the last call's).
     _STATE = (
@@ -441,8 +439,8 @@ class NextStepLearner:
         self._last_features: dict[tuple[str, ...], str] = {}
         self._seen_features: dict[str, str] = {}
         self._value_features: dict[tuple[str, str | int | bool, bool], str] = {}
-        #: The experts of a view and their slots, by its layout (`_View.layout`).
-        self._layouts: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[int]]] = {}
+        #: The slots of a view's experts, by its layout (`_View.layout`).
+        self._layouts: dict[tuple[int, tuple[str, ...]], list[int]] = {}
 
     # -- what the learner sees of a prefix and its context
 
@@ -509,12 +507,12 @@ class NextStepLearner:
             names = tuple([name for name, _ in attributes])
         if self.exclude:
             keys = [(e, k) for e, k in keys if e not in self.exclude]
-        # (the experts follow from the n-gram orders and the attributes' names)
-        return _View(keys, gates, x, attributes, (len(keys) - 2 * len(names), names))
+        # (the experts follow from the number of keys and the attributes' names)
+        return _View(keys, gates, x, attributes, (len(keys), names))
 
-    def _layout(self, view: "_View") -> tuple[list[str], list[int]]:
-        """The experts of `view` in the gate's order (the back-off n-gram, each key's
-        expert, their fading twins, river), and their slots."""
+    def _slots(self, view: "_View") -> list[int]:
+        """The slots of `view`'s experts in the gate's order: the back-off n-gram, each
+        key's expert, their fading twins, river."""
         layout = self._layouts.get(view.layout)
         if layout is None:
             experts = [_BACKOFF] + [expert for expert, _ in view.keys]
@@ -526,7 +524,7 @@ class NextStepLearner:
             for expert in experts:
                 if expert not in slots:
                     slots[expert] = len(slots)
-            layout = (experts, [slots[expert] for expert in experts])
+            layout = [slots[expert] for expert in experts]
             if len(self._layouts) < self.max_keys:
                 self._layouts[view.layout] = layout
         return layout
@@ -568,18 +566,18 @@ class NextStepLearner:
 
     def _predictions(
         self, prefix: Sequence[str], context: Context
-    ) -> tuple["_View", list[str], list[str | None]]:
-        """Every expert's name and prediction, in the gate's order: the back-off n-gram and
-        each expert, then their fading twins, then river (computed once for a predict and
-        the learn after it)."""
+    ) -> tuple["_View", list[str | None]]:
+        """The view, and every expert's prediction in the gate's order (its slots'): the
+        back-off n-gram and each expert, then their fading twins, then river (computed
+        once for a predict and the learn after it)."""
         prefix = tuple(prefix)
         last = self._last
         if last is not None and last[0] == prefix and last[1] == context:
-            return last[2], last[3], last[4]
+            return last[2], last[3]
         copied = dict(context)  # (kept for the next call; a dict's lookups are the fast ones)
         view = self._view(prefix, copied)
         tables = self.tables
-        experts, view.slots = self._layout(view)
+        view.slots = self._slots(view)
         plain: list[str | None] = [None]
         faded: list[str | None] = [None]
         # The back-off n-gram: the first n-gram (longest first) that knows its key. A
@@ -608,8 +606,8 @@ class NextStepLearner:
         if "river" not in self.exclude:
             candidates = [p for p in dict.fromkeys(predictions) if p is not None]
             predictions.append(self._rank(view.x, candidates))
-        self._last = (prefix, copied, view, experts, predictions)
-        return view, experts, predictions
+        self._last = (prefix, copied, view, predictions)
+        return view, predictions
 
     def _rank(self, x: dict[str, float], candidates: list[str]) -> str | None:
         """The candidate river's naive Bayes finds most likely (its joint log-likelihood:
@@ -638,7 +636,7 @@ class NextStepLearner:
     # -- gate
 
     def predict(self, prefix: Sequence[str], context: Context) -> str | None:
-        view, _, predictions = self._predictions(prefix, context)
+        view, predictions = self._predictions(prefix, context)
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]  # coarse to fine
         prior = self.prior_weight
@@ -665,7 +663,7 @@ class NextStepLearner:
         return _argmax(support)
 
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
-        view, _, predictions = self._predictions(prefix, context)
+        view, predictions = self._predictions(prefix, context)
         fade = self.trust_decay
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]
@@ -826,9 +824,9 @@ class _View:
         self.gates = gates  # gate contexts, coarse to fine
         self.x = x  # one-hot features for river
         self.attributes = attributes  # usable attributes, normalised
-        #: What its experts follow from: the n-gram orders, the attributes' names.
+        #: What its experts follow from: the number of its keys, the attributes' names.
         self.layout = layout
-        #: Each expert's slot in the gate's lists (`NextStepLearner._layout`).
+        #: Each expert's slot in the gate's lists (`NextStepLearner._slots`).
         self.slots: list[int] = []
         #: Each key's entry in its expert's table (None: not there), by `_predictions`.
         self.leading: list[_Leading | None] = []

@@ -7,9 +7,10 @@ consumer that, polled, brings nothing while the broker says there is more."""
 
 import json
 import time
+from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from flows.dataflow.clock import EventClock
@@ -185,31 +186,48 @@ def test_a_consumer_that_brings_nothing_while_its_partitions_hold_more_is_opened
         part.close()
 
 
+class _PausedOnAssign:
+    """A real consumer that pauses the partitions it is assigned as they are assigned:
+    polled, it brings nothing from the start. (Paused by the test after the reader's call
+    that opened it, a consumer could read in that very call.)"""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    def assign(self, parts: list[TopicPartition]) -> None:
+        self._consumer.assign(parts)
+        self._consumer.pause(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
 def test_a_consumer_opened_anew_that_still_reads_nothing_fails_livez_until_it_reads(
     kafka: KafkaSettings,
 ) -> None:
-    """Each consumer the reader opens brings nothing (paused as it comes): once one opened
-    anew has not mended it, `/livez` says the process needs a restart. When a consumer
-    reads again, it is alive again, and nothing was lost or read twice."""
+    """Each consumer the reader opens brings nothing (paused as it is assigned): once one
+    opened anew has not mended it, `/livez` says the process needs a restart. When a
+    consumer reads again, it is alive again, and nothing was lost or read twice."""
     _produce(kafka, 0, [1.0])
     part = _merged_reader(kafka, batch=10, stall_after=STALL_AFTER)
+    anew = part._anew
+    assert anew is not None
     try:
         assert _handed(part, 1) == [1.0]
         replaced = _replaced(kafka)
         part._consumer.pause(part._consumer.assignment())
+        part._anew = lambda: _PausedOnAssign(anew())  # type: ignore[assignment]
         _produce(kafka, 0, [2.0])
         _produce(kafka, 1, [3.0])
-        paused = part._consumer
         deadline = time.monotonic() + 30
         while not_alive() is None and time.monotonic() < deadline:
-            if part._consumer is not paused:
-                paused = part._consumer
-                paused.pause([TopicPartition(kafka.topic("events"), i) for i in (0, 1)])
             assert part.next_batch() == []
             time.sleep(0.02)
         assert "does not read" in (not_alive() or "")
         assert _replaced(kafka) >= replaced + 2
-        # (the one it opened then is left to read)
+        # (the one it opened then reads again)
+        part._anew = anew
+        part._consumer.resume(part._consumer.assignment())
         assert _handed(part, 2) == [2.0, 3.0]
         assert _polled_for(part, 1.0) == []
         assert not_alive() is None

@@ -371,7 +371,7 @@ def test_ours_keeps_river_naive_bayes_counts_and_ranks_as_river_does():
         if case.events:
             prefix, context = case.prefix, case.context()
             model.predict(prefix, context)
-            view, _, predictions = model._predictions(prefix, context)
+            view, predictions = model._predictions(prefix, context)
             candidates = [p for p in dict.fromkeys(predictions[:-1]) if p is not None]
             known = [c for c in candidates if c in river_nb.class_counts]
             if len(known) >= 2:

@@ -132,6 +132,7 @@ class CustomerStep:
         seal: LoopSeal | None = None,
         redelivery_horizon: float = DEFAULT_REDELIVERY_HORIZON,
         new_secret: Callable[[], bytes] = sealing.new_secret,
+        handover_keys: sealing.HandoverKeys | None = None,
         published: Published | None = None,
         pseudonym_of: Callable[[str], str] | None = None,
     ) -> None:
@@ -143,7 +144,8 @@ class CustomerStep:
         deployment's secret; a lab run without one signs under an empty key).
         `redelivery_horizon`: seconds of event time within which a redelivery is
         recognised (and an erased key stays a tombstone). `new_secret`: makes a
-        customer's key, under which their decisions' inputs are sealed. `published`:
+        customer's key, under which their decisions' inputs are sealed. `handover_keys`:
+        the handover pairs kept from a login's request to its answer. `published`:
         what the run before a crash published, which its replay repeats
         (`operators.published`). `pseudonym_of`: what the records name a customer key
         by (the flow's state key; by default the pseudonym under `seal`'s secret)."""
@@ -155,6 +157,7 @@ class CustomerStep:
         self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
         self._keys = _KeyLog()
+        self._handover_keys = handover_keys or sealing.HandoverKeys()
         self._channels = frozenset(playbook.channels)
         self.models = models
         self.published = published
@@ -320,7 +323,7 @@ class CustomerStep:
         """After a login, ask the device for its context, to be sealed to this
         customer's handover key, and wait for the answer (unless it was folded before:
         a login redelivered)."""
-        public = sealing.handover_public(self._secret_of(ctx, outputs))
+        public = self._handover_keys.public(self._secret_of(ctx, outputs))
         device = self.pseudonym_of(visitor_key(event))
         answer = derived_event_id("merge", device, event.event_id)
         if recall(ctx, answer, ts, self._horizon) is None:
@@ -924,8 +927,7 @@ class CustomerStep:
         outputs.append(self._handover(event.to, event, (key_for, context)))
         return ctx, outputs
 
-    @staticmethod
-    def _opened(ctx: CustomerContext, event: Event) -> bytes | None:
+    def _opened(self, ctx: CustomerContext, event: Event) -> bytes | None:
         """What a merge hands over, opened by the customer's handover key; None for a
         merge that answers a request under a key this customer no longer holds (made in
         a run that crashed before its snapshot, whose login, replayed, asked again under
@@ -937,9 +939,9 @@ class CustomerStep:
         if not ctx.secret:
             return None
         try:
-            return sealing.open_sealed_to(ctx.secret, event.event_id.encode(), merge.context)
+            return self._handover_keys.open(ctx.secret, event.event_id.encode(), merge.context)
         except sealing.Unreadable:
-            if merge.sealed_to != sealing.handover_public(ctx.secret):
+            if merge.sealed_to != self._handover_keys.public(ctx.secret):
                 return None
             raise
 
@@ -1058,6 +1060,8 @@ class CustomerStep:
         if ctx is not None:
             erased_at = max(erased_at, ctx.last_seen, ctx.erased_at or erased_at)
         erased = event.to or self.pseudonym_of(key)  # (a device's erasure names it so)
+        if ctx is not None and ctx.secret:
+            self._handover_keys.forget(ctx.secret)  # (the key goes: so does its pair)
         outputs: list[Output] = [
             Tombstone(
                 customer=erased,

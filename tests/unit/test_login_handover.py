@@ -9,7 +9,7 @@ import pytest
 
 from operators.customer_step import MAX_HELD, MERGE_WAIT, CustomerStep
 from operators.identity import LoopSeal
-from operators.sealing import SECRET_BYTES
+from operators.sealing import SECRET_BYTES, HandoverKeys, handover_public
 from schemas.codec import BadInput
 from schemas.event import Event
 from state.context import DEFAULT_REDELIVERY_HORIZON, CustomerContext, from_snapshot, to_snapshot
@@ -163,6 +163,24 @@ def test_the_context_crosses_the_topic_sealed_to_the_customer_alone():
     after, outputs = step.on_event("cust-1", ctx, answer)
     assert after is ctx and "phones" in ctx.touchpoints
     assert any(getattr(o, "kind", None) == "merged" for o in outputs)
+
+
+def test_a_login_keeps_its_handover_pair_for_the_answer_and_an_erasure_drops_it():
+    """The pair a login's request derived opens its answer (not derived twice); the
+    customer's erasure drops it with the key, whatever else is kept."""
+    kept = HandoverKeys()
+    step = CustomerStep(default_playbook(), handover_keys=kept)
+    ctx, _login, answer = login_and_answer(step)
+    assert len(kept) == 1
+    after, _ = step.on_event("cust-1", ctx, answer)
+    assert after is ctx and "phones" in ctx.touchpoints and len(kept) == 1
+    other, _ = step.on_event(
+        "cust-2", None, ev("identify", "web", customer="cust-2", anon="phone-2")
+    )
+    assert other is not None and len(kept) == 2
+    step.on_event("cust-1", ctx, ev("erase", "web", minutes=5))
+    assert len(kept) == 1  # cust-2's, not the erased customer's
+    assert kept.public(other.secret) == handover_public(other.secret)
 
 
 def test_a_customer_resumed_with_a_new_key_asks_again_and_the_old_answer_is_dropped():

@@ -85,6 +85,40 @@ class _Verdict:
     policy: SuppressionPolicy | None = None  # (what suppressed it)
 
 
+#: What a trigger other than an event names, that an action's trigger can fire on: a
+#: journey's transition (journey, kind), a change to an intent, a segment entered.
+_Named = tuple[str, str, str]
+
+
+def _named(trigger: Trigger) -> _Named:
+    transition, intent = trigger.transition, trigger.intent
+    if transition is not None:
+        return ("transition", transition.journey, transition.kind)
+    if intent is not None:
+        return ("intent", intent.intent, "")
+    if trigger.segment is not None:
+        return ("segment", trigger.segment, "")
+    return ("", "", "")  # (names nothing: no action's trigger fires on it)
+
+
+def _listening(actions: tuple[ActionSpec, ...]) -> dict[_Named, tuple[ActionSpec, ...]]:
+    """The actions each transition, intent change and segment entry can fire (in the
+    playbook's order), as `DecisionMaker._fires` finds them: most fire none, and are
+    then decided on without looking at any action."""
+    listening: dict[_Named, tuple[ActionSpec, ...]] = {}
+    for action in actions:
+        names: set[_Named] = set()
+        for spec in action.triggers:
+            if spec.journey is not None:
+                names.update(("transition", spec.journey, kind) for kind in spec.transitions)
+            names.update(("intent", intent, "") for intent in spec.intent_changed)
+            if spec.segment_entered is not None:
+                names.add(("segment", spec.segment_entered, ""))
+        for name in names:
+            listening[name] = (*listening.get(name, ()), action)
+    return listening
+
+
 class DecisionMaker:
     """Turns triggers into decisions with the playbook's actions and policies."""
 
@@ -123,6 +157,7 @@ class DecisionMaker:
                 for a in playbook.actions
             ]
         )
+        self._named_actions = _listening(playbook.actions)
 
     def wants(self, event: Event) -> bool:
         """Whether any action could be triggered by this event (cheap, cached)."""
@@ -139,7 +174,9 @@ class DecisionMaker:
         elif trigger.event is not None:
             actions = self._event_actions.relevant(trigger.event)
         else:
-            actions = self.playbook.actions
+            actions = self._named_actions.get(_named(trigger), ())
+            if not actions and self.published is None:
+                return None, None, None  # (most transitions and entries: no action's)
         verdicts: list[_Verdict] = []
         intent = _IntentNow(ctx, self.intent)
         for candidate in actions:

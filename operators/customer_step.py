@@ -157,7 +157,7 @@ class CustomerStep:
         self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
         self._keys = _KeyLog()
-        self._handover_keys = handover_keys or sealing.HandoverKeys()
+        self._handover_keys = handover_keys if handover_keys is not None else sealing.HandoverKeys()
         self._channels = frozenset(playbook.channels)
         self.models = models
         self.published = published

@@ -96,7 +96,9 @@ class HandoverKeys:
     The same pairs as `handover_public` and `open_sealed_to` derive (from the key, so a
     run resumed after a crash, which keeps none, opens the same). At most `size`, the
     oldest dropped first; an erased customer's pair is dropped with their key
-    (`forget`). Shared by the threads of a process: each lookup under a lock."""
+    (`forget`: a customer's events are folded one at a time, where their state is, so
+    no pair of theirs is being made meanwhile). Shared by the threads of a process: each
+    lookup under a lock."""
 
     def __init__(self, size: int = 4096) -> None:
         if size < 1:

@@ -45,8 +45,17 @@ _UNKNOWN_PACE_WAIT = 1.0
 #: How long (wall seconds) the pace of event time is measured over.
 _PACE_WINDOW = 2.0
 #: A process that reads no input takes it to be caught up after this long (wall
-#: seconds) without a record: a backlog keeps records coming to every process.
+#: seconds) without a record, when the last one's stamp said the process that read it
+#: followed the wall clock (a live input: records come as they happen) ...
 _QUIET = 2.0
+#: ... and after this long when the stamp said event time was behind (a backlog): a
+#: reader paused or starved a few seconds sends nothing either, and that silence is not
+#: the input's end (taken for it after 2 s, a starved reader let the other process's
+#: timers fire months early in event time, before the records still to come).
+_QUIET_BEHIND = 30.0
+#: How close (seconds) a stamp's watermark is to its wall clock, less the lateness,
+#: when the process that read the record followed the wall clock.
+_LIVE_WITHIN = 5.0
 #: A process whose readers have not polled for this long (wall seconds: paused, frozen,
 #: or busy) knows nothing of what was written meanwhile: it is not caught up.
 READER_GAP = 5.0
@@ -78,6 +87,7 @@ class EventClock:
         self._pace_at = (time.monotonic(), float("-inf"))
         self._pace = 0.0  # event seconds per wall second; 0: not measured yet
         self._heard = float("-inf")  # when a record's stamp last reached this process
+        self._heard_live = False  # whether that stamp's reader followed the wall clock
         #: When each registered partition's reader last polled it (monotonic): with
         #: several workers, each reader's word is only as fresh as its own polls.
         self._polled: dict[Hashable, float] = {}
@@ -124,10 +134,12 @@ class EventClock:
                 self._pace = (self._floor - then) / (now - at)
             self._pace_at = (now, self._floor)
 
-    def observe(self, mark: float, latest: float) -> None:
-        """Where the decoding process's event time was (a record's stamp): a process that
-        reads no input follows the one that does."""
+    def observe(self, mark: float, latest: float, read_at: float | None = None) -> None:
+        """Where the decoding process's event time was (a record's stamp), and when (wall
+        clock) it read the record: a process that reads no input follows the one that
+        does, and takes its silence for the input's end sooner when it was live."""
         self._heard = time.monotonic()
+        self._heard_live = read_at is not None and mark >= read_at - self._lateness - _LIVE_WITHIN
         if mark > self._floor or latest > self._latest:
             with self._lock:
                 self._floor = max(self._floor, mark)
@@ -176,7 +188,8 @@ class EventClock:
             polled = self._polled
             return all(polled.get(part, since) > since for part in self._reached)
         # A process that reads nothing: caught up when no record has reached it lately.
-        return time.monotonic() - self._heard > _QUIET
+        quiet = time.monotonic() - self._heard
+        return quiet > (_QUIET if self._heard_live else _QUIET_BEHIND)
 
     def wake_at(self, due: float) -> float:
         """When (wall clock, epoch seconds) to ask again about something due at event

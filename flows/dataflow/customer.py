@@ -116,7 +116,7 @@ class CustomerLogic(StatefulBatchLogic[Keyed, StepOutput, bytes]):
 
     def on_batch(self, values: list[Keyed]) -> tuple[Iterable[StepOutput], bool]:
         watermark, latest, ingested, epoch = values[-1][2]  # (the latest: one a batch)
-        self._clock.observe(watermark, latest)
+        self._clock.observe(watermark, latest, ingested)
         self._epoch = epoch
         asked: AbstractSet[WakeKind] = _NOTHING_ASKED
         if self._cold is not None:

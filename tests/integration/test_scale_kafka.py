@@ -1,4 +1,5 @@
-"""Scale-out: a 2-process bytewax cluster on the local Kafka decides as one process does.
+"""Scale-out: a 2-process bytewax cluster on the local Kafka decides as one process does,
+even with the process that reads the topic stopped a while.
 
 The flow runs as deployed (`python -m bytewax.run flows.dataflow.kafka:flow`, a
 service tailing its topic, stopped with SIGTERM once its outputs stop growing), once as
@@ -44,6 +45,9 @@ from tests.kafka_io import free_ports, logged, produce, read_all
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 PARTITIONS = 4
+#: Seconds the cluster's reading process is stopped for: longer than a process that
+#: reads nothing once took for the input's end (`flows.dataflow.clock._QUIET`).
+PAUSE = 3.0
 SIM = SimulationConfig(customers=300, hours=24, seed=11)
 _STOPS = re.compile(r"models replica stops with (?P<versions>\S+@\d+(?: \S+@\d+)*) \(")
 _SUMMARY = re.compile(r"wayfinder on Kafka \S+: (?P<json>\{.*\})$", re.MULTILINE)
@@ -70,12 +74,16 @@ class Process:
         return summary
 
 
-def run_cluster(settings: KafkaSettings, processes: int, logs: Path) -> tuple[list[Process], float]:
+def run_cluster(
+    settings: KafkaSettings, processes: int, logs: Path, *, pause: float = 0.0
+) -> tuple[list[Process], float]:
     """`python -m bytewax.run flows.dataflow.kafka:flow` as a service (tailing the
     topic), as one process or as a cluster of `processes` on this machine (`-i N -a
     ADDRESSES`); stopped as an orchestrator stops it (SIGTERM to each) once its outputs
-    have stopped growing. What each process said, and the seconds from the start to its
-    last output."""
+    have stopped growing. With `pause`, the first process (the one that reads the
+    topic) is stopped that long (SIGSTOP) once the flow has begun to decide, as a busy
+    machine starves a process. What each process said, and the seconds from the start
+    to its last output."""
     env = {**kafka_env(settings), "WAYFINDER_KAFKA_TAIL": "true"}
     cluster: list[str] = []
     if processes > 1:
@@ -96,7 +104,7 @@ def run_cluster(settings: KafkaSettings, processes: int, logs: Path) -> tuple[li
                     stderr=stderr,
                 )
             running.append((flow, err))
-        last_output = _until_quiet(settings, [flow for flow, _ in running]) - started
+        last_output = _until_quiet(settings, [flow for flow, _ in running], pause) - started
         for flow, _err in running:
             flow.send_signal(signal.SIGTERM)
         for flow, _err in running:
@@ -117,8 +125,11 @@ def run_cluster(settings: KafkaSettings, processes: int, logs: Path) -> tuple[li
 QUIET = 4.0
 
 
-def _until_quiet(settings: KafkaSettings, flows: list[subprocess.Popen[bytes]]) -> float:
-    """Wait until the flow's outputs have stopped growing; when they last grew."""
+def _until_quiet(
+    settings: KafkaSettings, flows: list[subprocess.Popen[bytes]], pause: float = 0.0
+) -> float:
+    """Wait until the flow's outputs have stopped growing; when they last grew. With
+    `pause`: the first process stopped that long once the flow has begun to decide."""
     names = [settings.topic(t) for t in ("events", "decisions", "journeys", "models.examples")]
     consumer = KafkaConsumer(**settings.kafka_python_config())
     try:
@@ -133,6 +144,12 @@ def _until_quiet(settings: KafkaSettings, flows: list[subprocess.Popen[bytes]]) 
             if ends != seen:
                 seen, changed = ends, now
             decided = all(ends[TopicPartition(n, 0)] > 0 for n in names[1:])
+            if decided and pause > 0:
+                flows[0].send_signal(signal.SIGSTOP)
+                time.sleep(pause)
+                flows[0].send_signal(signal.SIGCONT)
+                pause, changed = 0.0, time.monotonic()
+                continue
             if decided and now - changed >= QUIET:
                 return changed
             time.sleep(0.25)
@@ -183,7 +200,8 @@ def test_two_processes_decide_with_models_that_learned_every_example(bootstrap_s
     produce(two, "events", messages)
 
     (alone,), one_seconds = run_cluster(one, 1, tmp_path)
-    pair, two_seconds = run_cluster(two, 2, tmp_path)
+    # The process that reads the topic stopped a while: a pause is not the input's end.
+    pair, two_seconds = run_cluster(two, 2, tmp_path, pause=PAUSE)
 
     # Each process's replica applied every example of the log, wherever it arose.
     counts = counts_of(example_log(two))

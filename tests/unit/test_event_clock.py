@@ -102,6 +102,27 @@ def test_a_process_that_reads_nothing_follows_the_stamps_of_the_records_it_gets(
     assert (clock.watermark, clock.latest, clock.at_end()) == (500.0, 600.0, 600.0)
 
 
+def test_a_process_that_reads_nothing_takes_a_backlog_readers_silence_for_a_pause(monkeypatch):
+    """Its reader paused or starved, a process that reads nothing hears nothing either:
+    after a stamp from a backlog (event time behind the wall clock), a short silence is
+    not the input's end, and its watermark stays on event time; after a live stamp it is
+    (records come as they happen), and the wall clock leads."""
+    monkeypatch.setattr(clock_module, "_QUIET", 0.1)
+    monkeypatch.setattr(clock_module, "_QUIET_BEHIND", 0.6)
+    clock = EventClock(lateness=5.0, follows_wall=True)
+    clock.observe(1000.0, 1010.0, time.time())  # a backlog's record
+    time.sleep(0.2)
+    assert clock.watermark == 1000.0  # a pause, not the end
+    time.sleep(0.5)
+    assert abs(clock.watermark - (time.time() - 5.0)) < 1.0  # silent that long: caught up
+    live = EventClock(lateness=5.0, follows_wall=True)
+    now = time.time()
+    live.observe(now - 5.0, now, now)  # the reader followed the wall clock
+    assert live.watermark == now - 5.0
+    time.sleep(0.2)
+    assert abs(live.watermark - (time.time() - 5.0)) < 1.0
+
+
 def test_a_timer_is_asked_again_when_the_watermark_should_have_got_there():
     clock = EventClock()
     clock.register(A)

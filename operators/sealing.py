@@ -60,12 +60,6 @@ def _handover_private(secret: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(seed)
 
 
-def handover_public(secret: bytes) -> bytes:
-    """The public half (32 bytes) of the handover key pair of the customer whose key
-    is `secret`: what a device seals its context to."""
-    return _handover_private(secret).public_key().public_bytes_raw()
-
-
 def seal_to(public_key: bytes, bound_to: bytes, plain: bytes) -> bytes:
     """`plain` sealed to a customer's handover public key, bound to `bound_to`."""
     try:
@@ -75,26 +69,14 @@ def seal_to(public_key: bytes, bound_to: bytes, plain: bytes) -> bytes:
         raise Unreadable("not a handover key") from None
 
 
-def open_sealed_to(secret: bytes, bound_to: bytes, sealed: bytes) -> bytes:
-    """What `seal_to` sealed to the handover key of the customer whose key is `secret`;
-    Unreadable to anyone else (a key lost, erased, or another customer's)."""
-    return _open_with(_handover_private(secret), bound_to, sealed)
-
-
-def _open_with(private: X25519PrivateKey, bound_to: bytes, sealed: bytes) -> bytes:
-    try:
-        return _HANDOVER.decrypt(sealed, private, info=bound_to)
-    except (InvalidTag, ValueError):
-        raise Unreadable("sealed to another handover key, or altered") from None
-
-
 class HandoverKeys:
-    """The handover key pairs of the customers who logged in last, kept from a login's
-    request to its answer: deriving a pair is an X25519 multiplication, a fifth of what
-    a login costs in all, and without them the answer derives the pair the request did.
+    """The customers' handover key pairs, each derived from the customer's key, and
+    those of the customers who logged in last kept from a login's request to its
+    answer: deriving a pair is an X25519 multiplication, a fifth of what a login costs in
+    all, and without them the answer derives the pair the request did.
 
-    The same pairs as `handover_public` and `open_sealed_to` derive (from the key, so a
-    run resumed after a crash, which keeps none, opens the same). At most `size`, the
+    Derived from the key alone (a run resumed after a crash, which keeps none, opens
+    what was sealed before). At most `size` kept, the
     oldest dropped first; an erased customer's pair is dropped with their key
     (`forget`: a customer's events are folded one at a time, where their state is, so
     no pair of theirs is being made meanwhile). Shared by the threads of a process: each
@@ -111,12 +93,17 @@ class HandoverKeys:
         return len(self._pairs)
 
     def public(self, secret: bytes) -> bytes:
-        """`handover_public(secret)`."""
+        """The public half (32 bytes) of the handover key pair of the customer whose key
+        is `secret`: what a device seals its context to."""
         return self._pair(secret)[1]
 
     def open(self, secret: bytes, bound_to: bytes, sealed: bytes) -> bytes:
-        """`open_sealed_to(secret, bound_to, sealed)`."""
-        return _open_with(self._pair(secret)[0], bound_to, sealed)
+        """What `seal_to` sealed to the handover key of the customer whose key is
+        `secret`; Unreadable to anyone else (a key lost, erased, or another customer's)."""
+        try:
+            return _HANDOVER.decrypt(sealed, self._pair(secret)[0], info=bound_to)
+        except (InvalidTag, ValueError):
+            raise Unreadable("sealed to another handover key, or altered") from None
 
     def forget(self, secret: bytes) -> None:
         """Drop the pair of `secret` (its customer is erased)."""

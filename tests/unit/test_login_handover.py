@@ -9,7 +9,7 @@ import pytest
 
 from operators.customer_step import MAX_HELD, MERGE_WAIT, CustomerStep
 from operators.identity import LoopSeal
-from operators.sealing import SECRET_BYTES, HandoverKeys, handover_public
+from operators.sealing import SECRET_BYTES, HandoverKeys
 from schemas.codec import BadInput
 from schemas.event import Event
 from state.context import DEFAULT_REDELIVERY_HORIZON, CustomerContext, from_snapshot, to_snapshot
@@ -180,7 +180,7 @@ def test_a_login_keeps_its_handover_pair_for_the_answer_and_an_erasure_drops_it(
     assert other is not None and len(kept) == 2
     step.on_event("cust-1", ctx, ev("erase", "web", minutes=5))
     assert len(kept) == 1  # cust-2's, not the erased customer's
-    assert kept.public(other.secret) == handover_public(other.secret)
+    assert kept.public(other.secret) == HandoverKeys().public(other.secret)
 
 
 def test_a_customer_resumed_with_a_new_key_asks_again_and_the_old_answer_is_dropped():

@@ -380,11 +380,15 @@ class NextStepLearner:
         self.max_trust = max_trust
         self._trusted = 0  # hit rates held, at most `max_trust`
         self.attributes: dict[str, _AttributeStats] = {}
-        from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when used)
-
-        # river's model holds the naive Bayes counts; `_rank` and `learn` read and add to
-        # them in place, the sums its `joint_log_likelihood` and `learn_one` make.
-        self.classifier = MultinomialNB(alpha=naive_bayes_alpha)
+        # river's multinomial naive Bayes, its counts (per class, per class of all the
+        # frequencies, per feature and class) kept here as plain dictionaries: `_rank` and
+        # `_learn_naive_bayes` make the sums of its `joint_log_likelihood` and `learn_one`.
+        # river keeps them in Counters, each write of which Python dispatches through a
+        # generic `__setitem__` (Counter defines `__delitem__`): 9% of the learner's work.
+        # `classifier` gives river's model with these counts.
+        self.class_counts: dict[str, int] = {}
+        self.class_totals: dict[str, float] = {}
+        self.feature_counts: dict[str, dict[str, float]] = {}
         #: Raw attribute strings and their categorical values (`_attribute_value`).
         self._values: dict[str, str | int | None] = {}
         self._name_features()
@@ -407,7 +411,9 @@ class NextStepLearner:
         "max_trust",
         "_trusted",
         "attributes",
-        "classifier",
+        "class_counts",
+        "class_totals",
+        "feature_counts",
         "_values",
         "expert_slots",
     )
@@ -416,6 +422,11 @@ class NextStepLearner:
         return {name: getattr(self, name) for name in self._STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        classifier = state.pop("classifier", None)
+        if classifier is not None:  # a snapshot from when river's model held the counts
+            state["class_counts"] = dict(classifier.class_counts)
+            state["class_totals"] = dict(classifier.class_totals)
+            state["feature_counts"] = {f: dict(c) for f, c in classifier.feature_counts.items()}
         for name, value in state.items():
             setattr(self, name, value)
         self._name_orders()
@@ -439,6 +450,8 @@ class NextStepLearner:
         self._last_features: dict[tuple[str, ...], str] = {}
         self._seen_features: dict[str, str] = {}
         self._value_features: dict[tuple[str, str | int | bool, bool], str] = {}
+        #: Each set of activities visited, once (`_seen_set`).
+        self._seen_sets: dict[frozenset[str], frozenset[str]] = {}
         #: The slots of a view's experts, by its layout (`_View.layout`).
         self._layouts: dict[tuple[int, tuple[str, ...]], list[int]] = {}
 
@@ -480,7 +493,7 @@ class NextStepLearner:
         names: tuple[str, ...] = ()
         if prefix:
             last = prefix[-1]
-            seen = frozenset(prefix)
+            seen = self._seen_set(prefix)
             gates += [last, (last, seen)]
             events = _number(context.get(EVENTS))
             position = int(events) if events is not None else length
@@ -528,6 +541,18 @@ class NextStepLearner:
             if len(self._layouts) < self.max_keys:
                 self._layouts[view.layout] = layout
         return layout
+
+    def _seen_set(self, prefix: tuple[str, ...]) -> frozenset[str]:
+        """The activities of `prefix`, as the one frozenset of those activities that every
+        key and gate holds: a lookup then finds its key's set by identity, where an equal
+        set built anew would be compared element by element in each of some ten lookups."""
+        seen = frozenset(prefix)
+        known = self._seen_sets.get(seen)
+        if known is not None:
+            return known
+        if len(self._seen_sets) < self.max_keys:
+            self._seen_sets[seen] = seen
+        return seen
 
     def _experts_of(self, name: str) -> tuple[str, str]:
         experts = self._attribute_experts.get(name)
@@ -604,8 +629,15 @@ class NextStepLearner:
             faded_backoff = found.faded_best if found is not None else None
             predictions += [faded_backoff if p is None else p for p in faded]
         if "river" not in self.exclude:
-            candidates = [p for p in dict.fromkeys(predictions) if p is not None]
+            # (the distinct predictions, first seen first: a few among some forty, which a
+            # list finds by a comparison or two where a dictionary hashes each one in)
+            candidates: list[str] = []
+            for p in predictions:
+                if p is not None and p not in candidates:
+                    candidates.append(p)
             predictions.append(self._rank(view.x, candidates))
+        if len(predictions) != len(view.slots):  # (the gate's loops go by index over both)
+            raise RuntimeError(f"{len(predictions)} predictions for {len(view.slots)} experts")
         self._last = (prefix, copied, view, predictions)
         return view, predictions
 
@@ -614,8 +646,12 @@ class NextStepLearner:
         log P(candidate), then each feature's log P(f | candidate) added in turn)."""
         if len(candidates) < 2:
             return candidates[0] if candidates else None
-        class_counts, class_totals, feature_counts = self._naive_bayes_counts()
-        alpha: float = self.classifier.alpha
+        class_counts, class_totals, feature_counts = (
+            self.class_counts,
+            self.class_totals,
+            self.feature_counts,
+        )
+        alpha = self.naive_bayes_alpha
         all_classes = sum(class_counts.values())
         terms = alpha * len(feature_counts)
         features = [(value, feature_counts.get(feature)) for feature, value in x.items()]
@@ -640,9 +676,17 @@ class NextStepLearner:
         trust = self.trust
         gates = [trust.get(gate) for gate in view.gates]  # coarse to fine
         prior = self.prior_weight
-        support: dict[str, float] = {}  # candidate: best trust among the experts proposing it
+        # Each candidate, in the order experts first proposed it, and the best trust among
+        # the experts proposing it (two lists: a few candidates, found by a comparison or
+        # two, where a dictionary would hash the name at each of some forty experts).
+        candidates: list[str] = []
+        support: list[float] = []
         rates: list[_HitRate | None] = []  # (kept for the learn after it)
-        for slot, predicted in zip(view.slots, predictions, strict=True):
+        slots = view.slots
+        # (loops by index over the two lists `_predictions` made the same length: compiled,
+        # a zip with `strict=True` is Python's, which makes a tuple an expert)
+        for e in range(len(slots)):
+            slot, predicted = slots[e], predictions[e]
             # The expert's fading hit rate in the finest gate, shrunk to coarser ones: from
             # 0.5 with weight 2 in the coarsest, then with weight `prior` in each finer one.
             rate, weight = 0.5, 2.0
@@ -654,13 +698,24 @@ class NextStepLearner:
                 else:
                     rate = (stats.hits + weight * rate) / (stats.seen + weight)
                 weight = prior
-            if predicted is not None and rate > support.get(predicted, -1.0):
-                support[predicted] = rate
+            if predicted is not None:
+                at, held = 0, len(candidates)
+                while at < held and candidates[at] != predicted:
+                    at += 1
+                if at == held:
+                    candidates.append(predicted)
+                    support.append(rate)
+                elif rate > support[at]:
+                    support[at] = rate
         view.rates = rates
         default = predictions[0]
-        if default is not None:
-            support[default] += self.margin
-        return _argmax(support)
+        if default is not None:  # (proposed by the back-off n-gram, first: the first candidate)
+            support[0] += self.margin
+        best, best_support = None, 0.0  # (the first of the largest, as `_argmax`)
+        for at in range(len(candidates)):
+            if support[at] > best_support:
+                best, best_support = candidates[at], support[at]
+        return best
 
     def learn(self, prefix: Sequence[str], context: Context, next_step: str) -> None:
         view, predictions = self._predictions(prefix, context)
@@ -669,7 +724,9 @@ class NextStepLearner:
         gates = [trust.get(gate) for gate in view.gates]
         rates = view.rates  # (as `predict` found them: nothing learned since)
         count = len(gates)
-        for e, (slot, predicted) in enumerate(zip(view.slots, predictions, strict=True)):
+        slots = view.slots
+        for e in range(len(slots)):
+            slot, predicted = slots[e], predictions[e]
             hit = 1.0 if predicted == next_step else 0.0
             for at in range(count):
                 by_slot = gates[at]
@@ -695,8 +752,10 @@ class NextStepLearner:
     def _learn_tables(self, view: "_View", next_step: str) -> None:
         """Every expert's table, river's counts and the attributes' usage learn the step."""
         tables, fading, recency, max_keys = self.tables, self.fading, self.recency, self.max_keys
-        for (expert, key), found in zip(view.keys, view.leading, strict=True):
-            leading = found  # (looked up by `_predictions`; nothing learned since)
+        keys, held = view.keys, view.leading
+        for at in range(len(keys)):
+            expert, key = keys[at]
+            leading = held[at]  # (looked up by `_predictions`; nothing learned since)
             if leading is None:
                 table = tables.get(expert)
                 if table is None:
@@ -716,22 +775,30 @@ class NextStepLearner:
                 tables.pop("seen@" + name, None)
         self._last = None
 
-    def _naive_bayes_counts(
-        self,
-    ) -> tuple[dict[str, int], dict[str, float], dict[str, dict[str, float]]]:
-        """river's counts (per class, per class of every frequency, per feature and class),
-        as the dictionaries they are: read through river's untyped attributes, each
-        lookup of the compiled learner would go through Python's generic calls. (river
-        types the last two as holding ints; with frequencies they hold floats.)"""
-        classifier: Any = self.classifier
-        return classifier.class_counts, classifier.class_totals, classifier.feature_counts
+    @property
+    def classifier(self) -> Any:
+        """river's `MultinomialNB` with the counts learned so far (a copy: it learns apart)."""
+        from river.naive_bayes import MultinomialNB  # noqa: PLC0415 (scipy: only when asked)
+
+        model = MultinomialNB(alpha=self.naive_bayes_alpha)
+        model.class_counts.update(self.class_counts)
+        model.class_totals.update(self.class_totals)
+        for feature, counts in self.feature_counts.items():
+            model.feature_counts[feature].update(counts)
+        return model
 
     def _learn_naive_bayes(self, x: dict[str, float], next_step: str) -> None:
-        """river's `MultinomialNB.learn_one`, its counts added to in place."""
-        class_counts, class_totals, feature_counts = self._naive_bayes_counts()
+        """river's `MultinomialNB.learn_one`, on the counts kept here."""
+        class_counts, class_totals, feature_counts = (
+            self.class_counts,
+            self.class_totals,
+            self.feature_counts,
+        )
         class_counts[next_step] = class_counts.get(next_step, 0) + 1
         for feature, frequency in x.items():
-            counts = feature_counts[feature]  # (river's defaultdict makes it)
+            counts = feature_counts.get(feature)
+            if counts is None:
+                counts = feature_counts[feature] = {}
             counts[next_step] = frequency + counts.get(next_step, 0)
             class_totals[next_step] = frequency + class_totals.get(next_step, 0)
 

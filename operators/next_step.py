@@ -819,11 +819,14 @@ class _Leading:
     each with its leader kept as it learns (ties: the successor seen first), so that a
     prediction is a lookup."""
 
-    __slots__ = ("best", "best_count", "counts", "faded", "faded_best")
+    __slots__ = ("best", "best_count", "counts", "faded", "faded_best", "steps")
 
     def __init__(self, fading: bool = True) -> None:
         # (a default: compiled, the class is unpickled through a call without arguments)
         self.counts: dict[str, float] = {}
+        #: The keys of `counts`, in their order (each step rewalks them: a list's walk is
+        #: the cheaper one).
+        self.steps: list[str] = []
         self.best: str | None = None
         self.best_count = 0.0
         #: The fading counts, in the order of `counts` (both count the same steps): a
@@ -832,15 +835,18 @@ class _Leading:
         self.faded_best: str | None = None
 
     def add(self, step: str, decay: float) -> None:
-        counts = self.counts
-        count = counts[step] = counts.get(step, 0.0) + 1.0
+        counts, steps = self.counts, self.steps
+        count = counts.get(step, 0.0) + 1.0
+        if count == 1.0:
+            steps.append(step)
+        counts[step] = count
         best = self.best
         if step == best:
             self.best_count = count
         elif count > self.best_count:
             self.best, self.best_count = step, count
         elif count == self.best_count:
-            for key in counts:  # a tie: the one seen first leads
+            for key in steps:  # a tie: the one seen first leads
                 if key == step:
                     self.best = step
                     break
@@ -853,14 +859,13 @@ class _Leading:
         # first of the largest, found in the same pass.
         leader, leader_count = None, 0.0
         held = len(faded)
-        for at, key in enumerate(counts):
-            if at == held:
-                break
+        for at in range(held):
+            key = steps[at]
             faded_count = faded[at] * decay + 1.0 if key == step else faded[at] * decay
             faded[at] = faded_count
             if faded_count > leader_count:
                 leader, leader_count = key, faded_count
-        if held < len(counts):  # a step new here: `counts` has it last
+        if held < len(steps):  # a step new here: `steps` has it last
             faded.append(1.0)
             if leader_count < 1.0:
                 leader = step

@@ -654,17 +654,21 @@ class NextStepLearner:
         alpha = self.naive_bayes_alpha
         all_classes = sum(class_counts.values())
         terms = alpha * len(feature_counts)
-        features = [(value, feature_counts.get(feature)) for feature, value in x.items()]
-        log = math.log
+        features = [feature_counts.get(feature) for feature in x]
+        values = list(x.values())
         best, best_score = None, -math.inf
+        # (`math.log` called as such: compiled, that is C's log on a double, the very
+        # function Python's calls; through a local name it was a Python call parsing its
+        # arguments, some thirty an event)
         for candidate in candidates:
             if candidate not in class_counts:
                 continue
-            score = log(class_counts[candidate] / all_classes)
+            score = math.log(class_counts[candidate] / all_classes)
             denominator = class_totals[candidate] + terms
-            for value, counts in features:
+            for at in range(len(features)):
+                counts = features[at]
                 seen = counts.get(candidate, 0.0) if counts is not None else 0.0
-                score += value * log((seen + alpha) / denominator)
+                score += values[at] * math.log((seen + alpha) / denominator)
             if score > best_score:
                 best, best_score = candidate, score
         return best

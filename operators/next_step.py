@@ -730,28 +730,37 @@ class NextStepLearner:
         count = len(gates)
         slots = view.slots
         for e in range(len(slots)):
-            slot, predicted = slots[e], predictions[e]
-            hit = 1.0 if predicted == next_step else 0.0
+            predicted = predictions[e]
+            hit = 1.0 if predicted is not None and predicted == next_step else 0.0
             for at in range(count):
-                by_slot = gates[at]
                 if rates is not None:
                     stats = rates[e * count + at]
-                elif by_slot is not None and slot < len(by_slot):
-                    stats = by_slot[slot]
                 else:
-                    stats = None
+                    by_slot, slot = gates[at], slots[e]
+                    stats = by_slot[slot] if by_slot is not None and slot < len(by_slot) else None
                 if stats is None:
-                    if self._trusted >= self.max_trust:
+                    stats = self._new_rate(gates, view.gates, at, slots[e])
+                    if stats is None:
                         continue  # full: this context is judged by its coarser ones
-                    if by_slot is None:  # (a gate is kept once it holds a rate)
-                        by_slot = gates[at] = trust[view.gates[at]] = []
-                    if slot >= len(by_slot):
-                        by_slot.extend([None] * (slot + 1 - len(by_slot)))
-                    stats = by_slot[slot] = _HitRate()
-                    self._trusted += 1
                 stats.hits = stats.hits * fade + hit
                 stats.seen = stats.seen * fade + 1.0
         self._learn_tables(view, next_step)
+
+    def _new_rate(
+        self, gates: list[list["_HitRate | None"] | None], names: list[object], at: int, slot: int
+    ) -> "_HitRate | None":
+        """A new hit rate for the expert in `slot` in gate `at` (None once `max_trust` are
+        held); the gate is kept, in `gates` too, once it holds one."""
+        if self._trusted >= self.max_trust:
+            return None
+        by_slot = gates[at]
+        if by_slot is None:
+            by_slot = gates[at] = self.trust[names[at]] = []
+        if slot >= len(by_slot):
+            by_slot.extend([None] * (slot + 1 - len(by_slot)))
+        stats = by_slot[slot] = _HitRate()
+        self._trusted += 1
+        return stats
 
     def _learn_tables(self, view: "_View", next_step: str) -> None:
         """Every expert's table, river's counts and the attributes' usage learn the step."""
@@ -803,8 +812,9 @@ class NextStepLearner:
             counts = feature_counts.get(feature)
             if counts is None:
                 counts = feature_counts[feature] = {}
-            counts[next_step] = frequency + counts.get(next_step, 0)
-            class_totals[next_step] = frequency + class_totals.get(next_step, 0)
+            # (0.0, not river's 0: the same sum, and a float's, which compiled is native)
+            counts[next_step] = frequency + counts.get(next_step, 0.0)
+            class_totals[next_step] = frequency + class_totals.get(next_step, 0.0)
 
 
 class _HitRate:

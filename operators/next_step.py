@@ -450,8 +450,10 @@ class NextStepLearner:
         self._last_features: dict[tuple[str, ...], str] = {}
         self._seen_features: dict[str, str] = {}
         self._value_features: dict[tuple[str, str | int | bool, bool], str] = {}
-        #: Each set of activities visited, once (`_seen_set`).
-        self._seen_sets: dict[frozenset[str], frozenset[str]] = {}
+        #: Each set of activities visited, once, and its features (`_seen_set`).
+        self._seen_sets: dict[frozenset[str], tuple[frozenset[str], tuple[str, ...]]] = {}
+        #: Contexts' names in order, by their names as they came (`_sorted_names`).
+        self._sorted: dict[tuple[str, ...], list[str]] = {}
         #: The slots of a view's experts, by its layout (`_View.layout`).
         self._layouts: dict[tuple[int, tuple[str, ...]], list[int]] = {}
 
@@ -473,7 +475,7 @@ class NextStepLearner:
     def _view(self, prefix: tuple[str, ...], context: dict[str, str | float | None]) -> "_View":
         attributes: list[tuple[str, str | int | bool]] = []
         stats_of = self.attributes
-        for name in sorted(context):
+        for name in self._sorted_names(context):
             if name in _DERIVED:
                 continue
             stats = stats_of.get(name)
@@ -493,7 +495,7 @@ class NextStepLearner:
         names: tuple[str, ...] = ()
         if prefix:
             last = prefix[-1]
-            seen = self._seen_set(prefix)
+            seen, seen_features = self._seen_set(prefix)
             gates += [last, (last, seen)]
             events = _number(context.get(EVENTS))
             position = int(events) if events is not None else length
@@ -513,8 +515,8 @@ class NextStepLearner:
                 keys.append((seen_at, (last, seen, value)))
             for order in range(1, min(3, length) + 1):
                 x[self._last_feature(prefix[-order:])] = 1.0
-            for activity in sorted(seen):
-                x[self._seen_feature(activity)] = 1.0
+            for feature in seen_features:
+                x[feature] = 1.0
             for name, value in attributes:
                 x[self._value_feature(name, value)] = 1.0
             names = tuple([name for name, _ in attributes])
@@ -542,17 +544,30 @@ class NextStepLearner:
                 self._layouts[view.layout] = layout
         return layout
 
-    def _seen_set(self, prefix: tuple[str, ...]) -> frozenset[str]:
+    def _seen_set(self, prefix: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
         """The activities of `prefix`, as the one frozenset of those activities that every
-        key and gate holds: a lookup then finds its key's set by identity, where an equal
-        set built anew would be compared element by element in each of some ten lookups."""
+        key and gate holds (a lookup then finds its key's set by identity, where an equal
+        set built anew would be compared element by element in each of some ten lookups),
+        and river's features of them, in the activities' order."""
         seen = frozenset(prefix)
         known = self._seen_sets.get(seen)
         if known is not None:
             return known
+        found = seen, tuple([self._seen_feature(activity) for activity in sorted(seen)])
         if len(self._seen_sets) < self.max_keys:
-            self._seen_sets[seen] = seen
-        return seen
+            self._seen_sets[seen] = found
+        return found
+
+    def _sorted_names(self, context: dict[str, str | float | None]) -> list[str]:
+        """The context's names in order, remembered by the names as they come (a log's
+        events name the same few, in the same order: a lookup, not a sort)."""
+        names = tuple(context)
+        known = self._sorted.get(names)
+        if known is None:
+            known = sorted(names)
+            if len(self._sorted) < self.max_keys:
+                self._sorted[names] = known
+        return known
 
     def _experts_of(self, name: str) -> tuple[str, str]:
         experts = self._attribute_experts.get(name)
@@ -685,8 +700,10 @@ class NextStepLearner:
         # two, where a dictionary would hash the name at each of some forty experts).
         candidates: list[str] = []
         support: list[float] = []
-        rates: list[_HitRate | None] = []  # (kept for the learn after it)
         slots = view.slots
+        # (kept for the learn after it: experts by gates)
+        rates: list[_HitRate | None] = [None] * (len(slots) * len(gates))
+        i = 0
         # (loops by index over the two lists `_predictions` made the same length: compiled,
         # a zip with `strict=True` is Python's, which makes a tuple an expert)
         for e in range(len(slots)):
@@ -696,11 +713,12 @@ class NextStepLearner:
             rate, weight = 0.5, 2.0
             for by_slot in gates:
                 stats = by_slot[slot] if by_slot is not None and slot < len(by_slot) else None
-                rates.append(stats)
                 if stats is None:
                     rate = (weight * rate) / weight
                 else:
+                    rates[i] = stats
                     rate = (stats.hits + weight * rate) / (stats.seen + weight)
+                i += 1
                 weight = prior
             if predicted is not None:
                 at, held = 0, len(candidates)
@@ -807,14 +825,19 @@ class NextStepLearner:
             self.class_totals,
             self.feature_counts,
         )
+        if not x:
+            return
         class_counts[next_step] = class_counts.get(next_step, 0) + 1
+        # (0.0, not river's 0: the same sums, a float's, which compiled are native; the
+        # class's total added to in turn as river does, and written once)
+        total = class_totals.get(next_step, 0.0)
         for feature, frequency in x.items():
             counts = feature_counts.get(feature)
             if counts is None:
                 counts = feature_counts[feature] = {}
-            # (0.0, not river's 0: the same sum, and a float's, which compiled is native)
             counts[next_step] = frequency + counts.get(next_step, 0.0)
-            class_totals[next_step] = frequency + class_totals.get(next_step, 0.0)
+            total = frequency + total
+        class_totals[next_step] = total
 
 
 class _HitRate:
@@ -837,23 +860,30 @@ class _Leading:
 
     def __init__(self, fading: bool = True) -> None:
         # (a default: compiled, the class is unpickled through a call without arguments)
-        self.counts: dict[str, float] = {}
-        #: The keys of `counts`, in their order (each step rewalks them: a list's walk is
-        #: the cheaper one).
+        #: The successors in the order first counted, and their counts. Lists, not a
+        #: dictionary: a key has a few successors, found by a comparison or two (the same
+        #: string, mostly) where a dictionary hashes and probes, and each step rewalks
+        #: them all for the fading counts anyway.
         self.steps: list[str] = []
+        self.counts: list[float] = []
         self.best: str | None = None
         self.best_count = 0.0
-        #: The fading counts, in the order of `counts` (both count the same steps): a
-        #: list, which every step rewrites whole, faster than a dictionary's values.
+        #: The fading counts, in the order of `steps`, which every step rewrites whole.
         self.faded: list[float] | None = [] if fading else None
         self.faded_best: str | None = None
 
     def add(self, step: str, decay: float) -> None:
         counts, steps = self.counts, self.steps
-        count = counts.get(step, 0.0) + 1.0
-        if count == 1.0:
+        place, known = 0, len(steps)
+        while place < known and steps[place] != step:
+            place += 1
+        if place == known:
             steps.append(step)
-        counts[step] = count
+            counts.append(1.0)
+            count = 1.0
+        else:
+            count = counts[place] + 1.0
+            counts[place] = count
         best = self.best
         if step == best:
             self.best_count = count
@@ -874,11 +904,10 @@ class _Leading:
         leader, leader_count = None, 0.0
         held = len(faded)
         for at in range(held):
-            key = steps[at]
-            faded_count = faded[at] * decay + 1.0 if key == step else faded[at] * decay
+            faded_count = faded[at] * decay + 1.0 if at == place else faded[at] * decay
             faded[at] = faded_count
             if faded_count > leader_count:
-                leader, leader_count = key, faded_count
+                leader, leader_count = steps[at], faded_count
         if held < len(steps):  # a step new here: `steps` has it last
             faded.append(1.0)
             if leader_count < 1.0:

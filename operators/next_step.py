@@ -422,11 +422,6 @@ class NextStepLearner:
         return {name: getattr(self, name) for name in self._STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        classifier = state.pop("classifier", None)
-        if classifier is not None:  # a snapshot from when river's model held the counts
-            state["class_counts"] = dict(classifier.class_counts)
-            state["class_totals"] = dict(classifier.class_totals)
-            state["feature_counts"] = {f: dict(c) for f, c in classifier.feature_counts.items()}
         for name, value in state.items():
             setattr(self, name, value)
         self._name_orders()
@@ -820,13 +815,13 @@ class NextStepLearner:
 
     def _learn_naive_bayes(self, x: dict[str, float], next_step: str) -> None:
         """river's `MultinomialNB.learn_one`, on the counts kept here."""
+        if not x:
+            return
         class_counts, class_totals, feature_counts = (
             self.class_counts,
             self.class_totals,
             self.feature_counts,
         )
-        if not x:
-            return
         class_counts[next_step] = class_counts.get(next_step, 0) + 1
         # (0.0, not river's 0: the same sums, a float's, which compiled are native; the
         # class's total added to in turn as river does, and written once)

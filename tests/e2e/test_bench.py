@@ -53,7 +53,7 @@ def test_the_in_process_stages_write_every_figure_they_promise(tmp_path: Path) -
         "flow": 2,
         "floor": 2,
         "cli": 1,
-        "replay": 1,
+        "replay": 2,
     }
 
 

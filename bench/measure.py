@@ -71,3 +71,21 @@ def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+def pace_ms(rounds: int = 5) -> float:
+    """How long (ms, median of `rounds`) this machine takes for one fixed piece of plain
+    Python (dictionaries, strings, tuples, floats: the kinds of work of the cores), just
+    before a stage: the same machine runs at different speeds on different days (up to
+    about 2.3 times apart here), so figures measured apart compare only with their pace."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        counts: dict[tuple[str, int], float] = {}
+        total = 0.0
+        for i in range(60_000):
+            key = (f"step{i % 97}", i % 13)
+            counts[key] = counts.get(key, 0.0) * 0.9 + 1.0
+            total += len(key[0]) / (1.0 + counts[key])
+        times.append((time.perf_counter() - started) * 1000)
+    return round(median(times), 1)

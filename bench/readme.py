@@ -48,14 +48,17 @@ def _number(value: float) -> str:
 
 
 def _when(results: dict[str, object]) -> str:
-    """Which commit each stage ran on, and when, grouped."""
+    """Which commit each stage ran on, when, and at what pace of the machine, grouped."""
     stages = results.get("stages", {})
     assert isinstance(stages, dict)
-    by_run: dict[tuple[str, str], list[str]] = {}
+    by_run: dict[tuple[str, str, str], list[str]] = {}
     for name, run in stages.items():
-        by_run.setdefault((run["commit"], run["measured_at"][:10]), []).append(name)
+        pace = run.get("pace_ms")
+        paced = f", pace {pace:g} ms" if isinstance(pace, int | float) else ""
+        by_run.setdefault((run["commit"], run["measured_at"][:10], paced), []).append(name)
     return "; ".join(
-        f"{', '.join(names)} on {commit}, {day}" for (commit, day), names in by_run.items()
+        f"{', '.join(names)} on {commit}, {day}{paced}"
+        for (commit, day, paced), names in by_run.items()
     )
 
 

@@ -47,6 +47,9 @@ def test_the_in_process_stages_write_every_figure_they_promise(tmp_path: Path) -
     stages = results["stages"]
     assert isinstance(stages, dict) and set(stages) == {"core", "flow", "floor", "cli", "replay"}
     assert all(run["commit"] and run["measured_at"] for run in stages.values())
+    # ... and the machine's pace just before each (a fixed piece of Python, in ms)
+    assert all(run["pace_ms"] > 0 for run in stages.values())
+    assert all(f"pace {run['pace_ms']:g} ms" in section(results) for run in stages.values())
     # What each stage ran: the repeated ones twice (their medians), the others once.
     assert {name: run["repeat"] for name, run in stages.items()} == {
         "core": 2,

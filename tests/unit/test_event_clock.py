@@ -3,6 +3,7 @@ allowed lateness; the wall clock only once every partition has caught up."""
 
 import math
 import time
+import types
 
 from flows.dataflow import clock as clock_module
 from flows.dataflow.clock import EventClock
@@ -106,20 +107,22 @@ def test_a_process_that_reads_nothing_takes_a_backlog_readers_silence_for_a_paus
     """Its reader paused or starved, a process that reads nothing hears nothing either:
     after a stamp from a backlog (event time behind the wall clock), a short silence is
     not the input's end, and its watermark stays on event time; after a live stamp it is
-    (records come as they happen), and the wall clock leads."""
-    monkeypatch.setattr(clock_module, "_QUIET", 0.1)
-    monkeypatch.setattr(clock_module, "_QUIET_BEHIND", 0.6)
+    (records come as they happen), and the wall clock leads. (The silence is counted on a
+    monotonic clock moved by hand: no sleep, nothing for a busy machine to stretch.)"""
+    silent = [0.0]
+    clocks = types.SimpleNamespace(monotonic=lambda: silent[0], time=time.time)
+    monkeypatch.setattr(clock_module, "time", clocks)
     clock = EventClock(lateness=5.0, follows_wall=True)
     clock.observe(1000.0, 1010.0, time.time())  # a backlog's record
-    time.sleep(0.2)
+    silent[0] += clock_module._QUIET + 0.5
     assert clock.watermark == 1000.0  # a pause, not the end
-    time.sleep(0.5)
+    silent[0] += clock_module._QUIET_BEHIND
     assert abs(clock.watermark - (time.time() - 5.0)) < 1.0  # silent that long: caught up
     live = EventClock(lateness=5.0, follows_wall=True)
     now = time.time()
     live.observe(now - 5.0, now, now)  # the reader followed the wall clock
     assert live.watermark == now - 5.0
-    time.sleep(0.2)
+    silent[0] += clock_module._QUIET + 0.5
     assert abs(live.watermark - (time.time() - 5.0)) < 1.0
 
 

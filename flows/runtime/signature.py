@@ -12,7 +12,7 @@ one is skipped, counted and said.
 import hmac
 from collections.abc import Mapping, Sequence
 
-from operators.identity import keyed_digest
+from operators.identity import KeyedDigest, keyed_digest
 
 #: The header that holds a record's signature.
 SIGNATURE_HEADER = "wayfinder-signature"
@@ -26,11 +26,11 @@ class RecordSignature:
 
     def __init__(self, secret: bytes) -> None:
         # A key of its own: the secret also keys state and signs merges.
-        self._key = keyed_digest(secret, "wayfinder: published records")
+        self._digest = KeyedDigest(keyed_digest(secret, "wayfinder: published records"))
 
     def of(self, topic: str, key: bytes | None, value: bytes) -> bytes:
         """The signature of a record on `topic` (the name without the prefix)."""
-        return keyed_digest(self._key, topic, b"" if key is None else b"k" + key, value)
+        return self._digest.of(topic, b"" if key is None else b"k" + key, value)
 
     def holds(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None) -> bool:
         """Whether a record read back carries this deployment's signature."""

@@ -289,12 +289,29 @@ def latency(
         "latency_timed": len(to_event),
         "latency_p50_ms": round(percentile(to_event, 0.50), 2),
         "latency_p99_ms": round(percentile(to_event, 0.99), 2),
+        "latency_growth_ms": round(growth(to_event), 2),
         "decision_timed": len(to_request),
         "decision_p50_ms": round(percentile(to_request, 0.50), 2),
         "decision_p99_ms": round(percentile(to_request, 0.99), 2),
+        "decision_growth_ms": round(growth(to_request), 2),
     }
 
 
 def _waits(sent: dict[str, float], answered: dict[str, float]) -> list[float]:
-    """Milliseconds from each send to its first answer, for those answered."""
+    """Milliseconds from each send to its first answer, for those answered, in the
+    order they were sent."""
     return [(answered[k] - at) * 1000 for k, at in sent.items() if k in answered]
+
+
+#: How much the answers' median may grow from the first fifth of a live run to its
+#: last before the service is taken not to keep up with the load (ms).
+SATURATED_GROWTH_MS = 1000.0
+
+
+def growth(waits: list[float]) -> float:
+    """How much longer the answers to the last fifth of what was sent took than those to
+    the first fifth (medians, ms; `waits` in the order sent). A service that keeps up
+    answers as fast at the end as at the start; one that does not falls further behind
+    with every second of the run, and its percentiles say only how long the run was."""
+    fifth = max(1, len(waits) // 5)
+    return percentile(waits[-fifth:], 0.50) - percentile(waits[:fifth], 0.50)

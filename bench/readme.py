@@ -62,6 +62,16 @@ def _when(results: dict[str, object]) -> str:
     )
 
 
+def _saturated(results: dict[str, object], key: str) -> float | None:
+    """For a live latency percentile: how much the answers slowed from the start of the
+    run to its end (ms), if the service did not keep up with the load (else None)."""
+    measures, _, share = key.partition("_")
+    if share not in ("p50_ms", "p99_ms") or results.get(f"{measures}_saturated") is not True:
+        return None
+    grew = results.get(f"{measures}_growth_ms")
+    return float(grew) if isinstance(grew, int | float) else None
+
+
 def section(results: dict[str, object]) -> str:
     machine = results.get("machine", {})
     work = results.get("workload", {})
@@ -90,6 +100,10 @@ def section(results: dict[str, object]) -> str:
         shown = f"{_number(value)} {unit}"
         if unit == "bytes" and value >= 1e6:
             shown = f"{value / 1e6:,.0f} MB"
+        behind = _saturated(results, key)
+        if behind is not None:
+            shown += f" (saturated: the last answers {behind / 1000:,.1f} s slower than the first)"
+            met = met and "not yet"
         lines.append(f"| {label} | {shown} | {goal} | {met} |")
     lines.append(END)
     return "\n".join(lines)

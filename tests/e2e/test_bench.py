@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.kafka_runs import SATURATED_GROWTH_MS, growth
 from bench.readme import BEGIN, END, ROWS, section, write_readme
 from tests.e2e.cli import REPO, run
 
@@ -78,6 +79,33 @@ def test_the_kafka_stage_measures_both_runs_the_latencies_and_a_peer(
     positive(results, "latency_p50_ms", "latency_p99_ms", "decision_p50_ms", "decision_p99_ms")
     assert results["latency_offered_eps"] == 300 and results["decision_offered_eps"] == 400
     assert results["latency_p50_ms"] <= results["latency_p99_ms"]  # type: ignore[operator]
+    # Well below what one process reads: the service keeps up (saturated: it would not).
+    assert results["latency_saturated"] is False and results["decision_saturated"] is False
+    assert isinstance(results["decision_growth_ms"], float)
+
+
+def test_a_service_that_falls_behind_is_said_saturated_not_timed() -> None:
+    """Fed more than it can take, a service answers later with every second of the run:
+    its percentiles then measure the run's length, and the table says so."""
+    keeping_up = [20.0 + (i % 7) for i in range(500)]
+    falling_behind = [20.0 + 40.0 * i for i in range(500)]  # 40 ms later for each more
+    assert abs(growth(keeping_up)) < 5
+    assert growth(falling_behind) > SATURATED_GROWTH_MS
+    results: dict[str, object] = {
+        "decision_p50_ms": 9000.0,
+        "decision_p99_ms": 18000.0,
+        "decision_saturated": True,
+        "decision_growth_ms": 16000.0,
+        "latency_p99_ms": 15.0,
+        "latency_saturated": False,
+        "latency_growth_ms": 0.5,
+    }
+    table = section(results)
+    assert (
+        "| decision request → reply p99 | 18,000 ms (saturated: the last answers 16.0 s "
+        "slower than the first) | ≤ 20 | not yet |" in table
+    )
+    assert "| event → action p99 | 15.0 ms |  |  |" in table
 
 
 def test_the_readme_table_is_the_results_and_nothing_else_moves(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.kafka_runs import SATURATED_GROWTH_MS, growth
+from bench.ratios import ratios
 from bench.readme import BEGIN, END, ROWS, section, write_readme
 from tests.e2e.cli import REPO, run
 
@@ -106,6 +107,35 @@ def test_a_service_that_falls_behind_is_said_saturated_not_timed() -> None:
         "slower than the first) | ≤ 20 | not yet |" in table
     )
     assert "| event → action p99 | 15.0 ms |  |  |" in table
+
+
+def test_a_ratio_is_taken_only_between_stages_measured_in_one_run() -> None:
+    """The machine's speed moves from day to day: a flow of a fast day over cores of a
+    slow one is no ratio. Measured in one invocation, it is; once one of its stages is
+    measured again alone, it is dropped, not kept from the day before."""
+    one = {"commit": "abc", "run": "2026-12-07T21:00:00Z"}
+    results: dict[str, object] = {
+        "plain_loop_eps": 10_000,
+        "bytewax_inproc_eps": 7_000,
+        "engine_floor_eps": 100_000,
+        "kafka_e2e_eps": 5_000,
+        "quix_eps": 4_000,
+        "stages": {"core": one, "flow": one, "floor": one, "kafka": {**one, "run": "later"}},
+    }
+    ratios(results)
+    assert results["flow_to_core"] == 0.7 and results["flow_to_floor"] == 0.07
+    assert results["kafka_to_quix"] == 1.25  # (one stage measures both)
+    assert "kafka_to_core" not in results
+    stages = results["stages"]
+    assert isinstance(stages, dict)
+    stages["flow"] = {"commit": "def", "run": "2026-12-08T09:00:00Z"}
+    results["bytewax_inproc_eps"] = 9_000
+    ratios(results)
+    assert "flow_to_core" not in results and "flow_to_floor" not in results
+    stages["core"] = {"commit": "abc"}  # (written before stages said their run)
+    stages["flow"] = {"commit": "abc"}
+    ratios(results)
+    assert "flow_to_core" not in results
 
 
 def test_the_readme_table_is_the_results_and_nothing_else_moves(tmp_path: Path) -> None:

@@ -52,6 +52,10 @@ def test_the_in_process_stages_write_every_figure_they_promise(tmp_path: Path) -
     # ... and the machine's pace just before each (a fixed piece of Python, in ms)
     assert all(run["pace_ms"] > 0 for run in stages.values())
     assert all(f"pace {run['pace_ms']:g} ms" in section(results) for run in stages.values())
+    # The cores and the flow run by turns, each twice: their medians, and each run's.
+    runs = results["plain_loop_eps_runs"], results["bytewax_inproc_eps_runs"]
+    assert all(isinstance(r, list) and len(r) == 2 for r in runs)
+    assert stages["core"]["run"] == stages["flow"]["run"]
     # What each stage ran: the repeated ones twice (their medians), the others once.
     assert {name: run["repeat"] for name, run in stages.items()} == {
         "core": 2,

@@ -22,9 +22,10 @@ from schemas.codec import BadInput, EventDecoder
 from schemas.deadletter import DeadLetter, dead_letter
 from schemas.event import TYPE_FAMILIES, Event
 
-#: (raw bytes, source, partition, offset, when the broker received it, and for a record
-#: the source had to cut: its original size and SHA-256): what a dead letter says of it.
-Unpacked = tuple[bytes | None, str, int | None, int | None, datetime | None, tuple[int, str] | None]
+#: (raw bytes, source, partition, offset, when the broker received it (ms since the epoch,
+#: as the message says: made a date only for a dead letter), and for a record the source
+#: had to cut: its original size and SHA-256): what a dead letter says of it.
+Unpacked = tuple[bytes | None, str, int | None, int | None, int | None, tuple[int, str] | None]
 Decoded = tuple[str, Keyed] | DeadLetter | EventTime
 
 
@@ -108,7 +109,7 @@ def make_decoder(
                 epochs.epoch = item.epoch
                 stamped = (stamped[0], stamped[1], stamped[2], item.epoch)
                 continue
-            raw, source, partition, offset, received_at, cut = unpack(item)
+            raw, source, partition, offset, received_ms, cut = unpack(item)
             try:
                 if cut is not None:
                     raise BadInput("too_large", f"{cut[0]} bytes, limit {max_bytes}")
@@ -130,7 +131,7 @@ def make_decoder(
                         sha256=digest,
                         partition=partition,
                         offset=offset,
-                        received_at=received_at,
+                        received_at=None if received_ms is None else _broker_time(received_ms),
                     )
                 )
                 continue
@@ -210,7 +211,7 @@ def unpack_raw(record: RawRecord) -> Unpacked:
 
 def unpack_kafka(msg: Message) -> Unpacked:
     _kind, ts_ms = msg.timestamp()
-    return msg.value(), msg.topic() or "", msg.partition(), msg.offset(), _broker_time(ts_ms), None
+    return msg.value(), msg.topic() or "", msg.partition(), msg.offset(), ts_ms, None
 
 
 def _broker_time(ts_ms: int) -> datetime | None:

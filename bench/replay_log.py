@@ -9,7 +9,7 @@ from bench.measure import WAYFINDER, median, run_child
 from tests.process_logs import helpdesk_log, write_log_csv
 
 
-def replay(cases: int, repeat: int = 1) -> dict[str, float]:
+def replay(cases: int, repeat: int = 1) -> dict[str, object]:
     """Events per second of `wayfinder replay` as it measures itself, and end to end: the
     medians of `repeat` runs on one log (a single run moves by a sixth on a noisy day)."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,14 +17,14 @@ RATIOS: dict[str, tuple[str, str, str, str]] = {
 
 
 def ratios(results: dict[str, object]) -> None:
-    """Set each ratio whose two stages ran in one invocation (their `run`); drop the
-    others."""
+    """Set each ratio whose two stages ran in one invocation (their `run`), or are one
+    stage; drop the others."""
     stages = results.get("stages", {})
     assert isinstance(stages, dict)
     for name, (top_key, top_stage, bottom_key, bottom_stage) in RATIOS.items():
         top, bottom = results.get(top_key), results.get(bottom_key)
         runs = {stages.get(top_stage, {}).get("run"), stages.get(bottom_stage, {}).get("run")}
-        together = len(runs) == 1 and None not in runs
+        together = top_stage == bottom_stage or (len(runs) == 1 and None not in runs)
         if together and isinstance(top, int | float) and isinstance(bottom, int | float) and bottom:
             results[name] = round(top / bottom, 3)
         else:

@@ -138,8 +138,10 @@ def test_a_ratio_is_taken_only_between_stages_measured_in_one_run() -> None:
     assert "flow_to_core" not in results and "flow_to_floor" not in results
     stages["core"] = {"commit": "abc"}  # (written before stages said their run)
     stages["flow"] = {"commit": "abc"}
+    stages["kafka"] = {"commit": "abc"}
     ratios(results)
     assert "flow_to_core" not in results
+    assert results["kafka_to_quix"] == 1.25  # (one stage, one run, whatever it says)
 
 
 def test_the_readme_table_is_the_results_and_nothing_else_moves(tmp_path: Path) -> None:

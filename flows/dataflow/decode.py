@@ -131,7 +131,7 @@ def make_decoder(
                         sha256=digest,
                         partition=partition,
                         offset=offset,
-                        received_at=None if received_ms is None else _broker_time(received_ms),
+                        received_at=_broker_time(received_ms),
                     )
                 )
                 continue
@@ -214,10 +214,11 @@ def unpack_kafka(msg: Message) -> Unpacked:
     return msg.value(), msg.topic() or "", msg.partition(), msg.offset(), ts_ms, None
 
 
-def _broker_time(ts_ms: int) -> datetime | None:
-    """A message's timestamp: a producer may set any 64-bit value (CreateTime), and one
-    that no calendar holds is no reason to stop; the dead letter just goes without it."""
-    if not 0 < ts_ms < _LATEST_MS:
+def _broker_time(ts_ms: int | None) -> datetime | None:
+    """A message's timestamp (None: a record that has none): a producer may set any 64-bit
+    value (CreateTime), and one that no calendar holds is no reason to stop; the dead
+    letter just goes without it."""
+    if ts_ms is None or not 0 < ts_ms < _LATEST_MS:
         return None
     return datetime.fromtimestamp(ts_ms / 1000, UTC)
 

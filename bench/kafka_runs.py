@@ -7,6 +7,7 @@ Each run gets topics of its own (a fresh prefix), deleted afterwards.
 """
 
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -109,9 +110,65 @@ def _free_port() -> int:
         return port
 
 
-def run_cluster(topics: Topics, processes: int, *, ordered: bool = True) -> float:
+@dataclass(frozen=True)
+class ClusterRun:
+    """A run of the flow as deployed: its wall seconds, and where the machine's CPU went."""
+
+    seconds: float
+    #: CPU seconds (user and system, every thread) of the flow's processes together.
+    cpu_seconds: float
+    #: The local broker's CPU seconds meanwhile (None: it is not on this machine).
+    broker_cpu_seconds: float | None
+
+    def cpu_us_per_event(self, events: int) -> float:
+        return self.cpu_seconds / events * 1e6
+
+    @property
+    def cores_used(self) -> float | None:
+        """How many of the machine's cores the flow and the broker kept busy, on average."""
+        if self.broker_cpu_seconds is None:
+            return None
+        return (self.cpu_seconds + self.broker_cpu_seconds) / self.seconds
+
+
+def _listener_pid(port: int) -> int | None:
+    """The local process listening on `port` (the broker that `scripts/kafka` started,
+    not another a test may run beside it), found through /proc; None if none is."""
+    sockets: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir():
+        if sockets and entry.name.isdigit():
+            with suppress(OSError):
+                if any(os.readlink(fd) in sockets for fd in (entry / "fd").iterdir()):
+                    return int(entry.name)
+    return None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """A running process's CPU seconds so far (user and system), from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # (the name may hold spaces)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def run_cluster(topics: Topics, processes: int, *, ordered: bool = True) -> ClusterRun:
     """The deployed entry point as a cluster of `processes` on this machine, reading the
-    topic to its end; wall seconds from the launch to the last process's exit.
+    topic to its end; wall seconds from the launch to the last process's exit, and the
+    CPU its processes and the broker took meanwhile (a cluster on one machine shares
+    its cores with the broker: where they went says what a second process could gain).
     `ordered`: the partitions read as one stream by one worker of the cluster (the
     default); else each by a worker of its own (`WAYFINDER_KAFKA_ORDERED=false`)."""
     env = {
@@ -121,6 +178,9 @@ def run_cluster(topics: Topics, processes: int, *, ordered: bool = True) -> floa
     }
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
     argv = [PYTHON, "-m", "bytewax.run", "flows.dataflow.kafka:flow", "-w", "1"]
+    broker = _listener_pid(int(topics.settings.brokers[0].rsplit(":", 1)[1]))
+    broker_before = _cpu_seconds(broker) if broker is not None else None
+    children_before = _children_cpu_seconds()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as logs:
         procs = [
@@ -138,7 +198,15 @@ def run_cluster(topics: Topics, processes: int, *, ordered: bool = True) -> floa
         if any(codes):
             said = (Path(logs) / f"{codes.index(next(c for c in codes if c))}.log").read_text()
             raise RuntimeError(f"a cluster process exited {codes}: {said[-2000:]}")
-    return seconds
+    # (the processes just waited for are the children reaped since: their CPU is theirs)
+    cpu = _children_cpu_seconds() - children_before
+    broker_after = _cpu_seconds(broker) if broker is not None else None
+    broker_cpu = (
+        broker_after - broker_before
+        if broker_after is not None and broker_before is not None
+        else None
+    )
+    return ClusterRun(seconds, cpu, broker_cpu)
 
 
 @dataclass

@@ -16,6 +16,22 @@ ROWS: list[tuple[str, str, str, float | None, bool]] = [
     ("kafka_e2e_eps", "through Kafka, 1 process", "events/s", 30_000, True),
     ("kafka_two_process_eps", "through Kafka, 2-process cluster", "events/s", None, True),
     ("two_process_speedup", "2 processes ÷ 1", "×", 1.7, True),
+    ("kafka_cpu_us_per_event", "CPU an event, 1 process (every thread)", "µs", None, False),
+    (
+        "kafka_two_process_cpu_us_per_event",
+        "CPU an event, 2-process cluster (both processes)",
+        "µs",
+        None,
+        False,
+    ),
+    ("kafka_cores_used", "cores busy, 1 process and the broker", "cores", None, False),
+    (
+        "kafka_two_process_cores_used",
+        "cores busy, 2-process cluster and the broker",
+        "cores",
+        None,
+        False,
+    ),
     ("kafka_unordered_eps", "through Kafka, 1 process, unordered", "events/s", None, True),
     (
         "kafka_two_process_unordered_eps",

@@ -71,8 +71,8 @@ def test_the_kafka_stage_measures_both_runs_the_latencies_and_a_peer(
     tmp_path: Path, bootstrap_servers: str
 ) -> None:
     """The flow through the real broker on 1 and 2 processes, its partitions read as one
-    stream and each on its own, live latency, and the naive consumer (the Quix Streams
-    peer needs `make bench`'s own virtualenv)."""
+    stream and each on its own, with the CPU each run took, live latency, and the naive
+    consumer (the Quix Streams peer needs `make bench`'s own virtualenv)."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
     only = ["--only", "kafka,live", "--peers", "naive_consumer"]
     live = ["--rate", "300", "--decision-rate", "400", "--live-seconds", "4", "--live-warm-up", "0"]
@@ -80,6 +80,10 @@ def test_the_kafka_stage_measures_both_runs_the_latencies_and_a_peer(
     positive(results, "kafka_e2e_eps", "kafka_two_process_eps", "two_process_speedup")
     positive(results, "kafka_unordered_eps", "kafka_two_process_unordered_eps")
     positive(results, "two_process_unordered_speedup")
+    # Where the CPU went: the flow's processes all told, and with the (local) broker.
+    positive(results, "kafka_cpu_us_per_event", "kafka_two_process_cpu_us_per_event")
+    positive(results, "kafka_unordered_cpu_us_per_event")
+    positive(results, "kafka_cores_used", "kafka_two_process_cores_used")
     positive(results, "naive_consumer_eps", "kafka_produce_eps")
     positive(results, "latency_p50_ms", "latency_p99_ms", "decision_p50_ms", "decision_p99_ms")
     assert results["latency_offered_eps"] == 300 and results["decision_offered_eps"] == 400

@@ -38,15 +38,21 @@ def _dictionary(dictionary_id: int) -> zstandard.ZstdCompressionDict:
 
 
 #: Each thread's compressor and decompressors, made at its first use (bytewax workers
-#: are threads, and zstandard's are not to be shared).
-_THREAD = threading.local()
+#: are threads, and zstandard's are not to be shared), by the thread's id. Not a
+#: `threading.local`: bytewax lets go of a worker thread's Python state between some
+#: of its steps, and a thread's locals go with it (a short run of two workers made 44
+#: compressors, each loading the dictionary anew). A thread that ends leaves its own to
+#: the next that gets its id, never to two threads at once.
+_PACKERS: dict[int, zstandard.ZstdCompressor] = {}
+_UNPACKERS: dict[int, dict[int, zstandard.ZstdDecompressor]] = {}
 
 
 def pack(basis: bytes) -> bytes:
     """The basis's msgpack, packed (a zstd frame naming the dictionary)."""
-    packer: zstandard.ZstdCompressor | None = getattr(_THREAD, "packer", None)
+    thread = threading.get_ident()
+    packer = _PACKERS.get(thread)
     if packer is None:
-        packer = _THREAD.packer = zstandard.ZstdCompressor(
+        packer = _PACKERS[thread] = zstandard.ZstdCompressor(
             level=LEVEL, dict_data=_dictionary(DICTIONARY_ID), write_checksum=False
         )
     return packer.compress(basis)
@@ -57,9 +63,7 @@ def unpack(packed: bytes) -> bytes:
     if not packed.startswith(_ZSTD_MAGIC):
         return zlib.decompress(packed)
     dictionary_id = zstandard.get_frame_parameters(packed).dict_id
-    unpackers: dict[int, zstandard.ZstdDecompressor] | None = getattr(_THREAD, "unpackers", None)
-    if unpackers is None:
-        unpackers = _THREAD.unpackers = {}
+    unpackers = _UNPACKERS.setdefault(threading.get_ident(), {})
     unpacker = unpackers.get(dictionary_id)
     if unpacker is None:
         unpacker = unpackers[dictionary_id] = zstandard.ZstdDecompressor(

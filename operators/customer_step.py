@@ -156,7 +156,7 @@ class CustomerStep:
         self._seal = seal if seal is not None else LoopSeal(b"")
         self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
-        self._keys = _KeyLog()
+        self._key_logs: dict[int, _KeyLog] = {}
         self._handover_keys = handover_keys if handover_keys is not None else sealing.HandoverKeys()
         self._channels = frozenset(playbook.channels)
         self.models = models
@@ -345,11 +345,21 @@ class CustomerStep:
             )
         )
 
+    def _keys(self) -> "_KeyLog":
+        """This thread's log of keys, by the thread's id: a `threading.local` is lost
+        whenever bytewax lets go of a worker thread's Python state (as
+        `operators.basis_packing` says)."""
+        thread = threading.get_ident()
+        log = self._key_logs.get(thread)
+        if log is None:
+            log = self._key_logs[thread] = _KeyLog()
+        return log
+
     def keys_made(self) -> list[bytes]:
         """The keys this step has made in this thread since the list was last emptied:
         the flow's rollback keeps them, to make the same again when it folds a
         customer's events anew (`reusing`)."""
-        log = self._keys
+        log = self._keys()
         if log.made is None:
             log.made = []
         return log.made
@@ -357,7 +367,7 @@ class CustomerStep:
     def _new_key(self) -> bytes:
         """A random key (a customer's, a device's for its forwards), or, while `reusing`,
         the next of the keys made before."""
-        log = self._keys
+        log = self._keys()
         key = log.reused.pop(0) if log.reused else self._new_secret()
         if log.made is not None:
             log.made.append(key)
@@ -368,11 +378,12 @@ class CustomerStep:
         """Make these keys again, in order, before any new one: events folded anew (a
         rollback) make the same keys as the first time, which the vault and other
         states already hold."""
-        self._keys.reused = list(keys)
+        log = self._keys()
+        log.reused = list(keys)
         try:
             yield
         finally:
-            self._keys.reused = []
+            log.reused = []
 
     def _secret_of(self, ctx: CustomerContext, outputs: list[Output]) -> bytes:
         """The customer's key, made now (and handed to the key sink) if this is its
@@ -1113,9 +1124,9 @@ class CustomerStep:
 _FORWARDED = msgspec.json.Decoder(Event)
 
 
-class _KeyLog(threading.local):
-    """The keys a step made, and those it is to make again, per thread: the workers of
-    a process run one step at once (under a shared read lock)."""
+class _KeyLog:
+    """The keys a step made, and those it is to make again, of one thread: the workers
+    of a process run one step at once (under a shared read lock)."""
 
     def __init__(self) -> None:
         self.made: list[bytes] | None = None

@@ -78,11 +78,15 @@ def make_decoder(
     crash_after = fault_after_events()
     seen = [0]
     crash_lock = threading.Lock()
-    epochs = _Epochs()  # each worker's (its partitions' marks)
+    # Each worker's epoch (its partitions' marks), by thread: not a `threading.local`,
+    # which a worker thread loses whenever bytewax lets go of its Python state (as
+    # `operators.basis_packing` says), and with it the epoch of a batch without a mark.
+    epochs: dict[int, int] = {}
 
     def decode(batch: list[Any]) -> list[Decoded]:
+        thread = threading.get_ident()
         if batch and type(batch[0]) is EpochMark:
-            epochs.epoch = batch[0].epoch
+            epochs[thread] = batch[0].epoch
             batch = batch[1:]
         if crash_after is not None:
             with crash_lock:  # (every worker's events count)
@@ -96,7 +100,7 @@ def make_decoder(
         bad = extra = special = 0
         not_after = ahead.not_after()
         # Where event time was before the batch, and when it was read.
-        stamped: Stamp = (clock.watermark, clock.latest, time.time(), epochs.epoch)
+        stamped: Stamp = (clock.watermark, clock.latest, time.time(), epochs.get(thread, 0))
         counts: dict[tuple[str, str], int] = {}  # this batch's: workers decode at once
         for item in batch:
             kind_of_item = type(item)
@@ -106,7 +110,7 @@ def make_decoder(
                 continue
             if kind_of_item is EpochMark:  # (batches taken together)
                 special += 1
-                epochs.epoch = item.epoch
+                epochs[thread] = item.epoch
                 stamped = (stamped[0], stamped[1], stamped[2], item.epoch)
                 continue
             raw, source, partition, offset, received_ms, cut = unpack(item)
@@ -176,12 +180,6 @@ def _brings(value: Event | Wake) -> bool:
     """Whether a record brings its customer to their step (a wake that asks them to
     leave does not: it is for a customer in memory, or for nobody)."""
     return type(value) is not Wake or value.kind not in LEAVING
-
-
-class _Epochs(threading.local):
-    """The epoch the records a worker decodes are in (`flows.dataflow.epochs`)."""
-
-    epoch = 0
 
 
 class _EventCounts:

@@ -72,23 +72,26 @@ class _ThreadHeld:
         self.journeys: dict[str, int] = {}
 
 
-_THREADS: list[_ThreadHeld] = []
+#: Each thread's, by its id: not a `threading.local`, which bytewax's worker threads
+#: lose whenever it lets go of their Python state (as `operators.basis_packing` says),
+#: each loss adding an entry here that every reading of the gauges would add up ever
+#: after. A thread that ends leaves its counts to the next that gets its id.
+_THREADS: dict[int, _ThreadHeld] = {}
 _THREADS_LOCK = threading.Lock()
-_THIS_THREAD = threading.local()
 
 
 def _held_by_this_thread() -> _ThreadHeld:
-    held: _ThreadHeld | None = getattr(_THIS_THREAD, "held", None)
-    if held is None:
-        held = _THIS_THREAD.held = _ThreadHeld()
-        with _THREADS_LOCK:
-            _THREADS.append(held)
-    return held
+    thread = threading.get_ident()
+    with _THREADS_LOCK:
+        held = _THREADS.get(thread)
+        if held is None:
+            held = _THREADS[thread] = _ThreadHeld()
+        return held
 
 
 def _threads() -> list[_ThreadHeld]:
     with _THREADS_LOCK:
-        return list(_THREADS)
+        return list(_THREADS.values())
 
 
 def _count_open(journey: str) -> None:

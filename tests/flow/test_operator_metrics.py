@@ -11,13 +11,16 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import zstandard
 from prometheus_client import REGISTRY
 
+from flows.dataflow import held_state
 from flows.dataflow.clock import EventClock
 from flows.dataflow.decode import AheadLimit, make_decoder, unpack_raw
 from flows.dataflow.sources import RawRecord
+from operators import basis_packing
 from schemas.codec import DEFAULT_MAX_EVENT_BYTES, encode
-from tests.flow_helpers import run_embedded, simulated
+from tests.flow_helpers import ENTRY_POINTS, run_embedded, simulated
 from tests.helpers import default_playbook, ev
 
 CUSTOMERS, HOURS, SEED = 200, 24.0, 5
@@ -172,3 +175,26 @@ def test_workers_decoding_at_once_count_every_event_once() -> None:
 
 
 ROUNDS = 300
+
+
+def test_a_worker_thread_keeps_its_share_of_the_gauges_and_its_compressor(
+    tmp_path, monkeypatch
+) -> None:
+    """bytewax lets go of a worker thread's Python state between some of its steps, and
+    a `threading.local` with it: kept so, each thread's share of the state gauges was
+    made again and again (16 shares for two workers in this run, every one added up at
+    each scrape, ever more with uptime), and so was its compressor of decision inputs
+    (44, each loading its dictionary). Kept by thread: one each, for the whole run."""
+    made: Counter[int] = Counter()
+    compressor = zstandard.ZstdCompressor
+
+    def counted(*args: Any, **kwargs: Any) -> zstandard.ZstdCompressor:
+        made[threading.get_ident()] += 1
+        return compressor(*args, **kwargs)
+
+    monkeypatch.setattr(zstandard, "ZstdCompressor", counted)
+    monkeypatch.setattr(basis_packing, "_PACKERS", {})  # (none from an earlier run's threads)
+    shares = len(held_state._threads())
+    run_embedded(ENTRY_POINTS["cluster_main-2thread"], simulated(300, 2.0, 7), tmp_path / "out")
+    assert len(held_state._threads()) - shares <= 2  # (a thread's id may be an earlier's)
+    assert made and all(n == 1 for n in made.values()) and len(made) <= 2

@@ -13,11 +13,12 @@ packed them, and still opens. The same bytes pack to the same frame on every run
 replay after a crash writes what the run before wrote).
 """
 
-import threading
 import zlib
 from importlib.resources import files
 
 import zstandard
+
+from operators.per_thread import PerThread
 
 #: The dictionary's id (in every frame): a new dictionary takes the next, and this
 #: module keeps every earlier one, so what was recorded with it still opens.
@@ -37,25 +38,19 @@ def _dictionary(dictionary_id: int) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(files("operators").joinpath(name).read_bytes())
 
 
-#: Each thread's compressor and decompressors, made at its first use (bytewax workers
-#: are threads, and zstandard's are not to be shared), by the thread's id. Not a
-#: `threading.local`: bytewax lets go of a worker thread's Python state between some
-#: of its steps, and a thread's locals go with it (a short run of two workers made 44
-#: compressors, each loading the dictionary anew). A thread that ends leaves its own to
-#: the next that gets its id, never to two threads at once.
-_PACKERS: dict[int, zstandard.ZstdCompressor] = {}
-_UNPACKERS: dict[int, dict[int, zstandard.ZstdDecompressor]] = {}
+#: Each thread's compressor and decompressors (bytewax workers are threads, and
+#: zstandard's are not to be shared).
+_PACKERS = PerThread(
+    lambda: zstandard.ZstdCompressor(
+        level=LEVEL, dict_data=_dictionary(DICTIONARY_ID), write_checksum=False
+    )
+)
+_UNPACKERS: PerThread[dict[int, zstandard.ZstdDecompressor]] = PerThread(dict)
 
 
 def pack(basis: bytes) -> bytes:
     """The basis's msgpack, packed (a zstd frame naming the dictionary)."""
-    thread = threading.get_ident()
-    packer = _PACKERS.get(thread)
-    if packer is None:
-        packer = _PACKERS[thread] = zstandard.ZstdCompressor(
-            level=LEVEL, dict_data=_dictionary(DICTIONARY_ID), write_checksum=False
-        )
-    return packer.compress(basis)
+    return _PACKERS.get().compress(basis)
 
 
 def unpack(packed: bytes) -> bytes:
@@ -63,7 +58,7 @@ def unpack(packed: bytes) -> bytes:
     if not packed.startswith(_ZSTD_MAGIC):
         return zlib.decompress(packed)
     dictionary_id = zstandard.get_frame_parameters(packed).dict_id
-    unpackers = _UNPACKERS.setdefault(threading.get_ident(), {})
+    unpackers = _UNPACKERS.get()
     unpacker = unpackers.get(dictionary_id)
     if unpacker is None:
         unpacker = unpackers[dictionary_id] = zstandard.ZstdDecompressor(

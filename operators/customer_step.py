@@ -24,7 +24,6 @@ fresh profile, under the same rule until the horizon has passed. The tombstone i
 dropped once the horizon has passed (`expired`).
 """
 
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -49,6 +48,7 @@ from operators.models import (
     propensity_features,
     recent_path,
 )
+from operators.per_thread import PerThread
 from operators.playbook import CompiledPlaybook
 from operators.published import Published
 from operators.segments import SegmentEvaluator
@@ -156,7 +156,7 @@ class CustomerStep:
         self._seal = seal if seal is not None else LoopSeal(b"")
         self.pseudonym_of = pseudonym_of or partial(pseudonym, self._seal.secret)
         self._new_secret = new_secret
-        self._key_logs: dict[int, _KeyLog] = {}
+        self._key_logs = PerThread(_KeyLog)
         self._handover_keys = handover_keys if handover_keys is not None else sealing.HandoverKeys()
         self._channels = frozenset(playbook.channels)
         self.models = models
@@ -345,21 +345,11 @@ class CustomerStep:
             )
         )
 
-    def _keys(self) -> "_KeyLog":
-        """This thread's log of keys, by the thread's id: a `threading.local` is lost
-        whenever bytewax lets go of a worker thread's Python state (as
-        `operators.basis_packing` says)."""
-        thread = threading.get_ident()
-        log = self._key_logs.get(thread)
-        if log is None:
-            log = self._key_logs[thread] = _KeyLog()
-        return log
-
     def keys_made(self) -> list[bytes]:
         """The keys this step has made in this thread since the list was last emptied:
         the flow's rollback keeps them, to make the same again when it folds a
         customer's events anew (`reusing`)."""
-        log = self._keys()
+        log = self._key_logs.get()
         if log.made is None:
             log.made = []
         return log.made
@@ -367,7 +357,7 @@ class CustomerStep:
     def _new_key(self) -> bytes:
         """A random key (a customer's, a device's for its forwards), or, while `reusing`,
         the next of the keys made before."""
-        log = self._keys()
+        log = self._key_logs.get()
         key = log.reused.pop(0) if log.reused else self._new_secret()
         if log.made is not None:
             log.made.append(key)
@@ -378,7 +368,7 @@ class CustomerStep:
         """Make these keys again, in order, before any new one: events folded anew (a
         rollback) make the same keys as the first time, which the vault and other
         states already hold."""
-        log = self._keys()
+        log = self._key_logs.get()
         log.reused = list(keys)
         try:
             yield

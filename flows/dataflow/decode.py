@@ -79,8 +79,8 @@ def make_decoder(
     seen = [0]
     crash_lock = threading.Lock()
     # Each worker's epoch (its partitions' marks), by thread: not a `threading.local`,
-    # which a worker thread loses whenever bytewax lets go of its Python state (as
-    # `operators.basis_packing` says), and with it the epoch of a batch without a mark.
+    # which a worker thread loses (`operators.per_thread` says why), and with it the
+    # epoch of a batch without a mark.
     epochs: dict[int, int] = {}
 
     def decode(batch: list[Any]) -> list[Decoded]:

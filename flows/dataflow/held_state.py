@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from flows.runtime import metrics
 from operators.decide import NO_ACTION
+from operators.per_thread import PerThread
 from schemas.action import Action
 from schemas.journey import JourneyTransition
 from state.context import CustomerContext, is_tombstone
@@ -27,7 +28,7 @@ class HeldState:
         self._bytes = 0
         self._journeys: tuple[str, ...] = ()
         #: (a key's logic runs on the one worker thread: made there, it adds there)
-        self._thread = _held_by_this_thread()
+        self._thread = _THREADS.get()
 
     def holds(self, ctx: CustomerContext | None) -> None:
         """The key now holds this context (None: nothing)."""
@@ -72,31 +73,19 @@ class _ThreadHeld:
         self.journeys: dict[str, int] = {}
 
 
-#: Each thread's, by its id: not a `threading.local`, which bytewax's worker threads
-#: lose whenever it lets go of their Python state (as `operators.basis_packing` says),
-#: each loss adding an entry here that every reading of the gauges would add up ever
-#: after. A thread that ends leaves its counts to the next that gets its id.
-_THREADS: dict[int, _ThreadHeld] = {}
-_THREADS_LOCK = threading.Lock()
-
-
-def _held_by_this_thread() -> _ThreadHeld:
-    thread = threading.get_ident()
-    with _THREADS_LOCK:
-        held = _THREADS.get(thread)
-        if held is None:
-            held = _THREADS[thread] = _ThreadHeld()
-        return held
+#: Each thread's (`PerThread`: a `threading.local` would be lost, each loss adding a
+#: share that every reading of the gauges adds up ever after).
+_THREADS = PerThread(_ThreadHeld)
+_OPEN_BOUND_LOCK = threading.Lock()
 
 
 def _threads() -> list[_ThreadHeld]:
-    with _THREADS_LOCK:
-        return list(_THREADS.values())
+    return _THREADS.every()
 
 
 def _count_open(journey: str) -> None:
     """The open journeys gauge of a journey reads the threads' counts (bound once)."""
-    with _THREADS_LOCK:
+    with _OPEN_BOUND_LOCK:
         if journey in _OPEN_BOUND:
             return
         _OPEN_BOUND.add(journey)

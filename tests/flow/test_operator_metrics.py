@@ -193,7 +193,7 @@ def test_a_worker_thread_keeps_its_share_of_the_gauges_and_its_compressor(
         return compressor(*args, **kwargs)
 
     monkeypatch.setattr(zstandard, "ZstdCompressor", counted)
-    monkeypatch.setattr(basis_packing, "_PACKERS", {})  # (none from an earlier run's threads)
+    monkeypatch.setattr(basis_packing._PACKERS, "_by_thread", {})  # (none from earlier threads)
     shares = len(held_state._threads())
     run_embedded(ENTRY_POINTS["cluster_main-2thread"], simulated(300, 2.0, 7), tmp_path / "out")
     assert len(held_state._threads()) - shares <= 2  # (a thread's id may be an earlier's)
